@@ -1,0 +1,55 @@
+# Tickerbell: `make run` to start everything, `make test` to run the whole suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export FLASK_APP := wsgi.py
+
+.PHONY: run demo test lint bench migrate clean browser
+
+run: $(VENV)/.runtime
+	$(BIN)/flask db upgrade
+	$(BIN)/python -m worker.launch
+
+demo: $(VENV)/.runtime
+	$(BIN)/flask db upgrade
+	$(BIN)/python -m worker.launch --demo
+
+test: $(VENV)/.dev browser
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+
+bench: $(VENV)/.dev
+	$(BIN)/python bench/matching.py
+
+# A new migration after a model change: make migration m="what changed"
+migration: $(VENV)/.runtime
+	$(BIN)/flask db migrate -m "$(m)"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime
+
+# Browser tests drive Debian's Chromium; install it when we can, else they skip loudly.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "!! could not install chromium: browser tests will be skipped"; \
+	  else \
+	    echo "!! /usr/bin/chromium missing: run 'sudo apt-get install chromium' for the browser tests"; \
+	  fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache

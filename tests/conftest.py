@@ -1,0 +1,139 @@
+import os
+import re
+
+import pytest
+import redis
+from sqlalchemy import text
+
+from webapp import create_app
+from webapp.extensions import db
+from worker import redisd
+
+PG_URL = os.environ.get("TEST_DATABASE_URL")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A private redis-server for the whole session, on a free port."""
+    process, url = redisd.start(tmp_path_factory.mktemp("redis"), appendonly=False)
+    yield {"process": process, "url": url}
+    redisd.stop(process)
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server):
+    return redis_server["url"]
+
+
+def pytest_generate_tests(metafunc):
+    if "db_url" in metafunc.fixturenames:
+        backends = ["sqlite"]
+        if metafunc.definition.get_closest_marker("both_databases"):
+            backends.append("postgresql")
+        metafunc.parametrize("db_backend", backends, indirect=True)
+
+
+@pytest.fixture
+def db_backend(request):
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def db_url(db_backend, tmp_path):
+    if db_backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    if not PG_URL:
+        pytest.skip("PostgreSQL: TEST_DATABASE_URL is not set")
+    return PG_URL
+
+
+def reset_postgres(app):
+    with app.app_context():
+        with db.engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+
+
+@pytest.fixture
+def make_app(db_url, db_backend, redis_url, tmp_path):
+    """Build an app on a clean database and a flushed Redis; create tables unless told not."""
+    redis.Redis.from_url(redis_url).flushall()
+
+    def make(create_tables=True, **config):
+        settings = {
+            "TESTING": True,
+            "SECRET_KEY": "test-secret",
+            "SQLALCHEMY_DATABASE_URI": db_url,
+            "REDIS_URL": redis_url,
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            **config,
+        }
+        app = create_app(settings)
+        if db_backend == "postgresql":
+            reset_postgres(app)
+        if create_tables:
+            with app.app_context():
+                db.create_all()
+        return app
+
+    yield make
+
+
+@pytest.fixture
+def app(make_app):
+    app = make_app()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def csrf_token(client, path="/auth/login"):
+    """The session's CSRF token, read from the page's meta tag as the browser does."""
+    page = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+
+
+class AuthActions:
+    def __init__(self, client, app):
+        self._client = client
+        self._app = app
+
+    def create(self, email="trader@example.com", password="correct horse"):
+        from webapp import accounts
+
+        with self._app.app_context():
+            return accounts.create_user(email, password).id
+
+    def login(self, email="trader@example.com", password="correct horse"):
+        token = csrf_token(self._client)
+        return self._client.post(
+            "/auth/login", data={"email": email, "password": password, "csrf_token": token}
+        )
+
+    def logout(self):
+        token = csrf_token(self._client, "/dashboard")
+        return self._client.post("/auth/logout", data={"csrf_token": token})
+
+    def api_key(self, email="trader@example.com"):
+        from webapp import accounts
+        from webapp.models import User
+
+        with self._app.app_context():
+            user = db.session.scalar(db.select(User).where(User.email == email))
+            return accounts.create_api_key(user, "test")[1]
+
+
+@pytest.fixture
+def auth(client, app):
+    return AuthActions(client, app)

@@ -1,0 +1,125 @@
+"""Users, passwords and API keys: shared by the pages, the API and the CLI."""
+
+import hashlib
+import secrets
+
+from flask import current_app
+from sqlalchemy import select
+
+from webapp import throttle
+from webapp.exceptions import InvalidInput
+from webapp.extensions import db, login_manager
+from webapp.models import ApiKey, User, utcnow
+
+API_KEY_PREFIX = "tb_"
+PASSWORD_MIN = 8
+PASSWORD_MAX = 128
+
+
+class LoginThrottled(Exception):
+    def __init__(self, retry_after):
+        self.retry_after = retry_after
+        super().__init__(f"Too many failed attempts. Try again in {retry_after} seconds.")
+
+
+def normalise_email(email):
+    return (email or "").strip().lower()
+
+
+def check_password_rules(password):
+    if len(password) < PASSWORD_MIN:
+        raise InvalidInput({"password": f"Use at least {PASSWORD_MIN} characters."})
+    if len(password) > PASSWORD_MAX:
+        raise InvalidInput({"password": f"Use at most {PASSWORD_MAX} characters."})
+
+
+def create_user(email, password, is_admin=False):
+    """Create a user; raises InvalidInput if the email is taken or the password weak."""
+    email = normalise_email(email)
+    check_password_rules(password)
+    if db.session.scalar(select(User.id).where(User.email == email)):
+        raise InvalidInput({"email": "An account with this email already exists."})
+    user = User(email=email, is_admin=is_admin)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def authenticate(email, password, ip):
+    """Return the user for good credentials, None for bad ones; raise LoginThrottled."""
+    email = normalise_email(email)
+    limit = current_app.config["LOGIN_ATTEMPTS_PER_MINUTE"]
+    wait = max(
+        throttle.blocked_for("login-account", email, limit),
+        throttle.blocked_for("login-ip", ip, limit),
+    )
+    if wait:
+        raise LoginThrottled(wait)
+    user = db.session.scalar(select(User).where(User.email == email))
+    if user is not None and user.check_password(password):
+        throttle.reset("login-account", email)
+        return user
+    throttle.hit("login-account", email)
+    throttle.hit("login-ip", ip)
+    return None
+
+
+def change_password(user, current, new):
+    if not user.check_password(current):
+        raise InvalidInput({"current_password": "That is not your current password."})
+    check_password_rules(new)
+    user.set_password(new)
+    db.session.commit()
+
+
+@login_manager.user_loader
+def load_user(user_id):
+    uid, _, version = user_id.partition(":")
+    if not uid.isdigit():
+        return None
+    user = db.session.get(User, int(uid))
+    if user is None or str(user.session_version) != version:
+        return None
+    return user
+
+
+def _hash(secret):
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_key(user, name="default"):
+    """Return (ApiKey, plaintext). The plaintext is shown once and never stored."""
+    plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(user=user, name=name.strip() or "default", prefix=plaintext[:10],
+                 key_hash=_hash(plaintext))
+    db.session.add(key)
+    db.session.commit()
+    return key, plaintext
+
+
+def revoke_api_key(user, key_id):
+    key = db.session.get(ApiKey, key_id)
+    if key is None or key.user_id != user.id or key.revoked_at:
+        return None
+    key.revoked_at = utcnow()
+    db.session.commit()
+    return key
+
+
+def user_for_api_key(plaintext):
+    """The user owning a live key, or None. Keys are high-entropy, so SHA-256 suffices."""
+    if not plaintext or len(plaintext) > 200:
+        return None
+    key = db.session.scalar(
+        select(ApiKey).where(ApiKey.key_hash == _hash(plaintext), ApiKey.revoked_at.is_(None))
+    )
+    return key.user if key else None
+
+
+def live_api_keys(user):
+    return db.session.scalars(
+        select(ApiKey)
+        .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+        .order_by(ApiKey.created_at.desc())
+    ).all()

@@ -1,0 +1,64 @@
+from urllib.parse import urlsplit
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from webapp import accounts
+from webapp.auth.forms import LoginForm, RegisterForm
+from webapp.exceptions import InvalidInput
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+
+def safe_next(target):
+    """Only same-site paths: no scheme, no host, no protocol-relative tricks."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or any(c in target for c in "\r\n\\"):
+        return None
+    return target
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register():
+    if current_user.is_authenticated:
+        return redirect(url_for("main.dashboard"))
+    form = RegisterForm()
+    if form.validate_on_submit():
+        try:
+            user = accounts.create_user(form.email.data, form.password.data)
+        except InvalidInput as exc:
+            for field, message in exc.errors.items():
+                getattr(form, field).errors.append(message)
+        else:
+            login_user(user)
+            flash("Welcome to Tickerbell.", "success")
+            return redirect(url_for("main.dashboard"))
+    return render_template("auth/register.html", form=form), 422 if form.errors else 200
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm(next=request.args.get("next", ""))
+    if form.validate_on_submit():
+        try:
+            user = accounts.authenticate(form.email.data, form.password.data,
+                                         request.remote_addr or "unknown")
+        except accounts.LoginThrottled as exc:
+            form.password.errors.append(str(exc))
+            return render_template("auth/login.html", form=form), 429
+        if user is None:
+            form.password.errors.append("Wrong email or password.")
+        else:
+            login_user(user, remember=form.remember.data)
+            return redirect(safe_next(form.next.data) or url_for("main.dashboard"))
+    return render_template("auth/login.html", form=form), 422 if form.errors else 200
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    logout_user()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,187 @@
+"""SQL models: what users own. Fast, expiring state lives in Redis."""
+
+from datetime import UTC, datetime
+
+from flask_login import UserMixin
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from webapp.extensions import db
+
+
+def utcnow():
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True, index=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    # Bumped on password change so other sessions end (see get_id).
+    session_version: Mapped[int] = mapped_column(default=1)
+
+    api_keys: Mapped[list["ApiKey"]] = relationship(
+        back_populates="user", cascade="all, delete-orphan"
+    )
+
+    def set_password(self, password):
+        self.password_hash = generate_password_hash(password, method="scrypt")
+        self.session_version = (self.session_version or 0) + 1
+
+    def check_password(self, password):
+        return check_password_hash(self.password_hash, password)
+
+    def get_id(self):
+        return f"{self.id}:{self.session_version}"
+
+
+class ApiKey(db.Model):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(back_populates="api_keys")
+
+
+class ServiceToken(db.Model):
+    """A token for internal systems: may publish events for any user, reads nothing."""
+
+    __tablename__ = "service_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class Alert(db.Model):
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    symbol: Mapped[str] = mapped_column(String(20), index=True)
+    condition: Mapped[str] = mapped_column(String(16))  # above | below | volume_above
+    target: Mapped[float]
+    mode: Mapped[str] = mapped_column(String(10), default="once")  # once | recurring
+    buffer: Mapped[float] = mapped_column(default=0.5)
+    buffer_is_pct: Mapped[bool] = mapped_column(default=False)
+    expires_at: Mapped[datetime | None]
+    note: Mapped[str] = mapped_column(String(200), default="")
+    active: Mapped[bool] = mapped_column(default=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_fired_at: Mapped[datetime | None]
+    last_fired_price: Mapped[float | None]
+
+
+class Preference(db.Model):
+    __tablename__ = "preferences"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    rt_order_execution: Mapped[bool] = mapped_column(default=True)
+    rt_strategy_status: Mapped[bool] = mapped_column(default=True)
+    rt_price_alerts: Mapped[bool] = mapped_column(default=True)
+    sms_risk_violations: Mapped[bool] = mapped_column(default=False)
+    sms_order_failures: Mapped[bool] = mapped_column(default=False)
+    sms_account_security: Mapped[bool] = mapped_column(default=False)
+    email_alerts: Mapped[bool] = mapped_column(default=True)
+    email_daily_summary: Mapped[bool] = mapped_column(default=True)
+    email_weekly_performance: Mapped[bool] = mapped_column(default=True)
+    email_monthly_statements: Mapped[bool] = mapped_column(default=False)
+    max_per_minute: Mapped[int] = mapped_column(default=10)
+    quiet_start: Mapped[str | None] = mapped_column(String(5))  # "22:00"
+    quiet_end: Mapped[str | None] = mapped_column(String(5))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    phone: Mapped[str | None] = mapped_column(String(20))
+    delivery_email: Mapped[str | None] = mapped_column(String(254))
+
+
+class StrategyFollow(db.Model):
+    __tablename__ = "strategy_follows"
+    __table_args__ = (UniqueConstraint("user_id", "strategy_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    strategy_id: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class PushSubscription(db.Model):
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    endpoint: Mapped[str] = mapped_column(String(1000), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(200))
+    auth: Mapped[str] = mapped_column(String(100))
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CriticalNotification(db.Model):
+    """The audit trail: critical notifications, kept in SQL until expires_at."""
+
+    __tablename__ = "critical_notifications"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(40))
+    priority: Mapped[str] = mapped_column(String(10))
+    title: Mapped[str] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class DeliveryLog(db.Model):
+    __tablename__ = "delivery_log"
+    __table_args__ = (UniqueConstraint("notification_id", "user_id", "channel"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    notification_id: Mapped[str] = mapped_column(String(40), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(10))  # email | sms | push | outbox
+    status: Mapped[str] = mapped_column(String(12))  # queued | sent | failed | held | outbox
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    provider_id: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DigestRun(db.Model):
+    __tablename__ = "digest_runs"
+    __table_args__ = (UniqueConstraint("user_id", "kind", "period_start"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(10))  # daily | weekly
+    period_start: Mapped[datetime]
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class KnownDevice(db.Model):
+    """Devices and addresses a user has logged in from, to flag new ones."""
+
+    __tablename__ = "known_devices"
+    __table_args__ = (UniqueConstraint("user_id", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)

