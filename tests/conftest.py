@@ -57,7 +57,8 @@ def reset_postgres(app):
 @pytest.fixture
 def make_app(db_url, db_backend, redis_url, tmp_path):
     """Build an app on a clean database and a flushed Redis; create tables unless told not."""
-    redis.Redis.from_url(redis_url).flushall()
+    with redis.Redis.from_url(redis_url) as r:
+        r.flushall()
 
     def make(create_tables=True, **config):
         settings = {

@@ -2,7 +2,7 @@
 
 from flask import Flask
 
-from webapp.config import Config
+from webapp.config import Config, database_url
 
 __version__ = "0.1.0"
 
@@ -13,6 +13,7 @@ def create_app(config=None):
     settings = Config()
     app.config.from_object(settings)
     app.config.update(config or {})
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_url(app.config["SQLALCHEMY_DATABASE_URI"])
     settings.SECRET_KEY = app.config["SECRET_KEY"]
     settings.check()
     app.instance_path = app.config["INSTANCE_PATH"]

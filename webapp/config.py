@@ -27,7 +27,7 @@ class Config:
         env = os.environ
         self.ENV = env.get("TICKERBELL_ENV", "development")
         self.SECRET_KEY = env.get("SECRET_KEY", DEV_SECRET_KEY)
-        self.SQLALCHEMY_DATABASE_URI = _database_url(
+        self.SQLALCHEMY_DATABASE_URI = database_url(
             env.get("DATABASE_URL", f"sqlite:///{INSTANCE / 'tickerbell.db'}")
         )
         self.REDIS_URL = env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -56,7 +56,7 @@ class Config:
             )
 
 
-def _database_url(url):
+def database_url(url):
     # SQLAlchemy picks psycopg2 for a bare postgresql:// URL; we ship psycopg 3.
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):

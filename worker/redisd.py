@@ -53,7 +53,11 @@ def start(data_dir, port=None, appendonly=True, timeout=10.0):
 
 
 def _wait_for_ping(process, url, timeout):
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    with redis.Redis.from_url(url, socket_connect_timeout=0.5) as client:
+        _poll(process, client, timeout)
+
+
+def _poll(process, client, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -76,3 +80,5 @@ def stop(process, timeout=10.0):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    if process.stderr:
+        process.stderr.close()
