@@ -59,6 +59,7 @@ def make_app(db_url, db_backend, redis_url, tmp_path):
     """Build an app on a clean database and a flushed Redis; create tables unless told not."""
     with redis.Redis.from_url(redis_url) as r:
         r.flushall()
+    apps = []
 
     def make(create_tables=True, **config):
         settings = {
@@ -75,18 +76,22 @@ def make_app(db_url, db_backend, redis_url, tmp_path):
         if create_tables:
             with app.app_context():
                 db.create_all()
+        apps.append(app)
         return app
 
     yield make
+    for app in apps:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+        for name in ("redis", "rq_redis"):
+            if name in app.extensions:
+                app.extensions[name].close()
 
 
 @pytest.fixture
 def app(make_app):
-    app = make_app()
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    return make_app()
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.conftest import csrf_token
+from tests.conftest import AuthActions, csrf_token
 
 pytestmark = pytest.mark.both_databases
 
@@ -30,3 +30,143 @@ def test_wrong_password_is_refused(client, auth):
     assert response.status_code == 422
     assert b"Wrong email or password" in response.data
     assert client.get("/dashboard").status_code == 302
+
+
+def test_change_password_requires_current_and_ends_other_sessions(app, client, auth):
+    auth.create()
+    auth.login()
+    other = app.test_client()
+    AuthActions(other, app).login()
+    token = csrf_token(client, "/settings/password")
+    wrong = client.post("/settings/password", data={
+        "current_password": "not it", "new_password": "brand new pw", "confirm": "brand new pw",
+        "csrf_token": token})
+    assert wrong.status_code == 422
+    assert b"not your current password" in wrong.data
+    ok = client.post("/settings/password", data={
+        "current_password": "correct horse", "new_password": "brand new pw",
+        "confirm": "brand new pw", "csrf_token": token})
+    assert ok.status_code == 302
+    assert client.get("/dashboard").status_code == 200
+    assert other.get("/dashboard").status_code == 302
+    auth.logout()
+    assert auth.login(password="correct horse").status_code == 422
+    assert auth.login(password="brand new pw").status_code == 302
+
+
+def test_failed_logins_are_throttled_per_account(client, auth):
+    auth.create()
+    for _ in range(5):
+        assert auth.login(password="wrong password").status_code == 422
+    response = auth.login()  # even the right password waits
+    assert response.status_code == 429
+    assert b"Too many failed attempts" in response.data
+
+
+def test_failed_logins_are_throttled_per_ip(client, auth):
+    for n in range(5):
+        auth.login(email=f"nobody{n}@example.com", password="whatever1")
+    assert auth.login(email="someone@example.com", password="whatever1").status_code == 429
+
+
+def test_form_without_csrf_token_is_rejected(client, auth):
+    auth.create()
+    response = client.post("/auth/login", data={"email": "trader@example.com",
+                                                "password": "correct horse"})
+    assert response.status_code == 400
+    assert client.get("/dashboard").status_code == 302
+
+
+def test_htmx_request_needs_csrf_header(client, auth):
+    auth.create()
+    auth.login()
+    headers = {"HX-Request": "true"}
+    assert client.post("/auth/logout", headers=headers).status_code == 400
+    token = csrf_token(client, "/dashboard")
+    response = client.post("/auth/logout", headers={**headers, "X-CSRFToken": token})
+    assert response.status_code == 302
+
+
+@pytest.mark.parametrize("target", [
+    "https://evil.example.com/", "//evil.example.com", "/\\evil.example.com",
+    "javascript:alert(1)", "http:/evil.example.com", "/\r\nLocation: https://evil.example.com",
+])
+def test_login_never_redirects_off_site(client, auth, target):
+    auth.create()
+    token = csrf_token(client)
+    response = client.post("/auth/login", data={
+        "email": "trader@example.com", "password": "correct horse", "next": target,
+        "csrf_token": token})
+    assert response.headers["Location"] == "/dashboard"
+
+
+def test_login_follows_a_local_next(client, auth):
+    auth.create()
+    token = csrf_token(client)
+    response = client.post("/auth/login", data={
+        "email": "trader@example.com", "password": "correct horse",
+        "next": "/settings/api-keys", "csrf_token": token})
+    assert response.headers["Location"] == "/settings/api-keys"
+
+
+def test_session_cookie_is_httponly_and_lax(client, auth):
+    auth.create()
+    cookie = auth.login().headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+
+
+BAD_REGISTRATIONS = [
+    ({"email": "", "password": "longenough", "confirm": "longenough"}, b"Enter your email"),
+    ({"email": "not-an-email", "password": "longenough", "confirm": "longenough"},
+     b"valid email"),
+    ({"email": "x" * 10_000 + "@example.com", "password": "longenough", "confirm": "longenough"},
+     b"longer than 254"),
+    ({"email": "a@example.com", "password": "short", "confirm": "short"}, b"between 8 and 128"),
+    ({"email": "a@example.com", "password": "p" * 10_000, "confirm": "p" * 10_000},
+     b"between 8 and 128"),
+    ({"email": "a@example.com", "password": "longenough", "confirm": "different"},
+     b"do not match"),
+    ({"email": "<script>alert(1)</script>@example.com", "password": "longenough",
+      "confirm": "longenough"}, b"valid email"),
+]
+
+
+@pytest.mark.parametrize(("form", "message"), BAD_REGISTRATIONS)
+def test_register_rejects_bad_input(client, form, message):
+    response = client.post("/auth/register",
+                           data={**form, "csrf_token": csrf_token(client, "/auth/register")})
+    assert response.status_code == 422
+    assert message in response.data
+    assert b"<script>alert(1)" not in response.data
+
+
+def test_register_accepts_unicode_password_and_rejects_duplicates(client, auth):
+    token = csrf_token(client, "/auth/register")
+    form = {"email": "ünï@example.com", "password": "пароль-密码-🔔", "confirm": "пароль-密码-🔔",
+            "csrf_token": token}
+    assert client.post("/auth/register", data=form).status_code == 302
+    auth.logout()
+    assert auth.login(email="ünï@example.com", password="пароль-密码-🔔").status_code == 302
+    auth.logout()
+    token = csrf_token(client, "/auth/register")
+    again = client.post("/auth/register", data={**form, "csrf_token": token})
+    assert again.status_code == 422
+    assert b"already exists" in again.data
+
+
+@pytest.mark.parametrize("form", [
+    {"email": "", "password": ""},
+    {"email": "trader@example.com", "password": "x" * 10_000},
+    {"email": "<script>@example.com", "password": "correct horse"},
+])
+def test_login_rejects_bad_input(client, form):
+    response = client.post("/auth/login", data={**form, "csrf_token": csrf_token(client)})
+    assert response.status_code == 422
+    assert b"<script>@" not in response.data
+
+
+def test_pages_have_404_and_escape_paths(client):
+    response = client.get("/no/such/<script>")
+    assert response.status_code == 404
+    assert b"Page not found" in response.data

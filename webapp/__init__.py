@@ -21,7 +21,8 @@ def create_app(config=None):
     from webapp import errors, extensions, models  # noqa: F401  (models register tables)
 
     extensions.db.init_app(app)
-    extensions.migrate.init_app(app, extensions.db, directory=_migrations_dir())
+    extensions.migrate.init_app(app, extensions.db, directory=_migrations_dir(),
+                                render_as_batch=True)  # SQLite needs batch ALTERs
     extensions.login_manager.init_app(app)
     extensions.csrf.init_app(app)
     extensions.sock.init_app(app)

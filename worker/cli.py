@@ -4,7 +4,7 @@ import logging
 import sys
 
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from rq import SimpleWorker
 
 from webapp import accounts
@@ -51,6 +51,7 @@ def create_api_key(email, name):
 @click.command("worker")
 @click.argument("queues", nargs=-1)
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@with_appcontext
 def run_worker(queues, burst):
     """Run an RQ worker on QUEUES (default: high, default, low)."""
     _setup_logging()

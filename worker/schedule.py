@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import click
+from flask.cli import with_appcontext
 from rq_scheduler import Scheduler
 
 from webapp.extensions import get_redis
@@ -49,6 +50,7 @@ def reconcile(scheduler, periodic=None):
 
 @click.command("scheduler")
 @click.option("--interval", default=1.0, help="Seconds between checks for due jobs.")
+@with_appcontext
 def run_scheduler(interval):
     """Run rq-scheduler after reconciling the periodic jobs."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -1,0 +1,75 @@
+import re
+
+import pytest
+
+from tests.conftest import csrf_token
+
+pytestmark = pytest.mark.both_databases
+
+
+def test_api_without_auth_is_401_json_not_a_redirect(client):
+    response = client.get("/api/v1/me")
+    assert response.status_code == 401
+    assert response.is_json
+    assert response.json["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize("header", ["X-API-Key", "Authorization"])
+def test_api_key_authenticates_with_either_header(client, auth, header):
+    auth.create()
+    key = auth.api_key()
+    value = key if header == "X-API-Key" else f"Bearer {key}"
+    response = client.get("/api/v1/me", headers={header: value})
+    assert response.status_code == 200
+    assert response.json["email"] == "trader@example.com"
+
+
+@pytest.mark.parametrize("value", ["tb_wrong", "", "x" * 10_000, "Basic abc"])
+def test_unknown_api_keys_are_refused(client, auth, value):
+    auth.create()
+    response = client.get("/api/v1/me", headers={"Authorization": value, "X-API-Key": value})
+    assert response.status_code == 401
+
+
+def test_settings_page_creates_lists_prefix_and_revokes(client, auth):
+    auth.create()
+    auth.login()
+    token = csrf_token(client, "/settings/api-keys")
+    created = client.post("/settings/api-keys", data={"name": "bot <b>", "csrf_token": token})
+    assert created.status_code == 201
+    page = created.get_data(as_text=True)
+    key = re.search(r'id="new-key">([^<]+)<', page).group(1)
+    assert "bot &lt;b&gt;" in page
+    assert client.get("/api/v1/me", headers={"X-API-Key": key}).status_code == 200
+    listing = client.get("/settings/api-keys").get_data(as_text=True)
+    assert key not in listing and key[:10] in listing
+    key_id = re.search(r"/settings/api-keys/(\d+)/revoke", listing).group(1)
+    client.post(f"/settings/api-keys/{key_id}/revoke", data={"csrf_token": token})
+    assert client.get("/api/v1/me", headers={"X-API-Key": key}).status_code == 401
+
+
+def test_cannot_revoke_another_users_key(app, client, auth):
+    auth.create("other@example.com")
+    other_key = auth.api_key("other@example.com")
+    auth.create()
+    auth.login()
+    token = csrf_token(client, "/settings/api-keys")
+    client.post("/settings/api-keys/1/revoke", data={"csrf_token": token})
+    assert client.get("/api/v1/me", headers={"X-API-Key": other_key}).status_code == 200
+
+
+def test_api_session_caller_needs_csrf_for_writes(client, auth):
+    auth.create()
+    auth.login()
+    assert client.get("/api/v1/me").status_code == 200
+    response = client.post("/api/v1/me")
+    assert response.status_code in (400, 405)
+
+
+@pytest.mark.parametrize("name", ["", "n" * 10_000])
+def test_api_key_form_rejects_bad_names(client, auth, name):
+    auth.create()
+    auth.login()
+    token = csrf_token(client, "/settings/api-keys")
+    response = client.post("/settings/api-keys", data={"name": name, "csrf_token": token})
+    assert response.status_code == 422
