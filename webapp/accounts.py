@@ -114,7 +114,13 @@ def user_for_api_key(plaintext):
     key = db.session.scalar(
         select(ApiKey).where(ApiKey.key_hash == _hash(plaintext), ApiKey.revoked_at.is_(None))
     )
-    return key.user if key else None
+    if key is None:
+        return None
+    now = utcnow()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
+        key.last_used_at = now  # at most one write a minute per key
+        db.session.commit()
+    return key.user
 
 
 def live_api_keys(user):
