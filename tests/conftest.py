@@ -10,6 +10,7 @@ from webapp.extensions import db
 from worker import redisd
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
+pytest_plugins = ["tests.hub"]  # loopback SMTP/HTTP servers for the notification hub
 
 
 @pytest.fixture(scope="session")
@@ -143,3 +144,19 @@ class AuthActions:
 @pytest.fixture
 def auth(client, app):
     return AuthActions(client, app)
+
+
+def pytest_report_header(config):
+    if PG_URL:
+        return f"PostgreSQL tests: ON ({PG_URL})"
+    return "PostgreSQL tests: SKIPPED, TEST_DATABASE_URL is not set"
+
+
+def pytest_terminal_summary(terminalreporter):
+    skipped = terminalreporter.stats.get("skipped", [])
+    reasons = {}
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in sorted(reasons.items()):
+        terminalreporter.write_line(f"SKIPPED {count} tests: {reason}", yellow=True)

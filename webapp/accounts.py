@@ -6,7 +6,7 @@ import secrets
 from flask import current_app
 from sqlalchemy import select
 
-from webapp import throttle
+from webapp import security_events, throttle
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db, login_manager
 from webapp.models import ApiKey, User, utcnow
@@ -60,7 +60,7 @@ def authenticate(email, password, ip):
     if user is not None and user.check_password(password):
         throttle.reset("login-account", email)
         return user
-    throttle.hit("login-account", email)
+    security_events.failed_login(email, ip, throttle.hit("login-account", email))
     throttle.hit("login-ip", ip)
     return None
 
@@ -71,6 +71,7 @@ def change_password(user, current, new):
     check_password_rules(new)
     user.set_password(new)
     db.session.commit()
+    security_events.password_changed(user)
 
 
 @login_manager.user_loader
@@ -95,6 +96,7 @@ def create_api_key(user, name="default"):
                  key_hash=_hash(plaintext))
     db.session.add(key)
     db.session.commit()
+    security_events.api_key_created(key)
     return key, plaintext
 
 
@@ -104,6 +106,7 @@ def revoke_api_key(user, key_id):
         return None
     key.revoked_at = utcnow()
     db.session.commit()
+    security_events.api_key_revoked(key)
     return key
 
 

@@ -32,6 +32,13 @@ class Config:
         )
         self.REDIS_URL = env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
         self.BINANCE_WS_URL = env.get("BINANCE_WS_URL", "wss://stream.binance.com:9443")
+        # Seconds between keep-alive comments on an idle /stream (and messages on /ws).
+        self.STREAM_KEEPALIVE_S = float(env.get("STREAM_KEEPALIVE_S", 15))
+        # The listener: lease TTL, proactive reconnect before Binance's 24 h cut, backoff.
+        self.LISTENER_LEASE_TTL_S = float(env.get("LISTENER_LEASE_TTL_S", 30))
+        self.LISTENER_MAX_AGE_S = float(env.get("LISTENER_MAX_AGE_S", 23 * 3600 + 50 * 60))
+        self.LISTENER_BACKOFF_BASE_S = float(env.get("LISTENER_BACKOFF_BASE_S", 0.5))
+        self.LISTENER_BACKOFF_MAX_S = float(env.get("LISTENER_BACKOFF_MAX_S", 30))
         self.INSTANCE_PATH = str(INSTANCE)
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
@@ -44,7 +51,28 @@ class Config:
         self.MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024)
         self.LOGIN_ATTEMPTS_PER_MINUTE = _int("LOGIN_ATTEMPTS_PER_MINUTE", 5)
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        self._delivery(env)
         self.TESTING = False
+
+    def _delivery(self, env):
+        """Notification delivery: providers left unset write to instance/outbox/ instead."""
+        self.PUBLIC_URL = env.get("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+        self.SMTP_HOST = env.get("SMTP_HOST", "")
+        self.SMTP_PORT = _int("SMTP_PORT", 587)
+        self.SMTP_USER = env.get("SMTP_USER", "")
+        self.SMTP_PASSWORD = env.get("SMTP_PASSWORD", "")
+        self.SMTP_TLS = env.get("SMTP_TLS", "auto")  # auto | starttls | ssl | none
+        self.MAIL_FROM = env.get("MAIL_FROM", "Tickerbell <notifications@tickerbell.local>")
+        self.TWILIO_ACCOUNT_SID = env.get("TWILIO_ACCOUNT_SID", "")
+        self.TWILIO_AUTH_TOKEN = env.get("TWILIO_AUTH_TOKEN", "")
+        self.TWILIO_FROM = env.get("TWILIO_FROM", "")
+        self.TWILIO_API_BASE = env.get("TWILIO_API_BASE", "")  # tests point it at loopback
+        self.VAPID_PRIVATE_KEY = env.get("VAPID_PRIVATE_KEY", "")
+        self.VAPID_PUBLIC_KEY = env.get("VAPID_PUBLIC_KEY", "")
+        self.VAPID_SUBJECT = env.get("VAPID_SUBJECT", "mailto:admin@tickerbell.local")
+        self.DELIVERY_TIMEOUT = _int("DELIVERY_TIMEOUT", 10)
+        self.AUDIT_RETENTION_DAYS = _int("AUDIT_RETENTION_DAYS", 365)
+        self.DIGEST_HOUR = _int("DIGEST_HOUR", 8)
 
     def check(self):
         """Refuse to run in production with a made-up secret."""

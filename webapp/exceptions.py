@@ -11,3 +11,7 @@ class InvalidInput(ValueError):
 
 class NotFound(LookupError):
     """Missing, or owned by someone else: callers cannot tell which."""
+
+
+class DeliveryRejected(Exception):
+    """A provider refused a message for good (bad number, gone subscription): no retry."""

@@ -155,11 +155,14 @@ class DeliveryLog(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     notification_id: Mapped[str] = mapped_column(String(40), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    channel: Mapped[str] = mapped_column(String(10))  # email | sms | push | outbox
-    status: Mapped[str] = mapped_column(String(12))  # queued | sent | failed | held | outbox
+    channel: Mapped[str] = mapped_column(String(10))  # email | sms | push
+    # queued sending sent retrying failed held outbox digest skipped (webapp/delivery)
+    status: Mapped[str] = mapped_column(String(12), index=True)
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str] = mapped_column(Text, default="")
     provider_id: Mapped[str] = mapped_column(String(200), default="")
+    # When a held (quiet hours) or retrying delivery is next due; the sweep job reads it.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

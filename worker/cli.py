@@ -67,3 +67,14 @@ def register(app):
     from worker import schedule
 
     app.cli.add_command(schedule.run_scheduler)
+    from worker.alerts_cli import alerts_cli
+
+    app.cli.add_command(alerts_cli)
+    from worker import demo, hosting
+
+    app.cli.add_command(hosting.listener_command)
+    app.cli.add_command(demo.demo)
+    from worker.notify_cli import COMMANDS as notify_commands
+
+    for command in notify_commands:
+        app.cli.add_command(command)

@@ -3,6 +3,7 @@
 import argparse
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -47,6 +48,13 @@ def announce_when_up(port, printer):
     printer.write(Message("line", banner, datetime.now(), "launch", None))
 
 
+def seed_demo(env):
+    """The demo user and a few alerts near the demo prices (`flask demo seed`, idempotent)."""
+    flask = Path(sys.executable).parent / "flask"
+    subprocess.run([str(flask), "--app", "wsgi", "demo", "seed"], env=env, cwd=str(ROOT),
+                   check=False)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--demo", action="store_true", help="use the built-in fake market feed")
@@ -64,6 +72,7 @@ def main(argv=None):
     if args.demo:
         demo_port = redisd.free_port()
         env["BINANCE_WS_URL"] = f"ws://127.0.0.1:{demo_port}"
+        seed_demo(env)
     printer = Printer(sys.stdout)
     manager = Manager(printer=printer)
     for name, cmd in processes(port, demo_port).items():

@@ -30,6 +30,6 @@ def enqueue(func, *args, queue="default", job_id=None, timeout=DEFAULT_JOB_TIMEO
     """Enqueue `func` by reference with our timeouts; retries back off 1, 4, 16 ... s."""
     retry = Retry(max=retries, interval=[4**i for i in range(retries)]) if retries else None
     return get_queue(queue).enqueue(
-        func, *args, job_id=job_id, job_timeout=timeout, result_ttl=DEFAULT_RESULT_TTL,
-        failure_ttl=DEFAULT_FAILURE_TTL, retry=retry, kwargs=kwargs,
+        func, args=args, kwargs=kwargs, job_id=job_id, job_timeout=timeout,
+        result_ttl=DEFAULT_RESULT_TTL, failure_ttl=DEFAULT_FAILURE_TTL, retry=retry,
     )

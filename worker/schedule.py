@@ -24,7 +24,14 @@ class Periodic:
 
 
 # Later work adds its jobs here; ids never change, so restarts never duplicate.
-PERIODIC = []
+PERIODIC = [
+    Periodic("listener-watchdog", "worker.hosting.listener_watchdog", 15),
+    Periodic("slowpath-safety-net", "worker.slowpath.safety_net", 60),
+    Periodic("deliveries-sweep", "webapp.delivery.sweep.sweep", 30),
+    Periodic("digests-send-due", "webapp.digests.send_due", 900, queue="low"),
+    Periodic("prices-sample", "webapp.price_history.sample", 900, queue="low"),
+    Periodic("cleanup", "worker.jobs.cleanup", 3600, queue="low"),
+]
 
 
 def reconcile(scheduler, periodic=None):

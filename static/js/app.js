@@ -11,3 +11,54 @@ document.addEventListener("htmx:responseError", (event) => {
   div.textContent = message;
   box.prepend(div);
 });
+
+// The live feed (htmx-ext-sse on <body>). The browser's own EventSource reconnect sends
+// Last-Event-ID itself; when the extension has to make a new EventSource instead, it asks
+// for what it missed with ?last_event_id= (the server prefers the header when both come).
+let lastEventId = null;
+if (window.htmx) {
+  htmx.createEventSource = (url) => {
+    const target = new URL(url, window.location.href);
+    if (lastEventId) target.searchParams.set("last_event_id", lastEventId);
+    return new EventSource(target, { withCredentials: true });
+  };
+}
+document.addEventListener("htmx:sseMessage", (event) => {
+  if (event.detail && event.detail.lastEventId) lastEventId = event.detail.lastEventId;
+  const toasts = event.target;
+  if (toasts.id !== "toasts") return;
+  const newest = toasts.firstElementChild;
+  if (newest) setTimeout(() => newest.remove(), 8000);
+  while (toasts.children.length > 4) toasts.lastElementChild.remove();
+});
+// A notification already on the page (rendered with it, then replayed) is not added twice.
+document.addEventListener("htmx:sseBeforeMessage", (event) => {
+  if (event.detail.type !== "notification") return;
+  const match = /id="(n-\d+)"/.exec(event.detail.data);
+  if (match && document.getElementById(match[1])) event.preventDefault();
+});
+
+// Price ticks: JSON, about one a second per watched symbol; redraw price and sparkline.
+function sparkPoints(points, width, height) {
+  if (points.length < 2) return "";
+  const t0 = points[0][0], span = (points[points.length - 1][0] - t0) || 1;
+  const prices = points.map((p) => p[1]);
+  const low = Math.min(...prices), range = (Math.max(...prices) - low) || 1;
+  return points.map(([t, p]) => ((t - t0) * width / span).toFixed(1) + "," +
+    (height - (p - low) * height / range).toFixed(1)).join(" ");
+}
+function onTick(event) {
+  let tick;
+  try { tick = JSON.parse(event.data); } catch (_) { return; }
+  const row = document.getElementById("ticker-" + tick.symbol);
+  if (!row) return;
+  row.querySelector("[data-price]").textContent = tick.price;
+  const points = JSON.parse(row.dataset.points || "[]");
+  points.push([tick.ts, tick.price]);
+  while (points.length > 300) points.shift();
+  row.dataset.points = JSON.stringify(points);
+  row.querySelector("polyline").setAttribute("points", sparkPoints(points, 120, 32));
+}
+document.addEventListener("htmx:sseOpen", (event) => {
+  event.detail.source.addEventListener("tick", onTick);
+});

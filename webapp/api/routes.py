@@ -3,13 +3,14 @@
 from flask import Blueprint, g, jsonify, request
 from flask_login import current_user
 
-from webapp import accounts
+from webapp import accounts, service_tokens
 from webapp.errors import json_error
 from webapp.extensions import csrf
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
-PUBLIC = {"api.health"}
+PUBLIC = {"api.health", "api.openapi"}
+SERVICE = {"api.post_events"}  # service tokens only; they are refused everywhere else
 
 
 def _presented_key():
@@ -23,6 +24,8 @@ def _presented_key():
 @bp.before_request
 def authenticate():
     g.api_user = None
+    if request.endpoint in SERVICE:
+        return service_tokens.authenticate_request()
     key = _presented_key()
     if key:
         g.api_user = accounts.user_for_api_key(key)

@@ -3,7 +3,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from webapp import accounts
+from webapp import accounts, security_events
 from webapp.auth.forms import LoginForm, RegisterForm
 from webapp.exceptions import InvalidInput
 
@@ -33,6 +33,7 @@ def register():
                 getattr(form, field).errors.append(message)
         else:
             login_user(user)
+            security_events.check_device(user, request.user_agent.string, request.remote_addr)
             flash("Welcome to Tickerbell.", "success")
             return redirect(url_for("main.dashboard"))
     return render_template("auth/register.html", form=form), 422 if form.errors else 200
@@ -52,6 +53,7 @@ def login():
             form.password.errors.append("Wrong email or password.")
         else:
             login_user(user, remember=form.remember.data)
+            security_events.check_device(user, request.user_agent.string, request.remote_addr)
             return redirect(safe_next(form.next.data) or url_for("main.dashboard"))
     return render_template("auth/login.html", form=form), 422 if form.errors else 200
 

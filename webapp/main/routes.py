@@ -1,7 +1,11 @@
 from flask import Blueprint, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
+from webapp import inbox, tickers
+
 bp = Blueprint("main", __name__)
+
+DASHBOARD_FEED = 10  # the newest notifications; the inbox page has the rest
 
 
 @bp.get("/")
@@ -14,4 +18,7 @@ def index():
 @bp.get("/dashboard")
 @login_required
 def dashboard():
-    return render_template("main/dashboard.html")
+    items, _ = inbox.list_page(current_user.id, limit=DASHBOARD_FEED)
+    watched = tickers.tickers(tickers.watched_symbols(current_user.id))
+    return render_template("main/dashboard.html", items=[inbox.to_api(n) for n in items],
+                           tickers=watched)

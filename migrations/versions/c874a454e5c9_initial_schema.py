@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: ab3bd1287470
+Revision ID: c874a454e5c9
 Revises: 
-Create Date: 2026-11-21 05:52:12.928818
+Create Date: 2026-11-21 06:09:34.085188
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'ab3bd1287470'
+revision = 'c874a454e5c9'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -107,6 +107,7 @@ def upgrade():
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('error', sa.Text(), nullable=False),
     sa.Column('provider_id', sa.String(length=200), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
@@ -114,7 +115,9 @@ def upgrade():
     sa.UniqueConstraint('notification_id', 'user_id', 'channel')
     )
     with op.batch_alter_table('delivery_log', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_delivery_log_next_attempt_at'), ['next_attempt_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_delivery_log_notification_id'), ['notification_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_delivery_log_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_delivery_log_user_id'), ['user_id'], unique=False)
 
     op.create_table('digest_runs',
@@ -215,7 +218,9 @@ def downgrade():
     op.drop_table('digest_runs')
     with op.batch_alter_table('delivery_log', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_delivery_log_user_id'))
+        batch_op.drop_index(batch_op.f('ix_delivery_log_status'))
         batch_op.drop_index(batch_op.f('ix_delivery_log_notification_id'))
+        batch_op.drop_index(batch_op.f('ix_delivery_log_next_attempt_at'))
 
     op.drop_table('delivery_log')
     with op.batch_alter_table('critical_notifications', schema=None) as batch_op:

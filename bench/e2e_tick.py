@@ -1,0 +1,112 @@
+"""Tick to notification: from the fake Binance server sending a trade to the notification
+arriving on the user's Redis channel, through the real listener and matcher.
+
+Every tick crosses one of two recurring alerts (above 100, below 90), so every tick makes
+exactly one notification. Prints a table, then the figures as JSON on the last line.
+    python bench/e2e_tick.py [--ticks 2000]
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from webapp import alert_index  # noqa: E402
+from webapp.models import Alert  # noqa: E402
+from worker import redisd  # noqa: E402
+from worker.fakefeed import FakeFeed  # noqa: E402
+from worker.listener import Listener  # noqa: E402
+from worker.matcher import Matcher  # noqa: E402
+
+USER_ID = 1
+WARMUP = 100
+
+
+def arm(r):
+    for alert_id, condition, target in ((1, "above", 100.0), (2, "below", 90.0)):
+        alert = Alert(id=alert_id, user_id=USER_ID, symbol="BTCUSDT", condition=condition,
+                      target=target, mode="recurring", buffer=1.0, buffer_is_pct=False,
+                      expires_at=None, note="", active=True)
+        alert_index.index(alert, r)
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out setting up the benchmark")
+        time.sleep(0.01)
+
+
+def measure(feed, pubsub, ticks):
+    """Latency in ms of each tick: leaving the fake server -> message on the channel."""
+    latencies = []
+    for i in range(ticks + WARMUP):
+        feed.trade("BTCUSDT", 101.0 if i % 2 == 0 else 89.0)
+        msg = pubsub.get_message(timeout=5)
+        if msg is None:
+            raise SystemExit(f"tick {i}: no notification within 5 s")
+        arrived = time.perf_counter()
+        if i >= WARMUP:
+            latencies.append((arrived - feed.last_sent) * 1000)
+    return latencies
+
+
+def summary(latencies):
+    ordered = sorted(latencies)
+    return {
+        "ticks": len(ordered),
+        "median_ms": round(statistics.median(ordered), 3),
+        "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1], 3),
+        "mean_ms": round(statistics.fmean(ordered), 3),
+        "max_ms": round(ordered[-1], 3),
+    }
+
+
+def run(ticks):
+    with tempfile.TemporaryDirectory() as tmp:
+        process, url = redisd.start(Path(tmp) / "redis")  # append-only on, as in production
+        r = redis.Redis.from_url(url, decode_responses=True)
+        stop = threading.Event()
+        try:
+            arm(r)
+            pubsub = r.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(f"tb:user:{USER_ID}")
+            pubsub.get_message(timeout=1)  # the subscribe confirmation
+            with FakeFeed() as feed:
+                listener = Listener(r, Matcher(r), feed.url)
+                thread = threading.Thread(target=listener.run, args=(stop,), daemon=True)
+                thread.start()
+                wait_for(lambda: "btcusdt@aggTrade" in feed.subscriptions())
+                result = summary(measure(feed, pubsub, ticks))
+                stop.set()
+                thread.join(5)
+            pubsub.close()
+        finally:
+            r.close()
+            redisd.stop(process)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=2000)
+    args = parser.parse_args(argv)
+    result = run(args.ticks)
+    print(f"{'ticks':>8} {'median ms':>10} {'p99 ms':>8} {'mean ms':>8} {'max ms':>8}")
+    print(f"{result['ticks']:>8} {result['median_ms']:>10.3f} {result['p99_ms']:>8.3f} "
+          f"{result['mean_ms']:>8.3f} {result['max_ms']:>8.3f}")
+    print(f"target: median <= 1 ms: {'met' if result['median_ms'] <= 1 else 'MISSED'}")
+    print(json.dumps({"e2e_tick": result}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Events through the API: POST /api/v1/events per second (single and batched) and from the
+POST to the user's SSE stream, against gunicorn with the gevent worker as `make run` serves it.
+
+The RQ worker is not running: the figures are the web side (validate, store in the inbox,
+publish, queue the slow steps). Prints a table, then the figures as JSON on the last line.
+    python bench/events.py [--single 2000] [--batches 20] [--e2e 300] [--concurrency 16]
+"""
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import sse_common as common  # noqa: E402
+
+from webapp import service_tokens  # noqa: E402
+
+USERS = 50
+
+
+def event(uid, title):
+    return {"type": "ORDER_EXECUTED", "user_id": uid, "title": title,
+            "message": "Filled 0.5 BTC at 65000", "data": {"qty": 0.5, "price": 65000}}
+
+
+async def post_all(session, url, headers, bodies, concurrency):
+    """POST every body, `concurrency` at a time; (seconds, [request latencies in ms])."""
+    gate, latencies = asyncio.Semaphore(concurrency), []
+
+    async def one(body):
+        async with gate:
+            start = time.perf_counter()
+            async with session.post(url, json=body, headers=headers) as response:
+                await response.read()
+                if response.status != 202:
+                    raise SystemExit(f"unexpected {response.status}: {await response.text()}")
+            latencies.append((time.perf_counter() - start) * 1000)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(b) for b in bodies))
+    return time.perf_counter() - start, sorted(latencies)
+
+
+async def end_to_end(session, url, headers, port, uid, cookie, count, concurrency):
+    """Latency POST -> SSE frame, one at a time; then a burst's events/s into the stream."""
+    client = common.SseClient(uid)
+    await client.connect(port, "/stream", cookie, ready=b"retry:")
+    latencies = []
+    for i in range(count):
+        marker = f"e2e-{i:06d}-end".encode()
+        start = time.perf_counter()
+        async with session.post(url, json=event(uid, marker.decode()), headers=headers) as r:
+            await r.read()
+        latencies.append((await asyncio.wait_for(client.wait_for(marker), 10) - start) * 1000)
+    bodies = [event(uid, f"burst-{i:06d}-end") for i in range(count)]
+    start = time.perf_counter()
+    sent = asyncio.ensure_future(post_all(session, url, headers, bodies, concurrency))
+    for i in range(count):  # frames arrive in publish order; wait for each marker in turn
+        await asyncio.wait_for(client.wait_for(f"burst-{i:06d}-end".encode()), 30)
+    await sent
+    burst = count / (time.perf_counter() - start)
+    client.close()
+    return sorted(latencies), burst
+
+
+async def run(args, port, token, users):
+    url = f"http://127.0.0.1:{port}/api/v1/events"
+    headers = {"Authorization": f"Bearer {token}"}
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        warm = [event(random.choice(users)[0], "warm-up") for _ in range(100)]
+        await post_all(session, url, headers, warm, args.concurrency)
+        singles = [event(random.choice(users)[0], f"single {i}") for i in range(args.single)]
+        single_s, single_lat = await post_all(session, url, headers, singles, args.concurrency)
+        batches = [[event(random.choice(users)[0], f"batch {b}.{i}") for i in range(1000)]
+                   for b in range(args.batches)]
+        batch_s, batch_lat = await post_all(session, url, headers, batches,
+                                            min(args.concurrency, 4))
+        uid, cookie = users[0]
+        e2e_lat, burst = await end_to_end(session, url, headers, port, uid, cookie, args.e2e,
+                                          args.concurrency)
+    return {
+        "single_events_per_s": round(args.single / single_s),
+        "single_request_p50_ms": round(statistics.median(single_lat), 2),
+        "batched_events_per_s": round(args.batches * 1000 / batch_s),
+        "batch_of_1000_p50_ms": round(statistics.median(batch_lat), 1),
+        "e2e_post_to_sse_p50_ms": round(statistics.median(e2e_lat), 2),
+        "e2e_post_to_sse_p95_ms": round(common.percentile(e2e_lat, 95), 2),
+        "e2e_burst_events_per_s": round(burst),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--single", type=int, default=2000)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--e2e", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        redis_process, redis_url = common.start_redis(tmp / "redis")
+        db_url = f"sqlite:///{tmp / 'bench.db'}"
+        app, users = common.make_users(db_url, redis_url, USERS)
+        with app.app_context():
+            token = service_tokens.create("bench")[1]
+        port = common.free_port()
+        env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "SECRET_KEY": common.SECRET,
+               "INSTANCE_PATH": str(tmp)}
+        server = common.gunicorn(Path(sys.executable).parent, "wsgi:app", port, env,
+                                 tmp / "gunicorn.log")
+        try:
+            figures = asyncio.run(run(args, port, token, users))
+        finally:
+            common.stop(server)
+            common.stop(redis_process)
+    for name, value in figures.items():
+        print(f"{name:28} {value}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

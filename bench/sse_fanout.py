@@ -1,0 +1,190 @@
+"""SSE fan-out: 1k, 5k and 10k clients on one gunicorn gevent worker, one event to every user.
+
+Tickerbell (one pub/sub connection per process, events written by the inbox's Lua script)
+side by side with Flask-SSE 1.0 (a pub/sub connection per client, one PUBLISH per user),
+served the same way. Flask-SSE lives only in bench/.venv-flasksse, made on first run.
+
+Figures per run: delivery latency p50/p99 from publishing to the event read by its client
+(the whole burst published at once), the worker's RSS growth per connection, and the Redis
+connections open. Client, server and Redis share this machine's cores.
+    python bench/sse_fanout.py [--sizes 1000 5000 10000] [--only tickerbell|flasksse]
+"""
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+import sse_common as common  # puts the project on sys.path
+from sse_common import SseClient, percentile
+
+from webapp import inbox
+
+BENCH = Path(__file__).resolve().parent
+FLASKSSE_VENV = BENCH / ".venv-flasksse"
+FLASKSSE_PINS = ["flask-sse==1.0.0", "flask==3.1.3", "redis==8.1.0", "hiredis==3.5.0",
+                 "gunicorn==27.0.1", "gevent==26.9.0"]
+CHUNK = 500  # events per pipelined publish
+
+
+def flasksse_env():
+    """bench/.venv-flasksse with Flask-SSE 1.0 and the same server stack as ours."""
+    python = FLASKSSE_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(FLASKSSE_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *FLASKSSE_PINS], check=True)
+    return FLASKSSE_VENV / "bin"
+
+
+class Target:
+    """How to serve, connect to and publish for one implementation."""
+
+    def __init__(self, name, bin_dir, app_spec, cwd, ready, marker):
+        self.name, self.bin_dir, self.app_spec, self.cwd = name, bin_dir, app_spec, cwd
+        self.ready, self.marker = ready, marker
+
+    def path(self, client):
+        return "/stream" if self.name == "tickerbell" else f"/stream?channel=user.{client.uid}"
+
+
+def tickerbell():
+    return Target("tickerbell", Path(sys.executable).parent, "wsgi:app", common.ROOT,
+                  b"event: unread", b"event: notification")
+
+
+def flasksse():
+    return Target("flasksse", flasksse_env(), "flasksse_app:app", BENCH, None,
+                  b"event:notification")
+
+
+def publish(target, r, users):
+    """Publish one event per user in pipelined chunks; {uid: perf_counter when sent}."""
+    sent = {}
+    for start in range(0, len(users), CHUNK):
+        chunk = users[start:start + CHUNK]
+        now = time.perf_counter()
+        sent.update((uid, now) for uid, _ in chunk)
+        if target.name == "tickerbell":
+            inbox.store_many([{"user_id": uid, "type": "PRICE_ALERT", "title": "BTCUSDT above 1",
+                               "message": "fan-out"} for uid, _ in chunk], redis=r)
+        else:
+            with r.pipeline(transaction=False) as pipe:
+                for uid, _ in chunk:
+                    pipe.publish(f"user.{uid}", json.dumps({
+                        "data": {"title": "BTCUSDT above 1", "message": "fan-out"},
+                        "type": "notification"}))
+                pipe.execute()
+    return sent
+
+
+def web_connections(r):
+    return sum(1 for c in r.client_list() if c.get("name") != "bench")
+
+
+async def subscribed(r, count, timeout=120):
+    """Flask-SSE sends nothing until the first event: wait for its subscriptions instead."""
+    deadline = time.monotonic() + timeout
+    while len(r.pubsub_channels("user.*")) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit("Flask-SSE clients did not subscribe in time")
+        await asyncio.sleep(0.2)
+
+
+async def run_size(target, users, port, r, pid):
+    clients = [SseClient(uid) for uid, _ in users]
+    cookies = dict(users)
+    base = common.rss_kb(pid)
+    started = time.perf_counter()
+    await common.connect_all(clients, port, target.path, lambda c: cookies[c.uid],
+                             target.ready)
+    if target.ready is None:
+        await subscribed(r, len(users))
+    connect_s = time.perf_counter() - started
+    await asyncio.sleep(1.0)  # let the worker settle before reading its memory
+    rss = common.rss_kb(pid)
+    conns = web_connections(r)
+    waits = [asyncio.ensure_future(c.wait_for(target.marker)) for c in clients]
+    sent = await asyncio.to_thread(publish, target, r, users)
+    done, pending = await asyncio.wait(waits, timeout=120)
+    received = {c.uid: w.result() for c, w in zip(clients, waits, strict=True)
+                if w in done and w.exception() is None}
+    for w in pending:
+        w.cancel()
+    for c in clients:
+        c.close()
+    latencies = sorted((t - sent[uid]) * 1000 for uid, t in received.items())
+    return {"impl": target.name, "clients": len(users), "delivered": len(received),
+            "p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
+            "p99_ms": round(percentile(latencies, 99), 1) if latencies else None,
+            "kb_per_conn": round((rss - base) / len(users), 1), "rss_mb": round(rss / 1024, 1),
+            "redis_conns": conns, "connect_s": round(connect_s, 1)}
+
+
+def serve_and_run(target, size, all_users, redis_url, tmp):
+    r = redis.Redis.from_url(redis_url, decode_responses=True, client_name="bench")
+    r.flushall()
+    port = common.free_port()
+    env = {"DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}", "REDIS_URL": redis_url,
+           "SECRET_KEY": common.SECRET, "STREAM_KEEPALIVE_S": "60", "INSTANCE_PATH": str(tmp)}
+    arbiter = common.gunicorn(target.bin_dir, target.app_spec, port, env,
+                              tmp / f"{target.name}.log", cwd=target.cwd)
+    try:
+        pid = common.worker_pid(arbiter)
+        asyncio.run(warm_up(target, all_users[0], port))
+        return asyncio.run(run_size(target, all_users[:size], port, r, pid))
+    finally:
+        common.stop(arbiter)
+        r.close()
+
+
+async def warm_up(target, user, port):
+    """One stream opened and closed first, so imports and templates are not counted."""
+    client = SseClient(user[0])
+    await client.connect(port, target.path(client), user[1], target.ready)
+    client.close()
+    await asyncio.sleep(0.5)
+
+
+def table(rows):
+    head = (f"{'impl':<11}{'clients':>8}{'delivered':>10}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'KB/conn':>9}{'RSS MB':>8}{'redis conns':>12}{'connect s':>10}")
+    lines = [head]
+    for row in rows:
+        lines.append(f"{row['impl']:<11}{row['clients']:>8}{row['delivered']:>10}"
+                     f"{row['p50_ms'] or '-':>9}{row['p99_ms'] or '-':>9}{row['kb_per_conn']:>9}"
+                     f"{row['rss_mb']:>8}{row['redis_conns']:>12}{row['connect_s']:>10}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 10000])
+    parser.add_argument("--only", choices=["tickerbell", "flasksse"])
+    args = parser.parse_args(argv)
+    print(f"file descriptor limit: {common.raise_fd_limit()}")
+    targets = [t() for t in (tickerbell, flasksse) if args.only in (None, t.__name__)]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        redis_process, redis_url = common.start_redis(tmp / "redis")
+        try:
+            db_url = f"sqlite:///{tmp / 'bench.db'}"
+            _, users = common.make_users(db_url, redis_url, max(args.sizes))
+            for size in args.sizes:
+                for target in targets:
+                    rows.append(serve_and_run(target, size, users, redis_url, tmp))
+                    print(table(rows[-1:]).splitlines()[-1], flush=True)
+        finally:
+            common.stop(redis_process)
+    print()
+    print(table(rows))
+    print(json.dumps({"sse_fanout": rows}))
+
+
+if __name__ == "__main__":
+    main()

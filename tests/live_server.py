@@ -1,0 +1,95 @@
+"""The app served for real: gunicorn with the gevent worker, as `make run` serves it."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """`gunicorn --worker-class gevent wsgi:app` on a free port, with the given environment."""
+
+    def __init__(self, env, log_path, port=None):
+        self.port = port or free_port()
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self.log_path = log_path
+        self.process = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout=30.0):
+        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [gunicorn, "--worker-class", "gevent", "--workers", "1",
+             "--worker-connections", "2000", "--bind", f"127.0.0.1:{self.port}",
+             "--graceful-timeout", "2", "--no-control-socket", "--access-logfile", "-",
+             "wsgi:app"],
+            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            self._wait_up(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_up(self, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited; see {self.log_path}")
+            try:
+                requests.get(self.url + "/api/v1/openapi.json", timeout=5).close()
+                return
+            except requests.RequestException:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+
+    def worker_pid(self):
+        """The gevent worker's pid (the arbiter's only child)."""
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
+                             capture_output=True, text=True, check=False).stdout.split()
+        return int(out[0]) if out else None
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+def login(base_url, email, password):
+    """A requests.Session logged in through the real login form; returns it."""
+    session = requests.Session()
+    page = session.get(base_url + "/auth/login").text
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    response = session.post(base_url + "/auth/login", allow_redirects=False, data={
+        "email": email, "password": password, "csrf_token": token})
+    assert response.status_code == 302, response.text[:500]
+    return session
+
+
+def cookie_header(session):
+    return "; ".join(f"{c.name}={c.value}" for c in session.cookies)

@@ -1,0 +1,288 @@
+"""Alerts: the domain, the Redis index and its rebuild, the page, the CLI and the slow path."""
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import csrf_token
+from webapp import alert_index, alerts
+from webapp.exceptions import InvalidInput, NotFound
+from webapp.extensions import db, get_redis
+from webapp.models import Alert, utcnow
+from worker import slowpath
+from worker.matcher import Matcher
+
+
+@pytest.fixture
+def ctx(app):
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def uid(auth):
+    return auth.create()
+
+
+def make(uid, **fields):
+    return alerts.create_alert(uid, {"symbol": "BTCUSDT", "type": "above", "price": 100,
+                                     **fields})
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def index_state(r):
+    """Every index key with its members and scores, to compare two indexes."""
+    keys = sorted(r.scan_iter("tb:idx:*")) + sorted(r.scan_iter("tb:rearm:*"))
+    state = {k: r.zrange(k, 0, -1, withscores=True) for k in keys}
+    state["alerts"] = {k: r.hgetall(k) for k in sorted(r.scan_iter("tb:alert:*"))}
+    state["symbols"] = r.hgetall("tb:symbols")
+    return state
+
+
+@pytest.mark.both_databases
+def test_create_writes_sql_and_index(ctx, uid):
+    alert = make(uid, mode="recurring", buffer="1%", note="hi")
+    r = get_redis()
+    assert r.zscore("tb:idx:BTCUSDT:above", alert.id) == 100
+    assert r.hgetall(f"tb:alert:{alert.id}")["rearm"] == "99"
+    assert alert_index.symbols() == {"BTCUSDT": 1}
+    assert db.session.get(Alert, alert.id).buffer_is_pct
+
+
+@pytest.mark.both_databases
+def test_pause_resume_delete_keep_index_and_refcount(ctx, uid):
+    a, b = make(uid), make(uid, type="below", price=90)
+    assert alert_index.symbols() == {"BTCUSDT": 2}
+    alerts.set_active(uid, a.id, False)
+    assert alert_index.symbols() == {"BTCUSDT": 1}
+    assert get_redis().zscore("tb:idx:BTCUSDT:above", a.id) is None
+    alerts.set_active(uid, a.id, False)  # twice is harmless
+    alerts.set_active(uid, a.id, True)
+    assert alert_index.symbols() == {"BTCUSDT": 2}
+    alerts.delete_alert(uid, a.id)
+    alerts.delete_alert(uid, b.id)
+    assert alert_index.symbols() == {}
+    assert db.session.scalar(db.select(db.func.count(Alert.id))) == 0
+
+
+def test_other_users_alert_is_not_found(ctx, uid, auth):
+    alert = make(uid)
+    other = auth.create("other@example.com")
+    for action in (lambda: alerts.set_active(other, alert.id, False),
+                   lambda: alerts.delete_alert(other, alert.id)):
+        with pytest.raises(NotFound):
+            action()
+    assert alert_index.symbols() == {"BTCUSDT": 1}
+
+
+def test_form_text_numbers_are_accepted_only_when_asked(ctx, uid):
+    with pytest.raises(InvalidInput):
+        make(uid, price="100")
+    assert alerts.create_alert(uid, {"symbol": "btcusdt", "type": "above", "price": "100.5",
+                                     "buffer": "0.25", "expires_at": ""},
+                               text_numbers=True).target == 100.5
+
+
+@pytest.mark.both_databases
+def test_expire_due_deactivates_and_unindexes(ctx, uid):
+    alert = make(uid, expires_at=(utcnow() + timedelta(minutes=1)).isoformat())
+    assert alerts.expire_due(utcnow()) == 0
+    assert alerts.expire_due(utcnow() + timedelta(minutes=2)) == 1
+    assert not db.session.get(Alert, alert.id).active
+    assert alert_index.symbols() == {}
+
+
+@pytest.mark.both_databases
+def test_flushall_then_rebuild_gives_the_same_index(ctx, uid):
+    make(uid)
+    make(uid, type="below", price=90, mode="recurring")
+    make(uid, symbol="ETHUSDT", type="volume_above", price=5000)
+    alerts.set_active(uid, make(uid, price=7).id, False)
+    r = get_redis()
+    before = index_state(r)
+    r.flushall()
+    assert alert_index.rebuild() == 3
+    assert index_state(r) == before
+    assert alert_index.rebuild() == 3  # idempotent
+    assert index_state(r) == before
+
+
+def test_flushall_then_rebuild_matches_the_same(ctx, uid):
+    alert = make(uid, price=100)
+    get_redis().flushall()
+    alert_index.rebuild()
+    matcher = Matcher(get_redis())
+    assert matcher.on_price("BTCUSDT", 99, now_ms()) == []
+    [nid] = matcher.on_price("BTCUSDT", 100, now_ms())
+    assert get_redis().hget(f"tb:n:{nid}", "alert_id") == str(alert.id)
+
+
+def test_rebuild_keeps_a_fired_recurring_alert_waiting(ctx, uid):
+    alert = make(uid, mode="recurring")
+    matcher = Matcher(get_redis())
+    assert len(matcher.on_price("BTCUSDT", 101, now_ms())) == 1
+    alert_index.rebuild()  # Redis intact: the phase is read from it
+    assert matcher.on_price("BTCUSDT", 101, now_ms()) == []
+    slowpath.drain("test")  # records last_fired_price, which a wiped Redis falls back on
+    get_redis().flushall()
+    alert_index.rebuild()
+    assert get_redis().zscore("tb:rearm:BTCUSDT:above", alert.id) == 99.5
+    assert matcher.on_price("BTCUSDT", 101, now_ms()) == []
+    assert matcher.on_price("BTCUSDT", 99, now_ms()) == []
+    assert len(matcher.on_price("BTCUSDT", 100, now_ms())) == 1
+
+
+def test_rebuild_drops_stale_entries(ctx, uid):
+    alert = make(uid)
+    r = get_redis()
+    r.zadd("tb:idx:BTCUSDT:above", {"999": 1})
+    r.hset("tb:alert:999", mapping={"user_id": uid, "symbol": "BTCUSDT"})
+    r.hset("tb:symbols", "BTCUSDT", 5)
+    alert_index.rebuild()
+    assert r.zrange("tb:idx:BTCUSDT:above", 0, -1) == [str(alert.id)]
+    assert not r.exists("tb:alert:999")
+    assert alert_index.symbols() == {"BTCUSDT": 1}
+
+
+@pytest.mark.both_databases
+def test_slow_path_marks_one_shot_inactive_and_records_fires(ctx, uid):
+    once, recurring = make(uid), make(uid, price=99, mode="recurring")
+    fired = Matcher(get_redis()).on_price("BTCUSDT", 100.5, now_ms())
+    assert len(fired) == 2
+    assert slowpath.drain("test") == 2
+    db.session.expire_all()
+    once, recurring = db.session.get(Alert, once.id), db.session.get(Alert, recurring.id)
+    assert not once.active and once.last_fired_price == 100.5
+    assert recurring.active and recurring.last_fired_at is not None
+    assert alerts.status(once) == "fired"
+    assert get_redis().xlen("tb:fired") == 0 and slowpath.drain("test") == 0
+
+
+def test_slow_path_reclaims_entries_a_dead_consumer_left(ctx, uid):
+    alert = make(uid)
+    Matcher(get_redis()).on_price("BTCUSDT", 100, now_ms())
+    slowpath.ensure_group(get_redis())
+    get_redis().xreadgroup("slow", "dead", {"tb:fired": ">"}, count=10)  # read, never acked
+    assert slowpath.drain("alive") == 0
+    assert slowpath.reclaim("alive", min_idle_ms=0) == 1
+    db.session.expire_all()
+    assert not db.session.get(Alert, alert.id).active
+    assert slowpath.reclaim("alive", min_idle_ms=0) == 0
+
+
+def test_slow_path_parks_an_entry_that_keeps_failing(ctx):
+    r = get_redis()
+    slowpath.ensure_group(r)
+    r.xadd("tb:fired", {"type": "PRICE_ALERT", "price": "1", "ts": "1", "items": "1:x:1:once"})
+    assert slowpath.drain("c") == 0  # malformed: it fails and stays pending
+    for _ in range(slowpath.MAX_DELIVERIES - 1):
+        assert slowpath.reclaim("c", min_idle_ms=0) == 0
+    assert slowpath.bury_poison() == 1
+    assert r.xlen("tb:fired") == 0 and r.xlen("tb:fired:dead") == 1
+    assert r.xpending("tb:fired", "slow")["pending"] == 0
+
+
+def test_safety_net_drains_and_expires(ctx, uid):
+    make(uid)
+    Matcher(get_redis()).on_price("BTCUSDT", 100, now_ms())
+    assert slowpath.safety_net() == {"handled": 1, "expired": 0}
+
+
+def test_cli_reindex_and_list(ctx, runner, uid):
+    make(uid, note="x")
+    get_redis().flushall()
+    result = runner.invoke(args=["alerts", "reindex"])
+    assert result.exit_code == 0 and "indexed 1 alerts over 1 symbols" in result.output
+    result = runner.invoke(args=["alerts", "list", "trader@example.com"])
+    assert "BTCUSDT\tabove\t100\tonce\tactive" in result.output
+
+
+# --- the page ----------------------------------------------------------------------------
+
+HTMX = {"HX-Request": "true"}
+
+
+def page_post(client, path, data=None, htmx=True):
+    token = csrf_token(client, "/alerts/")
+    headers = {**HTMX, "X-CSRFToken": token} if htmx else {}
+    form = dict(data or {}) if htmx else {**(data or {}), "csrf_token": token}
+    return client.post(path, data=form, headers=headers)
+
+
+@pytest.fixture
+def logged_in(auth, uid):
+    auth.login()
+    return uid
+
+
+def test_page_lists_alerts_with_last_price(client, logged_in, app):
+    with app.app_context():
+        make(logged_in)
+        get_redis().hset("tb:price:BTCUSDT", "price", "98765.4")
+    page = client.get("/alerts/").get_data(as_text=True)
+    assert "BTCUSDT" in page and "98765.4" in page
+    assert "fires on the next tick" in page
+
+
+def test_page_needs_login(client):
+    assert client.get("/alerts/").status_code == 302
+
+
+def test_page_create_returns_the_new_row(client, logged_in):
+    response = page_post(client, "/alerts/", {"symbol": "ethusdt", "type": "below",
+                                              "price": "2500", "mode": "once"})
+    assert response.status_code == 201
+    html = response.get_data(as_text=True)
+    assert html.lstrip().startswith("<tr") and "ETHUSDT" in html
+    assert 'hx-swap-oob="outerHTML"' in html and 'hx-swap-oob="delete"' in html
+
+
+def test_page_create_shows_errors_beside_fields(client, logged_in):
+    response = page_post(client, "/alerts/", {"symbol": "x", "type": "above", "price": "abc"})
+    assert response.status_code == 422
+    assert response.headers["HX-Retarget"] == "#alert-form"
+    html = response.get_data(as_text=True)
+    assert 'id="symbol-error"' in html and 'id="price-error"' in html
+    assert 'id="type-error"' not in html
+
+
+def test_page_create_without_csrf_is_refused(client, logged_in):
+    response = client.post("/alerts/", data={"symbol": "BTCUSDT", "type": "above",
+                                             "price": "1"}, headers=HTMX)
+    assert response.status_code == 400
+
+
+def test_page_plain_form_fallback(client, logged_in):
+    response = page_post(client, "/alerts/", {"symbol": "BTCUSDT", "type": "above",
+                                              "price": "1"}, htmx=False)
+    assert response.status_code == 302
+    response = page_post(client, "/alerts/", {"symbol": "BTCUSDT", "price": "-1"}, htmx=False)
+    assert response.status_code == 422 and b"Give a number above 0" in response.data
+
+
+@pytest.mark.both_databases
+def test_page_pause_resume_delete(client, logged_in, app):
+    with app.app_context():
+        alert_id = make(logged_in).id
+    paused = page_post(client, f"/alerts/{alert_id}/pause")
+    assert paused.status_code == 200 and b"paused" in paused.data and b"Resume" in paused.data
+    resumed = page_post(client, f"/alerts/{alert_id}/resume")
+    assert b"active" in resumed.data and b"Pause" in resumed.data
+    deleted = page_post(client, f"/alerts/{alert_id}/delete")
+    assert deleted.status_code == 200 and deleted.data == b""
+    assert page_post(client, f"/alerts/{alert_id}/delete").status_code == 404
+    with app.app_context():
+        assert alert_index.symbols() == {}
+
+
+def test_page_escapes_the_note(client, logged_in):
+    note = '<script>alert("x")</script>'
+    response = page_post(client, "/alerts/", {"symbol": "BTCUSDT", "type": "above",
+                                              "price": "1", "note": note})
+    html = response.get_data(as_text=True)
+    assert note not in html and "&lt;script&gt;" in html
+    assert note not in client.get("/alerts/").get_data(as_text=True)

@@ -1,0 +1,88 @@
+"""The alerts page in a real Chromium: inline create, errors beside fields, pause, delete."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.live_server import LiveServer
+from webapp import create_app
+from webapp.extensions import db
+from worker import redisd
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+WAIT_MS = 15_000
+
+if not CHROMIUM.exists():
+    pytest.skip("!! /usr/bin/chromium is missing: browser tests SKIPPED "
+                "(run `make browser` or `apt-get install chromium`)", allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("alerts-browser")
+    redis_process, redis_url = redisd.start(tmp / "redis", appendonly=False)
+    db_url = f"sqlite:///{tmp / 'browser.db'}"
+    env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "SECRET_KEY": "browser-secret",
+           "INSTANCE_PATH": str(tmp)}
+    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
+                      "SECRET_KEY": "browser-secret", "INSTANCE_PATH": str(tmp)})
+    with app.app_context():
+        db.create_all()
+        db.engine.dispose()
+    live = LiveServer(env, tmp / "gunicorn.log").start()
+    yield live
+    live.stop()
+    redisd.stop(redis_process)
+
+
+@pytest.fixture
+def page(server):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_context().new_page()
+        page.on("dialog", lambda dialog: dialog.accept())  # the delete confirmation
+        page.goto(server.url + "/auth/register")
+        page.fill("#email", "pat@example.com")
+        page.fill("#password", "correct horse battery")
+        page.fill("#confirm", "correct horse battery")
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard")
+        yield page
+        browser.close()
+
+
+def test_alerts_page_inline_flow(page, server):
+    page.goto(server.url + "/alerts/")
+    page.evaluate("window.__sameDocument = true")
+    expect(page.locator("#alerts-empty")).to_be_visible()
+
+    page.fill("#symbol", "B")
+    page.fill("#price", "-1")
+    page.click("#alert-form button[type=submit]")
+    expect(page.locator("#symbol-error")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#price-error")).to_contain_text("above 0")
+    expect(page.locator("#flashes .flash-error")).to_have_count(0)
+
+    page.fill("#symbol", "ethusdt")
+    page.fill("#price", "2500")
+    page.fill("#note", "<b>not bold</b>")
+    page.click("#alert-form button[type=submit]")
+    row = page.locator("#alert-rows tr", has_text="ETHUSDT")
+    expect(row).to_have_count(1, timeout=WAIT_MS)
+    expect(row).to_contain_text("<b>not bold</b>")
+    expect(page.locator("#alerts-empty")).to_have_count(0)
+    expect(page.locator("#symbol-error")).to_have_count(0)
+    expect(page.locator("#symbol")).to_have_value("")
+
+    row.get_by_role("button", name="Pause").click()
+    expect(row).to_contain_text("paused", timeout=WAIT_MS)
+    row.get_by_role("button", name="Resume").click()
+    expect(row).to_contain_text("active", timeout=WAIT_MS)
+    row.get_by_role("button", name="Delete").click()
+    expect(page.locator("#alert-rows tr", has_text="ETHUSDT")).to_have_count(0, timeout=WAIT_MS)
+    assert page.evaluate("window.__sameDocument") is True  # all without a reload

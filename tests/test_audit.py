@@ -1,0 +1,71 @@
+"""The audit trail: critical notifications in SQL, listed by page and API, kept until expiry."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.hub import make_user, run_jobs
+from webapp import inbox, router
+from webapp.extensions import db, get_redis
+from webapp.models import CriticalNotification
+from worker import jobs
+
+pytestmark = pytest.mark.both_databases
+
+
+def critical(app, uid, title, **extra):
+    with app.app_context():
+        return router.route({"user_id": uid, "type": "REGULATORY_NOTICE", "title": title,
+                             **extra})[0]
+
+
+def test_api_and_page_list_only_the_callers_critical_notifications(app, client, auth):
+    uid = auth.create()
+    other = make_user(app, "other@example.com")
+    critical(app, uid, "New KYC rules")
+    critical(app, other, "Not yours")
+    with app.app_context():
+        router.route({"user_id": uid, "type": "PRICE_ALERT", "title": "not critical"})
+    key = auth.api_key()  # raises a critical ACCOUNT_SECURITY notification too
+    run_jobs(app)
+    body = client.get("/api/v1/audit", headers={"X-API-Key": key}).json
+    titles = [item["title"] for item in body["items"]]
+    assert titles == ["API key created: test", "New KYC rules"]
+    assert body["items"][1]["expires_at"] > body["items"][1]["created_at"]
+    auth.login()
+    page = client.get("/audit").get_data(as_text=True)
+    assert "New KYC rules" in page and "Not yours" not in page
+    assert client.get("/api/v1/audit?limit=x").status_code == 422
+
+
+def test_deleting_from_the_inbox_keeps_the_audit_row(app):
+    uid = make_user(app, "a@example.com")
+    nid = critical(app, uid, "Trading halt")
+    with app.app_context():
+        inbox.delete(uid, nid)
+    run_jobs(app)  # the slow step runs after the user deleted it
+    with app.app_context():
+        assert db.session.get(CriticalNotification, nid).title == "Trading halt"
+
+
+def test_cleanup_never_removes_before_expiry(app):
+    uid = make_user(app, "b@example.com")
+    nid = critical(app, uid, "Keep me")
+    run_jobs(app)
+    with app.app_context():
+        expires = db.session.get(CriticalNotification, nid).expires_at
+        assert jobs.prune_sql(now=expires - timedelta(seconds=1))["audit"] == 0
+        assert db.session.get(CriticalNotification, nid) is not None
+        assert jobs.prune_sql(now=expires + timedelta(seconds=1))["audit"] == 1
+
+
+def test_cleanup_drops_expired_inbox_and_replay_entries(app):
+    uid = make_user(app, "c@example.com")
+    old = int((datetime.now(UTC) - timedelta(days=8)).timestamp() * 1000)
+    with app.app_context():
+        r = get_redis()
+        r.zadd(f"tb:inbox:{uid}", {"1": old, "2": old + 9 * 24 * 3600 * 1000})
+        r.xadd(f"tb:replay:{uid}", {"event": "notification", "data": "{}"}, id=f"{old}-0")
+        r.xadd(f"tb:replay:{uid}", {"event": "notification", "data": "{}"})
+        assert jobs.cleanup()["redis_entries"] == 2
+        assert r.zrange(f"tb:inbox:{uid}", 0, -1) == ["2"] and r.xlen(f"tb:replay:{uid}") == 1

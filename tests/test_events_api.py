@@ -1,0 +1,161 @@
+"""POST /api/v1/events with service tokens: batches, bad items, idempotency, channels."""
+
+import json
+
+import pytest
+
+from tests.hub import make_user, run_jobs
+from webapp import inbox
+from webapp.extensions import db, get_redis
+from webapp.models import CriticalNotification, StrategyFollow
+
+pytestmark = pytest.mark.both_databases
+
+
+@pytest.fixture
+def token(runner):
+    result = runner.invoke(args=["tokens", "create", "order-system"])
+    assert result.exit_code == 0, result.output
+    return result.output.strip().splitlines()[-1]
+
+
+def post(client, token, body, key=None, header="Authorization"):
+    headers = {header: f"Bearer {token}" if header == "Authorization" else token}
+    if key:
+        headers["Idempotency-Key"] = key
+    return client.post("/api/v1/events", data=json.dumps(body), headers=headers,
+                       content_type="application/json")
+
+
+def event(uid, **extra):
+    return {"type": "ORDER_EXECUTED", "user_id": uid, "title": "Bought 0.5 BTC",
+            "message": "Filled at 65000", "data": {"order": 7}, **extra}
+
+
+def inbox_of(app, uid):
+    with app.app_context():
+        return inbox.list_page(uid, limit=100)[0]
+
+
+def test_single_event_lands_in_the_inbox(app, client, token):
+    uid = make_user(app, "a@example.com")
+    response = post(client, token, event(uid, order_id="o-7"), header="X-Service-Token")
+    assert response.status_code == 202
+    [nid] = response.json["ids"]
+    [stored] = inbox_of(app, uid)
+    assert stored["id"] == nid and stored["title"] == "Bought 0.5 BTC"
+    assert stored["order_id"] == "o-7" and stored["priority"] == "normal"
+    assert stored["data"] == {"order": 7}
+
+
+def test_batch_with_bad_items_routes_the_good_ones_and_says_which(app, client, token):
+    uid = make_user(app, "b@example.com")
+    batch = [event(uid), {"type": "NOPE", "user_id": uid, "title": "x"}, event(9999),
+             event(uid, priority="urgent", title=""), event(uid, title="second")]
+    response = post(client, token, batch)
+    assert response.status_code == 422
+    body = response.json
+    assert (body["accepted"], body["rejected"]) == (2, 3)
+    assert "the other 2 were accepted" in body["detail"]
+    statuses = [r["status"] for r in body["results"]]
+    assert statuses == ["accepted", "rejected", "rejected", "rejected", "accepted"]
+    assert "type" in body["results"][1]["errors"]
+    assert body["results"][2]["errors"] == {"user_id": "No such user."}
+    assert set(body["results"][3]["errors"]) == {"priority", "title"}
+    assert len(inbox_of(app, uid)) == 2 and len(body["ids"]) == 2
+
+
+def test_retried_request_with_the_same_key_never_duplicates(app, client, token):
+    uid = make_user(app, "c@example.com")
+    batch = {"events": [event(uid, title=f"fill {i}") for i in range(3)]}
+    first = post(client, token, batch, key="retry-me-1")
+    again = post(client, token, batch, key="retry-me-1")
+    assert first.status_code == again.status_code == 202
+    assert again.json["ids"] == first.json["ids"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(inbox_of(app, uid)) == 3
+    other_body = post(client, token, event(uid), key="retry-me-1")
+    assert other_body.status_code == 422
+    assert other_body.json["error"] == "idempotency_key_reused"
+    assert post(client, token, batch, key="retry-me-2").status_code == 202
+    assert len(inbox_of(app, uid)) == 6
+
+
+def test_batch_limit_and_bad_json(app, client, token):
+    uid = make_user(app, "d@example.com")
+    too_many = post(client, token, [event(uid)] * 1001)
+    assert too_many.status_code == 422 and "at most 1000" in too_many.json["detail"]
+    broken = client.post("/api/v1/events", data="{nope", headers={
+        "Authorization": f"Bearer {token}"}, content_type="application/json")
+    assert broken.status_code == 422 and broken.json["error"] == "invalid_input"
+    assert inbox_of(app, uid) == []
+
+
+def test_a_full_batch_of_1000_is_accepted(app, client, token):
+    uid = make_user(app, "e@example.com")
+    response = post(client, token, [event(uid, title=f"n{i}") for i in range(1000)])
+    assert response.status_code == 202 and len(response.json["ids"]) == 1000
+
+
+def test_service_tokens_publish_only_and_users_cannot_publish(app, client, auth, token):
+    uid = auth.create()
+    key = auth.api_key()
+    assert post(client, "wrong", event(uid)).status_code == 401
+    assert post(client, key, event(uid)).status_code == 401
+    for path in ("/api/v1/me", "/api/v1/notifications", "/api/v1/audit"):
+        assert client.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 401
+        assert client.get(path, headers={"X-Service-Token": token}).status_code == 401
+
+
+def test_revoked_token_is_refused(app, client, runner, token):
+    uid = make_user(app, "f@example.com")
+    assert runner.invoke(args=["tokens", "revoke", "order-system"]).exit_code == 0
+    assert post(client, token, event(uid)).status_code == 401
+
+
+def test_strategy_events_reach_its_followers_only(app, client, token):
+    ann, bob, cy = (make_user(app, f"{n}@example.com") for n in ("ann", "bob", "cy"))
+    with app.app_context():
+        db.session.add_all([StrategyFollow(user_id=ann, strategy_id="momo"),
+                            StrategyFollow(user_id=bob, strategy_id="momo")])
+        db.session.commit()
+    response = post(client, token, {"type": "STRATEGY_STATUS", "strategy_id": "momo",
+                                    "title": "momo paused"})
+    assert response.status_code == 202 and len(response.json["ids"]) == 2
+    assert [n["strategy_id"] for n in inbox_of(app, ann)] == ["momo"]
+    assert len(inbox_of(app, bob)) == 1 and inbox_of(app, cy) == []
+
+
+def test_system_broadcast_reaches_every_connected_user(app, client, token):
+    users = [make_user(app, f"u{i}@example.com") for i in range(3)]
+    with app.app_context():
+        pubsub = get_redis().pubsub()
+    pubsub.subscribe(*[f"tb:user:{uid}" for uid in users])
+    for _ in users:
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+    response = post(client, token, {"type": "SYSTEM_MAINTENANCE", "target": "system",
+                                    "title": "Maintenance at 02:00 UTC"})
+    assert response.status_code == 202 and len(response.json["ids"]) == 3
+    got = {}
+    for _ in users:
+        message = pubsub.get_message(timeout=5)
+        got[message["channel"]] = json.loads(message["data"])["data"]["title"]
+    pubsub.close()
+    assert got == {f"tb:user:{uid}": "Maintenance at 02:00 UTC" for uid in users}
+    run_jobs(app)
+    with app.app_context():  # critical: every user has it in the audit trail too
+        rows = db.session.scalars(db.select(CriticalNotification.user_id)).all()
+    assert sorted(rows) == users
+
+
+def test_cli_notify_user_and_system(app, runner):
+    uid = make_user(app, "ops@example.com")
+    make_user(app, "other@example.com")
+    result = runner.invoke(args=["notify", "ops@example.com", "REGULATORY_NOTICE", "KYC",
+                                 "Please update your documents"])
+    assert result.exit_code == 0, result.output
+    assert [n["type"] for n in inbox_of(app, uid)] == ["REGULATORY_NOTICE"]
+    result = runner.invoke(args=["notify", "--system", "SYSTEM_MAINTENANCE", "Down", "Soon"])
+    assert result.exit_code == 0 and "sent 2 notification(s)" in result.output
+    bad = runner.invoke(args=["notify", "ops@example.com", "NOPE", "t", "m"])
+    assert bad.exit_code != 0 and "type" in bad.output

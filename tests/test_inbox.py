@@ -1,0 +1,227 @@
+import json
+
+import pytest
+
+from webapp import inbox
+from webapp.exceptions import InvalidInput, NotFound
+from webapp.extensions import get_redis
+
+T0 = 1_900_000_000_000  # a fixed clock, years ahead so real-time key expiry never interferes
+DAY = 24 * 3600 * 1000
+
+
+def note(uid=1, ntype="PRICE_ALERT", title="BTCUSDT above 65000", **extra):
+    return {"user_id": uid, "type": ntype, "title": title, "message": "traded at 65010.5",
+            "alert_id": "5", "data": {"symbol": "BTCUSDT", "condition": "above",
+                                      "target": 65000, "price": 65010.5}, **extra}
+
+
+@pytest.fixture
+def ctx(app):
+    with app.app_context():
+        yield get_redis()
+
+
+def ids(items):
+    return [n["id"] for n in items]
+
+
+def test_store_writes_the_contract_layout_and_publishes(ctx):
+    pubsub = ctx.pubsub()
+    pubsub.subscribe("tb:user:1")
+    pubsub.get_message(timeout=1)
+    nid, eid = inbox.store(note(), now_ms=T0)
+    raw = ctx.hgetall(f"tb:n:{nid}")
+    assert raw["user_id"] == "1" and raw["status"] == "unread" and raw["created_at"] == str(T0)
+    assert json.loads(raw["data"])["target"] == 65000
+    assert ctx.pexpiretime(f"tb:n:{nid}") == T0 + inbox.DEFAULT_TTL_MS
+    assert ctx.zscore("tb:inbox:1", nid) == T0 and ctx.zscore("tb:unread:1", nid) == T0
+    [(entry_id, fields)] = ctx.xrange("tb:replay:1")
+    assert entry_id == eid and json.loads(fields["data"])["id"] == nid
+    message = pubsub.get_message(timeout=2)
+    assert json.loads(message["data"]) == {"id": eid, "event": "notification",
+                                           "data": json.loads(fields["data"])}
+    pubsub.close()
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"user_id": None}, "user_id"), ({"type": ""}, "type"), ({"priority": "loud"}, "priority"),
+    ({"title": ""}, "title"), ({"title": "x" * 201}, "title"), ({"data": [1]}, "data"),
+])
+def test_store_refuses_bad_input(ctx, bad, field):
+    with pytest.raises(InvalidInput) as exc:
+        inbox.store({**note(), **bad}, now_ms=T0)
+    assert field in exc.value.errors
+
+
+def test_each_notification_expires_on_its_own_clock(ctx):
+    old, _ = inbox.store(note(), now_ms=T0)
+    new, _ = inbox.store(note(), now_ms=T0 + DAY)
+    before = T0 + 7 * DAY - 1
+    assert ids(inbox.list_page(1, now_ms=before)[0]) == [new, old]
+    assert inbox.unread_count(1, now_ms=before) == 2
+    at = T0 + 7 * DAY
+    assert ids(inbox.list_page(1, now_ms=at)[0]) == [new]
+    assert inbox.unread_count(1, now_ms=at) == 1
+    for action in (inbox.get, inbox.mark_read, inbox.delete):
+        with pytest.raises(NotFound):
+            action(1, old, now_ms=at)
+    assert inbox.get(1, new, now_ms=at)["id"] == new
+    later = T0 + 8 * DAY
+    assert inbox.list_page(1, now_ms=later) == ([], None)
+    assert inbox.unread_count(1, now_ms=later) == 0
+    assert inbox.mark_all_read(1, now_ms=later) == 0
+
+
+def walk(uid=1, limit=20, **kw):
+    pages, cursor = [], None
+    while True:
+        items, cursor = inbox.list_page(uid, limit=limit, cursor=cursor, **kw)
+        pages.append(ids(items))
+        if cursor is None:
+            return pages
+
+
+def test_pages_are_newest_first_and_end_without_a_cursor(ctx):
+    made = [inbox.store(note(), now_ms=T0 + i)[0] for i in range(45)]
+    pages = walk(limit=20, now_ms=T0 + 100)
+    assert [len(p) for p in pages] == [20, 20, 5]
+    assert sum(pages, []) == made[::-1]
+
+
+def test_a_full_last_page_has_no_cursor(ctx):
+    for i in range(40):
+        inbox.store(note(), now_ms=T0 + i)
+    assert [len(p) for p in walk(limit=20, now_ms=T0 + 100)] == [20, 20]
+
+
+def test_empty_inbox_and_limit_one(ctx):
+    assert inbox.list_page(1, now_ms=T0) == ([], None)
+    made = [inbox.store(note(), now_ms=T0 + i)[0] for i in range(3)]
+    assert walk(limit=1, now_ms=T0 + 10) == [[made[2]], [made[1]], [made[0]]]
+
+
+def test_ties_in_one_millisecond_page_without_loss_or_repeat(ctx):
+    made = {inbox.store(note(), now_ms=T0)[0] for _ in range(30)}
+    older = inbox.store(note(), now_ms=T0 - 1)[0]
+    pages = walk(limit=7, now_ms=T0 + 10)
+    flat = sum(pages, [])
+    assert len(flat) == 31 and set(flat[:30]) == made and flat[30] == older
+
+
+def test_new_arrivals_do_not_shift_later_pages(ctx):
+    made = [inbox.store(note(), now_ms=T0 + i)[0] for i in range(10)]
+    first, cursor = inbox.list_page(1, limit=4, now_ms=T0 + 100)
+    for i in range(5):
+        inbox.store(note(), now_ms=T0 + 50 + i)
+    second, _ = inbox.list_page(1, limit=4, cursor=cursor, now_ms=T0 + 100)
+    assert ids(first) + ids(second) == made[::-1][:8]
+
+
+@pytest.mark.parametrize("kwargs", [{"limit": 0}, {"limit": 101}, {"cursor": "abc"},
+                                    {"cursor": "12-x"}])
+def test_bad_page_arguments_are_refused(ctx, kwargs):
+    with pytest.raises(InvalidInput):
+        inbox.list_page(1, **kwargs)
+
+
+def test_filters_by_type_and_unread(ctx):
+    price = [inbox.store(note(), now_ms=T0 + i)[0] for i in range(5)]
+    order = [inbox.store(note(ntype="ORDER_EXECUTED", title="filled"), now_ms=T0 + 10 + i)[0]
+             for i in range(5)]
+    inbox.mark_read(1, price[1], now_ms=T0 + 20)
+    inbox.mark_read(1, order[3], now_ms=T0 + 20)
+    now = T0 + 20
+    assert sum(walk(limit=2, ntype="PRICE_ALERT", now_ms=now), []) == price[::-1]
+    unread = sum(walk(limit=3, unread=True, now_ms=now), [])
+    assert unread == [o for o in order[::-1] if o != order[3]] + [
+        p for p in price[::-1] if p != price[1]]
+    both = inbox.list_page(1, unread=True, ntype="ORDER_EXECUTED", now_ms=now)[0]
+    assert ids(both) == [order[4], order[2], order[1], order[0]]
+
+
+def test_a_sparse_type_filter_returns_a_short_page_with_a_cursor(ctx, monkeypatch):
+    monkeypatch.setattr(inbox, "DEFAULT_SCAN_BUDGET", 10)
+    rare = inbox.store(note(ntype="RISK_VIOLATION", title="risk"), now_ms=T0)[0]
+    for i in range(25):
+        inbox.store(note(), now_ms=T0 + 1 + i)
+    assert sum(walk(limit=5, ntype="RISK_VIOLATION", now_ms=T0 + 100), []) == [rare]
+
+
+def test_mark_read_is_idempotent_and_counts(ctx):
+    a, _ = inbox.store(note(), now_ms=T0)
+    inbox.store(note(), now_ms=T0 + 1)
+    item, count = inbox.mark_read(1, a, now_ms=T0 + 2)
+    assert item["status"] == "read" and count == 1
+    assert inbox.mark_read(1, a, now_ms=T0 + 2)[1] == 1
+    assert inbox.unread_count(1, now_ms=T0 + 2) == 1
+    assert inbox.mark_all_read(1, now_ms=T0 + 2) == 1
+    assert inbox.mark_all_read(1, now_ms=T0 + 2) == 0
+    assert {n["status"] for n in inbox.list_page(1, now_ms=T0 + 2)[0]} == {"read"}
+
+
+def test_another_users_notification_is_not_found(ctx):
+    a, _ = inbox.store(note(uid=1), now_ms=T0)
+    for action in (inbox.get, inbox.mark_read, inbox.delete):
+        with pytest.raises(NotFound):
+            action(2, a, now_ms=T0)
+    assert inbox.get(1, a, now_ms=T0)["status"] == "unread"
+
+
+def test_delete_is_atomic_and_a_second_delete_is_not_found(ctx):
+    a, _ = inbox.store(note(), now_ms=T0)
+    inbox.delete(1, a, now_ms=T0)
+    assert not ctx.exists(f"tb:n:{a}")
+    assert ctx.zscore("tb:inbox:1", a) is None and ctx.zscore("tb:unread:1", a) is None
+    with pytest.raises(NotFound):
+        inbox.delete(1, a, now_ms=T0)
+
+
+@pytest.mark.parametrize("nid", ["abc", "-1", "1" * 30])
+def test_malformed_ids_are_not_found(ctx, nid):
+    with pytest.raises(NotFound):
+        inbox.get(1, nid)
+
+
+def test_changes_publish_the_unread_count(ctx):
+    a, _ = inbox.store(note(), now_ms=T0)
+    b, _ = inbox.store(note(), now_ms=T0 + 1)
+    pubsub = ctx.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("tb:user:1")
+    pubsub.get_message(timeout=1)
+    inbox.mark_read(1, a, now_ms=T0 + 2)
+    inbox.mark_read(1, a, now_ms=T0 + 2)  # no change, no message
+    inbox.delete(1, b, now_ms=T0 + 2)
+    got = [json.loads(pubsub.get_message(timeout=2)["data"]) for _ in range(2)]
+    assert got == [{"event": "unread", "data": 1}, {"event": "unread", "data": 0}]
+    assert pubsub.get_message(timeout=0.05) is None
+    pubsub.close()
+
+
+def test_replay_since_returns_what_came_after_in_order(ctx):
+    events = [inbox.store(note(), now_ms=T0 + i)[1] for i in range(5)]
+    assert [e for e, _, _ in inbox.replay_since(1, events[1])] == events[2:]
+    assert inbox.replay_since(1, events[-1]) == []
+    assert [e for e, _, _ in inbox.replay_since(1, "0")] == events
+    assert inbox.replay_since(1, "garbage") == []
+    assert inbox.replay_since(1, None) == []
+    assert inbox.latest_event_id(1) == events[-1]
+    assert inbox.latest_event_id(2) == "0"
+
+
+def test_to_api_has_the_briefs_fields(ctx):
+    nid, _ = inbox.store(note(), now_ms=T0)
+    item = inbox.to_api(inbox.get(1, nid, now_ms=T0))
+    assert item["id"] == nid and item["alert_id"] == 5 and item["symbol"] == "BTCUSDT"
+    assert item["alert_type"] == "above" and item["trigger_price"] == 65000
+    assert item["current_price"] == 65010.5 and item["status"] == "unread"
+    assert item["timestamp"] == inbox.iso(T0) and item["timestamp"].endswith("Z")
+    assert (item["type"], item["priority"]) == ("PRICE_ALERT", "normal")
+
+
+def test_store_many_is_store_in_one_round_trip(ctx):
+    made = inbox.store_many([note(uid=u) for u in (1, 2, 1)], now_ms=T0)
+    assert [nid for nid, _ in made] == ["1", "2", "3"]
+    assert ids(inbox.list_page(1, now_ms=T0)[0]) == ["3", "1"]
+    assert inbox.replay_since(2, "0")[0][0] == made[1][1]
+    assert inbox.store_many([]) == []

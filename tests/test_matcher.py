@@ -1,0 +1,232 @@
+"""The Lua matcher against a real Redis: conditions, re-arm, expiry, layout, exactly-once."""
+
+import itertools
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+
+from webapp import alert_index
+from webapp.models import Alert
+from worker.matcher import Matcher
+
+T0 = int(time.time() * 1000)
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def r(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
+def arm(r, symbol="BTCUSDT", condition="above", target=100.0, mode="once", buffer=0.5,
+        pct=False, expires_at=None, user_id=7, note=""):
+    alert = Alert(id=next(_ids), user_id=user_id, symbol=symbol, condition=condition,
+                  target=target, mode=mode, buffer=buffer, buffer_is_pct=pct,
+                  expires_at=expires_at, note=note, active=True)
+    alert_index.index(alert, r)
+    return alert
+
+
+def ticks(matcher, prices, symbol="BTCUSDT", start=T0, volume=False):
+    """Feed prices a millisecond apart; returns the notification ids per tick."""
+    feed = matcher.on_volume if volume else matcher.on_price
+    return [feed(symbol, p, start + i) for i, p in enumerate(prices)]
+
+
+def fired_alerts(r, nids):
+    return [r.hget(f"tb:n:{n}", "alert_id") for n in nids]
+
+
+def slow_path_items(r):
+    return [item for _, f in r.xrange("tb:fired") for item in f["items"].split(",")]
+
+
+def test_above_fires_at_or_above_target_once(r):
+    alert = arm(r, target=100)
+    result = ticks(Matcher(r), [99.9, 100, 101, 102])
+    assert [len(n) for n in result] == [0, 1, 0, 0]
+    assert fired_alerts(r, result[1]) == [str(alert.id)]
+    assert alert_index.symbols(r) == {}  # a one-shot alert leaves the index
+
+
+def test_below_fires_at_or_below_target(r):
+    arm(r, condition="below", target=100)
+    assert [len(n) for n in ticks(Matcher(r), [100.1, 100, 99])] == [0, 1, 0]
+
+
+def test_volume_alert_fires_on_volume_not_price(r):
+    alert = arm(r, condition="volume_above", target=5000)
+    matcher = Matcher(r)
+    assert matcher.on_price("BTCUSDT", 9000, T0) == []
+    nids = matcher.on_volume("BTCUSDT", 5000.5, T0 + 1)
+    assert fired_alerts(r, nids) == [str(alert.id)]
+    assert r.hget(f"tb:n:{nids[0]}", "type") == "VOLUME_ALERT"
+    assert r.hget("tb:price:BTCUSDT", "volume") == "5000.5"
+
+
+def test_price_alert_ignores_volume_ticks(r):
+    arm(r, target=100)
+    assert Matcher(r).on_volume("BTCUSDT", 1e9, T0) == []
+
+
+def test_recurring_rearms_after_absolute_buffer(r):
+    arm(r, target=100, mode="recurring", buffer=0.5)
+    result = ticks(Matcher(r), [100, 100.5, 99.6, 100.2, 99.5, 99.9, 100])
+    assert [len(n) for n in result] == [1, 0, 0, 0, 0, 0, 1]
+    assert alert_index.symbols(r) == {"BTCUSDT": 1}
+
+
+def test_recurring_rearms_after_percentage_buffer(r):
+    arm(r, target=100, mode="recurring", buffer=1, pct=True)  # re-arms at 99
+    result = ticks(Matcher(r), [101, 99.5, 100, 99, 100])
+    assert [len(n) for n in result] == [1, 0, 0, 0, 1]
+
+
+def test_recurring_below_rearms_above_target_plus_buffer(r):
+    arm(r, condition="below", target=100, mode="recurring", buffer=2)
+    result = ticks(Matcher(r), [99, 101, 99, 102, 100])
+    assert [len(n) for n in result] == [1, 0, 0, 0, 1]
+
+
+def test_recurring_volume_rearms(r):
+    arm(r, condition="volume_above", target=1000, mode="recurring", buffer=100)
+    result = ticks(Matcher(r), [1000, 950, 1000, 900, 1001], volume=True)
+    assert [len(n) for n in result] == [1, 0, 0, 0, 1]
+
+
+def test_expired_alert_never_fires_and_leaves_index(r):
+    past = datetime.fromtimestamp(T0 / 1000, UTC).replace(tzinfo=None) - timedelta(seconds=1)
+    alert = arm(r, target=100)
+    # Indexed while live, then the clock passes its expiry: written straight to the hash.
+    r.hset(f"tb:alert:{alert.id}", "expires_at", alert_index.to_ms(past))
+    assert Matcher(r).on_price("BTCUSDT", 200, T0) == []
+    assert not r.exists(f"tb:alert:{alert.id}")
+    assert alert_index.symbols(r) == {}
+
+
+def test_recurring_alert_expiring_while_waiting_is_dropped_on_rearm(r):
+    alert = arm(r, target=100, mode="recurring")
+    matcher = Matcher(r)
+    assert len(matcher.on_price("BTCUSDT", 100, T0)) == 1
+    r.hset(f"tb:alert:{alert.id}", "expires_at", T0 + 5)
+    assert matcher.on_price("BTCUSDT", 90, T0 + 10) == []
+    assert matcher.on_price("BTCUSDT", 110, T0 + 20) == []
+    assert alert_index.symbols(r) == {}
+
+
+def test_alert_only_compared_with_its_own_symbol(r):
+    arm(r, symbol="BTCUSDT", target=100)
+    arm(r, symbol="ETHUSDT", condition="below", target=5000)
+    matcher = Matcher(r)
+    assert matcher.on_price("ETHUSDT", 6000, T0) == []
+    assert matcher.on_price("XRPUSDT", 1e6, T0) == []
+    assert matcher.on_price("BTCUSDT", 1, T0) == []
+    assert len(matcher.on_price("ETHUSDT", 4999, T0 + 1)) == 1
+
+
+def test_notification_layout_matches_the_contract(r):
+    alert = arm(r, target=65000, user_id=42, note='sell "half" <script>x</script>')
+    pubsub = r.pubsub()
+    pubsub.subscribe("tb:user:42")
+    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+    [nid] = Matcher(r).on_price("BTCUSDT", 65010.5, T0)
+    stored = r.hgetall(f"tb:n:{nid}")
+    assert stored["type"] == "PRICE_ALERT" and stored["status"] == "unread"
+    assert stored["user_id"] == "42" and stored["alert_id"] == str(alert.id)
+    assert stored["title"] == "BTCUSDT above 65000"
+    assert "65010.5" in stored["message"] and "65000" in stored["message"]
+    assert json.loads(stored["data"])["note"] == 'sell "half" <script>x</script>'
+    assert 0 < r.pttl(f"tb:n:{nid}") <= 7 * 86400 * 1000
+    assert r.zscore("tb:inbox:42", nid) == T0 and r.zscore("tb:unread:42", nid) == T0
+    [(entry_id, fields)] = r.xrange("tb:replay:42")
+    message = pubsub.get_message(timeout=2)
+    payload = json.loads(message["data"])
+    assert payload["id"] == entry_id and payload["event"] == "notification"
+    assert payload["data"] == json.loads(fields["data"])
+    assert payload["data"]["id"] == nid and payload["data"]["created_at"] == T0
+    assert payload["data"]["data"]["price"] == 65010.5
+    [(_, slow)] = r.xrange("tb:fired")
+    assert slow == {"type": "PRICE_ALERT", "price": "65010.5", "ts": str(T0),
+                    "items": f"{nid}:{alert.id}:42:once"}
+    pubsub.close()
+
+
+def test_ticks_are_published_and_sampled_at_most_once_a_second(r):
+    pubsub = r.pubsub()
+    pubsub.subscribe("tb:ticks:BTCUSDT")
+    pubsub.get_message(timeout=2)
+    ticks(Matcher(r), [1, 2, 3])
+    Matcher(r).on_price("BTCUSDT", 4, T0 + 1000)
+    got = [pubsub.get_message(timeout=2) for _ in range(2)]
+    assert [json.loads(m["data"])["price"] for m in got] == [1, 4]
+    assert pubsub.get_message(timeout=0.05) is None
+    assert r.lrange("tb:spark:BTCUSDT", 0, -1) == [f"[{T0},1]", f"[{T0 + 1000},4]"]
+    assert r.hgetall("tb:price:BTCUSDT")["price"] == "4"
+    pubsub.close()
+
+
+@pytest.mark.parametrize("price", [float("nan"), float("inf"), -1.0])
+def test_garbled_tick_fires_nothing(r, price):
+    arm(r, target=1)
+    arm(r, condition="below", target=1)
+    assert Matcher(r).on_price("BTCUSDT", price, T0) == []
+
+
+def test_storm_is_split_into_batches_and_fires_each_alert_once(r):
+    alerts = [arm(r, target=float(t)) for t in range(1, 51)]
+    nids = Matcher(r, batch=7).on_price("BTCUSDT", 100, T0)
+    assert len(nids) == len(set(nids)) == 50
+    assert r.xlen("tb:fired") == 8 and len(slow_path_items(r)) == 50
+    assert sorted(map(int, fired_alerts(r, nids))) == sorted(a.id for a in alerts)
+
+
+def test_two_matchers_hammering_one_feed_fire_each_alert_once(r, redis_url):
+    alerts = [arm(r, target=float(t), user_id=t % 5) for t in range(1, 301)]
+    prices = [float(p) for p in range(0, 320, 3)]
+    results = []
+
+    def run():
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        results.append(ticks(Matcher(client, batch=16), prices))
+        client.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    nids = [n for per_thread in results for tick in per_thread for n in tick]
+    assert sorted(map(int, fired_alerts(r, nids))) == sorted(a.id for a in alerts)
+    assert len(slow_path_items(r)) == len(alerts)
+
+
+def test_two_matchers_on_the_same_ticks_give_one_notification_per_crossing(r, redis_url):
+    for t in (100, 101, 102):
+        arm(r, target=float(t), mode="recurring", buffer=0.5)
+    path = [99, 103, 99, 103, 101.5, 99, 100, 101]  # crossings: 3, 3, 0, 1, 1
+    barrier = threading.Barrier(2, timeout=10)
+    counts = []
+
+    def run():
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        matcher = Matcher(client)
+        mine = 0
+        for i, price in enumerate(path):
+            barrier.wait()  # both matchers see tick i before either sees tick i + 1
+            mine += len(matcher.on_price("BTCUSDT", price, T0 + i))
+        counts.append(mine)
+        client.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sum(counts) == 8 == len(slow_path_items(r))

@@ -1,0 +1,145 @@
+"""The notification settings page: HTMX saves per field, validation, follows, push devices."""
+
+import pytest
+
+from tests.conftest import csrf_token
+from webapp import preferences
+from webapp.extensions import db
+from webapp.models import PushSubscription, StrategyFollow
+
+pytestmark = pytest.mark.both_databases
+PAGE = "/settings/notifications/"
+HX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def logged_in(client, auth):
+    uid = auth.create()
+    auth.login()
+    return uid
+
+
+def save(client, field, value=None):
+    data = {"field": field, "csrf_token": csrf_token(client, PAGE)}
+    if value is not None:
+        data[field] = value
+    return client.post(PAGE + "field", data=data, headers=HX)
+
+
+def pref(app, uid):
+    with app.app_context():
+        row = preferences.preferences_for(uid)
+        db.session.expunge(row)
+        return row
+
+
+def test_page_shows_every_setting(client, logged_in):
+    page = client.get(PAGE).get_data(as_text=True)
+    for name in ("rt_order_execution", "rt_strategy_status", "rt_price_alerts",
+                 "sms_risk_violations", "sms_order_failures", "sms_account_security",
+                 "email_daily_summary", "email_weekly_performance", "email_monthly_statements",
+                 "max_per_minute", "quiet_start", "quiet_end", "timezone", "phone",
+                 "delivery_email", "strategy_id", "push-devices"):
+        assert f'"{name}"' in page, name
+
+
+GOOD = [
+    ("phone", "+1 (415) 555-0123", "+14155550123"),
+    ("timezone", "America/New_York", "America/New_York"),
+    ("quiet_start", "22:30", "22:30"),
+    ("max_per_minute", "1000", 1000),
+    ("delivery_email", "Desk@Example.com", "Desk@example.com"),
+    ("sms_risk_violations", "1", True),
+    ("rt_price_alerts", None, False),  # an unchecked box sends nothing
+]
+BAD = [
+    ("phone", "4155550123", "international format"),
+    ("phone", "+1415555012345678", "international format"),
+    ("timezone", "Mars/Olympus", "time zone"),
+    ("timezone", "../../etc/passwd", "time zone"),
+    ("quiet_end", "25:00", "24-hour"),
+    ("max_per_minute", "0", "between 1 and 1000"),
+    ("max_per_minute", "1001", "between 1 and 1000"),
+    ("max_per_minute", "ten", "whole number"),
+    ("delivery_email", "not-an-email", "email"),
+    ("is_admin", "1", "Unknown"),
+]
+
+
+def test_each_field_saves_on_change(app, client, logged_in):
+    # One login for all cases: password hashing makes a login cost ~0.3 s.
+    for field, value, stored in GOOD:
+        response = save(client, field, value)
+        assert response.status_code == 200, field
+        assert "Saved" in response.get_data(as_text=True)
+        assert getattr(pref(app, logged_in), field) == stored, field
+
+
+def test_bad_values_are_refused_with_the_reason(app, client, logged_in):
+    before = pref(app, logged_in)
+    for field, value, message in BAD:
+        response = save(client, field, value)
+        assert response.status_code == 422, (field, value)
+        assert message.lower() in response.get_data(as_text=True).lower(), (field, value)
+        if hasattr(before, field):
+            assert getattr(pref(app, logged_in), field) == getattr(before, field)
+
+
+def test_plain_form_saves_everything_without_javascript(app, client, logged_in):
+    response = client.post(PAGE, data={
+        "csrf_token": csrf_token(client, PAGE), "timezone": "Asia/Tokyo", "max_per_minute": "5",
+        "quiet_start": "23:00", "quiet_end": "06:00", "phone": "", "delivery_email": "",
+        "sms_account_security": "1"})
+    assert response.status_code == 303
+    saved = pref(app, logged_in)
+    assert (saved.timezone, saved.max_per_minute, saved.quiet_start) == ("Asia/Tokyo", 5, "23:00")
+    assert saved.sms_account_security and not saved.rt_price_alerts
+
+
+def test_quiet_hours_must_not_start_and_end_together(client, logged_in):
+    assert save(client, "quiet_start", "22:00").status_code == 200
+    response = save(client, "quiet_end", "22:00")
+    assert response.status_code == 422 and "another time" in response.get_data(as_text=True)
+
+
+def test_follow_and_unfollow_a_strategy(app, client, logged_in):
+    token = csrf_token(client, PAGE)
+    response = client.post(PAGE + "follow", data={"strategy_id": "momentum-btc",
+                                                   "csrf_token": token}, headers=HX)
+    assert response.status_code == 200 and "momentum-btc" in response.get_data(as_text=True)
+    bad = client.post(PAGE + "follow", data={"strategy_id": "no spaces!", "csrf_token": token},
+                      headers=HX)
+    assert bad.status_code == 422
+    with app.app_context():
+        assert db.session.scalars(db.select(StrategyFollow.strategy_id)).all() == ["momentum-btc"]
+    client.post(PAGE + "unfollow", data={"strategy_id": "momentum-btc", "csrf_token": token},
+                headers=HX)
+    with app.app_context():
+        assert db.session.scalars(db.select(StrategyFollow.strategy_id)).all() == []
+
+
+def test_push_subscribe_and_unsubscribe_per_device(app, client, logged_in):
+    token = csrf_token(client, PAGE)
+    sub = {"endpoint": "https://push.example.net/send/abc",
+           "keys": {"p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1X"
+                              "bjhazAkj7I99e8QcYP7DkM", "auth": "tBHItJI5svbpez7KI4CCXg"}}
+    response = client.post(PAGE + "push/subscribe", json=sub, headers={"X-CSRFToken": token})
+    assert response.status_code == 201
+    again = client.post(PAGE + "push/subscribe", json=sub, headers={"X-CSRFToken": token})
+    assert again.status_code == 201  # the same device twice is one row
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(PushSubscription.id))) == 1
+    bad = client.post(PAGE + "push/subscribe", json={"endpoint": "x"},
+                      headers={"X-CSRFToken": token})
+    assert bad.status_code == 422
+    gone = client.post(PAGE + "push/unsubscribe", json={"endpoint": sub["endpoint"]},
+                       headers={"X-CSRFToken": token})
+    assert gone.json == {"removed": True}
+
+
+def test_settings_need_login_and_csrf(client, auth):
+    assert client.get(PAGE).status_code == 302
+    auth.create()
+    auth.login()
+    response = client.post(PAGE + "field", data={"field": "phone", "phone": "+14155550123"})
+    assert response.status_code == 400

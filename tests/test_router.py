@@ -1,0 +1,137 @@
+"""The router's decisions: registry, quiet hours, per-minute limit, critical, idempotency."""
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.hub import make_user, run_jobs
+from webapp import inbox, notification_types, router
+from webapp.delivery.sweep import sweep
+from webapp.extensions import db
+from webapp.models import CriticalNotification, DeliveryLog
+
+pytestmark = pytest.mark.both_databases
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def ms(dt):
+    return int(dt.timestamp() * 1000)
+
+
+def berlin(day, hour, minute=0):
+    """A fixed local clock years ahead, so real-time key expiry never interferes."""
+    return datetime(2030, 1, day, hour, minute, tzinfo=BERLIN)
+
+
+def smtp(box):
+    return {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": box.port, "SMTP_TLS": "none"}
+
+
+def statuses(app, nid):
+    with app.app_context():
+        return {r.channel: r.status for r in db.session.scalars(
+            db.select(DeliveryLog).where(DeliveryLog.notification_id == nid))}
+
+
+def route(app, uid, when, **extra):
+    with app.app_context():
+        return router.route({"user_id": uid, "type": "PRICE_ALERT", "title": "BTC up",
+                             **extra}, now_ms=ms(when))[0]
+
+
+def test_registry_holds_the_briefs_types():
+    assert set(notification_types.TYPES) == {
+        "PRICE_ALERT", "VOLUME_ALERT", "ORDER_EXECUTED", "ORDER_EXECUTION_FAILED",
+        "STRATEGY_STATUS", "STRATEGY_PERFORMANCE", "RISK_VIOLATION", "RISK_LIMIT_BREACHED",
+        "BROKER_DISCONNECTED", "SYSTEM_ERROR", "ACCOUNT_SECURITY", "REGULATORY_NOTICE",
+        "SYSTEM_MAINTENANCE"}
+    assert notification_types.CRITICAL_TYPES == {
+        "RISK_VIOLATION", "ACCOUNT_SECURITY", "REGULATORY_NOTICE", "SYSTEM_MAINTENANCE"}
+    assert notification_types.URGENT_TYPES == {
+        "ORDER_EXECUTION_FAILED", "RISK_LIMIT_BREACHED", "BROKER_DISCONNECTED"}
+
+
+def test_quiet_hours_hold_until_they_end_in_the_users_zone(make_app, smtp_server):
+    app = make_app(**smtp(smtp_server))
+    uid = make_user(app, "q@example.com", timezone="Europe/Berlin", quiet_start="22:00",
+                    quiet_end="07:00")
+    nid = route(app, uid, berlin(15, 23, 30))
+    run_jobs(app)
+    assert statuses(app, nid) == {"email": "held"}
+    with app.app_context():
+        row = db.session.scalar(db.select(DeliveryLog).filter_by(notification_id=nid))
+        assert row.next_attempt_at == datetime(2030, 1, 16, 6, 0)  # 07:00 in Berlin, in UTC
+        assert sweep(now=datetime(2030, 1, 16, 5, 59)) == 0
+        assert sweep(now=datetime(2030, 1, 16, 6, 0)) == 1
+    run_jobs(app)
+    assert statuses(app, nid) == {"email": "sent"}
+    assert len(smtp_server.wait_for(1)) == 1
+
+
+def test_outside_quiet_hours_goes_at_once(make_app, smtp_server):
+    app = make_app(**smtp(smtp_server))
+    uid = make_user(app, "r@example.com", timezone="Europe/Berlin", quiet_start="22:00",
+                    quiet_end="07:00")
+    nid = route(app, uid, berlin(15, 7, 0))
+    run_jobs(app)
+    assert statuses(app, nid) == {"email": "sent"}
+
+
+def test_over_the_per_minute_limit_waits_for_the_digest(app):
+    uid = make_user(app, "s@example.com", max_per_minute="3")
+    start = berlin(15, 12)
+    nids = [route(app, uid, start.replace(second=i)) for i in range(5)]
+    run_jobs(app)  # no SMTP configured: what goes out lands in the outbox
+    assert [statuses(app, n)["email"] for n in nids] == ["outbox"] * 3 + ["digest"] * 2
+    later = route(app, uid, start.replace(minute=1, second=1))
+    run_jobs(app)
+    assert statuses(app, later) == {"email": "outbox"}
+    with app.app_context():
+        assert len(inbox.list_page(uid, now_ms=ms(start))[0]) == 6  # the inbox keeps all
+
+
+def test_critical_always_goes_out(make_app, smtp_server):
+    app = make_app(**smtp(smtp_server))
+    uid = make_user(app, "t@example.com", timezone="Europe/Berlin", quiet_start="00:00",
+                    quiet_end="23:59", max_per_minute="1", email_alerts=False)
+    for second in range(3):
+        route(app, uid, berlin(15, 12, 0).replace(second=second))
+    nid = route(app, uid, berlin(15, 12, 0).replace(second=5), type="RISK_VIOLATION",
+                title="Exposure over limit")
+    run_jobs(app)
+    assert statuses(app, nid) == {"email": "sent"}
+    [mail] = smtp_server.wait_for(1)
+    assert mail["msg"]["Subject"] == "[Critical] Risk violation: Exposure over limit"
+    with app.app_context():
+        row = db.session.get(CriticalNotification, nid)
+        assert row.expires_at.year == 2031 and row.type == "RISK_VIOLATION"
+
+
+def test_low_priority_and_toggled_off_types_stay_in_the_inbox(app):
+    uid = make_user(app, "u@example.com", rt_order_execution=False)
+    quiet = route(app, uid, berlin(15, 12), priority="low")
+    off = route(app, uid, berlin(15, 12), type="ORDER_EXECUTED")
+    run_jobs(app)
+    assert statuses(app, quiet) == {} and statuses(app, off) == {}
+
+
+def test_slow_steps_are_idempotent_by_notification_id(app):
+    uid = make_user(app, "v@example.com", phone="+14155550100", sms_account_security=True)
+    nid = route(app, uid, berlin(15, 12), type="ACCOUNT_SECURITY", title="New sign-in")
+    run_jobs(app)
+    with app.app_context():
+        router.route_fired(nid)  # a redelivered slow-path entry
+        router.route_fired(nid)
+        assert db.session.scalar(db.select(db.func.count(DeliveryLog.id))) == 2
+        assert db.session.scalar(db.select(db.func.count(CriticalNotification.id))) == 1
+
+
+def test_route_fired_plans_deliveries_for_a_matcher_notification(app):
+    uid = make_user(app, "w@example.com")
+    with app.app_context():
+        nid, _ = inbox.store({"user_id": uid, "type": "PRICE_ALERT", "title": "ETH above 3k",
+                              "alert_id": "3"}, now_ms=ms(datetime.now(UTC)))
+        assert router.route_fired(nid) == [1]
+        assert router.route_fired("999999") == []  # gone (deleted or expired): nothing to do
+    assert statuses(app, nid) == {"email": "queued"}

@@ -1,0 +1,76 @@
+"""Account security events the app raises itself, delivered by email to a real SMTP server."""
+
+import pytest
+
+from tests.conftest import csrf_token
+from tests.hub import run_jobs
+from webapp import inbox
+from webapp.extensions import db
+from webapp.models import CriticalNotification
+
+pytestmark = pytest.mark.both_databases
+
+
+@pytest.fixture
+def app(make_app, smtp_server):
+    app = make_app(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port, SMTP_TLS="none")
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def titles(app, uid):
+    with app.app_context():
+        items = inbox.list_page(uid, limit=50)[0]
+    assert {n["type"] for n in items} <= {"ACCOUNT_SECURITY"}
+    return [n["title"] for n in reversed(items)]
+
+
+def login_as(client, browser, password="correct horse"):
+    token = csrf_token(client)
+    return client.post("/auth/login", headers={"User-Agent": browser}, data={
+        "email": "trader@example.com", "password": password, "csrf_token": token})
+
+
+def test_login_from_a_new_device_is_reported_by_email(app, client, auth, smtp_server):
+    uid = auth.create()
+    assert login_as(client, "Firefox/1 on Linux").status_code == 302
+    assert titles(app, uid) == []  # the first device is simply remembered
+    auth.logout()
+    login_as(client, "Firefox/1 on Linux")
+    auth.logout()
+    assert titles(app, uid) == []
+    login_as(client, "Safari/17 on iPhone")
+    assert titles(app, uid) == ["New sign-in to your account"]
+    run_jobs(app)
+    [mail] = smtp_server.wait_for(1)
+    msg = mail["msg"]
+    assert mail["rcpt"] == ["trader@example.com"]
+    assert msg["Subject"] == "[Critical] Account security: New sign-in to your account"
+    assert msg["X-Tickerbell-Type"] == "ACCOUNT_SECURITY"
+    assert "Safari/17 on iPhone" in msg.get_body(("plain",)).get_content()
+    assert "Safari/17 on iPhone" in msg.get_body(("html",)).get_content()
+    with app.app_context():
+        assert db.session.scalar(db.select(CriticalNotification.title)) == (
+            "New sign-in to your account")
+
+
+def test_password_change_and_api_keys_are_reported(app, client, auth):
+    uid = auth.create()
+    auth.login()
+    token = csrf_token(client, "/settings/api-keys")
+    client.post("/settings/api-keys", data={"name": "bot", "csrf_token": token})
+    client.post("/settings/api-keys/1/revoke", data={"csrf_token": token})
+    client.post("/settings/password", data={
+        "current_password": "correct horse", "new_password": "battery staple",
+        "confirm": "battery staple", "csrf_token": token})
+    assert titles(app, uid) == ["API key created: bot", "API key revoked: bot",
+                                "Your password was changed"]
+
+
+def test_repeated_failed_logins_are_reported_once(app, client, auth):
+    uid = auth.create()
+    for _ in range(4):
+        assert login_as(client, "curl/8", password="wrong guess").status_code == 422
+    assert titles(app, uid) == ["Repeated failed sign-ins"]

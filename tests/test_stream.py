@@ -1,0 +1,220 @@
+"""GET /stream through the app in-process: replay, isolation, events, keep-alive."""
+
+import json
+
+import pytest
+
+from tests.conftest import AuthActions
+from tests.sse_helpers import EventReader
+from webapp import alerts, inbox
+from webapp.extensions import get_redis
+
+
+@pytest.fixture
+def app(make_app):
+    app = make_app(STREAM_KEEPALIVE_S=0.2)
+    yield app
+    hub = app.extensions.get("fanout")
+    if hub is not None:
+        hub.stop()
+
+
+@pytest.fixture
+def users(app):
+    """Two logged-in test clients: {'a': (client, uid), 'b': (client, uid)}."""
+    out = {}
+    for name in ("a", "b"):
+        client = app.test_client()
+        auth = AuthActions(client, app)
+        uid = auth.create(f"{name}@example.com")
+        auth.login(f"{name}@example.com")
+        out[name] = (client, uid)
+    with app.app_context():
+        r = get_redis()
+        for key in [*r.scan_iter("tb:inbox:*"), *r.scan_iter("tb:unread:*"),
+                    *r.scan_iter("tb:replay:*")]:
+            r.delete(key)
+    return out
+
+
+def store(app, uid, title="BTCUSDT above 65000", **extra):
+    with app.app_context():
+        return inbox.store({"user_id": uid, "type": "PRICE_ALERT", "title": title,
+                            "message": "traded at 65010.5", **extra})
+
+
+def stream(client, query="", headers=None):
+    response = client.get(f"/stream{query}", headers=headers, buffered=False)
+    assert response.status_code == 200
+    return response, EventReader(response.response)
+
+
+def notifications(events):
+    return [e for e in events if e.get("event") == "notification"]
+
+
+def has_unread(events):
+    return any(e.get("event") == "unread" for e in events)
+
+
+def test_needs_a_login(client):
+    response = client.get("/stream")
+    assert response.status_code == 401
+
+
+def test_headers_and_first_events(app, users):
+    client, uid = users["a"]
+    response, reader = stream(client)
+    assert response.mimetype == "text/event-stream"
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    events = reader.until(has_unread)
+    assert events[0].get("retry") == "2000"
+    assert 'data-count="0"' in reader.named("unread")[0]["data"]
+    response.close()
+
+
+def test_live_notification_carries_its_replay_id_toast_and_count(app, users):
+    client, uid = users["a"]
+    response, reader = stream(client)
+    reader.until(has_unread)
+    nid, eid = store(app, uid, title="<script>alert(1)</script>")
+    events = reader.until(lambda ev: len(reader.named("unread")) == 2)
+    [note] = notifications(events)
+    assert note["id"] == eid and f'id="n-{nid}"' in note["data"]
+    assert "&lt;script&gt;" in note["data"] and "<script>" not in note["data"]
+    assert "&lt;script&gt;" in reader.named("toast")[0]["data"]
+    assert 'data-count="1"' in reader.named("unread")[-1]["data"]
+    response.close()
+
+
+@pytest.mark.parametrize("missed", [0, 1, 1000])
+def test_last_event_id_replays_what_was_missed_in_order(app, users, missed):
+    client, uid = users["a"]
+    _, seen = store(app, uid, title="seen")
+    missed_ids = [store(app, uid, title=f"missed {i}")[1] for i in range(missed)]
+    response, reader = stream(client, headers={"Last-Event-ID": seen})
+    events = reader.until(has_unread)
+    assert [e["id"] for e in notifications(events)] == missed_ids
+    assert len(reader.named("toast")) == min(missed, 3)
+    assert f'data-count="{missed + 1}"' in reader.named("unread")[0]["data"]
+    _, live = store(app, uid, title="live")
+    events = reader.until(lambda ev: notifications(ev) and notifications(ev)[-1]["id"] == live)
+    assert [e["id"] for e in notifications(events)] == [*missed_ids, live]
+    response.close()
+
+
+def test_the_header_wins_over_the_query_fallback(app, users):
+    client, uid = users["a"]
+    first = store(app, uid)[1]
+    second = store(app, uid)[1]
+    response, reader = stream(client, f"?last_event_id={first}", {"Last-Event-ID": second})
+    assert notifications(reader.until(has_unread)) == []
+    response.close()
+    response, reader = stream(client, f"?last_event_id={first}")
+    assert [e["id"] for e in notifications(reader.until(has_unread))] == [second]
+    response.close()
+
+
+def test_live_copies_of_replayed_events_are_dropped(app, users):
+    client, uid = users["a"]
+    first = store(app, uid)[1]
+    last = store(app, uid)[1]
+    response, reader = stream(client, headers={"Last-Event-ID": "0"})
+    reader.until(has_unread)
+    with app.app_context():  # what a publish racing the replay would deliver again
+        stale = json.dumps({"id": first, "event": "notification",
+                            "data": {"id": "1", "title": "again", "created_at": 0}})
+        get_redis().publish(f"tb:user:{uid}", stale)
+    _, fresh = store(app, uid)
+    events = reader.until(lambda ev: notifications(ev)[-1]["id"] == fresh)
+    assert [e["id"] for e in notifications(events)] == [first, last, fresh]
+    response.close()
+
+
+def test_two_users_streams_are_isolated(app, users):
+    (client_a, uid_a), (client_b, uid_b) = users["a"], users["b"]
+    response_a, reader_a = stream(client_a)
+    response_b, reader_b = stream(client_b)
+    reader_a.until(has_unread)
+    reader_b.until(has_unread)
+    _, for_b = store(app, uid_b, title="for b only")
+    _, for_a = store(app, uid_a, title="for a only")
+    events_a = reader_a.until(lambda ev: notifications(ev))
+    events_b = reader_b.until(lambda ev: notifications(ev))
+    assert [e["id"] for e in notifications(events_a)] == [for_a]
+    assert [e["id"] for e in notifications(events_b)] == [for_b]
+    assert "for b" not in json.dumps(events_a)
+    response_a.close()
+    response_b.close()
+
+
+def test_the_query_string_cannot_choose_another_channel(app, users):
+    (client_a, _), (_, uid_b) = users["a"], users["b"]
+    response, reader = stream(client_a, f"?user_id={uid_b}&channel=user:{uid_b}")
+    reader.until(has_unread)
+    store(app, uid_b)
+    reader.until(lambda ev: any("comment" in e for e in ev))  # a keep-alive, nothing else
+    assert notifications(reader.events) == []
+    response.close()
+
+
+def test_unread_changes_elsewhere_update_the_count(app, users):
+    client, uid = users["a"]
+    nid, _ = store(app, uid)
+    response, reader = stream(client)
+    reader.until(has_unread)
+    with app.app_context():
+        inbox.mark_read(uid, nid)
+    reader.until(lambda ev: len(reader.named("unread")) == 2)
+    assert 'data-count="0"' in reader.named("unread")[-1]["data"]
+    response.close()
+
+
+def test_ticks_of_watched_symbols_only(app, users):
+    client, uid = users["a"]
+    with app.app_context():
+        alerts.create_alert(uid, {"symbol": "BTCUSDT", "type": "above", "price": 99000})
+    response, reader = stream(client)
+    reader.until(has_unread)
+    with app.app_context():
+        r = get_redis()
+        r.publish("tb:ticks:ETHUSDT", '{"symbol":"ETHUSDT","price":3000,"ts":1}')
+        r.publish("tb:ticks:BTCUSDT", '{"symbol":"BTCUSDT","price":65000.5,"ts":2}')
+    reader.until(lambda ev: reader.named("tick"))
+    [tick] = reader.named("tick")
+    assert json.loads(tick["data"]) == {"symbol": "BTCUSDT", "price": 65000.5, "ts": 2}
+    assert "id" not in tick
+    response.close()
+
+
+def test_idle_streams_get_keep_alive_comments(app, users):
+    client, _ = users["a"]
+    response, reader = stream(client)
+    events = reader.until(lambda ev: sum("comment" in e for e in ev) >= 2)
+    assert [e for e in events if "comment" in e][0]["comment"] == "keepalive"
+    response.close()
+
+
+def test_system_broadcasts_toast_every_stream(app, users):
+    streams = [stream(users[name][0]) for name in ("a", "b")]
+    for _, reader in streams:
+        reader.until(has_unread)
+    with app.app_context():
+        get_redis().publish("tb:system", json.dumps(
+            {"event": "system", "data": {"title": "Maintenance at 02:00", "message": "<b>"}}))
+    for response, reader in streams:
+        reader.until(lambda ev: any(e.get("event") == "toast" for e in ev))
+        assert "Maintenance at 02:00" in reader.named("toast")[0]["data"]
+        assert "&lt;b&gt;" in reader.named("toast")[0]["data"]
+        response.close()
+
+
+def test_closing_the_response_detaches_the_stream(app, users):
+    client, _ = users["a"]
+    response, reader = stream(client)
+    reader.until(has_unread)
+    hub = app.extensions["fanout"]
+    assert len(hub.clients) == 1
+    response.close()
+    assert hub.clients == set() and hub.by_user == {}

@@ -1,0 +1,194 @@
+"""The live feed served by gunicorn's gevent worker: shared pub/sub, cleanup, /ws, Redis loss."""
+
+import json
+import time
+
+import pytest
+import redis
+import requests
+import websocket
+
+from tests.live_server import LiveServer, cookie_header, login
+from tests.sse_helpers import open_stream
+from webapp import accounts, create_app, inbox
+from webapp.extensions import db
+from worker import redisd
+
+USERS = 4
+STREAMS_PER_USER = 50
+PASSWORD = "correct horse"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """Its own redis-server (this module stops it) and a gunicorn gevent server."""
+    tmp = tmp_path_factory.mktemp("live")
+    process, redis_url = redisd.start(tmp / "redis", appendonly=True)
+    redis_box = {"process": process, "dir": tmp / "redis", "url": redis_url}
+    db_url = f"sqlite:///{tmp / 'live.db'}"
+    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
+                      "SECRET_KEY": "live-secret", "INSTANCE_PATH": str(tmp)})
+    with app.app_context():
+        db.create_all()
+        users = [accounts.create_user(f"u{i}@example.com", PASSWORD) for i in range(USERS)]
+        uids = [u.id for u in users]
+        key = accounts.create_api_key(users[0], "ws")[1]
+        db.session.remove()
+    server = LiveServer({"DATABASE_URL": db_url, "REDIS_URL": redis_url,
+                         "SECRET_KEY": "live-secret", "INSTANCE_PATH": str(tmp),
+                         "STREAM_KEEPALIVE_S": "60"}, tmp / "gunicorn.log").start()
+    cookies = [cookie_header(login(server.url, f"u{i}@example.com", PASSWORD))
+               for i in range(USERS)]
+    yield {"app": app, "server": server, "redis": redis_box, "uids": uids, "key": key,
+           "cookies": cookies}
+    server.stop()
+    redisd.stop(redis_box["process"])
+    with app.app_context():
+        db.engine.dispose()
+
+
+def store(site, uid, title="ping"):
+    with site["app"].app_context():
+        return inbox.store({"user_id": uid, "type": "PRICE_ALERT", "title": title,
+                            "message": "m"})
+
+
+def streams_open(site):
+    return requests.get(site["server"].url + "/api/v1/health", timeout=5).json()["streams"]
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def web_connections(site):
+    """Redis connections the web process holds (everything but the CLIENT LIST caller)."""
+    with redis.Redis.from_url(site["redis"]["url"], decode_responses=True) as r:
+        return [c for c in r.client_list() if c["cmd"] != "client|list"]
+
+
+def has_unread(events):
+    return any(e.get("event") == "unread" for e in events)
+
+
+def test_200_streams_share_one_pubsub_connection_and_stay_isolated(site):
+    opened = []
+    for i in range(USERS):
+        for _ in range(STREAMS_PER_USER):
+            opened.append((i, *open_stream(site["server"].port, site["cookies"][i])))
+    try:
+        for _, _, reader in opened:
+            reader.until(has_unread)
+        assert streams_open(site) == USERS * STREAMS_PER_USER
+        names = sorted(c["name"] for c in web_connections(site) if c["name"])
+        assert names.count("tb-hub") == 1
+        subscribers = [c for c in web_connections(site) if int(c.get("psub", 0)) > 0]
+        assert len(subscribers) == 1
+        sent = [store(site, uid, f"for user {i}")[1] for i, uid in enumerate(site["uids"])]
+        for i, _, reader in opened:
+            events = reader.until(lambda ev: any(e.get("event") == "notification" for e in ev))
+            notes = [e for e in events if e.get("event") == "notification"]
+            assert [e["id"] for e in notes] == [sent[i]]
+            assert f"for user {i}<" in notes[0]["data"]
+    finally:
+        for _, sock, _ in opened:
+            sock.close()
+    wait_for(lambda: streams_open(site) == 0)
+
+
+def test_a_client_that_goes_away_is_cleaned_up_at_once(site):
+    # Keep-alives are 60 s apart here: only noticing the closed socket can be this quick.
+    opened = [open_stream(site["server"].port, site["cookies"][1]) for _ in range(10)]
+    for _, reader in opened:
+        reader.until(has_unread)
+    assert streams_open(site) == 10
+    for sock, _ in opened:
+        sock.close()
+    wait_for(lambda: streams_open(site) == 0, timeout=5)
+
+
+def test_stream_headers_on_the_wire(site):
+    response = requests.get(site["server"].url + "/stream", stream=True, timeout=5,
+                            headers={"Cookie": site["cookies"][0]})
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    response.close()
+
+
+def ws_url(site, query):
+    return f"ws://127.0.0.1:{site['server'].port}/ws{query}"
+
+
+def ws_until(ws, predicate, timeout=10.0):
+    deadline, got = time.monotonic() + timeout, []
+    ws.settimeout(timeout)
+    while not predicate(got):
+        assert time.monotonic() < deadline, f"timed out; got {got}"
+        got.append(json.loads(ws.recv()))
+    return got
+
+
+@pytest.mark.parametrize("how", ["query", "header"])
+def test_ws_carries_the_same_events_as_json(site, how):
+    uid = site["uids"][0]
+    query, headers = (f"?api_key={site['key']}", None) if how == "query" else (
+        "", [f"X-API-Key: {site['key']}"])
+    ws = websocket.create_connection(ws_url(site, query), header=headers, timeout=10)
+    try:
+        first = ws_until(ws, lambda got: got and got[-1]["event"] == "unread")
+        assert isinstance(first[-1]["data"], int)
+        nid, eid = store(site, uid, "over ws")
+        got = ws_until(ws, lambda got: got and got[-1]["event"] == "notification")
+        assert got[-1]["id"] == eid and got[-1]["data"]["id"] == nid
+        assert got[-1]["data"]["title"] == "over ws" and got[-1]["data"]["status"] == "unread"
+    finally:
+        ws.close()
+
+
+def test_ws_replays_from_last_event_id(site):
+    uid = site["uids"][0]
+    _, seen = store(site, uid, "seen")
+    missed = [store(site, uid, f"missed {i}")[1] for i in range(3)]
+    ws = websocket.create_connection(ws_url(site, f"?api_key={site['key']}&last_event_id={seen}"))
+    try:
+        got = ws_until(ws, lambda got: got and got[-1]["event"] == "unread")
+        assert [m["id"] for m in got if m["event"] == "notification"] == missed
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("query", ["", "?api_key=tb_wrong"])
+def test_ws_without_a_good_key_is_refused(site, query):
+    with pytest.raises(websocket.WebSocketBadStatusException) as exc:
+        websocket.create_connection(ws_url(site, query), timeout=5)
+    assert exc.value.status_code == 401
+
+
+def test_ws_refuses_a_session_cookie_alone(site):
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        websocket.create_connection(ws_url(site, ""), cookie=site["cookies"][0], timeout=5)
+
+
+def test_streams_end_when_redis_goes_and_resume_with_replay_when_it_returns(site):
+    uid, box = site["uids"][2], site["redis"]
+    _, seen = store(site, uid, "before")
+    sock, reader = open_stream(site["server"].port, site["cookies"][2])
+    reader.until(has_unread)
+    redisd.stop(box["process"])
+    with pytest.raises(ConnectionError):  # the hub ends every stream so browsers reconnect
+        reader.until(lambda ev: False)
+    sock.close()
+    port = int(box["url"].rsplit(":", 1)[1].split("/")[0])
+    box["process"], _ = redisd.start(box["dir"], port=port, appendonly=True)
+    _, missed = store(site, uid, "while away")
+    sock, reader = open_stream(site["server"].port, site["cookies"][2],
+                               headers={"Last-Event-ID": seen})
+    try:
+        events = reader.until(has_unread, timeout=15)
+        assert [e["id"] for e in events if e.get("event") == "notification"] == [missed]
+    finally:
+        sock.close()

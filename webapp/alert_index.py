@@ -1,0 +1,197 @@
+"""The alert index in Redis: armed alerts in per-symbol sorted sets keyed by threshold."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import redis
+from sqlalchemy import or_, select
+
+from webapp.extensions import db, get_redis
+from webapp.models import Alert
+
+SYMBOLS = "tb:symbols"
+# Sorted-set suffix per condition; `above` and `vol` fire upward, `below` downward.
+SUFFIX = {"above": "above", "below": "below", "volume_above": "vol"}
+REBUILD_ATTEMPTS = 5
+
+# Index or unindex one alert atomically, keeping the tb:symbols refcount right.
+_INDEX_LUA = """
+local id = ARGV[1]
+local hkey = 'tb:alert:' .. id
+local old = redis.call('HMGET', hkey, 'symbol', 'condition')
+if old[1] then
+  local sfx = ({above='above', below='below', volume_above='vol'})[old[2]] or old[2]
+  redis.call('ZREM', 'tb:idx:' .. old[1] .. ':' .. sfx, id)
+  redis.call('ZREM', 'tb:rearm:' .. old[1] .. ':' .. sfx, id)
+  redis.call('DEL', hkey)
+  if redis.call('HINCRBY', 'tb:symbols', old[1], -1) <= 0 then
+    redis.call('HDEL', 'tb:symbols', old[1])
+  end
+end
+if #ARGV == 1 then return old[1] and 1 or 0 end
+local sym, sfx = ARGV[3], ARGV[10]
+redis.call('HSET', hkey, 'user_id', ARGV[2], 'symbol', sym, 'condition', ARGV[4],
+  'target', ARGV[5], 'mode', ARGV[6], 'rearm', ARGV[7], 'expires_at', ARGV[8], 'note', ARGV[9])
+redis.call('ZADD', 'tb:idx:' .. sym .. ':' .. sfx, ARGV[5], id)
+redis.call('HINCRBY', 'tb:symbols', sym, 1)
+return 1
+"""
+
+
+def idx_key(symbol, condition):
+    return f"tb:idx:{symbol}:{SUFFIX[condition]}"
+
+
+def rearm_key(symbol, condition):
+    return f"tb:rearm:{symbol}:{SUFFIX[condition]}"
+
+
+def alert_key(alert_id):
+    return f"tb:alert:{alert_id}"
+
+
+def fmt_num(value):
+    """A float as a short JSON-valid number string: 65000, 0.5, 0.00001234."""
+    text = repr(float(value))
+    if "e" in text:
+        text = format(Decimal(text), "f")  # exact, and without an exponent
+    return text[:-2] if text.endswith(".0") else text
+
+
+def to_ms(dt):
+    """A naive-UTC datetime as epoch milliseconds; None as 0 (never)."""
+    return 0 if dt is None else int(dt.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def rearm_threshold(alert):
+    """The value the market must move back past before a recurring alert re-arms."""
+    step = alert.target * alert.buffer / 100 if alert.buffer_is_pct else alert.buffer
+    return alert.target + step if alert.condition == "below" else alert.target - step
+
+
+def _fields(alert):
+    return {
+        "user_id": alert.user_id, "symbol": alert.symbol, "condition": alert.condition,
+        "target": fmt_num(alert.target), "mode": alert.mode,
+        "rearm": fmt_num(rearm_threshold(alert)), "expires_at": to_ms(alert.expires_at),
+        "note": alert.note or "",
+    }
+
+
+def _script(r):
+    return r.register_script(_INDEX_LUA)
+
+
+def is_live(alert, now=None):
+    """Active and not past its expiry: the alerts the index should hold."""
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    return alert.active and (alert.expires_at is None or alert.expires_at > now)
+
+
+def index(alert, r=None):
+    """Arm `alert` in the index (replacing any earlier entry); unindex it if not live."""
+    r = r or get_redis()
+    if not is_live(alert):
+        return unindex(alert.id, r)
+    f = _fields(alert)
+    args = [alert.id, f["user_id"], f["symbol"], f["condition"], f["target"], f["mode"],
+            f["rearm"], f["expires_at"], f["note"], SUFFIX[alert.condition]]
+    return _script(r)(args=args)
+
+
+def unindex(alert_id, r=None):
+    """Remove an alert from the index; a no-op if it is not there."""
+    r = r or get_redis()
+    return _script(r)(args=[alert_id])
+
+
+def unindex_many(alert_ids, r=None):
+    """Unindex several alerts in one round trip."""
+    if not alert_ids:
+        return
+    r = r or get_redis()
+    script = _script(r)
+    with r.pipeline(transaction=False) as pipe:
+        for alert_id in alert_ids:
+            script(args=[alert_id], client=pipe)
+        pipe.execute()
+
+
+def symbols(r=None):
+    """Symbols with at least one indexed alert, and how many."""
+    r = r or get_redis()
+    return {sym: int(n) for sym, n in r.hgetall(SYMBOLS).items()}
+
+
+def live_alerts(now=None):
+    """All active, unexpired alerts from SQL: what the index should hold."""
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    query = select(Alert).where(
+        Alert.active.is_(True), or_(Alert.expires_at.is_(None), Alert.expires_at > now)
+    )
+    return db.session.scalars(query).all()
+
+
+def rebuild(r=None, now=None):
+    """Replace the whole index with SQL's live alerts in one MULTI; returns their count."""
+    r = r or get_redis()
+    alerts = live_alerts(now)
+    for _ in range(REBUILD_ATTEMPTS):
+        try:
+            return _rebuild_once(r, alerts)
+        except redis.WatchError:
+            continue  # a tick fired or re-armed something meanwhile: read again
+    return _rebuild_once(r, alerts, watch=False)
+
+
+def _pairs(syms):
+    return {(s, c) for s in syms for c in SUFFIX}
+
+
+def _rebuild_once(r, alerts, watch=True):
+    with r.pipeline() as pipe:
+        if watch:
+            pipe.watch(SYMBOLS)
+        pairs = _pairs(set(r.hkeys(SYMBOLS)) | {a.symbol for a in alerts})
+        if watch:
+            pipe.watch(*[k for s, c in pairs for k in (idx_key(s, c), rearm_key(s, c))])
+        armed, waiting = _current_state(r, pairs)
+        pipe.multi()
+        for s, c in pairs:
+            pipe.delete(idx_key(s, c), rearm_key(s, c))
+        pipe.delete(SYMBOLS, *[alert_key(i) for i in armed | waiting])
+        _write_all(pipe, alerts, armed, waiting)
+        pipe.execute()
+    return len(alerts)
+
+
+def _current_state(r, pairs):
+    """Ids now armed and now waiting to re-arm, so a rebuild keeps each alert's phase."""
+    with r.pipeline(transaction=False) as read:
+        for s, c in pairs:
+            read.zrange(idx_key(s, c), 0, -1)
+            read.zrange(rearm_key(s, c), 0, -1)
+        results = read.execute()
+    armed = {int(i) for ids in results[0::2] for i in ids}
+    waiting = {int(i) for ids in results[1::2] for i in ids}
+    return armed, waiting
+
+
+def _write_all(pipe, alerts, armed, waiting):
+    counts = {}
+    for alert in alerts:
+        f = _fields(alert)
+        pipe.hset(alert_key(alert.id), mapping=f)
+        # Unknown to Redis (e.g. after a wipe): a recurring alert that has fired waits for
+        # the market to move back, so a rebuild never fires the same crossing twice.
+        wait = alert.id in waiting or (
+            alert.id not in armed and alert.mode == "recurring"
+            and alert.last_fired_price is not None
+        )
+        if wait:
+            pipe.zadd(rearm_key(alert.symbol, alert.condition), {alert.id: f["rearm"]})
+        else:
+            pipe.zadd(idx_key(alert.symbol, alert.condition), {alert.id: f["target"]})
+        counts[alert.symbol] = counts.get(alert.symbol, 0) + 1
+    if counts:
+        pipe.hset(SYMBOLS, mapping=counts)

@@ -1,0 +1,86 @@
+"""The alerts page: list, create inline, pause/resume, delete (HTMX, with plain-form fallback)."""
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from webapp import alert_index, alerts
+from webapp.exceptions import InvalidInput, NotFound
+
+bp = Blueprint("alerts", __name__, url_prefix="/alerts")
+bp.add_app_template_filter(alert_index.fmt_num, "fmt_num")
+bp.add_app_template_filter(alerts.status, "alert_status")
+
+
+@bp.before_request
+@login_required
+def require_login():
+    pass
+
+
+def _htmx():
+    return request.headers.get("HX-Request") == "true"
+
+
+def _page(form=None, errors=None, status=200):
+    rows = alerts.list_alerts(current_user.id)
+    prices = alerts.last_prices(a.symbol for a in rows)
+    return render_template("alerts/index.html", alerts=rows, prices=prices,
+                           form=form or {}, errors=errors or {}), status
+
+
+@bp.get("/")
+def index():
+    return _page()
+
+
+@bp.post("/")
+def create():
+    form = request.form.to_dict()
+    try:
+        alert = alerts.create_alert(current_user.id, form, text_numbers=True)
+    except InvalidInput as exc:
+        if not _htmx():
+            return _page(form, exc.errors, 422)
+        html = render_template("alerts/_form.html", form=form, errors=exc.errors)
+        return html, 422, {"HX-Retarget": "#alert-form", "HX-Reswap": "outerHTML"}
+    if not _htmx():
+        flash(f"Alert on {alert.symbol} created.", "success")
+        return redirect(url_for("alerts.index"))
+    prices = alerts.last_prices([alert.symbol])
+    first = alerts.count_alerts(current_user.id) == 1  # drop the "no alerts yet" row
+    row = render_template("alerts/_row.html", alert=alert, prices=prices, first=first)
+    fresh_form = render_template("alerts/_form.html", form={}, errors={}, oob=True)
+    return row + fresh_form, 201
+
+
+def _row_or_redirect(alert):
+    if not _htmx():
+        return redirect(url_for("alerts.index"))
+    prices = alerts.last_prices([alert.symbol])
+    return render_template("alerts/_row.html", alert=alert, prices=prices)
+
+
+@bp.post("/<int:alert_id>/pause")
+def pause(alert_id):
+    return _row_or_redirect(_or_404(alerts.set_active, alert_id, False))
+
+
+@bp.post("/<int:alert_id>/resume")
+def resume(alert_id):
+    return _row_or_redirect(_or_404(alerts.set_active, alert_id, True))
+
+
+@bp.post("/<int:alert_id>/delete")
+def delete(alert_id):
+    _or_404(alerts.delete_alert, alert_id)
+    if _htmx():
+        return ""  # the row's outerHTML swap with nothing removes it
+    flash("Alert deleted.", "info")
+    return redirect(url_for("alerts.index"))
+
+
+def _or_404(func, alert_id, *args):
+    try:
+        return func(current_user.id, alert_id, *args)
+    except NotFound:
+        abort(404)

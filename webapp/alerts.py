@@ -1,0 +1,250 @@
+"""Price and volume alerts: validation and CRUD shared by the page, the API and the CLI.
+
+SQL is the source of truth; every change also updates the Redis index, and a failed index
+write undoes the SQL change so nothing is half-written.
+"""
+
+import math
+import re
+from datetime import UTC, datetime
+
+import redis
+from sqlalchemy import func, select
+
+from webapp import alert_index
+from webapp.exceptions import InvalidInput, NotFound
+from webapp.extensions import db, get_redis
+from webapp.models import Alert, utcnow
+
+DEFAULT_BUFFER = 0.5
+MAX_TARGET = 1e15
+MAX_BUFFER_PCT = 50
+NOTE_MAX = 200
+SYMBOL_RE = re.compile(r"[A-Z0-9]{5,20}")
+NUMBER_RE = re.compile(r"\d*\.?\d+(?:[eE][+-]?\d+)?", re.ASCII)
+MODES = ("once", "recurring")
+CONDITIONS = ("above", "below", "volume_above")
+# Names a client written for the brief may send for `type`, beside our own.
+ALIASES = {
+    "price_above": "above", "price_below": "below", "volume": "volume_above",
+    "volume_alert": "volume_above", "price_alert_above": "above", "price_alert_below": "below",
+}
+
+
+def _number(value, text_ok):
+    """A finite float in (0, 1e15) from a JSON number (or form text); None if not one."""
+    if isinstance(value, str) and text_ok and NUMBER_RE.fullmatch(value.strip()):
+        value = float(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:  # an int too big for a float
+        return None
+    return value if math.isfinite(value) and 0 < value < MAX_TARGET else None
+
+
+def _symbol(value, errors):
+    symbol = value.strip().upper() if isinstance(value, str) else ""
+    if not SYMBOL_RE.fullmatch(symbol):
+        errors["symbol"] = "Use a Binance spot symbol such as BTCUSDT (5-20 letters or digits)."
+    return symbol
+
+
+def _condition(value, errors):
+    name = value.strip().lower().replace("-", "_") if isinstance(value, str) else ""
+    name = ALIASES.get(name, name)
+    if name not in CONDITIONS:
+        errors["type"] = "Choose above, below or volume_above."
+    return name
+
+
+def _buffer(value, text_ok, errors):
+    """(buffer, is_pct): absolute in the quote currency, or a percentage like '0.1%'."""
+    if value is None or value == "":
+        return DEFAULT_BUFFER, False
+    if isinstance(value, str) and value.strip().endswith("%"):
+        text = value.strip()[:-1].strip()
+        pct = float(text) if NUMBER_RE.fullmatch(text) else math.nan
+        if 0 < pct <= MAX_BUFFER_PCT:
+            return pct, True
+        errors["buffer"] = f"A percentage buffer must be above 0% and at most {MAX_BUFFER_PCT}%."
+        return None, True
+    number = _number(value, text_ok)
+    if number is None:
+        errors["buffer"] = "Give a positive amount (e.g. 0.5) or a percentage (e.g. 0.1%)."
+    return number, False
+
+
+def _expiry(value, now, errors):
+    if value is None or value == "":
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip())
+        if when.tzinfo is not None:  # stored as naive UTC, like every datetime here
+            when = when.astimezone(UTC).replace(tzinfo=None)
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        errors["expires_at"] = "Give a date and time in ISO 8601, e.g. 2030-01-31T18:00:00Z."
+        return None
+    if when <= now:
+        errors["expires_at"] = "The expiry must be in the future."
+    return when
+
+
+def _note(value, errors):
+    if value is None:
+        return ""
+    if not isinstance(value, str) or any(ord(ch) < 32 for ch in value):
+        errors["note"] = "A note is a single line of text."
+        return ""
+    if len(value.strip()) > NOTE_MAX:
+        errors["note"] = f"Keep the note to {NOTE_MAX} characters at most."
+    return value.strip()
+
+
+def _mode(value, errors):
+    mode = (value or "once").strip().lower() if isinstance(value, str | None) else ""
+    if mode not in MODES:
+        errors["mode"] = "Choose once or recurring."
+    return mode
+
+
+def validate(data, text_numbers=False, now=None):
+    """Check an alert's fields (API names); returns the model's fields or raises InvalidInput."""
+    if not isinstance(data, dict):
+        raise InvalidInput({"body": "Send a JSON object."})
+    errors = {}
+    fields = {
+        "symbol": _symbol(data.get("symbol"), errors),
+        "condition": _condition(data.get("type", data.get("condition")), errors),
+        "mode": _mode(data.get("mode"), errors),
+        "expires_at": _expiry(data.get("expires_at"), now or utcnow(), errors),
+        "note": _note(data.get("note"), errors),
+    }
+    fields["target"] = _number(data.get("price", data.get("target")), text_numbers)
+    if fields["target"] is None:
+        errors["price"] = "Give a number above 0 (and below 10^15)."
+    fields["buffer"], fields["buffer_is_pct"] = _buffer(data.get("buffer"), text_numbers, errors)
+    _check_rearm(fields, errors)
+    if errors:
+        raise InvalidInput(errors)
+    return fields
+
+
+def _check_rearm(fields, errors):
+    # Past the target by an absolute buffer as large as the target would never re-arm.
+    absolute = not fields["buffer_is_pct"] and fields["buffer"] and fields["target"]
+    if fields["mode"] == "recurring" and absolute and fields["buffer"] >= fields["target"]:
+        errors["buffer"] = "Use a buffer smaller than the target, or a percentage like 0.1%."
+
+
+def create_alert(user_id, data, text_numbers=False, now=None):
+    """Validate and store an alert, then arm it in the index."""
+    alert = Alert(user_id=user_id, **validate(data, text_numbers, now))
+    db.session.add(alert)
+    db.session.commit()
+    try:
+        alert_index.index(alert)
+    except redis.RedisError:
+        db.session.delete(alert)
+        db.session.commit()
+        raise
+    return alert
+
+
+def list_alerts(user_id):
+    """A user's alerts, newest first."""
+    query = select(Alert).where(Alert.user_id == user_id).order_by(Alert.id.desc())
+    return db.session.scalars(query).all()
+
+
+def count_alerts(user_id):
+    return db.session.scalar(select(func.count(Alert.id)).where(Alert.user_id == user_id))
+
+
+def status(alert, now=None):
+    """active, expired, fired (a one-shot that went off) or paused."""
+    if alert.expires_at is not None and alert.expires_at <= (now or utcnow()):
+        return "expired"
+    if alert.active:
+        return "active"
+    return "fired" if alert.mode == "once" and alert.last_fired_at else "paused"
+
+
+def get_alert(user_id, alert_id):
+    """The user's alert, or NotFound (also for someone else's)."""
+    alert = db.session.get(Alert, alert_id)
+    if alert is None or alert.user_id != user_id:
+        raise NotFound(f"alert {alert_id}")
+    return alert
+
+
+def set_active(user_id, alert_id, active):
+    """Pause or resume an alert; resuming arms it afresh."""
+    alert = get_alert(user_id, alert_id)
+    if active:
+        alert.active = True
+        db.session.commit()
+        _index_or_undo(alert, lambda: setattr(alert, "active", False))
+    else:
+        alert_index.unindex(alert.id)  # Redis first: if it is down, nothing changes
+        alert.active = False
+        db.session.commit()
+    return alert
+
+
+def _index_or_undo(alert, undo):
+    try:
+        alert_index.index(alert)
+    except redis.RedisError:
+        undo()
+        db.session.commit()
+        raise
+
+
+def delete_alert(user_id, alert_id):
+    """Delete an alert: out of the index first, so it can never fire after it is gone."""
+    alert = get_alert(user_id, alert_id)
+    alert_index.unindex(alert.id)
+    db.session.delete(alert)
+    db.session.commit()
+
+
+def expire_due(now=None):
+    """Deactivate alerts past their expiry and drop them from the index; returns how many."""
+    now = now or utcnow()
+    query = select(Alert).where(Alert.active.is_(True), Alert.expires_at <= now)
+    expired = db.session.scalars(query).all()
+    for alert in expired:
+        alert_index.unindex(alert.id)
+        alert.active = False
+    db.session.commit()
+    return len(expired)
+
+
+def last_prices(symbols):
+    """The last traded price per symbol (None when no tick seen yet)."""
+    symbols = sorted(set(symbols))
+    with get_redis().pipeline(transaction=False) as pipe:
+        for symbol in symbols:
+            pipe.hget(f"tb:price:{symbol}", "price")
+        return dict(zip(symbols, pipe.execute(), strict=True))
+
+
+def buffer_text(alert):
+    return f"{alert_index.fmt_num(alert.buffer)}%" if alert.buffer_is_pct else alert.buffer
+
+
+def _iso(dt):
+    return None if dt is None else dt.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+
+
+def to_json(alert):
+    """The API's view of an alert: the brief's fields (id, symbol, type, price) and ours."""
+    return {
+        "id": alert.id, "symbol": alert.symbol, "type": alert.condition, "price": alert.target,
+        "mode": alert.mode, "buffer": buffer_text(alert), "expires_at": _iso(alert.expires_at),
+        "note": alert.note, "active": alert.active, "status": status(alert),
+        "created_at": _iso(alert.created_at),
+        "last_fired_at": _iso(alert.last_fired_at), "last_fired_price": alert.last_fired_price,
+    }

@@ -1,0 +1,24 @@
+"""Public API endpoints: the health report and the OpenAPI document."""
+
+from flask import current_app, jsonify
+
+from webapp import fanout, health
+from webapp.api.openapi import document
+from webapp.api.routes import bp
+from webapp.delivery.stats import delivery_stats
+from webapp.extensions import get_redis
+
+
+@bp.get("/health", endpoint="health")
+def health_check():
+    body, healthy = health.report(get_redis(), streams=fanout.stream_count(current_app))
+    body["deliveries"] = delivery_stats() if body["redis"] == "ok" else None  # per channel, 24 h
+    response = jsonify(body)
+    response.status_code = 200 if healthy else 503
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(document())

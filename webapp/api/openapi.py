@@ -1,0 +1,169 @@
+"""The OpenAPI 3.1 document for /api/v1. tests/test_openapi.py keeps it equal to the routes."""
+
+from webapp import __version__
+from webapp.notification_types import PRIORITIES, TYPES
+
+USER_AUTH = [{"apiKey": []}, {"bearer": []}, {"session": []}]
+
+
+def _ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema, description):
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description):
+    return _json(_ref("Error"), description)
+
+
+def _nullable(kind, **extra):
+    return {"type": [kind, "null"], **extra}
+
+
+ERRORS = {"401": _error("No session or API key, or an unknown key."),
+          "503": _error("Redis is unavailable; try again shortly.")}
+NID = {"name": "nid", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _op(summary, responses, security=USER_AUTH, **extra):
+    op = {"summary": summary, "responses": responses, **extra}
+    if security is not None:
+        op["security"] = security
+    return op
+
+
+def _notification_paths():
+    item = _json(_ref("Notification"), "The notification.")
+    missing = {"404": _error("Missing, expired or another user's notification."), **ERRORS}
+    query = [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                     "maximum": 100, "default": 20}},
+        {"name": "cursor", "in": "query", "schema": {"type": "string"},
+         "description": "The X-Next-Cursor of the previous page."},
+        {"name": "unread", "in": "query", "schema": {"type": "string", "enum": ["1", "0"]}},
+        {"name": "type", "in": "query", "schema": {"type": "string", "enum": sorted(TYPES)}},
+    ]
+    page_headers = {
+        "X-Unread-Count": {"schema": {"type": "integer"}},
+        "X-Next-Cursor": {"schema": {"type": "string"}, "description": "Absent on the last page."},
+        "Link": {"schema": {"type": "string"}, "description": 'rel="next", when there is one.'},
+    }
+    listing = {**_json({"type": "array", "items": _ref("Notification")},
+                       "Newest first; the last 7 days."), "headers": page_headers}
+    return {
+        "/notifications": {"get": _op("List notifications", {
+            "200": listing, "400": _error("A bad limit or cursor."), **ERRORS},
+            parameters=query)},
+        "/notifications/{nid}": {
+            "get": _op("One notification", {"200": item, **missing}, parameters=[NID]),
+            "delete": _op("Delete a notification", {"204": {"description": "Deleted."},
+                                                    **missing}, parameters=[NID])},
+        "/notifications/{nid}/read": {"patch": _op("Mark a notification read (idempotent)", {
+            "200": item, **missing}, parameters=[NID])},
+        "/notifications/read-all": {"post": _op("Mark every notification read", {"200": _json(
+            {"type": "object", "properties": {"updated": {"type": "integer"},
+                                              "unread_count": {"type": "integer"}}},
+            "How many changed."), **ERRORS})},
+    }
+
+
+def _alert_paths():
+    alert_id = {"name": "alert_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    body = {"required": True, "content": {"application/json": {"schema": _ref("AlertCreate")}}}
+    return {
+        "/alerts": {
+            "get": _op("List alerts", {"200": _json({"type": "array", "items": _ref("Alert")},
+                                                    "The caller's alerts."), **ERRORS}),
+            "post": _op("Create an alert", {"201": _json(_ref("Alert"), "Created."),
+                                            "422": _error("Invalid input, per field."),
+                                            **ERRORS}, requestBody=body)},
+        "/alerts/{alert_id}": {"delete": _op("Delete an alert", {
+            "204": {"description": "Deleted."}, "404": _error("No such alert."), **ERRORS},
+            parameters=[alert_id])},
+    }
+
+
+def _other_paths():
+    health = _json(_ref("Health"), "Healthy.")
+    event_body = {"required": True, "content": {"application/json": {"schema": {
+        "oneOf": [_ref("Event"), {"type": "array", "items": _ref("Event")},
+                  {"type": "object", "properties": {"events": {
+                      "type": "array", "items": _ref("Event")}}}]}}}}
+    accepted = _json({"type": "object"}, "Accepted: ids per event.")
+    return {
+        "/me": {"get": _op("The caller", {"200": _json({"type": "object", "properties": {
+            "id": {"type": "integer"}, "email": {"type": "string"}}}, "The user."),
+            "401": ERRORS["401"]})},
+        "/health": {"get": _op("Health", {"200": health, "503": _json(
+            _ref("Health"), "Degraded: Redis down, market feed down or circuit open.")},
+            security=[])},
+        "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"},
+                                                                    "OpenAPI 3.1.")},
+                                     security=[])},
+        "/events": {"post": _op("Publish events (service token)", {
+            "202": accepted, "422": _json({"type": "object"}, "Some or all rejected."),
+            "409": _error("Same Idempotency-Key still in progress."), **ERRORS},
+            security=[{"serviceToken": []}], requestBody=event_body)},
+        "/audit": {"get": _op("Critical notifications (audit trail)", {
+            "200": _json({"type": "object"}, "items, next_before"),
+            "422": _error("Bad limit or before."), **ERRORS}, parameters=[
+            {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+            {"name": "before", "in": "query", "schema": {"type": "integer"}}])},
+    }
+
+
+def _schemas():
+    s, n, i = {"type": "string"}, {"type": "number"}, {"type": "integer"}
+    return {
+        "Error": {"type": "object", "required": ["error"], "properties": {
+            "error": s, "detail": {}}},
+        "Notification": {"type": "object", "required": [
+            "id", "type", "title", "message", "priority", "status", "timestamp"], "properties": {
+            "id": s, "alert_id": _nullable("integer"), "symbol": _nullable("string"),
+            "alert_type": _nullable("string"), "trigger_price": _nullable("number"),
+            "current_price": _nullable("number"),
+            "timestamp": {"type": "string", "format": "date-time"},
+            "status": {"enum": ["unread", "read"]}, "type": {"enum": sorted(TYPES)},
+            "title": s, "message": s, "priority": {"enum": list(PRIORITIES)},
+            "created_at": {**i, "description": "ms since the epoch"},
+            "strategy_id": _nullable("string"), "order_id": _nullable("string"),
+            "data": {"type": "object"}}},
+        "AlertCreate": {"type": "object", "required": ["symbol", "type", "price"], "properties": {
+            "symbol": s, "type": {"enum": ["above", "below", "volume_above"]}, "price": n,
+            "mode": {"enum": ["once", "recurring"]}, "buffer": {"type": ["number", "string"]},
+            "expires_at": _nullable("string"), "note": s}},
+        "Alert": {"type": "object", "properties": {
+            "id": i, "symbol": s, "type": s, "price": n, "mode": s,
+            "buffer": {"type": ["number", "string"]}, "expires_at": _nullable("string"),
+            "note": s, "active": {"type": "boolean"}, "created_at": s,
+            "last_fired_at": _nullable("string"), "last_fired_price": _nullable("number")}},
+        "Event": {"type": "object", "required": ["type", "title"], "properties": {
+            "type": {"enum": sorted(TYPES)}, "title": s, "message": s,
+            "priority": {"enum": list(PRIORITIES)}, "user_id": {"type": ["integer", "string"]},
+            "strategy_id": s, "target": s, "channel": s, "data": {"type": "object"},
+            "order_id": s, "alert_id": s}},
+        "Health": {"type": "object", "required": ["redis", "monitoring", "circuit", "uptime_s",
+                                                  "version"], "properties": {
+            "status": {"enum": ["ok", "degraded"]}, "redis": {"enum": ["ok", "down"]},
+            "monitoring": _nullable("object"), "circuit": _nullable("object"),
+            "uptime_s": i, "version": s, "queues": _nullable("object"),
+            "last_tick": _nullable("string"), "streams": _nullable("integer")}},
+    }
+
+
+def document():
+    """The whole API, as a dict ready for jsonify."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tickerbell API", "version": __version__},
+        "servers": [{"url": "/api/v1"}],
+        "paths": {**_notification_paths(), **_alert_paths(), **_other_paths()},
+        "components": {"schemas": _schemas(), "securitySchemes": {
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "session"},
+            "serviceToken": {"type": "http", "scheme": "bearer",
+                             "description": "A service token, for POST /events only."}}},
+    }

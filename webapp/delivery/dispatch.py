@@ -1,0 +1,134 @@
+"""Delivery jobs: claim a log row, send it through its channel behind a breaker, log the outcome.
+
+Retries are driven by the log row, not by RQ: a failed attempt sets `next_attempt_at` with
+exponential backoff and the periodic sweep queues it again when due. That keeps retries
+durable in SQL and needs no RQ scheduler inside the worker.
+"""
+
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from webapp import notification_types
+from webapp.breaker import Breaker
+from webapp.delivery import content, email, outbox, push, sms
+from webapp.exceptions import DeliveryRejected
+from webapp.extensions import db
+from webapp.models import DeliveryLog, utcnow
+from worker.queues import enqueue
+
+log = logging.getLogger(__name__)
+
+QUEUED, SENDING, SENT, RETRYING, FAILED = "queued", "sending", "sent", "retrying", "failed"
+HELD, OUTBOX, DIGEST = "held", "outbox", "digest"
+CHANNELS = {"email": email, "sms": sms, "push": push}
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_BACKOFF = 15  # seconds before the 2nd attempt; doubles after each failure
+DEFAULT_MAX_BACKOFF = 3600
+STALE_SENDING = timedelta(minutes=10)  # a worker died mid-send: try again
+LOST_QUEUED = timedelta(minutes=5)  # queued but its job never ran (Redis lost it)
+
+
+def breaker(channel):
+    config = current_app.config
+    return Breaker(f"delivery-{channel}",
+                   threshold=config.get("DELIVERY_BREAKER_THRESHOLD", 5),
+                   reset_timeout=config.get("DELIVERY_BREAKER_RESET", 30.0))
+
+
+def insert_ignore(rows):
+    """Insert log rows, skipping any that exist: the unique key makes planning idempotent."""
+    if not rows:
+        return
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    db.session.execute(dialect.insert(DeliveryLog).on_conflict_do_nothing(), rows)
+    db.session.commit()
+
+
+def record_planned(notification, plan):
+    """Write the plan as log rows (once per id and channel); queue the rows due now."""
+    nid, uid = str(notification["id"]), int(notification["user_id"])
+    insert_ignore([{"notification_id": nid, "user_id": uid, "channel": channel,
+                    "status": status, "next_attempt_at": due, "error": "", "provider_id": "",
+                    "attempts": 0}
+                   for channel, (status, due) in plan.items()])
+    due_now = db.session.scalars(select(DeliveryLog.id).where(
+        DeliveryLog.notification_id == nid, DeliveryLog.user_id == uid,
+        DeliveryLog.status == QUEUED)).all()
+    queue = "high" if notification_types.is_critical(notification) else "default"
+    for log_id in due_now:
+        enqueue(send, log_id, queue=queue, job_id=f"delivery-{log_id}")
+    return list(due_now)
+
+
+def _claim(log_id, now):
+    """Take the row for this attempt; None if another job has it or it is not due."""
+    result = db.session.execute(
+        update(DeliveryLog)
+        .where(DeliveryLog.id == log_id, or_(
+            DeliveryLog.status == QUEUED,
+            (DeliveryLog.status == RETRYING) & (DeliveryLog.next_attempt_at <= now)))
+        .values(status=SENDING, updated_at=now))
+    db.session.commit()
+    return db.session.get(DeliveryLog, log_id) if result.rowcount == 1 else None
+
+
+def _finish(row, status, error="", provider_id=""):
+    row.status, row.error, row.next_attempt_at = status, error[:2000], None
+    row.provider_id = (provider_id or "")[:200]
+    db.session.commit()
+    return status
+
+
+def _retry_later(row, error, delay):
+    row.status, row.error = RETRYING, error[:2000]
+    row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    db.session.commit()
+    return RETRYING
+
+
+def backoff(attempts):
+    base = current_app.config.get("DELIVERY_BACKOFF", DEFAULT_BACKOFF)
+    return min(base * 2 ** max(attempts - 1, 0), DEFAULT_MAX_BACKOFF)
+
+
+def send(log_id):
+    """RQ job: one attempt at one delivery. Returns the row's new status."""
+    row = _claim(log_id, utcnow())
+    if row is None:
+        return None
+    channel = CHANNELS[row.channel]
+    try:
+        message = content.build(row)
+    except DeliveryRejected as exc:
+        return _finish(row, FAILED, str(exc))
+    if not channel.configured(current_app.config):
+        body, extension = channel.outbox_file(message)
+        return _finish(row, OUTBOX, "provider not configured",
+                       outbox.write(row.id, row.channel, body, extension))
+    return _attempt(row, channel, message)
+
+
+def _attempt(row, channel, message):
+    gate = breaker(row.channel)
+    if not gate.allow():
+        return _retry_later(row, f"{row.channel} provider circuit open", gate.retry_in())
+    row.attempts += 1
+    config = current_app.config
+    try:
+        provider_id = channel.send(config, message, config["DELIVERY_TIMEOUT"])
+    except DeliveryRejected as exc:
+        gate.success()  # the provider answered: it is up, the message is the problem
+        return _finish(row, FAILED, str(exc))
+    except Exception as exc:  # noqa: BLE001 - any provider error is retried, then logged
+        log.warning("delivery %s via %s failed: %s", row.id, row.channel, exc)
+        gate.failure(exc)
+        error = f"{type(exc).__name__}: {exc}"
+        if row.attempts >= config.get("DELIVERY_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS):
+            return _finish(row, FAILED, error)
+        return _retry_later(row, error, backoff(row.attempts))
+    gate.success()
+    return _finish(row, SENT, provider_id=provider_id)

@@ -1,0 +1,68 @@
+"""Email over SMTP (plain, STARTTLS or implicit TLS; works with SendGrid's relay)."""
+
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid, parseaddr
+
+from webapp.exceptions import DeliveryRejected
+
+
+def configured(config):
+    return bool(config["SMTP_HOST"])
+
+
+def build(config, to, subject, text, html, headers=None):
+    """A multipart/alternative message: the text body first, the HTML one preferred."""
+    msg = EmailMessage()
+    msg["From"] = config["MAIL_FROM"]
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = formatdate(usegmt=True)
+    domain = parseaddr(config["MAIL_FROM"])[1].rpartition("@")[2] or "tickerbell.local"
+    msg["Message-ID"] = make_msgid("tickerbell", domain=domain)
+    msg["Auto-Submitted"] = "auto-generated"
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(text)
+    msg.add_alternative(html, subtype="html")
+    return msg
+
+
+def tls_mode(config):
+    """auto: implicit TLS on 465, STARTTLS when logging in, else plain (a local relay)."""
+    mode = (config["SMTP_TLS"] or "auto").strip().lower()
+    if mode in {"1", "true", "yes", "on", "starttls"}:
+        return "starttls"
+    if mode in {"ssl", "tls", "implicit"}:
+        return "ssl"
+    if mode == "auto":
+        if int(config["SMTP_PORT"]) == 465:
+            return "ssl"
+        return "starttls" if config["SMTP_USER"] else "none"
+    return "none"
+
+
+def send(config, msg, timeout):
+    """Hand the message to the SMTP server; return its Message-ID."""
+    mode = tls_mode(config)
+    context = ssl.create_default_context()
+    host, port = config["SMTP_HOST"], int(config["SMTP_PORT"])
+    if mode == "ssl":
+        smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+    else:
+        smtp = smtplib.SMTP(host, port, timeout=timeout)
+    with smtp:
+        if mode == "starttls":
+            smtp.starttls(context=context)
+        if config["SMTP_USER"]:
+            smtp.login(config["SMTP_USER"], config["SMTP_PASSWORD"])
+        try:
+            smtp.send_message(msg)
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise DeliveryRejected(f"recipient refused: {exc.recipients}") from exc
+    return msg["Message-ID"]
+
+
+def outbox_file(msg):
+    return msg.as_bytes(), "eml"

@@ -1,0 +1,39 @@
+"""Delivery figures for /health and the deliveries page."""
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from webapp.delivery.dispatch import CHANNELS, FAILED, OUTBOX, SENT, breaker
+from webapp.extensions import db
+from webapp.models import DeliveryLog, utcnow
+
+DEFAULT_WINDOW = timedelta(hours=24)
+
+
+def counts(since, user_id=None):
+    """{channel: {status: n}} for rows touched since `since`."""
+    query = (select(DeliveryLog.channel, DeliveryLog.status, func.count())
+             .where(DeliveryLog.updated_at >= since)
+             .group_by(DeliveryLog.channel, DeliveryLog.status))
+    if user_id is not None:
+        query = query.where(DeliveryLog.user_id == user_id)
+    table = {channel: {} for channel in CHANNELS}
+    for channel, status, n in db.session.execute(query):
+        table.setdefault(channel, {})[status] = n
+    return table
+
+
+def delivery_stats(window=DEFAULT_WINDOW, user_id=None):
+    """Per channel over the window: counts by status, success and failure rates, breaker state."""
+    stats = {}
+    for channel, by_status in counts(utcnow() - window, user_id).items():
+        done = by_status.get(SENT, 0) + by_status.get(OUTBOX, 0) + by_status.get(FAILED, 0)
+        ok = by_status.get(SENT, 0) + by_status.get(OUTBOX, 0)
+        stats[channel] = {
+            "counts": by_status,
+            "success_rate": round(ok / done, 4) if done else None,
+            "failure_rate": round(by_status.get(FAILED, 0) / done, 4) if done else None,
+            "circuit": breaker(channel).state()["state"] if channel in CHANNELS else None,
+        }
+    return stats

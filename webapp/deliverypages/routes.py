@@ -1,0 +1,53 @@
+"""Pages about what went out: the deliveries log, the audit trail and the digest preview."""
+
+from flask import Blueprint, abort, render_template, request
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from webapp import audit, digests
+from webapp.delivery.stats import delivery_stats
+from webapp.extensions import db, get_redis
+from webapp.models import DeliveryLog
+
+bp = Blueprint("deliveries", __name__)
+PAGE = 100
+
+
+@bp.before_request
+@login_required
+def require_login():
+    pass
+
+
+def _titles(nids):
+    pipe = get_redis().pipeline()
+    for nid in nids:
+        pipe.hget(f"tb:n:{nid}", "title")
+    return dict(zip(nids, pipe.execute(), strict=True))
+
+
+@bp.get("/deliveries")
+def index():
+    rows = db.session.scalars(select(DeliveryLog).where(DeliveryLog.user_id == current_user.id)
+                              .order_by(DeliveryLog.id.desc()).limit(PAGE)).all()
+    titles = _titles([r.notification_id for r in rows
+                      if not r.notification_id.startswith("digest:")])
+    return render_template("deliveries/index.html", rows=rows, titles=titles,
+                           stats=delivery_stats(user_id=current_user.id))
+
+
+@bp.get("/audit")
+def audit_trail():
+    before = request.args.get("before", type=int)
+    rows, cursor = audit.page(current_user.id, audit.DEFAULT_PAGE, before)
+    return render_template("deliveries/audit.html", rows=rows, cursor=cursor)
+
+
+@bp.get("/digest-preview")
+def digest_preview():
+    kind = request.args.get("kind", "daily")
+    if kind not in digests.KINDS:
+        abort(404)
+    subject, text, html = digests.preview(current_user, kind)
+    return render_template("deliveries/digest_preview.html", kind=kind, kinds=digests.TITLES,
+                           subject=subject, text=text, html=html)

@@ -1,0 +1,67 @@
+"""The health report: Redis, the market listener, its circuit breaker, queues, uptime."""
+
+import time
+
+import redis
+from rq import Queue
+
+from webapp import __version__
+from webapp.breaker import Breaker
+from webapp.inbox import iso
+from worker.queues import QUEUES, STREAM_QUEUE
+
+STARTED = time.monotonic()  # module import is process start for the web workers
+LISTENER_KEY = "tb:listener"
+DEFAULT_LISTENER_STALE_MS = 10_000  # the listener beats every second
+OPEN = "open"
+
+
+def uptime_s():
+    """Whole seconds since the process started: a Python int never wraps."""
+    return int(time.monotonic() - STARTED)
+
+
+def _monitoring(status, now_ms):
+    beat = int(status.get("heartbeat") or 0)
+    age = now_ms - beat if beat else None
+    alive = age is not None and age <= DEFAULT_LISTENER_STALE_MS
+    connected = alive and status.get("state") == "connected"
+    return {
+        "status": "ok" if connected else "down",
+        "listener": "alive" if alive else "down",
+        "stream": "open" if connected else "closed",
+        "state": status.get("state") or "unknown",
+        "heartbeat_age_ms": age,
+        "streams": int(status.get("streams") or 0),
+        "last_error": status.get("last_error") or None,
+    }
+
+
+def _queues(r):
+    names = (*QUEUES, STREAM_QUEUE)
+    with r.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(Queue.redis_queue_namespace_prefix + name)
+        return dict(zip(names, pipe.execute(), strict=True))
+
+
+def report(r, streams=None, now_ms=None):
+    """(report, healthy?): degraded if Redis is down, the feed is down or the breaker open."""
+    now_ms = now_ms or int(time.time() * 1000)
+    body = {"status": "ok", "redis": "ok", "monitoring": None, "circuit": None,
+            "uptime_s": uptime_s(), "version": __version__, "queues": None,
+            "last_tick": None, "streams": streams}
+    try:
+        r.ping()
+        status = r.hgetall(LISTENER_KEY)
+        body["monitoring"] = _monitoring(status, now_ms)
+        body["circuit"] = Breaker("binance", redis=r).state()
+        body["queues"] = _queues(r)
+    except (redis.ConnectionError, redis.TimeoutError):
+        body.update(redis="down", status="degraded")
+        return body, False
+    last_tick = int(status.get("last_tick_ms") or 0)
+    body["last_tick"] = iso(last_tick) if last_tick else None
+    healthy = body["monitoring"]["status"] == "ok" and body["circuit"]["state"] != OPEN
+    body["status"] = "ok" if healthy else "degraded"
+    return body, healthy

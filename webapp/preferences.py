@@ -1,0 +1,215 @@
+"""Delivery preferences: validation, quiet hours, strategy follows and push subscriptions."""
+
+import re
+from datetime import UTC, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, available_timezones
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from webapp.exceptions import InvalidInput
+from webapp.extensions import db
+from webapp.models import Preference, PushSubscription, StrategyFollow
+
+BOOLEAN_FIELDS = (
+    "rt_order_execution", "rt_strategy_status", "rt_price_alerts",
+    "sms_risk_violations", "sms_order_failures", "sms_account_security",
+    "email_alerts", "email_daily_summary", "email_weekly_performance", "email_monthly_statements",
+)
+TEXT_FIELDS = ("max_per_minute", "quiet_start", "quiet_end", "timezone", "phone", "delivery_email")
+FIELDS = BOOLEAN_FIELDS + TEXT_FIELDS
+MAX_PER_MINUTE_RANGE = (1, 1000)
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+STRATEGY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+@lru_cache(maxsize=1)
+def timezones():
+    return frozenset(available_timezones() | {"UTC"})
+
+
+def preferences_for(user_id):
+    """The user's Preference row, created with the defaults on first use."""
+    pref = db.session.get(Preference, user_id)
+    if pref is not None:
+        return pref
+    try:
+        with db.session.begin_nested():
+            db.session.add(Preference(user_id=user_id))
+        db.session.commit()
+    except IntegrityError:  # another process made it first
+        db.session.rollback()
+    return db.session.get(Preference, user_id)
+
+
+def _clean_bool(value):
+    return str(value).strip().lower() in {"1", "true", "on", "yes", "y"}
+
+
+def _clean_int(value):
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError("Enter a whole number.") from None
+    low, high = MAX_PER_MINUTE_RANGE
+    if not low <= number <= high:
+        raise ValueError(f"Choose between {low} and {high}.")
+    return number
+
+
+def _clean_hhmm(value):
+    value = (value or "").strip()
+    if not value:
+        return None
+    if not HHMM.match(value):
+        raise ValueError("Use 24-hour time like 22:00.")
+    return value
+
+
+def _clean_timezone(value):
+    value = (value or "").strip()
+    if value not in timezones():
+        raise ValueError("Choose a time zone from the list, e.g. Europe/Berlin.")
+    return value
+
+
+def _clean_phone(value):
+    value = re.sub(r"[\s().-]", "", value or "")
+    if not value:
+        return None
+    if not E164.match(value):
+        raise ValueError("Use the international format with country code, e.g. +14155550123.")
+    return value
+
+
+def _clean_email(value):
+    value = (value or "").strip()
+    if not value:
+        return None
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+
+
+CLEANERS = {"max_per_minute": _clean_int, "quiet_start": _clean_hhmm, "quiet_end": _clean_hhmm,
+            "timezone": _clean_timezone, "phone": _clean_phone, "delivery_email": _clean_email}
+
+
+def clean(values):
+    """Validate {field: raw value}; return cleaned values or raise InvalidInput for all errors."""
+    cleaned, errors = {}, {}
+    for field, raw in values.items():
+        if field not in FIELDS:
+            errors[field] = "Unknown setting."
+            continue
+        try:
+            cleaned[field] = _clean_bool(raw) if field in BOOLEAN_FIELDS else CLEANERS[field](raw)
+        except ValueError as exc:
+            errors[field] = str(exc)
+    if errors:
+        raise InvalidInput(errors)
+    return cleaned
+
+
+def update(user_id, values):
+    """Validate and save some settings, all or nothing; return the Preference row."""
+    cleaned = clean(values)
+    pref = preferences_for(user_id)
+    for field, value in cleaned.items():
+        setattr(pref, field, value)
+    start, end = pref.quiet_start, pref.quiet_end
+    if start and end and start == end:
+        db.session.rollback()
+        raise InvalidInput({"quiet_end": "Quiet hours must end at another time than they start."})
+    db.session.commit()
+    return pref
+
+
+def zone(pref):
+    try:
+        return ZoneInfo(pref.timezone or "UTC")
+    except (KeyError, ValueError):  # a zone removed from tzdata since it was saved
+        return ZoneInfo("UTC")
+
+
+def quiet_until(pref, when):
+    """If `when` (aware) falls in the user's quiet hours, the aware UTC time they end; else None."""
+    if not (pref.quiet_start and pref.quiet_end) or pref.quiet_start == pref.quiet_end:
+        return None
+    local = when.astimezone(zone(pref))
+    start, end = time.fromisoformat(pref.quiet_start), time.fromisoformat(pref.quiet_end)
+    now = local.time()
+    inside = start <= now < end if start < end else (now >= start or now < end)
+    if not inside:
+        return None
+    end_day = local.date() if now < end else local.date() + timedelta(days=1)
+    ends = datetime.combine(end_day, end, tzinfo=zone(pref))
+    return ends.astimezone(UTC)
+
+
+def follow(user_id, strategy_id):
+    strategy_id = (strategy_id or "").strip()
+    if not STRATEGY_ID.match(strategy_id):
+        raise InvalidInput({"strategy_id": "Use 1-64 letters, digits, '.', '_', ':' or '-'."})
+    exists = db.session.scalar(select(StrategyFollow.id).where(
+        StrategyFollow.user_id == user_id, StrategyFollow.strategy_id == strategy_id))
+    if not exists:
+        db.session.add(StrategyFollow(user_id=user_id, strategy_id=strategy_id))
+        db.session.commit()
+    return strategy_id
+
+
+def unfollow(user_id, strategy_id):
+    db.session.execute(delete(StrategyFollow).where(
+        StrategyFollow.user_id == user_id, StrategyFollow.strategy_id == strategy_id))
+    db.session.commit()
+
+
+def followed(user_id):
+    return db.session.scalars(select(StrategyFollow.strategy_id).where(
+        StrategyFollow.user_id == user_id).order_by(StrategyFollow.strategy_id)).all()
+
+
+def followers(strategy_id):
+    return db.session.scalars(select(StrategyFollow.user_id).where(
+        StrategyFollow.strategy_id == strategy_id).order_by(StrategyFollow.user_id)).all()
+
+
+def save_push_subscription(user_id, payload, user_agent=""):
+    """Store the browser's PushSubscription JSON; one row per endpoint (device)."""
+    keys = payload.get("keys") if isinstance(payload, dict) else None
+    endpoint = payload.get("endpoint") if isinstance(payload, dict) else None
+    if not (isinstance(endpoint, str) and endpoint.startswith(("https://", "http://"))
+            and len(endpoint) <= 1000 and isinstance(keys, dict)
+            and isinstance(keys.get("p256dh"), str) and isinstance(keys.get("auth"), str)
+            and len(keys["p256dh"]) <= 200 and len(keys["auth"]) <= 100):
+        raise InvalidInput({"subscription": "Send the browser's PushSubscription as JSON."})
+    sub = db.session.scalar(select(PushSubscription).where(PushSubscription.endpoint == endpoint))
+    if sub is None:
+        sub = PushSubscription(endpoint=endpoint)
+        db.session.add(sub)
+    sub.user_id, sub.p256dh, sub.auth = user_id, keys["p256dh"], keys["auth"]
+    sub.user_agent = (user_agent or "")[:300]
+    db.session.commit()
+    return sub
+
+
+def remove_push_subscription(user_id, endpoint=None, sub_id=None):
+    """Forget one of the user's devices, by endpoint or row id; True if one was removed."""
+    query = delete(PushSubscription).where(PushSubscription.user_id == user_id)
+    if sub_id is not None:
+        query = query.where(PushSubscription.id == sub_id)
+    else:
+        query = query.where(PushSubscription.endpoint == (endpoint or ""))
+    removed = db.session.execute(query).rowcount
+    db.session.commit()
+    return bool(removed)
+
+
+def push_subscriptions(user_id):
+    return db.session.scalars(select(PushSubscription).where(
+        PushSubscription.user_id == user_id).order_by(PushSubscription.created_at)).all()

@@ -1,0 +1,131 @@
+"""The live feed: GET /stream (SSE, session auth) and /ws (WebSocket, API key).
+
+The channel is always the authenticated user's; nothing in the request chooses it. /ws takes
+the key in `X-API-Key`, `Authorization: Bearer`, or `?api_key=` because browsers cannot set
+headers on a WebSocket (the query form is accepted only here; prefer a header elsewhere).
+"""
+
+import json
+import threading
+
+from flask import Blueprint, Response, current_app, g, request, url_for
+from flask_login import current_user
+from simple_websocket import ConnectionClosed
+
+from webapp import accounts, fanout, inbox, tickers
+from webapp.errors import json_error
+from webapp.extensions import db, sock
+from webapp.fanout import KEEPALIVE
+from webapp.stream.sse import Renderer, SseStream, api_item, stream_id
+
+bp = Blueprint("stream", __name__)
+
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _renderer():
+    app = current_app._get_current_object()
+    render = app.extensions.get("sse_renderer")
+    if render is None:
+        render = Renderer(app, url_for("notifications.index"))
+        app.extensions["sse_renderer"] = render
+    return render
+
+
+def _open(user_id, last_event_id):
+    """Attach a stream for the user, then read what it missed: (hub, client, replay, unread)."""
+    symbols = tickers.watched_symbols(user_id)
+    db.session.remove()  # a stream lives for hours: hand the SQL connection back now
+    hub = fanout.get_hub(current_app._get_current_object())
+    client = hub.attach(fanout.Client(user_id, symbols))
+    try:  # attached first, read second: nothing published in between is lost
+        replay, unread = inbox.snapshot(user_id, last_event_id, redis=hub.reader)
+    except BaseException:
+        hub.detach(client)
+        raise
+    return hub, client, replay, unread
+
+
+@bp.get("/stream")
+def events():
+    if not current_user.is_authenticated:
+        return Response("Log in to follow the live feed.\n", 401, mimetype="text/plain")
+    last = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    render = _renderer()
+    hub, client, replay, unread = _open(current_user.id, last)
+    environ = request.environ
+    raw_socket = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    cancel = fanout.watch_socket(raw_socket, client.close)
+    body = SseStream(hub, client, render, replay, unread, on_close=cancel)
+    return Response(body, mimetype="text/event-stream", headers=HEADERS,
+                    direct_passthrough=True)
+
+
+def _presented_key():
+    key = request.headers.get("X-API-Key") or request.args.get("api_key")
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return key or (token.strip() if scheme.lower() == "bearer" else None)
+
+
+@bp.before_request
+def authenticate_websocket():
+    if request.endpoint != "stream.websocket":
+        return None
+    key = _presented_key()
+    user = accounts.user_for_api_key(key) if key else None
+    if user is None:
+        return json_error(401, "unauthorized", "Send an API key (X-API-Key or ?api_key=).")
+    g.ws_user_id = user.id
+    return None
+
+
+def _ws_json(message):
+    """A live message as the WebSocket's JSON text (notifications in the API's format)."""
+    if message.event == "tick":
+        return '{"event":"tick","data":' + message.raw + "}"
+    if message.event != "notification":
+        return message.raw
+    text = message.cache.get("ws")
+    if text is None:
+        text = message.cache["ws"] = json.dumps(
+            {"id": message.id, "event": "notification", "data": api_item(message.data)})
+    return text
+
+
+def _close_when_gone(ws, client):
+    try:
+        while ws.connected:
+            ws.receive(timeout=None)  # what a client sends is not used; this notices a close
+    except ConnectionClosed:
+        pass
+    client.close()
+
+
+@sock.route("/ws", bp=bp)
+def websocket(ws):
+    hub, client, replay, unread = _open(g.ws_user_id, request.args.get("last_event_id"))
+    threading.Thread(target=_close_when_gone, args=(ws, client), daemon=True).start()
+    try:
+        for eid, event, data in replay:
+            body = api_item(data) if event == "notification" else json.loads(data)
+            ws.send(json.dumps({"id": eid, "event": event, "data": body}))
+        ws.send(json.dumps({"event": "unread", "data": unread}))
+        _pump(ws, client, stream_id(replay[-1][0]) if replay else None)
+    finally:
+        hub.detach(client)
+
+
+def _pump(ws, client, last):
+    busy = True
+    while True:
+        batch = client.next_batch()
+        if client.closed:
+            return
+        for message in batch:
+            if message is KEEPALIVE:
+                if not busy:
+                    ws.send('{"event":"keepalive"}')
+                busy = False
+            elif last is None or not message.id or stream_id(message.id) > last:
+                ws.send(_ws_json(message))
+                busy = True

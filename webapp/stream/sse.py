@@ -1,0 +1,142 @@
+"""Server-sent events: frames, the shared partials they carry, and one stream's generator.
+
+Event names: `notification` (the `_item.html` partial, with the replay entry id as `id:`),
+`toast` (`_toast.html`), `unread` (`_badge.html` as an out-of-band swap) and `tick` (the
+listener's JSON, no id: prices are state, not history).
+"""
+
+import json
+
+from webapp import inbox
+from webapp.fanout import KEEPALIVE
+
+RETRY_MS = 2000  # EventSource reconnect delay
+TOASTS_ON_REPLAY = 3  # a long gap replays into the list, but pops up only the latest few
+KEEPALIVE_FRAME = b": keepalive\n\n"
+
+
+def frame(event, data, event_id=None):
+    """One SSE event; multi-line data becomes several `data:` lines."""
+    head = f"id: {event_id}\nevent: {event}\n" if event_id else f"event: {event}\n"
+    body = "".join(f"data: {line}\n" for line in (data.splitlines() or [""]))
+    return (head + body + "\n").encode()
+
+
+def stream_id(event_id):
+    """'1700000000000-3' -> (1700000000000, 3), for ordering replay ids."""
+    ms, _, seq = str(event_id).partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return (0, 0)
+
+
+class Renderer:
+    """Renders the partials once per message; every stream of that user reuses the bytes."""
+
+    def __init__(self, app, inbox_url):
+        env = app.jinja_env
+        self.item = env.get_template("notifications/_item.html")
+        self.toast = env.get_template("notifications/_toast.html")
+        self.badge = env.get_template("notifications/_badge.html")
+        self.inbox_url = inbox_url
+        self._badges = {}
+
+    def notification(self, n, event_id, toast=True):
+        item = self.item.render(n=n, inbox_url=self.inbox_url)
+        out = frame("notification", item, event_id)
+        if toast:
+            out += frame("toast", self.toast.render(n=n))
+        return out
+
+    def unread(self, count):
+        cached = self._badges.get(count)
+        if cached is None:
+            cached = frame("unread", self.badge.render(count=count, oob=True))
+            if len(self._badges) < 1000:
+                self._badges[count] = cached
+        return cached
+
+    def system(self, data):
+        if not isinstance(data, dict) or not data.get("title"):
+            return b""
+        n = {"id": "", "priority": data.get("priority", "normal"), "title": data["title"],
+             "message": data.get("message", "")}
+        return frame("toast", self.toast.render(n=n))
+
+
+def api_item(data):
+    """The published notification (dict or JSON text) as the API's item."""
+    n = json.loads(data) if isinstance(data, str) else dict(data)
+    if isinstance(n.get("data"), str):
+        n["data"] = json.loads(n["data"] or "{}")
+    n.setdefault("created_at", 0)
+    return inbox.to_api(n)
+
+
+class SseStream:
+    """The body of one /stream response; the server calls close() however it ends."""
+
+    def __init__(self, hub, client, render, replay, unread, on_close=None):
+        self.hub, self.client, self.render = hub, client, render
+        self.replay, self.count = replay, unread
+        self.last = stream_id(replay[-1][0]) if replay else None
+        self._on_close, self._closed = on_close, False
+        self._gen = self._events()
+
+    def __iter__(self):
+        return self._gen
+
+    def close(self):
+        self._gen.close()
+        if not self._closed:
+            self._closed = True
+            self.hub.detach(self.client)
+            if self._on_close is not None:
+                self._on_close()
+
+    def _events(self):
+        yield f"retry: {RETRY_MS}\n\n".encode() + self._replayed()
+        busy = True  # something went out since the hub's last beat
+        while True:
+            batch = self.client.next_batch()
+            if self.client.closed:
+                return
+            chunk = b"".join(self._live(m) for m in batch if m is not KEEPALIVE)
+            if chunk:
+                busy = True
+                yield chunk
+            if KEEPALIVE in batch:
+                if not busy:
+                    yield KEEPALIVE_FRAME
+                busy = False
+
+    def _replayed(self):
+        out, replay, toasts_from = [], self.replay, len(self.replay) - TOASTS_ON_REPLAY
+        for i, (eid, event, data) in enumerate(replay):
+            if event == "notification":
+                out.append(self.render.notification(api_item(data), eid, toast=i >= toasts_from))
+            else:
+                out.append(frame(event, data, eid))
+        self.replay = None  # the stream may live for hours: do not keep the backlog
+        out.append(self.render.unread(self.count))
+        return b"".join(out)
+
+    def _live(self, m):
+        if m.event == "tick":
+            return frame("tick", m.raw)
+        if m.event == "unread":
+            self.count = int(m.data or 0)
+            return self.render.unread(self.count)
+        if m.event != "notification":
+            if m.id is None:  # a system broadcast: shown, not kept
+                return self.render.system(m.data)
+            return frame(m.event, json.dumps(m.data), m.id)
+        if self.last is not None and m.id and stream_id(m.id) <= self.last:
+            return b""  # already sent in the replay
+        cached = m.cache.get("sse")
+        if cached is None:
+            cached = m.cache["sse"] = self.render.notification(api_item(m.data), m.id)
+        if (m.data or {}).get("status", "unread") == "unread":
+            self.count += 1
+        return cached + self.render.unread(self.count)

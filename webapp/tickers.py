@@ -1,0 +1,58 @@
+"""Live prices for the symbols a user watches: last trade and a sparkline of recent samples."""
+
+import json
+
+from sqlalchemy import select
+
+from webapp.extensions import db, get_redis
+from webapp.models import Alert
+
+SPARK_WIDTH, SPARK_HEIGHT = 120, 32
+MAX_WATCHED = 50  # a page of tickers, and the tick channels one stream follows
+
+
+def watched_symbols(user_id):
+    """The symbols of the user's active alerts, sorted."""
+    query = (select(Alert.symbol).where(Alert.user_id == user_id, Alert.active)
+             .distinct().order_by(Alert.symbol).limit(MAX_WATCHED))
+    return list(db.session.scalars(query))
+
+
+def polyline(points, width=SPARK_WIDTH, height=SPARK_HEIGHT):
+    """SVG polyline points for [(ts, price), ...], scaled to the box; '' for fewer than 2."""
+    if len(points) < 2:
+        return ""
+    t0, t1 = points[0][0], points[-1][0]
+    prices = [p for _, p in points]
+    low, high = min(prices), max(prices)
+    span_t, span_p = (t1 - t0) or 1, (high - low) or 1
+    return " ".join(
+        f"{(t - t0) * width / span_t:.1f},{height - (p - low) * height / span_p:.1f}"
+        for t, p in points)
+
+
+def _samples(raw):
+    out = []
+    for item in raw:
+        try:
+            ts, price = json.loads(item)
+            out.append((int(ts), float(price)))
+        except (ValueError, TypeError):
+            continue
+    return out
+
+
+def tickers(symbols):
+    """[{symbol, price, ts, points, polyline}] from tb:price and tb:spark, one round trip."""
+    with get_redis().pipeline(transaction=False) as pipe:
+        for symbol in symbols:
+            pipe.hmget(f"tb:price:{symbol}", "price", "ts")
+            pipe.lrange(f"tb:spark:{symbol}", 0, -1)
+        replies = pipe.execute()
+    out = []
+    for i, symbol in enumerate(symbols):
+        (price, ts), raw = replies[2 * i], replies[2 * i + 1]
+        points = _samples(raw)
+        out.append({"symbol": symbol, "price": price, "ts": int(ts) if ts else None,
+                    "points": points, "polyline": polyline(points)})
+    return out

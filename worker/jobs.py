@@ -1,0 +1,54 @@
+"""Periodic housekeeping for the notification hub (declared in worker/schedule.py)."""
+
+import logging
+import time
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+
+from webapp import audit
+from webapp.extensions import db, get_redis
+from webapp.models import DeliveryLog, DigestRun, User, utcnow
+
+log = logging.getLogger(__name__)
+
+INBOX_DAYS = 7  # a notification's life, as in docs/architecture.md
+DELIVERY_LOG_DAYS = 30
+DIGEST_RUN_DAYS = 60  # longer than any digest period, so none is sent twice
+FINAL = ("sent", "failed", "outbox", "digest", "skipped")
+CHUNK = 500
+
+
+def prune_redis(now_ms=None):
+    """Drop inbox, unread and replay entries older than the notification lifetime."""
+    cutoff = (now_ms or int(time.time() * 1000)) - INBOX_DAYS * 24 * 3600 * 1000
+    user_ids = db.session.scalars(select(User.id).order_by(User.id)).all()
+    removed = 0
+    for start in range(0, len(user_ids), CHUNK):
+        pipe = get_redis().pipeline(transaction=False)
+        for uid in user_ids[start:start + CHUNK]:
+            pipe.zremrangebyscore(f"tb:inbox:{uid}", "-inf", cutoff)
+            pipe.zremrangebyscore(f"tb:unread:{uid}", "-inf", cutoff)
+            pipe.xtrim(f"tb:replay:{uid}", minid=f"{cutoff}-0", approximate=False)
+        removed += sum(pipe.execute())
+    return removed
+
+
+def prune_sql(now=None):
+    """Audit rows past expiry; finished delivery rows and digest runs past their use."""
+    now = now or utcnow()
+    expired = audit.cleanup(now)
+    deliveries = db.session.execute(delete(DeliveryLog).where(
+        DeliveryLog.status.in_(FINAL),
+        DeliveryLog.updated_at < now - timedelta(days=DELIVERY_LOG_DAYS))).rowcount
+    runs = db.session.execute(delete(DigestRun).where(
+        DigestRun.sent_at < now - timedelta(days=DIGEST_RUN_DAYS))).rowcount
+    db.session.commit()
+    return {"audit": expired, "deliveries": deliveries, "digest_runs": runs}
+
+
+def cleanup():
+    """Periodic job: everything that outlived its keep."""
+    counts = {"redis_entries": prune_redis(), **prune_sql()}
+    log.info("cleanup: %s", counts)
+    return counts

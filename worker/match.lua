@@ -1,0 +1,187 @@
+-- One tick, one atomic step: record the value, fire the alerts it meets, re-arm the
+-- recurring ones it has moved back past. Layout: docs/architecture.md.
+-- KEYS: 1 tb:price:S  2 up idx  3 up rearm  4 below idx  5 below rearm
+--       6 tb:symbols  7 tb:seq:notification  8 tb:fired  9 tb:spark:S
+-- ARGV: 1 symbol  2 'price' | 'volume'  3 value (number text)  4 ts ms  5 batch size
+-- Returns {more, nid...}; more = 1 when a batch was full and the caller should call again.
+local sym, kind, vtext, tstext = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ts, batch = tonumber(tstext), tonumber(ARGV[5])
+local WEEK_MS = 7 * 24 * 3600 * 1000
+local CHUNK = 1000 -- arguments per bulk call, well under Lua's unpack limit
+local more = 0
+local out = {0}
+local released = {} -- alerts leaving the index: one DEL and one refcount step at the end
+local per_user, users = {}, {} -- uid -> {score, nid, ...}: one ZADD per user at the end
+
+if kind == 'price' then
+  local pub = tonumber(redis.call('HGET', KEYS[1], 'pub') or '0') or 0
+  if ts - pub >= 1000 then
+    -- live price for pages and the sparkline: at most about once a second per symbol
+    redis.call('HSET', KEYS[1], 'price', vtext, 'ts', tstext, 'pub', tstext)
+    redis.call('PUBLISH', 'tb:ticks:' .. sym,
+      '{"symbol":"' .. sym .. '","price":' .. vtext .. ',"ts":' .. tstext .. '}')
+    redis.call('RPUSH', KEYS[9], '[' .. tstext .. ',' .. vtext .. ']')
+    redis.call('LTRIM', KEYS[9], -300, -1)
+  else
+    redis.call('HSET', KEYS[1], 'price', vtext, 'ts', tstext)
+  end
+else
+  redis.call('HSET', KEYS[1], 'volume', vtext, 'vts', tstext)
+end
+
+local function bulk(cmd, key, list)
+  for i = 1, #list, CHUNK do
+    local last = math.min(i + CHUNK - 1, #list)
+    if key then
+      redis.call(cmd, key, unpack(list, i, last))
+    else
+      redis.call(cmd, unpack(list, i, last))
+    end
+  end
+end
+
+-- Members in range, removed by rank in the same step: O(log N + found), never a scan.
+local function take(key, reverse)
+  local ids
+  if reverse then
+    ids = redis.call('ZREVRANGEBYSCORE', key, '+inf', vtext, 'LIMIT', 0, batch)
+  else
+    ids = redis.call('ZRANGEBYSCORE', key, '-inf', vtext, 'LIMIT', 0, batch)
+  end
+  local n = #ids
+  if n == 0 then return ids end
+  if n >= batch then more = 1 end
+  if reverse then
+    redis.call('ZREMRANGEBYRANK', key, -n, -1)
+  else
+    redis.call('ZREMRANGEBYRANK', key, 0, n - 1)
+  end
+  return ids
+end
+
+local WORDS = {
+  above = {' above ', ' traded at ', ', at or above your target '},
+  below = {' below ', ' traded at ', ', at or below your target '},
+  volume_above = {' 24h volume above ', ' 24h volume reached ', ', at or above your target '},
+}
+
+-- The parts of a notification that are the same for every alert one call fires.
+local function template(cond)
+  local w = WORDS[cond]
+  local t = {cond = cond, ntype = cond == 'volume_above' and 'VOLUME_ALERT' or 'PRICE_ALERT'}
+  t.title = sym .. w[1]
+  t.message = sym .. w[2] .. vtext .. w[3]
+  t.data = '{"symbol":"' .. sym .. '","condition":"' .. cond .. '","target":'
+  t.data_tail = ',"price":' .. vtext .. ',"mode":"'
+  t.json_a = ',"type":"' .. t.ntype .. '","priority":"normal","title":"'
+  t.json_b = ',"created_at":' .. tstext .. ',"status":"unread","alert_id":"'
+  return t
+end
+
+local function notify(t, nid, id, a)
+  local uid, target, mode, note = a[1], a[2], a[3], a[6]
+  local title, message = t.title .. target, t.message .. target
+  local jmessage, jnote = '"' .. message .. '"', ''
+  if note and note ~= '' then
+    message = message .. ' - ' .. note
+    jmessage, jnote = cjson.encode(message), ',"note":' .. cjson.encode(note)
+  end
+  local data = t.data .. target .. t.data_tail .. mode .. '"' .. jnote .. '}'
+  local nkey = 'tb:n:' .. nid
+  redis.call('HSET', nkey, 'id', nid, 'user_id', uid, 'type', t.ntype, 'priority', 'normal',
+    'title', title, 'message', message, 'created_at', tstext, 'status', 'unread',
+    'alert_id', id, 'data', data)
+  redis.call('PEXPIREAT', nkey, ts + WEEK_MS)
+  local json = '{"id":"' .. nid .. '","user_id":' .. uid .. t.json_a .. title .. '","message":'
+    .. jmessage .. t.json_b .. id .. '","data":' .. data .. '}'
+  local eid = redis.call('XADD', 'tb:replay:' .. uid, 'MAXLEN', '~', 5000, '*',
+    'event', 'notification', 'data', json)
+  redis.call('PUBLISH', 'tb:user:' .. uid,
+    '{"id":"' .. eid .. '","event":"notification","data":' .. json .. '}')
+  local z = per_user[uid]
+  if not z then
+    z = {}
+    per_user[uid] = z
+    users[#users + 1] = uid
+  end
+  z[#z + 1] = tstext
+  z[#z + 1] = nid
+  out[#out + 1] = nid
+  return nid .. ':' .. id .. ':' .. uid .. ':' .. mode
+end
+
+local function fire(idx, rearm, cond, reverse)
+  local ids = take(idx, reverse)
+  if #ids == 0 then return end
+  local t = template(cond)
+  local seq = redis.call('INCRBY', KEYS[7], #ids) - #ids
+  local items, waiting = {}, {}
+  for i, id in ipairs(ids) do
+    local a = redis.call('HMGET', 'tb:alert:' .. id,
+      'user_id', 'target', 'mode', 'rearm', 'expires_at', 'note')
+    if a[1] then
+      local exp = tonumber(a[5]) or 0
+      if exp > 0 and exp <= ts then
+        released[#released + 1] = 'tb:alert:' .. id
+      else
+        items[#items + 1] = notify(t, seq + i, id, a)
+        if a[3] == 'recurring' then
+          waiting[#waiting + 1] = a[4]
+          waiting[#waiting + 1] = id
+        else
+          released[#released + 1] = 'tb:alert:' .. id
+        end
+      end
+    end
+  end
+  bulk('ZADD', rearm, waiting)
+  if #items > 0 then
+    -- the slow path: one entry per fired batch, written in this same atomic step
+    redis.call('XADD', KEYS[8], '*', 'type', t.ntype, 'price', vtext, 'ts', tstext,
+      'items', table.concat(items, ','))
+  end
+end
+
+local function rearm_back(rearm, idx, reverse)
+  local ids = take(rearm, reverse)
+  local armed = {}
+  for _, id in ipairs(ids) do
+    local a = redis.call('HMGET', 'tb:alert:' .. id, 'target', 'expires_at')
+    if a[1] then
+      local exp = tonumber(a[2]) or 0
+      if exp > 0 and exp <= ts then
+        released[#released + 1] = 'tb:alert:' .. id
+      else
+        armed[#armed + 1] = a[1]
+        armed[#armed + 1] = id
+      end
+    end
+  end
+  bulk('ZADD', idx, armed)
+end
+
+if kind == 'price' then
+  fire(KEYS[2], KEYS[3], 'above', false)
+  fire(KEYS[4], KEYS[5], 'below', true)
+  rearm_back(KEYS[3], KEYS[2], true)
+  rearm_back(KEYS[5], KEYS[4], false)
+else
+  fire(KEYS[2], KEYS[3], 'volume_above', false)
+  rearm_back(KEYS[3], KEYS[2], true)
+end
+
+for _, uid in ipairs(users) do
+  local z = per_user[uid]
+  bulk('ZADD', 'tb:inbox:' .. uid, z)
+  bulk('ZADD', 'tb:unread:' .. uid, z)
+  -- an abandoned user's keys go away, as the inbox's own writes arrange
+  redis.call('PEXPIRE', 'tb:inbox:' .. uid, WEEK_MS)
+  redis.call('PEXPIRE', 'tb:unread:' .. uid, WEEK_MS)
+  redis.call('PEXPIRE', 'tb:replay:' .. uid, WEEK_MS)
+end
+if #released > 0 then
+  bulk('DEL', nil, released)
+  if redis.call('HINCRBY', KEYS[6], sym, -#released) <= 0 then redis.call('HDEL', KEYS[6], sym) end
+end
+out[1] = more
+return out

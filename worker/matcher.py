@@ -1,0 +1,56 @@
+"""Tick matching: one atomic Lua call per tick finds, claims and notifies the alerts it meets."""
+
+import math
+from pathlib import Path
+
+from webapp.alert_index import SYMBOLS, fmt_num, idx_key, rearm_key
+
+SCRIPT = (Path(__file__).with_name("match.lua")).read_text()
+# Alerts fired per script call: a storm is split so no single call holds Redis for long.
+DEFAULT_BATCH = 2000
+
+
+def _keys(symbol, kind):
+    up = "above" if kind == "price" else "volume_above"
+    return [
+        f"tb:price:{symbol}", idx_key(symbol, up), rearm_key(symbol, up),
+        idx_key(symbol, "below"), rearm_key(symbol, "below"),
+        SYMBOLS, "tb:seq:notification", "tb:fired", f"tb:spark:{symbol}",
+    ]
+
+
+class Matcher:
+    """Matches ticks against the alert index; safe to run twice on the same feed."""
+
+    def __init__(self, redis, batch=DEFAULT_BATCH):
+        self.redis = redis
+        self.batch = batch
+        self._script = redis.register_script(SCRIPT)
+        self._key_cache = {}
+
+    def on_price(self, symbol: str, price: float, ts_ms: int) -> list[str]:
+        """Record a trade price and fire what it meets; returns the new notification ids."""
+        return self._tick(symbol, "price", price, ts_ms)
+
+    def on_volume(self, symbol: str, volume: float, ts_ms: int) -> list[str]:
+        """Record a 24 h base volume and fire the volume alerts it meets."""
+        return self._tick(symbol, "volume", volume, ts_ms)
+
+    def _keys(self, symbol, kind):
+        keys = self._key_cache.get((symbol, kind))
+        if keys is None:
+            keys = self._key_cache[(symbol, kind)] = _keys(symbol, kind)
+        return keys
+
+    def _tick(self, symbol, kind, value, ts_ms):
+        value = float(value)
+        if not (math.isfinite(value) and value >= 0):
+            return []  # a garbled tick must never fire anything
+        keys = self._keys(symbol.upper(), kind)
+        args = [symbol.upper(), kind, fmt_num(value), int(ts_ms), self.batch]
+        fired = []
+        while True:
+            more, *nids = self._script(keys=keys, args=args)
+            fired.extend(str(n) for n in nids)
+            if not int(more):
+                return fired

@@ -1,0 +1,187 @@
+"""The slow path: consumer group `slow` on `tb:fired`, the SQL side of fired alerts.
+
+Each entry holds the notifications one matcher call fired. At least once, idempotent by
+notification id: an entry is acknowledged (and deleted) only after its SQL update and
+routing succeeded; stale pending entries are reclaimed.
+"""
+
+import importlib
+import importlib.util
+import logging
+import os
+import socket
+import threading
+from datetime import UTC, datetime
+
+import redis
+from flask import current_app
+from sqlalchemy import select
+
+from webapp import alert_index, alerts
+from webapp.extensions import db, get_redis
+from webapp.models import Alert
+
+STREAM = "tb:fired"
+DEAD_STREAM = "tb:fired:dead"
+GROUP = "slow"
+MAX_DELIVERIES = 10  # an entry that failed this often is parked in DEAD_STREAM
+DEFAULT_COUNT = 20  # entries per read; each holds up to one matcher batch
+SQL_CHUNK = 500  # ids per IN (...) query
+DEFAULT_BLOCK_MS = 1000
+DEFAULT_MIN_IDLE_MS = 60_000  # a consumer silent this long with entries is presumed dead
+SAFETY_NET_ROUNDS = 50
+
+log = logging.getLogger(__name__)
+
+
+def consumer_name():
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def ensure_group(r):
+    """Create the group from the stream's start, so entries written before it are seen."""
+    try:
+        r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _fired_at(fields):
+    return datetime.fromtimestamp(int(fields["ts"]) / 1000, UTC).replace(tzinfo=None)
+
+
+def parse(fields):
+    """An entry's fired notifications as (nid, alert_id, user_id, mode) tuples."""
+    return [tuple(item.split(":")) for item in fields["items"].split(",") if item]
+
+
+def _alerts(ids):
+    found = {}
+    ids = sorted(ids)
+    for start in range(0, len(ids), SQL_CHUNK):
+        query = select(Alert).where(Alert.id.in_(ids[start:start + SQL_CHUNK]))
+        found.update((a.id, a) for a in db.session.scalars(query))
+    return found
+
+
+def record(fields, items):
+    """The SQL side of fired alerts: last fired time and price; one-shot ones go inactive."""
+    fired_at, price = _fired_at(fields), float(fields["price"])
+    found = _alerts({int(alert_id) for _, alert_id, _, _ in items})
+    done = []
+    for _, alert_id, _, mode in items:
+        alert = found.get(int(alert_id))
+        if alert is None:
+            continue  # deleted meanwhile
+        if alert.last_fired_at is None or alert.last_fired_at <= fired_at:
+            alert.last_fired_at, alert.last_fired_price = fired_at, price
+        if mode == "once" and alert.active:
+            alert.active = False
+            done.append(alert.id)
+    alert_index.unindex_many(done)  # normally no-ops: the matcher already dropped them
+
+
+def route_fired(nid):
+    """Hand the notification to the router (issue 5) when one is installed."""
+    if importlib.util.find_spec("webapp.router"):
+        getattr(importlib.import_module("webapp.router"), "route_fired", lambda nid: None)(nid)
+
+
+def handle(r, entries):
+    """Record, route and acknowledge entries; a failing one stays pending for a retry."""
+    done, handled = [], 0
+    for entry_id, fields in entries:
+        try:
+            items = parse(fields)
+            record(fields, items)
+            db.session.commit()
+            for nid, *_ in items:
+                route_fired(nid)
+            done.append(entry_id)
+            handled += len(items)
+        except Exception:  # one bad entry must not stop the rest; it stays pending
+            db.session.rollback()
+            log.exception("slow path: entry %s failed; it will be retried", entry_id)
+    if done:
+        with r.pipeline() as pipe:
+            pipe.xack(STREAM, GROUP, *done)
+            pipe.xdel(STREAM, *done)
+            pipe.execute()
+    return handled
+
+
+def drain(consumer, count=DEFAULT_COUNT, block_ms=None):
+    """Read up to `count` new entries (waiting `block_ms` if given) and handle them."""
+    r = get_redis()
+    ensure_group(r)
+    reply = r.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=count, block=block_ms)
+    entries = reply[0][1] if reply else []
+    return handle(r, entries) if entries else 0
+
+
+def reclaim(consumer, min_idle_ms=DEFAULT_MIN_IDLE_MS, count=DEFAULT_COUNT):
+    """Take over entries a dead consumer left pending, and handle them."""
+    r = get_redis()
+    ensure_group(r)
+    _, entries, *_ = r.xautoclaim(STREAM, GROUP, consumer, min_idle_ms, "0-0", count=count)
+    entries = [(entry_id, fields) for entry_id, fields in entries if fields]
+    return handle(r, entries) if entries else 0
+
+
+def bury_poison(max_deliveries=MAX_DELIVERIES):
+    """Park entries that keep failing in tb:fired:dead (logged), so retries stay cheap."""
+    r = get_redis()
+    pending = r.xpending_range(STREAM, GROUP, min="-", max="+", count=DEFAULT_COUNT * 10)
+    dead = [p["message_id"] for p in pending if p["times_delivered"] >= max_deliveries]
+    for entry_id in dead:
+        for _, fields in r.xrange(STREAM, entry_id, entry_id):
+            r.xadd(DEAD_STREAM, {**fields, "entry": entry_id})
+            log.error("slow path: entry %s failed %d times; parked in %s: %s",
+                      entry_id, max_deliveries, DEAD_STREAM, fields)
+        r.xack(STREAM, GROUP, entry_id)
+        r.xdel(STREAM, entry_id)
+    return len(dead)
+
+
+def safety_net():
+    """Periodic job: reclaim stale entries, drain what is waiting, expire due alerts."""
+    consumer = "safety-net"
+    ensure_group(get_redis())
+    bury_poison()
+    handled = reclaim(consumer)
+    for _ in range(SAFETY_NET_ROUNDS):
+        n = drain(consumer)
+        handled += n
+        if n == 0:
+            break
+    expired = alerts.expire_due()
+    log.info("slow path safety net: handled=%d expired=%d", handled, expired)
+    return {"handled": handled, "expired": expired}
+
+
+def run_forever(stop_event, app=None, consumer=None, block_ms=DEFAULT_BLOCK_MS):
+    """Consume until `stop_event` is set; for a thread in the listener process."""
+    app = app or current_app._get_current_object()
+    consumer = consumer or consumer_name()
+    with app.app_context():
+        while not stop_event.is_set():
+            try:
+                drain(consumer, block_ms=block_ms)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("slow path: redis unavailable (%s); retrying", exc)
+                stop_event.wait(1.0)
+            except Exception:  # the consumer thread must outlive any one failure
+                log.exception("slow path: drain failed; retrying")
+                stop_event.wait(1.0)
+            finally:
+                db.session.remove()
+
+
+def start_thread(stop_event, consumer=None):
+    """Start `run_forever` in a daemon thread bound to the current app."""
+    app = current_app._get_current_object()
+    thread = threading.Thread(target=run_forever, args=(stop_event, app, consumer),
+                              name="slowpath", daemon=True)
+    thread.start()
+    return thread

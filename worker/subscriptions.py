@@ -1,0 +1,100 @@
+"""Which streams one Binance connection carries, and the control messages that get it there."""
+
+import itertools
+import re
+import time
+
+SYMBOLS_KEY = "tb:symbols"
+DEFAULT_MAX_STREAMS = 1024
+BATCH = 200  # streams per SUBSCRIBE / UNSUBSCRIBE message
+# Servers cap the request line (8 KiB is common): the URL carries the first streams and
+# SUBSCRIBE the rest.
+URL_MAX_CHARS = 3000
+REJECT_RETRY_S = 60.0  # a refused stream is asked for again after this long
+SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
+
+
+def wanted_symbols(redis):
+    """Upper-case symbols with at least one indexed alert (the hash `tb:symbols`)."""
+    found = set()
+    for symbol, count in redis.hgetall(SYMBOLS_KEY).items():
+        if SYMBOL.match(symbol) and count.lstrip("-").isdigit() and int(count) > 0:
+            found.add(symbol)
+    return found
+
+
+def streams_for(symbols):
+    """Price and volume streams, in a stable order, for `symbols`."""
+    streams = []
+    for symbol in sorted(symbols):
+        low = symbol.lower()
+        streams += [f"{low}@aggTrade", f"{low}@miniTicker"]
+    return streams
+
+
+class Subscriptions:
+    """The streams of one connection: what it has, what to add and drop, replies awaited."""
+
+    def __init__(self, max_streams=DEFAULT_MAX_STREAMS, batch=BATCH, clock=time.monotonic):
+        self.max_streams, self.batch, self.clock = max_streams, batch, clock
+        self.current = set()  # subscribed or asked for
+        self.to_add = []
+        self.to_remove = set()
+        self.pending = {}  # request id -> (method, streams)
+        self.rejected = {}  # stream -> monotonic time to try again
+        self.capped = 0  # wanted streams beyond max_streams
+        self._ids = itertools.count(1)
+
+    def url_streams(self, wanted):
+        """The leading streams that fit in the connection URL; they count as subscribed."""
+        chosen, length = [], 0
+        for stream in self._allowed(wanted)[: self.max_streams]:
+            length += len(stream) + 1
+            if length > URL_MAX_CHARS:
+                break
+            chosen.append(stream)
+        self.current = set(chosen)
+        return chosen
+
+    def want(self, wanted):
+        """Aim at `wanted` (ordered); returns True when something must be sent."""
+        allowed = self._allowed(wanted)
+        self.capped = max(0, len(allowed) - self.max_streams)
+        keep = allowed[: self.max_streams]
+        self.to_remove = self.current - set(keep)
+        self.to_add = [s for s in keep if s not in self.current]
+        return bool(self.to_add or self.to_remove)
+
+    def next_message(self):
+        """The next control message, unsubscribes first so the cap holds; None when done."""
+        if self.to_remove:
+            streams = sorted(self.to_remove)[: self.batch]
+            self.to_remove.difference_update(streams)
+            self.current.difference_update(streams)
+            return self._request("UNSUBSCRIBE", streams)
+        if self.to_add:
+            streams, self.to_add = self.to_add[: self.batch], self.to_add[self.batch:]
+            self.current.update(streams)
+            return self._request("SUBSCRIBE", streams)
+        return None
+
+    def on_reply(self, msg):
+        """Settle a reply; returns an error text when the server refused the request."""
+        method, streams = self.pending.pop(msg.get("id"), (None, []))
+        if "code" not in msg:
+            return None
+        if method == "SUBSCRIBE":
+            self.current.difference_update(streams)
+            retry_at = self.clock() + REJECT_RETRY_S
+            self.rejected.update(dict.fromkeys(streams, retry_at))
+        return f"{method or 'request'} refused: {msg.get('code')} {msg.get('msg')}"
+
+    def _request(self, method, streams):
+        request_id = next(self._ids)
+        self.pending[request_id] = (method, streams)
+        return {"method": method, "params": streams, "id": request_id}
+
+    def _allowed(self, wanted):
+        now = self.clock()
+        self.rejected = {s: t for s, t in self.rejected.items() if t > now}
+        return [s for s in wanted if s not in self.rejected]
