@@ -152,7 +152,12 @@ def storm(r, n):
 
 
 def run(sizes, ticks, storm_size):
-    process, url = redisd.start(tempfile.mkdtemp(prefix="tb-bench-"), appendonly=False)
+    with tempfile.TemporaryDirectory(prefix="tb-bench-") as data_dir:
+        return _run(data_dir, sizes, ticks, storm_size)
+
+
+def _run(data_dir, sizes, ticks, storm_size):
+    process, url = redisd.start(data_dir, appendonly=False)
     try:
         r = redis.Redis.from_url(url, decode_responses=True)
         rng = random.Random(42)

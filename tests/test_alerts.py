@@ -1,9 +1,11 @@
 """Alerts: the domain, the Redis index and its rebuild, the page, the CLI and the slow path."""
 
+import threading
 import time
 from datetime import timedelta
 
 import pytest
+import redis
 
 from tests.conftest import csrf_token
 from webapp import alert_index, alerts
@@ -136,6 +138,34 @@ def test_rebuild_keeps_a_fired_recurring_alert_waiting(ctx, uid):
     assert len(matcher.on_price("BTCUSDT", 100, now_ms())) == 1
 
 
+def test_rebuild_while_ticks_fire_keeps_the_index_consistent(ctx, uid, redis_url):
+    alert = make(uid, mode="recurring")
+    stop, fired = threading.Event(), []
+
+    def tick():
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        matcher, highs = Matcher(client), 0
+        while not stop.is_set() or highs < 20:
+            highs += 1
+            matcher.on_price("BTCUSDT", 99, now_ms())
+            fired.extend(matcher.on_price("BTCUSDT", 101, now_ms()))
+        fired.append(highs)
+        client.close()
+
+    thread = threading.Thread(target=tick)
+    thread.start()
+    for _ in range(20):
+        alert_index.rebuild()
+    stop.set()
+    thread.join(timeout=30)
+    highs = fired.pop()
+    assert len(fired) == highs  # every 99 -> 101 swing fired exactly once
+    r = get_redis()
+    members = [r.zscore(k, alert.id) for k in ("tb:idx:BTCUSDT:above", "tb:rearm:BTCUSDT:above")]
+    assert sum(m is not None for m in members) == 1
+    assert alert_index.symbols() == {"BTCUSDT": 1}
+
+
 def test_rebuild_drops_stale_entries(ctx, uid):
     alert = make(uid)
     r = get_redis()
@@ -160,6 +190,8 @@ def test_slow_path_marks_one_shot_inactive_and_records_fires(ctx, uid):
     assert recurring.active and recurring.last_fired_at is not None
     assert alerts.status(once) == "fired"
     assert get_redis().xlen("tb:fired") == 0 and slowpath.drain("test") == 0
+    for key in (f"tb:inbox:{uid}", f"tb:unread:{uid}", f"tb:replay:{uid}"):
+        assert 0 < get_redis().pttl(key) <= slowpath.USER_KEYS_TTL_MS
 
 
 def test_slow_path_reclaims_entries_a_dead_consumer_left(ctx, uid):

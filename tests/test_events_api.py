@@ -4,10 +4,11 @@ import json
 
 import pytest
 
+from tests.conftest import csrf_token
 from tests.hub import make_user, run_jobs
 from webapp import inbox
 from webapp.extensions import db, get_redis
-from webapp.models import CriticalNotification, StrategyFollow
+from webapp.models import CriticalNotification, StrategyFollow, User
 
 pytestmark = pytest.mark.both_databases
 
@@ -159,3 +160,21 @@ def test_cli_notify_user_and_system(app, runner):
     assert result.exit_code == 0 and "sent 2 notification(s)" in result.output
     bad = runner.invoke(args=["notify", "ops@example.com", "NOPE", "t", "m"])
     assert bad.exit_code != 0 and "type" in bad.output
+
+
+def test_admin_broadcast_page(app, client, auth):
+    make_user(app, "reader@example.com")
+    auth.create()
+    auth.login()
+    assert client.get("/admin/broadcast").status_code == 404  # not an admin
+    with app.app_context():
+        db.session.execute(db.update(User).values(is_admin=True))
+        db.session.commit()
+    token = csrf_token(client, "/admin/broadcast")
+    bad = client.post("/admin/broadcast", data={"type": "SYSTEM_MAINTENANCE", "title": "",
+                                                "csrf_token": token})
+    assert bad.status_code == 422 and b"Required" in bad.data
+    sent = client.post("/admin/broadcast", data={
+        "type": "SYSTEM_MAINTENANCE", "title": "Upgrade tonight", "message": "02:00 UTC",
+        "csrf_token": token}, follow_redirects=True)
+    assert b"Sent to 2 users." in sent.data

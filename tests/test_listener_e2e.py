@@ -23,9 +23,9 @@ class Tap:
         self.gate = threading.Event()  # cleared, it holds ticks back: a lagging listener
         self.gate.set()
 
-    def on_price(self, symbol, price, ts_ms):
+    def on_price(self, symbol, price, ts_ms, seq=0):
         assert self.gate.wait(10)
-        fired = self.matcher.on_price(symbol, price, ts_ms)
+        fired = self.matcher.on_price(symbol, price, ts_ms, seq)
         with self.changed:
             self.ticks += 1
             self.changed.notify_all()
@@ -170,9 +170,6 @@ def test_two_listeners_on_one_feed_give_one_notification_per_crossing(app, r, fe
     assert [m["data"]["id"] for m in published] == [n["id"] for n in replay]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "matcher: a listener lagging behind the other replays older ticks, which re-arm and "
-    "fire again; match.lua needs to drop ticks older than the last one it has seen"))
 def test_two_skewed_listeners_give_one_notification_per_crossing(app, r, feed, listen, user):
     replay, _ = two_listeners_on_path(app, r, feed, listen, user, lockstep=False)
     assert [n["data"]["price"] for n in replay] == [65010, 65100, 63990]

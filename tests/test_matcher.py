@@ -230,3 +230,22 @@ def test_two_matchers_on_the_same_ticks_give_one_notification_per_crossing(r, re
     for t in threads:
         t.join(timeout=30)
     assert sum(counts) == 8 == len(slow_path_items(r))
+
+
+def test_a_replayed_or_older_trade_never_fires_a_crossing_again(r):
+    arm(r, target=100, mode="recurring", buffer=1)
+    matcher = Matcher(r)
+    assert len(matcher.on_price("BTCUSDT", 101, T0, seq=10)) == 1
+    assert matcher.on_price("BTCUSDT", 98, T0 + 1, seq=11) == []  # re-arms
+    # a lagging second listener replays the first crossing: dropped, not fired again
+    assert matcher.on_price("BTCUSDT", 101, T0, seq=10) == []
+    assert matcher.on_price("BTCUSDT", 101, T0 + 5, seq=11) == []
+    assert len(matcher.on_price("BTCUSDT", 101, T0 + 6, seq=12)) == 1
+
+
+def test_without_trade_ids_older_timestamps_are_dropped(r):
+    arm(r, target=100)
+    matcher = Matcher(r)
+    matcher.on_price("BTCUSDT", 99, T0 + 10)
+    assert matcher.on_price("BTCUSDT", 101, T0 + 9) == []
+    assert len(matcher.on_price("BTCUSDT", 101, T0 + 10)) == 1

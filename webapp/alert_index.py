@@ -10,6 +10,7 @@ from webapp.extensions import db, get_redis
 from webapp.models import Alert
 
 SYMBOLS = "tb:symbols"
+VERSION = "tb:alerts:version"
 # Sorted-set suffix per condition; `above` and `vol` fire upward, `below` downward.
 SUFFIX = {"above": "above", "below": "below", "volume_above": "vol"}
 REBUILD_ATTEMPTS = 5
@@ -18,6 +19,7 @@ REBUILD_ATTEMPTS = 5
 _INDEX_LUA = """
 local id = ARGV[1]
 local hkey = 'tb:alert:' .. id
+redis.call('INCR', 'tb:alerts:version') -- a rebuild racing with this change starts again
 local old = redis.call('HMGET', hkey, 'symbol', 'condition')
 if old[1] then
   local sfx = ({above='above', below='below', volume_above='vol'})[old[2]] or old[2]
@@ -35,6 +37,48 @@ redis.call('HSET', hkey, 'user_id', ARGV[2], 'symbol', sym, 'condition', ARGV[4]
 redis.call('ZADD', 'tb:idx:' .. sym .. ':' .. sfx, ARGV[5], id)
 redis.call('HINCRBY', 'tb:symbols', sym, 1)
 return 1
+"""
+
+# Replace one symbol's index. The phase of each alert (armed or waiting to re-arm) is read
+# here, inside the same atomic step, so a tick can never slip between reading and writing.
+# ARGV: 1 symbol, then per alert: id user_id condition target mode rearm expires_at note fired
+_REBUILD_LUA = """
+local sym = ARGV[1]
+local SFX = {above='above', below='below', volume_above='vol'}
+local phase = {}
+for _, s in ipairs({'above', 'below', 'vol'}) do
+  local idx, rearm = 'tb:idx:' .. sym .. ':' .. s, 'tb:rearm:' .. sym .. ':' .. s
+  for _, id in ipairs(redis.call('ZRANGE', idx, 0, -1)) do phase[id] = 'idx' end
+  for _, id in ipairs(redis.call('ZRANGE', rearm, 0, -1)) do phase[id] = 'rearm' end
+  redis.call('DEL', idx, rearm)
+end
+local keep, n = {}, 0
+for i = 2, #ARGV, 9 do
+  local id, cond, mode = ARGV[i], ARGV[i + 2], ARGV[i + 4]
+  local hkey = 'tb:alert:' .. id
+  redis.call('DEL', hkey)
+  redis.call('HSET', hkey, 'user_id', ARGV[i + 1], 'symbol', sym, 'condition', cond,
+    'target', ARGV[i + 3], 'mode', mode, 'rearm', ARGV[i + 5], 'expires_at', ARGV[i + 6],
+    'note', ARGV[i + 7])
+  -- unknown here (e.g. after a wipe): a recurring alert that has fired waits to re-arm,
+  -- so a rebuild never fires the same crossing twice
+  local p = phase[id] or ((mode == 'recurring' and ARGV[i + 8] == '1') and 'rearm' or 'idx')
+  if p == 'rearm' then
+    redis.call('ZADD', 'tb:rearm:' .. sym .. ':' .. SFX[cond], ARGV[i + 5], id)
+  else
+    redis.call('ZADD', 'tb:idx:' .. sym .. ':' .. SFX[cond], ARGV[i + 3], id)
+  end
+  keep[id], n = true, n + 1
+end
+for id in pairs(phase) do
+  if not keep[id] then redis.call('DEL', 'tb:alert:' .. id) end
+end
+if n > 0 then
+  redis.call('HSET', 'tb:symbols', sym, n)
+else
+  redis.call('HDEL', 'tb:symbols', sym)
+end
+return n
 """
 
 
@@ -133,65 +177,35 @@ def live_alerts(now=None):
 
 
 def rebuild(r=None, now=None):
-    """Replace the whole index with SQL's live alerts in one MULTI; returns their count."""
+    """Replace the index with SQL's live alerts, atomically per symbol; returns their count."""
     r = r or get_redis()
-    alerts = live_alerts(now)
     for _ in range(REBUILD_ATTEMPTS):
         try:
-            return _rebuild_once(r, alerts)
+            return _rebuild_once(r, now, watch=True)
         except redis.WatchError:
-            continue  # a tick fired or re-armed something meanwhile: read again
-    return _rebuild_once(r, alerts, watch=False)
+            continue  # an alert was created, paused or deleted meanwhile: read SQL again
+    return _rebuild_once(r, now, watch=False)
 
 
-def _pairs(syms):
-    return {(s, c) for s in syms for c in SUFFIX}
-
-
-def _rebuild_once(r, alerts, watch=True):
+def _rebuild_once(r, now, watch):
+    script = r.register_script(_REBUILD_LUA)
     with r.pipeline() as pipe:
         if watch:
-            pipe.watch(SYMBOLS)
-        pairs = _pairs(set(r.hkeys(SYMBOLS)) | {a.symbol for a in alerts})
-        if watch:
-            pipe.watch(*[k for s, c in pairs for k in (idx_key(s, c), rearm_key(s, c))])
-        armed, waiting = _current_state(r, pairs)
+            pipe.watch(VERSION)  # bumped by every index write, never by ticks
+        db.session.rollback()  # a fresh SQL snapshot, taken after the watch began
+        alerts = live_alerts(now)
+        by_symbol = {}
+        for alert in alerts:
+            by_symbol.setdefault(alert.symbol, []).extend(_rebuild_args(alert))
         pipe.multi()
-        for s, c in pairs:
-            pipe.delete(idx_key(s, c), rearm_key(s, c))
-        pipe.delete(SYMBOLS, *[alert_key(i) for i in armed | waiting])
-        _write_all(pipe, alerts, armed, waiting)
+        for symbol in sorted(set(r.hkeys(SYMBOLS)) | set(by_symbol)):
+            script(args=[symbol, *by_symbol.get(symbol, [])], client=pipe)
         pipe.execute()
     return len(alerts)
 
 
-def _current_state(r, pairs):
-    """Ids now armed and now waiting to re-arm, so a rebuild keeps each alert's phase."""
-    with r.pipeline(transaction=False) as read:
-        for s, c in pairs:
-            read.zrange(idx_key(s, c), 0, -1)
-            read.zrange(rearm_key(s, c), 0, -1)
-        results = read.execute()
-    armed = {int(i) for ids in results[0::2] for i in ids}
-    waiting = {int(i) for ids in results[1::2] for i in ids}
-    return armed, waiting
-
-
-def _write_all(pipe, alerts, armed, waiting):
-    counts = {}
-    for alert in alerts:
-        f = _fields(alert)
-        pipe.hset(alert_key(alert.id), mapping=f)
-        # Unknown to Redis (e.g. after a wipe): a recurring alert that has fired waits for
-        # the market to move back, so a rebuild never fires the same crossing twice.
-        wait = alert.id in waiting or (
-            alert.id not in armed and alert.mode == "recurring"
-            and alert.last_fired_price is not None
-        )
-        if wait:
-            pipe.zadd(rearm_key(alert.symbol, alert.condition), {alert.id: f["rearm"]})
-        else:
-            pipe.zadd(idx_key(alert.symbol, alert.condition), {alert.id: f["target"]})
-        counts[alert.symbol] = counts.get(alert.symbol, 0) + 1
-    if counts:
-        pipe.hset(SYMBOLS, mapping=counts)
+def _rebuild_args(alert):
+    f = _fields(alert)
+    fired = int(alert.mode == "recurring" and alert.last_fired_price is not None)
+    return [alert.id, f["user_id"], f["condition"], f["target"], f["mode"], f["rearm"],
+            f["expires_at"], f["note"], fired]

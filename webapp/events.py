@@ -95,13 +95,15 @@ def validate(item):
     return target, notification, errors
 
 
-def recipients(target, known_users, everyone):
+def recipients(target, known_users, cache):
+    """User ids for a target; None for an unknown user. `cache` spares repeated queries."""
     kind, ident = target
     if kind == "user":
         return [ident] if ident in known_users else None
-    if kind == "strategy":
-        return preferences.followers(ident)
-    return everyone()
+    if target not in cache:
+        cache[target] = (preferences.followers(ident) if kind == "strategy" else
+                         db.session.scalars(select(User.id).order_by(User.id)).all())
+    return cache[target]
 
 
 def publish(raw_items):
@@ -110,15 +112,9 @@ def publish(raw_items):
     wanted = {t[1] for t, _, e in checked if t and t[0] == "user" and not e}
     known = set(db.session.scalars(select(User.id).where(User.id.in_(wanted))).all())
     cache = {}
-
-    def everyone():
-        if "all" not in cache:
-            cache["all"] = db.session.scalars(select(User.id).order_by(User.id)).all()
-        return cache["all"]
-
     results, outgoing = [], []
     for index, (target, notification, errors) in enumerate(checked):
-        users = None if errors else recipients(target, known, everyone)
+        users = None if errors else recipients(target, known, cache)
         if users is None:
             errors = errors or {"user_id": "No such user."}
             results.append({"index": index, "status": "rejected", "errors": errors})

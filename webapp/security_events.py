@@ -3,6 +3,7 @@
 import hashlib
 import logging
 
+from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -73,7 +74,7 @@ def api_key_revoked(key):
 
 def failed_login(email, ip, count):
     """Called with the failure count in the window; tells the owner once, at the threshold."""
-    if count != FAILED_LOGINS_ALERT_AT:
+    if count != min(FAILED_LOGINS_ALERT_AT, current_app.config["LOGIN_ATTEMPTS_PER_MINUTE"]):
         return
     user_id = db.session.scalar(select(User.id).where(User.email == email))
     if user_id is not None:

@@ -216,7 +216,8 @@ class Listener:
             event = data.get("e") if isinstance(data, dict) else None
             if event in PRICE_EVENTS:
                 self.last_tick_ms = int(data["T"])
-                self.handler.on_price(data["s"], float(data["p"]), self.last_tick_ms)
+                seq = int(data.get("a") or data.get("t") or 0)
+                self.handler.on_price(data["s"], float(data["p"]), self.last_tick_ms, seq)
             elif event == "24hrMiniTicker":
                 self.handler.on_volume(data["s"], float(data["v"]), int(data["E"]))
             elif event == "serverShutdown":

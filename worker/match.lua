@@ -3,9 +3,24 @@
 -- KEYS: 1 tb:price:S  2 up idx  3 up rearm  4 below idx  5 below rearm
 --       6 tb:symbols  7 tb:seq:notification  8 tb:fired  9 tb:spark:S
 -- ARGV: 1 symbol  2 'price' | 'volume'  3 value (number text)  4 ts ms  5 batch size
+--       6 seq (trade id, 0 if unknown)  7 '1' on a continuation call of the same tick
 -- Returns {more, nid...}; more = 1 when a batch was full and the caller should call again.
 local sym, kind, vtext, tstext = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ts, batch = tonumber(tstext), tonumber(ARGV[5])
+local seq = tonumber(ARGV[6]) or 0
+
+-- Ticks must only move forward: a second listener replaying a tick (or one lagging
+-- behind) would otherwise re-arm and fire the same crossing again.
+if ARGV[7] ~= '1' then
+  local f = kind == 'price' and 'mts' or 'mvts'
+  local last = redis.call('HMGET', KEYS[1], f, f .. 'q')
+  local lts, lseq = tonumber(last[1]), tonumber(last[2]) or 0
+  -- trade ids order ticks exactly; without them, the timestamp does
+  local stale = (seq > 0 and lseq > 0 and seq <= lseq) or
+    ((seq == 0 or lseq == 0) and lts and ts < lts)
+  if stale then return {0} end
+  redis.call('HSET', KEYS[1], f, tstext, f .. 'q', seq)
+end
 local WEEK_MS = 7 * 24 * 3600 * 1000
 local CHUNK = 1000 -- arguments per bulk call, well under Lua's unpack limit
 local more = 0
@@ -124,7 +139,7 @@ local function fire(idx, rearm, cond, reverse)
       if exp > 0 and exp <= ts then
         released[#released + 1] = 'tb:alert:' .. id
       else
-        items[#items + 1] = notify(t, seq + i, id, a)
+        items[#items + 1] = notify(t, tostring(seq + i), id, a)
         if a[3] == 'recurring' then
           waiting[#waiting + 1] = a[4]
           waiting[#waiting + 1] = id
@@ -170,14 +185,11 @@ else
   rearm_back(KEYS[3], KEYS[2], true)
 end
 
+-- (the 7-day TTL on these per-user keys is refreshed by the slow path, off the hot path)
 for _, uid in ipairs(users) do
   local z = per_user[uid]
   bulk('ZADD', 'tb:inbox:' .. uid, z)
   bulk('ZADD', 'tb:unread:' .. uid, z)
-  -- an abandoned user's keys go away, as the inbox's own writes arrange
-  redis.call('PEXPIRE', 'tb:inbox:' .. uid, WEEK_MS)
-  redis.call('PEXPIRE', 'tb:unread:' .. uid, WEEK_MS)
-  redis.call('PEXPIRE', 'tb:replay:' .. uid, WEEK_MS)
 end
 if #released > 0 then
   bulk('DEL', nil, released)

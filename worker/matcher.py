@@ -28,13 +28,16 @@ class Matcher:
         self._script = redis.register_script(SCRIPT)
         self._key_cache = {}
 
-    def on_price(self, symbol: str, price: float, ts_ms: int) -> list[str]:
-        """Record a trade price and fire what it meets; returns the new notification ids."""
-        return self._tick(symbol, "price", price, ts_ms)
+    def on_price(self, symbol: str, price: float, ts_ms: int, seq: int = 0) -> list[str]:
+        """Record a trade price and fire what it meets; returns the new notification ids.
 
-    def on_volume(self, symbol: str, volume: float, ts_ms: int) -> list[str]:
+        `seq` is the trade id: ticks older than (ts_ms, seq) already seen are dropped.
+        """
+        return self._tick(symbol, "price", price, ts_ms, seq)
+
+    def on_volume(self, symbol: str, volume: float, ts_ms: int, seq: int = 0) -> list[str]:
         """Record a 24 h base volume and fire the volume alerts it meets."""
-        return self._tick(symbol, "volume", volume, ts_ms)
+        return self._tick(symbol, "volume", volume, ts_ms, seq)
 
     def _keys(self, symbol, kind):
         keys = self._key_cache.get((symbol, kind))
@@ -42,15 +45,16 @@ class Matcher:
             keys = self._key_cache[(symbol, kind)] = _keys(symbol, kind)
         return keys
 
-    def _tick(self, symbol, kind, value, ts_ms):
+    def _tick(self, symbol, kind, value, ts_ms, seq):
         value = float(value)
         if not (math.isfinite(value) and value >= 0):
             return []  # a garbled tick must never fire anything
         keys = self._keys(symbol.upper(), kind)
-        args = [symbol.upper(), kind, fmt_num(value), int(ts_ms), self.batch]
+        args = [symbol.upper(), kind, fmt_num(value), int(ts_ms), self.batch, int(seq), 0]
         fired = []
         while True:
             more, *nids = self._script(keys=keys, args=args)
             fired.extend(str(n) for n in nids)
             if not int(more):
                 return fired
+            args[-1] = 1  # the same tick continues: skip the ordering check

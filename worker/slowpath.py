@@ -25,6 +25,7 @@ STREAM = "tb:fired"
 DEAD_STREAM = "tb:fired:dead"
 GROUP = "slow"
 MAX_DELIVERIES = 10  # an entry that failed this often is parked in DEAD_STREAM
+USER_KEYS_TTL_MS = 7 * 24 * 3600 * 1000  # the inbox's TTL (webapp/inbox.py)
 DEFAULT_COUNT = 20  # entries per read; each holds up to one matcher batch
 SQL_CHUNK = 500  # ids per IN (...) query
 DEFAULT_BLOCK_MS = 1000
@@ -82,6 +83,15 @@ def record(fields, items):
     alert_index.unindex_many(done)  # normally no-ops: the matcher already dropped them
 
 
+def refresh_ttls(r, items):
+    """Give the notified users' inbox keys their 7-day TTL, as the inbox's own writes do."""
+    with r.pipeline(transaction=False) as pipe:
+        for uid in {user_id for _, _, user_id, _ in items}:
+            for key in (f"tb:inbox:{uid}", f"tb:unread:{uid}", f"tb:replay:{uid}"):
+                pipe.pexpire(key, USER_KEYS_TTL_MS)
+        pipe.execute()
+
+
 def route_fired(nid):
     """Hand the notification to the router (issue 5) when one is installed."""
     if importlib.util.find_spec("webapp.router"):
@@ -96,6 +106,7 @@ def handle(r, entries):
             items = parse(fields)
             record(fields, items)
             db.session.commit()
+            refresh_ttls(r, items)
             for nid, *_ in items:
                 route_fired(nid)
             done.append(entry_id)

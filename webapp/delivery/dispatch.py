@@ -105,11 +105,24 @@ def send(log_id):
         message = content.build(row)
     except DeliveryRejected as exc:
         return _finish(row, FAILED, str(exc))
+    except Exception as exc:  # noqa: BLE001 - e.g. Redis away: try again later, counted
+        row.attempts += 1
+        return _failed_attempt(row, exc)
     if not channel.configured(current_app.config):
         body, extension = channel.outbox_file(message)
         return _finish(row, OUTBOX, "provider not configured",
                        outbox.write(row.id, row.channel, body, extension))
     return _attempt(row, channel, message)
+
+
+def _failed_attempt(row, exc):
+    """Retry with backoff, or give up (logged) after the last attempt."""
+    error = f"{type(exc).__name__}: {exc}"
+    log.warning("delivery %s via %s failed (attempt %d): %s", row.id, row.channel,
+                row.attempts, error)
+    if row.attempts >= current_app.config.get("DELIVERY_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS):
+        return _finish(row, FAILED, error)
+    return _retry_later(row, error, backoff(row.attempts))
 
 
 def _attempt(row, channel, message):
@@ -124,11 +137,7 @@ def _attempt(row, channel, message):
         gate.success()  # the provider answered: it is up, the message is the problem
         return _finish(row, FAILED, str(exc))
     except Exception as exc:  # noqa: BLE001 - any provider error is retried, then logged
-        log.warning("delivery %s via %s failed: %s", row.id, row.channel, exc)
         gate.failure(exc)
-        error = f"{type(exc).__name__}: {exc}"
-        if row.attempts >= config.get("DELIVERY_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS):
-            return _finish(row, FAILED, error)
-        return _retry_later(row, error, backoff(row.attempts))
+        return _failed_attempt(row, exc)
     gate.success()
     return _finish(row, SENT, provider_id=provider_id)

@@ -1,0 +1,82 @@
+"""A real Chromium on the notification settings page: each change saves itself (HTMX)."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.live_server import LiveServer
+from webapp import create_app, preferences
+from webapp.extensions import db
+from webapp.models import User
+from worker import redisd
+
+pytestmark = pytest.mark.browser
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+PASSWORD = "correct horse battery"
+
+if not CHROMIUM.exists():
+    pytest.skip("!! /usr/bin/chromium is missing: browser tests SKIPPED "
+                "(run `make browser` or `apt-get install chromium`)", allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("prefs-browser")
+    redis_process, redis_url = redisd.start(tmp / "redis", appendonly=False)
+    db_url = f"sqlite:///{tmp / 'browser.db'}"
+    config = {"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
+              "SECRET_KEY": "browser-secret", "INSTANCE_PATH": str(tmp)}
+    app = create_app(config)
+    with app.app_context():
+        db.create_all()
+    server = LiveServer({"DATABASE_URL": db_url, "REDIS_URL": redis_url,
+                         "SECRET_KEY": "browser-secret", "INSTANCE_PATH": str(tmp)},
+                        tmp / "gunicorn.log").start()
+    yield {"app": app, "url": server.url}
+    server.stop()
+    with app.app_context():
+        db.engine.dispose()
+    redisd.stop(redis_process)
+
+
+def saved_preferences(app, email):
+    with app.app_context():
+        uid = db.session.scalar(db.select(User.id).where(User.email == email))
+        pref = preferences.preferences_for(uid)
+        db.session.expunge(pref)
+        return pref
+
+
+def test_settings_save_on_change_and_show_saved(site):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        page = browser.new_context().new_page()
+        page.goto(site["url"] + "/auth/register")
+        page.fill("#email", "prefs@example.com")
+        page.fill("#password", PASSWORD)
+        page.fill("#confirm", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard")
+        page.goto(site["url"] + "/settings/notifications/")
+        page.check("#sms_risk_violations")
+        expect(page.locator("#status-sms_risk_violations")).to_have_text("Saved")
+        page.fill("#phone", "12345")
+        page.press("#phone", "Tab")
+        expect(page.locator("#status-phone")).to_contain_text("international format")
+        page.fill("#phone", "+14155550123")
+        page.press("#phone", "Tab")
+        expect(page.locator("#status-phone")).to_have_text("Saved")
+        page.fill("#timezone", "Europe/Berlin")
+        page.press("#timezone", "Tab")
+        expect(page.locator("#status-timezone")).to_have_text("Saved")
+        page.fill("#strategy_id", "grid-eth")
+        page.click("#strategies button[type=submit]")
+        expect(page.locator("#follows")).to_contain_text("grid-eth")
+        browser.close()
+    pref = saved_preferences(site["app"], "prefs@example.com")
+    assert (pref.sms_risk_violations, pref.phone, pref.timezone) == (
+        True, "+14155550123", "Europe/Berlin")
