@@ -28,16 +28,18 @@ from webapp import inbox
 BENCH = Path(__file__).resolve().parent
 FLASKSSE_VENV = BENCH / ".venv-flasksse"
 FLASKSSE_PINS = ["flask-sse==1.0.0", "flask==3.1.3", "redis==8.1.0", "hiredis==3.5.0",
-                 "gunicorn==27.0.1", "gevent==26.9.0"]
+                 "gunicorn==27.0.1", "gevent==26.9.0", "packaging==26.3"]
 CHUNK = 500  # events per pipelined publish
 
 
 def flasksse_env():
     """bench/.venv-flasksse with Flask-SSE 1.0 and the same server stack as ours."""
     python = FLASKSSE_VENV / "bin" / "python"
-    if not python.exists():
+    done = FLASKSSE_VENV / ".installed"
+    if not done.exists() or done.read_text() != " ".join(FLASKSSE_PINS):
         subprocess.run([sys.executable, "-m", "venv", str(FLASKSSE_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *FLASKSSE_PINS], check=True)
+        done.write_text(" ".join(FLASKSSE_PINS))
     return FLASKSSE_VENV / "bin"
 
 
@@ -86,13 +88,20 @@ def web_connections(r):
     return sum(1 for c in r.client_list() if c.get("name") != "bench")
 
 
-async def subscribed(r, count, timeout=120):
-    """Flask-SSE sends nothing until the first event: wait for its subscriptions instead."""
-    deadline = time.monotonic() + timeout
-    while len(r.pubsub_channels("user.*")) < count:
-        if time.monotonic() > deadline:
-            raise SystemExit("Flask-SSE clients did not subscribe in time")
+async def subscribed(r, count, timeout=60):
+    """Flask-SSE sends nothing until the first event: wait for its subscriptions instead.
+
+    Returns how many subscribed; fewer than `count` when the server could not take them all
+    (it needs two descriptors per client, one of them a Redis connection).
+    """
+    deadline, seen, last_change = time.monotonic() + timeout, -1, time.monotonic()
+    while (now := len(r.pubsub_channels("user.*"))) < count and time.monotonic() < deadline:
+        if now != seen:
+            seen, last_change = now, time.monotonic()
+        elif time.monotonic() - last_change > 15:
+            break  # stuck: no new subscription for 15 s
         await asyncio.sleep(0.2)
+    return len(r.pubsub_channels("user.*"))
 
 
 async def run_size(target, users, port, r, pid):
@@ -102,8 +111,11 @@ async def run_size(target, users, port, r, pid):
     started = time.perf_counter()
     await common.connect_all(clients, port, target.path, lambda c: cookies[c.uid],
                              target.ready)
+    note = ""
     if target.ready is None:
-        await subscribed(r, len(users))
+        ready = await subscribed(r, len(users))
+        if ready < len(users):
+            note = f"only {ready} of {len(users)} streams opened (fd limit: 2 per client)"
     connect_s = time.perf_counter() - started
     await asyncio.sleep(1.0)  # let the worker settle before reading its memory
     rss = common.rss_kb(pid)
@@ -122,7 +134,7 @@ async def run_size(target, users, port, r, pid):
             "p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
             "p99_ms": round(percentile(latencies, 99), 1) if latencies else None,
             "kb_per_conn": round((rss - base) / len(users), 1), "rss_mb": round(rss / 1024, 1),
-            "redis_conns": conns, "connect_s": round(connect_s, 1)}
+            "redis_conns": conns, "connect_s": round(connect_s, 1), "note": note}
 
 
 def serve_and_run(target, size, all_users, redis_url, tmp):
@@ -157,7 +169,8 @@ def table(rows):
     for row in rows:
         lines.append(f"{row['impl']:<11}{row['clients']:>8}{row['delivered']:>10}"
                      f"{row['p50_ms'] or '-':>9}{row['p99_ms'] or '-':>9}{row['kb_per_conn']:>9}"
-                     f"{row['rss_mb']:>8}{row['redis_conns']:>12}{row['connect_s']:>10}")
+                     f"{row['rss_mb']:>8}{row['redis_conns']:>12}{row['connect_s']:>10}"
+                     + (f"  {row['note']}" if row.get("note") else ""))
     return "\n".join(lines)
 
 

@@ -49,13 +49,24 @@ class EventReader:
         return [e for e in self.events if e.get("event") == name]
 
 
-def socket_chunks(sock):
-    """Byte chunks from a raw HTTP/1.1 chunked SSE response, headers skipped."""
+def socket_chunks(sock, heads=None):
+    """Byte chunks of a raw HTTP/1.1 SSE response body (chunked or close-delimited)."""
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         buffer += _recv(sock)
     head, buffer = buffer.split(b"\r\n\r\n", 1)
-    yield from _dechunk(sock, buffer)
+    if heads is not None:
+        heads.append(head.decode("latin-1"))
+    if b"transfer-encoding: chunked" in head.lower():
+        yield from _dechunk(sock, buffer)
+        return
+    if buffer:
+        yield buffer
+    while True:
+        try:
+            yield _recv(sock)
+        except ConnectionError:
+            return
 
 
 def _recv(sock):
@@ -79,10 +90,10 @@ def _dechunk(sock, buffer):
         buffer = buffer[size + 2:]
 
 
-def open_stream(port, cookie, path="/stream", headers=None, timeout=10.0):
+def open_stream(port, cookie, path="/stream", headers=None, timeout=10.0, heads=None):
     """A raw socket GET of an SSE stream; returns (socket, EventReader)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n"
                   f"Accept: text/event-stream\r\n{extra}\r\n").encode())
-    return sock, EventReader(socket_chunks(sock))
+    return sock, EventReader(socket_chunks(sock, heads))

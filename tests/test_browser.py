@@ -6,6 +6,7 @@ tests skip, loudly.
 
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -40,30 +41,35 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 def site(tmp_path_factory):
     """Redis, the fake Binance feed, the listener (with the real matcher), and gunicorn."""
     tmp = tmp_path_factory.mktemp("browser")
-    redis_process, redis_url = redisd.start(tmp / "redis", appendonly=False)
-    db_url = f"sqlite:///{tmp / 'browser.db'}"
-    env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "SECRET_KEY": "browser-secret",
-           "INSTANCE_PATH": str(tmp)}
-    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
-                      "SECRET_KEY": "browser-secret", "INSTANCE_PATH": str(tmp)})
-    with app.app_context():
-        db.create_all()
-    feed = FakeFeed().start()
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
-    listener = Listener(r, Matcher(r), feed.url, poll_s=0.05, heartbeat_s=0.2,
-                        recv_timeout_s=0.05, backoff=Backoff(0.05, 0.2))
-    thread = threading.Thread(target=listener.run, daemon=True)
-    thread.start()
-    server = LiveServer(env, tmp / "gunicorn.log").start()
-    yield {"app": app, "server": server, "feed": feed, "redis": r}
-    server.stop()
-    listener.stop.set()
-    thread.join(5)
-    feed.stop()
-    r.close()
+    with ExitStack() as cleanup:
+        redis_process, redis_url = redisd.start(tmp / "redis", appendonly=False)
+        cleanup.callback(redisd.stop, redis_process)
+        db_url = f"sqlite:///{tmp / 'browser.db'}"
+        app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
+                          "SECRET_KEY": "browser-secret", "INSTANCE_PATH": str(tmp)})
+        with app.app_context():
+            db.create_all()
+        cleanup.callback(_dispose, app)
+        feed = FakeFeed().start()
+        cleanup.callback(feed.stop)
+        r = redis.Redis.from_url(redis_url, decode_responses=True)
+        cleanup.callback(r.close)
+        listener = Listener(r, Matcher(r), feed.url, poll_s=0.05, heartbeat_s=0.2,
+                            recv_timeout_s=0.05, backoff=Backoff(0.05, 0.2))
+        thread = threading.Thread(target=listener.run, daemon=True)
+        thread.start()
+        cleanup.callback(thread.join, 5)
+        cleanup.callback(listener.stop.set)
+        server = LiveServer({"DATABASE_URL": db_url, "REDIS_URL": redis_url,
+                             "SECRET_KEY": "browser-secret", "INSTANCE_PATH": str(tmp)},
+                            tmp / "gunicorn.log").start()
+        cleanup.callback(server.stop)
+        yield {"app": app, "server": server, "feed": feed, "redis": r}
+
+
+def _dispose(app):
     with app.app_context():
         db.engine.dispose()
-    redisd.stop(redis_process)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +89,15 @@ def register(browser, site, email):
     page.click("button[type=submit]")
     page.wait_for_url("**/dashboard")
     return page
+
+
+def log_out_and_in(page, site, email):
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/auth/login**")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/dashboard")
 
 
 def streams_open(site):
@@ -112,6 +127,7 @@ def feed_items(page, text):
 
 def test_live_feed_end_to_end(browser, site):
     alice = register(browser, site, "alice@example.com")
+    log_out_and_in(alice, site, "alice@example.com")
     bob = register(browser, site, "bob@example.com")
     alice.goto(site["server"].url + "/alerts/")
     alice.fill("#symbol", "BTCUSDT")

@@ -102,13 +102,14 @@ def test_a_tick_from_the_feed_publishes_a_notification(app, r, feed, listen, use
     pubsub = channel(r, user)
     listen()
     assert feed.wait_for_subscription("btcusdt@aggTrade")
+    traded_at = int(time.time() * 1000) + 60_000  # after the first trade's own time
     feed.trade("BTCUSDT", 64999.5)
-    feed.trade("BTCUSDT", 65010.5, ts_ms=1763700000123)
+    feed.trade("BTCUSDT", 65010.5, ts_ms=traded_at)
     msg = next_message(pubsub)
     assert msg["event"] == "notification"
     note = msg["data"]
     assert note["type"] == "PRICE_ALERT" and note["alert_id"] == str(alert_id)
-    assert note["user_id"] == user and note["created_at"] == 1763700000123
+    assert note["user_id"] == user and note["created_at"] == traded_at
     assert "65010.5" in note["message"] and "65000" in note["title"]
     assert r.xlen(f"tb:replay:{user}") == 1
     pubsub.close()

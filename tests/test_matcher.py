@@ -239,7 +239,7 @@ def test_a_replayed_or_older_trade_never_fires_a_crossing_again(r):
     assert matcher.on_price("BTCUSDT", 98, T0 + 1, seq=11) == []  # re-arms
     # a lagging second listener replays the first crossing: dropped, not fired again
     assert matcher.on_price("BTCUSDT", 101, T0, seq=10) == []
-    assert matcher.on_price("BTCUSDT", 101, T0 + 5, seq=11) == []
+    assert matcher.on_price("BTCUSDT", 101, T0 + 1, seq=11) == []  # same trade, replayed
     assert len(matcher.on_price("BTCUSDT", 101, T0 + 6, seq=12)) == 1
 
 

@@ -1,7 +1,9 @@
 """The live feed served by gunicorn's gevent worker: shared pub/sub, cleanup, /ws, Redis loss."""
 
 import json
+import socket
 import time
+from contextlib import ExitStack
 
 import pytest
 import redis
@@ -23,26 +25,31 @@ PASSWORD = "correct horse"
 def site(tmp_path_factory):
     """Its own redis-server (this module stops it) and a gunicorn gevent server."""
     tmp = tmp_path_factory.mktemp("live")
-    process, redis_url = redisd.start(tmp / "redis", appendonly=True)
-    redis_box = {"process": process, "dir": tmp / "redis", "url": redis_url}
-    db_url = f"sqlite:///{tmp / 'live.db'}"
-    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
-                      "SECRET_KEY": "live-secret", "INSTANCE_PATH": str(tmp)})
-    with app.app_context():
-        db.create_all()
-        users = [accounts.create_user(f"u{i}@example.com", PASSWORD) for i in range(USERS)]
-        uids = [u.id for u in users]
-        key = accounts.create_api_key(users[0], "ws")[1]
-        db.session.remove()
-    server = LiveServer({"DATABASE_URL": db_url, "REDIS_URL": redis_url,
-                         "SECRET_KEY": "live-secret", "INSTANCE_PATH": str(tmp),
-                         "STREAM_KEEPALIVE_S": "60"}, tmp / "gunicorn.log").start()
-    cookies = [cookie_header(login(server.url, f"u{i}@example.com", PASSWORD))
-               for i in range(USERS)]
-    yield {"app": app, "server": server, "redis": redis_box, "uids": uids, "key": key,
-           "cookies": cookies}
-    server.stop()
-    redisd.stop(redis_box["process"])
+    with ExitStack() as cleanup:
+        process, redis_url = redisd.start(tmp / "redis", appendonly=True)
+        redis_box = {"process": process, "dir": tmp / "redis", "url": redis_url}
+        cleanup.callback(lambda: redisd.stop(redis_box["process"]))
+        db_url = f"sqlite:///{tmp / 'live.db'}"
+        app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
+                          "SECRET_KEY": "live-secret", "INSTANCE_PATH": str(tmp)})
+        with app.app_context():
+            db.create_all()
+            users = [accounts.create_user(f"u{i}@example.com", PASSWORD) for i in range(USERS)]
+            uids = [u.id for u in users]
+            key = accounts.create_api_key(users[0], "ws")[1]
+            db.session.remove()
+        cleanup.callback(_dispose, app)
+        server = LiveServer({"DATABASE_URL": db_url, "REDIS_URL": redis_url,
+                             "SECRET_KEY": "live-secret", "INSTANCE_PATH": str(tmp),
+                             "STREAM_KEEPALIVE_S": "60"}, tmp / "gunicorn.log").start()
+        cleanup.callback(server.stop)
+        cookies = [cookie_header(login(server.url, f"u{i}@example.com", PASSWORD))
+                   for i in range(USERS)]
+        yield {"app": app, "server": server, "redis": redis_box, "uids": uids, "key": key,
+               "cookies": cookies}
+
+
+def _dispose(app):
     with app.app_context():
         db.engine.dispose()
 
@@ -108,6 +115,13 @@ def test_a_client_that_goes_away_is_cleaned_up_at_once(site):
     for sock, _ in opened:
         sock.close()
     wait_for(lambda: streams_open(site) == 0, timeout=5)
+
+
+def test_head_answers_headers_only(site):
+    response = requests.head(site["server"].url + "/stream", timeout=5,
+                             headers={"Cookie": site["cookies"][0]})
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-cache"
+    assert streams_open(site) == 0
 
 
 def test_stream_headers_on_the_wire(site):
@@ -190,5 +204,44 @@ def test_streams_end_when_redis_goes_and_resume_with_replay_when_it_returns(site
     try:
         events = reader.until(has_unread, timeout=15)
         assert [e["id"] for e in events if e.get("event") == "notification"] == [missed]
+    finally:
+        sock.close()
+
+
+def test_a_client_that_stops_reading_is_dropped_without_holding_up_others(site):
+    slow_uid, fast_uid = site["uids"][3], site["uids"][1]
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", site["server"].port))
+    slow.sendall(f"GET /stream HTTP/1.1\r\nHost: x\r\nCookie: {site['cookies'][3]}\r\n\r\n"
+                 .encode())
+    fast_sock, fast = open_stream(site["server"].port, site["cookies"][1])
+    fast.until(has_unread)
+    wait_for(lambda: streams_open(site) == 2)
+    with site["app"].app_context():  # ~10 MB for a client that reads nothing
+        for _ in range(4):
+            inbox.store_many([{"user_id": slow_uid, "type": "PRICE_ALERT", "title": "flood",
+                               "message": "x" * 2000} for _ in range(500)])
+    _, after = store(site, fast_uid, "still on time")
+    fast.until(lambda ev: any(e.get("id") == after for e in ev))
+    wait_for(lambda: streams_open(site) == 1)  # the slow one was let go
+    slow.close()
+    fast_sock.close()
+
+
+def test_a_long_replay_goes_out_whole_and_in_order(site):
+    uid = site["uids"][2]
+    _, seen = store(site, uid, "seen")
+    with site["app"].app_context():
+        missed = [eid for _, eid in inbox.store_many(
+            [{"user_id": uid, "type": "PRICE_ALERT", "title": f"missed {i}", "message": "m" * 500}
+             for i in range(1000)])]
+    sock, reader = open_stream(site["server"].port, site["cookies"][2],
+                               headers={"Last-Event-ID": seen})
+    try:
+        events = reader.until(has_unread, timeout=20)
+        assert [e["id"] for e in events if e.get("event") == "notification"] == missed
+        _, live = store(site, uid, "live")
+        reader.until(lambda ev: any(e.get("id") == live for e in ev))
     finally:
         sock.close()

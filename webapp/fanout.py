@@ -9,7 +9,9 @@ serve (a dict lookup); docs/scaling.md says when to switch to per-user SUBSCRIBE
 
 Runs in a thread, which the gevent worker's monkey-patching turns into a greenlet. When the
 pub/sub connection drops, every stream is ended so browsers reconnect with Last-Event-ID and
-replay what the gap cost them.
+replay what the gap cost them. A stream is anything with `user_id`, `symbols`, `put()` and
+`close()`: a `Client` queue drained by its request's greenlet (/ws, the dev server), or a
+`webapp.stream.handoff.SocketStream` the hub writes to directly (SSE under gunicorn).
 """
 
 import json
@@ -242,36 +244,3 @@ def get_hub(app):
 def stream_count(app):
     hub = app.extensions.get("fanout")
     return len(hub.clients) if hub is not None else 0
-
-
-def watch_socket(sock, on_close):
-    """Call on_close as soon as the peer hangs up (gevent); returns a function that cancels.
-
-    An SSE or WebSocket client sends nothing after its request, so the socket turning
-    readable means it went away. Without gevent (the dev server), the next keep-alive
-    write notices instead.
-    """
-    try:
-        from gevent import get_hub as gevent_hub
-        from gevent.monkey import is_module_patched
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        return _noop
-    if sock is None or not is_module_patched("socket"):
-        return _noop
-    watcher = gevent_hub().loop.io(sock.fileno(), 1)
-
-    def fired():
-        watcher.stop()
-        on_close()
-
-    watcher.start(fired)
-
-    def cancel():
-        watcher.stop()
-        watcher.close()
-
-    return cancel
-
-
-def _noop():
-    return None

@@ -9,7 +9,7 @@ from webapp.extensions import db, get_redis
 from webapp.models import Alert, User
 from worker.fakefeed_demo import DEMO_MARKETS
 
-DEMO_EMAIL = "demo@tickerbell.local"
+DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "demo-password"
 # (symbol, type, offset from the current value, mode, buffer): close enough to fire within
 # a minute or so of the demo's random walk, recurring ones again and again.

@@ -40,7 +40,8 @@ class Market:
         self.rng = rng
 
     def trade(self):
-        self.last = self.price_walk.step()
+        # Binance quotes these pairs to the cent; the walk itself stays unrounded
+        self.last = round(self.price_walk.step(), 2)
         self.high, self.low = max(self.high, self.last), min(self.low, self.last)
         qty = round(self.rng.expovariate(1.0) * 1000 / self.last, 5) or 0.00001
         return self.last, qty

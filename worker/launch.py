@@ -13,6 +13,7 @@ from pathlib import Path
 from honcho.manager import Manager
 from honcho.printer import Message, Printer
 
+from webapp.config import INSTANCE
 from worker import redisd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +65,7 @@ def main(argv=None):
     redis_process = None
     if not env.get("REDIS_URL"):
         try:
-            redis_process, env["REDIS_URL"] = redisd.start(ROOT / "instance" / "redis")
+            redis_process, env["REDIS_URL"] = redisd.start(INSTANCE / "redis")
         except RuntimeError as exc:
             sys.exit(str(exc))
         print(f"private redis-server at {env['REDIS_URL']} (data in instance/redis)")

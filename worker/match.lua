@@ -15,10 +15,10 @@ if ARGV[7] ~= '1' then
   local f = kind == 'price' and 'mts' or 'mvts'
   local last = redis.call('HMGET', KEYS[1], f, f .. 'q')
   local lts, lseq = tonumber(last[1]), tonumber(last[2]) or 0
-  -- trade ids order ticks exactly; without them, the timestamp does
-  local stale = (seq > 0 and lseq > 0 and seq <= lseq) or
-    ((seq == 0 or lseq == 0) and lts and ts < lts)
-  if stale then return {0} end
+  -- (ts, trade id) order ticks; the id breaks ties within a millisecond
+  if lts and (ts < lts or (ts == lts and seq > 0 and seq <= lseq)) then
+    return {0}
+  end
   redis.call('HSET', KEYS[1], f, tstext, f .. 'q', seq)
 end
 local WEEK_MS = 7 * 24 * 3600 * 1000

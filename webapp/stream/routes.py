@@ -16,7 +16,8 @@ from webapp import accounts, fanout, inbox, tickers
 from webapp.errors import json_error
 from webapp.extensions import db, sock
 from webapp.fanout import KEEPALIVE
-from webapp.stream.sse import Renderer, SseStream, api_item, stream_id
+from webapp.stream import handoff
+from webapp.stream.sse import Renderer, SseState, SseStream, api_item, stream_id
 
 bp = Blueprint("stream", __name__)
 
@@ -32,15 +33,17 @@ def _renderer():
     return render
 
 
-def _open(user_id, last_event_id):
+def _open(user_id, last_event_id, make_client):
     """Attach a stream for the user, then read what it missed: (hub, client, replay, unread)."""
     symbols = tickers.watched_symbols(user_id)
     db.session.remove()  # a stream lives for hours: hand the SQL connection back now
     hub = fanout.get_hub(current_app._get_current_object())
-    client = hub.attach(fanout.Client(user_id, symbols))
+    client = make_client(hub, symbols)
     try:  # attached first, read second: nothing published in between is lost
+        hub.attach(client)
         replay, unread = inbox.snapshot(user_id, last_event_id, redis=hub.reader)
     except BaseException:
+        client.close()
         hub.detach(client)
         raise
     return hub, client, replay, unread
@@ -50,13 +53,19 @@ def _open(user_id, last_event_id):
 def events():
     if not current_user.is_authenticated:
         return Response("Log in to follow the live feed.\n", 401, mimetype="text/plain")
+    if request.method == "HEAD":
+        return Response(mimetype="text/event-stream", headers=HEADERS)
+    uid, render = current_user.id, _renderer()
     last = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    render = _renderer()
-    hub, client, replay, unread = _open(current_user.id, last)
-    environ = request.environ
-    raw_socket = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
-    cancel = fanout.watch_socket(raw_socket, client.close)
-    body = SseStream(hub, client, render, replay, unread, on_close=cancel)
+    raw = handoff.server_socket(request.environ)
+    if raw is not None:  # gunicorn + gevent: the hub writes to the socket from now on
+        _, stream, replay, unread = _open(
+            uid, last, lambda hub, symbols: handoff.SocketStream(hub, uid, symbols, raw))
+        state = SseState(render, unread)
+        stream.start(state, state.opening(replay))
+        return handoff.HandedOff()
+    hub, client, replay, unread = _open(uid, last, lambda hub, symbols: fanout.Client(uid, symbols))
+    body = SseStream(hub, client, SseState(render, unread), replay)
     return Response(body, mimetype="text/event-stream", headers=HEADERS,
                     direct_passthrough=True)
 
@@ -103,7 +112,9 @@ def _close_when_gone(ws, client):
 
 @sock.route("/ws", bp=bp)
 def websocket(ws):
-    hub, client, replay, unread = _open(g.ws_user_id, request.args.get("last_event_id"))
+    uid = g.ws_user_id
+    hub, client, replay, unread = _open(uid, request.args.get("last_event_id"),
+                                        lambda hub, symbols: fanout.Client(uid, symbols))
     threading.Thread(target=_close_when_gone, args=(ws, client), daemon=True).start()
     try:
         for eid, event, data in replay:

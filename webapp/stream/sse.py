@@ -74,53 +74,41 @@ def api_item(data):
     return inbox.to_api(n)
 
 
-class SseStream:
-    """The body of one /stream response; the server calls close() however it ends."""
+class SseState:
+    """What one stream has sent: the unread count, the last replayed id, idle since the beat.
 
-    def __init__(self, hub, client, render, replay, unread, on_close=None):
-        self.hub, self.client, self.render = hub, client, render
-        self.replay, self.count = replay, unread
-        self.last = stream_id(replay[-1][0]) if replay else None
-        self._on_close, self._closed = on_close, False
-        self._gen = self._events()
+    Turns messages into bytes; both transports (a generator per request, or the hub writing
+    to a handed-off socket) use it.
+    """
 
-    def __iter__(self):
-        return self._gen
+    __slots__ = ("render", "count", "last", "busy")
 
-    def close(self):
-        self._gen.close()
-        if not self._closed:
-            self._closed = True
-            self.hub.detach(self.client)
-            if self._on_close is not None:
-                self._on_close()
+    def __init__(self, render, unread):
+        self.render, self.count, self.last, self.busy = render, unread, None, True
 
-    def _events(self):
-        yield f"retry: {RETRY_MS}\n\n".encode() + self._replayed()
-        busy = True  # something went out since the hub's last beat
-        while True:
-            batch = self.client.next_batch()
-            if self.client.closed:
-                return
-            chunk = b"".join(self._live(m) for m in batch if m is not KEEPALIVE)
-            if chunk:
-                busy = True
-                yield chunk
-            if KEEPALIVE in batch:
-                if not busy:
-                    yield KEEPALIVE_FRAME
-                busy = False
-
-    def _replayed(self):
-        out, replay, toasts_from = [], self.replay, len(self.replay) - TOASTS_ON_REPLAY
+    def opening(self, replay):
+        """The first bytes: reconnect delay, what was missed, then the unread count."""
+        out, toasts_from = [f"retry: {RETRY_MS}\n\n".encode()], len(replay) - TOASTS_ON_REPLAY
         for i, (eid, event, data) in enumerate(replay):
             if event == "notification":
                 out.append(self.render.notification(api_item(data), eid, toast=i >= toasts_from))
             else:
                 out.append(frame(event, data, eid))
-        self.replay = None  # the stream may live for hours: do not keep the backlog
+        if replay:
+            self.last = stream_id(replay[-1][0])
         out.append(self.render.unread(self.count))
         return b"".join(out)
+
+    def frames(self, batch):
+        """Bytes for live messages; the hub's beat yields a comment if nothing went out since."""
+        chunk = b"".join(self._live(m) for m in batch if m is not KEEPALIVE)
+        if chunk:
+            self.busy = True
+        if KEEPALIVE in batch:
+            if not self.busy:
+                chunk += KEEPALIVE_FRAME
+            self.busy = False
+        return chunk
 
     def _live(self, m):
         if m.event == "tick":
@@ -140,3 +128,35 @@ class SseStream:
         if (m.data or {}).get("status", "unread") == "unread":
             self.count += 1
         return cached + self.render.unread(self.count)
+
+
+class SseStream:
+    """The body of one /stream response when the server keeps a greenlet or thread per
+    request (the dev server, tests); the server calls close() however it ends."""
+
+    def __init__(self, hub, client, state, replay, on_close=None):
+        self.hub, self.client, self.state = hub, client, state
+        self._on_close, self._closed = on_close, False
+        self._gen = self._events(replay)
+
+    def __iter__(self):
+        return self._gen
+
+    def close(self):
+        self._gen.close()
+        if not self._closed:
+            self._closed = True
+            self.hub.detach(self.client)
+            if self._on_close is not None:
+                self._on_close()
+
+    def _events(self, replay):
+        yield self.state.opening(replay)
+        del replay  # the stream may live for hours: do not keep the backlog
+        while True:
+            batch = self.client.next_batch()
+            if self.client.closed:
+                return
+            chunk = self.state.frames(batch)
+            if chunk:
+                yield chunk
