@@ -25,7 +25,7 @@ def processes(port, demo):
     procs = {
         "web": f"{bin_dir / 'gunicorn'} --worker-class gevent --workers 1 "
                f"--worker-connections 20000 --bind 127.0.0.1:{port} --timeout 60 "
-               f"--graceful-timeout 5 --access-logfile - wsgi:app",
+               f"--graceful-timeout 5 --no-control-socket --access-logfile - wsgi:app",
         "worker": f"{flask} worker",
         "listener": f"{flask} listener",
         "scheduler": f"{flask} scheduler",
