@@ -21,8 +21,13 @@ test: $(VENV)/.dev browser
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 
+# Benchmarks print tables and JSON; sse_fanout takes a few minutes.
 bench: $(VENV)/.dev
 	$(BIN)/python bench/matching.py
+	$(BIN)/python bench/e2e_tick.py
+	$(BIN)/python bench/e2e_latency.py
+	$(BIN)/python bench/events.py
+	$(BIN)/python bench/sse_fanout.py
 
 # A new migration after a model change: make migration m="what changed"
 migration: $(VENV)/.runtime

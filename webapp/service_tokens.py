@@ -3,9 +3,10 @@
 import hashlib
 import secrets
 
-from flask import g, request
+from flask import g
 from sqlalchemy import select
 
+from webapp import accounts
 from webapp.errors import json_error
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db
@@ -56,11 +57,7 @@ def token_for(plaintext):
 
 
 def presented():
-    token = request.headers.get("X-Service-Token")
-    if token:
-        return token.strip()
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else None
+    return accounts.presented_secret("X-Service-Token")
 
 
 def authenticate_request():

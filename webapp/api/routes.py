@@ -13,20 +13,12 @@ PUBLIC = {"api.health", "api.openapi"}
 SERVICE = {"api.post_events"}  # service tokens only; they are refused everywhere else
 
 
-def _presented_key():
-    key = request.headers.get("X-API-Key")
-    if key:
-        return key
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
-
-
 @bp.before_request
 def authenticate():
     g.api_user = None
     if request.endpoint in SERVICE:
         return service_tokens.authenticate_request()
-    key = _presented_key()
+    key = accounts.presented_secret("X-API-Key")
     if key:
         g.api_user = accounts.user_for_api_key(key)
         if g.api_user is None:

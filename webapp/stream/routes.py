@@ -70,17 +70,12 @@ def events():
                     direct_passthrough=True)
 
 
-def _presented_key():
-    key = request.headers.get("X-API-Key") or request.args.get("api_key")
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return key or (token.strip() if scheme.lower() == "bearer" else None)
-
-
 @bp.before_request
 def authenticate_websocket():
     if request.endpoint != "stream.websocket":
         return None
-    key = _presented_key()
+    # browsers cannot set headers on a WebSocket, so /ws alone also takes ?api_key=
+    key = accounts.presented_secret("X-API-Key") or request.args.get("api_key")
     user = accounts.user_for_api_key(key) if key else None
     if user is None:
         return json_error(401, "unauthorized", "Send an API key (X-API-Key or ?api_key=).")
