@@ -138,6 +138,52 @@ def test_rebuild_keeps_a_fired_recurring_alert_waiting(ctx, uid):
     assert len(matcher.on_price("BTCUSDT", 100, now_ms())) == 1
 
 
+@pytest.mark.both_databases
+def test_a_fired_one_shot_is_not_rearmed_by_a_rebuild_before_the_slow_path(ctx, uid):
+    fired, armed = make(uid), make(uid, price=200)
+    r, matcher = get_redis(), Matcher(get_redis())
+    assert len(matcher.on_price("BTCUSDT", 100, now_ms())) == 1
+    assert alert_index.rebuild() == 1  # SQL still says active: the fired marker wins
+    assert matcher.on_price("BTCUSDT", 101, now_ms()) == []
+    assert alert_index.symbols() == {"BTCUSDT": 1}
+    assert r.hexists("tb:alerts:fired", fired.id)
+    assert slowpath.drain("test") == 1
+    assert not r.exists(f"tb:alert:{fired.id}") and r.exists(f"tb:alert:{armed.id}")
+    assert not r.exists("tb:alerts:fired") and alert_index.symbols() == {"BTCUSDT": 1}
+    assert alert_index.rebuild() == 1
+    assert r.zrange("tb:idx:BTCUSDT:above", 0, -1) == [str(armed.id)]
+    assert alert_index.symbols() == {"BTCUSDT": 1}
+
+
+def test_a_one_shot_deleted_before_the_slow_path_leaves_nothing_behind(ctx, uid):
+    alert = make(uid)
+    Matcher(get_redis()).on_price("BTCUSDT", 100, now_ms())
+    alerts.delete_alert(uid, alert.id)
+    assert slowpath.drain("test") == 1
+    assert not get_redis().exists("tb:alerts:fired") and alert_index.symbols() == {}
+
+
+def test_a_one_shot_paused_and_resumed_after_firing_is_armed_by_a_rebuild(ctx, uid):
+    alert = make(uid)
+    Matcher(get_redis()).on_price("BTCUSDT", 100, now_ms())
+    alerts.set_active(uid, alert.id, False)
+    alerts.set_active(uid, alert.id, True)  # SQL's word replaces the matcher's mark
+    assert alert_index.rebuild() == 1
+    assert get_redis().zscore("tb:idx:BTCUSDT:above", alert.id) == 100
+
+
+def test_flushall_after_a_fire_rebuilds_without_the_fired_one_shot(ctx, uid):
+    make(uid)
+    armed = make(uid, price=200, mode="recurring")
+    Matcher(get_redis()).on_price("BTCUSDT", 100, now_ms())
+    slowpath.drain("test")
+    get_redis().flushall()
+    assert alert_index.rebuild() == 1
+    assert get_redis().zrange("tb:idx:BTCUSDT:above", 0, -1) == [str(armed.id)]
+    assert alert_index.symbols() == {"BTCUSDT": 1}
+    assert len(Matcher(get_redis()).on_price("BTCUSDT", 200, now_ms())) == 1
+
+
 def test_rebuild_while_ticks_fire_keeps_the_index_consistent(ctx, uid, redis_url):
     alert = make(uid, mode="recurring")
     stop, fired = threading.Event(), []
@@ -233,6 +279,17 @@ def test_cli_reindex_and_list(ctx, runner, uid):
     assert "BTCUSDT\tabove\t100\tonce\tactive" in result.output
 
 
+def test_cli_reindex_settles_the_slow_path_first(ctx, runner, uid):
+    alert = make(uid)
+    Matcher(get_redis()).on_price("BTCUSDT", 100, now_ms())
+    result = runner.invoke(args=["alerts", "reindex"])
+    assert result.exit_code == 0 and "indexed 0 alerts" in result.output
+    assert "settled 1" in result.output
+    db.session.expire_all()
+    assert not db.session.get(Alert, alert.id).active
+    assert get_redis().xlen("tb:fired") == 0 and not get_redis().exists("tb:alerts:fired")
+
+
 # --- the page ----------------------------------------------------------------------------
 
 HTMX = {"HX-Request": "true"}
@@ -309,6 +366,13 @@ def test_page_pause_resume_delete(client, logged_in, app):
     assert page_post(client, f"/alerts/{alert_id}/delete").status_code == 404
     with app.app_context():
         assert alert_index.symbols() == {}
+
+
+@pytest.mark.parametrize("alert_id", [0, 2**31, 2**63, 10**30])
+@pytest.mark.parametrize("action", ["pause", "resume", "delete"])
+def test_page_out_of_range_alert_id_is_404(client, logged_in, action, alert_id):
+    assert page_post(client, f"/alerts/{alert_id}/{action}").status_code == 404
+    assert page_post(client, f"/alerts/{alert_id}/{action}", htmx=False).status_code == 404
 
 
 def test_page_escapes_the_note(client, logged_in):

@@ -75,6 +75,13 @@ def test_other_users_alert_is_404(client, key, auth):
     assert client.delete(f"/api/v1/alerts/{alert['id']}", headers=key).status_code == 204
 
 
+@pytest.mark.both_databases
+@pytest.mark.parametrize("alert_id", [0, 2**31 - 1, 2**31, 2**63 - 1, 2**63, 10**30])
+def test_delete_out_of_range_alert_id_is_404_json(client, key, alert_id):
+    response = client.delete(f"/api/v1/alerts/{alert_id}", headers=key)
+    assert response.status_code == 404 and response.get_json()["error"] == "not_found"
+
+
 @pytest.mark.parametrize("method, path", [
     ("post", "/api/v1/alerts"), ("get", "/api/v1/alerts"), ("delete", "/api/v1/alerts/1"),
 ])

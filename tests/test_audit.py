@@ -69,3 +69,15 @@ def test_cleanup_drops_expired_inbox_and_replay_entries(app):
         r.xadd(f"tb:replay:{uid}", {"event": "notification", "data": "{}"})
         assert jobs.cleanup()["redis_entries"] == 2
         assert r.zrange(f"tb:inbox:{uid}", 0, -1) == ["2"] and r.xlen(f"tb:replay:{uid}") == 1
+
+
+def test_out_of_range_before_is_refused_not_a_server_error(app, client, auth):
+    auth.create()
+    key = auth.api_key()
+    auth.login()
+    for before in ("100000000000000000", "9" * 30, "-5", "1e17", "\u0661\u0662"):
+        response = client.get(f"/api/v1/audit?before={before}", headers={"X-API-Key": key})
+        assert response.status_code == 422, before
+        assert "before" in response.json["detail"], before
+        assert client.get(f"/audit?before={before}").status_code == 400, before
+    assert client.get("/audit?before=253402300799999").status_code == 200

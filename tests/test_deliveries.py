@@ -29,7 +29,7 @@ def b64(data):
 
 def providers(smtp=None, twilio=None, **extra):
     config = {"DELIVERY_BACKOFF": 0, "DELIVERY_BREAKER_THRESHOLD": 2,
-              "DELIVERY_BREAKER_RESET": 0.3, **extra}
+              "DELIVERY_BREAKER_RESET": 0.3, "PUSH_ALLOW_INSECURE_ENDPOINTS": True, **extra}
     if smtp:
         config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port, SMTP_TLS="none",
                       MAIL_FROM="Tickerbell <bell@tickerbell.test>")
@@ -148,6 +148,21 @@ def test_gone_push_subscription_is_removed(make_app, http_recorder):
     run_jobs(app)
     [row] = logs(app, notification_id=nid)
     assert row.status == "failed" and "expired" in row.error
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(PushSubscription.id))) == 0
+
+
+def test_push_never_posts_to_a_local_endpoint_saved_before_the_check(make_app, http_recorder):
+    service = http_recorder()
+    private, public = push.generate_vapid_keys()
+    app = make_app(**providers(VAPID_PRIVATE_KEY=private, VAPID_PUBLIC_KEY=public))
+    uid = make_user(app, "old@example.com", email_alerts=False)
+    subscriber(app, uid, service.url + "/push/legacy")
+    app.config["PUSH_ALLOW_INSECURE_ENDPOINTS"] = False  # as in production
+    nid = send(app, user_id=uid)
+    run_jobs(app)
+    [row] = logs(app, notification_id=nid)
+    assert row.status == "failed" and service.requests == []
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(PushSubscription.id))) == 0
 

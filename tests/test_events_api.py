@@ -178,3 +178,49 @@ def test_admin_broadcast_page(app, client, auth):
         "type": "SYSTEM_MAINTENANCE", "title": "Upgrade tonight", "message": "02:00 UTC",
         "csrf_token": token}, follow_redirects=True)
     assert b"Sent to 2 users." in sent.data
+
+
+def test_odd_items_are_per_item_reasons_and_nothing_is_half_written(app, client, token):
+    uid = make_user(app, "odd@example.com")
+    odd = [event(uid, title="   "), event(uid, title="\t\n"), event(uid, type=[]),
+           event(uid, type={"a": 1}), event(uid, priority=["high"]), event(uid, order_id={}),
+           event(uid, target=[1]), event(uid, user_id="9" * 30), event(uid, user_id=10**30),
+           event(uid, user_id="\u00b2"), event(uid, user_id="\u0661"), event(uid, data=[1])]
+    batch = [event(uid, title="first", message="   ")] + odd + [event(uid, title="last")]
+    response = post(client, token, batch, key="odd-batch")
+    assert response.status_code == 422, response.json
+    body = response.json
+    assert (body["accepted"], body["rejected"]) == (2, len(odd))
+    reasons = [set(r["errors"]) for r in body["results"][1:-1]]
+    assert reasons == [{"title"}, {"title"}, {"type"}, {"type"}, {"priority"}, {"order_id"},
+                       {"target"}, {"user_id"}, {"user_id"}, {"user_id"}, {"user_id"}, {"data"}]
+    assert [n["title"] for n in inbox_of(app, uid)] == ["last", "first"]
+    assert inbox_of(app, uid)[1]["message"] == ""
+    again = post(client, token, batch, key="odd-batch")
+    assert again.json["ids"] == body["ids"] and len(inbox_of(app, uid)) == 2
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_nan_and_infinity_are_refused_as_invalid_json(app, client, token, number):
+    uid = make_user(app, "nan@example.com")
+    raw = json.dumps(event(uid)).replace('"order": 7', f'"order": {number}')
+    response = client.post("/api/v1/events", data=raw, content_type="application/json",
+                           headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 422 and response.json["error"] == "invalid_input"
+    assert inbox_of(app, uid) == []
+
+
+def test_blank_titles_are_refused_by_cli_and_admin_broadcast(app, client, runner, auth):
+    uid = make_user(app, "blank@example.com")
+    bad = runner.invoke(args=["notify", "blank@example.com", "ORDER_EXECUTED", "   ", "m"])
+    assert bad.exit_code != 0 and "title" in bad.output
+    auth.create()
+    auth.login()
+    with app.app_context():
+        db.session.execute(db.update(User).values(is_admin=True))
+        db.session.commit()
+    token = csrf_token(client, "/admin/broadcast")
+    blank = client.post("/admin/broadcast", data={"type": "SYSTEM_MAINTENANCE", "title": "  ",
+                                                  "csrf_token": token})
+    assert blank.status_code == 422 and b"Required" in blank.data
+    assert inbox_of(app, uid) == []

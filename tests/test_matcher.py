@@ -179,6 +179,32 @@ def test_garbled_tick_fires_nothing(r, price):
     assert Matcher(r).on_price("BTCUSDT", price, T0) == []
 
 
+def test_a_zero_price_tick_fires_no_below_alert(r):
+    arm(r, condition="below", target=0.5)
+    assert Matcher(r).on_price("BTCUSDT", 0, T0) == []
+    assert r.zcard("tb:idx:BTCUSDT:below") == 1
+
+
+def test_a_zero_volume_tick_is_recorded_and_fires_nothing(r):
+    arm(r, condition="volume_above", target=0.001)
+    assert Matcher(r).on_volume("BTCUSDT", 0, T0) == []
+    assert r.hget("tb:price:BTCUSDT", "volume") == "0"
+
+
+def test_a_fired_one_shot_is_marked_until_the_slow_path_forgets_it(r):
+    fired, armed = arm(r, target=100), arm(r, target=200)
+    recurring = arm(r, target=100, mode="recurring")
+    assert len(Matcher(r).on_price("BTCUSDT", 100, T0)) == 2
+    assert r.hgetall("tb:alerts:fired") == {str(fired.id): str(T0)}
+    assert not r.exists(f"tb:alert:{fired.id}")
+    assert alert_index.symbols(r) == {"BTCUSDT": 2}  # counted out as it fired
+    alert_index.unindex(fired.id, r)
+    assert alert_index.symbols(r) == {"BTCUSDT": 2}  # not counted out twice
+    alert_index.forget_fired([fired.id, armed.id, recurring.id], r)
+    assert not r.exists("tb:alerts:fired")
+    assert alert_index.symbols(r) == {"BTCUSDT": 2}
+
+
 def test_storm_is_split_into_batches_and_fires_each_alert_once(r):
     alerts = [arm(r, target=float(t)) for t in range(1, 51)]
     nids = Matcher(r, batch=7).on_price("BTCUSDT", 100, T0)

@@ -3,6 +3,7 @@
 import pytest
 
 from tests.conftest import csrf_token
+from tests.hub import make_user
 from webapp import preferences
 from webapp.extensions import db
 from webapp.models import PushSubscription, StrategyFollow
@@ -58,6 +59,8 @@ BAD = [
     ("timezone", "Mars/Olympus", "time zone"),
     ("timezone", "../../etc/passwd", "time zone"),
     ("quiet_end", "25:00", "24-hour"),
+    ("quiet_start", "1\u0662:00", "24-hour"),  # Arabic-Indic digit: \d would take it
+    ("phone", "+1415555\u0660123", "international format"),
     ("max_per_minute", "0", "between 1 and 1000"),
     ("max_per_minute", "1001", "between 1 and 1000"),
     ("max_per_minute", "ten", "whole number"),
@@ -143,3 +146,57 @@ def test_settings_need_login_and_csrf(client, auth):
     auth.login()
     response = client.post(PAGE + "field", data={"field": "phone", "phone": "+14155550123"})
     assert response.status_code == 400
+
+
+KEYS = {"p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8"
+                  "QcYP7DkM", "auth": "tBHItJI5svbpez7KI4CCXg"}
+
+
+@pytest.mark.parametrize("endpoint", [
+    "http://push.example.net/send/abc", "https://169.254.169.254/latest/meta-data",
+    "https://127.0.0.1/x", "https://localhost:8443/x", "https://api.localhost./x",
+    "https://[::1]/x", "https://[::ffff:127.0.0.1]/x", "https://10.0.0.5/x",
+    "https://192.168.1.1/", "https://100.64.0.1/", "https://0.0.0.0/", "https://2130706433/",
+    "https://127.1/", "https://0x7f000001/", "https://[fe80::1]/", "ftp://push.example.net/",
+    "https:///nohost", "https://[::1/broken"])
+def test_push_endpoints_that_point_inwards_are_refused(endpoint):
+    assert not preferences.push_endpoint_allowed(endpoint, {})
+
+
+def test_push_endpoints_of_public_services_are_accepted_and_tests_may_allow_loopback():
+    for endpoint in ("https://fcm.googleapis.com/fcm/send/abc", "https://8.8.8.8/push",
+                     "https://updates.push.services.mozilla.com/wpush/v2/x"):
+        assert preferences.push_endpoint_allowed(endpoint, {}), endpoint
+    allow = {"PUSH_ALLOW_INSECURE_ENDPOINTS": True}
+    assert preferences.push_endpoint_allowed("http://127.0.0.1:8080/push/1", allow)
+    assert not preferences.push_endpoint_allowed("file:///etc/passwd", allow)
+
+
+def test_subscribe_refuses_internal_endpoints_and_other_users_devices(app, client, logged_in):
+    token = {"X-CSRFToken": csrf_token(client, PAGE)}
+    metadata = client.post(PAGE + "push/subscribe", headers=token,
+                           json={"endpoint": "http://169.254.169.254/latest", "keys": KEYS})
+    assert metadata.status_code == 422 and "https" in metadata.json["detail"]["subscription"]
+    other = make_user(app, "other@example.com")
+    endpoint = "https://push.example.net/send/shared-browser"
+    with app.app_context():
+        preferences.save_push_subscription(other, {"endpoint": endpoint, "keys": KEYS})
+    taken = client.post(PAGE + "push/subscribe", json={"endpoint": endpoint, "keys": KEYS},
+                        headers=token)
+    assert taken.status_code == 422 and "another account" in taken.json["detail"]["subscription"]
+    with app.app_context():
+        rows = db.session.execute(db.select(PushSubscription.user_id,
+                                            PushSubscription.endpoint)).all()
+    assert [tuple(r) for r in rows] == [(other, endpoint)]
+
+
+def test_unsubscribe_with_an_impossible_id_or_body_removes_nothing(app, client, logged_in):
+    token = csrf_token(client, PAGE)
+    huge = client.post(PAGE + "push/unsubscribe", data={"id": "9" * 30, "csrf_token": token},
+                       headers=HX)
+    assert huge.status_code == 200
+    odd = client.post(PAGE + "push/unsubscribe", json=[1], headers={"X-CSRFToken": token})
+    assert odd.status_code == 200 and odd.json == {"removed": False}
+    typed = client.post(PAGE + "push/unsubscribe", json={"endpoint": {"a": 1}},
+                        headers={"X-CSRFToken": token})
+    assert typed.status_code == 200 and typed.json == {"removed": False}

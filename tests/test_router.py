@@ -1,15 +1,18 @@
 """The router's decisions: registry, quiet hours, per-minute limit, critical, idempotency."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from rq.job import Job
 
 from tests.hub import make_user, run_jobs
-from webapp import inbox, notification_types, router
+from webapp import inbox, notification_types, preferences, router
 from webapp.delivery.sweep import sweep
+from webapp.exceptions import InvalidInput
 from webapp.extensions import db
 from webapp.models import CriticalNotification, DeliveryLog
+from worker.queues import get_queue, rq_connection
 
 pytestmark = pytest.mark.both_databases
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -135,3 +138,56 @@ def test_route_fired_plans_deliveries_for_a_matcher_notification(app):
         assert router.route_fired(nid) == [1]
         assert router.route_fired("999999") == []  # gone (deleted or expired): nothing to do
     assert statuses(app, nid) == {"email": "queued"}
+
+
+def test_route_many_stores_all_or_nothing(app):
+    uid = make_user(app, "x@example.com")
+    good = {"user_id": uid, "type": "PRICE_ALERT", "title": "BTC up"}
+    with app.app_context():
+        with pytest.raises(InvalidInput):
+            router.route_many([good, {**good, "title": ""}])
+        assert inbox.list_page(uid)[0] == []
+        assert [nid for nid, _ in router.route_many([good, good])] != []
+        assert len(inbox.list_page(uid)[0]) == 2
+
+
+def test_one_bad_notification_leaves_the_rest_of_its_batch_done(app):
+    uid = make_user(app, "y@example.com")
+    at = ms(berlin(15, 12))
+    batch = [{"id": str(n), "user_id": uid, "type": "RISK_VIOLATION", "priority": "critical",
+              "title": f"limit {n}", "message": "", "data": {}, "created_at": at}
+             for n in (900001, 900002, 900003)]
+    batch[1]["created_at"] = "not a time"
+    with app.app_context():
+        with pytest.raises(RuntimeError, match="900002"):
+            router.process_batch(batch)
+        rows = db.session.scalars(db.select(CriticalNotification.id)).all()
+        assert sorted(rows) == ["900001", "900003"]
+        assert db.session.scalar(db.select(db.func.count(DeliveryLog.id))) == 2
+
+
+def test_quiet_hours_saved_with_non_ascii_digits_do_not_break_routing(app):
+    uid = make_user(app, "z@example.com")
+    with app.app_context():  # a row saved before the form took ASCII digits only
+        pref = preferences.preferences_for(uid)
+        pref.quiet_start, pref.quiet_end = "1\u0662:00", "07:00"
+        db.session.commit()
+    nid = route(app, uid, berlin(15, 12))
+    run_jobs(app)
+    assert statuses(app, nid) == {"email": "outbox"}
+
+
+def test_slow_step_jobs_retry_and_flask_worker_runs_the_retry_scheduler(app, runner):
+    uid = make_user(app, "r2@example.com")
+    nid = route(app, uid, berlin(15, 12))
+    with app.app_context():
+        job = Job.fetch(f"route-{nid}", connection=rq_connection())
+        assert job.retries_left == router.DEFAULT_RETRIES
+        # A retry waits in RQ's scheduled registry; only a worker with the scheduler moves it.
+        waiting = get_queue().enqueue_at(datetime.now(UTC) - timedelta(seconds=1),
+                                         router.process_batch, [])
+    result = runner.invoke(args=["worker", "--burst"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        assert waiting.get_status(refresh=True) == "finished"
+        assert statuses(app, nid) == {"email": "outbox"}

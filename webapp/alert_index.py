@@ -20,6 +20,8 @@ _INDEX_LUA = """
 local id = ARGV[1]
 local hkey = 'tb:alert:' .. id
 redis.call('INCR', 'tb:alerts:version') -- a rebuild racing with this change starts again
+-- SQL's word is newer than the matcher's mark (e.g. resumed after it fired)
+redis.call('HDEL', 'tb:alerts:fired', id)
 local old = redis.call('HMGET', hkey, 'symbol', 'condition')
 if old[1] then
   local sfx = ({above='above', below='below', volume_above='vol'})[old[2]] or old[2]
@@ -39,8 +41,16 @@ redis.call('HINCRBY', 'tb:symbols', sym, 1)
 return 1
 """
 
+# Drop a fired one-shot alert's mark (the slow path, once SQL says inactive).
+_FORGET_LUA = """
+if redis.call('HDEL', 'tb:alerts:fired', ARGV[1]) == 0 then return 0 end
+redis.call('INCR', 'tb:alerts:version') -- a rebuild that read SQL before the update retries
+return 1
+"""
+
 # Replace one symbol's index. The phase of each alert (armed or waiting to re-arm) is read
 # here, inside the same atomic step, so a tick can never slip between reading and writing.
+# A one-shot alert in tb:alerts:fired is skipped: SQL may not know yet that it fired.
 # ARGV: 1 symbol, then per alert: id user_id condition target mode rearm expires_at note fired
 _REBUILD_LUA = """
 local sym = ARGV[1]
@@ -56,19 +66,21 @@ local keep, n = {}, 0
 for i = 2, #ARGV, 9 do
   local id, cond, mode = ARGV[i], ARGV[i + 2], ARGV[i + 4]
   local hkey = 'tb:alert:' .. id
-  redis.call('DEL', hkey)
-  redis.call('HSET', hkey, 'user_id', ARGV[i + 1], 'symbol', sym, 'condition', cond,
-    'target', ARGV[i + 3], 'mode', mode, 'rearm', ARGV[i + 5], 'expires_at', ARGV[i + 6],
-    'note', ARGV[i + 7])
-  -- unknown here (e.g. after a wipe): a recurring alert that has fired waits to re-arm,
-  -- so a rebuild never fires the same crossing twice
-  local p = phase[id] or ((mode == 'recurring' and ARGV[i + 8] == '1') and 'rearm' or 'idx')
-  if p == 'rearm' then
-    redis.call('ZADD', 'tb:rearm:' .. sym .. ':' .. SFX[cond], ARGV[i + 5], id)
-  else
-    redis.call('ZADD', 'tb:idx:' .. sym .. ':' .. SFX[cond], ARGV[i + 3], id)
+  if redis.call('HEXISTS', 'tb:alerts:fired', id) == 0 then
+    redis.call('DEL', hkey)
+    redis.call('HSET', hkey, 'user_id', ARGV[i + 1], 'symbol', sym, 'condition', cond,
+      'target', ARGV[i + 3], 'mode', mode, 'rearm', ARGV[i + 5], 'expires_at', ARGV[i + 6],
+      'note', ARGV[i + 7])
+    -- unknown here (e.g. after a wipe): a recurring alert that has fired waits to re-arm,
+    -- so a rebuild never fires the same crossing twice
+    local p = phase[id] or ((mode == 'recurring' and ARGV[i + 8] == '1') and 'rearm' or 'idx')
+    if p == 'rearm' then
+      redis.call('ZADD', 'tb:rearm:' .. sym .. ':' .. SFX[cond], ARGV[i + 5], id)
+    else
+      redis.call('ZADD', 'tb:idx:' .. sym .. ':' .. SFX[cond], ARGV[i + 3], id)
+    end
+    keep[id], n = true, n + 1
   end
-  keep[id], n = true, n + 1
 end
 for id in pairs(phase) do
   if not keep[id] then redis.call('DEL', 'tb:alert:' .. id) end
@@ -151,12 +163,21 @@ def unindex(alert_id, r=None):
 
 def unindex_many(alert_ids, r=None):
     """Unindex several alerts in one round trip."""
+    _each(_INDEX_LUA, alert_ids, r)
+
+
+def forget_fired(alert_ids, r=None):
+    """Drop fired one-shot alerts' marks; call only once SQL has them inactive."""
+    _each(_FORGET_LUA, alert_ids, r)
+
+
+def _each(lua, alert_ids, r):
     if not alert_ids:
         return
     r = r or get_redis()
-    script = _script(r)
+    script = r.register_script(lua)
     with r.pipeline(transaction=False) as pipe:
-        for alert_id in alert_ids:
+        for alert_id in sorted(alert_ids):
             script(args=[alert_id], client=pipe)
         pipe.execute()
 
@@ -177,7 +198,7 @@ def live_alerts(now=None):
 
 
 def rebuild(r=None, now=None):
-    """Replace the index with SQL's live alerts, atomically per symbol; returns their count."""
+    """Replace the index with SQL's live alerts, atomically per symbol; returns how many."""
     r = r or get_redis()
     for _ in range(REBUILD_ATTEMPTS):
         try:
@@ -200,8 +221,7 @@ def _rebuild_once(r, now, watch):
         pipe.multi()
         for symbol in sorted(set(r.hkeys(SYMBOLS)) | set(by_symbol)):
             script(args=[symbol, *by_symbol.get(symbol, [])], client=pipe)
-        pipe.execute()
-    return len(alerts)
+        return sum(pipe.execute())  # without the fired one-shot alerts SQL does not know of
 
 
 def _rebuild_args(alert):

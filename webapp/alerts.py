@@ -22,6 +22,7 @@ MAX_BUFFER_PCT = 50
 NOTE_MAX = 200
 SYMBOL_RE = re.compile(r"[A-Z0-9]{5,20}")
 NUMBER_RE = re.compile(r"\d*\.?\d+(?:[eE][+-]?\d+)?", re.ASCII)
+MAX_ID = 2**31 - 1  # alerts.id is an INTEGER: beyond it SQLite overflows, PostgreSQL errs
 MODES = ("once", "recurring")
 CONDITIONS = ("above", "below", "volume_above")
 # Names a client written for the brief may send for `type`, beside our own.
@@ -172,7 +173,9 @@ def status(alert, now=None):
 
 
 def get_alert(user_id, alert_id):
-    """The user's alert, or NotFound (also for someone else's)."""
+    """The user's alert, or NotFound (also for someone else's, or an impossible id)."""
+    if not 1 <= alert_id <= MAX_ID:
+        raise NotFound(f"alert {alert_id}")
     alert = db.session.get(Alert, alert_id)
     if alert is None or alert.user_id != user_id:
         raise NotFound(f"alert {alert_id}")

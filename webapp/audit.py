@@ -4,11 +4,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
 
+from webapp.exceptions import InvalidInput
 from webapp.extensions import db
 from webapp.models import CriticalNotification, utcnow
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
+MAX_BEFORE_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last datetime can hold
 
 
 def _ms(value):
@@ -21,11 +23,23 @@ def as_dict(row):
             "expires_at": _ms(row.expires_at)}
 
 
+def parse_before(raw):
+    """The `before` cursor (ms since the epoch) from a query string; None if absent."""
+    if raw is None or raw == "":
+        return None
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 15
+            and int(text) <= MAX_BEFORE_MS):
+        raise InvalidInput({"before": f"Milliseconds since the epoch, 0 to {MAX_BEFORE_MS}."})
+    return int(text)
+
+
 def page(user_id, limit=DEFAULT_PAGE, before_ms=None):
     """The user's critical notifications, newest first; (rows, cursor for the next page)."""
     limit = max(1, min(int(limit), MAX_PAGE))
     query = select(CriticalNotification).where(CriticalNotification.user_id == user_id)
     if before_ms is not None:
+        before_ms = min(max(int(before_ms), 0), MAX_BEFORE_MS)  # fromtimestamp overflows past it
         before = datetime.fromtimestamp(before_ms / 1000, UTC).replace(tzinfo=None)
         query = query.where(CriticalNotification.created_at < before)
     rows = db.session.scalars(query.order_by(CriticalNotification.created_at.desc(),

@@ -70,6 +70,8 @@ class Config:
         self.VAPID_PRIVATE_KEY = env.get("VAPID_PRIVATE_KEY", "")
         self.VAPID_PUBLIC_KEY = env.get("VAPID_PUBLIC_KEY", "")
         self.VAPID_SUBJECT = env.get("VAPID_SUBJECT", "mailto:admin@tickerbell.local")
+        # Accept http:// and local push endpoints (a test's loopback server); never in production.
+        self.PUSH_ALLOW_INSECURE_ENDPOINTS = _bool("PUSH_ALLOW_INSECURE_ENDPOINTS", False)
         self.DELIVERY_TIMEOUT = _int("DELIVERY_TIMEOUT", 10)
         self.AUDIT_RETENTION_DAYS = _int("AUDIT_RETENTION_DAYS", 365)
         self.DIGEST_HOUR = _int("DIGEST_HOUR", 8)

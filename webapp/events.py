@@ -2,12 +2,14 @@
 
 import hashlib
 import json
+import math
+import re
 
 from sqlalchemy import select
 
 from webapp import notification_types, preferences, router
 from webapp.extensions import db, get_redis
-from webapp.models import User
+from webapp.models import MAX_ID, User
 
 MAX_BATCH = 1000
 TITLE_MAX = 200
@@ -18,6 +20,8 @@ IDEMPOTENCY_TTL = 24 * 3600
 PENDING_TTL = 120  # a crashed request frees its key after this
 FIELDS = {"type", "user_id", "strategy_id", "target", "channel", "title", "message", "priority",
           "data", "order_id", "alert_id"}
+REF_FIELDS = ("strategy_id", "order_id", "alert_id")
+USER_ID = re.compile(r"[0-9]{1,10}")
 
 
 def items_of(body):
@@ -34,36 +38,87 @@ def items_of(body):
 
 
 def _text(item, field, limit, errors, required=True):
+    """The field's text; a title's whitespace collapsed. Checked after that, so "  " is blank."""
     value = item.get(field)
-    if value is None or value == "":
+    if value is not None and not isinstance(value, str):
+        errors[field] = "Must be a string."
+        return ""
+    value = value or ""
+    if field == "title":
+        value = " ".join(value.split())
+    if not value.strip():
         if required:
             errors[field] = "Required."
         return ""
-    if not isinstance(value, str):
-        errors[field] = "Must be a string."
-    elif len(value) > limit:
+    if len(value) > limit:
         errors[field] = f"At most {limit} characters."
-    return value if isinstance(value, str) else ""
+    return value
+
+
+def _user_id(value, errors):
+    """An existing-looking user id as int (ASCII digits, in the id range), else None."""
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    if not USER_ID.fullmatch(text) or not 1 <= int(text) <= MAX_ID:
+        errors["user_id"] = "A user id (integer) or \"system\"."
+        return None
+    return int(text)
 
 
 def target_of(item, errors):
     """('user', id) | ('strategy', id) | ('system', None) from the item's target fields."""
     channel = item.get("target") or item.get("channel")
     user_id = item.get("user_id")
+    if channel is not None and not isinstance(channel, str):
+        errors["target"] = "A string: \"system\", \"user:<id>\" or \"strategy:<id>\"."
+        return None
     if user_id == "system" or channel == "system":
         return "system", None
     if isinstance(channel, str) and channel.startswith(("user:", "strategy:")):
         kind, _, ident = channel.partition(":")
         return (kind, ident) if kind == "strategy" else target_of({"user_id": ident}, errors)
     if user_id not in (None, ""):
-        if isinstance(user_id, bool) or not str(user_id).isdigit():
-            errors["user_id"] = "A user id (integer) or \"system\"."
-            return None
-        return "user", int(user_id)
+        uid = _user_id(user_id, errors)
+        return ("user", uid) if uid is not None else None
     if item.get("strategy_id"):
         return "strategy", str(item["strategy_id"])
     errors["target"] = "Give user_id, strategy_id or \"system\" as the target."
     return None
+
+
+def _data(item, errors):
+    data = item.get("data") or {}
+    if not isinstance(data, dict):
+        errors["data"] = "Must be a JSON object."
+        return {}
+    try:
+        size = len(json.dumps(data, allow_nan=False))
+    except (TypeError, ValueError):  # from Python callers: NaN, Infinity or no JSON at all
+        errors["data"] = "Must be a JSON object without NaN or Infinity."
+        return {}
+    if size > DATA_MAX:
+        errors["data"] = f"At most {DATA_MAX} bytes of JSON."
+    return data
+
+
+def _refs(item, errors):
+    """Source references as text: strings or integers only, cut to REF_MAX."""
+    refs = {}
+    for field in REF_FIELDS:
+        value = item.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
+            errors[field] = "A string or integer."
+        refs[field] = str(value or "")[:REF_MAX] if field not in errors else ""
+    return refs
+
+
+def _type_and_priority(item, errors):
+    kind, priority = item.get("type"), item.get("priority") or None
+    if not isinstance(kind, str) or notification_types.get(kind) is None:
+        errors["type"] = f"Unknown type; one of {', '.join(notification_types.TYPES)}."
+    if priority is not None and (not isinstance(priority, str)
+                                 or priority not in notification_types.PRIORITIES):
+        errors["priority"] = f"One of {', '.join(notification_types.PRIORITIES)}."
+    return kind, priority
 
 
 def validate(item):
@@ -71,27 +126,18 @@ def validate(item):
     if not isinstance(item, dict):
         return None, None, {"event": "Must be a JSON object."}
     errors = {f: "Unknown field." for f in item if f not in FIELDS}
-    kind = item.get("type")
-    if notification_types.get(kind) is None:
-        errors["type"] = f"Unknown type; one of {', '.join(notification_types.TYPES)}."
+    kind, priority = _type_and_priority(item, errors)
     title = _text(item, "title", TITLE_MAX, errors)
     message = _text(item, "message", MESSAGE_MAX, errors, required=False)
-    priority = item.get("priority") or None
-    if priority is not None and priority not in notification_types.PRIORITIES:
-        errors["priority"] = f"One of {', '.join(notification_types.PRIORITIES)}."
-    data = item.get("data") or {}
-    if not isinstance(data, dict):
-        errors["data"] = "Must be a JSON object."
-    elif len(json.dumps(data)) > DATA_MAX:
-        errors["data"] = f"At most {DATA_MAX} bytes of JSON."
-    refs = {f: str(item.get(f) or "")[:REF_MAX] for f in ("strategy_id", "order_id", "alert_id")}
+    data = _data(item, errors)
+    refs = _refs(item, errors)
     target = target_of(item, errors)
     if target and target[0] == "strategy":
         if not preferences.STRATEGY_ID.match(target[1]):
             errors["strategy_id"] = "Use 1-64 letters, digits, '.', '_', ':' or '-'."
         refs["strategy_id"] = target[1]
-    notification = {"type": kind, "title": " ".join(title.split()), "message": message,
-                    "priority": priority, "data": data, **refs}
+    notification = {"type": kind, "title": title, "message": message, "priority": priority,
+                    "data": data, **refs}
     return target, notification, errors
 
 
@@ -172,9 +218,20 @@ def _replay(saved, digest):
     return saved["status"], {**saved["body"], "replayed": True}
 
 
+def _no_constant(name):
+    raise ValueError(f"{name} is not valid JSON; send numbers only.")
+
+
+def _finite(text):
+    number = float(text)
+    if not math.isfinite(number):  # 1e999 parses as Infinity, which JSON cannot carry back
+        raise ValueError(f"{text} is too large a number.")
+    return number
+
+
 def _handle(raw):
     try:
-        items = items_of(json.loads(raw))
+        items = items_of(json.loads(raw, parse_constant=_no_constant, parse_float=_finite))
     except (ValueError, RecursionError) as exc:
         message = str(exc) if not isinstance(exc, json.JSONDecodeError) else "Send valid JSON."
         return 422, {"error": "invalid_input", "detail": message}

@@ -9,6 +9,10 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
 
+# Row ids are INTEGER columns: PostgreSQL refuses larger values, so input outside 1..MAX_ID
+# is an id that cannot exist.
+MAX_ID = 2**31 - 1
+
 
 def utcnow():
     return datetime.now(UTC).replace(tzinfo=None)

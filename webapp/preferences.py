@@ -1,17 +1,22 @@
 """Delivery preferences: validation, quiet hours, strategy follows and push subscriptions."""
 
+import ipaddress
+import logging
 import re
+import socket
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, available_timezones
 
 from email_validator import EmailNotValidError, validate_email
+from flask import current_app
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db
-from webapp.models import Preference, PushSubscription, StrategyFollow
+from webapp.models import MAX_ID, Preference, PushSubscription, StrategyFollow
 
 BOOLEAN_FIELDS = (
     "rt_order_execution", "rt_strategy_status", "rt_price_alerts",
@@ -21,9 +26,12 @@ BOOLEAN_FIELDS = (
 TEXT_FIELDS = ("max_per_minute", "quiet_start", "quiet_end", "timezone", "phone", "delivery_email")
 FIELDS = BOOLEAN_FIELDS + TEXT_FIELDS
 MAX_PER_MINUTE_RANGE = (1, 1000)
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-STRATEGY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# ASCII digits only: \d also takes "1٢:00", which saves but time.fromisoformat refuses later.
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}\Z")
+HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z")
+STRATEGY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
@@ -136,12 +144,22 @@ def zone(pref):
         return ZoneInfo("UTC")
 
 
+def _clock(value, user_id):
+    try:
+        return time.fromisoformat(value)
+    except ValueError:  # saved before the check took ASCII digits only
+        log.warning("event=bad_quiet_hours user_id=%s value=%r", user_id, value)
+        return None
+
+
 def quiet_until(pref, when):
     """If `when` (aware) falls in the user's quiet hours, the aware UTC time they end; else None."""
     if not (pref.quiet_start and pref.quiet_end) or pref.quiet_start == pref.quiet_end:
         return None
     local = when.astimezone(zone(pref))
-    start, end = time.fromisoformat(pref.quiet_start), time.fromisoformat(pref.quiet_end)
+    start, end = _clock(pref.quiet_start, pref.user_id), _clock(pref.quiet_end, pref.user_id)
+    if start is None or end is None:
+        return None
     now = local.time()
     inside = start <= now < end if start < end else (now >= start or now < end)
     if not inside:
@@ -179,16 +197,62 @@ def followers(strategy_id):
         StrategyFollow.strategy_id == strategy_id).order_by(StrategyFollow.user_id)).all()
 
 
-def save_push_subscription(user_id, payload, user_agent=""):
-    """Store the browser's PushSubscription JSON; one row per endpoint (device)."""
+def _literal_ip(host):
+    """The address a host names literally (incl. forms like 2130706433 or 127.1), else None."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:  # inet_aton takes the legacy forms that resolvers turn into an address too
+            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return (ip.ipv4_mapped or ip) if ip.version == 6 else ip
+
+
+def push_endpoint_allowed(endpoint, config=None):
+    """True for an https URL that does not name this machine or a private network.
+
+    PUSH_ALLOW_INSECURE_ENDPOINTS (tests: a loopback http server) lifts both rules. Host
+    names are not resolved here: a name pointing inwards is the network's to refuse.
+    """
+    config = config if config is not None else current_app.config
+    try:
+        parts = urlsplit(endpoint)
+        host = (parts.hostname or "").rstrip(".").lower()
+    except ValueError:
+        return False
+    if not host or parts.scheme not in ("https", "http"):
+        return False
+    if config.get("PUSH_ALLOW_INSECURE_ENDPOINTS"):
+        return True
+    if parts.scheme != "https" or host == "localhost" or host.endswith(".localhost"):
+        return False
+    ip = _literal_ip(host)
+    return ip is None or (ip.is_global and not ip.is_multicast)
+
+
+def _valid_subscription(payload):
+    """(endpoint, keys) of a browser's PushSubscription JSON; InvalidInput otherwise."""
     keys = payload.get("keys") if isinstance(payload, dict) else None
     endpoint = payload.get("endpoint") if isinstance(payload, dict) else None
-    if not (isinstance(endpoint, str) and endpoint.startswith(("https://", "http://"))
-            and len(endpoint) <= 1000 and isinstance(keys, dict)
+    if not (isinstance(endpoint, str) and len(endpoint) <= 1000 and isinstance(keys, dict)
             and isinstance(keys.get("p256dh"), str) and isinstance(keys.get("auth"), str)
             and len(keys["p256dh"]) <= 200 and len(keys["auth"]) <= 100):
         raise InvalidInput({"subscription": "Send the browser's PushSubscription as JSON."})
+    if not push_endpoint_allowed(endpoint):
+        raise InvalidInput({"subscription": "The endpoint must be an https URL of a push "
+                                            "service, not a local or private address."})
+    return endpoint, keys
+
+
+def save_push_subscription(user_id, payload, user_agent=""):
+    """Store the browser's PushSubscription JSON; one row per endpoint (device)."""
+    endpoint, keys = _valid_subscription(payload)
     sub = db.session.scalar(select(PushSubscription).where(PushSubscription.endpoint == endpoint))
+    if sub is not None and sub.user_id != user_id:
+        # Moving it would hand the other account's notifications to this one, or the reverse.
+        raise InvalidInput({"subscription": "This browser is subscribed for another account; "
+                                            "turn push off there first."})
     if sub is None:
         sub = PushSubscription(endpoint=endpoint)
         db.session.add(sub)
@@ -200,6 +264,10 @@ def save_push_subscription(user_id, payload, user_agent=""):
 
 def remove_push_subscription(user_id, endpoint=None, sub_id=None):
     """Forget one of the user's devices, by endpoint or row id; True if one was removed."""
+    if sub_id is not None and not 1 <= sub_id <= MAX_ID:
+        return False  # no row can have it; the database would refuse the number
+    if sub_id is None and not isinstance(endpoint, str):
+        return False
     query = delete(PushSubscription).where(PushSubscription.user_id == user_id)
     if sub_id is not None:
         query = query.where(PushSubscription.id == sub_id)

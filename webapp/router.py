@@ -6,6 +6,7 @@ delivery plan) run from an RQ job or the slow-path consumer, idempotent by notif
 """
 
 import json
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -18,8 +19,11 @@ from webapp.models import CriticalNotification, PushSubscription, User
 from worker.queues import enqueue
 
 DEFAULT_BATCH = 100  # notifications per slow-step job
+DEFAULT_RETRIES = 3  # the slow steps are idempotent, so a failed batch simply runs again
 RATE_WINDOW_MS = 60_000
 SOURCE_FIELDS = ("alert_id", "strategy_id", "order_id")
+
+log = logging.getLogger(__name__)
 
 
 def current_ms():
@@ -32,27 +36,29 @@ def route(notification, now_ms=None):
 
 
 def route_many(notifications, now_ms=None):
-    """Store each notification, then queue the slow steps in batches; return [(nid, event_id)]."""
+    """Store all or none (InvalidInput before any write), queue the slow steps in batches.
+
+    Returns [(nid, event_id)] in the order given.
+    """
     from webapp import inbox  # the live-feed module; imported late as it imports the stream side
 
     created = now_ms or current_ms()
-    stored, results = [], []
-    for notification in notifications:
-        notification = with_defaults(notification)
-        nid, event_id = inbox.store(notification, now_ms=created)
-        stored.append({**notification, "id": str(nid), "created_at": created})
-        results.append((str(nid), event_id))
+    filled = [with_defaults(n) for n in notifications]
+    results = inbox.store_many(filled, now_ms=created)
+    stored = [{**n, "id": nid, "created_at": created}
+              for n, (nid, _) in zip(filled, results, strict=True)]
     for start in range(0, len(stored), DEFAULT_BATCH):
         chunk = stored[start:start + DEFAULT_BATCH]
         critical = any(notification_types.is_critical(n) for n in chunk)
         enqueue(process_batch, chunk, queue="high" if critical else "default",
-                job_id=f"route-{chunk[0]['id']}")
+                job_id=f"route-{chunk[0]['id']}", retries=DEFAULT_RETRIES)
     return results
 
 
 def with_defaults(notification):
     """The registry's default priority and empty source references filled in."""
-    kind = notification_types.get(notification["type"])
+    ntype = notification.get("type")
+    kind = notification_types.get(ntype) if isinstance(ntype, str) else None
     filled = {field: notification.get(field) or "" for field in SOURCE_FIELDS}
     filled["priority"] = notification.get("priority") or (kind.default_priority if kind else
                                                            "normal")
@@ -69,8 +75,23 @@ def route_fired(nid, notification=None):
 
 
 def process_batch(notifications):
-    """RQ job: the slow steps for notifications the router stored."""
-    return [process(n) for n in notifications]
+    """RQ job: the slow steps for notifications the router stored, each on its own.
+
+    One bad notification must not cost the others their audit rows and deliveries; the job
+    still fails at the end, so RQ retries it (the steps are idempotent) and records it.
+    """
+    results, failed = [], []
+    for notification in notifications:
+        try:
+            results.append(process(notification))
+        except Exception:
+            db.session.rollback()
+            log.exception("event=route_process_failed nid=%s", notification.get("id"))
+            failed.append(str(notification.get("id")))
+            results.append(None)
+    if failed:
+        raise RuntimeError(f"slow steps failed for notification(s) {', '.join(failed)}")
+    return results
 
 
 def process(notification):

@@ -6,13 +6,17 @@ from flask.cli import AppGroup
 from webapp import accounts, alert_index, alerts
 from webapp.extensions import db
 from webapp.models import User
+from worker import slowpath
 
 alerts_cli = AppGroup("alerts", help="Manage price and volume alerts.")
 
 
 @alerts_cli.command("reindex")
 def reindex():
-    """Rebuild the Redis alert index from SQL (active, unexpired alerts)."""
+    """Settle fired alerts in SQL, then rebuild the Redis alert index from it."""
+    # as the listener does at start-up: a one-shot alert that just fired is still active in
+    # SQL until its slow-path entry is handled (the index's fired marker covers the rest)
+    click.echo(f"settled {slowpath.settle()} fired notifications")
     count = alert_index.rebuild()
     click.echo(f"indexed {count} alerts over {len(alert_index.symbols())} symbols")
 

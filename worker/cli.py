@@ -56,9 +56,10 @@ def run_worker(queues, burst):
     """Run an RQ worker on QUEUES (default: high, default, low)."""
     _setup_logging()
     get_redis().ping()
-    # SimpleWorker runs jobs in this process, inside the app context made once here.
+    # SimpleWorker runs jobs in this process, inside the app context made once here. RQ's own
+    # scheduler (a forked process holding only Redis) re-queues jobs whose retry waits.
     worker = SimpleWorker(queues or QUEUES, connection=rq_connection())
-    worker.work(burst=burst, with_scheduler=False)
+    worker.work(burst=burst, with_scheduler=True)
 
 
 def register(app):

@@ -72,10 +72,8 @@ def rebuild_alert_index(r):
     """SQL is the source of truth: rebuild the index so a Redis wipe loses nothing."""
     # Settle fired alerts in SQL first: a one-shot alert that fired just before a crash is
     # still active there until the slow path runs, and the rebuild would arm it again.
-    consumer, settled = slowpath.consumer_name(), 0
     try:
-        while (n := slowpath.reclaim(consumer, min_idle_ms=0) + slowpath.drain(consumer)) > 0:
-            settled += n
+        settled = slowpath.settle()
         logline("index_rebuilt", alerts=alert_index.rebuild(r), settled=settled)
     except Exception:  # listening on a stale index beats not listening at all
         log.exception("event=index_rebuild_failed")

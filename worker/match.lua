@@ -26,6 +26,7 @@ local CHUNK = 1000 -- arguments per bulk call, well under Lua's unpack limit
 local more = 0
 local out = {0}
 local released = {} -- alerts leaving the index: one DEL and one refcount step at the end
+local marked = {} -- fired one-shot alerts: id, ts pairs for tb:alerts:fired
 local per_user, users = {}, {} -- uid -> {score, nid, ...}: one ZADD per user at the end
 
 if kind == 'price' then
@@ -145,6 +146,8 @@ local function fire(idx, rearm, cond, reverse)
           waiting[#waiting + 1] = id
         else
           released[#released + 1] = 'tb:alert:' .. id
+          marked[#marked + 1] = id
+          marked[#marked + 1] = tstext
         end
       end
     end
@@ -191,6 +194,9 @@ for _, uid in ipairs(users) do
   bulk('ZADD', 'tb:inbox:' .. uid, z)
   bulk('ZADD', 'tb:unread:' .. uid, z)
 end
+-- SQL keeps a fired one-shot alert active until the slow path runs: the mark stops a
+-- rebuild from arming it again meanwhile; the slow path removes it after its SQL update
+bulk('HSET', 'tb:alerts:fired', marked)
 if #released > 0 then
   bulk('DEL', nil, released)
   if redis.call('HINCRBY', KEYS[6], sym, -#released) <= 0 then redis.call('HDEL', KEYS[6], sym) end

@@ -47,8 +47,9 @@ class Matcher:
 
     def _tick(self, symbol, kind, value, ts_ms, seq):
         value = float(value)
-        if not (math.isfinite(value) and value >= 0):
-            return []  # a garbled tick must never fire anything
+        # A garbled tick must never fire anything; a trade at 0 would meet every `below`.
+        if not math.isfinite(value) or value < 0 or (kind == "price" and value == 0):
+            return []
         keys = self._keys(symbol.upper(), kind)
         args = [symbol.upper(), kind, fmt_num(value), int(ts_ms), self.batch, int(seq), 0]
         fired = []

@@ -67,10 +67,13 @@ def _alerts(ids):
 
 
 def record(fields, items):
-    """The SQL side of fired alerts: last fired time and price; one-shot ones go inactive."""
+    """The SQL side of fired alerts: last fired time and price; one-shot ones go inactive.
+
+    Returns the one-shot alert ids and those this call made inactive.
+    """
     fired_at, price = _fired_at(fields), float(fields["price"])
     found = _alerts({int(alert_id) for _, alert_id, _, _ in items})
-    done = []
+    once, done = {int(alert_id) for _, alert_id, _, mode in items if mode == "once"}, set()
     for _, alert_id, _, mode in items:
         alert = found.get(int(alert_id))
         if alert is None:
@@ -79,8 +82,14 @@ def record(fields, items):
             alert.last_fired_at, alert.last_fired_price = fired_at, price
         if mode == "once" and alert.active:
             alert.active = False
-            done.append(alert.id)
-    alert_index.unindex_many(done)  # normally no-ops: the matcher already dropped them
+            done.add(alert.id)
+    return once, done
+
+
+def drop_fired(once, done):
+    """After the commit: the fired one-shot alerts' marks go (see tb:alerts:fired)."""
+    alert_index.unindex_many(done)  # also if one was armed again meanwhile: SQL says inactive
+    alert_index.forget_fired(once - done)  # retries, deleted alerts
 
 
 def refresh_ttls(r, items):
@@ -104,8 +113,9 @@ def handle(r, entries):
     for entry_id, fields in entries:
         try:
             items = parse(fields)
-            record(fields, items)
+            once, inactive = record(fields, items)
             db.session.commit()
+            drop_fired(once, inactive)  # only now: a rebuild must never see it active and unmarked
             refresh_ttls(r, items)
             for nid, *_ in items:
                 route_fired(nid)
@@ -138,6 +148,14 @@ def reclaim(consumer, min_idle_ms=DEFAULT_MIN_IDLE_MS, count=DEFAULT_COUNT):
     _, entries, *_ = r.xautoclaim(STREAM, GROUP, consumer, min_idle_ms, "0-0", count=count)
     entries = [(entry_id, fields) for entry_id, fields in entries if fields]
     return handle(r, entries) if entries else 0
+
+
+def settle(consumer=None):
+    """Handle every waiting or pending entry, so SQL knows what fired before a rebuild."""
+    consumer, settled = consumer or consumer_name(), 0
+    while (n := reclaim(consumer, min_idle_ms=0) + drain(consumer)) > 0:
+        settled += n
+    return settled
 
 
 def bury_poison(max_deliveries=MAX_DELIVERIES):

@@ -5,15 +5,17 @@ from flask import g, jsonify, request
 from webapp import audit
 from webapp.api.routes import bp
 from webapp.errors import json_error
+from webapp.exceptions import InvalidInput
 
 
 @bp.get("/audit")
 def list_audit():
     try:
+        before = audit.parse_before(request.args.get("before"))
         limit = int(request.args.get("limit", audit.DEFAULT_PAGE))
-        before = request.args.get("before")
-        before = int(before) if before else None
+    except InvalidInput as exc:
+        return json_error(422, "invalid_input", exc.errors)
     except ValueError:
-        return json_error(422, "invalid_input", {"limit": "Integers only.", "before": "ms."})
+        return json_error(422, "invalid_input", {"limit": "Integers only."})
     rows, cursor = audit.page(g.api_user.id, limit, before)
     return jsonify({"items": [audit.as_dict(r) for r in rows], "next_before": cursor})

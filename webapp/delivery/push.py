@@ -12,6 +12,7 @@ from sqlalchemy import delete
 from webapp.exceptions import DeliveryRejected
 from webapp.extensions import db
 from webapp.models import PushSubscription
+from webapp.preferences import push_endpoint_allowed
 
 DEFAULT_TTL = 24 * 3600  # seconds the push service keeps a message for an offline browser
 GONE = (404, 410)
@@ -23,6 +24,8 @@ def configured(config):
 
 def _push_one(config, sub, payload, timeout):
     """Return 'sent' or 'gone'; raise on any other failure."""
+    if not push_endpoint_allowed(sub["endpoint"], config):
+        return "gone"  # saved before endpoints were checked: never post to a local address
     try:
         webpush(subscription_info={"endpoint": sub["endpoint"],
                                    "keys": {"p256dh": sub["p256dh"], "auth": sub["auth"]}},

@@ -6,6 +6,7 @@ from sqlalchemy import select
 
 from webapp import audit, digests
 from webapp.delivery.stats import delivery_stats
+from webapp.exceptions import InvalidInput
 from webapp.extensions import db, get_redis
 from webapp.models import DeliveryLog
 
@@ -38,7 +39,10 @@ def index():
 
 @bp.get("/audit")
 def audit_trail():
-    before = request.args.get("before", type=int)
+    try:
+        before = audit.parse_before(request.args.get("before"))
+    except InvalidInput as exc:
+        abort(400, exc.errors["before"])
     rows, cursor = audit.page(current_user.id, audit.DEFAULT_PAGE, before)
     return render_template("deliveries/audit.html", rows=rows, cursor=cursor)
 

@@ -107,7 +107,8 @@ def push_subscribe():
 @bp.post("/push/unsubscribe")
 def push_unsubscribe():
     """By endpoint (the browser's own JSON call) or by row id (the devices list's button)."""
-    data = request.get_json(silent=True) or {}
+    data = request.get_json(silent=True)
+    data = data if isinstance(data, dict) else {}
     sub_id = request.form.get("id", type=int)
     removed = preferences.remove_push_subscription(
         current_user.id, endpoint=data.get("endpoint"), sub_id=sub_id)
