@@ -1,7 +1,17 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
 import pytest
 import redis
 
 from worker import redisd
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_private_redis_starts_answers_ping_keeps_aof_and_stops(tmp_path):
@@ -73,3 +83,44 @@ def _exercise(app):
     items, _ = inbox.list_page(user.id, now_ms=1_900_000_000_001)
     assert [n["type"] for n in items] == ["PRICE_ALERT"]
     assert throttle.hit("test", "x") == 1 and throttle.hit("test", "x") == 2
+
+
+def _get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except OSError:
+        return None
+
+
+def _wait(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
+    port = redisd.free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(PORT=str(port), INSTANCE_PATH=str(tmp_path),
+               DATABASE_URL=f"sqlite:///{tmp_path / 'tb.db'}", FLASK_APP="wsgi.py")
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([bin_dir / "flask", "db", "upgrade"], env=env, cwd=ROOT, check=True,
+                   capture_output=True)
+    launcher = subprocess.Popen([sys.executable, "-m", "worker.launch"], env=env, cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        login = f"http://127.0.0.1:{port}/auth/login"
+        assert _wait(lambda: _get(login) == 200, 60), "the login page never answered"
+        assert (tmp_path / "redis" / "appendonly.aof").exists() or any(
+            (tmp_path / "redis").glob("appendonly*")), "no private redis-server under instance/"
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        output = launcher.communicate(timeout=60)[0].decode(errors="replace")
+    assert "Tickerbell is running" in output
+    assert _get(login) is None, "the web server outlived Ctrl-C"
+    assert "redis-server" not in subprocess.run(
+        ["pgrep", "-af", str(tmp_path / "redis")], capture_output=True, text=True).stdout
