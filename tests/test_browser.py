@@ -5,7 +5,6 @@ tests skip, loudly.
 """
 
 import threading
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import redis
 import requests
 
+from tests.hub import poll
 from tests.live_server import LiveServer
 from webapp import alerts, create_app
 from webapp.extensions import db
@@ -104,13 +104,6 @@ def streams_open(site):
     return requests.get(site["server"].url + "/api/v1/health", timeout=5).json()["streams"]
 
 
-def wait_for(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def badge_count(page):
     return int(page.get_attribute("#unread-badge", "data-count") or 0)
 
@@ -137,7 +130,7 @@ def test_live_feed_end_to_end(browser, site):
     expect(alice.locator("#alert-rows")).to_contain_text("BTCUSDT", timeout=WAIT_MS)
     alice.goto(site["server"].url + "/dashboard")
     expect(alice.locator("#ticker-BTCUSDT")).to_be_visible()
-    wait_for(lambda: streams_open(site) == 2)
+    assert poll(lambda: streams_open(site) == 2, timeout=15)
     alice.evaluate("window.__sameDocument = true")
     before = badge_count(alice)
 

@@ -200,15 +200,16 @@ def test_changes_publish_the_unread_count(ctx):
     pubsub.close()
 
 
-def test_replay_since_returns_what_came_after_in_order(ctx):
+def test_snapshot_replays_what_came_after_in_order(ctx):
     events = [inbox.store(note(), now_ms=T0 + i)[1] for i in range(5)]
-    assert [e for e, _, _ in inbox.replay_since(1, events[1])] == events[2:]
-    assert inbox.replay_since(1, events[-1]) == []
-    assert [e for e, _, _ in inbox.replay_since(1, "0")] == events
-    assert inbox.replay_since(1, "garbage") == []
-    assert inbox.replay_since(1, None) == []
-    assert inbox.latest_event_id(1) == events[-1]
-    assert inbox.latest_event_id(2) == "0"
+
+    def replay(last):
+        return inbox.snapshot(1, last, now_ms=T0)[0]
+
+    assert [e for e, _, _ in replay(events[1])] == events[2:]
+    assert replay(events[-1]) == []
+    assert [e for e, _, _ in replay("0")] == events
+    assert replay("garbage") == [] and replay(None) == []
 
 
 def test_to_api_has_the_briefs_fields(ctx):
@@ -225,5 +226,5 @@ def test_store_many_is_store_in_one_round_trip(ctx):
     made = inbox.store_many([note(uid=u) for u in (1, 2, 1)], now_ms=T0)
     assert [nid for nid, _ in made] == ["1", "2", "3"]
     assert ids(inbox.list_page(1, now_ms=T0)[0]) == ["3", "1"]
-    assert inbox.replay_since(2, "0")[0][0] == made[1][1]
+    assert inbox.snapshot(2, "0", now_ms=T0)[0][0][0] == made[1][1]
     assert inbox.store_many([]) == []

@@ -1,9 +1,9 @@
 import threading
-import time
 
 import pytest
 
 from tests.conftest import csrf_token
+from tests.hub import poll
 from webapp import accounts, create_app, inbox
 from webapp.extensions import db, get_redis
 from worker import redisd
@@ -214,9 +214,9 @@ def test_redis_stopped_mid_request_answers_503_json_then_recovers(own_redis, db_
     stop, seen = threading.Event(), []
     worker = threading.Thread(target=_hammer, args=(app, headers, stop, seen))
     worker.start()
-    wait_for(lambda: len(seen) >= 5)
+    assert poll(lambda: len(seen) >= 5)
     redisd.stop(own_redis["process"])  # while requests are in flight
-    wait_for(lambda: (503, True) in seen[-3:])
+    assert poll(lambda: (503, True) in seen[-3:])
     stop.set()
     worker.join()
     assert set(seen) <= {(200, True), (503, True)}
@@ -230,10 +230,3 @@ def test_redis_stopped_mid_request_answers_503_json_then_recovers(own_redis, db_
     with app.app_context():
         get_redis().connection_pool.disconnect()
         db.engine.dispose()
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)

@@ -196,20 +196,6 @@ def test_idle_streams_get_keep_alive_comments(app, users):
     response.close()
 
 
-def test_system_broadcasts_toast_every_stream(app, users):
-    streams = [stream(users[name][0]) for name in ("a", "b")]
-    for _, reader in streams:
-        reader.until(has_unread)
-    with app.app_context():
-        get_redis().publish("tb:system", json.dumps(
-            {"event": "system", "data": {"title": "Maintenance at 02:00", "message": "<b>"}}))
-    for response, reader in streams:
-        reader.until(lambda ev: any(e.get("event") == "toast" for e in ev))
-        assert "Maintenance at 02:00" in reader.named("toast")[0]["data"]
-        assert "&lt;b&gt;" in reader.named("toast")[0]["data"]
-        response.close()
-
-
 def test_closing_the_response_detaches_the_stream(app, users):
     client, _ = users["a"]
     response, reader = stream(client)

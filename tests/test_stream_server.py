@@ -10,6 +10,7 @@ import redis
 import requests
 import websocket
 
+from tests.hub import poll
 from tests.live_server import LiveServer, cookie_header, login
 from tests.sse_helpers import open_stream
 from webapp import accounts, create_app, inbox
@@ -64,13 +65,6 @@ def streams_open(site):
     return requests.get(site["server"].url + "/api/v1/health", timeout=5).json()["streams"]
 
 
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def web_connections(site):
     """Redis connections the web process holds (everything but the CLIENT LIST caller)."""
     with redis.Redis.from_url(site["redis"]["url"], decode_responses=True) as r:
@@ -103,7 +97,7 @@ def test_200_streams_share_one_pubsub_connection_and_stay_isolated(site):
     finally:
         for _, sock, _ in opened:
             sock.close()
-    wait_for(lambda: streams_open(site) == 0)
+    assert poll(lambda: streams_open(site) == 0)
 
 
 def test_a_client_that_goes_away_is_cleaned_up_at_once(site):
@@ -114,7 +108,7 @@ def test_a_client_that_goes_away_is_cleaned_up_at_once(site):
     assert streams_open(site) == 10
     for sock, _ in opened:
         sock.close()
-    wait_for(lambda: streams_open(site) == 0, timeout=5)
+    assert poll(lambda: streams_open(site) == 0, timeout=5)
 
 
 def test_head_answers_headers_only(site):
@@ -217,14 +211,14 @@ def test_a_client_that_stops_reading_is_dropped_without_holding_up_others(site):
                  .encode())
     fast_sock, fast = open_stream(site["server"].port, site["cookies"][1])
     fast.until(has_unread)
-    wait_for(lambda: streams_open(site) == 2)
+    assert poll(lambda: streams_open(site) == 2)
     with site["app"].app_context():  # ~10 MB for a client that reads nothing
         for _ in range(4):
             inbox.store_many([{"user_id": slow_uid, "type": "PRICE_ALERT", "title": "flood",
                                "message": "x" * 2000} for _ in range(500)])
     _, after = store(site, fast_uid, "still on time")
     fast.until(lambda ev: any(e.get("id") == after for e in ev))
-    wait_for(lambda: streams_open(site) == 1)  # the slow one was let go
+    assert poll(lambda: streams_open(site) == 1)  # the slow one was let go
     slow.close()
     fast_sock.close()
 

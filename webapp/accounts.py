@@ -4,6 +4,7 @@ import hashlib
 import secrets
 
 from flask import current_app, request
+from flask_login import login_required
 from sqlalchemy import select
 
 from webapp import security_events, throttle
@@ -72,6 +73,11 @@ def change_password(user, current, new):
     user.set_password(new)
     db.session.commit()
     security_events.password_changed(user)
+
+
+@login_required
+def require_login():
+    """A blueprint's before_request hook: every view in it needs a signed-in user."""
 
 
 @login_manager.user_loader

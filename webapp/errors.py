@@ -13,6 +13,11 @@ def wants_json():
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
 
 
+def is_htmx():
+    """True when htmx sent the request, so it wants a fragment rather than the page."""
+    return request.headers.get("HX-Request") == "true"
+
+
 def json_error(status, error, detail=None):
     response = jsonify({"error": error, "detail": detail})
     response.status_code = status

@@ -1,11 +1,11 @@
 """One Redis pub/sub connection per web process, fanned out in memory to every live stream.
 
 The hub pattern-subscribes to every user channel and every tick channel once (PSUBSCRIBE
-`tb:user:*`, `tb:ticks:*`, SUBSCRIBE `tb:system`) instead of subscribing per connected user:
-the subscription never changes, so there is no race between a stream starting and its
-channel becoming live, and no subscribe traffic when 10k browsers reconnect at once. The cost
-is that each web process sees every user's messages and drops those of users it does not
-serve (a dict lookup); docs/scaling.md says when to switch to per-user SUBSCRIBE.
+`tb:user:*`, `tb:ticks:*`) instead of subscribing per connected user: the subscription never
+changes, so there is no race between a stream starting and its channel becoming live, and no
+subscribe traffic when 10k browsers reconnect at once. The cost is that each web process sees
+every user's messages and drops those of users it does not serve (a dict lookup);
+docs/scaling.md says when to switch to per-user SUBSCRIBE.
 
 Runs in a thread, which the gevent worker's monkey-patching turns into a greenlet. When the
 pub/sub connection drops, every stream is ended so browsers reconnect with Last-Event-ID and
@@ -22,7 +22,7 @@ import redis
 
 log = logging.getLogger(__name__)
 
-USER_PREFIX, TICK_PREFIX, SYSTEM_CHANNEL = "tb:user:", "tb:ticks:", "tb:system"
+USER_PREFIX, TICK_PREFIX = "tb:user:", "tb:ticks:"
 PATTERNS = (USER_PREFIX + "*", TICK_PREFIX + "*")
 DEFAULT_READY_TIMEOUT = 5.0
 DEFAULT_POLL = 10.0  # seconds between pub/sub health checks while idle
@@ -171,15 +171,14 @@ class Hub:
         pubsub = self._conn = conn.pubsub()
         try:
             pubsub.psubscribe(*PATTERNS)
-            pubsub.subscribe(SYSTEM_CHANNEL)
             confirmed = 0
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=DEFAULT_POLL)
                 if message is None:
                     continue
-                if message["type"] in ("subscribe", "psubscribe"):
+                if message["type"] == "psubscribe":
                     confirmed += 1
-                    if confirmed == len(PATTERNS) + 1:
+                    if confirmed == len(PATTERNS):
                         self.ready.set()
                     continue
                 self.dispatch(message["channel"], message["data"])
@@ -203,8 +202,6 @@ class Hub:
         elif channel.startswith(TICK_PREFIX):
             targets = self.by_symbol.get(channel[len(TICK_PREFIX):])
             make = _tick
-        elif channel == SYSTEM_CHANNEL:
-            targets, make = self.clients, Message.parse
         else:
             return
         message = make(raw) if targets else None

@@ -187,17 +187,11 @@ def delete(user_id, nid, now_ms=None):
         raise NotFound(nid)
 
 
-def replay_since(user_id, last_event_id, redis=None):
-    """Live-feed entries after `last_event_id`, oldest first: [(id, event, data JSON)].
-
-    The log is capped (MAXLEN ~ 5000) and expires with the user's inbox, so what it holds
-    is at most about a week old. A missing or malformed id replays nothing.
-    """
-    return snapshot(user_id, last_event_id, redis)[0]
-
-
 def snapshot(user_id, last_event_id, redis=None, now_ms=None):
-    """(replay after last_event_id, unread count) read in one MULTI, so they agree."""
+    """(replay after last_event_id, unread count) read in one MULTI, so they agree.
+
+    Replay is [(id, event, data JSON)], oldest first; a missing or malformed id replays nothing.
+    """
     replay_key, unread_key = _keys(user_id)[2], _keys(user_id)[1]
     with (redis or get_redis()).pipeline(transaction=True) as pipe:
         valid = bool(last_event_id and EVENT_ID_RE.match(last_event_id))
@@ -208,12 +202,6 @@ def snapshot(user_id, last_event_id, redis=None, now_ms=None):
     rows = replies[0] if valid else []
     replay = [(eid, f.get("event", "notification"), f.get("data", "{}")) for eid, f in rows]
     return replay, int(replies[-1])
-
-
-def latest_event_id(user_id, redis=None):
-    """The newest replay entry id ('0' when none): a page passes it so the stream fills the gap."""
-    rows = (redis or get_redis()).xrevrange(_keys(user_id)[2], "+", "-", count=1)
-    return rows[0][0] if rows else "0"
 
 
 def _num(value):

@@ -23,7 +23,8 @@ from webapp.breaker import Breaker
 from webapp.extensions import get_redis
 from worker import slowpath
 from worker.lease import LEASE_KEY, Lease
-from worker.listener import Listener, logline
+from worker.listener import logline
+from worker.listener_pool import ListenerPool
 from worker.matcher import Matcher
 from worker.pacing import Backoff
 from worker.queues import STREAM_QUEUE, enqueue, get_queue, rq_connection
@@ -55,12 +56,13 @@ def _listen(app, r, lease, stop):
         rebuild_alert_index(r)
         slow = start_slowpath(app, stop)
         config = app.config
-        listener = Listener(
+        backoff = (config["LISTENER_BACKOFF_BASE_S"], config["LISTENER_BACKOFF_MAX_S"])
+        pool = ListenerPool(
             r, Matcher(r), config["BINANCE_WS_URL"], lease=lease,
             breaker=Breaker("binance", redis=r), max_age_s=config["LISTENER_MAX_AGE_S"],
-            backoff=Backoff(config["LISTENER_BACKOFF_BASE_S"], config["LISTENER_BACKOFF_MAX_S"]),
+            backoff=lambda: Backoff(*backoff),  # one each: a drop delays only its connection
             heartbeat_s=min(1.0, config["LISTENER_LEASE_TTL_S"] / 3))  # renew well in time
-        listener.run(stop)
+        pool.run(stop)
     finally:
         stop.set()
         if slow is not None:

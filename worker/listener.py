@@ -6,7 +6,6 @@ control messages, pongs and reads never race, and the message budget is exact.
 """
 
 import json
-import logging
 import threading
 import time
 
@@ -14,6 +13,7 @@ import redis
 import websocket
 from websocket import ABNF, WebSocketException, WebSocketTimeoutException
 
+from worker.loglines import logline, now_ms
 from worker.pacing import DEFAULT_CONTROL_PER_S, Backoff, MessageBudget
 from worker.subscriptions import (
     BATCH,
@@ -23,30 +23,14 @@ from worker.subscriptions import (
     wanted_symbols,
 )
 
+__all__ = ["STATUS_KEY", "Listener", "logline", "now_ms"]
+
 STATUS_KEY = "tb:listener"
 DEFAULT_MAX_AGE_S = 23 * 3600 + 50 * 60  # Binance cuts connections at 24 h: leave first
 DEFAULT_STABLE_S = 60.0  # a connection that lived this long resets the backoff
 DEFAULT_SILENCE_S = 65.0  # Binance pings every 20 s: this much quiet means a dead link
 PRICE_EVENTS = ("aggTrade", "trade")
 CONNECT_ERRORS = (OSError, WebSocketException)
-
-log = logging.getLogger("worker.listener")
-
-
-def logline(event, **fields):
-    """`event=connected streams=4 ...`: one grep-able line per event."""
-    parts = [f"event={event}"]
-    for key, value in fields.items():
-        if isinstance(value, float):
-            value = f"{value:.2f}"
-        elif isinstance(value, str) and (not value or any(c in value for c in ' "=')):
-            value = json.dumps(value)
-        parts.append(f"{key}={value}")
-    log.info(" ".join(parts))
-
-
-def now_ms():
-    return int(time.time() * 1000)
 
 
 class Listener:
@@ -57,8 +41,11 @@ class Listener:
                  silence_s=DEFAULT_SILENCE_S, poll_s=0.5, heartbeat_s=1.0,
                  recv_timeout_s=0.2, connect_timeout_s=10.0,
                  max_streams=DEFAULT_MAX_STREAMS, control_per_s=DEFAULT_CONTROL_PER_S,
-                 batch=BATCH):
+                 batch=BATCH, symbols=None, status_key=STATUS_KEY):
         self.redis, self.handler, self.url = redis_client, handler, url.rstrip("/")
+        # A pool hands each connection its share of the symbols and keeps the status itself.
+        self.symbols = symbols or (lambda: wanted_symbols(self.redis))
+        self.status_key, self.status = status_key, {}
         self.breaker, self.lease = breaker, lease
         self.backoff = backoff or Backoff()
         self.max_age_s, self.stable_s, self.silence_s = max_age_s, stable_s, silence_s
@@ -108,7 +95,7 @@ class Listener:
 
     def _connect(self):
         subs = Subscriptions(self.max_streams, self.batch)
-        wanted = streams_for(wanted_symbols(self.redis))
+        wanted = streams_for(self.symbols())
         initial = subs.url_streams(wanted)
         query = "?streams=" + "/".join(initial) if initial else ""
         ws = websocket.create_connection(f"{self.url}/stream{query}",
@@ -235,7 +222,7 @@ class Listener:
         now = time.monotonic()
         if now >= self._next_poll:
             self._next_poll = now + self.poll_s
-            self._want(streams_for(wanted_symbols(self.redis)))
+            self._want(streams_for(self.symbols()))
         self._send_control()
         if now >= self._next_beat:
             self._beat()
@@ -292,14 +279,22 @@ class Listener:
         if self.lease is not None and not self.lease.renew():
             logline("lease_lost", holder=self.lease.holder() or "")
             self.stop.set()
-        streams = len(self.subs.current) if self.subs is not None and self.ws else 0
-        self.redis.hset(STATUS_KEY, mapping={
-            "state": self.state, "heartbeat": now_ms(), "last_tick_ms": self.last_tick_ms,
-            "streams": streams})
+        if self.status_key:
+            self.redis.hset(self.status_key, mapping={
+                "state": self.state, "heartbeat": now_ms(), "last_tick_ms": self.last_tick_ms,
+                "streams": self.streams})
+
+    @property
+    def streams(self):
+        subs = self.subs
+        return len(subs.current) if subs is not None and self.ws else 0
 
     def _set_state(self, state, **fields):
         self.state = state
+        self.status.update(fields)
         try:
-            self.redis.hset(STATUS_KEY, mapping={"state": state, "heartbeat": now_ms(), **fields})
+            if self.status_key:
+                self.redis.hset(self.status_key,
+                                mapping={"state": state, "heartbeat": now_ms(), **fields})
         except redis.RedisError as exc:
             logline("redis_error", error=str(exc))

@@ -5,8 +5,6 @@ notification id: an entry is acknowledged (and deleted) only after its SQL updat
 routing succeeded; stale pending entries are reclaimed.
 """
 
-import importlib
-import importlib.util
 import logging
 import os
 import socket
@@ -17,7 +15,7 @@ import redis
 from flask import current_app
 from sqlalchemy import select
 
-from webapp import alert_index, alerts
+from webapp import alert_index, alerts, router
 from webapp.extensions import db, get_redis
 from webapp.models import Alert
 
@@ -101,12 +99,6 @@ def refresh_ttls(r, items):
         pipe.execute()
 
 
-def route_fired(nid):
-    """Hand the notification to the router (issue 5) when one is installed."""
-    if importlib.util.find_spec("webapp.router"):
-        getattr(importlib.import_module("webapp.router"), "route_fired", lambda nid: None)(nid)
-
-
 def handle(r, entries):
     """Record, route and acknowledge entries; a failing one stays pending for a retry."""
     done, handled = [], 0
@@ -118,7 +110,7 @@ def handle(r, entries):
             drop_fired(once, inactive)  # only now: a rebuild must never see it active and unmarked
             refresh_ttls(r, items)
             for nid, *_ in items:
-                route_fired(nid)
+                router.route_fired(nid)
             done.append(entry_id)
             handled += len(items)
         except Exception:  # one bad entry must not stop the rest; it stays pending

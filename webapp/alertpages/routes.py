@@ -1,24 +1,16 @@
 """The alerts page: list, create inline, pause/resume, delete (HTMX, with plain-form fallback)."""
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required
+from flask_login import current_user
 
-from webapp import alert_index, alerts
+from webapp import accounts, alert_index, alerts
+from webapp.errors import is_htmx
 from webapp.exceptions import InvalidInput, NotFound
 
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
 bp.add_app_template_filter(alert_index.fmt_num, "fmt_num")
 bp.add_app_template_filter(alerts.status, "alert_status")
-
-
-@bp.before_request
-@login_required
-def require_login():
-    pass
-
-
-def _htmx():
-    return request.headers.get("HX-Request") == "true"
+bp.before_request(accounts.require_login)
 
 
 def _page(form=None, errors=None, status=200):
@@ -39,11 +31,11 @@ def create():
     try:
         alert = alerts.create_alert(current_user.id, form, text_numbers=True)
     except InvalidInput as exc:
-        if not _htmx():
+        if not is_htmx():
             return _page(form, exc.errors, 422)
         html = render_template("alerts/_form.html", form=form, errors=exc.errors)
         return html, 422, {"HX-Retarget": "#alert-form", "HX-Reswap": "outerHTML"}
-    if not _htmx():
+    if not is_htmx():
         flash(f"Alert on {alert.symbol} created.", "success")
         return redirect(url_for("alerts.index"))
     prices = alerts.last_prices([alert.symbol])
@@ -54,7 +46,7 @@ def create():
 
 
 def _row_or_redirect(alert):
-    if not _htmx():
+    if not is_htmx():
         return redirect(url_for("alerts.index"))
     prices = alerts.last_prices([alert.symbol])
     return render_template("alerts/_row.html", alert=alert, prices=prices)
@@ -73,7 +65,7 @@ def resume(alert_id):
 @bp.post("/<int:alert_id>/delete")
 def delete(alert_id):
     _or_404(alerts.delete_alert, alert_id)
-    if _htmx():
+    if is_htmx():
         return ""  # the row's outerHTML swap with nothing removes it
     flash("Alert deleted.", "info")
     return redirect(url_for("alerts.index"))

@@ -1,23 +1,18 @@
 """Pages about what went out: the deliveries log, the audit trail and the digest preview."""
 
 from flask import Blueprint, abort, render_template, request
-from flask_login import current_user, login_required
+from flask_login import current_user
 from sqlalchemy import select
 
-from webapp import audit, digests
+from webapp import accounts, audit, digests
 from webapp.delivery.stats import delivery_stats
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db, get_redis
 from webapp.models import DeliveryLog
 
 bp = Blueprint("deliveries", __name__)
+bp.before_request(accounts.require_login)
 PAGE = 100
-
-
-@bp.before_request
-@login_required
-def require_login():
-    pass
 
 
 def _titles(nids):

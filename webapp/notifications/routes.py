@@ -7,6 +7,7 @@ from flask import Blueprint, abort, has_request_context, redirect, render_templa
 from flask_login import current_user, login_required
 
 from webapp import inbox
+from webapp.errors import is_htmx
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import get_redis
 from webapp.notification_types import TYPES
@@ -68,10 +69,6 @@ def _page(filters, cursor=None):
             "filters": {k: v for k, v in filters.items() if v}}
 
 
-def _htmx():
-    return request.headers.get("HX-Request") == "true"
-
-
 def _badge(count):
     return render_template("notifications/_badge.html", count=count, oob=True)
 
@@ -81,7 +78,7 @@ def _badge(count):
 def index():
     filters, cursor = _filters(request.args), request.args.get("cursor") or None
     page = _page(filters, cursor)
-    if _htmx() and cursor:
+    if is_htmx() and cursor:
         return render_template("notifications/_page.html", **page)
     return render_template("notifications/index.html", types=TYPES, **page)
 
@@ -93,7 +90,7 @@ def mark_read(nid):
         item, count = inbox.mark_read(current_user.id, nid)
     except NotFound:
         abort(404)
-    if not _htmx():
+    if not is_htmx():
         return redirect(url_for(".index"))
     return render_template("notifications/_item.html", n=inbox.to_api(item)) + _badge(count)
 
@@ -105,7 +102,7 @@ def delete(nid):
         inbox.delete(current_user.id, nid)
     except NotFound:
         abort(404)
-    if not _htmx():
+    if not is_htmx():
         return redirect(url_for(".index"))
     return _badge(inbox.unread_count(current_user.id))
 
@@ -115,6 +112,6 @@ def delete(nid):
 def read_all():
     inbox.mark_all_read(current_user.id)
     filters = _filters(request.args)
-    if not _htmx():
+    if not is_htmx():
         return redirect(url_for(".index", **_page(filters)["filters"]))
     return render_template("notifications/_page.html", **_page(filters)) + _badge(0)

@@ -10,22 +10,14 @@ from flask import (
     request,
     url_for,
 )
-from flask_login import current_user, login_required
+from flask_login import current_user
 
-from webapp import preferences
+from webapp import accounts, preferences
+from webapp.errors import is_htmx
 from webapp.exceptions import InvalidInput
 
 bp = Blueprint("preferences", __name__, url_prefix="/settings/notifications")
-
-
-@bp.before_request
-@login_required
-def require_login():
-    pass
-
-
-def _htmx():
-    return request.headers.get("HX-Request") == "true"
+bp.before_request(accounts.require_login)
 
 
 def _page(errors=None, values=None, status=200):
@@ -71,7 +63,7 @@ def save_field():
 
 
 def _follows(status=200, error=None):
-    if not _htmx():
+    if not is_htmx():
         if error:
             flash(error, "error")
         return redirect(url_for("preferences.index") + "#strategies", 303)
@@ -119,7 +111,7 @@ def push_unsubscribe():
 
 @bp.get("/push/devices")
 def devices():
-    if not _htmx():
+    if not is_htmx():
         return redirect(url_for("preferences.index") + "#push", 303)
     return render_template("preferences/_devices.html",
                            devices=preferences.push_subscriptions(current_user.id))

@@ -1,17 +1,12 @@
 from flask import Blueprint, flash, redirect, render_template, url_for
-from flask_login import current_user, login_required, login_user
+from flask_login import current_user, login_user
 
 from webapp import accounts
 from webapp.exceptions import InvalidInput
 from webapp.settings.forms import ApiKeyForm, ChangePasswordForm
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
-
-
-@bp.before_request
-@login_required
-def require_login():
-    pass
+bp.before_request(accounts.require_login)
 
 
 @bp.route("/password", methods=["GET", "POST"])

@@ -57,13 +57,6 @@ class Renderer:
                 self._badges[count] = cached
         return cached
 
-    def system(self, data):
-        if not isinstance(data, dict) or not data.get("title"):
-            return b""
-        n = {"id": "", "priority": data.get("priority", "normal"), "title": data["title"],
-             "message": data.get("message", "")}
-        return frame("toast", self.toast.render(n=n))
-
 
 def api_item(data):
     """The published notification (dict or JSON text) as the API's item."""
@@ -117,8 +110,6 @@ class SseState:
             self.count = int(m.data or 0)
             return self.render.unread(self.count)
         if m.event != "notification":
-            if m.id is None:  # a system broadcast: shown, not kept
-                return self.render.system(m.data)
             return frame(m.event, json.dumps(m.data), m.id)
         if self.last is not None and m.id and stream_id(m.id) <= self.last:
             return b""  # already sent in the replay
