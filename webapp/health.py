@@ -33,6 +33,7 @@ def _monitoring(status, now_ms):
         "state": status.get("state") or "unknown",
         "heartbeat_age_ms": age,
         "streams": int(status.get("streams") or 0),
+        "connections": int(status.get("connections") or 0),
         "last_error": status.get("last_error") or None,
     }
 
