@@ -1,7 +1,7 @@
 -- One tick, one atomic step: record the value, fire the alerts it meets, re-arm the
 -- recurring ones it has moved back past. Layout: docs/architecture.md.
 -- KEYS: 1 tb:price:S  2 up idx  3 up rearm  4 below idx  5 below rearm
---       6 tb:symbols  7 tb:seq:notification  8 tb:fired  9 tb:spark:S
+--       6 tb:symbols  7 (unused)  8 tb:fired  9 tb:spark:S
 -- ARGV: 1 symbol  2 'price' | 'volume'  3 value (number text)  4 ts ms  5 batch size
 --       6 seq (trade id, 0 if unknown)  7 '1' on a continuation call of the same tick
 -- Returns {more, nid...}; more = 1 when a batch was full and the caller should call again.
@@ -89,12 +89,13 @@ local function template(cond)
   t.message = sym .. w[2] .. vtext .. w[3]
   t.data = '{"symbol":"' .. sym .. '","condition":"' .. cond .. '","target":'
   t.data_tail = ',"price":' .. vtext .. ',"mode":"'
-  t.json_a = ',"type":"' .. t.ntype .. '","priority":"normal","title":"'
-  t.json_b = ',"created_at":' .. tstext .. ',"status":"unread","alert_id":"'
+  t.json_a = '{"user_id":'
+  t.json_b = ',"type":"' .. t.ntype .. '","priority":"normal","title":"'
+  t.json_c = ',"created_at":' .. tstext .. ',"status":"unread","alert_id":"'
   return t
 end
 
-local function notify(t, nid, id, a)
+local function notify(t, id, a)
   local uid, target, mode, note = a[1], a[2], a[3], a[6]
   local title, message = t.title .. target, t.message .. target
   local jmessage, jnote = '"' .. message .. '"', ''
@@ -103,17 +104,16 @@ local function notify(t, nid, id, a)
     jmessage, jnote = cjson.encode(message), ',"note":' .. cjson.encode(note)
   end
   local data = t.data .. target .. t.data_tail .. mode .. '"' .. jnote .. '}'
-  local nkey = 'tb:n:' .. nid
-  redis.call('HSET', nkey, 'id', nid, 'user_id', uid, 'type', t.ntype, 'priority', 'normal',
-    'title', title, 'message', message, 'created_at', tstext, 'status', 'unread',
-    'alert_id', id, 'data', data)
-  redis.call('PEXPIREAT', nkey, ts + WEEK_MS)
-  local json = '{"id":"' .. nid .. '","user_id":' .. uid .. t.json_a .. title .. '","message":'
-    .. jmessage .. t.json_b .. id .. '","data":' .. data .. '}'
-  local eid = redis.call('XADD', 'tb:replay:' .. uid, 'MAXLEN', '~', 5000, '*',
-    'event', 'notification', 'data', json)
-  redis.call('PUBLISH', 'tb:user:' .. uid,
-    '{"id":"' .. eid .. '","event":"notification","data":' .. json .. '}')
+  -- the notification id is '<entry id>-<uid>' (entry ids are only unique per stream); the
+  -- stored JSON leaves it out, the publish adds it
+  local body = uid .. t.json_b .. title .. '","message":' .. jmessage .. t.json_c .. id
+    .. '","data":' .. data .. '}'
+  -- (entries past 7 days are trimmed by the slow path, off the hot path)
+  local eid = redis.call('XADD', 'tb:replay:' .. uid, '*',
+    'event', 'notification', 'data', t.json_a .. body)
+  local nid = eid .. '-' .. uid
+  redis.call('PUBLISH', 'tb:user:' .. uid, '{"id":"' .. eid .. '","event":"notification",'
+    .. '"data":{"id":"' .. nid .. '","user_id":' .. body .. '}')
   local z = per_user[uid]
   if not z then
     z = {}
@@ -121,7 +121,7 @@ local function notify(t, nid, id, a)
     users[#users + 1] = uid
   end
   z[#z + 1] = tstext
-  z[#z + 1] = nid
+  z[#z + 1] = eid
   out[#out + 1] = nid
   return nid .. ':' .. id .. ':' .. uid .. ':' .. mode
 end
@@ -130,9 +130,8 @@ local function fire(idx, rearm, cond, reverse)
   local ids = take(idx, reverse)
   if #ids == 0 then return end
   local t = template(cond)
-  local seq = redis.call('INCRBY', KEYS[7], #ids) - #ids
   local items, waiting = {}, {}
-  for i, id in ipairs(ids) do
+  for _, id in ipairs(ids) do
     local a = redis.call('HMGET', 'tb:alert:' .. id,
       'user_id', 'target', 'mode', 'rearm', 'expires_at', 'note')
     if a[1] then
@@ -140,7 +139,7 @@ local function fire(idx, rearm, cond, reverse)
       if exp > 0 and exp <= ts then
         released[#released + 1] = 'tb:alert:' .. id
       else
-        items[#items + 1] = notify(t, tostring(seq + i), id, a)
+        items[#items + 1] = notify(t, id, a)
         if a[3] == 'recurring' then
           waiting[#waiting + 1] = a[4]
           waiting[#waiting + 1] = id
@@ -191,7 +190,6 @@ end
 -- (the 7-day TTL on these per-user keys is refreshed by the slow path, off the hot path)
 for _, uid in ipairs(users) do
   local z = per_user[uid]
-  bulk('ZADD', 'tb:inbox:' .. uid, z)
   bulk('ZADD', 'tb:unread:' .. uid, z)
 end
 -- SQL keeps a fired one-shot alert active until the slow path runs: the mark stops a
