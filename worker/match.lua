@@ -27,7 +27,7 @@ local more = 0
 local out = {0}
 local released = {} -- alerts leaving the index: one DEL and one refcount step at the end
 local marked = {} -- fired one-shot alerts: id, ts pairs for tb:alerts:fired
-local per_user, users = {}, {} -- uid -> {score, nid, ...}: one ZADD per user at the end
+local per_user, users = {}, {} -- uid -> its key names and {score, eid, ...} for one ZADD
 
 if kind == 'price' then
   local pub = tonumber(redis.call('HGET', KEYS[1], 'pub') or '0') or 0
@@ -89,7 +89,6 @@ local function template(cond)
   t.message = sym .. w[2] .. vtext .. w[3]
   t.data = '{"symbol":"' .. sym .. '","condition":"' .. cond .. '","target":'
   t.data_tail = ',"price":' .. vtext .. ',"mode":"'
-  t.json_a = '{"user_id":'
   t.json_b = ',"type":"' .. t.ntype .. '","priority":"normal","title":"'
   t.json_c = ',"created_at":' .. tstext .. ',"status":"unread","alert_id":"'
   return t
@@ -97,29 +96,31 @@ end
 
 local function notify(t, id, a)
   local uid, target, mode, note = a[1], a[2], a[3], a[6]
-  local title, message = t.title .. target, t.message .. target
-  local jmessage, jnote = '"' .. message .. '"', ''
+  local body -- the notification JSON after '{"user_id":', built in one concatenation
   if note and note ~= '' then
-    message = message .. ' - ' .. note
-    jmessage, jnote = cjson.encode(message), ',"note":' .. cjson.encode(note)
+    local message = t.message .. target .. ' - ' .. note
+    body = uid .. t.json_b .. t.title .. target .. '","message":' .. cjson.encode(message)
+      .. t.json_c .. id .. '","data":' .. t.data .. target .. t.data_tail .. mode
+      .. '","note":' .. cjson.encode(note) .. '}}'
+  else
+    body = uid .. t.json_b .. t.title .. target .. '","message":"' .. t.message .. target
+      .. '"' .. t.json_c .. id .. '","data":' .. t.data .. target .. t.data_tail .. mode .. '"}}'
   end
-  local data = t.data .. target .. t.data_tail .. mode .. '"' .. jnote .. '}'
-  -- the notification id is '<entry id>-<uid>' (entry ids are only unique per stream); the
-  -- stored JSON leaves it out, the publish adds it
-  local body = uid .. t.json_b .. title .. '","message":' .. jmessage .. t.json_c .. id
-    .. '","data":' .. data .. '}'
-  -- (entries past 7 days are trimmed by the slow path, off the hot path)
-  local eid = redis.call('XADD', 'tb:replay:' .. uid, '*',
-    'event', 'notification', 'data', t.json_a .. body)
-  local nid = eid .. '-' .. uid
-  redis.call('PUBLISH', 'tb:user:' .. uid, '{"id":"' .. eid .. '","event":"notification",'
-    .. '"data":{"id":"' .. nid .. '","user_id":' .. body .. '}')
-  local z = per_user[uid]
-  if not z then
-    z = {}
-    per_user[uid] = z
+  local u = per_user[uid]
+  if not u then
+    u = {replay = 'tb:replay:' .. uid, channel = 'tb:user:' .. uid, z = {}}
+    per_user[uid] = u
     users[#users + 1] = uid
   end
+  -- the notification id is '<entry id>-<uid>' (entry ids are only unique per stream); the
+  -- stored JSON leaves it out, the publish adds it. (Entries past 7 days are trimmed by the
+  -- slow path, off the hot path.)
+  local eid = redis.call('XADD', u.replay, '*', 'event', 'notification',
+    'data', '{"user_id":' .. body)
+  local nid = eid .. '-' .. uid
+  redis.call('PUBLISH', u.channel, '{"id":"' .. eid .. '","event":"notification",'
+    .. '"data":{"id":"' .. nid .. '","user_id":' .. body .. '}')
+  local z = u.z
   z[#z + 1] = tstext
   z[#z + 1] = eid
   out[#out + 1] = nid
@@ -189,8 +190,7 @@ end
 
 -- (the 7-day TTL on these per-user keys is refreshed by the slow path, off the hot path)
 for _, uid in ipairs(users) do
-  local z = per_user[uid]
-  bulk('ZADD', 'tb:unread:' .. uid, z)
+  bulk('ZADD', 'tb:unread:' .. uid, per_user[uid].z)
 end
 -- SQL keeps a fired one-shot alert active until the slow path runs: the mark stops a
 -- rebuild from arming it again meanwhile; the slow path removes it after its SQL update
