@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from tests.conftest import csrf_token
-from webapp import alert_index, alerts
+from webapp import alert_index, alerts, inbox
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import db, get_redis
 from webapp.models import Alert, utcnow
@@ -120,7 +120,7 @@ def test_flushall_then_rebuild_matches_the_same(ctx, uid):
     matcher = Matcher(get_redis())
     assert matcher.on_price("BTCUSDT", 99, now_ms()) == []
     [nid] = matcher.on_price("BTCUSDT", 100, now_ms())
-    assert get_redis().hget(f"tb:n:{nid}", "alert_id") == str(alert.id)
+    assert inbox.get(uid, nid)["alert_id"] == str(alert.id)
 
 
 def test_rebuild_keeps_a_fired_recurring_alert_waiting(ctx, uid):
@@ -236,7 +236,7 @@ def test_slow_path_marks_one_shot_inactive_and_records_fires(ctx, uid):
     assert recurring.active and recurring.last_fired_at is not None
     assert alerts.status(once) == "fired"
     assert get_redis().xlen("tb:fired") == 0 and slowpath.drain("test") == 0
-    for key in (f"tb:inbox:{uid}", f"tb:unread:{uid}", f"tb:replay:{uid}"):
+    for key in (f"tb:unread:{uid}", f"tb:replay:{uid}"):
         assert 0 < get_redis().pttl(key) <= slowpath.USER_KEYS_TTL_MS
 
 

@@ -158,7 +158,8 @@ def two_listeners_on_path(app, r, feed, listen, user, lockstep):
     assert taps[0].wait_ticks(len(PATH))
     taps[1].gate.set()
     assert taps[1].wait_ticks(len(PATH))
-    replay = [json.loads(f["data"]) for _, f in r.xrange(f"tb:replay:{user}")]
+    replay = [{**json.loads(f["data"]), "id": f"{eid}-{user}"}
+              for eid, f in r.xrange(f"tb:replay:{user}")]
     published = [next_message(pubsub) for _ in replay]
     pubsub.close()
     return replay, published

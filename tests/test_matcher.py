@@ -40,8 +40,15 @@ def ticks(matcher, prices, symbol="BTCUSDT", start=T0, volume=False):
     return [feed(symbol, p, start + i) for i, p in enumerate(prices)]
 
 
+def stored(r, nid):
+    """A notification as its user's stream holds it (nid = '<entry id>-<uid>')."""
+    eid, uid = nid.rsplit("-", 1)
+    [(_, fields)] = r.xrange(f"tb:replay:{uid}", eid, eid)
+    return json.loads(fields["data"])
+
+
 def fired_alerts(r, nids):
-    return [r.hget(f"tb:n:{n}", "alert_id") for n in nids]
+    return [stored(r, n)["alert_id"] for n in nids]
 
 
 def slow_path_items(r):
@@ -67,7 +74,7 @@ def test_volume_alert_fires_on_volume_not_price(r):
     assert matcher.on_price("BTCUSDT", 9000, T0) == []
     nids = matcher.on_volume("BTCUSDT", 5000.5, T0 + 1)
     assert fired_alerts(r, nids) == [str(alert.id)]
-    assert r.hget(f"tb:n:{nids[0]}", "type") == "VOLUME_ALERT"
+    assert stored(r, nids[0])["type"] == "VOLUME_ALERT"
     assert r.hget("tb:price:BTCUSDT", "volume") == "5000.5"
 
 
@@ -137,19 +144,18 @@ def test_notification_layout_matches_the_contract(r):
     pubsub.subscribe("tb:user:42")
     assert pubsub.get_message(timeout=2)["type"] == "subscribe"
     [nid] = Matcher(r).on_price("BTCUSDT", 65010.5, T0)
-    stored = r.hgetall(f"tb:n:{nid}")
-    assert stored["type"] == "PRICE_ALERT" and stored["status"] == "unread"
-    assert stored["user_id"] == "42" and stored["alert_id"] == str(alert.id)
-    assert stored["title"] == "BTCUSDT above 65000"
-    assert "65010.5" in stored["message"] and "65000" in stored["message"]
-    assert json.loads(stored["data"])["note"] == 'sell "half" <script>x</script>'
-    assert 0 < r.pttl(f"tb:n:{nid}") <= 7 * 86400 * 1000
-    assert r.zscore("tb:inbox:42", nid) == T0 and r.zscore("tb:unread:42", nid) == T0
+    n = stored(r, nid)
+    assert n["type"] == "PRICE_ALERT" and n["status"] == "unread"
+    assert n["user_id"] == 42 and n["alert_id"] == str(alert.id)
+    assert n["title"] == "BTCUSDT above 65000"
+    assert "65010.5" in n["message"] and "65000" in n["message"]
+    assert n["data"]["note"] == 'sell "half" <script>x</script>'
     [(entry_id, fields)] = r.xrange("tb:replay:42")
+    assert nid == f"{entry_id}-42" and r.zscore("tb:unread:42", entry_id) == T0
     message = pubsub.get_message(timeout=2)
     payload = json.loads(message["data"])
     assert payload["id"] == entry_id and payload["event"] == "notification"
-    assert payload["data"] == json.loads(fields["data"])
+    assert payload["data"] == {"id": nid, **json.loads(fields["data"])}
     assert payload["data"]["id"] == nid and payload["data"]["created_at"] == T0
     assert payload["data"]["data"]["price"] == 65010.5
     [(_, slow)] = r.xrange("tb:fired")

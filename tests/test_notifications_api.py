@@ -208,7 +208,7 @@ def test_redis_stopped_mid_request_answers_503_json_then_recovers(own_redis, db_
     with app.app_context():
         db.create_all()
         user = accounts.create_user("down@example.com", "correct horse")
-        key = accounts.create_api_key(user, "t")[1]
+        key, uid = accounts.create_api_key(user, "t")[1], user.id
     client, headers = app.test_client(), {"X-API-Key": key}
     assert client.get("/api/v1/notifications", headers=headers).status_code == 200
     stop, seen = threading.Event(), []
@@ -220,7 +220,7 @@ def test_redis_stopped_mid_request_answers_503_json_then_recovers(own_redis, db_
     stop.set()
     worker.join()
     assert set(seen) <= {(200, True), (503, True)}
-    for path in ("/api/v1/notifications", "/api/v1/notifications/1", "/api/v1/health"):
+    for path in ("/api/v1/notifications", f"/api/v1/notifications/1-0-{uid}", "/api/v1/health"):
         response = client.get(path, headers=headers)
         assert response.status_code == 503 and response.is_json, path
     assert client.get("/api/v1/health").get_json()["redis"] == "down"

@@ -124,8 +124,8 @@ def test_slow_steps_are_idempotent_by_notification_id(app):
     nid = route(app, uid, berlin(15, 12), type="ACCOUNT_SECURITY", title="New sign-in")
     run_jobs(app)
     with app.app_context():
-        router.route_fired(nid)  # a redelivered slow-path entry
-        router.route_fired(nid)
+        router.route_fired(nid, uid)  # a redelivered slow-path entry
+        router.route_fired(nid, uid)
         assert db.session.scalar(db.select(db.func.count(DeliveryLog.id))) == 2
         assert db.session.scalar(db.select(db.func.count(CriticalNotification.id))) == 1
 
@@ -135,8 +135,9 @@ def test_route_fired_plans_deliveries_for_a_matcher_notification(app):
     with app.app_context():
         nid, _ = inbox.store({"user_id": uid, "type": "PRICE_ALERT", "title": "ETH above 3k",
                               "alert_id": "3"}, now_ms=ms(datetime.now(UTC)))
-        assert router.route_fired(nid) == [1]
-        assert router.route_fired("999999") == []  # gone (deleted or expired): nothing to do
+        assert router.route_fired(nid, uid) == [1]
+        gone = f"1-0-{uid}"  # deleted or expired: nothing to do
+        assert router.route_fired(gone, uid) == []
     assert statuses(app, nid) == {"email": "queued"}
 
 

@@ -1,6 +1,5 @@
 """Daily summary and weekly performance emails, sent at each user's local morning, once a period."""
 
-import json
 from collections import Counter
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -8,9 +7,9 @@ from flask import current_app, render_template
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from webapp import notification_types, preferences, price_history
+from webapp import inbox, notification_types, preferences, price_history
 from webapp.delivery import email
-from webapp.extensions import db, get_redis
+from webapp.extensions import db
 from webapp.models import Alert, DeliveryLog, DigestRun, User
 from worker.queues import enqueue
 
@@ -45,19 +44,8 @@ def digest_id(kind, start_day):
 
 
 def _notifications(user_id, start, end):
-    r = get_redis()
-    nids = r.zrangebyscore(f"tb:inbox:{user_id}", int(start.timestamp() * 1000),
-                           f"({int(end.timestamp() * 1000)}", start=0, num=MAX_READ)
-    pipe = r.pipeline()
-    for nid in nids:
-        pipe.hgetall(f"tb:n:{nid}")
-    found = []
-    for nid, raw in zip(nids, pipe.execute(), strict=True):
-        if raw:
-            raw["id"] = nid
-            raw["data"] = json.loads(raw.get("data") or "{}")
-            found.append(raw)
-    return found
+    return inbox.between(user_id, int(start.timestamp() * 1000), int(end.timestamp() * 1000),
+                         MAX_READ)
 
 
 def _watched(user_id, start, end):

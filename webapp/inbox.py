@@ -1,4 +1,6 @@
-"""The notification inbox in Redis: 7 days per notification, newest first, and the replay log.
+"""The notification inbox in Redis: 7 days per notification, newest first.
+
+A user's inbox is their replay stream: entry id = notification id = SSE id = cursor.
 
 Every function takes `now_ms` so tests (and callers replaying the past) control the clock.
 An entry older than the TTL is gone for lists, counts and reads, whatever Redis still holds.
@@ -20,12 +22,11 @@ DEFAULT_TTL_MS = 7 * 24 * 3600 * 1000
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 DEFAULT_SCAN_BUDGET = 1000  # entries one filtered page may examine before it returns
-REPLAY_MAXLEN = 5000
 SOURCE_FIELDS = ("alert_id", "strategy_id", "order_id")
 TITLE_MAX, MESSAGE_MAX, TYPE_MAX = 200, 2000, 40
-SEQ_KEY = "tb:seq:notification"
 EVENT_ID_RE = re.compile(r"^\d{1,20}(-\d{1,20})?$")
-CURSOR_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+ENTRY_RE = re.compile(r"^\d{1,15}-\d{1,9}$")
+NID_RE = re.compile(r"^(\d{1,15}-\d{1,9})-(\d{1,12})$")  # '<entry id>-<uid>', fits String(40)
 
 _scripts = {}
 
@@ -43,7 +44,8 @@ def _run(name, keys, args, redis=None):
 
 
 def _keys(user_id):
-    return f"tb:inbox:{user_id}", f"tb:unread:{user_id}", f"tb:replay:{user_id}"
+    """(unread zset, the stream holding the notifications)."""
+    return f"tb:unread:{user_id}", f"tb:replay:{user_id}"
 
 
 def cutoff(now_ms):
@@ -84,49 +86,49 @@ def _store_call(notification, created):
     body = {"user_id": uid, "type": n["type"], "priority": n["priority"], "title": n["title"],
             "message": n["message"], "created_at": created, "status": "unread",
             **{f: n[f] for f in SOURCE_FIELDS}, "data": n["data"]}
-    fields = {**body, "data": json.dumps(n["data"], separators=(",", ":"))}
-    flat = [str(x) for pair in fields.items() for x in pair]
-    return [SEQ_KEY, *_keys(uid)], [
-        uid, created, created + DEFAULT_TTL_MS, json.dumps(body, separators=(",", ":")),
-        REPLAY_MAXLEN, DEFAULT_TTL_MS, *flat]
+    # MINID follows the real clock: a caller's own clock must never trim what it just wrote
+    return list(_keys(uid)), [uid, created, json.dumps(body, separators=(",", ":")),
+                              current_ms() - DEFAULT_TTL_MS, DEFAULT_TTL_MS]
 
 
 def store(notification, now_ms=None):
-    """Write one notification: hash, inbox, unread, replay log and live publish; atomic."""
+    """Write one notification: stream entry, unread, live publish; atomic. -> (nid, event id)."""
     keys, args = _store_call(notification, now_ms or current_ms())
-    nid, eid = _run("STORE", keys, args)
-    return str(nid), str(eid)
+    eid = str(_run("STORE", keys, args))
+    return f"{eid}-{args[0]}", eid
 
 
 def store_many(notifications, now_ms=None, redis=None):
-    """store() for many in one round trip (each one atomic); returns [(nid, event_id)]."""
+    """store() for many in one round trip (each one atomic); returns [(nid, event id)]."""
     calls = [_store_call(n, now_ms or current_ms()) for n in notifications]
     with (redis or get_redis()).pipeline(transaction=False) as pipe:
         for keys, args in calls:
             _run("STORE", keys, args, redis=pipe)
-        return [(str(nid), str(eid)) for nid, eid in pipe.execute()]
+        eids = [str(eid) for eid in pipe.execute()]
+    return [(f"{eid}-{args[0]}", eid) for eid, (_, args) in zip(eids, calls, strict=True)]
 
 
-def _load(raw):
-    """A stored hash (dict or flat list) as the notification dict."""
-    if isinstance(raw, list):
-        raw = dict(zip(raw[::2], raw[1::2], strict=True))
-    n = dict(raw)
-    n["user_id"] = int(n.get("user_id") or 0)
-    n["created_at"] = int(n.get("created_at") or 0)
-    try:
-        n["data"] = json.loads(n.get("data") or "{}")
-    except ValueError:
+def _load(eid, data, status):
+    """A stream entry's data JSON (without its id) as the notification dict."""
+    n = json.loads(data)
+    n.update(id=f"{eid}-{n.get('user_id')}", status=status, user_id=int(n.get("user_id") or 0),
+             created_at=int(n.get("created_at") or 0))
+    if not isinstance(n.get("data"), dict):
         n["data"] = {}
     return n
 
 
+def with_id(eid, user_id, data):
+    """A stream entry's data JSON with its id put back (what the live publish carries)."""
+    rest = data[1:]
+    return f'{{"id":"{eid}-{user_id}"' + ("," if rest.strip() != "}" else "") + rest
+
+
 def parse_cursor(cursor):
-    """'<created_at>-<nid>' -> (score, nid); InvalidInput for anything else."""
-    match = CURSOR_RE.match(cursor or "")
-    if not match:
+    """A cursor is the id of the last notification of the previous page."""
+    if not ENTRY_RE.match(cursor or ""):
         raise InvalidInput({"cursor": "Use the next_cursor of a previous page."})
-    return match.group(1), match.group(2)
+    return cursor
 
 
 def list_page(user_id, limit=DEFAULT_PAGE_SIZE, cursor=None, unread=False, ntype=None,
@@ -134,56 +136,97 @@ def list_page(user_id, limit=DEFAULT_PAGE_SIZE, cursor=None, unread=False, ntype
     """(items newest first, next cursor or None); stable while new ones arrive."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidInput({"limit": f"Between 1 and {MAX_PAGE_SIZE}."})
-    max_score, after = parse_cursor(cursor) if cursor else ("+inf", "")
-    inbox, unread_key, _ = _keys(user_id)
-    rows, score, member, more = _run("LIST", [unread_key if unread else inbox, inbox, unread_key],
-                                     [max_score, after, cutoff(now_ms), limit, ntype or "",
-                                      DEFAULT_SCAN_BUDGET])
-    next_cursor = f"{int(float(score))}-{member}" if more else None
-    return [_load(row) for row in rows], next_cursor
+    after = parse_cursor(cursor) if cursor else ""
+    unread_key, stream = _keys(user_id)
+    rows, last, more = _run("LIST", [stream, unread_key], [
+        after, cutoff(now_ms), limit, ntype or "", DEFAULT_SCAN_BUDGET, "1" if unread else ""])
+    return [_load(*row) for row in rows], (last if more else None)
 
 
 def unread_count(user_id, now_ms=None, redis=None):
-    return (redis or get_redis()).zcount(_keys(user_id)[1], f"({cutoff(now_ms)}", "+inf")
+    return (redis or get_redis()).zcount(_keys(user_id)[0], f"({cutoff(now_ms)}", "+inf")
 
 
-def _nid(nid):
-    nid = str(nid)
-    if not nid.isdigit() or len(nid) > 20:
+def _entry(user_id, nid):
+    """The stream entry id of one of the user's notification ids; NotFound if not theirs."""
+    match = NID_RE.match(str(nid))
+    if not match or match.group(2) != str(user_id):
         raise NotFound(nid)
-    return nid
+    return match.group(1)
 
 
-def get(user_id, nid, now_ms=None):
+def get(user_id, nid, now_ms=None, redis=None):
     """One of the user's live notifications; NotFound if missing, expired or not theirs."""
-    raw = get_redis().hgetall(f"tb:n:{_nid(nid)}")
-    if not raw or raw.get("user_id") != str(user_id):
+    unread_key, stream = _keys(user_id)
+    eid = _entry(user_id, nid)
+    with (redis or get_redis()).pipeline(transaction=False) as pipe:
+        pipe.xrange(stream, eid, eid)
+        pipe.zscore(unread_key, eid)
+        rows, score = pipe.execute()
+    if not rows or "data" not in rows[0][1]:
         raise NotFound(nid)
-    n = _load(raw)
+    n = _load(eid, rows[0][1]["data"], "read" if score is None else "unread")
     if n["created_at"] <= cutoff(now_ms):
         raise NotFound(nid)
     return n
 
 
+def find(user_id, nid, redis=None):
+    """get() without the expiry check, or None: for the slow steps of a stored notification."""
+    try:
+        return get(user_id, nid, now_ms=1, redis=redis)
+    except NotFound:
+        return None
+
+
+def titles(user_id, nids):
+    """nid -> title (None when gone) for ids of the user's notifications, in one round trip."""
+    entries = {nid: NID_RE.match(str(nid)) for nid in nids}
+    entries = {nid: m.group(1) for nid, m in entries.items() if m and m.group(2) == str(user_id)}
+    stream = _keys(user_id)[1]
+    with get_redis().pipeline(transaction=False) as pipe:
+        for eid in entries.values():
+            pipe.xrange(stream, eid, eid)
+        rows = dict(zip(entries, pipe.execute(), strict=True))
+    return {nid: json.loads(rows[nid][0][1].get("data") or "{}").get("title")
+            if rows.get(nid) else None for nid in nids}
+
+
+def between(user_id, start_ms, end_ms, limit):
+    """The user's notifications created in [start_ms, end_ms), oldest first, at most limit."""
+    found, low, stream = [], "-", _keys(user_id)[1]
+    while len(found) < limit:
+        rows = get_redis().xrange(stream, low, "+", count=500)
+        for eid, fields in rows:
+            n = _load(eid, fields.get("data") or "{}", "read")
+            if start_ms <= n["created_at"] < end_ms:
+                found.append(n)
+        if len(rows) < 500:
+            break
+        low = f"({rows[-1][0]}"
+    return found[:limit]
+
+
 def mark_read(user_id, nid, now_ms=None):
     """Mark one read (idempotent); returns (notification, unread count)."""
-    nid = _nid(nid)
-    out = _run("MARK_READ", [f"tb:n:{nid}", _keys(user_id)[1]], [user_id, cutoff(now_ms), nid])
+    eid = _entry(user_id, nid)
+    unread_key, stream = _keys(user_id)
+    out = _run("MARK_READ", [stream, unread_key], [user_id, cutoff(now_ms), eid])
     if out[0] == -1:
         raise NotFound(nid)
-    return _load(out[1:]), int(out[0])
+    return _load(eid, out[1], "read"), int(out[0])
 
 
 def mark_all_read(user_id, now_ms=None):
     """Mark every live unread notification read; returns how many changed."""
-    return int(_run("MARK_ALL_READ", [_keys(user_id)[1]], [user_id, cutoff(now_ms)]))
+    return int(_run("MARK_ALL_READ", [_keys(user_id)[0]], [user_id, cutoff(now_ms)]))
 
 
 def delete(user_id, nid, now_ms=None):
     """Delete one; NotFound if it is missing (already deleted), expired or not theirs."""
-    nid = _nid(nid)
-    inbox, unread_key, _ = _keys(user_id)
-    if not _run("DELETE", [f"tb:n:{nid}", inbox, unread_key], [user_id, cutoff(now_ms), nid]):
+    eid = _entry(user_id, nid)
+    unread_key, stream = _keys(user_id)
+    if not _run("DELETE", [stream, unread_key], [user_id, cutoff(now_ms), eid]):
         raise NotFound(nid)
 
 
@@ -192,7 +235,7 @@ def snapshot(user_id, last_event_id, redis=None, now_ms=None):
 
     Replay is [(id, event, data JSON)], oldest first; a missing or malformed id replays nothing.
     """
-    replay_key, unread_key = _keys(user_id)[2], _keys(user_id)[1]
+    unread_key, replay_key = _keys(user_id)
     with (redis or get_redis()).pipeline(transaction=True) as pipe:
         valid = bool(last_event_id and EVENT_ID_RE.match(last_event_id))
         if valid:
@@ -200,7 +243,8 @@ def snapshot(user_id, last_event_id, redis=None, now_ms=None):
         pipe.zcount(unread_key, f"({cutoff(now_ms)}", "+inf")
         replies = pipe.execute()
     rows = replies[0] if valid else []
-    replay = [(eid, f.get("event", "notification"), f.get("data", "{}")) for eid, f in rows]
+    replay = [(eid, f.get("event", "notification"), with_id(eid, user_id, f.get("data") or "{}"))
+              for eid, f in rows]
     return replay, int(replies[-1])
 
 

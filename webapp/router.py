@@ -5,7 +5,6 @@ slow path. The hot part (inbox, live feed) runs in the caller; the slow steps (S
 delivery plan) run from an RQ job or the slow-path consumer, idempotent by notification id.
 """
 
-import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -66,9 +65,9 @@ def with_defaults(notification):
     return {**notification, **filled}
 
 
-def route_fired(nid, notification=None):
+def route_fired(nid, user_id, notification=None):
     """Slow steps for a notification already in the inbox (the matcher's); idempotent."""
-    notification = notification or load(nid)
+    notification = notification or load(nid, user_id)
     if notification is None:
         return []
     return process(notification)
@@ -185,20 +184,13 @@ def over_limit(pref, nid, when):
     return bool(over)
 
 
-def load(nid):
-    """A notification by id: the audit row if critical, else the inbox hash; None if gone."""
+def load(nid, user_id):
+    """A notification by id: the audit row if critical, else the inbox entry; None if gone."""
     row = db.session.get(CriticalNotification, str(nid))
     if row is not None:
         return {"id": row.id, "user_id": row.user_id, "type": row.type, "priority": row.priority,
                 "title": row.title, "message": row.message, "data": row.data or {},
                 "created_at": int(row.created_at.replace(tzinfo=UTC).timestamp() * 1000)}
-    raw = get_redis().hgetall(f"tb:n:{nid}")
-    if not raw:
-        return None
-    notification = {**raw, "id": str(nid), "user_id": int(raw["user_id"]),
-                    "created_at": int(raw["created_at"])}
-    try:
-        notification["data"] = json.loads(raw.get("data") or "{}")
-    except ValueError:
-        notification["data"] = {}
-    return notification
+    from webapp import inbox
+
+    return inbox.find(user_id, nid)

@@ -27,7 +27,6 @@ def prune_redis(now_ms=None):
     for start in range(0, len(user_ids), CHUNK):
         pipe = get_redis().pipeline(transaction=False)
         for uid in user_ids[start:start + CHUNK]:
-            pipe.zremrangebyscore(f"tb:inbox:{uid}", "-inf", cutoff)
             pipe.zremrangebyscore(f"tb:unread:{uid}", "-inf", cutoff)
             pipe.xtrim(f"tb:replay:{uid}", minid=f"{cutoff}-0", approximate=False)
         removed += sum(pipe.execute())

@@ -1,7 +1,7 @@
 -- One tick, one atomic step: record the value, fire the alerts it meets, re-arm the
 -- recurring ones it has moved back past. Layout: docs/architecture.md.
 -- KEYS: 1 tb:price:S  2 up idx  3 up rearm  4 below idx  5 below rearm
---       6 tb:symbols  7 tb:seq:notification  8 tb:fired  9 tb:spark:S
+--       6 tb:symbols  7 (unused)  8 tb:fired  9 tb:spark:S
 -- ARGV: 1 symbol  2 'price' | 'volume'  3 value (number text)  4 ts ms  5 batch size
 --       6 seq (trade id, 0 if unknown)  7 '1' on a continuation call of the same tick
 -- Returns {more, nid...}; more = 1 when a batch was full and the caller should call again.
@@ -27,7 +27,7 @@ local more = 0
 local out = {0}
 local released = {} -- alerts leaving the index: one DEL and one refcount step at the end
 local marked = {} -- fired one-shot alerts: id, ts pairs for tb:alerts:fired
-local per_user, users = {}, {} -- uid -> {score, nid, ...}: one ZADD per user at the end
+local per_user, users = {}, {} -- uid -> its key names and {score, eid, ...} for one ZADD
 
 if kind == 'price' then
   local pub = tonumber(redis.call('HGET', KEYS[1], 'pub') or '0') or 0
@@ -89,39 +89,40 @@ local function template(cond)
   t.message = sym .. w[2] .. vtext .. w[3]
   t.data = '{"symbol":"' .. sym .. '","condition":"' .. cond .. '","target":'
   t.data_tail = ',"price":' .. vtext .. ',"mode":"'
-  t.json_a = ',"type":"' .. t.ntype .. '","priority":"normal","title":"'
-  t.json_b = ',"created_at":' .. tstext .. ',"status":"unread","alert_id":"'
+  t.json_b = ',"type":"' .. t.ntype .. '","priority":"normal","title":"'
+  t.json_c = ',"created_at":' .. tstext .. ',"status":"unread","alert_id":"'
   return t
 end
 
-local function notify(t, nid, id, a)
+local function notify(t, id, a)
   local uid, target, mode, note = a[1], a[2], a[3], a[6]
-  local title, message = t.title .. target, t.message .. target
-  local jmessage, jnote = '"' .. message .. '"', ''
+  local body -- the notification JSON after '{"user_id":', built in one concatenation
   if note and note ~= '' then
-    message = message .. ' - ' .. note
-    jmessage, jnote = cjson.encode(message), ',"note":' .. cjson.encode(note)
+    local message = t.message .. target .. ' - ' .. note
+    body = uid .. t.json_b .. t.title .. target .. '","message":' .. cjson.encode(message)
+      .. t.json_c .. id .. '","data":' .. t.data .. target .. t.data_tail .. mode
+      .. '","note":' .. cjson.encode(note) .. '}}'
+  else
+    body = uid .. t.json_b .. t.title .. target .. '","message":"' .. t.message .. target
+      .. '"' .. t.json_c .. id .. '","data":' .. t.data .. target .. t.data_tail .. mode .. '"}}'
   end
-  local data = t.data .. target .. t.data_tail .. mode .. '"' .. jnote .. '}'
-  local nkey = 'tb:n:' .. nid
-  redis.call('HSET', nkey, 'id', nid, 'user_id', uid, 'type', t.ntype, 'priority', 'normal',
-    'title', title, 'message', message, 'created_at', tstext, 'status', 'unread',
-    'alert_id', id, 'data', data)
-  redis.call('PEXPIREAT', nkey, ts + WEEK_MS)
-  local json = '{"id":"' .. nid .. '","user_id":' .. uid .. t.json_a .. title .. '","message":'
-    .. jmessage .. t.json_b .. id .. '","data":' .. data .. '}'
-  local eid = redis.call('XADD', 'tb:replay:' .. uid, 'MAXLEN', '~', 5000, '*',
-    'event', 'notification', 'data', json)
-  redis.call('PUBLISH', 'tb:user:' .. uid,
-    '{"id":"' .. eid .. '","event":"notification","data":' .. json .. '}')
-  local z = per_user[uid]
-  if not z then
-    z = {}
-    per_user[uid] = z
+  local u = per_user[uid]
+  if not u then
+    u = {replay = 'tb:replay:' .. uid, channel = 'tb:user:' .. uid, z = {}}
+    per_user[uid] = u
     users[#users + 1] = uid
   end
+  -- the notification id is '<entry id>-<uid>' (entry ids are only unique per stream); the
+  -- stored JSON leaves it out, the publish adds it. (Entries past 7 days are trimmed by the
+  -- slow path, off the hot path.)
+  local eid = redis.call('XADD', u.replay, '*', 'event', 'notification',
+    'data', '{"user_id":' .. body)
+  local nid = eid .. '-' .. uid
+  redis.call('PUBLISH', u.channel, '{"id":"' .. eid .. '","event":"notification",'
+    .. '"data":{"id":"' .. nid .. '","user_id":' .. body .. '}')
+  local z = u.z
   z[#z + 1] = tstext
-  z[#z + 1] = nid
+  z[#z + 1] = eid
   out[#out + 1] = nid
   return nid .. ':' .. id .. ':' .. uid .. ':' .. mode
 end
@@ -130,9 +131,8 @@ local function fire(idx, rearm, cond, reverse)
   local ids = take(idx, reverse)
   if #ids == 0 then return end
   local t = template(cond)
-  local seq = redis.call('INCRBY', KEYS[7], #ids) - #ids
   local items, waiting = {}, {}
-  for i, id in ipairs(ids) do
+  for _, id in ipairs(ids) do
     local a = redis.call('HMGET', 'tb:alert:' .. id,
       'user_id', 'target', 'mode', 'rearm', 'expires_at', 'note')
     if a[1] then
@@ -140,7 +140,7 @@ local function fire(idx, rearm, cond, reverse)
       if exp > 0 and exp <= ts then
         released[#released + 1] = 'tb:alert:' .. id
       else
-        items[#items + 1] = notify(t, tostring(seq + i), id, a)
+        items[#items + 1] = notify(t, id, a)
         if a[3] == 'recurring' then
           waiting[#waiting + 1] = a[4]
           waiting[#waiting + 1] = id
@@ -190,9 +190,7 @@ end
 
 -- (the 7-day TTL on these per-user keys is refreshed by the slow path, off the hot path)
 for _, uid in ipairs(users) do
-  local z = per_user[uid]
-  bulk('ZADD', 'tb:inbox:' .. uid, z)
-  bulk('ZADD', 'tb:unread:' .. uid, z)
+  bulk('ZADD', 'tb:unread:' .. uid, per_user[uid].z)
 end
 -- SQL keeps a fired one-shot alert active until the slow path runs: the mark stops a
 -- rebuild from arming it again meanwhile; the slow path removes it after its SQL update

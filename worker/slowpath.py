@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from datetime import UTC, datetime
 
 import redis
@@ -91,10 +92,15 @@ def drop_fired(once, done):
 
 
 def refresh_ttls(r, items):
-    """Give the notified users' inbox keys their 7-day TTL, as the inbox's own writes do."""
+    """Give the notified users' inbox keys their 7-day TTL and trim entries past 7 days.
+
+    The inbox's own writes do both; the matcher's script leaves them to this, off the hot path.
+    """
+    minid = int(time.time() * 1000) - USER_KEYS_TTL_MS
     with r.pipeline(transaction=False) as pipe:
         for uid in {user_id for _, _, user_id, _ in items}:
-            for key in (f"tb:inbox:{uid}", f"tb:unread:{uid}", f"tb:replay:{uid}"):
+            pipe.xtrim(f"tb:replay:{uid}", minid=minid, approximate=True)
+            for key in (f"tb:unread:{uid}", f"tb:replay:{uid}"):
                 pipe.pexpire(key, USER_KEYS_TTL_MS)
         pipe.execute()
 
@@ -109,8 +115,8 @@ def handle(r, entries):
             db.session.commit()
             drop_fired(once, inactive)  # only now: a rebuild must never see it active and unmarked
             refresh_ttls(r, items)
-            for nid, *_ in items:
-                router.route_fired(nid)
+            for nid, _, uid, _ in items:
+                router.route_fired(nid, int(uid))
             done.append(entry_id)
             handled += len(items)
         except Exception:  # one bad entry must not stop the rest; it stays pending

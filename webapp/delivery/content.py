@@ -20,7 +20,7 @@ def build(row):
     pref = preferences.preferences_for(row.user_id)
     if row.notification_id.startswith("digest:"):
         return digests.email_message(user, pref, row.notification_id)
-    notification = router.load(row.notification_id)
+    notification = router.load(row.notification_id, row.user_id)
     if notification is None:
         raise DeliveryRejected("the notification was deleted before it could be sent")
     return BUILDERS[row.channel](user, pref, notification)

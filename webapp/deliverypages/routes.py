@@ -4,10 +4,10 @@ from flask import Blueprint, abort, render_template, request
 from flask_login import current_user
 from sqlalchemy import select
 
-from webapp import accounts, audit, digests
+from webapp import accounts, audit, digests, inbox
 from webapp.delivery.stats import delivery_stats
 from webapp.exceptions import InvalidInput
-from webapp.extensions import db, get_redis
+from webapp.extensions import db
 from webapp.models import DeliveryLog
 
 bp = Blueprint("deliveries", __name__)
@@ -16,10 +16,7 @@ PAGE = 100
 
 
 def _titles(nids):
-    pipe = get_redis().pipeline()
-    for nid in nids:
-        pipe.hget(f"tb:n:{nid}", "title")
-    return dict(zip(nids, pipe.execute(), strict=True))
+    return inbox.titles(current_user.id, nids)
 
 
 @bp.get("/deliveries")
