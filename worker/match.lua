@@ -1,7 +1,7 @@
 -- One tick, one atomic step: record the value, fire the alerts it meets, re-arm the
 -- recurring ones it has moved back past. Layout: docs/architecture.md.
 -- KEYS: 1 tb:price:S  2 up idx  3 up rearm  4 below idx  5 below rearm
---       6 tb:symbols  7 (unused)  8 tb:fired  9 tb:spark:S
+--       6 tb:symbols  7 tb:alerts:fired  8 tb:fired  9 tb:spark:S
 -- ARGV: 1 symbol  2 'price' | 'volume'  3 value (number text)  4 ts ms  5 batch size
 --       6 seq (trade id, 0 if unknown)  7 '1' on a continuation call of the same tick
 -- Returns {more, nid...}; more = 1 when a batch was full and the caller should call again.
@@ -194,7 +194,7 @@ for _, uid in ipairs(users) do
 end
 -- SQL keeps a fired one-shot alert active until the slow path runs: the mark stops a
 -- rebuild from arming it again meanwhile; the slow path removes it after its SQL update
-bulk('HSET', 'tb:alerts:fired', marked)
+bulk('HSET', KEYS[7], marked)
 if #released > 0 then
   bulk('DEL', nil, released)
   if redis.call('HINCRBY', KEYS[6], sym, -#released) <= 0 then redis.call('HDEL', KEYS[6], sym) end

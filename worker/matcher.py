@@ -15,7 +15,7 @@ def _keys(symbol, kind):
     return [
         f"tb:price:{symbol}", idx_key(symbol, up), rearm_key(symbol, up),
         idx_key(symbol, "below"), rearm_key(symbol, "below"),
-        SYMBOLS, "tb:seq:notification", "tb:fired", f"tb:spark:{symbol}",
+        SYMBOLS, "tb:alerts:fired", "tb:fired", f"tb:spark:{symbol}",
     ]
 
 
