@@ -26,6 +26,15 @@ def redis_url(redis_server):
     return redis_server["url"]
 
 
+@pytest.fixture
+def r(redis_url):
+    """A decoding client on the session's Redis, flushed first."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushall()
+    yield client
+    client.close()
+
+
 def pytest_generate_tests(metafunc):
     if "db_url" in metafunc.fixturenames:
         backends = ["sqlite"]

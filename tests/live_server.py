@@ -3,21 +3,36 @@
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
+
+from worker.redisd import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium reaches for outside hosts at every start.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def launch_chromium(playwright):
+    """Debian's Chromium, headless; tests never download a browser."""
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                      args=CHROMIUM_ARGS)
+
+
+def skip_without_chromium():
+    """Skip the calling test module, loudly, when Debian's Chromium is not installed."""
+    if not CHROMIUM.exists():
+        pytest.skip("!! /usr/bin/chromium is missing: browser tests SKIPPED "
+                    "(run `make browser` or `apt-get install chromium`)", allow_module_level=True)
 
 
 class LiveServer:

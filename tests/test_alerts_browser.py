@@ -1,22 +1,18 @@
 """The alerts page in a real Chromium: inline create, errors beside fields, pause, delete."""
 
-from pathlib import Path
 
 import pytest
 
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, launch_chromium, skip_without_chromium
 from webapp import create_app
 from webapp.extensions import db
 from worker import redisd
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
 WAIT_MS = 15_000
 
-if not CHROMIUM.exists():
-    pytest.skip("!! /usr/bin/chromium is missing: browser tests SKIPPED "
-                "(run `make browser` or `apt-get install chromium`)", allow_module_level=True)
+skip_without_chromium()
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
@@ -42,8 +38,7 @@ def server(tmp_path_factory):
 @pytest.fixture
 def page(server):
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                    args=["--no-sandbox", "--disable-gpu"])
+        browser = launch_chromium(p)
         page = browser.new_context().new_page()
         page.on("dialog", lambda dialog: dialog.accept())  # the delete confirmation
         page.goto(server.url + "/auth/register")

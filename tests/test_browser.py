@@ -6,14 +6,13 @@ tests skip, loudly.
 
 import threading
 from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 import redis
 import requests
 
 from tests.hub import poll
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, launch_chromium, skip_without_chromium
 from webapp import alerts, create_app
 from webapp.extensions import db
 from worker import redisd
@@ -24,15 +23,10 @@ from worker.pacing import Backoff
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 PASSWORD = "correct horse battery"
 WAIT_MS = 15_000
 
-if not CHROMIUM.exists():
-    pytest.skip("!! /usr/bin/chromium is missing: browser tests SKIPPED "
-                "(run `make browser` or `apt-get install chromium`)", allow_module_level=True)
+skip_without_chromium()
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
@@ -75,7 +69,7 @@ def _dispose(app):
 @pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        chromium = launch_chromium(p)
         yield chromium
         chromium.close()
 

@@ -23,11 +23,7 @@ def ms(dt):
 
 @pytest.fixture
 def app(make_app, smtp_server):
-    app = make_app(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port, SMTP_TLS="none")
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    return make_app(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port, SMTP_TLS="none")
 
 
 def digest_mails(box, total):

@@ -4,7 +4,6 @@ import threading
 import time
 
 import pytest
-import redis
 
 from webapp.breaker import Breaker
 from worker.fakefeed import FakeFeed
@@ -46,14 +45,6 @@ def eventually(predicate, timeout=5.0):
             return True
         time.sleep(0.01)
     return predicate()
-
-
-@pytest.fixture
-def r(redis_url):
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    client.flushall()
-    yield client
-    client.close()
 
 
 @pytest.fixture

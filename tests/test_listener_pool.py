@@ -5,7 +5,6 @@ import socket
 import threading
 
 import pytest
-import redis
 
 from tests.test_listener import Recorder, eventually
 from webapp.breaker import Breaker
@@ -16,14 +15,6 @@ from worker.pacing import Backoff
 from worker.subscriptions import SYMBOLS_KEY, streams_for
 
 CAP = 10  # streams a connection: 5 symbols
-
-
-@pytest.fixture
-def r(redis_url):
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    client.flushall()
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -17,14 +17,6 @@ T0 = int(time.time() * 1000)
 _ids = itertools.count(1)
 
 
-@pytest.fixture
-def r(redis_url):
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    client.flushall()
-    yield client
-    client.close()
-
-
 def arm(r, symbol="BTCUSDT", condition="above", target=100.0, mode="once", buffer=0.5,
         pct=False, expires_at=None, user_id=7, note=""):
     alert = Alert(id=next(_ids), user_id=user_id, symbol=symbol, condition=condition,

@@ -1,24 +1,18 @@
 """A real Chromium on the notification settings page: each change saves itself (HTMX)."""
 
-from pathlib import Path
 
 import pytest
 
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, launch_chromium, skip_without_chromium
 from webapp import create_app, preferences
 from webapp.extensions import db
 from webapp.models import User
 from worker import redisd
 
 pytestmark = pytest.mark.browser
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 PASSWORD = "correct horse battery"
 
-if not CHROMIUM.exists():
-    pytest.skip("!! /usr/bin/chromium is missing: browser tests SKIPPED "
-                "(run `make browser` or `apt-get install chromium`)", allow_module_level=True)
+skip_without_chromium()
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
@@ -53,7 +47,7 @@ def saved_preferences(app, email):
 
 def test_settings_save_on_change_and_show_saved(site):
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        browser = launch_chromium(p)
         page = browser.new_context().new_page()
         page.goto(site["url"] + "/auth/register")
         page.fill("#email", "prefs@example.com")

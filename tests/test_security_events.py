@@ -13,11 +13,7 @@ pytestmark = pytest.mark.both_databases
 
 @pytest.fixture
 def app(make_app, smtp_server):
-    app = make_app(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port, SMTP_TLS="none")
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+    return make_app(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port, SMTP_TLS="none")
 
 
 def titles(app, uid):
