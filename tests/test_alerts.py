@@ -236,8 +236,7 @@ def test_slow_path_marks_one_shot_inactive_and_records_fires(ctx, uid):
     assert recurring.active and recurring.last_fired_at is not None
     assert alerts.status(once) == "fired"
     assert get_redis().xlen("tb:fired") == 0 and slowpath.drain("test") == 0
-    for key in (f"tb:unread:{uid}", f"tb:replay:{uid}"):
-        assert 0 < get_redis().pttl(key) <= slowpath.USER_KEYS_TTL_MS
+    assert 0 < get_redis().pttl(f"tb:replay:{uid}") <= inbox.DEFAULT_TTL_MS
 
 
 def test_slow_path_reclaims_entries_a_dead_consumer_left(ctx, uid):

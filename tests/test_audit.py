@@ -59,16 +59,17 @@ def test_cleanup_never_removes_before_expiry(app):
         assert jobs.prune_sql(now=expires + timedelta(seconds=1))["audit"] == 1
 
 
-def test_cleanup_drops_expired_inbox_and_replay_entries(app):
+def test_cleanup_drops_expired_inbox_entries_and_their_read_marks(app):
     uid = make_user(app, "c@example.com")
     old = int((datetime.now(UTC) - timedelta(days=8)).timestamp() * 1000)
     with app.app_context():
         r = get_redis()
-        r.zadd(f"tb:unread:{uid}", {f"{old}-0": old, "2-0": old + 9 * 24 * 3600 * 1000})
         r.xadd(f"tb:replay:{uid}", {"event": "notification", "data": "{}"}, id=f"{old}-0")
+        r.zadd(f"tb:read:{uid}", {f"{old}-0": old})
         r.xadd(f"tb:replay:{uid}", {"event": "notification", "data": "{}"})
-        assert jobs.cleanup()["redis_entries"] == 2
-        assert r.zrange(f"tb:unread:{uid}", 0, -1) == ["2-0"] and r.xlen(f"tb:replay:{uid}") == 1
+        assert jobs.cleanup()["redis_entries"] == 1
+        assert r.xlen(f"tb:replay:{uid}") == 1 and not r.exists(f"tb:read:{uid}")
+        assert inbox.unread_count(uid) == 1
 
 
 def test_out_of_range_before_is_refused_not_a_server_error(app, client, auth):

@@ -19,7 +19,7 @@ def user(client, app, auth):
     auth.login()
     with app.app_context():
         r = get_redis()
-        r.delete(f"tb:inbox:{uid}", f"tb:unread:{uid}", f"tb:replay:{uid}")
+        r.delete(f"tb:replay:{uid}", f"tb:read:{uid}", f"tb:readmark:{uid}")
     return uid
 
 

@@ -79,9 +79,13 @@ def _exercise(app):
     assert r.info("server")["redis_version"].startswith("6.")
     user = accounts.create_user("old@example.com", "long enough")
     alerts.create_alert(user.id, {"symbol": "BTCUSDT", "type": "above", "price": 100})
-    assert len(Matcher(r).on_price("BTCUSDT", 101, 1_900_000_000_000, seq=1)) == 1
-    items, _ = inbox.list_page(user.id, now_ms=1_900_000_000_001)
-    assert [n["type"] for n in items] == ["PRICE_ALERT"]
+    [fired] = Matcher(r).on_price("BTCUSDT", 101, inbox.current_ms(), seq=1)
+    stored, _ = inbox.store({"user_id": user.id, "type": "SYSTEM_ERROR", "title": "hello"})
+    items, _ = inbox.list_page(user.id)
+    assert [n["type"] for n in items] == ["SYSTEM_ERROR", "PRICE_ALERT"]
+    assert inbox.mark_read(user.id, fired)[1] == 1 and inbox.mark_all_read(user.id) == 1
+    inbox.delete(user.id, stored)
+    assert inbox.unread_count(user.id) == 0 and len(inbox.list_page(user.id)[0]) == 1
     assert throttle.hit("test", "x") == 1 and throttle.hit("test", "x") == 2
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from webapp import alert_index
+from webapp import alert_index, inbox
 from webapp.models import Alert
 from worker.matcher import Matcher
 
@@ -143,7 +143,7 @@ def test_notification_layout_matches_the_contract(r):
     assert "65010.5" in n["message"] and "65000" in n["message"]
     assert n["data"]["note"] == 'sell "half" <script>x</script>'
     [(entry_id, fields)] = r.xrange("tb:replay:42")
-    assert nid == f"{entry_id}-42" and r.zscore("tb:unread:42", entry_id) == T0
+    assert nid == f"{entry_id}-42" and inbox.unread_count(42, redis=r) == 1
     message = pubsub.get_message(timeout=2)
     payload = json.loads(message["data"])
     assert payload["id"] == entry_id and payload["event"] == "notification"

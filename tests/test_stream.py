@@ -31,8 +31,8 @@ def users(app):
         out[name] = (client, uid)
     with app.app_context():
         r = get_redis()
-        for key in [*r.scan_iter("tb:inbox:*"), *r.scan_iter("tb:unread:*"),
-                    *r.scan_iter("tb:replay:*")]:
+        for key in [*r.scan_iter("tb:replay:*"), *r.scan_iter("tb:read:*"),
+                    *r.scan_iter("tb:readmark:*")]:
             r.delete(key)
     return out
 

@@ -1,9 +1,10 @@
 """The notification inbox in Redis: 7 days per notification, newest first.
 
-A user's inbox is their replay stream: entry id = notification id = SSE id = cursor.
+A user's inbox is their replay stream: entry id = notification id = SSE id = cursor. Read
+state lives beside it (webapp/inbox_lua.py), so a new notification is one stream entry.
 
 Every function takes `now_ms` so tests (and callers replaying the past) control the clock.
-An entry older than the TTL is gone for lists, counts and reads, whatever Redis still holds.
+An entry whose id is older than the TTL is trimmed before any list, count or read.
 """
 
 import json
@@ -44,8 +45,8 @@ def _run(name, keys, args, redis=None):
 
 
 def _keys(user_id):
-    """(unread zset, the stream holding the notifications)."""
-    return f"tb:unread:{user_id}", f"tb:replay:{user_id}"
+    """The keys every inbox script takes: the stream, the read set, the read mark."""
+    return [f"tb:replay:{user_id}", f"tb:read:{user_id}", f"tb:readmark:{user_id}"]
 
 
 def cutoff(now_ms):
@@ -86,9 +87,9 @@ def _store_call(notification, created):
     body = {"user_id": uid, "type": n["type"], "priority": n["priority"], "title": n["title"],
             "message": n["message"], "created_at": created, "status": "unread",
             **{f: n[f] for f in SOURCE_FIELDS}, "data": n["data"]}
-    # MINID follows the real clock: a caller's own clock must never trim what it just wrote
-    return list(_keys(uid)), [uid, created, json.dumps(body, separators=(",", ":")),
-                              current_ms() - DEFAULT_TTL_MS, DEFAULT_TTL_MS]
+    # the trim follows the real clock: a caller's own clock must never trim what it just wrote
+    return _keys(uid), [uid, created, json.dumps(body, separators=(",", ":")),
+                        cutoff(None), DEFAULT_TTL_MS]
 
 
 def store(notification, now_ms=None):
@@ -137,14 +138,30 @@ def list_page(user_id, limit=DEFAULT_PAGE_SIZE, cursor=None, unread=False, ntype
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidInput({"limit": f"Between 1 and {MAX_PAGE_SIZE}."})
     after = parse_cursor(cursor) if cursor else ""
-    unread_key, stream = _keys(user_id)
-    rows, last, more = _run("LIST", [stream, unread_key], [
+    rows, last, more = _run("LIST", _keys(user_id), [
         after, cutoff(now_ms), limit, ntype or "", DEFAULT_SCAN_BUDGET, "1" if unread else ""])
     return [_load(*row) for row in rows], (last if more else None)
 
 
+def trim(user_id, now_ms=None, ttl_ms=None, redis=None):
+    """Drop expired entries (refreshing the keys' TTL if given); -> (removed, unread count).
+
+    With a pipeline as `redis`, the reply comes from its execute().
+    """
+    return _run("TRIM", _keys(user_id), [cutoff(now_ms), ttl_ms or ""], redis=redis)
+
+
 def unread_count(user_id, now_ms=None, redis=None):
-    return (redis or get_redis()).zcount(_keys(user_id)[0], f"({cutoff(now_ms)}", "+inf")
+    return int(trim(user_id, now_ms, redis=redis)[1])
+
+
+def head(user_id, redis=None):
+    """(the newest entry id or '0', unread count), read in one MULTI so they agree."""
+    with (redis or get_redis()).pipeline(transaction=True) as pipe:
+        trim(user_id, redis=pipe)
+        pipe.xrevrange(_keys(user_id)[0], "+", "-", count=1)
+        (_, unread), latest = pipe.execute()
+    return (latest[0][0] if latest else "0"), int(unread)
 
 
 def _entry(user_id, nid):
@@ -157,18 +174,29 @@ def _entry(user_id, nid):
 
 def get(user_id, nid, now_ms=None, redis=None):
     """One of the user's live notifications; NotFound if missing, expired or not theirs."""
-    unread_key, stream = _keys(user_id)
+    stream, read, mark = _keys(user_id)
     eid = _entry(user_id, nid)
-    with (redis or get_redis()).pipeline(transaction=False) as pipe:
+    if _ms(eid) <= cutoff(now_ms):
+        raise NotFound(nid)
+    with (redis or get_redis()).pipeline(transaction=True) as pipe:
         pipe.xrange(stream, eid, eid)
-        pipe.zscore(unread_key, eid)
-        rows, score = pipe.execute()
+        pipe.zscore(read, eid)
+        pipe.hget(mark, "id")
+        rows, score, marked = pipe.execute()
     if not rows or "data" not in rows[0][1]:
         raise NotFound(nid)
-    n = _load(eid, rows[0][1]["data"], "read" if score is None else "unread")
-    if n["created_at"] <= cutoff(now_ms):
-        raise NotFound(nid)
-    return n
+    unread = score is None and (marked is None or _order(eid) > _order(marked))
+    return _load(eid, rows[0][1]["data"], "unread" if unread else "read")
+
+
+def _order(eid):
+    """'1700000000000-3' -> (1700000000000, 3): stream ids in their order."""
+    ms, seq = eid.split("-")
+    return int(ms), int(seq)
+
+
+def _ms(eid):
+    return _order(eid)[0]
 
 
 def find(user_id, nid, redis=None):
@@ -183,7 +211,7 @@ def titles(user_id, nids):
     """nid -> title (None when gone) for ids of the user's notifications, in one round trip."""
     entries = {nid: NID_RE.match(str(nid)) for nid in nids}
     entries = {nid: m.group(1) for nid, m in entries.items() if m and m.group(2) == str(user_id)}
-    stream = _keys(user_id)[1]
+    stream = _keys(user_id)[0]
     with get_redis().pipeline(transaction=False) as pipe:
         for eid in entries.values():
             pipe.xrange(stream, eid, eid)
@@ -194,7 +222,7 @@ def titles(user_id, nids):
 
 def between(user_id, start_ms, end_ms, limit):
     """The user's notifications created in [start_ms, end_ms), oldest first, at most limit."""
-    found, low, stream = [], "-", _keys(user_id)[1]
+    found, low, stream = [], "-", _keys(user_id)[0]
     while len(found) < limit:
         rows = get_redis().xrange(stream, low, "+", count=500)
         for eid, fields in rows:
@@ -210,8 +238,7 @@ def between(user_id, start_ms, end_ms, limit):
 def mark_read(user_id, nid, now_ms=None):
     """Mark one read (idempotent); returns (notification, unread count)."""
     eid = _entry(user_id, nid)
-    unread_key, stream = _keys(user_id)
-    out = _run("MARK_READ", [stream, unread_key], [user_id, cutoff(now_ms), eid])
+    out = _run("MARK_READ", _keys(user_id), [user_id, cutoff(now_ms), eid, DEFAULT_TTL_MS])
     if out[0] == -1:
         raise NotFound(nid)
     return _load(eid, out[1], "read"), int(out[0])
@@ -219,14 +246,13 @@ def mark_read(user_id, nid, now_ms=None):
 
 def mark_all_read(user_id, now_ms=None):
     """Mark every live unread notification read; returns how many changed."""
-    return int(_run("MARK_ALL_READ", [_keys(user_id)[0]], [user_id, cutoff(now_ms)]))
+    return int(_run("MARK_ALL_READ", _keys(user_id), [user_id, cutoff(now_ms), DEFAULT_TTL_MS]))
 
 
 def delete(user_id, nid, now_ms=None):
     """Delete one; NotFound if it is missing (already deleted), expired or not theirs."""
     eid = _entry(user_id, nid)
-    unread_key, stream = _keys(user_id)
-    if not _run("DELETE", [stream, unread_key], [user_id, cutoff(now_ms), eid]):
+    if not _run("DELETE", _keys(user_id), [user_id, cutoff(now_ms), eid]):
         raise NotFound(nid)
 
 
@@ -235,17 +261,16 @@ def snapshot(user_id, last_event_id, redis=None, now_ms=None):
 
     Replay is [(id, event, data JSON)], oldest first; a missing or malformed id replays nothing.
     """
-    unread_key, replay_key = _keys(user_id)
     with (redis or get_redis()).pipeline(transaction=True) as pipe:
+        trim(user_id, now_ms, redis=pipe)
         valid = bool(last_event_id and EVENT_ID_RE.match(last_event_id))
         if valid:
-            pipe.xrange(replay_key, f"({last_event_id}", "+")
-        pipe.zcount(unread_key, f"({cutoff(now_ms)}", "+inf")
+            pipe.xrange(_keys(user_id)[0], f"({last_event_id}", "+")
         replies = pipe.execute()
-    rows = replies[0] if valid else []
+    rows = replies[1] if valid else []
     replay = [(eid, f.get("event", "notification"), with_id(eid, user_id, f.get("data") or "{}"))
               for eid, f in rows]
-    return replay, int(replies[-1])
+    return replay, int(replies[0][1])
 
 
 def _num(value):

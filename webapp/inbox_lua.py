@@ -2,58 +2,100 @@
 
 A user's notifications are the entries of their stream `tb:replay:U`: the entry id is the
 SSE id and the cursor, and the notification id is `<entry id>-<uid>`. The entry's `data` is
-the notification JSON without its `id`; read state is membership of `tb:unread:U`.
+the notification JSON without its `id`. A notification lives 7 days from its entry id's time.
+
+A notification is unread until the user reads it, so writing one writes nothing else (the
+matcher's hot path stays one XADD). Read state is kept on the reading side:
+  tb:read:U      zset, entries read one by one (score: the entry's ms), all after the mark
+  tb:readmark:U  hash {id, n}: "mark all read" made every entry up to `id` read; `n` counts
+                 the entries still in the stream up to `id`
+so the unread count is XLEN - n - ZCARD(read), O(1), once expired entries are trimmed.
+Every script takes KEYS 1 tb:replay:U  2 tb:read:U  3 tb:readmark:U.
 """
 
-# Every script that reads one entry: its data, or nil when missing or past the cutoff.
-_ENTRY = """
-local function entry(key, id, cutoff)
-  local rows = redis.call('XRANGE', key, id, id)
+# The shared part: entry id order, the exact trim that keeps `n` right, the count.
+_COMMON = """
+local S, R, M = KEYS[1], KEYS[2], KEYS[3]
+local function split(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function after(a, b) -- stream id a comes after stream id b
+  local am, as = split(a)
+  local bm, bs = split(b)
+  return am > bm or (am == bm and as > bs)
+end
+-- Entries created at or before `cutoff` (ms) are gone; a trim must be exact to keep n right.
+local function trim(cutoff)
+  local removed = redis.call('XTRIM', S, 'MINID', string.format('%d', cutoff + 1))
+  redis.call('ZREMRANGEBYSCORE', R, '-inf', cutoff)
+  local mark = redis.call('HGET', M, 'id')
+  if redis.call('XLEN', S) == 0 then
+    redis.call('DEL', R, M)
+  elseif mark and split(mark) <= cutoff then
+    redis.call('DEL', M) -- everything up to the mark was trimmed
+  elseif mark and removed > 0 then
+    redis.call('HINCRBY', M, 'n', -removed) -- all of them were up to the mark
+  end
+  return removed
+end
+local function unread_count()
+  return redis.call('XLEN', S) - tonumber(redis.call('HGET', M, 'n') or '0')
+    - redis.call('ZCARD', R)
+end
+local function is_unread(id, mark)
+  return (not mark or after(id, mark)) and not redis.call('ZSCORE', R, id)
+end
+local function entry_data(id)
+  local rows = redis.call('XRANGE', S, id, id)
   if #rows == 0 then return nil end
   local f = rows[1][2]
-  for i = 1, #f, 2 do
-    if f[i] == 'data' then
-      local ok, n = pcall(cjson.decode, f[i + 1])
-      if ok and type(n) == 'table' and (tonumber(n.created_at) or 0) > tonumber(cutoff) then
-        return f[i + 1], n
-      end
-      return nil
-    end
-  end
+  for i = 1, #f, 2 do if f[i] == 'data' then return f[i + 1] end end
+end
+local function publish_count(uid)
+  redis.call('PUBLISH', 'tb:user:' .. uid, '{"event":"unread","data":' .. unread_count() .. '}')
+end
+local function keep(ttl)
+  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
 end
 """
 
-# KEYS: 1 tb:unread:U  2 tb:replay:U
-# ARGV: 1 uid  2 created_at ms  3 the notification JSON without its id  4 MINID (ms)
-#       5 key TTL ms
-# Same writes as the matcher's script; the keys also get a TTL so an abandoned user's keys
-# go away (entries are filtered by created_at on read anyway).
-STORE = """
-local eid = redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[4], '*',
-  'event', 'notification', 'data', ARGV[3])
-redis.call('ZADD', KEYS[1], ARGV[2], eid)
-for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+# ARGV: 1 uid  2 created_at ms  3 the notification JSON without its id  4 cutoff ms (real
+#       clock)  5 key TTL ms
+# The entry id takes the created time when it can (a caller replaying the past, tests), else
+# Redis picks the next id; the TTL lets an abandoned user's keys go.
+STORE = _COMMON + """
+local eid = redis.pcall('XADD', S, ARGV[2] .. '-0', 'event', 'notification', 'data', ARGV[3])
+if type(eid) == 'table' then
+  eid = redis.call('XADD', S, '*', 'event', 'notification', 'data', ARGV[3])
+end
+trim(tonumber(ARGV[4]))
+keep(ARGV[5])
 redis.call('PUBLISH', 'tb:user:' .. ARGV[1], '{"id":"' .. eid .. '","event":"notification",'
   .. '"data":{"id":"' .. eid .. '-' .. ARGV[1] .. '",' .. string.sub(ARGV[3], 2) .. '}')
 return eid
 """
 
+# ARGV: 1 cutoff ms  2 key TTL ms ('' = leave it)   Returns {entries removed, unread count}.
+TRIM = _COMMON + """
+local removed = trim(tonumber(ARGV[1]))
+if ARGV[2] ~= '' then keep(ARGV[2]) end
+return {removed, unread_count()}
+"""
+
 # A page, newest first, after the cursor (an entry id, exclusive).
-# KEYS: 1 tb:replay:U  2 tb:unread:U
-# ARGV: 1 cursor ('' = from the newest)  2 cutoff ms (entries created at or before it are
-#       expired)  3 limit  4 type ('' = any)  5 scan budget (entries examined at most)
-#       6 '1' = unread only
+# ARGV: 1 cursor ('' = from the newest)  2 cutoff ms  3 limit  4 type ('' = any)
+#       5 scan budget (entries examined at most)  6 '1' = unread only
 # Returns {items, cursor, more}; each item is {id, data JSON, 'unread' | 'read'}.
-LIST = _ENTRY + """
-local skey, ukey, cutoff = KEYS[1], KEYS[2], tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', ukey, '-inf', cutoff)
+LIST = _COMMON + """
+trim(tonumber(ARGV[2]))
 local limit, ftype, budget = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local unread_only = ARGV[6] == '1'
+local unread_only, mark = ARGV[6] == '1', redis.call('HGET', M, 'id')
 local items, scanned, last = {}, 0, false
 local top = ARGV[1] == '' and '+' or '(' .. ARGV[1]
 local batch = math.max(limit + 1, 32)
 while #items < limit and scanned < budget do
-  local rows = redis.call('XREVRANGE', skey, top, '-', 'COUNT', batch)
+  local rows = redis.call('XREVRANGE', S, top, '-', 'COUNT', batch)
   if #rows == 0 then break end
   for _, row in ipairs(rows) do
     local id, f = row[1], row[2]
@@ -61,9 +103,8 @@ while #items < limit and scanned < budget do
     local data
     for i = 1, #f, 2 do if f[i] == 'data' then data = f[i + 1] end end
     local ok, n = pcall(cjson.decode, data or '')
-    if ok and type(n) == 'table' and (tonumber(n.created_at) or 0) > cutoff
-        and (ftype == '' or n.type == ftype) then
-      local status = redis.call('ZSCORE', ukey, id) and 'unread' or 'read'
+    if ok and type(n) == 'table' and (ftype == '' or n.type == ftype) then
+      local status = is_unread(id, mark) and 'unread' or 'read'
       if not unread_only or status == 'unread' then items[#items + 1] = {id, data, status} end
     end
     if #items >= limit or scanned >= budget then break end
@@ -71,41 +112,51 @@ while #items < limit and scanned < budget do
   if #rows < batch then break end
 end
 local more = 0
-if last and #redis.call('XREVRANGE', skey, '(' .. last, '-', 'COUNT', 1) > 0 then more = 1 end
+if last and #redis.call('XREVRANGE', S, '(' .. last, '-', 'COUNT', 1) > 0 then more = 1 end
 return {items, last, more}
 """
 
-# KEYS: 1 tb:replay:U  2 tb:unread:U   ARGV: 1 uid  2 cutoff ms  3 entry id
+# ARGV: 1 uid  2 cutoff ms  3 entry id  4 key TTL ms
 # Returns {unread count, data JSON} or {-1} when missing, expired or someone else's.
-MARK_READ = _ENTRY + """
-local data = entry(KEYS[1], ARGV[3], ARGV[2])
+MARK_READ = _COMMON + """
+trim(tonumber(ARGV[2]))
+local data = entry_data(ARGV[3])
 if not data then return {-1} end
-local changed = redis.call('ZREM', KEYS[2], ARGV[3])
-local count = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[2], '+inf')
-if changed == 1 then
-  redis.call('PUBLISH', 'tb:user:' .. ARGV[1], '{"event":"unread","data":' .. count .. '}')
+if is_unread(ARGV[3], redis.call('HGET', M, 'id')) then
+  redis.call('ZADD', R, string.match(ARGV[3], '^%d+'), ARGV[3])
+  keep(ARGV[4])
+  publish_count(ARGV[1])
 end
-return {count, data}
+return {unread_count(), data}
 """
 
-# KEYS: 1 tb:replay:U  2 tb:unread:U   ARGV: 1 uid  2 cutoff ms  3 entry id
+# ARGV: 1 uid  2 cutoff ms  3 entry id
 # Returns 1 when deleted, 0 when missing, expired or someone else's.
-DELETE = _ENTRY + """
-if not entry(KEYS[1], ARGV[3], ARGV[2]) then return 0 end
-redis.call('XDEL', KEYS[1], ARGV[3])
-if redis.call('ZREM', KEYS[2], ARGV[3]) == 1 then
-  local count = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[2], '+inf')
-  redis.call('PUBLISH', 'tb:user:' .. ARGV[1], '{"event":"unread","data":' .. count .. '}')
+DELETE = _COMMON + """
+trim(tonumber(ARGV[2]))
+if not entry_data(ARGV[3]) then return 0 end
+local mark = redis.call('HGET', M, 'id')
+local unread = is_unread(ARGV[3], mark)
+redis.call('XDEL', S, ARGV[3])
+if mark and not after(ARGV[3], mark) then
+  redis.call('HINCRBY', M, 'n', -1)
+else
+  redis.call('ZREM', R, ARGV[3])
 end
+if unread then publish_count(ARGV[1]) end
 return 1
 """
 
-# KEYS: 1 tb:unread:U   ARGV: 1 uid  2 cutoff ms   Returns how many turned read.
-MARK_ALL_READ = """
-local n = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[2], '+inf')
-redis.call('DEL', KEYS[1])
+# ARGV: 1 uid  2 cutoff ms  3 key TTL ms   Returns how many turned read.
+MARK_ALL_READ = _COMMON + """
+trim(tonumber(ARGV[2]))
+local n = unread_count()
 if n > 0 then
-  redis.call('PUBLISH', 'tb:user:' .. ARGV[1], '{"event":"unread","data":0}')
+  local newest = redis.call('XREVRANGE', S, '+', '-', 'COUNT', 1)[1][1]
+  redis.call('HSET', M, 'id', newest, 'n', redis.call('XLEN', S))
+  redis.call('DEL', R)
+  keep(ARGV[3])
+  publish_count(ARGV[1])
 end
 return n
 """

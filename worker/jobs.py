@@ -1,18 +1,16 @@
 """Periodic housekeeping for the notification hub (declared in worker/schedule.py)."""
 
 import logging
-import time
 from datetime import timedelta
 
 from sqlalchemy import delete, select
 
-from webapp import audit
+from webapp import audit, inbox
 from webapp.extensions import db, get_redis
 from webapp.models import DeliveryLog, DigestRun, User, utcnow
 
 log = logging.getLogger(__name__)
 
-INBOX_DAYS = 7  # a notification's life, as in docs/architecture.md
 DELIVERY_LOG_DAYS = 30
 DIGEST_RUN_DAYS = 60  # longer than any digest period, so none is sent twice
 FINAL = ("sent", "failed", "outbox", "digest", "skipped")
@@ -20,16 +18,14 @@ CHUNK = 500
 
 
 def prune_redis(now_ms=None):
-    """Drop inbox, unread and replay entries older than the notification lifetime."""
-    cutoff = (now_ms or int(time.time() * 1000)) - INBOX_DAYS * 24 * 3600 * 1000
+    """Drop inbox entries (and their read marks) older than the notification lifetime."""
     user_ids = db.session.scalars(select(User.id).order_by(User.id)).all()
     removed = 0
     for start in range(0, len(user_ids), CHUNK):
-        pipe = get_redis().pipeline(transaction=False)
-        for uid in user_ids[start:start + CHUNK]:
-            pipe.zremrangebyscore(f"tb:unread:{uid}", "-inf", cutoff)
-            pipe.xtrim(f"tb:replay:{uid}", minid=f"{cutoff}-0", approximate=False)
-        removed += sum(pipe.execute())
+        with get_redis().pipeline(transaction=False) as pipe:
+            for uid in user_ids[start:start + CHUNK]:
+                inbox.trim(uid, now_ms, redis=pipe)
+            removed += sum(int(n) for n, _ in pipe.execute())
     return removed
 
 

@@ -27,7 +27,7 @@ local more = 0
 local out = {0}
 local released = {} -- alerts leaving the index: one DEL and one refcount step at the end
 local marked = {} -- fired one-shot alerts: id, ts pairs for tb:alerts:fired
-local per_user, users = {}, {} -- uid -> its key names and {score, eid, ...} for one ZADD
+local per_user = {} -- uid -> its key names
 
 if kind == 'price' then
   local pub = tonumber(redis.call('HGET', KEYS[1], 'pub') or '0') or 0
@@ -108,21 +108,18 @@ local function notify(t, id, a)
   end
   local u = per_user[uid]
   if not u then
-    u = {replay = 'tb:replay:' .. uid, channel = 'tb:user:' .. uid, z = {}}
+    u = {replay = 'tb:replay:' .. uid, channel = 'tb:user:' .. uid}
     per_user[uid] = u
-    users[#users + 1] = uid
   end
   -- the notification id is '<entry id>-<uid>' (entry ids are only unique per stream); the
-  -- stored JSON leaves it out, the publish adds it. (Entries past 7 days are trimmed by the
-  -- slow path, off the hot path.)
+  -- stored JSON leaves it out, the publish adds it. A new entry is unread by definition (read
+  -- state is kept by the reader, webapp/inbox_lua.py); entries past 7 days and the keys' TTL
+  -- are the slow path's, off the hot path.
   local eid = redis.call('XADD', u.replay, '*', 'event', 'notification',
     'data', '{"user_id":' .. body)
   local nid = eid .. '-' .. uid
   redis.call('PUBLISH', u.channel, '{"id":"' .. eid .. '","event":"notification",'
     .. '"data":{"id":"' .. nid .. '","user_id":' .. body .. '}')
-  local z = u.z
-  z[#z + 1] = tstext
-  z[#z + 1] = eid
   out[#out + 1] = nid
   return nid .. ':' .. id .. ':' .. uid .. ':' .. mode
 end
@@ -188,10 +185,6 @@ else
   rearm_back(KEYS[3], KEYS[2], true)
 end
 
--- (the 7-day TTL on these per-user keys is refreshed by the slow path, off the hot path)
-for _, uid in ipairs(users) do
-  bulk('ZADD', 'tb:unread:' .. uid, per_user[uid].z)
-end
 -- SQL keeps a fired one-shot alert active until the slow path runs: the mark stops a
 -- rebuild from arming it again meanwhile; the slow path removes it after its SQL update
 bulk('HSET', KEYS[7], marked)

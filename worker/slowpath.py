@@ -9,14 +9,13 @@ import logging
 import os
 import socket
 import threading
-import time
 from datetime import UTC, datetime
 
 import redis
 from flask import current_app
 from sqlalchemy import select
 
-from webapp import alert_index, alerts, router
+from webapp import alert_index, alerts, inbox, router
 from webapp.extensions import db, get_redis
 from webapp.models import Alert
 
@@ -24,7 +23,6 @@ STREAM = "tb:fired"
 DEAD_STREAM = "tb:fired:dead"
 GROUP = "slow"
 MAX_DELIVERIES = 10  # an entry that failed this often is parked in DEAD_STREAM
-USER_KEYS_TTL_MS = 7 * 24 * 3600 * 1000  # the inbox's TTL (webapp/inbox.py)
 DEFAULT_COUNT = 20  # entries per read; each holds up to one matcher batch
 SQL_CHUNK = 500  # ids per IN (...) query
 DEFAULT_BLOCK_MS = 1000
@@ -96,12 +94,9 @@ def refresh_ttls(r, items):
 
     The inbox's own writes do both; the matcher's script leaves them to this, off the hot path.
     """
-    minid = int(time.time() * 1000) - USER_KEYS_TTL_MS
     with r.pipeline(transaction=False) as pipe:
         for uid in {user_id for _, _, user_id, _ in items}:
-            pipe.xtrim(f"tb:replay:{uid}", minid=minid, approximate=True)
-            for key in (f"tb:unread:{uid}", f"tb:replay:{uid}"):
-                pipe.pexpire(key, USER_KEYS_TTL_MS)
+            inbox.trim(uid, ttl_ms=inbox.DEFAULT_TTL_MS, redis=pipe)
         pipe.execute()
 
 

@@ -9,7 +9,6 @@ from flask_login import current_user, login_required
 from webapp import inbox
 from webapp.errors import is_htmx
 from webapp.exceptions import InvalidInput, NotFound
-from webapp.extensions import get_redis
 from webapp.notification_types import TYPES
 
 bp = Blueprint("notifications", __name__, url_prefix="/notifications")
@@ -26,14 +25,10 @@ class LiveFeed:
     @cached_property
     def _state(self):
         try:
-            with get_redis().pipeline(transaction=True) as pipe:
-                pipe.xrevrange(f"tb:replay:{self.user_id}", "+", "-", count=1)
-                pipe.zcount(f"tb:unread:{self.user_id}", f"({inbox.cutoff(None)}", "+inf")
-                latest, unread = pipe.execute()
+            # The newest replay id: the stream replays whatever lands after this page was read.
+            return inbox.head(self.user_id)
         except (redis.ConnectionError, redis.TimeoutError):
             return None, None  # the 503 page renders without a live feed
-        # The newest replay id: the stream replays whatever lands after this page was read.
-        return (latest[0][0] if latest else "0"), unread
 
     @property
     def unread(self):
