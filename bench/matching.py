@@ -18,7 +18,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from webapp.alert_index import fmt_num, idx_key  # noqa: E402
+from webapp.alert_index import ALERTS, fmt_num, idx_key, pack_row  # noqa: E402
 from worker import redisd  # noqa: E402
 from worker.matcher import Matcher  # noqa: E402
 
@@ -39,9 +39,9 @@ def load(r, n, rng):
         p = base_price(symbol)
         cond = "above" if i % 2 else "below"
         target = p * rng.uniform(1.01, 2.0) if cond == "above" else p * rng.uniform(0.5, 0.99)
-        pipe.hset(f"tb:alert:{i}", mapping={
+        pipe.hset(ALERTS, i, pack_row({
             "user_id": i % 5000, "symbol": symbol, "condition": cond, "target": fmt_num(target),
-            "mode": "once", "rearm": fmt_num(target), "expires_at": 0, "note": ""})
+            "mode": "once", "rearm": fmt_num(target), "expires_at": 0, "note": ""}))
         sets.setdefault(idx_key(symbol, cond), {})[i] = target
         if i % LOAD_CHUNK == 0:
             pipe.execute()
@@ -122,9 +122,9 @@ def storm(r, n):
     r.flushall()
     pipe = r.pipeline(transaction=False)
     for i in range(1, n + 1):
-        pipe.hset(f"tb:alert:{i}", mapping={
+        pipe.hset(ALERTS, i, pack_row({
             "user_id": i % 1000, "symbol": "BTCUSDT", "condition": "above",
-            "target": i, "mode": "once", "rearm": i - 0.5, "expires_at": 0, "note": ""})
+            "target": i, "mode": "once", "rearm": i - 0.5, "expires_at": 0, "note": ""}))
         if i % LOAD_CHUNK == 0:
             pipe.execute()
     pipe.zadd(idx_key("BTCUSDT", "above"), {i: i for i in range(1, n + 1)})

@@ -40,7 +40,7 @@ def index_state(r):
     """Every index key with its members and scores, to compare two indexes."""
     keys = sorted(r.scan_iter("tb:idx:*")) + sorted(r.scan_iter("tb:rearm:*"))
     state = {k: r.zrange(k, 0, -1, withscores=True) for k in keys}
-    state["alerts"] = {k: r.hgetall(k) for k in sorted(r.scan_iter("tb:alert:*"))}
+    state["alerts"] = r.hgetall("tb:alerts")
     state["symbols"] = r.hgetall("tb:symbols")
     return state
 
@@ -50,7 +50,8 @@ def test_create_writes_sql_and_index(ctx, uid):
     alert = make(uid, mode="recurring", buffer="1%", note="hi")
     r = get_redis()
     assert r.zscore("tb:idx:BTCUSDT:above", alert.id) == 100
-    assert r.hgetall(f"tb:alert:{alert.id}")["rearm"] == "99"
+    row = alert_index.unpack_row(r.hget("tb:alerts", alert.id))
+    assert row["rearm"] == "99" and row["note"] == "hi" and row["symbol"] == "BTCUSDT"
     assert alert_index.symbols() == {"BTCUSDT": 1}
     assert db.session.get(Alert, alert.id).buffer_is_pct
 
@@ -148,7 +149,7 @@ def test_a_fired_one_shot_is_not_rearmed_by_a_rebuild_before_the_slow_path(ctx, 
     assert alert_index.symbols() == {"BTCUSDT": 1}
     assert r.hexists("tb:alerts:fired", fired.id)
     assert slowpath.drain("test") == 1
-    assert not r.exists(f"tb:alert:{fired.id}") and r.exists(f"tb:alert:{armed.id}")
+    assert not r.hexists("tb:alerts", fired.id) and r.hexists("tb:alerts", armed.id)
     assert not r.exists("tb:alerts:fired") and alert_index.symbols() == {"BTCUSDT": 1}
     assert alert_index.rebuild() == 1
     assert r.zrange("tb:idx:BTCUSDT:above", 0, -1) == [str(armed.id)]
@@ -216,11 +217,13 @@ def test_rebuild_drops_stale_entries(ctx, uid):
     alert = make(uid)
     r = get_redis()
     r.zadd("tb:idx:BTCUSDT:above", {"999": 1})
-    r.hset("tb:alert:999", mapping={"user_id": uid, "symbol": "BTCUSDT"})
+    r.hset("tb:alerts", "999", alert_index.pack_row({
+        "user_id": uid, "symbol": "BTCUSDT", "condition": "above", "target": 1, "mode": "once",
+        "rearm": 1, "expires_at": 0, "note": ""}))
     r.hset("tb:symbols", "BTCUSDT", 5)
     alert_index.rebuild()
     assert r.zrange("tb:idx:BTCUSDT:above", 0, -1) == [str(alert.id)]
-    assert not r.exists("tb:alert:999")
+    assert r.hkeys("tb:alerts") == [str(alert.id)]
     assert alert_index.symbols() == {"BTCUSDT": 1}
 
 

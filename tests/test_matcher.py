@@ -26,6 +26,12 @@ def arm(r, symbol="BTCUSDT", condition="above", target=100.0, mode="once", buffe
     return alert
 
 
+def set_expiry(r, alert_id, ms):
+    """Rewrite an indexed alert's expiry in place, as if the clock had moved on."""
+    row = alert_index.unpack_row(r.hget("tb:alerts", alert_id))
+    r.hset("tb:alerts", alert_id, alert_index.pack_row(row | {"expires_at": ms}))
+
+
 def ticks(matcher, prices, symbol="BTCUSDT", start=T0, volume=False):
     """Feed prices a millisecond apart; returns the notification ids per tick."""
     feed = matcher.on_volume if volume else matcher.on_price
@@ -103,10 +109,10 @@ def test_recurring_volume_rearms(r):
 def test_expired_alert_never_fires_and_leaves_index(r):
     past = datetime.fromtimestamp(T0 / 1000, UTC).replace(tzinfo=None) - timedelta(seconds=1)
     alert = arm(r, target=100)
-    # Indexed while live, then the clock passes its expiry: written straight to the hash.
-    r.hset(f"tb:alert:{alert.id}", "expires_at", alert_index.to_ms(past))
+    # Indexed while live, then the clock passes its expiry: written straight to its row.
+    set_expiry(r, alert.id, alert_index.to_ms(past))
     assert Matcher(r).on_price("BTCUSDT", 200, T0) == []
-    assert not r.exists(f"tb:alert:{alert.id}")
+    assert not r.exists("tb:alerts")
     assert alert_index.symbols(r) == {}
 
 
@@ -114,10 +120,10 @@ def test_recurring_alert_expiring_while_waiting_is_dropped_on_rearm(r):
     alert = arm(r, target=100, mode="recurring")
     matcher = Matcher(r)
     assert len(matcher.on_price("BTCUSDT", 100, T0)) == 1
-    r.hset(f"tb:alert:{alert.id}", "expires_at", T0 + 5)
+    set_expiry(r, alert.id, T0 + 5)
     assert matcher.on_price("BTCUSDT", 90, T0 + 10) == []
     assert matcher.on_price("BTCUSDT", 110, T0 + 20) == []
-    assert alert_index.symbols(r) == {}
+    assert alert_index.symbols(r) == {} and not r.exists("tb:alerts")
 
 
 def test_alert_only_compared_with_its_own_symbol(r):
@@ -194,7 +200,7 @@ def test_a_fired_one_shot_is_marked_until_the_slow_path_forgets_it(r):
     recurring = arm(r, target=100, mode="recurring")
     assert len(Matcher(r).on_price("BTCUSDT", 100, T0)) == 2
     assert r.hgetall("tb:alerts:fired") == {str(fired.id): str(T0)}
-    assert not r.exists(f"tb:alert:{fired.id}")
+    assert sorted(r.hkeys("tb:alerts")) == sorted([str(armed.id), str(recurring.id)])
     assert alert_index.symbols(r) == {"BTCUSDT": 2}  # counted out as it fired
     alert_index.unindex(fired.id, r)
     assert alert_index.symbols(r) == {"BTCUSDT": 2}  # not counted out twice
@@ -209,6 +215,30 @@ def test_storm_is_split_into_batches_and_fires_each_alert_once(r):
     assert len(nids) == len(set(nids)) == 50
     assert r.xlen("tb:fired") == 8 and len(slow_path_items(r)) == 50
     assert sorted(map(int, fired_alerts(r, nids))) == sorted(a.id for a in alerts)
+
+
+def test_a_note_with_tabs_and_newlines_survives_its_packed_row(r):
+    note = "sell\thalf\n\tthen wait"
+    alert = arm(r, target=100, note=note)
+    assert alert_index.unpack_row(r.hget("tb:alerts", alert.id))["note"] == note
+    [nid] = Matcher(r).on_price("BTCUSDT", 100, T0)
+    n = stored(r, nid)
+    assert n["data"]["note"] == note and n["message"].endswith(" - " + note)
+    assert n["data"]["target"] == 100 and n["data"]["mode"] == "once"
+
+
+def test_batches_past_one_bulk_read_fire_and_rearm_every_alert(r):
+    # more alerts than one HMGET chunk (1000) reads, in one batch of the default size
+    alerts = [arm(r, target=100 + t / 1000, mode="recurring", buffer=1, user_id=t % 9)
+              for t in range(1500)]
+    matcher = Matcher(r)
+    assert len(matcher.on_price("BTCUSDT", 102, T0)) == 1500
+    assert r.zcard("tb:rearm:BTCUSDT:above") == 1500
+    assert matcher.on_price("BTCUSDT", 98, T0 + 1) == []
+    assert r.zcard("tb:idx:BTCUSDT:above") == 1500
+    nids = matcher.on_price("BTCUSDT", 102, T0 + 2)
+    assert sorted(map(int, fired_alerts(r, nids))) == sorted(a.id for a in alerts)
+    assert r.hlen("tb:alerts") == 1500 and alert_index.symbols(r) == {"BTCUSDT": 1500}
 
 
 def test_two_matchers_hammering_one_feed_fire_each_alert_once(r, redis_url):

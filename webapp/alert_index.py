@@ -11,32 +11,39 @@ from webapp.models import Alert
 
 SYMBOLS = "tb:symbols"
 VERSION = "tb:alerts:version"
+ALERTS = "tb:alerts"
 # Sorted-set suffix per condition; `above` and `vol` fire upward, `below` downward.
 SUFFIX = {"above": "above", "below": "below", "volume_above": "vol"}
 REBUILD_ATTEMPTS = 5
+# An indexed alert is one field of the tb:alerts hash (field = alert id), its value these
+# fields joined by tabs: a packed row, so the matcher reads a whole batch in one HMGET and
+# splits each row with one string.match. The note goes last because it may hold tabs
+# itself. The Lua scripts here and in worker/match.lua split rows in this same order.
+ROW_FIELDS = ("user_id", "symbol", "condition", "target", "mode", "rearm", "expires_at", "note")
 
 # Index or unindex one alert atomically, keeping the tb:symbols refcount right.
+# ARGV: 1 id, then to index it: 2 row  3 symbol  4 suffix  5 target
 _INDEX_LUA = """
 local id = ARGV[1]
-local hkey = 'tb:alert:' .. id
 redis.call('INCR', 'tb:alerts:version') -- a rebuild racing with this change starts again
 -- SQL's word is newer than the matcher's mark (e.g. resumed after it fired)
 redis.call('HDEL', 'tb:alerts:fired', id)
-local old = redis.call('HMGET', hkey, 'symbol', 'condition')
-if old[1] then
-  local sfx = ({above='above', below='below', volume_above='vol'})[old[2]] or old[2]
-  redis.call('ZREM', 'tb:idx:' .. old[1] .. ':' .. sfx, id)
-  redis.call('ZREM', 'tb:rearm:' .. old[1] .. ':' .. sfx, id)
-  redis.call('DEL', hkey)
-  if redis.call('HINCRBY', 'tb:symbols', old[1], -1) <= 0 then
-    redis.call('HDEL', 'tb:symbols', old[1])
+-- row: user_id \\t symbol \\t condition \\t ... (ROW_FIELDS): the old symbol and condition
+local old = redis.call('HGET', 'tb:alerts', id)
+if old then
+  local sym, cond = string.match(old, '^[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t')
+  local sfx = ({above='above', below='below', volume_above='vol'})[cond] or cond
+  redis.call('ZREM', 'tb:idx:' .. sym .. ':' .. sfx, id)
+  redis.call('ZREM', 'tb:rearm:' .. sym .. ':' .. sfx, id)
+  redis.call('HDEL', 'tb:alerts', id)
+  if redis.call('HINCRBY', 'tb:symbols', sym, -1) <= 0 then
+    redis.call('HDEL', 'tb:symbols', sym)
   end
 end
-if #ARGV == 1 then return old[1] and 1 or 0 end
-local sym, sfx = ARGV[3], ARGV[10]
-redis.call('HSET', hkey, 'user_id', ARGV[2], 'symbol', sym, 'condition', ARGV[4],
-  'target', ARGV[5], 'mode', ARGV[6], 'rearm', ARGV[7], 'expires_at', ARGV[8], 'note', ARGV[9])
-redis.call('ZADD', 'tb:idx:' .. sym .. ':' .. sfx, ARGV[5], id)
+if #ARGV == 1 then return old and 1 or 0 end
+local sym = ARGV[3]
+redis.call('HSET', 'tb:alerts', id, ARGV[2])
+redis.call('ZADD', 'tb:idx:' .. sym .. ':' .. ARGV[4], ARGV[5], id)
 redis.call('HINCRBY', 'tb:symbols', sym, 1)
 return 1
 """
@@ -51,7 +58,8 @@ return 1
 # Replace one symbol's index. The phase of each alert (armed or waiting to re-arm) is read
 # here, inside the same atomic step, so a tick can never slip between reading and writing.
 # A one-shot alert in tb:alerts:fired is skipped: SQL may not know yet that it fired.
-# ARGV: 1 symbol, then per alert: id user_id condition target mode rearm expires_at note fired
+# ARGV: 1 symbol, then per alert: id row (ROW_FIELDS) condition target rearm fired, where
+# fired = '1' for a recurring alert that has fired before
 _REBUILD_LUA = """
 local sym = ARGV[1]
 local SFX = {above='above', below='below', volume_above='vol'}
@@ -63,19 +71,15 @@ for _, s in ipairs({'above', 'below', 'vol'}) do
   redis.call('DEL', idx, rearm)
 end
 local keep, n = {}, 0
-for i = 2, #ARGV, 9 do
-  local id, cond, mode = ARGV[i], ARGV[i + 2], ARGV[i + 4]
-  local hkey = 'tb:alert:' .. id
+for i = 2, #ARGV, 6 do
+  local id, cond = ARGV[i], ARGV[i + 2]
   if redis.call('HEXISTS', 'tb:alerts:fired', id) == 0 then
-    redis.call('DEL', hkey)
-    redis.call('HSET', hkey, 'user_id', ARGV[i + 1], 'symbol', sym, 'condition', cond,
-      'target', ARGV[i + 3], 'mode', mode, 'rearm', ARGV[i + 5], 'expires_at', ARGV[i + 6],
-      'note', ARGV[i + 7])
+    redis.call('HSET', 'tb:alerts', id, ARGV[i + 1])
     -- unknown here (e.g. after a wipe): a recurring alert that has fired waits to re-arm,
     -- so a rebuild never fires the same crossing twice
-    local p = phase[id] or ((mode == 'recurring' and ARGV[i + 8] == '1') and 'rearm' or 'idx')
+    local p = phase[id] or (ARGV[i + 5] == '1' and 'rearm' or 'idx')
     if p == 'rearm' then
-      redis.call('ZADD', 'tb:rearm:' .. sym .. ':' .. SFX[cond], ARGV[i + 5], id)
+      redis.call('ZADD', 'tb:rearm:' .. sym .. ':' .. SFX[cond], ARGV[i + 4], id)
     else
       redis.call('ZADD', 'tb:idx:' .. sym .. ':' .. SFX[cond], ARGV[i + 3], id)
     end
@@ -83,7 +87,7 @@ for i = 2, #ARGV, 9 do
   end
 end
 for id in pairs(phase) do
-  if not keep[id] then redis.call('DEL', 'tb:alert:' .. id) end
+  if not keep[id] then redis.call('HDEL', 'tb:alerts', id) end
 end
 if n > 0 then
   redis.call('HSET', 'tb:symbols', sym, n)
@@ -100,10 +104,6 @@ def idx_key(symbol, condition):
 
 def rearm_key(symbol, condition):
     return f"tb:rearm:{symbol}:{SUFFIX[condition]}"
-
-
-def alert_key(alert_id):
-    return f"tb:alert:{alert_id}"
 
 
 def fmt_num(value):
@@ -134,6 +134,16 @@ def _fields(alert):
     }
 
 
+def pack_row(fields):
+    """An alert's tb:alerts value: its ROW_FIELDS joined by tabs."""
+    return "\t".join(str(fields[name]) for name in ROW_FIELDS)
+
+
+def unpack_row(row):
+    """A tb:alerts value as a dict of strings (the note keeps any tabs it holds)."""
+    return dict(zip(ROW_FIELDS, row.split("\t", len(ROW_FIELDS) - 1), strict=True))
+
+
 def _script(r):
     return r.register_script(_INDEX_LUA)
 
@@ -150,8 +160,7 @@ def index(alert, r=None):
     if not is_live(alert):
         return unindex(alert.id, r)
     f = _fields(alert)
-    args = [alert.id, f["user_id"], f["symbol"], f["condition"], f["target"], f["mode"],
-            f["rearm"], f["expires_at"], f["note"], SUFFIX[alert.condition]]
+    args = [alert.id, pack_row(f), f["symbol"], SUFFIX[alert.condition], f["target"]]
     return _script(r)(args=args)
 
 
@@ -227,5 +236,4 @@ def _rebuild_once(r, now, watch):
 def _rebuild_args(alert):
     f = _fields(alert)
     fired = int(alert.mode == "recurring" and alert.last_fired_price is not None)
-    return [alert.id, f["user_id"], f["condition"], f["target"], f["mode"], f["rearm"],
-            f["expires_at"], f["note"], fired]
+    return [alert.id, pack_row(f), f["condition"], f["target"], f["rearm"], fired]

@@ -1,7 +1,7 @@
 -- One tick, one atomic step: record the value, fire the alerts it meets, re-arm the
 -- recurring ones it has moved back past. Layout: docs/architecture.md.
 -- KEYS: 1 tb:price:S  2 up idx  3 up rearm  4 below idx  5 below rearm
---       6 tb:symbols  7 tb:alerts:fired  8 tb:fired  9 tb:spark:S
+--       6 tb:symbols  7 tb:alerts:fired  8 tb:fired  9 tb:spark:S  10 tb:alerts
 -- ARGV: 1 symbol  2 'price' | 'volume'  3 value (number text)  4 ts ms  5 batch size
 --       6 seq (trade id, 0 if unknown)  7 '1' on a continuation call of the same tick
 -- Returns {more, nid...}; more = 1 when a batch was full and the caller should call again.
@@ -25,7 +25,7 @@ local WEEK_MS = 7 * 24 * 3600 * 1000
 local CHUNK = 1000 -- arguments per bulk call, well under Lua's unpack limit
 local more = 0
 local out = {0}
-local released = {} -- alerts leaving the index: one DEL and one refcount step at the end
+local released = {} -- alerts leaving the index: one HDEL and one refcount step at the end
 local marked = {} -- fired one-shot alerts: id, ts pairs for tb:alerts:fired
 local per_user = {} -- uid -> its key names
 
@@ -47,13 +47,24 @@ end
 
 local function bulk(cmd, key, list)
   for i = 1, #list, CHUNK do
-    local last = math.min(i + CHUNK - 1, #list)
-    if key then
-      redis.call(cmd, key, unpack(list, i, last))
-    else
-      redis.call(cmd, unpack(list, i, last))
-    end
+    redis.call(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
   end
+end
+
+-- An alert is a row of tb:alerts (field = id), its fields joined by tabs, in the order of
+-- ROW_FIELDS in webapp/alert_index.py: user_id symbol condition target mode rearm
+-- expires_at note. The note comes last and may hold tabs. ROW captures all but symbol and
+-- condition (the index the id came from says those).
+local ROW = '^([^\t]*)\t[^\t]*\t[^\t]*\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$'
+
+-- The rows of ids, in their order (false where an alert has none), CHUNK ids per HMGET.
+local function rows(ids)
+  local out = {}
+  for i = 1, #ids, CHUNK do
+    local got = redis.call('HMGET', KEYS[10], unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+    for j = 1, #got do out[i + j - 1] = got[j] end
+  end
+  return out
 end
 
 -- Members in range, removed by rank in the same step: O(log N + found), never a scan.
@@ -94,8 +105,7 @@ local function template(cond)
   return t
 end
 
-local function notify(t, id, a)
-  local uid, target, mode, note = a[1], a[2], a[3], a[6]
+local function notify(t, id, uid, target, mode, note)
   local body -- the notification JSON after '{"user_id":', built in one concatenation
   if note and note ~= '' then
     local message = t.message .. target .. ' - ' .. note
@@ -129,20 +139,20 @@ local function fire(idx, rearm, cond, reverse)
   if #ids == 0 then return end
   local t = template(cond)
   local items, waiting = {}, {}
-  for _, id in ipairs(ids) do
-    local a = redis.call('HMGET', 'tb:alert:' .. id,
-      'user_id', 'target', 'mode', 'rearm', 'expires_at', 'note')
-    if a[1] then
-      local exp = tonumber(a[5]) or 0
+  for i, row in ipairs(rows(ids)) do
+    if row then
+      local id = ids[i]
+      local uid, target, mode, rearm, exp, note = string.match(row, ROW)
+      exp = tonumber(exp) or 0
       if exp > 0 and exp <= ts then
-        released[#released + 1] = 'tb:alert:' .. id
+        released[#released + 1] = id
       else
-        items[#items + 1] = notify(t, id, a)
-        if a[3] == 'recurring' then
-          waiting[#waiting + 1] = a[4]
+        items[#items + 1] = notify(t, id, uid, target, mode, note)
+        if mode == 'recurring' then
+          waiting[#waiting + 1] = rearm
           waiting[#waiting + 1] = id
         else
-          released[#released + 1] = 'tb:alert:' .. id
+          released[#released + 1] = id
           marked[#marked + 1] = id
           marked[#marked + 1] = tstext
         end
@@ -160,14 +170,15 @@ end
 local function rearm_back(rearm, idx, reverse)
   local ids = take(rearm, reverse)
   local armed = {}
-  for _, id in ipairs(ids) do
-    local a = redis.call('HMGET', 'tb:alert:' .. id, 'target', 'expires_at')
-    if a[1] then
-      local exp = tonumber(a[2]) or 0
+  for i, row in ipairs(rows(ids)) do
+    if row then
+      local id = ids[i]
+      local _, target, _, _, exp = string.match(row, ROW)
+      exp = tonumber(exp) or 0
       if exp > 0 and exp <= ts then
-        released[#released + 1] = 'tb:alert:' .. id
+        released[#released + 1] = id
       else
-        armed[#armed + 1] = a[1]
+        armed[#armed + 1] = target
         armed[#armed + 1] = id
       end
     end
@@ -189,7 +200,7 @@ end
 -- rebuild from arming it again meanwhile; the slow path removes it after its SQL update
 bulk('HSET', KEYS[7], marked)
 if #released > 0 then
-  bulk('DEL', nil, released)
+  bulk('HDEL', KEYS[10], released)
   if redis.call('HINCRBY', KEYS[6], sym, -#released) <= 0 then redis.call('HDEL', KEYS[6], sym) end
 end
 out[1] = more

@@ -3,7 +3,7 @@
 import math
 from pathlib import Path
 
-from webapp.alert_index import SYMBOLS, fmt_num, idx_key, rearm_key
+from webapp.alert_index import ALERTS, SYMBOLS, fmt_num, idx_key, rearm_key
 
 SCRIPT = (Path(__file__).with_name("match.lua")).read_text()
 # Alerts fired per script call: a storm is split so no single call holds Redis for long.
@@ -15,7 +15,7 @@ def _keys(symbol, kind):
     return [
         f"tb:price:{symbol}", idx_key(symbol, up), rearm_key(symbol, up),
         idx_key(symbol, "below"), rearm_key(symbol, "below"),
-        SYMBOLS, "tb:alerts:fired", "tb:fired", f"tb:spark:{symbol}",
+        SYMBOLS, "tb:alerts:fired", "tb:fired", f"tb:spark:{symbol}", ALERTS,
     ]
 
 
