@@ -61,6 +61,17 @@ def server_us_per_call(r):
     return stats.get("usec_per_call", 0.0)
 
 
+def ping_run(r, n=5000):
+    """The client round trip with no work at all: the floor under every per-tick figure."""
+    samples = []
+    started = time.perf_counter()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r.ping()
+        samples.append(time.perf_counter() - t0)
+    return summary(samples, time.perf_counter() - started)
+
+
 def indexed_run(r, ticks, rng):
     """Per-tick latency of the Lua matcher (client round trip) with nothing firing."""
     matcher = Matcher(r)
@@ -161,6 +172,10 @@ def _run(data_dir, sizes, ticks, storm_size):
     try:
         r = redis.Redis.from_url(url, decode_responses=True)
         rng = random.Random(42)
+        floor = ping_run(r)
+        print(f"round-trip floor (PING, same client): median {floor['median_ms']:.3f} ms, "
+              f"p99 {floor['p99_ms']:.3f} ms; 'server' is the script's own time in Redis")
+        print_header()
         rows = []
         for n in sizes:
             r.flushall()
@@ -172,7 +187,8 @@ def _run(data_dir, sizes, ticks, storm_size):
             row["naive"] = naive_run(r, max(3, min(500, 2_000_000 // n)), rng)
             rows.append(row)
             print_row(row)
-        result = {"sizes": rows, "storm": storm(r, storm_size) if storm_size else None}
+        result = {"ping": floor, "sizes": rows,
+                  "storm": storm(r, storm_size) if storm_size else None}
         if result["storm"]:
             print_storm(result["storm"])
         return result
@@ -205,7 +221,6 @@ def main():
     parser.add_argument("--ticks", type=int, default=20_000)
     parser.add_argument("--storm", type=int, default=100_000)
     args = parser.parse_args()
-    print_header()
     result = run([int(s) for s in args.sizes.split(",")], args.ticks, args.storm)
     print(json.dumps(result))
 

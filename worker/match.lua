@@ -21,7 +21,6 @@ if ARGV[7] ~= '1' then
   end
   redis.call('HSET', KEYS[1], f, tstext, f .. 'q', seq)
 end
-local WEEK_MS = 7 * 24 * 3600 * 1000
 local CHUNK = 1000 -- arguments per bulk call, well under Lua's unpack limit
 local more = 0
 local out = {0}
@@ -142,14 +141,14 @@ local function fire(idx, rearm, cond, reverse)
   for i, row in ipairs(rows(ids)) do
     if row then
       local id = ids[i]
-      local uid, target, mode, rearm, exp, note = string.match(row, ROW)
+      local uid, target, mode, back, exp, note = string.match(row, ROW)
       exp = tonumber(exp) or 0
       if exp > 0 and exp <= ts then
         released[#released + 1] = id
       else
         items[#items + 1] = notify(t, id, uid, target, mode, note)
         if mode == 'recurring' then
-          waiting[#waiting + 1] = rearm
+          waiting[#waiting + 1] = back
           waiting[#waiting + 1] = id
         else
           released[#released + 1] = id
