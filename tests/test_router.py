@@ -124,8 +124,8 @@ def test_slow_steps_are_idempotent_by_notification_id(app):
     nid = route(app, uid, berlin(15, 12), type="ACCOUNT_SECURITY", title="New sign-in")
     run_jobs(app)
     with app.app_context():
-        router.route_fired(nid, uid)  # a redelivered slow-path entry
-        router.route_fired(nid, uid)
+        router.route_fired([(nid, uid)])  # a redelivered slow-path entry
+        router.route_fired([(nid, uid)])
         assert db.session.scalar(db.select(db.func.count(DeliveryLog.id))) == 2
         assert db.session.scalar(db.select(db.func.count(CriticalNotification.id))) == 1
 
@@ -135,9 +135,9 @@ def test_route_fired_plans_deliveries_for_a_matcher_notification(app):
     with app.app_context():
         nid, _ = inbox.store({"user_id": uid, "type": "PRICE_ALERT", "title": "ETH above 3k",
                               "alert_id": "3"}, now_ms=ms(datetime.now(UTC)))
-        assert router.route_fired(nid, uid) == [1]
+        assert router.route_fired([(nid, uid)]) == [1]
         gone = f"1-0-{uid}"  # deleted or expired: nothing to do
-        assert router.route_fired(gone, uid) == []
+        assert router.route_fired([(gone, uid)]) == []
     assert statuses(app, nid) == {"email": "queued"}
 
 
@@ -192,3 +192,21 @@ def test_slow_step_jobs_retry_and_flask_worker_runs_the_retry_scheduler(app, run
     with app.app_context():
         assert waiting.get_status(refresh=True) == "finished"
         assert statuses(app, nid) == {"email": "outbox"}
+
+
+def test_route_fired_plans_a_batch_by_each_users_settings(app):
+    keen = make_user(app, "keen@example.com", max_per_minute=3)
+    muted = make_user(app, "muted@example.com", email_alerts=False)
+    now = ms(datetime.now(UTC))
+    with app.app_context():
+        fired = [(inbox.store({"user_id": uid, "type": "PRICE_ALERT", "title": f"t{i}"},
+                              now_ms=now + i)[0], uid)
+                 for i in range(5) for uid in (keen, muted)]
+        fired.append((f"{now}-0-{keen}", keen))  # never stored: skipped
+        queued = router.route_fired(fired)
+        assert router.route_fired(fired) == queued  # a redelivered slow-path entry: no new rows
+        assert db.session.scalar(db.select(db.func.count(DeliveryLog.id))) == 5
+    plans = [statuses(app, nid) for nid, uid in fired[:-1] if uid == keen]
+    assert plans == [{"email": "queued"}] * 3 + [{"email": "digest"}] * 2
+    assert all(statuses(app, nid) == {} for nid, uid in fired if uid == muted)
+    assert len(queued) == 3

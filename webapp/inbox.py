@@ -199,12 +199,21 @@ def _ms(eid):
     return _order(eid)[0]
 
 
-def find(user_id, nid, redis=None):
-    """get() without the expiry check, or None: for the slow steps of a stored notification."""
-    try:
-        return get(user_id, nid, now_ms=1, redis=redis)
-    except NotFound:
-        return None
+def find_many(fired):
+    """The notifications of (nid, user_id) pairs in one round trip, as stored (status aside);
+    those gone or malformed are left out."""
+    wanted = []
+    for nid, user_id in fired:
+        match = NID_RE.match(str(nid))
+        if match and match.group(2) == str(user_id):
+            wanted.append((match.group(1), user_id))
+    with get_redis().pipeline(transaction=False) as pipe:
+        for eid, user_id in wanted:
+            pipe.xrange(_keys(user_id)[0], eid, eid)
+        replies = pipe.execute()
+    return [_load(eid, rows[0][1]["data"], "unread")
+            for (eid, _), rows in zip(wanted, replies, strict=True)
+            if rows and "data" in rows[0][1]]
 
 
 def titles(user_id, nids):

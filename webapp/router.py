@@ -19,6 +19,7 @@ from worker.queues import enqueue
 
 DEFAULT_BATCH = 100  # notifications per slow-step job
 DEFAULT_RETRIES = 3  # the slow steps are idempotent, so a failed batch simply runs again
+SQL_CHUNK = 500  # ids per IN (...) query
 RATE_WINDOW_MS = 60_000
 SOURCE_FIELDS = ("alert_id", "strategy_id", "order_id")
 
@@ -65,12 +66,12 @@ def with_defaults(notification):
     return {**notification, **filled}
 
 
-def route_fired(nid, user_id, notification=None):
-    """Slow steps for a notification already in the inbox (the matcher's); idempotent."""
-    notification = notification or load(nid, user_id)
-    if notification is None:
-        return []
-    return process(notification)
+def route_fired(fired):
+    """Slow steps for (nid, user_id) pairs already in the inbox (the matcher's); idempotent.
+
+    Returns the ids of the delivery rows queued now.
+    """
+    return process_many(load_many(fired))
 
 
 def process_batch(notifications):
@@ -95,18 +96,34 @@ def process_batch(notifications):
 
 def process(notification):
     """Audit row for critical ones, then the delivery plan; safe to run twice."""
+    return process_many([notification])
+
+
+def process_many(notifications):
+    """process() for a batch: each user's settings read once, the delivery rows in one write."""
     from webapp.delivery import dispatch
 
-    user = db.session.get(User, int(notification["user_id"]))
-    if user is None:
-        return []
-    if notification_types.is_critical(notification):
-        record_critical(notification)
-    pref = preferences.preferences_for(user.id)
+    settings, planned = {}, []
+    for notification in notifications:
+        uid = int(notification["user_id"])
+        if uid not in settings:
+            settings[uid] = delivery_settings(uid)
+        if settings[uid] is None:
+            continue  # the user is gone
+        if notification_types.is_critical(notification):
+            record_critical(notification)
+        planned.append((notification, plan_deliveries(notification, *settings[uid])))
+    return dispatch.record_planned(planned)
+
+
+def delivery_settings(user_id):
+    """(preferences, has a push subscription) of a user; None if there is no such user."""
+    if db.session.get(User, user_id) is None:
+        return None
+    pref = preferences.preferences_for(user_id)
     has_push = db.session.scalar(
-        select(PushSubscription.id).where(PushSubscription.user_id == user.id).limit(1))
-    plan = plan_deliveries(notification, pref, has_push is not None)
-    return dispatch.record_planned(notification, plan)
+        select(PushSubscription.id).where(PushSubscription.user_id == user_id).limit(1))
+    return pref, has_push is not None
 
 
 def created_at(notification):
@@ -186,11 +203,28 @@ def over_limit(pref, nid, when):
 
 def load(nid, user_id):
     """A notification by id: the audit row if critical, else the inbox entry; None if gone."""
-    row = db.session.get(CriticalNotification, str(nid))
-    if row is not None:
-        return {"id": row.id, "user_id": row.user_id, "type": row.type, "priority": row.priority,
-                "title": row.title, "message": row.message, "data": row.data or {},
-                "created_at": int(row.created_at.replace(tzinfo=UTC).timestamp() * 1000)}
+    found = load_many([(nid, user_id)])
+    return found[0] if found else None
+
+
+def load_many(fired):
+    """Notifications by (nid, user_id): the audit row if critical, else the inbox entry.
+
+    Those gone from both are left out.
+    """
     from webapp import inbox
 
-    return inbox.find(user_id, nid)
+    nids = [str(nid) for nid, _ in fired]
+    audited = {}
+    for start in range(0, len(nids), SQL_CHUNK):
+        rows = db.session.scalars(select(CriticalNotification).where(
+            CriticalNotification.id.in_(nids[start:start + SQL_CHUNK])))
+        audited.update({row.id: _from_audit(row) for row in rows})
+    rest = [(nid, uid) for nid, uid in fired if str(nid) not in audited]
+    return [*audited.values(), *inbox.find_many(rest)]
+
+
+def _from_audit(row):
+    return {"id": row.id, "user_id": row.user_id, "type": row.type, "priority": row.priority,
+            "title": row.title, "message": row.message, "data": row.data or {},
+            "created_at": int(row.created_at.replace(tzinfo=UTC).timestamp() * 1000)}

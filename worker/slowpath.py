@@ -110,8 +110,7 @@ def handle(r, entries):
             db.session.commit()
             drop_fired(once, inactive)  # only now: a rebuild must never see it active and unmarked
             refresh_ttls(r, items)
-            for nid, _, uid, _ in items:
-                router.route_fired(nid, int(uid))
+            router.route_fired([(nid, int(uid)) for nid, _, uid, _ in items])
             done.append(entry_id)
             handled += len(items)
         except Exception:  # one bad entry must not stop the rest; it stays pending

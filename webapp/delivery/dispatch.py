@@ -28,6 +28,7 @@ CHANNELS = {"email": email, "sms": sms, "push": push}
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_BACKOFF = 15  # seconds before the 2nd attempt; doubles after each failure
 DEFAULT_MAX_BACKOFF = 3600
+SQL_CHUNK = 500  # ids per IN (...) query
 STALE_SENDING = timedelta(minutes=10)  # a worker died mid-send: try again
 LOST_QUEUED = timedelta(minutes=5)  # queued but its job never ran (Redis lost it)
 
@@ -48,20 +49,23 @@ def insert_ignore(rows):
     db.session.commit()
 
 
-def record_planned(notification, plan):
-    """Write the plan as log rows (once per id and channel); queue the rows due now."""
-    nid, uid = str(notification["id"]), int(notification["user_id"])
-    insert_ignore([{"notification_id": nid, "user_id": uid, "channel": channel,
-                    "status": status, "next_attempt_at": due, "error": "", "provider_id": "",
-                    "attempts": 0}
-                   for channel, (status, due) in plan.items()])
-    due_now = db.session.scalars(select(DeliveryLog.id).where(
-        DeliveryLog.notification_id == nid, DeliveryLog.user_id == uid,
-        DeliveryLog.status == QUEUED)).all()
-    queue = "high" if notification_types.is_critical(notification) else "default"
-    for log_id in due_now:
+def record_planned(planned):
+    """Write [(notification, plan)] as log rows (once per id and channel) in one insert, then
+    queue the rows due now; returns their ids."""
+    insert_ignore([{"notification_id": str(n["id"]), "user_id": int(n["user_id"]),
+                    "channel": channel, "status": status, "next_attempt_at": due, "error": "",
+                    "provider_id": "", "attempts": 0}
+                   for n, plan in planned for channel, (status, due) in plan.items()])
+    owners = {str(n["id"]): n for n, plan in planned if plan}
+    nids, due_now = list(owners), []
+    for start in range(0, len(nids), SQL_CHUNK):
+        due_now += db.session.execute(select(DeliveryLog.id, DeliveryLog.notification_id).where(
+            DeliveryLog.notification_id.in_(nids[start:start + SQL_CHUNK]),
+            DeliveryLog.status == QUEUED).order_by(DeliveryLog.id)).all()
+    for log_id, nid in due_now:
+        queue = "high" if notification_types.is_critical(owners[nid]) else "default"
         enqueue(send, log_id, queue=queue, job_id=f"delivery-{log_id}")
-    return list(due_now)
+    return [log_id for log_id, _ in due_now]
 
 
 def _claim(log_id, now):
