@@ -126,17 +126,20 @@ def validate(data, text_numbers=False, now=None):
     if fields["target"] is None:
         errors["price"] = "Give a number above 0 (and below 10^15)."
     fields["buffer"], fields["buffer_is_pct"] = _buffer(data.get("buffer"), text_numbers, errors)
-    _check_rearm(fields, errors)
+    _check_rearm(fields, errors, given=data.get("buffer") not in (None, ""))
     if errors:
         raise InvalidInput(errors)
     return fields
 
 
-def _check_rearm(fields, errors):
+def _check_rearm(fields, errors, given):
     # Past the target by an absolute buffer as large as the target would never re-arm.
     absolute = not fields["buffer_is_pct"] and fields["buffer"] and fields["target"]
     if fields["mode"] == "recurring" and absolute and fields["buffer"] >= fields["target"]:
-        errors["buffer"] = "Use a buffer smaller than the target, or a percentage like 0.1%."
+        default = alert_index.fmt_num(DEFAULT_BUFFER)
+        errors["buffer"] = ("Use a buffer smaller than the target, or a percentage like 0.1%."
+                            if given else f"The default buffer ({default}) is not smaller than "
+                            "this target: give a percentage like 0.1%.")
 
 
 def create_alert(user_id, data, text_numbers=False, now=None):

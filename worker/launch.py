@@ -17,18 +17,14 @@ from webapp.config import INSTANCE
 from worker import redisd
 
 ROOT = Path(__file__).resolve().parent.parent
-ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 
 
 def processes(port, demo):
     bin_dir = Path(sys.executable).parent
     flask = f"{bin_dir / 'flask'} --app wsgi"
     procs = {
-        "web": f"{bin_dir / 'gunicorn'} --worker-class gevent --workers 1 "
-               f"--worker-connections 20000 --bind 127.0.0.1:{port} --timeout 60 "
-               f"--graceful-timeout 5 --no-control-socket --access-logfile - "
-               # the path without its query string: /ws?api_key=... must not reach a log
-               f"--access-logformat '{ACCESS_LOG_FORMAT}' wsgi:app",
+        "web": f"{bin_dir / 'gunicorn'} --config {ROOT / 'gunicorn.conf.py'} "
+               f"--bind 127.0.0.1:{port} wsgi:app",
         "worker": f"{flask} worker",
         "listener": f"{flask} listener",
         "scheduler": f"{flask} scheduler",

@@ -131,8 +131,17 @@ def _schemas():
             "strategy_id": _nullable("string"), "order_id": _nullable("string"),
             "data": {"type": "object"}}},
         "AlertCreate": {"type": "object", "required": ["symbol", "type", "price"], "properties": {
-            "symbol": s, "type": {"enum": ["above", "below", "volume_above"]}, "price": n,
-            "mode": {"enum": ["once", "recurring"]}, "buffer": {"type": ["number", "string"]},
+            "symbol": s, "type": {"enum": ["above", "below", "volume_above"], "description": (
+                "above: a trade at or above price; below: at or below; volume_above: the 24 h "
+                "base volume at or above it. Already true when created: fires on the next "
+                "tick.")},
+            "price": n, "mode": {"enum": ["once", "recurring"], "description": (
+                "once (default): fires one time, then inactive; recurring: fires again after "
+                "the price moves back past the target by the buffer.")},
+            "buffer": {"type": ["number", "string"], "description": (
+                "Re-arm distance for recurring alerts: an amount in the quote currency "
+                "(default 0.5) or a percentage of the target such as \"0.1%\"; smaller than "
+                "the target.")},
             "expires_at": _nullable("string"), "note": s}},
         "Alert": {"type": "object", "properties": {
             "id": i, "symbol": s, "type": s, "price": n, "mode": s,
@@ -149,7 +158,9 @@ def _schemas():
             "status": {"enum": ["ok", "degraded"]}, "redis": {"enum": ["ok", "down"]},
             "monitoring": _nullable("object"), "circuit": _nullable("object"),
             "uptime_s": i, "version": s, "queues": _nullable("object"),
-            "last_tick": _nullable("string"), "streams": _nullable("integer")}},
+            "last_tick": _nullable("string"), "streams": {**_nullable("integer"), "description": (
+                "live streams (SSE and WebSocket) this web process holds; the listener's "
+                "market streams are monitoring.streams")}}},
     }
 
 
