@@ -35,7 +35,7 @@ class Config:
         # Seconds between keep-alive comments on an idle /stream (and messages on /ws).
         self.STREAM_KEEPALIVE_S = float(env.get("STREAM_KEEPALIVE_S", 15))
         # The listener: lease TTL, proactive reconnect before Binance's 24 h cut, backoff.
-        self.LISTENER_LEASE_TTL_S = float(env.get("LISTENER_LEASE_TTL_S", 30))
+        self.LISTENER_LEASE_TTL_S = float(env.get("LISTENER_LEASE_TTL_S", 10))
         self.LISTENER_MAX_AGE_S = float(env.get("LISTENER_MAX_AGE_S", 23 * 3600 + 50 * 60))
         self.LISTENER_BACKOFF_BASE_S = float(env.get("LISTENER_BACKOFF_BASE_S", 0.5))
         self.LISTENER_BACKOFF_MAX_S = float(env.get("LISTENER_BACKOFF_MAX_S", 30))

@@ -6,7 +6,7 @@ import socket
 import uuid
 
 LEASE_KEY = "tb:listener:lease"
-DEFAULT_LEASE_TTL_S = 30.0
+DEFAULT_LEASE_TTL_S = 10.0  # renewed every second: nine missed renewals in a row lose it
 
 log = logging.getLogger(__name__)
 

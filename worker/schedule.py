@@ -25,7 +25,7 @@ class Periodic:
 
 # Later work adds its jobs here; ids never change, so restarts never duplicate.
 PERIODIC = [
-    Periodic("listener-watchdog", "worker.hosting.listener_watchdog", 15),
+    Periodic("listener-watchdog", "worker.hosting.listener_watchdog", 5),
     Periodic("slowpath-safety-net", "worker.slowpath.safety_net", 60),
     Periodic("deliveries-sweep", "webapp.delivery.sweep.sweep", 30),
     Periodic("digests-send-due", "webapp.digests.send_due", 900, queue="low"),
