@@ -2,6 +2,8 @@
 
 import json
 import socket
+import subprocess
+import sys
 import time
 from contextlib import ExitStack
 
@@ -11,7 +13,7 @@ import requests
 import websocket
 
 from tests.hub import poll
-from tests.live_server import LiveServer, cookie_header, login
+from tests.live_server import ROOT, LiveServer, cookie_header, login
 from tests.sse_helpers import open_stream
 from webapp import accounts, create_app, inbox
 from webapp.extensions import db
@@ -109,6 +111,34 @@ def test_a_client_that_goes_away_is_cleaned_up_at_once(site):
     for sock, _ in opened:
         sock.close()
     assert poll(lambda: streams_open(site) == 0, timeout=5)
+
+
+# The gevent worker's event loop runs SocketStream.close when a client's socket turns readable;
+# here it runs at the next switch, which the second attach makes (Thread.is_alive() yields).
+DETACH_IN_THE_LOOP = """
+from gevent import monkey
+monkey.patch_all()
+import socket, sys
+import gevent
+from webapp import fanout
+from webapp.stream import handoff
+
+hub = fanout.Hub(sys.argv[1])
+server_end, client_end = socket.socketpair()
+leaving = hub.attach(handoff.SocketStream(hub, 1, (), server_end))
+gevent.get_hub().loop.run_callback(leaving.close)
+staying = hub.attach(fanout.Client(2))
+gevent.sleep(0.1)
+print(sorted(c.user_id for c in hub.clients))
+hub.stop()
+"""
+
+
+def test_a_stream_the_event_loop_closes_while_another_attaches_is_released(redis_url):
+    done = subprocess.run([sys.executable, "-c", DETACH_IN_THE_LOOP, redis_url], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.stdout.splitlines()[:1] == ["['2']"], done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 def test_head_answers_headers_only(site):

@@ -93,7 +93,11 @@ class Hub:
         self.url, self.name, self.keepalive = url, name, keepalive
         self.by_user, self.by_symbol, self.clients = {}, {}, set()
         self.ready, self._stop = threading.Event(), threading.Event()
-        self._lock = threading.Lock()
+        # The indexes' lock is never held across anything that can yield: under gevent a
+        # SocketStream detaches from inside the event loop, where waiting for it is an error
+        # (BlockingSwitchOutError) that leaves the stream attached for good. Starting the
+        # threads yields (Thread.is_alive() and start() switch under gevent): its own lock.
+        self._lock, self._starting = threading.Lock(), threading.Lock()
         self._thread = self._beat_thread = self._conn = None
         # Stream set-up reads (replay, unread count) share one connection: a burst of
         # reconnecting browsers queues for it instead of opening hundreds.
@@ -121,7 +125,7 @@ class Hub:
                 _remove(self.by_symbol, symbol, client)
 
     def _start(self):
-        with self._lock:
+        with self._starting:
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)

@@ -118,6 +118,8 @@ class SocketStream:
             self.writer = None
 
     def close(self):
+        # Often called by the event loop itself (the reader's callback), where nothing may
+        # block: Hub.detach's lock is never held across a switch, so it is always free here.
         if self.closed:
             return
         self.closed = True
