@@ -123,11 +123,13 @@ class SocketStream:
         if self.closed:
             return
         self.closed = True
-        self.hub.detach(self)
-        for watcher in (self.reader, self.writer):
-            if watcher is not None:
-                watcher.stop()
-                watcher.close()
-        self.reader = self.writer = None
-        self.sock.close()
+        try:
+            self.hub.detach(self)
+        finally:  # whatever detach does, the socket and its watchers go
+            for watcher in (self.reader, self.writer):
+                if watcher is not None:
+                    watcher.stop()
+                    watcher.close()
+            self.reader = self.writer = None
+            self.sock.close()
 
