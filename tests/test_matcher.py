@@ -241,6 +241,15 @@ def test_batches_past_one_bulk_read_fire_and_rearm_every_alert(r):
     assert r.hlen("tb:alerts") == 1500 and alert_index.symbols(r) == {"BTCUSDT": 1500}
 
 
+def run_twice_at_once(fn):
+    """Two threads running `fn` side by side, as two listeners on one feed."""
+    threads = [threading.Thread(target=fn) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+
+
 def test_two_matchers_hammering_one_feed_fire_each_alert_once(r, redis_url):
     alerts = [arm(r, target=float(t), user_id=t % 5) for t in range(1, 301)]
     prices = [float(p) for p in range(0, 320, 3)]
@@ -251,11 +260,7 @@ def test_two_matchers_hammering_one_feed_fire_each_alert_once(r, redis_url):
         results.append(ticks(Matcher(client, batch=16), prices))
         client.close()
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    run_twice_at_once(run)
     nids = [n for per_thread in results for tick in per_thread for n in tick]
     assert sorted(map(int, fired_alerts(r, nids))) == sorted(a.id for a in alerts)
     assert len(slow_path_items(r)) == len(alerts)
@@ -278,11 +283,7 @@ def test_two_matchers_on_the_same_ticks_give_one_notification_per_crossing(r, re
         counts.append(mine)
         client.close()
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    run_twice_at_once(run)
     assert sum(counts) == 8 == len(slow_path_items(r))
 
 

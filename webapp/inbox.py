@@ -176,7 +176,7 @@ def get(user_id, nid, now_ms=None, redis=None):
     """One of the user's live notifications; NotFound if missing, expired or not theirs."""
     stream, read, mark = _keys(user_id)
     eid = _entry(user_id, nid)
-    if _ms(eid) <= cutoff(now_ms):
+    if stream_id(eid)[0] <= cutoff(now_ms):
         raise NotFound(nid)
     with (redis or get_redis()).pipeline(transaction=True) as pipe:
         pipe.xrange(stream, eid, eid)
@@ -185,18 +185,17 @@ def get(user_id, nid, now_ms=None, redis=None):
         rows, score, marked = pipe.execute()
     if not rows or "data" not in rows[0][1]:
         raise NotFound(nid)
-    unread = score is None and (marked is None or _order(eid) > _order(marked))
+    unread = score is None and (marked is None or stream_id(eid) > stream_id(marked))
     return _load(eid, rows[0][1]["data"], "unread" if unread else "read")
 
 
-def _order(eid):
-    """'1700000000000-3' -> (1700000000000, 3): stream ids in their order."""
-    ms, seq = eid.split("-")
-    return int(ms), int(seq)
-
-
-def _ms(eid):
-    return _order(eid)[0]
+def stream_id(event_id):
+    """'1700000000000-3' -> (1700000000000, 3), for ordering entry ids; (0, 0) if malformed."""
+    ms, _, seq = str(event_id).partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return (0, 0)
 
 
 def find_many(fired):
@@ -218,15 +217,8 @@ def find_many(fired):
 
 def titles(user_id, nids):
     """nid -> title (None when gone) for ids of the user's notifications, in one round trip."""
-    entries = {nid: NID_RE.match(str(nid)) for nid in nids}
-    entries = {nid: m.group(1) for nid, m in entries.items() if m and m.group(2) == str(user_id)}
-    stream = _keys(user_id)[0]
-    with get_redis().pipeline(transaction=False) as pipe:
-        for eid in entries.values():
-            pipe.xrange(stream, eid, eid)
-        rows = dict(zip(entries, pipe.execute(), strict=True))
-    return {nid: json.loads(rows[nid][0][1].get("data") or "{}").get("title")
-            if rows.get(nid) else None for nid in nids}
+    found = {n["id"]: n.get("title") for n in find_many([(nid, user_id) for nid in nids])}
+    return {nid: found.get(str(nid)) for nid in nids}
 
 
 def between(user_id, start_ms, end_ms, limit):

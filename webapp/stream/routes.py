@@ -17,7 +17,7 @@ from webapp.errors import json_error
 from webapp.extensions import db, sock
 from webapp.fanout import KEEPALIVE
 from webapp.stream import handoff
-from webapp.stream.sse import Renderer, SseState, SseStream, api_item, stream_id
+from webapp.stream.sse import Renderer, SseState, SseStream, api_item
 
 bp = Blueprint("stream", __name__)
 
@@ -116,7 +116,7 @@ def websocket(ws):
             body = api_item(data) if event == "notification" else json.loads(data)
             ws.send(json.dumps({"id": eid, "event": event, "data": body}))
         ws.send(json.dumps({"event": "unread", "data": unread}))
-        _pump(ws, client, stream_id(replay[-1][0]) if replay else None)
+        _pump(ws, client, inbox.stream_id(replay[-1][0]) if replay else None)
     finally:
         hub.detach(client)
 
@@ -132,6 +132,6 @@ def _pump(ws, client, last):
                 if not busy:
                     ws.send('{"event":"keepalive"}')
                 busy = False
-            elif last is None or not message.id or stream_id(message.id) > last:
+            elif last is None or not message.id or inbox.stream_id(message.id) > last:
                 ws.send(_ws_json(message))
                 busy = True

@@ -22,15 +22,6 @@ def frame(event, data, event_id=None):
     return (head + body + "\n").encode()
 
 
-def stream_id(event_id):
-    """'1700000000000-3' -> (1700000000000, 3), for ordering replay ids."""
-    ms, _, seq = str(event_id).partition("-")
-    try:
-        return int(ms), int(seq or 0)
-    except ValueError:
-        return (0, 0)
-
-
 class Renderer:
     """Renders the partials once per message; every stream of that user reuses the bytes."""
 
@@ -88,7 +79,7 @@ class SseState:
             else:
                 out.append(frame(event, data, eid))
         if replay:
-            self.last = stream_id(replay[-1][0])
+            self.last = inbox.stream_id(replay[-1][0])
         out.append(self.render.unread(self.count))
         return b"".join(out)
 
@@ -111,7 +102,7 @@ class SseState:
             return self.render.unread(self.count)
         if m.event != "notification":
             return frame(m.event, json.dumps(m.data), m.id)
-        if self.last is not None and m.id and stream_id(m.id) <= self.last:
+        if self.last is not None and m.id and inbox.stream_id(m.id) <= self.last:
             return b""  # already sent in the replay
         cached = m.cache.get("sse")
         if cached is None:
