@@ -15,3 +15,10 @@ control_socket_disable = True  # gunicorn 27 would otherwise write ~/.gunicorn/g
 accesslog = "-"
 # the path without its query string: /ws?api_key=... must never reach a log
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
+
+
+def post_worker_init(worker):
+    """Each web worker beats in tb:processes, so /api/v1/health lists it."""
+    from webapp.processes import Heartbeat
+
+    Heartbeat(worker.wsgi.extensions["redis"], "web").start()

@@ -1,10 +1,11 @@
+import json
 import threading
 
 import pytest
 
 from tests.conftest import csrf_token
 from tests.hub import poll
-from webapp import accounts, create_app, inbox
+from webapp import accounts, create_app, inbox, processes
 from webapp.extensions import db, get_redis
 from worker import redisd
 
@@ -156,16 +157,41 @@ def test_health_is_public_and_degraded_without_a_listener(client):
     assert body["version"] and set(body["queues"]) == {"high", "default", "low", "stream"}
 
 
+def _beat(*roles):
+    for role in roles:
+        processes.Heartbeat(get_redis(), role).beat()
+
+
 def test_health_is_200_with_a_live_connected_listener(client, app):
     with app.app_context():
         get_redis().hset("tb:listener", mapping={
             "state": "connected", "heartbeat": inbox.current_ms(),
             "last_tick_ms": 1_700_000_000_000, "streams": 3})
+        _beat("worker", "listener", "scheduler")
     response = client.get("/api/v1/health")
     assert response.status_code == 200
     body = response.get_json()
     assert body["status"] == "ok" and body["monitoring"]["stream"] == "open"
     assert body["last_tick"] == "2023-11-14T22:13:20.000Z"
+    assert body["processes"]["worker"]["alive"] == 1 and body["missing"] == []
+
+
+def test_health_names_a_missing_process_and_its_restarts(client, app, monkeypatch):
+    with app.app_context():
+        get_redis().hset("tb:listener", mapping={
+            "state": "connected", "heartbeat": inbox.current_ms()})
+        monkeypatch.setenv("TICKERBELL_RESTARTS", "3")
+        _beat("listener", "scheduler")
+        gone = processes.Heartbeat(get_redis(), "worker")
+        gone.body["pid"] = -1
+        gone.field += ":old"
+        get_redis().hset(processes.KEY, gone.field, json.dumps(
+            {**gone.body, "beat_ms": inbox.current_ms() - processes.STALE_MS - 1}))
+    response = client.get("/api/v1/health")
+    body = response.get_json()
+    assert response.status_code == 503 and body["missing"] == ["worker"]
+    assert body["processes"]["worker"]["processes"][0]["alive"] is False
+    assert body["processes"]["listener"]["restarts"] == 3
 
 
 def test_health_is_503_when_the_breaker_is_open(client, app):

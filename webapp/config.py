@@ -5,6 +5,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = Path(os.environ.get("INSTANCE_PATH", ROOT / "instance"))
+# `make run` writes its private Redis's address here, so a command from a second shell finds it.
+REDIS_ADDRESS_FILE = INSTANCE / "redis.url"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 DEV_SECRET_KEY = "dev-only-not-secret"
 
@@ -20,6 +23,14 @@ def _int(name, default):
     return int(os.environ.get(name, default))
 
 
+def private_redis_url():
+    """The address of the Redis a running `make run` started, if there is one."""
+    try:
+        return REDIS_ADDRESS_FILE.read_text().strip() or None
+    except OSError:
+        return None
+
+
 class Config:
     """Defaults suit a developer's machine; production sets the environment."""
 
@@ -30,7 +41,7 @@ class Config:
         self.SQLALCHEMY_DATABASE_URI = database_url(
             env.get("DATABASE_URL", f"sqlite:///{INSTANCE / 'tickerbell.db'}")
         )
-        self.REDIS_URL = env.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        self.REDIS_URL = env.get("REDIS_URL") or private_redis_url() or DEFAULT_REDIS_URL
         self.BINANCE_WS_URL = env.get("BINANCE_WS_URL", "wss://stream.binance.com:9443")
         # Seconds between keep-alive comments on an idle /stream (and messages on /ws).
         self.STREAM_KEEPALIVE_S = float(env.get("STREAM_KEEPALIVE_S", 15))
@@ -51,6 +62,10 @@ class Config:
         self.MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 2 * 1024 * 1024)
         self.LOGIN_ATTEMPTS_PER_MINUTE = _int("LOGIN_ATTEMPTS_PER_MINUTE", 5)
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        # How long a write waits for another connection's lock before the request answers
+        # 503 (see webapp/database.py): SQLite's busy timeout, PostgreSQL's lock_timeout.
+        self.SQLITE_BUSY_TIMEOUT_MS = _int("SQLITE_BUSY_TIMEOUT_MS", 2000)
+        self.PG_LOCK_TIMEOUT_MS = _int("PG_LOCK_TIMEOUT_MS", 2000)
         self._delivery(env)
         self.TESTING = False
 

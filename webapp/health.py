@@ -5,7 +5,7 @@ import time
 import redis
 from rq import Queue
 
-from webapp import __version__
+from webapp import __version__, processes
 from webapp.breaker import Breaker
 from webapp.inbox import iso
 from worker.queues import QUEUES, STREAM_QUEUE
@@ -47,22 +47,26 @@ def _queues(r):
 
 
 def report(r, streams=None, now_ms=None):
-    """(report, healthy?): degraded if Redis is down, the feed is down or the breaker open."""
+    """(report, healthy?): degraded if Redis is down, the feed is down, the breaker open, or
+    no worker, listener or scheduler process beats."""
     now_ms = now_ms or int(time.time() * 1000)
     body = {"status": "ok", "redis": "ok", "monitoring": None, "circuit": None,
             "uptime_s": uptime_s(), "version": __version__, "queues": None,
-            "last_tick": None, "streams": streams}
+            "last_tick": None, "streams": streams, "processes": None, "missing": []}
     try:
         r.ping()
         status = r.hgetall(LISTENER_KEY)
         body["monitoring"] = _monitoring(status, now_ms)
         body["circuit"] = Breaker("binance", redis=r).state()
         body["queues"] = _queues(r)
+        body["processes"] = processes.report(r, now_ms)
     except (redis.ConnectionError, redis.TimeoutError):
         body.update(redis="down", status="degraded")
         return body, False
     last_tick = int(status.get("last_tick_ms") or 0)
     body["last_tick"] = iso(last_tick) if last_tick else None
-    healthy = body["monitoring"]["status"] == "ok" and body["circuit"]["state"] != OPEN
+    body["missing"] = processes.missing(body["processes"])
+    healthy = (body["monitoring"]["status"] == "ok" and body["circuit"]["state"] != OPEN
+               and not body["missing"])
     body["status"] = "ok" if healthy else "degraded"
     return body, healthy

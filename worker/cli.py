@@ -2,6 +2,7 @@
 
 import logging
 import sys
+import threading
 
 import click
 from flask.cli import AppGroup, with_appcontext
@@ -11,7 +12,9 @@ from webapp import accounts
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db, get_redis
 from webapp.models import User
-from worker.queues import QUEUES, rq_connection
+from webapp.outage import Outage
+from webapp.processes import Heartbeat
+from worker.queues import QUEUES, rq_connection, work_forever
 
 users = AppGroup("users", help="Manage user accounts.")
 apikeys = AppGroup("apikeys", help="Manage API keys.")
@@ -55,11 +58,14 @@ def create_api_key(email, name):
 def run_worker(queues, burst):
     """Run an RQ worker on QUEUES (default: high, default, low)."""
     _setup_logging()
-    get_redis().ping()
     # SimpleWorker runs jobs in this process, inside the app context made once here. RQ's own
     # scheduler (a forked process holding only Redis) re-queues jobs whose retry waits.
-    worker = SimpleWorker(queues or QUEUES, connection=rq_connection())
-    worker.work(burst=burst, with_scheduler=True)
+    beat = Heartbeat(get_redis(), "worker").start()
+    try:
+        work_forever(lambda: SimpleWorker(queues or QUEUES, connection=rq_connection()),
+                     Outage("worker"), threading.Event(), burst=burst, with_scheduler=True)
+    finally:
+        beat.end()
 
 
 def register(app):

@@ -15,19 +15,21 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 from rq import SimpleWorker
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from webapp import alert_index
 from webapp.breaker import Breaker
 from webapp.extensions import get_redis
+from webapp.outage import Outage
+from webapp.processes import Heartbeat
 from worker import slowpath
 from worker.lease import LEASE_KEY, Lease
 from worker.listener import logline
 from worker.listener_pool import ListenerPool
 from worker.matcher import Matcher
 from worker.pacing import Backoff
-from worker.queues import STREAM_QUEUE, enqueue, get_queue, rq_connection
+from worker.queues import STREAM_QUEUE, enqueue, get_queue, rq_connection, work_forever
 
 JOB_ID = "tickerbell-listener"
 RQ_HEARTBEAT_S = 60  # SimpleWorker does not heartbeat while its job runs: we do it
@@ -112,7 +114,8 @@ def _stop_on_signals(stop):
 
 def listener_watchdog():
     """Periodic job: enqueue the listener unless it runs, waits in its queue, or is starting."""
-    if get_redis().exists(LEASE_KEY):
+    lease = Lease(get_redis())
+    if lease.break_if_dead() is None and get_redis().exists(LEASE_KEY):
         return "running"
     job = _fetch_job()
     status = job.get_status(refresh=False) if job is not None else None
@@ -121,10 +124,18 @@ def listener_watchdog():
     if status == JobStatus.STARTED and _age_s(job) < current_app.config["LISTENER_LEASE_TTL_S"]:
         return "starting"
     if job is not None:
-        job.delete()  # finished, failed, or started by a worker that has since died
+        _delete(job)  # finished, failed, or started by a worker that has since died
     enqueue(run_listener, queue=STREAM_QUEUE, job_id=JOB_ID, timeout=-1)
     logline("listener_enqueued", previous=str(status or "none"))
     return "enqueued"
+
+
+def _delete(job):
+    """Delete the old listener job; another watchdog may have deleted it first."""
+    try:
+        job.delete()
+    except (NoSuchJobError, InvalidJobOperation):
+        pass
 
 
 def _fetch_job():
@@ -143,9 +154,12 @@ def _age_s(job):
     return (datetime.now(UTC) - started).total_seconds()
 
 
-def _keep_rq_heartbeat(worker, stop):
+def _keep_rq_heartbeat(current, stop):
     """Tell RQ the busy worker lives, or its maintenance would call the job abandoned."""
     while not stop.wait(RQ_HEARTBEAT_S):
+        worker = current.get("worker")
+        if worker is None:
+            continue
         try:
             job = worker.get_current_job()
             if job is not None and worker.execution is not None:
@@ -161,15 +175,21 @@ def listener_command(direct):
     """Host the Binance listener: an RQ worker on the `stream` queue (or --direct)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    get_redis().ping()
-    if direct:
-        run_listener()
-        return
-    logline("watchdog", result=listener_watchdog())
-    worker = SimpleWorker([STREAM_QUEUE], connection=rq_connection())
-    stop = threading.Event()
-    threading.Thread(target=_keep_rq_heartbeat, args=(worker, stop), daemon=True).start()
+    beat = Heartbeat(get_redis(), "listener").start()
     try:
-        worker.work(with_scheduler=False)
+        if direct:
+            run_listener()
+            return
+        stop, current = threading.Event(), {}
+        threading.Thread(target=_keep_rq_heartbeat, args=(current, stop), daemon=True).start()
+        work_forever(lambda: _stream_worker(current), Outage("listener"), stop,
+                     with_scheduler=False)
     finally:
-        stop.set()
+        beat.end()
+
+
+def _stream_worker(current):
+    """A fresh worker for the `stream` queue, after making sure the listener job is there."""
+    logline("watchdog", result=listener_watchdog())
+    current["worker"] = SimpleWorker([STREAM_QUEUE], connection=rq_connection())
+    return current["worker"]

@@ -5,6 +5,8 @@ import os
 import socket
 import uuid
 
+from webapp.outage import REDIS_DOWN, Outage
+
 LEASE_KEY = "tb:listener:lease"
 DEFAULT_LEASE_TTL_S = 10.0  # renewed every second: nine missed renewals in a row lose it
 
@@ -41,21 +43,60 @@ class Lease:
         return bool(self._renew(keys=[self.key], args=[self.token, self.ttl_ms]))
 
     def release(self):
-        self._release(keys=[self.key], args=[self.token])
+        """Give the lease up (best effort: if Redis is gone, it lapses on its own)."""
+        try:
+            self._release(keys=[self.key], args=[self.token])
+        except REDIS_DOWN:
+            pass
 
     def holder(self):
         return self.redis.get(self.key)
 
+    def break_if_dead(self):
+        """Free a lease held by a process of this host that no longer exists.
+
+        A listener killed with SIGKILL leaves its lease to lapse (up to the TTL); when its
+        replacement starts on the same host it can tell the holder is gone and take over at
+        once. Returns the freed holder, or None.
+        """
+        holder = self.holder()
+        if not holder or not _dead_here(holder):
+            return None
+        if self._release(keys=[self.key], args=[holder]):
+            log.info("event=lease_freed key=%s holder=%s", self.key, holder)
+            return holder
+        return None
+
     def wait(self, stop, poll_s=None):
-        """Block until the lease is ours (True) or `stop` is set (False)."""
+        """Block until the lease is ours (True) or `stop` is set (False); rides out Redis."""
         poll_s = poll_s or self.ttl_ms / 3000
-        told = False
+        told, outage = False, Outage("listener-lease")
         while not stop.is_set():
-            if self.acquire():
-                log.info("event=lease_acquired key=%s token=%s", self.key, self.token)
-                return True
-            if not told:
-                log.info("event=lease_wait key=%s holder=%s", self.key, self.holder())
-                told = True
+            try:
+                self.break_if_dead()
+                if self.acquire():
+                    outage.recovered()
+                    log.info("event=lease_acquired key=%s token=%s", self.key, self.token)
+                    return True
+                if not told:
+                    log.info("event=lease_wait key=%s holder=%s", self.key, self.holder())
+                    told = True
+            except REDIS_DOWN as exc:
+                stop.wait(outage.failed(exc))
+                continue
             stop.wait(poll_s)
         return False
+
+
+def _dead_here(token):
+    """True when `token` (host:pid:nonce) names a process of this host that has exited."""
+    host, _, pid = token.rpartition(":")[0].rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # alive under another user, or not a pid
+        return False
+    return False

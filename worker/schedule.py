@@ -1,6 +1,11 @@
 """Periodic jobs: one declarative list with stable ids, reconciled when the scheduler starts."""
 
 import logging
+import os
+import signal
+import socket
+import threading
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -9,6 +14,8 @@ from flask.cli import with_appcontext
 from rq_scheduler import Scheduler
 
 from webapp.extensions import get_redis
+from webapp.outage import REDIS_DOWN, Outage
+from webapp.processes import Heartbeat
 from worker.queues import rq_connection
 
 log = logging.getLogger(__name__)
@@ -59,9 +66,52 @@ def reconcile(scheduler, periodic=None):
 @click.option("--interval", default=1.0, help="Seconds between checks for due jobs.")
 @with_appcontext
 def run_scheduler(interval):
-    """Run rq-scheduler after reconciling the periodic jobs."""
+    """Run rq-scheduler after reconciling the periodic jobs; rides out Redis outages."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    get_redis().ping()
-    scheduler = Scheduler(queue_name="default", connection=rq_connection(), interval=interval)
-    log.info("scheduled jobs: %s", ", ".join(reconcile(scheduler)) or "none")
-    scheduler.run()
+    stop, outage, previous = threading.Event(), Outage("scheduler"), None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    beat = Heartbeat(get_redis(), "scheduler").start()
+    try:
+        while outage.wait_until_up(rq_connection(), stop):
+            if previous is not None:
+                _retire(previous)
+            previous = scheduler = Scheduler(
+                queue_name="default", connection=rq_connection(), interval=interval,
+                name=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+            try:
+                scheduler.register_birth()
+                log.info("scheduled jobs: %s", ", ".join(reconcile(scheduler)) or "none")
+                _run(scheduler, stop, interval)
+            except REDIS_DOWN as exc:
+                outage.failed(exc)
+        _retire(previous)
+    finally:
+        beat.end()
+
+
+def _run(scheduler, stop, interval):
+    """rq-scheduler's loop, with our stop event: move due jobs to their queues each interval."""
+    while not stop.is_set():
+        scheduler.heartbeat()
+        if scheduler.acquire_lock():
+            try:
+                scheduler.enqueue_jobs()
+            finally:
+                scheduler.remove_lock()
+        stop.wait(interval)
+
+
+def _retire(scheduler):
+    """Free the lock a scheduler cut off by an outage still holds, and record its death.
+
+    Left alone, the lock would make the next scheduler skip its runs (the listener
+    watchdog among them) until it expired.
+    """
+    if scheduler is None:
+        return
+    try:
+        scheduler.remove_lock()
+        scheduler.register_death()
+    except REDIS_DOWN:
+        pass

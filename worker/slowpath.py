@@ -18,6 +18,7 @@ from sqlalchemy import select
 from webapp import alert_index, alerts, inbox, router
 from webapp.extensions import db, get_redis
 from webapp.models import Alert
+from webapp.outage import REDIS_DOWN, Outage
 
 STREAM = "tb:fired"
 DEAD_STREAM = "tb:fired:dead"
@@ -185,13 +186,14 @@ def run_forever(stop_event, app=None, consumer=None, block_ms=DEFAULT_BLOCK_MS):
     """Consume until `stop_event` is set; for a thread in the listener process."""
     app = app or current_app._get_current_object()
     consumer = consumer or consumer_name()
+    outage = Outage("slowpath")
     with app.app_context():
         while not stop_event.is_set():
             try:
                 drain(consumer, block_ms=block_ms)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("slow path: redis unavailable (%s); retrying", exc)
-                stop_event.wait(1.0)
+                outage.recovered()
+            except REDIS_DOWN as exc:
+                stop_event.wait(outage.failed(exc))
             except Exception:  # the consumer thread must outlive any one failure
                 log.exception("slow path: drain failed; retrying")
                 stop_event.wait(1.0)

@@ -1,0 +1,58 @@
+"""Riding out a Redis outage: back off with jitter, and say so once when it starts and ends.
+
+Every background process waits for Redis this way instead of exiting: Redis restarting,
+loading its append-only file (BusyLoadingError, a ConnectionError) or frozen (timeouts)
+costs a wait, never a crash, and the log holds one line per change of state, not one per try.
+"""
+
+import logging
+import random
+import time
+
+import redis
+
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+DEFAULT_BASE_S, DEFAULT_CAP_S = 0.1, 5.0
+
+log = logging.getLogger(__name__)
+
+
+class Outage:
+    """One process's view of Redis: up, or down since when; `failed` says how long to wait."""
+
+    def __init__(self, who, base=DEFAULT_BASE_S, cap=DEFAULT_CAP_S, rng=random):
+        self.who, self.base, self.cap, self.rng = who, base, cap, rng
+        self.since = None
+        self.attempt = 0
+
+    @property
+    def down(self):
+        return self.since is not None
+
+    def failed(self, exc):
+        """Note a failed call; returns the seconds to wait before the next try."""
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("event=redis_down process=%s error=%s", self.who,
+                        f"{type(exc).__name__}: {exc}"[:200].replace(" ", "_"))
+        ceiling = min(self.cap, self.base * 2 ** self.attempt)
+        self.attempt = min(self.attempt + 1, 16)
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def recovered(self):
+        if self.since is not None:
+            log.warning("event=redis_back process=%s down_s=%.1f", self.who,
+                        time.monotonic() - self.since)
+        self.since, self.attempt = None, 0
+
+    def wait_until_up(self, client, stop):
+        """Block until `client` answers PING (True) or `stop` is set (False)."""
+        while not stop.is_set():
+            try:
+                client.ping()
+            except REDIS_DOWN as exc:
+                stop.wait(self.failed(exc))
+                continue
+            self.recovered()
+            return True
+        return False
