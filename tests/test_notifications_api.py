@@ -257,3 +257,18 @@ def test_redis_stopped_mid_request_answers_503_json_then_recovers(own_redis, db_
     with app.app_context():
         get_redis().connection_pool.disconnect()
         db.engine.dispose()
+
+
+def test_pages_poll_a_banner_that_names_what_is_degraded(client, app, auth):
+    auth.create()
+    auth.login()
+    page = client.get("/dashboard").get_data(as_text=True)
+    assert 'hx-get="/status"' in page
+    text = client.get("/status").get_data(as_text=True)
+    assert "Market feed disconnected" in text and "deliveries are paused" in text
+    with app.app_context():
+        get_redis().hset("tb:listener", mapping={
+            "state": "connected", "heartbeat": inbox.current_ms(),
+            "last_tick_ms": 1_700_000_000_000})
+        _beat("worker", "listener", "scheduler")
+    assert client.get("/status").get_data(as_text=True).strip() == ""

@@ -70,3 +70,22 @@ def report(r, streams=None, now_ms=None):
                and not body["missing"])
     body["status"] = "ok" if healthy else "degraded"
     return body, healthy
+
+
+def problems(body):
+    """What a user should know of a degraded report, in words, most serious first."""
+    if body["redis"] != "ok":
+        return ["Notifications are unavailable: the notification store is not answering. "
+                "Nothing you set up is lost; this page recovers by itself."]
+    found = []
+    monitoring = body["monitoring"] or {}
+    if monitoring.get("status") != "ok" or (body["circuit"] or {}).get("state") == OPEN:
+        since = f" (last price at {body['last_tick']})" if body.get("last_tick") else ""
+        found.append(f"Market feed disconnected{since}: prices may be stale and alerts "
+                     "cannot fire until it reconnects, which it does by itself.")
+    if "worker" in body["missing"]:
+        found.append("Email, SMS and push deliveries are paused: no background worker is "
+                     "running. They are kept and go out when it is back.")
+    if "scheduler" in body["missing"]:
+        found.append("Scheduled work (digests, clean-up, the feed watchdog) is paused.")
+    return found

@@ -97,7 +97,8 @@ def _other_paths():
             "id": {"type": "integer"}, "email": {"type": "string"}}}, "The user."),
             "401": ERRORS["401"]})},
         "/health": {"get": _op("Health", {"200": health, "503": _json(
-            _ref("Health"), "Degraded: Redis down, market feed down or circuit open.")},
+            _ref("Health"),
+            "Degraded: Redis down, market feed down, circuit open or a process missing.")},
             security=[])},
         "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"},
                                                                     "OpenAPI 3.1.")},
@@ -160,7 +161,12 @@ def _schemas():
             "uptime_s": i, "version": s, "queues": _nullable("object"),
             "last_tick": _nullable("string"), "streams": {**_nullable("integer"), "description": (
                 "live streams (SSE and WebSocket) this web process holds; the listener's "
-                "market streams are monitoring.streams")}}},
+                "market streams are monitoring.streams")},
+            "processes": {**_nullable("object"), "description": (
+                "per role (web, worker, listener, scheduler): alive count, restarts counted "
+                "by the supervisor, and each process's host, pid, heartbeat age and uptime")},
+            "missing": {"type": "array", "items": s, "description": (
+                "required roles with no live process (worker, listener, scheduler)")}}},
     }
 
 

@@ -1,7 +1,8 @@
 from flask import Blueprint, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
-from webapp import inbox, tickers
+from webapp import health, inbox, tickers
+from webapp.extensions import get_redis
 
 bp = Blueprint("main", __name__)
 
@@ -22,3 +23,11 @@ def dashboard():
     watched = tickers.tickers(tickers.watched_symbols(current_user.id))
     return render_template("main/dashboard.html", items=[inbox.to_api(n) for n in items],
                            tickers=watched)
+
+
+@bp.get("/status")
+@login_required
+def status():
+    """The degraded-service banner: empty when all is well (htmx polls it)."""
+    body, _ = health.report(get_redis())
+    return render_template("main/_status.html", problems=health.problems(body))
