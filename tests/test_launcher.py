@@ -119,6 +119,7 @@ def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
     try:
         login = f"http://127.0.0.1:{port}/auth/login"
         assert _wait(lambda: _get(login) == 200, 60), "the login page never answered"
+        assert (tmp_path / "redis.url").read_text().startswith("redis://127.0.0.1:")
         assert _get(f"{login}?api_key=tb_probe_secret") == 200
         assert (tmp_path / "redis" / "appendonly.aof").exists() or any(
             (tmp_path / "redis").glob("appendonly*")), "no private redis-server under instance/"
@@ -126,6 +127,8 @@ def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
         launcher.send_signal(signal.SIGINT)
         output = launcher.communicate(timeout=60)[0].decode(errors="replace")
     assert "Tickerbell is running" in output
+    assert launcher.returncode == 0 and "Traceback" not in output, output[-3000:]
+    assert not (tmp_path / "redis.url").exists(), "a stale address for a stopped Redis"
     # gunicorn.conf.py: an access log whose lines leave the query string (and keys) out
     assert '"GET /auth/login HTTP/1.1" 200' in output and "tb_probe_secret" not in output
     assert _get(login) is None, "the web server outlived Ctrl-C"
