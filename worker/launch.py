@@ -174,6 +174,32 @@ def seed_demo(env):
                    check=False)
 
 
+def take_the_terminal():
+    """Make Ctrl-C reach the launcher alone, not `make` above it; returns an undo.
+
+    In a terminal, Ctrl-C signals the whole foreground process group: `make` would die of
+    it and report an error while we stop everything in order. As its own foreground group
+    the launcher gets the signal, stops everything and exits 0, and so does `make`.
+    """
+    if not sys.stdin.isatty():
+        return lambda: None
+    fd, before = sys.stdin.fileno(), os.tcgetpgrp(sys.stdin.fileno())
+    try:
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background group may not take it
+        os.tcsetpgrp(fd, os.getpgrp())
+    except OSError:
+        return lambda: None
+
+    def undo():
+        try:
+            os.tcsetpgrp(fd, before)
+        except OSError:
+            pass
+
+    return undo
+
+
 def supervise(children, stopping):
     """Keep every child running until Ctrl-C (or SIGTERM)."""
     while not stopping.is_set():
@@ -191,6 +217,7 @@ def main(argv=None):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     printer = Printer(sys.stdout)
     stopping = threading.Event()
+    give_back = take_the_terminal()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     children = []
@@ -223,6 +250,7 @@ def main(argv=None):
         for child in reversed(children):
             child.stop()
         ADDRESS_FILE.unlink(missing_ok=True)
+        give_back()
     print("stopped", flush=True)
 
 

@@ -62,8 +62,9 @@ def work_forever(make_worker, outage, stop, **work_kwargs):
             worker.work(**work_kwargs)
         except REDIS_DOWN as exc:
             outage.failed(exc)
-        if getattr(worker, "_stop_requested", False) or work_kwargs.get("burst"):
-            return  # SIGTERM / Ctrl-C, or a burst that ran dry
+        # RQ notes the time of a SIGTERM / Ctrl-C; a burst ends when the queues run dry
+        if getattr(worker, "_shutdown_requested_date", None) or work_kwargs.get("burst"):
+            return
         _catch_stop_signals(stop)  # RQ's handlers belong to the worker that just quit
         stop.wait(RESTART_PAUSE_S)  # RQ quit on its own (it logged why): a fresh worker next
 
