@@ -88,6 +88,29 @@ def test_watchdog_enqueues_once_and_leaves_a_running_listener_alone(hosted):
         assert queue.job_ids == [JOB_ID]
 
 
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_lease_held_by_a_dead_process_of_this_host_is_freed_at_once(hosted):
+    """A listener killed with SIGKILL is replaced without waiting for its lease to lapse."""
+    import socket
+
+    with hosted.app_context():
+        r = get_redis()
+        job = get_queue(STREAM_QUEUE).enqueue("worker.hosting.run_listener", job_id=JOB_ID)
+        job.set_status(JobStatus.STARTED)  # its worker died with it
+        r.set(LEASE_KEY, f"{socket.gethostname()}:{_dead_pid()}:abc", px=60_000)
+        assert listener_watchdog() == "enqueued"
+        assert not r.exists(LEASE_KEY)
+        r.set(LEASE_KEY, f"{socket.gethostname()}:{os.getpid()}:abc", px=60_000)
+        assert listener_watchdog() == "running"  # alive: left alone
+        r.set(LEASE_KEY, f"elsewhere:{_dead_pid()}:abc", px=60_000)
+        assert listener_watchdog() == "running"  # another host: its pids mean nothing here
+
+
 def test_the_watchdog_is_scheduled():
     from worker.schedule import PERIODIC
 

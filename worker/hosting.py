@@ -114,14 +114,15 @@ def _stop_on_signals(stop):
 
 def listener_watchdog():
     """Periodic job: enqueue the listener unless it runs, waits in its queue, or is starting."""
-    lease = Lease(get_redis())
-    if lease.break_if_dead() is None and get_redis().exists(LEASE_KEY):
+    freed = Lease(get_redis()).break_if_dead()  # its job died with it: no need to wait
+    if freed is None and get_redis().exists(LEASE_KEY):
         return "running"
     job = _fetch_job()
     status = job.get_status(refresh=False) if job is not None else None
     if status == JobStatus.QUEUED and JOB_ID in get_queue(STREAM_QUEUE).job_ids:
         return "queued"
-    if status == JobStatus.STARTED and _age_s(job) < current_app.config["LISTENER_LEASE_TTL_S"]:
+    if (status == JobStatus.STARTED and freed is None
+            and _age_s(job) < current_app.config["LISTENER_LEASE_TTL_S"]):
         return "starting"
     if job is not None:
         _delete(job)  # finished, failed, or started by a worker that has since died
