@@ -120,6 +120,7 @@ def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
         login = f"http://127.0.0.1:{port}/auth/login"
         assert _wait(lambda: _get(login) == 200, 60), "the login page never answered"
         assert (tmp_path / "redis.url").read_text().startswith("redis://127.0.0.1:")
+        _second_shell_finds_the_private_redis(env, tmp_path)
         assert _get(f"{login}?api_key=tb_probe_secret") == 200
         assert (tmp_path / "redis" / "appendonly.aof").exists() or any(
             (tmp_path / "redis").glob("appendonly*")), "no private redis-server under instance/"
@@ -134,3 +135,32 @@ def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
     assert _get(login) is None, "the web server outlived Ctrl-C"
     assert "redis-server" not in subprocess.run(
         ["pgrep", "-af", str(tmp_path / "redis")], capture_output=True, text=True).stdout
+
+
+def _flask(env, *args):
+    return subprocess.run([Path(sys.executable).parent / "flask", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def _second_shell_finds_the_private_redis(env, tmp_path):
+    """The README's CLI from another shell (no REDIS_URL) reaches `make run`'s Redis."""
+    made = _flask(env, "users", "create", "second@example.com", "--password", "a long password")
+    assert made.returncode == 0, made.stderr
+    uid = made.stdout.split()[2]
+    key = _flask(env, "apikeys", "create", "second@example.com")
+    assert key.returncode == 0, key.stderr
+    url = (tmp_path / "redis.url").read_text().strip()
+    with redis.Redis.from_url(url, decode_responses=True) as private:
+        notices = private.xrange(f"tb:replay:{uid}")
+    assert any("API key created" in fields["data"] for _, fields in notices), notices
+
+
+def test_a_command_with_no_redis_says_what_to_do(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(INSTANCE_PATH=str(tmp_path), FLASK_APP="wsgi.py",
+               DATABASE_URL=f"sqlite:///{tmp_path / 'tb.db'}")
+    assert _flask(env, "db", "upgrade").returncode == 0
+    (tmp_path / "redis.url").write_text(f"redis://127.0.0.1:{redisd.free_port()}/0\n")
+    result = _flask(env, "users", "create", "x@example.com", "--password", "long enough")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "it is not running any more" in result.stderr and "make run" in result.stderr

@@ -1,18 +1,21 @@
 """Flask CLI commands: operator tools and the background processes."""
 
+import functools
 import logging
 import sys
 import threading
 
 import click
+from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 from rq import SimpleWorker
 
 from webapp import accounts
+from webapp.config import REDIS_ADDRESS_FILE, private_redis_url
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db, get_redis
 from webapp.models import User
-from webapp.outage import Outage
+from webapp.outage import REDIS_DOWN, Outage
 from webapp.processes import Heartbeat
 from worker.queues import QUEUES, rq_connection, work_forever
 
@@ -68,6 +71,40 @@ def run_worker(queues, burst):
         beat.end()
 
 
+def no_redis_message(url):
+    """What to do when a command finds no Redis at `url`."""
+    if url == private_redis_url():
+        return (f"No Redis answers at {url}, the address `make run` left in "
+                f"{REDIS_ADDRESS_FILE}: it is not running any more. Start it again with "
+                "`make run`, or set REDIS_URL to a running Redis.")
+    return (f"No Redis answers at {url}. Start Tickerbell with `make run` first (commands "
+            "from another shell then find its private Redis on their own), or set REDIS_URL "
+            "to a running Redis.")
+
+
+def _explain_redis_errors(command):
+    """An operator command that meets no Redis says where it looked, not a traceback."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _explain_redis_errors(sub)
+        return
+    callback = command.callback
+    if getattr(callback, "explains_redis_errors", False):
+        return
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        try:
+            get_redis().ping()  # before any change: its notices must reach the right Redis
+            return callback(*args, **kwargs)
+        except REDIS_DOWN as exc:
+            url = current_app.config["REDIS_URL"]
+            raise click.ClickException(no_redis_message(url)) from exc
+
+    run.explains_redis_errors = True
+    command.callback = with_appcontext(run)
+
+
 def register(app):
     for command in (users, apikeys, run_worker):
         app.cli.add_command(command)
@@ -85,3 +122,5 @@ def register(app):
 
     for command in notify_commands:
         app.cli.add_command(command)
+    for command in (users, apikeys, alerts_cli, demo.demo, *notify_commands):
+        _explain_redis_errors(command)
