@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 
 from worker import redisd
 
@@ -164,3 +166,49 @@ def test_a_command_with_no_redis_says_what_to_do(tmp_path):
     result = _flask(env, "users", "create", "x@example.com", "--password", "long enough")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "it is not running any more" in result.stderr and "make run" in result.stderr
+
+
+RESTARTS = int(os.environ.get("RESTART_ROUNDS", "3"))
+
+
+def _login(base, email, password):
+    """A browser-like session: the form's CSRF token, then the POST."""
+    session = requests.Session()
+    page = session.get(f"{base}/auth/login", timeout=5).text
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    answer = session.post(f"{base}/auth/login", timeout=5, allow_redirects=False, data={
+        "csrf_token": token, "email": email, "password": password})
+    assert answer.status_code == 302, answer.text[:500]
+    return session
+
+
+def test_start_use_ctrl_c_start_again_keeps_the_user_and_data(tmp_path):
+    """`RESTART_ROUNDS=20` for the long version (a watchdog race once killed a restart)."""
+    port = redisd.free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(PORT=str(port), INSTANCE_PATH=str(tmp_path), FLASK_APP="wsgi.py",
+               DATABASE_URL=f"sqlite:///{tmp_path / 'tb.db'}",
+               BINANCE_WS_URL="ws://127.0.0.1:9")  # nothing listens: the feed stays down
+    assert _flask(env, "db", "upgrade").returncode == 0
+    base = f"http://127.0.0.1:{port}"
+    for round_ in range(RESTARTS):
+        launcher = subprocess.Popen([sys.executable, "-m", "worker.launch"], env=env, cwd=ROOT,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            assert _wait(lambda: _get(f"{base}/auth/login") == 200, 60), round_
+            if round_ == 0:
+                assert _flask(env, "users", "create", "again@example.com",
+                              "--password", "a long password").returncode == 0
+            session = _login(base, "again@example.com", "a long password")
+            token = re.search(r'name="csrf-token" content="([^"]+)"',
+                              session.get(f"{base}/dashboard", timeout=5).text).group(1)
+            made = session.post(f"{base}/api/v1/alerts", timeout=5, headers={
+                "X-CSRFToken": token}, json={"symbol": "BTCUSDT", "type": "above",
+                                             "price": 100_000 + round_})
+            assert made.status_code == 201, made.text
+            listed = session.get(f"{base}/api/v1/alerts", timeout=5).json()
+            assert sorted(a["price"] for a in listed) == [100_000 + n for n in range(round_ + 1)]
+        finally:
+            launcher.send_signal(signal.SIGINT)
+            output = launcher.communicate(timeout=60)[0].decode(errors="replace")
+        assert launcher.returncode == 0 and "Traceback" not in output, output[-3000:]
