@@ -140,12 +140,13 @@ def test_streams_beyond_the_cap_are_left_out_and_logged(r, feed, start, events):
     assert events("stream_cap")[0]["left_out"] == "2"
 
 
-def test_drops_reconnect_with_growing_backoff(r, feed, start, events):
+def test_connections_dropped_before_a_frame_are_backed_off_more_each_time(r, feed, start,
+                                                                         events):
     r.hset(SYMBOLS_KEY, "BTCUSDT", 1)
     start(backoff=Backoff(0.01, 1.0))
     assert feed.wait_for_connections(1)
     for n in range(2, 6):
-        feed.drop_all()
+        feed.drop_all()  # nothing was received on it: it never worked
         assert feed.wait_for_connections(n)
     delays = [float(e["in_s"]) for e in events("reconnecting")]
     assert len(delays) == 4
@@ -154,6 +155,7 @@ def test_drops_reconnect_with_growing_backoff(r, feed, start, events):
 
 
 def test_breaker_opens_after_repeated_refusals_and_closes_on_recovery(r, feed, start, events):
+    r.hset(SYMBOLS_KEY, "BTCUSDT", 1)
     breaker = Breaker("binance", threshold=3, reset_timeout=0.2, redis=r)
     feed.refuse()
     start(breaker=breaker)
@@ -162,7 +164,9 @@ def test_breaker_opens_after_repeated_refusals_and_closes_on_recovery(r, feed, s
     assert "503" in r.hget(STATUS_KEY, "last_error")
     assert feed.refused_total >= 3 and feed.connections_total == 0
     feed.accept()
-    assert feed.wait_for_connections(1)
+    assert feed.wait_for_subscription("btcusdt@aggTrade")
+    assert breaker.state()["state"] != "closed"  # a handshake alone proves nothing yet
+    feed.trade("BTCUSDT", 1.5)  # the first frame: the server serves us
     assert eventually(lambda: breaker.state()["state"] == "closed")
     assert events("breaker_opened") and eventually(lambda: events("breaker_closed"))
     assert eventually(lambda: r.hget(STATUS_KEY, "state") == "connected")
@@ -268,11 +272,11 @@ def test_message_budget_is_a_sliding_window():
     for _ in range(3):
         assert budget.available() > 0
         budget.spend()
-    assert budget.available() == 0
+    assert budget.available() == 0 and budget.ready_in() == pytest.approx(1.2)
     clock.now += 1.0
-    assert budget.available() == 0
+    assert budget.available() == 0 and budget.ready_in() == pytest.approx(0.2)
     clock.now += 0.3
-    assert budget.available() == 3
+    assert budget.available() == 3 and budget.ready_in() == 0.0
 
 
 def test_subscriptions_unsubscribe_first_and_batch():

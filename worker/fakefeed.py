@@ -10,6 +10,8 @@ import argparse
 import asyncio
 import json
 import signal
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -72,9 +74,11 @@ class FakeFeed:
         self.last_sent = 0.0
         self.connections_total = 0
         self.refused_total = 0
+        self.flapped_total = 0
         self._clients = {}
         self._refuse = 0  # handshakes to refuse; -1 = until accept() is called
         self._refuse_status = HTTPStatus.SERVICE_UNAVAILABLE
+        self._flap = 0  # handshakes to accept and drop at once; -1 = until accept() is called
         self._seq = 0  # client ids
         self._trade_id = 0
         self._tasks = set()  # strong references, so pending closes are not collected
@@ -146,9 +150,17 @@ class FakeFeed:
         data = mini_ticker_payload(symbol.upper(), close, volume, quote_volume, ts_ms)
         return self._call(self.publish, f"{symbol.lower()}@miniTicker", data)
 
-    def drop_all(self, code=None):
-        """Cut every connection: abruptly (as a network failure) or with a close code."""
-        return self._call(self._drop_all, code)
+    def drop_all(self, code=None, reset=False):
+        """Cut every connection: abruptly (as a network failure) or with a close code.
+
+        Abrupt drops close the socket; with `reset` they send a TCP reset instead.
+        """
+        return self._call(self._drop_all, code, reset)
+
+    def flap(self, times=None):
+        """Accept the next `times` handshakes and drop each at once (None: until `accept()`)."""
+        with self._changed:
+            self._flap = -1 if times is None else times
 
     def refuse(self, times=None, status=HTTPStatus.SERVICE_UNAVAILABLE):
         """Refuse the next `times` handshakes with an HTTP error (None: until `accept()`)."""
@@ -158,7 +170,7 @@ class FakeFeed:
 
     def accept(self):
         with self._changed:
-            self._refuse = 0
+            self._refuse = self._flap = 0
 
     def server_shutdown(self, close_after=None):
         """Send `serverShutdown` to every connection; close them `close_after` s later."""
@@ -224,7 +236,11 @@ class FakeFeed:
             self._clients[client.id] = client
             self.connections_total += 1
             ws.client = client
+            flap, self._flap = self._flap, self._flap - (self._flap > 0)
+            self.flapped_total += bool(flap)
             self._changed.notify_all()
+        if flap:
+            self._abort(ws, reset=False)
         try:
             async for raw in ws:
                 await ws.send(json.dumps(self._control(client, raw)))
@@ -289,14 +305,21 @@ class FakeFeed:
 
         self._loop.call_later(delay, close)
 
-    def _drop_all(self, code):
+    def _drop_all(self, code, reset=False):
         clients = list(self._clients.values())
         for client in clients:
             if code is None:
-                client.ws.transport.abort()
+                self._abort(client.ws, reset)
             else:
                 self._close_later(client.ws, code, "dropped by the fake feed")
         return len(clients)
+
+    @staticmethod
+    def _abort(ws, reset):
+        if reset:  # linger 0: close() sends RST, not FIN
+            sock = ws.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        ws.transport.abort()
 
     def _server_shutdown(self, close_after):
         clients = list(self._clients.values())

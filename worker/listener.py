@@ -1,8 +1,13 @@
 """The Binance listener: one combined stream for every symbol in `tb:symbols`, ticks to a handler.
 
-The handler (the matcher) gets `on_price(symbol, price, ts_ms)` for each trade and
+The handler (the matcher) gets `on_price(symbol, price, ts_ms, seq)` for each trade and
 `on_volume(symbol, volume, ts_ms)` for each miniTicker. One thread does everything, so
 control messages, pongs and reads never race, and the message budget is exact.
+
+Never deaf: a connection that worked (it received a frame) and drops is replaced at once;
+only attempts failing in a row back off, and every attempt spends from a budget kept under
+Binance's 300 per 5 minutes. Never blind: a tick that meets a Redis error is held (low,
+high and last per stream) while the socket keeps being read, and applied when Redis is back.
 """
 
 import json
@@ -13,8 +18,9 @@ import redis
 import websocket
 from websocket import ABNF, WebSocketException, WebSocketTimeoutException
 
+from worker.heldticks import HeldTicks, RedisGate
 from worker.loglines import logline, now_ms
-from worker.pacing import DEFAULT_CONTROL_PER_S, Backoff, MessageBudget
+from worker.pacing import DEFAULT_CONTROL_PER_S, AttemptBudget, Backoff, MessageBudget
 from worker.subscriptions import (
     BATCH,
     DEFAULT_MAX_STREAMS,
@@ -27,8 +33,8 @@ __all__ = ["STATUS_KEY", "Listener", "logline", "now_ms"]
 
 STATUS_KEY = "tb:listener"
 DEFAULT_MAX_AGE_S = 23 * 3600 + 50 * 60  # Binance cuts connections at 24 h: leave first
-DEFAULT_STABLE_S = 60.0  # a connection that lived this long resets the backoff
 DEFAULT_SILENCE_S = 65.0  # Binance pings every 20 s: this much quiet means a dead link
+DEFAULT_REDIS_RETRY_S = 0.2  # while Redis is down: how often held ticks try to get through
 PRICE_EVENTS = ("aggTrade", "trade")
 CONNECT_ERRORS = (OSError, WebSocketException)
 
@@ -37,66 +43,69 @@ class Listener:
     """Run with `run(stop)`; returns when `stop` is set or the lease is lost."""
 
     def __init__(self, redis_client, handler, url, *, breaker=None, lease=None,
-                 backoff=None, max_age_s=DEFAULT_MAX_AGE_S, stable_s=DEFAULT_STABLE_S,
+                 backoff=None, attempts=None, max_age_s=DEFAULT_MAX_AGE_S,
                  silence_s=DEFAULT_SILENCE_S, poll_s=0.5, heartbeat_s=1.0,
-                 recv_timeout_s=0.2, connect_timeout_s=10.0,
-                 max_streams=DEFAULT_MAX_STREAMS, control_per_s=DEFAULT_CONTROL_PER_S,
-                 batch=BATCH, symbols=None, status_key=STATUS_KEY):
+                 redis_retry_s=DEFAULT_REDIS_RETRY_S, recv_timeout_s=0.2,
+                 connect_timeout_s=10.0, max_streams=DEFAULT_MAX_STREAMS,
+                 control_per_s=DEFAULT_CONTROL_PER_S, batch=BATCH, symbols=None,
+                 status_key=STATUS_KEY):
         self.redis, self.handler, self.url = redis_client, handler, url.rstrip("/")
         # A pool hands each connection its share of the symbols and keeps the status itself.
         self.symbols = symbols or (lambda: wanted_symbols(self.redis))
         self.status_key, self.status = status_key, {}
         self.breaker, self.lease = breaker, lease
         self.backoff = backoff or Backoff()
-        self.max_age_s, self.stable_s, self.silence_s = max_age_s, stable_s, silence_s
+        self.attempts = attempts or AttemptBudget()
+        self.max_age_s, self.silence_s = max_age_s, silence_s
         self.poll_s, self.heartbeat_s = poll_s, heartbeat_s
         self.recv_timeout_s, self.connect_timeout_s = recv_timeout_s, connect_timeout_s
-        self.max_streams, self.batch = max_streams, batch
-        # 1.2 s, not 1 s: frames bunched in transit must still fit Binance's 1 s window.
-        self.budget = MessageBudget(control_per_s, window=1.2)
+        self.max_streams, self.batch, self.control_per_s = max_streams, batch, control_per_s
+        self.budget = self._message_budget()
         self.stop = threading.Event()
         self.ws = self.subs = None
-        self.opened_at = self.last_rx = 0.0
+        self.opened_at = self.last_rx = self.replace_at = 0.0
+        self.working = False  # this connection has received a frame
         self.last_tick_ms = 0
         self.state = "connecting"
+        self.held, self.gate = HeldTicks(), RedisGate(redis_retry_s)
+        self._wanted = []  # the streams last read: a reconnect asks for them while Redis is down
         self._next_poll = self._next_beat = 0.0
         self._capped_logged = 0
 
-    # -- the outer loop: connect, serve, back off ------------------------------------
+    # -- the outer loop: connect, serve, reconnect -----------------------------------
     def run(self, stop=None):
         self.stop = stop or self.stop
         try:
             while not self.stop.is_set():
-                try:
-                    if self._open():
-                        self._after(self._serve())
-                except redis.RedisError as exc:
-                    # Without Redis there is nothing to match against: wait for it, keep going.
-                    logline("redis_error", error=str(exc))
-                    self._close(graceful=False)
-                    self.stop.wait(self.heartbeat_s)
+                if self._open():
+                    self._after(self._serve())
         finally:
             self._close(graceful=True)
+            self._last_flush()
             self._set_state("stopped")
 
     def _open(self):
-        """Connect once, or count the failure and wait out the backoff; True when open."""
-        if self.breaker is not None and not self.breaker.allow():
-            self._wait(self.breaker.retry_in() or self.heartbeat_s)
+        """Connect once, if the breaker and the attempt budget allow; True when open."""
+        wait, why = self._breaker_wait(), "breaker_open"
+        if not wait:
+            wait, why = self.attempts.take(), "attempt_budget"
+        if wait:
+            logline("connect_deferred", reason=why, in_s=wait)
+            self._wait(wait)
             return False
-        self._set_state("connecting")
+        if self.state != "connecting":
+            self._set_state("connecting")
         try:
             self.ws, self.subs = self._connect()
         except CONNECT_ERRORS as exc:
-            self._connect_failed(exc)
+            self._failed(f"{type(exc).__name__}: {exc}"[:300])
             return False
         self._connected()
         return True
 
     def _connect(self):
         subs = Subscriptions(self.max_streams, self.batch)
-        wanted = streams_for(self.symbols())
-        initial = subs.url_streams(wanted)
+        initial = subs.url_streams(self._poll_streams())
         query = "?streams=" + "/".join(initial) if initial else ""
         ws = websocket.create_connection(f"{self.url}/stream{query}",
                                          timeout=self.connect_timeout_s,
@@ -104,41 +113,61 @@ class Listener:
         ws.settimeout(self.recv_timeout_s)
         return ws, subs
 
+    def _message_budget(self):
+        # Binance counts per connection. 1.2 s, not 1 s: frames bunched in transit must
+        # still fit its 1 s window.
+        return MessageBudget(self.control_per_s, window=1.2)
+
     def _connected(self):
         self.opened_at = self.last_rx = time.monotonic()
+        self.replace_at = self.opened_at + self.max_age_s
+        self.budget = self._message_budget()  # a new connection starts with a full budget
+        self.working = False
         self._next_poll = 0.0
-        if self.breaker is not None:
-            was = self.breaker.state()["state"]
-            self.breaker.success()
-            if was != "closed":
-                logline("breaker_closed", breaker=self.breaker.name)
         logline("connected", streams=len(self.subs.current))
         self._set_state("connected", connected_at=now_ms(), streams=len(self.subs.current))
 
-    def _connect_failed(self, exc):
-        error = f"{type(exc).__name__}: {exc}"[:300]
-        opened = self.breaker.failure(error) if self.breaker is not None else False
+    def _worked(self):
+        """The first frame: the server serves us, so the failures in a row are over."""
+        self.working = True
+        self.backoff.reset()
+        if self.breaker is not None:
+            self.gate.call(self._close_breaker)
+
+    def _close_breaker(self):
+        was = self.breaker.state()
+        if was["state"] != "closed" or was["failures"]:  # else nothing to write
+            self.breaker.success()
+        if was["state"] != "closed":
+            logline("breaker_closed", breaker=self.breaker.name)
+
+    def _breaker_wait(self):
+        if self.breaker is None or self.gate.call(self.breaker.allow, default=True):
+            return 0.0
+        return self.gate.call(self.breaker.retry_in, default=0.0) or self.heartbeat_s
+
+    def _failed(self, error):
+        """An attempt failed, or its connection ended before a frame: back off."""
         delay = self.backoff.next()
-        if opened:
-            delay = max(delay, self.breaker.retry_in())
+        if self.breaker is not None and self.gate.call(lambda: self.breaker.failure(error)):
+            delay = max(delay, self.gate.call(self.breaker.retry_in, default=0.0))
             logline("breaker_opened", breaker=self.breaker.name, retry_in_s=delay)
         logline("reconnecting", in_s=delay, attempt=self.backoff.attempt, error=error)
         self._set_state("backoff", last_error=error)
         self._wait(delay)
 
     def _after(self, why):
-        """Close the connection that ended and wait as long as the reason deserves."""
+        """Close the connection that ended; reconnect at once if it worked."""
         lived = time.monotonic() - self.opened_at
         self._close(graceful=why == "stopped")
         if why == "stopped":
             return
-        if lived >= self.stable_s:
-            self.backoff.reset()
-        delay = self.backoff.next()
-        logline("disconnected", reason=why, lived_s=lived)
-        logline("reconnecting", in_s=delay, attempt=self.backoff.attempt)
-        self._set_state("backoff", last_error=why)
-        self._wait(delay)
+        logline("disconnected", reason=why, lived_s=lived, worked=self.working)
+        if not self.working:  # accepted, then dropped before a frame: a failure like any
+            self._failed(why)
+            return
+        logline("reconnecting", in_s=0.0, attempt=0)  # a drop is no failure: no backoff
+        self._set_state("connecting", last_error=why)
 
     def _close(self, graceful):
         ws, self.ws = self.ws, None
@@ -153,30 +182,25 @@ class Listener:
             pass
 
     def _wait(self, seconds):
-        """Sleep `seconds` unless stopped, beating the heartbeat meanwhile."""
+        """Sleep `seconds` unless stopped, tending Redis (beats, held ticks) meanwhile."""
         deadline = time.monotonic() + seconds
         while not self.stop.is_set():
-            self._safe_beat()
+            self._tend_redis()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            self.stop.wait(min(left, self.heartbeat_s))
+            self.stop.wait(min(left, self.heartbeat_s, self.gate.retry_s))
 
     # -- one connection --------------------------------------------------------------
     def _serve(self):
         """Read until the connection ends; returns why it ended."""
         while not self.stop.is_set():
             try:
-                why = self._receive() or self._housekeep()
+                why = self._housekeep() or self._receive()  # a new connection asks first
             except CONNECT_ERRORS as exc:
                 why = f"{type(exc).__name__}: {exc}"
-            except redis.RedisError as exc:
-                logline("redis_error", error=str(exc))
-                self.stop.wait(self.heartbeat_s)  # the tick is lost either way; do not spin
+            if why in ("server_shutdown", "max_age") and self._replace(why):
                 continue
-            if why in ("server_shutdown", "max_age"):
-                if self._replace(why):
-                    continue
             if why:
                 return why
         return "stopped"
@@ -187,13 +211,15 @@ class Listener:
         except WebSocketTimeoutException:
             return None
         self.last_rx = time.monotonic()
+        if opcode == ABNF.OPCODE_CLOSE:
+            code = int.from_bytes(frame.data[:2], "big") if len(frame.data) >= 2 else None
+            return f"closed by server: {code} {frame.data[2:].decode(errors='replace')}"
+        if not self.working:
+            self._worked()
         if opcode == ABNF.OPCODE_TEXT:
             return self._on_text(frame.data)
         if opcode == ABNF.OPCODE_PING:
             self.budget.spend()  # websocket-client has already sent the pong
-        elif opcode == ABNF.OPCODE_CLOSE:
-            code = int.from_bytes(frame.data[:2], "big") if len(frame.data) >= 2 else None
-            return f"closed by server: {code} {frame.data[2:].decode(errors='replace')}"
         return None
 
     def _on_text(self, raw):
@@ -204,9 +230,9 @@ class Listener:
             if event in PRICE_EVENTS:
                 self.last_tick_ms = int(data["T"])
                 seq = int(data.get("a") or data.get("t") or 0)
-                self.handler.on_price(data["s"], float(data["p"]), self.last_tick_ms, seq)
+                self._tick("price", data["s"], float(data["p"]), self.last_tick_ms, seq)
             elif event == "24hrMiniTicker":
-                self.handler.on_volume(data["s"], float(data["v"]), int(data["E"]))
+                self._tick("volume", data["s"], float(data["v"]), int(data["E"]))
             elif event == "serverShutdown":
                 logline("server_shutdown")
                 return "server_shutdown"
@@ -218,19 +244,41 @@ class Listener:
             logline("bad_message", error=repr(exc), message=raw[:200])
         return None
 
+    def _tick(self, kind, symbol, value, ts_ms, seq=0):
+        """Match a tick now; while Redis is down, hold it (behind those held, in order)."""
+        if not self.gate.down:
+            try:
+                self._apply(kind, symbol, value, ts_ms, seq)
+                return
+            except redis.RedisError as exc:
+                self.gate.failed(exc)
+        self.held.add(kind, symbol, value, ts_ms, seq)
+
+    def _apply(self, kind, symbol, value, ts_ms, seq):
+        if kind == "price":
+            self.handler.on_price(symbol, value, ts_ms, seq)
+        else:
+            self.handler.on_volume(symbol, value, ts_ms)
+
     def _housekeep(self):
         now = time.monotonic()
-        if now >= self._next_poll:
+        if now >= self._next_poll and not self.gate.down:
             self._next_poll = now + self.poll_s
-            self._want(streams_for(self.symbols()))
+            self._want(self._poll_streams())
+        self._tend_redis()
         self._send_control()
-        if now >= self._next_beat:
-            self._beat()
-        if now - self.opened_at >= self.max_age_s:
+        if now >= self.replace_at:
             return "max_age"
         if now - self.last_rx >= self.silence_s:
             return f"silent for {now - self.last_rx:.0f} s"
         return None
+
+    def _poll_streams(self):
+        """The streams the symbols want; while Redis is down, the ones last read."""
+        wanted = self.gate.call(lambda: streams_for(self.symbols()))
+        if wanted is not None:
+            self._wanted = wanted
+        return self._wanted
 
     def _want(self, wanted):
         self.subs.want(wanted)
@@ -244,14 +292,27 @@ class Listener:
         while self.budget.available() > 0:
             msg = self.subs.next_message()
             if msg is None:
-                return
+                break
             self.ws.send(json.dumps(msg))
             self.budget.spend()
             logline("subscribed" if msg["method"] == "SUBSCRIBE" else "unsubscribed",
                     count=len(msg["params"]), streams=len(self.subs.current), id=msg["id"])
+        # with more to send, read only until the budget allows the next message
+        timeout = self.recv_timeout_s
+        if self.subs.to_add or self.subs.to_remove:
+            timeout = min(timeout, max(0.001, self.budget.ready_in()))
+        self.ws.settimeout(timeout)
 
     def _replace(self, why):
-        """Open the next connection before closing this one, so no tick is missed."""
+        """Open the next connection before closing this one, so no tick is missed.
+
+        True to go on serving: on the new connection, or on the old one until an attempt
+        is to spare (a server that shuts down drops it meanwhile).
+        """
+        wait = self.attempts.take()
+        if wait:
+            self.replace_at = time.monotonic() + wait
+            return True
         old, old_subs = self.ws, self.subs
         try:
             self.ws, self.subs = self._connect()
@@ -267,12 +328,33 @@ class Listener:
         self._connected()
         return True
 
-    # -- status and lease ------------------------------------------------------------
-    def _safe_beat(self):
+    # -- Redis: status, lease, and riding out an outage ------------------------------
+    def _tend_redis(self):
+        """Beat when due; while Redis is down, try every `redis_retry_s` to get back."""
+        if not self.gate.down:
+            if time.monotonic() >= self._next_beat:
+                self.gate.call(self._beat)
+            return
+        if not self.gate.retry_due():
+            return
+        held = self.held.count
         try:
+            applied = self.held.flush(self._apply)
+            if not applied:
+                self.redis.ping()
             self._beat()
-        except redis.RedisError as exc:
-            logline("redis_error", error=str(exc))
+        except redis.RedisError:
+            return  # still down: said once already
+        self.gate.back(ticks_held=held, applied=applied)
+        if self.working and self.breaker is not None:
+            self.gate.call(self._close_breaker)  # its success came while Redis was away
+
+    def _last_flush(self):
+        if self.held:
+            try:
+                self.held.flush(self._apply)
+            except redis.RedisError as exc:
+                logline("held_dropped", ticks=len(self.held), error=str(exc)[:200])
 
     def _beat(self):
         self._next_beat = time.monotonic() + self.heartbeat_s
@@ -292,9 +374,6 @@ class Listener:
     def _set_state(self, state, **fields):
         self.state = state
         self.status.update(fields)
-        try:
-            if self.status_key:
-                self.redis.hset(self.status_key,
-                                mapping={"state": state, "heartbeat": now_ms(), **fields})
-        except redis.RedisError as exc:
-            logline("redis_error", error=str(exc))
+        if self.status_key:
+            self.gate.call(lambda: self.redis.hset(
+                self.status_key, mapping={"state": state, "heartbeat": now_ms(), **fields}))

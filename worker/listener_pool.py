@@ -4,17 +4,19 @@ Binance allows 1024 streams a connection and each symbol takes two. The pool kee
 connection at or under `max_streams`: a symbol stays on the connection it is on, a new one
 goes to the first connection with room, another connection opens when all are full, and an
 extra one left empty is closed. Each connection runs in its own thread with its own message
-budget, backoff, pongs and reconnects; the one breaker they all feed, and each connection's
-backoff, keep the pool under Binance's 300 connection attempts per 5 minutes.
+budget, backoff, pongs, reconnects and ticks held through a Redis outage; they share one
+breaker and one connection attempt budget, which keeps the process under Binance's 300
+connection attempts per 5 minutes.
 """
 
 import threading
+import time
 
 import redis
 
 from worker.listener import STATUS_KEY, Listener
 from worker.loglines import logline, now_ms
-from worker.pacing import Backoff
+from worker.pacing import AttemptBudget, Backoff
 from worker.subscriptions import wanted_symbols
 
 DEFAULT_POOL_MAX_STREAMS = 1000  # Binance's cap is 1024: keep some headroom
@@ -55,17 +57,19 @@ class ListenerPool:
     """Run with `run(stop)`; returns when `stop` is set or the lease is lost."""
 
     def __init__(self, redis_client, handler, url, *, lease=None, breaker=None,
-                 backoff=None, max_streams=DEFAULT_POOL_MAX_STREAMS, poll_s=0.5,
+                 backoff=None, attempts=None, max_streams=DEFAULT_POOL_MAX_STREAMS, poll_s=0.5,
                  heartbeat_s=1.0, **settings):
         self.redis, self.handler, self.url = redis_client, handler, url
         self.lease, self.breaker = lease, breaker
         self.make_backoff = backoff or Backoff
+        self.attempts = attempts or AttemptBudget()
         self.max_streams, self.poll_s, self.heartbeat_s = max_streams, poll_s, heartbeat_s
         self.per_connection = max(1, max_streams // STREAMS_PER_SYMBOL)
         self.settings = settings
         self.stop = threading.Event()
         self.conns, self.retiring = [], []
         self.last_tick_ms = 0
+        self.redis_down_since = None
 
     def run(self, stop=None):
         self.stop = stop or self.stop
@@ -75,7 +79,9 @@ class ListenerPool:
                     self._reconcile()
                     self._beat()
                 except redis.RedisError as exc:
-                    logline("redis_error", error=str(exc))
+                    self._redis_failed(exc)
+                else:
+                    self._redis_back()
                 self._check_threads()
                 self.stop.wait(min(self.poll_s, self.heartbeat_s))
         finally:
@@ -101,7 +107,8 @@ class ListenerPool:
 
     def _listener(self, symbols):
         return Listener(self.redis, self.handler, self.url, breaker=self.breaker,
-                        backoff=self.make_backoff(), max_streams=self.max_streams,
+                        backoff=self.make_backoff(), attempts=self.attempts,
+                        max_streams=self.max_streams,
                         poll_s=self.poll_s, heartbeat_s=self.heartbeat_s, symbols=symbols,
                         status_key=None, **self.settings)
 
@@ -124,7 +131,10 @@ class ListenerPool:
             conn.stop.set()
         for conn in self.conns + self.retiring:
             conn.thread.join(JOIN_TIMEOUT_S)
-        self._set_status(state="stopped")
+        try:
+            self._set_status(state="stopped")
+        except redis.RedisError:
+            pass  # the status goes stale on its own: its heartbeat stops
 
     # -- status and lease ------------------------------------------------------------
     def _beat(self):
@@ -151,7 +161,16 @@ class ListenerPool:
         return status
 
     def _set_status(self, **fields):
-        try:
-            self.redis.hset(STATUS_KEY, mapping={**fields, "heartbeat": now_ms()})
-        except redis.RedisError as exc:
-            logline("redis_error", error=str(exc))
+        self.redis.hset(STATUS_KEY, mapping={**fields, "heartbeat": now_ms()})
+
+    # Shares and status wait for Redis: the connections keep reading and hold their ticks.
+    # One line when it goes and one when it is back, not one a poll.
+    def _redis_failed(self, exc):
+        if self.redis_down_since is None:
+            self.redis_down_since = time.monotonic()
+            logline("redis_down", part="pool", error=f"{type(exc).__name__}: {exc}"[:200])
+
+    def _redis_back(self):
+        if self.redis_down_since is not None:
+            logline("redis_back", part="pool", down_s=time.monotonic() - self.redis_down_since)
+            self.redis_down_since = None

@@ -3,7 +3,8 @@
 -- KEYS: 1 tb:price:S  2 up idx  3 up rearm  4 below idx  5 below rearm
 --       6 tb:symbols  7 tb:alerts:fired  8 tb:fired  9 tb:spark:S  10 tb:alerts
 -- ARGV: 1 symbol  2 'price' | 'volume'  3 value (number text)  4 ts ms  5 batch size
---       6 seq (trade id, 0 if unknown)  7 '1' on a continuation call of the same tick
+--       6 seq (trade id, 0 if unknown)  7 '1' on a continuation call of the same tick,
+--       '2' on a retry of a tick whose call failed (it may have run, its reply lost)
 -- Returns {more, nid...}; more = 1 when a batch was full and the caller should call again.
 local sym, kind, vtext, tstext = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ts, batch = tonumber(tstext), tonumber(ARGV[5])
@@ -17,9 +18,14 @@ if ARGV[7] ~= '1' then
   local lts, lseq = tonumber(last[1]), tonumber(last[2]) or 0
   -- (ts, trade id) order ticks; the id breaks ties within a millisecond
   if lts and (ts < lts or (ts == lts and seq > 0 and seq <= lseq)) then
-    return {0}
+    -- a retried tick that is the last one recorded did run: carry on with it, since a
+    -- batch may be left (the same value again fires nothing twice)
+    if not (ARGV[7] == '2' and ts == lts and seq == lseq) then
+      return {0}
+    end
+  else
+    redis.call('HSET', KEYS[1], f, tstext, f .. 'q', seq)
   end
-  redis.call('HSET', KEYS[1], f, tstext, f .. 'q', seq)
 end
 local CHUNK = 1000 -- arguments per bulk call, well under Lua's unpack limit
 local more = 0

@@ -3,11 +3,14 @@
 import math
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
 from webapp.alert_index import ALERTS, SYMBOLS, fmt_num, idx_key, rearm_key
 
 SCRIPT = (Path(__file__).with_name("match.lua")).read_text()
 # Alerts fired per script call: a storm is split so no single call holds Redis for long.
 DEFAULT_BATCH = 2000
+CONTINUE, RETRY = 1, 2  # ARGV[7] of match.lua
 
 
 def _keys(symbol, kind):
@@ -26,6 +29,9 @@ class Matcher:
         self.redis = redis
         self.batch = batch
         self._script = redis.register_script(SCRIPT)
+        # (symbol, kind) -> the args of a tick whose call failed: it is retried before the
+        # next tick of its stream, as a retry, so a batch left by a lost reply still fires
+        self._failed = {}
         self._key_cache = {}
 
     def on_price(self, symbol: str, price: float, ts_ms: int, seq: int = 0) -> list[str]:
@@ -50,12 +56,26 @@ class Matcher:
         # A garbled tick must never fire anything; a trade at 0 would meet every `below`.
         if not math.isfinite(value) or value < 0 or (kind == "price" and value == 0):
             return []
-        keys = self._keys(symbol.upper(), kind)
-        args = [symbol.upper(), kind, fmt_num(value), int(ts_ms), self.batch, int(seq), 0]
+        symbol = symbol.upper()
+        keys = self._keys(symbol, kind)
+        args = [symbol, kind, fmt_num(value), int(ts_ms), self.batch, int(seq), 0]
+        fired = []
+        failed = self._failed.pop((symbol, kind), None)
+        if failed is not None:
+            fired = self._run(keys, failed)
+            if failed[:-1] == args[:-1]:
+                return fired  # the very tick that failed: done now
+        return fired + self._run(keys, args)
+
+    def _run(self, keys, args):
         fired = []
         while True:
-            more, *nids = self._script(keys=keys, args=args)
+            try:
+                more, *nids = self._script(keys=keys, args=args)
+            except RedisError:
+                self._failed[(args[0], args[1])] = [*args[:-1], RETRY]
+                raise
             fired.extend(str(n) for n in nids)
             if not int(more):
                 return fired
-            args[-1] = 1  # the same tick continues: skip the ordering check
+            args = [*args[:-1], CONTINUE]  # the same tick goes on: no ordering check

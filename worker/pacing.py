@@ -1,6 +1,7 @@
-"""Pacing for the listener: reconnect backoff with jitter, and the outgoing message budget."""
+"""Pacing for the listener: reconnect backoff, the connection attempt budget, the message budget."""
 
 import random
+import threading
 import time
 from collections import deque
 
@@ -9,6 +10,10 @@ DEFAULT_BACKOFF_MAX_S = 30.0
 # Binance allows 5 incoming messages a second, pongs included; we keep 3 for control
 # messages and the rest as headroom for pongs and for frames bunched up in transit.
 DEFAULT_CONTROL_PER_S = 3
+# Binance allows 300 connection attempts per 5 minutes per IP. A bucket of 40 refilled at
+# 0.8 a second allows at most 40 + 0.8 * 300 = 280 in any 5 minutes: 20 to spare.
+DEFAULT_ATTEMPTS_BURST = 40
+DEFAULT_ATTEMPTS_PER_S = 0.8
 
 
 class Backoff:
@@ -27,6 +32,27 @@ class Backoff:
         self.attempt = 0
 
 
+class AttemptBudget:
+    """Connection attempts as a token bucket; one per process, shared by its connections."""
+
+    def __init__(self, burst=DEFAULT_ATTEMPTS_BURST, per_s=DEFAULT_ATTEMPTS_PER_S,
+                 clock=time.monotonic):
+        self.burst, self.per_s, self.clock = burst, per_s, clock
+        self.tokens, self.at = float(burst), clock()
+        self.lock = threading.Lock()
+
+    def take(self):
+        """Spend one attempt and return 0.0, or return the seconds until one is free."""
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.per_s)
+            self.at = now
+            if self.tokens >= 1 - 1e-9:  # a wait of exactly the time returned must suffice
+                self.tokens -= 1
+                return 0.0
+            return (1 - self.tokens) / self.per_s
+
+
 class MessageBudget:
     """At most `limit` messages in any sliding window of `window` seconds."""
 
@@ -42,6 +68,12 @@ class MessageBudget:
     def available(self):
         self._trim()
         return max(0, self.limit - len(self.sent))
+
+    def ready_in(self):
+        """Seconds until a message may go (0.0 if one may now)."""
+        if self.available():
+            return 0.0
+        return self.sent[-self.limit] + self.window - self.clock()
 
     def spend(self):
         """Record one message sent (pongs too: they must go out whatever the budget)."""
