@@ -12,6 +12,7 @@ import threading
 from datetime import UTC, datetime
 
 import click
+import redis
 from flask import current_app
 from flask.cli import with_appcontext
 from rq import SimpleWorker
@@ -59,6 +60,10 @@ def _listen(app, r, lease, stop):
         slow = start_slowpath(app, stop)
         config = app.config
         backoff = (config["LISTENER_BACKOFF_BASE_S"], config["LISTENER_BACKOFF_MAX_S"])
+        # A client of its own with a short timeout: a frozen Redis costs the tick path a
+        # second per retry, not the 5 s the pages wait, so the socket keeps being read.
+        r = redis.Redis.from_url(config["REDIS_URL"], decode_responses=True,
+                                 socket_connect_timeout=1, socket_timeout=1)
         pool = ListenerPool(
             r, Matcher(r), config["BINANCE_WS_URL"], lease=lease,
             breaker=Breaker("binance", redis=r), max_age_s=config["LISTENER_MAX_AGE_S"],
