@@ -41,8 +41,10 @@ def create():
     prices = alerts.last_prices([alert.symbol])
     first = alerts.count_alerts(current_user.id) == 1  # drop the "no alerts yet" row
     row = render_template("alerts/_row.html", alert=alert, prices=prices, first=first)
+    # The response lands in the table body: bare, the <form> would be parsed in table
+    # context, which empties it and strands its fields. A <template> keeps it whole.
     fresh_form = render_template("alerts/_form.html", form={}, errors={}, oob=True)
-    return row + fresh_form, 201
+    return f"{row}<template>{fresh_form}</template>", 201
 
 
 def _row_or_redirect(alert):
