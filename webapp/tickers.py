@@ -1,6 +1,7 @@
 """Live prices for the symbols a user watches: last trade and a sparkline of recent samples."""
 
 import json
+import time
 
 from sqlalchemy import select
 
@@ -56,3 +57,34 @@ def tickers(symbols):
         out.append({"symbol": symbol, "price": price, "ts": int(ts) if ts else None,
                     "points": points, "polyline": polyline(points)})
     return out
+
+
+def last_values(symbols):
+    """{symbol: {price, ts, volume, vts}}: the last trade and 24 h volume, with their times."""
+    symbols = sorted(set(symbols))
+    with get_redis().pipeline(transaction=False) as pipe:
+        for symbol in symbols:
+            pipe.hmget(f"tb:price:{symbol}", "price", "ts", "volume", "vts")
+        replies = pipe.execute()
+    return {symbol: {"price": price, "ts": int(ts) if ts else None,
+                     "volume": volume, "vts": int(vts) if vts else None}
+            for symbol, (price, ts, volume, vts) in zip(symbols, replies, strict=True)}
+
+
+def age_text(ts_ms, now_ms=None):
+    """How long ago a price was seen, as a person says it: "4 s ago", "3 min ago"."""
+    if not ts_ms:
+        return "no trade seen yet"
+    seconds = max(0, ((now_ms or int(time.time() * 1000)) - int(ts_ms)) // 1000)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def volume_text(value):
+    """A 24 h volume for people: 95,216.03."""
+    try:
+        return f"{float(value):,.2f}"
+    except (TypeError, ValueError):
+        return "–"

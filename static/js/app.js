@@ -53,6 +53,8 @@ function onTick(event) {
   const row = document.getElementById("ticker-" + tick.symbol);
   if (!row) return;
   row.querySelector("[data-price]").textContent = tick.price;
+  const age = row.querySelector("[data-age]");
+  if (age) { age.dataset.ts = tick.ts; showAge(age, Date.now()); }
   const points = JSON.parse(row.dataset.points || "[]");
   points.push([tick.ts, tick.price]);
   while (points.length > 300) points.shift();
@@ -62,3 +64,19 @@ function onTick(event) {
 document.addEventListener("htmx:sseOpen", (event) => {
   event.detail.source.addEventListener("tick", onTick);
 });
+
+// The age of every price on the page, so a quiet or disconnected feed never looks live.
+const STALE_MS = 60000;
+function showAge(el, now) {
+  const ts = Number(el.dataset.ts);
+  if (!ts) return;
+  const s = Math.max(0, Math.floor((now - ts) / 1000));
+  el.textContent = s >= 86400 ? Math.floor(s / 86400) + " d ago"
+    : s >= 3600 ? Math.floor(s / 3600) + " h ago"
+    : s >= 60 ? Math.floor(s / 60) + " min ago" : s + " s ago";
+  el.classList.toggle("stale", now - ts > STALE_MS);
+}
+setInterval(() => {
+  const now = Date.now();
+  document.querySelectorAll("[data-age]").forEach((el) => showAge(el, now));
+}, 5000);

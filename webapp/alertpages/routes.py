@@ -3,19 +3,21 @@
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from webapp import accounts, alert_index, alerts
+from webapp import accounts, alert_index, alerts, tickers
 from webapp.errors import is_htmx
 from webapp.exceptions import InvalidInput, NotFound
 
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
 bp.add_app_template_filter(alert_index.fmt_num, "fmt_num")
 bp.add_app_template_filter(alerts.status, "alert_status")
+bp.add_app_template_filter(tickers.age_text, "age")
+bp.add_app_template_filter(tickers.volume_text, "volume")
 bp.before_request(accounts.require_login)
 
 
 def _page(form=None, errors=None, status=200):
     rows = alerts.list_alerts(current_user.id)
-    prices = alerts.last_prices(a.symbol for a in rows)
+    prices = tickers.last_values(a.symbol for a in rows)
     return render_template("alerts/index.html", alerts=rows, prices=prices,
                            form=form or {}, errors=errors or {}), status
 
@@ -38,7 +40,7 @@ def create():
     if not is_htmx():
         flash(f"Alert on {alert.symbol} created.", "success")
         return redirect(url_for("alerts.index"))
-    prices = alerts.last_prices([alert.symbol])
+    prices = tickers.last_values([alert.symbol])
     first = alerts.count_alerts(current_user.id) == 1  # drop the "no alerts yet" row
     row = render_template("alerts/_row.html", alert=alert, prices=prices, first=first)
     # The response lands in the table body: bare, the <form> would be parsed in table
@@ -50,7 +52,7 @@ def create():
 def _row_or_redirect(alert):
     if not is_htmx():
         return redirect(url_for("alerts.index"))
-    prices = alerts.last_prices([alert.symbol])
+    prices = tickers.last_values([alert.symbol])
     return render_template("alerts/_row.html", alert=alert, prices=prices)
 
 

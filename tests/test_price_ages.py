@@ -1,0 +1,31 @@
+"""Every price on the pages carries its age, so a quiet or dead feed never looks live."""
+
+from webapp import alerts, inbox, tickers
+from webapp.extensions import get_redis
+
+
+def test_age_text_reads_like_a_person():
+    now = 10_000_000
+    assert tickers.age_text(None) == "no trade seen yet"
+    assert tickers.age_text(now - 4_000, now) == "4 s ago"
+    assert tickers.age_text(now - 180_000, now) == "3 min ago"
+    assert tickers.age_text(now - 7_200_000, now) == "2 h ago"
+    assert tickers.volume_text("95216.03110674") == "95,216.03"
+
+
+def test_alerts_table_shows_each_value_with_its_age(client, app, auth):
+    uid = auth.create()
+    auth.login()
+    with app.app_context():
+        alerts.create_alert(uid, {"symbol": "BTCUSDT", "type": "above", "price": 70000})
+        alerts.create_alert(uid, {"symbol": "ETHUSDT", "type": "volume_above", "price": 1e6})
+        alerts.create_alert(uid, {"symbol": "SOLUSDT", "type": "below", "price": 100})
+        now = inbox.current_ms()
+        get_redis().hset("tb:price:BTCUSDT", mapping={"price": "65000.1", "ts": now - 120_000})
+        get_redis().hset("tb:price:ETHUSDT", mapping={
+            "price": "2500", "ts": now, "volume": "95216.03110674", "vts": now - 5_000})
+    page = client.get("/alerts/").get_data(as_text=True)
+    assert "65000.1" in page and "2 min ago" in page
+    assert "95,216.03" in page and "2500" not in page  # a volume alert shows the volume
+    assert "no trade seen yet" in page  # SOLUSDT
+    assert page.count("data-age") == 3
