@@ -29,3 +29,28 @@ def test_alerts_table_shows_each_value_with_its_age(client, app, auth):
     assert "95,216.03" in page and "2500" not in page  # a volume alert shows the volume
     assert "no trade seen yet" in page  # SOLUSDT
     assert page.count("data-age") == 3
+
+
+def test_times_are_entered_and_shown_in_the_users_zone(client, app, auth):
+    from datetime import datetime
+
+    from tests.conftest import csrf_token
+    from webapp.extensions import db
+    from webapp.models import Alert, Preference
+
+    uid = auth.create()
+    auth.login()
+    with app.app_context():
+        db.session.add(Preference(user_id=uid, timezone="Asia/Tokyo"))
+        db.session.commit()
+    page = client.get("/alerts/").get_data(as_text=True)
+    assert '<meta name="tz" content="Asia/Tokyo">' in page and "your time: Asia/Tokyo" in page
+    answer = client.post("/alerts/", data={
+        "csrf_token": csrf_token(client, "/alerts/"), "symbol": "BTCUSDT", "type": "above",
+        "price": "70000", "expires_at": "2030-01-01T09:00"})
+    assert answer.status_code == 302
+    with app.app_context():
+        alert = db.session.scalar(db.select(Alert).where(Alert.user_id == uid))
+        assert alert.expires_at == datetime(2030, 1, 1, 0, 0)  # 09:00 in Tokyo is 00:00 UTC
+    page = client.get("/alerts/").get_data(as_text=True)
+    assert '<time datetime="2030-01-01T00:00:00Z"' in page

@@ -144,6 +144,12 @@ def zone(pref):
         return ZoneInfo("UTC")
 
 
+def user_zone(user_id):
+    """The zone the user's times are shown and entered in (UTC until they choose one)."""
+    pref = db.session.get(Preference, user_id)  # read only: a page view writes nothing
+    return zone(pref) if pref is not None else ZoneInfo("UTC")
+
+
 def _clock(value, user_id):
     try:
         return time.fromisoformat(value)

@@ -80,3 +80,25 @@ setInterval(() => {
   const now = Date.now();
   document.querySelectorAll("[data-age]").forEach((el) => showAge(el, now));
 }, 5000);
+
+// Times: the server writes UTC; each <time datetime> is shown in the user's chosen zone.
+const zoneMeta = document.querySelector('meta[name="tz"]');
+let timeFormat = null;
+try {
+  timeFormat = new Intl.DateTimeFormat("en-GB", {
+    timeZone: zoneMeta ? zoneMeta.content : "UTC", year: "numeric", month: "2-digit",
+    day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
+    timeZoneName: "short" });
+} catch (_) { /* an unknown zone: keep the server's UTC text */ }
+function localTimes(root) {
+  if (!timeFormat || !root.querySelectorAll) return;
+  root.querySelectorAll("time[datetime]").forEach((el) => {
+    const when = new Date(el.getAttribute("datetime"));
+    if (isNaN(when)) return;
+    const p = Object.fromEntries(timeFormat.formatToParts(when).map((x) => [x.type, x.value]));
+    const seconds = el.dataset.precision === "minute" ? "" : ":" + p.second;
+    el.textContent = `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}${seconds} ${p.timeZoneName}`;
+  });
+}
+document.addEventListener("DOMContentLoaded", () => localTimes(document));
+document.addEventListener("htmx:load", (event) => localTimes(event.detail.elt));

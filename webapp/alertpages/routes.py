@@ -1,9 +1,11 @@
 """The alerts page: list, create inline, pause/resume, delete (HTMX, with plain-form fallback)."""
 
+from datetime import datetime
+
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from webapp import accounts, alert_index, alerts, tickers
+from webapp import accounts, alert_index, alerts, preferences, tickers
 from webapp.errors import is_htmx
 from webapp.exceptions import InvalidInput, NotFound
 
@@ -27,11 +29,28 @@ def index():
     return _page()
 
 
+def _in_utc(form):
+    """The form's fields for the service: a picked expiry (a local time) with the user's zone.
+
+    The picker gives a wall-clock time without a zone; the page says it is the user's, so
+    it is read in their zone. The original stays in `form` to fill the picker again.
+    """
+    fields = dict(form)
+    try:
+        picked = datetime.fromisoformat(form.get("expires_at", "").strip())
+    except ValueError:
+        return fields  # empty or not a date: the service says what is wrong
+    if picked.tzinfo is None:
+        fields["expires_at"] = picked.replace(
+            tzinfo=preferences.user_zone(current_user.id)).isoformat()
+    return fields
+
+
 @bp.post("/")
 def create():
     form = request.form.to_dict()
     try:
-        alert = alerts.create_alert(current_user.id, form, text_numbers=True)
+        alert = alerts.create_alert(current_user.id, _in_utc(form), text_numbers=True)
     except InvalidInput as exc:
         if not is_htmx():
             return _page(form, exc.errors, 422)

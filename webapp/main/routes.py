@@ -1,10 +1,24 @@
 from flask import Blueprint, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
-from webapp import health, inbox, tickers
+from webapp import health, inbox, preferences, tickers
 from webapp.extensions import get_redis
 
 bp = Blueprint("main", __name__)
+
+
+@bp.app_template_filter("iso")
+def iso(dt):
+    """A naive UTC datetime as ISO 8601 with a Z, for <time datetime>."""
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ") if dt else ""
+
+
+@bp.app_context_processor
+def time_zone():
+    """The user's zone for <meta name="tz">: app.js shows every <time> in it."""
+    if current_user and current_user.is_authenticated:
+        return {"user_zone": preferences.user_zone(current_user.id).key}
+    return {"user_zone": "UTC"}
 
 DASHBOARD_FEED = 10  # the newest notifications; the inbox page has the rest
 
