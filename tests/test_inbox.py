@@ -178,10 +178,12 @@ def test_delete_is_atomic_and_a_second_delete_is_not_found(ctx):
         inbox.delete(1, a, now_ms=T0)
 
 
-@pytest.mark.parametrize("nid", ["abc", "-1", "1" * 30])
+@pytest.mark.parametrize("nid", ["abc", "-1", "1" * 30, "\u0661-0-1", "1-0-1\n"])
 def test_malformed_ids_are_not_found(ctx, nid):
-    with pytest.raises(NotFound):
-        inbox.get(1, nid)
+    inbox.store(note(), now_ms=T0)
+    for action in (inbox.get, inbox.mark_read, inbox.delete):
+        with pytest.raises(NotFound):
+            action(1, nid)
 
 
 def test_changes_publish_the_unread_count(ctx):
@@ -209,6 +211,39 @@ def test_snapshot_replays_what_came_after_in_order(ctx):
     assert replay(events[-1]) == []
     assert [e for e, _, _ in replay("0")] == events
     assert replay("garbage") == [] and replay(None) == []
+
+
+def test_replay_carries_the_read_state_of_now(ctx):
+    a, b, c = (inbox.store(note(), now_ms=T0 + i)[0] for i in range(3))
+    inbox.mark_read(1, b, now_ms=T0 + 3)
+    replay, unread = inbox.snapshot(1, "0", now_ms=T0 + 3)
+    assert [(n["id"], n["status"]) for _, _, n in replay] == [
+        (a, "unread"), (b, "read"), (c, "unread")]
+    assert unread == 2
+    inbox.mark_all_read(1, now_ms=T0 + 3)
+    d, _ = inbox.store(note(), now_ms=T0 + 4)
+    replay, unread = inbox.snapshot(1, "0", now_ms=T0 + 4)
+    assert [n["status"] for _, _, n in replay] == ["read", "read", "read", "unread"]
+    assert replay[-1][2]["id"] == d and unread == 1
+
+
+MAX_PART = 2**64 - 1
+
+
+@pytest.mark.parametrize("last", [
+    "0-18446744073709551616", "99999999999999999999-0", "18446744073709551616",
+    f"{MAX_PART}-{MAX_PART}", "1" * 21, "1" * 500, "-1", "-1-0", "1--1", "1-2-3", "", " 1",
+    "garbage", "\u0661-\u0660", "5-0\n", "0x10", "1e3", None])
+def test_an_id_that_is_no_stream_id_or_the_last_replays_nothing(ctx, last):
+    inbox.store(note(), now_ms=T0)
+    assert inbox.snapshot(1, last, now_ms=T0) == ([], 1)
+
+
+def test_replay_after_the_largest_sequence_goes_on_at_the_next_millisecond(ctx):
+    _, eid = inbox.store(note(), now_ms=T0)
+    replay, _ = inbox.snapshot(1, f"{T0 - 1}-{MAX_PART}", now_ms=T0)
+    assert [e for e, _, _ in replay] == [eid]
+    assert inbox.snapshot(1, f"{T0}-{MAX_PART}", now_ms=T0) == ([], 1)
 
 
 def test_to_api_has_the_briefs_fields(ctx):
@@ -256,3 +291,5 @@ def test_read_state_stays_right_through_mark_all_deletes_and_expiry(ctx):
         if step % 10 == 0:
             items, _ = inbox.list_page(1, limit=100, unread=True, now_ms=now)
             assert sorted(ids(items)) == expected, step
+            replay, _ = inbox.snapshot(1, "0", now_ms=now)
+            assert sorted(n["id"] for _, _, n in replay if n["status"] == "unread") == expected

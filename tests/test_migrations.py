@@ -2,9 +2,13 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 
+from webapp import accounts, alerts
 from webapp.extensions import db
+from webapp.models import DeliveryLog
+
+PREVIOUS = "c874a454e5c9"  # the initial schema: SQLite tables without AUTOINCREMENT
 
 pytestmark = pytest.mark.both_databases
 
@@ -34,3 +38,36 @@ def test_downgrade_to_base_and_back(make_app):
         downgrade(revision="base")
         assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
         upgrade()
+
+
+def everything():
+    """Every row of every table, by table, in key order."""
+    return {name: db.session.execute(select(table).order_by(*table.primary_key)).all()
+            for name, table in db.metadata.tables.items()}
+
+
+def an_alert(uid, price):
+    return alerts.create_alert(uid, {"symbol": "BTCUSDT", "type": "above", "price": price}).id
+
+
+def test_upgrading_a_database_with_data_keeps_rows_and_ids_and_retires_ids(make_app):
+    app = make_app(create_tables=False)
+    with app.app_context():
+        upgrade(revision=PREVIOUS)
+        users = [accounts.create_user(f"u{i}@example.com", "correct horse") for i in range(3)]
+        accounts.create_api_key(users[2], "bot")
+        uid = users[1].id
+        made = [an_alert(uid, price) for price in (1, 2, 3)]
+        alerts.delete_alert(uid, made[1])  # a gap, which must stay a gap
+        db.session.add(DeliveryLog(notification_id=f"1-0-{uid}", user_id=uid,
+                                   channel="email", status="sent"))
+        db.session.commit()
+        before = everything()
+        db.session.remove()
+
+        upgrade()
+        assert everything() == before
+        newest = an_alert(uid, 4)
+        assert newest > made[-1]
+        alerts.delete_alert(uid, newest)
+        assert an_alert(uid, 5) > newest

@@ -1,6 +1,7 @@
 """GET /stream through the app in-process: replay, isolation, events, keep-alive."""
 
 import json
+from urllib.parse import quote
 
 import pytest
 
@@ -8,6 +9,8 @@ from tests.conftest import AuthActions
 from tests.sse_helpers import EventReader
 from webapp import alerts, inbox
 from webapp.extensions import get_redis
+from webapp.fanout import KEEPALIVE, Message
+from webapp.stream.ws import WsState
 
 
 @pytest.fixture
@@ -204,3 +207,64 @@ def test_closing_the_response_detaches_the_stream(app, users):
     assert len(hub.clients) == 1
     response.close()
     assert hub.clients == set() and hub.by_user == {}
+
+
+def test_replay_shows_the_read_state_of_now(app, users):
+    client, uid = users["a"]
+    read, _ = store(app, uid, title="read elsewhere")
+    unread, _ = store(app, uid, title="still unread")
+    with app.app_context():
+        inbox.mark_read(uid, read)
+    response, reader = stream(client, headers={"Last-Event-ID": "0"})
+    first, second = notifications(reader.until(has_unread))
+    assert 'class="note read' in first["data"] and "Mark read" not in first["data"]
+    assert 'class="note unread' in second["data"] and "Mark read" in second["data"]
+    assert [t["data"].count("still unread") for t in reader.named("toast")] == [1]
+    assert 'data-count="1"' in reader.named("unread")[0]["data"]
+    response.close()
+
+
+BAD_IDS = ["0-18446744073709551616", "99999999999999999999-0", "18446744073709551616",
+           "18446744073709551615-18446744073709551615", "1" * 500, "-1", "-5-0", "", "x",
+           "1-2-3", "0x1f", "5-0 ", "<script>"]
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+def test_an_id_that_is_no_stream_id_replays_nothing(app, users, how):
+    client, uid = users["a"]
+    store(app, uid)
+    for last in BAD_IDS:
+        query, headers = ("", {"Last-Event-ID": last}) if how == "header" else (
+            f"?last_event_id={quote(last)}", None)
+        response, reader = stream(client, query, headers)
+        assert notifications(reader.until(has_unread)) == [], last
+        assert 'data-count="1"' in reader.named("unread")[0]["data"], last
+        response.close()
+
+
+def test_an_idle_stream_keeps_alive_within_the_period_however_the_beats_fall(app, users):
+    app.config["STREAM_KEEPALIVE_S"] = 3600  # the hub's own beats never come in this test
+    client, uid = users["a"]
+    response, reader = stream(client)
+    reader.until(has_unread)
+    hub = app.extensions["fanout"]
+    assert 2 * hub.beat_s <= 3600  # two beats span at most the period, so a stream that...
+    hub.beat()  # ...opened just before a beat
+    hub.beat()
+    reader.until(lambda ev: "comment" in ev[-1])  # has sent its keep-alive by the next one
+    store(app, uid)  # a write starts the count again
+    reader.until(lambda ev: ev[-1].get("event") == "unread")
+    hub.beat()
+    hub.beat()
+    events = reader.until(lambda ev: "comment" in ev[-1])
+    assert [e["comment"] for e in events if "comment" in e] == ["keepalive", "keepalive"]
+    response.close()
+
+
+def test_a_websocket_keeps_alive_on_the_same_beats():
+    state = WsState(0)
+    assert state.texts([KEEPALIVE]) == []
+    assert state.texts([KEEPALIVE]) == ['{"event":"keepalive"}']
+    assert state.texts([KEEPALIVE, Message("unread", 2, ""), KEEPALIVE]) == [
+        '{"event":"unread","data":2}']
+    assert state.texts([KEEPALIVE]) == ['{"event":"keepalive"}']

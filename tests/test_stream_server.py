@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -268,4 +269,86 @@ def test_a_long_replay_goes_out_whole_and_in_order(site):
         _, live = store(site, uid, "live")
         reader.until(lambda ev: any(e.get("id") == live for e in ev))
     finally:
+        sock.close()
+
+
+def ws_connect(site, last_event_id=None):
+    query = f"?api_key={site['key']}"
+    if last_event_id is not None:
+        query += f"&last_event_id={quote(last_event_id)}"
+    return websocket.create_connection(ws_url(site, query), timeout=10)
+
+
+def test_ws_replay_carries_the_read_state_of_now(site):
+    uid = site["uids"][0]
+    _, seen = store(site, uid, "seen")
+    read, _ = store(site, uid, "read elsewhere")
+    unread, _ = store(site, uid, "still unread")
+    with site["app"].app_context():
+        inbox.mark_read(uid, read)
+    ws = ws_connect(site, seen)
+    try:
+        got = ws_until(ws, lambda got: got and got[-1]["event"] == "unread")
+        assert [(m["data"]["id"], m["data"]["status"]) for m in got[:-1]] == [
+            (read, "read"), (unread, "unread")]
+    finally:
+        ws.close()
+
+
+BAD_IDS = ["0-18446744073709551616", "99999999999999999999-0", "18446744073709551616",
+           "18446744073709551615-18446744073709551615", "1" * 500, "-1", "", "x", "1-2-3",
+           "\u0661-\u0660"]
+
+
+@pytest.mark.parametrize("last", BAD_IDS)
+def test_ws_treats_an_id_that_is_no_stream_id_as_none(site, last):
+    store(site, site["uids"][0])
+    ws = ws_connect(site, last)
+    try:
+        got = ws_until(ws, lambda got: got)
+        assert got[0]["event"] == "unread"  # no replay, and no crash (close 1006)
+    finally:
+        ws.close()
+
+
+def events_of_sse(events):
+    """(event, unread count or notification id) of SSE events, as /ws names them."""
+    out = []
+    for e in events:
+        if e.get("event") == "notification":
+            out.append(("notification", e["id"]))
+        elif e.get("event") == "unread":
+            out.append(("unread", int(e["data"].split('data-count="')[1].split('"')[0])))
+    return out
+
+
+def events_of_ws(messages):
+    return [(m["event"], m["id"] if m["event"] == "notification" else m["data"])
+            for m in messages if m["event"] in ("notification", "unread")]
+
+
+def test_ws_and_the_stream_send_the_same_events_for_every_change(site):
+    uid = site["uids"][0]
+    sock, reader = open_stream(site["server"].port, site["cookies"][0])
+    ws = ws_connect(site)
+    try:
+        [(_, n)] = events_of_sse(reader.until(has_unread))
+        opening = ws_until(ws, lambda got: got and got[-1]["event"] == "unread")
+        first, first_eid = store(site, uid, "one")
+        _, second_eid = store(site, uid, "two")
+        with site["app"].app_context():
+            inbox.mark_read(uid, first)
+            inbox.delete(uid, f"{second_eid}-{uid}")
+            _, third_eid = store(site, uid, "three")
+            inbox.mark_all_read(uid)
+        expected = [("unread", n), ("notification", first_eid), ("unread", n + 1),
+                    ("notification", second_eid), ("unread", n + 2), ("unread", n + 1),
+                    ("unread", n), ("notification", third_eid), ("unread", n + 1), ("unread", 0)]
+        counts = sum(name == "unread" for name, _ in expected)
+        sse = reader.until(lambda ev: len(reader.named("unread")) == counts)
+        later = ws_until(ws, lambda got: len(events_of_ws(got)) == len(expected) - 1)
+        assert events_of_sse(sse) == expected
+        assert events_of_ws(opening + later) == expected
+    finally:
+        ws.close()
         sock.close()

@@ -28,6 +28,10 @@ DEFAULT_READY_TIMEOUT = 5.0
 DEFAULT_POLL = 10.0  # seconds between pub/sub health checks while idle
 BACKOFF = (0.2, 0.5, 1, 2, 5)
 DEFAULT_KEEPALIVE_S = 15.0
+# The hub beats this many times per keep-alive period, and a stream sends a keep-alive on the
+# BEATS_PER_KEEPALIVE-th beat with nothing written since: so never more than one period after
+# its last write (its opening included), however the beats fall, and without a timer each.
+BEATS_PER_KEEPALIVE = 2
 _QUEUE_LOCK = threading.Lock()
 
 
@@ -91,6 +95,7 @@ class Hub:
 
     def __init__(self, url, name="tb-hub", keepalive=DEFAULT_KEEPALIVE_S):
         self.url, self.name, self.keepalive = url, name, keepalive
+        self.beat_s = keepalive / BEATS_PER_KEEPALIVE
         self.by_user, self.by_symbol, self.clients = {}, {}, set()
         self.ready, self._stop = threading.Event(), threading.Event()
         # The indexes' lock is never held across anything that can yield: under gevent a
@@ -135,10 +140,13 @@ class Hub:
                 self._beat_thread.start()
 
     def _beat(self):
-        """Every `keepalive` s, one wake-up for all streams: cheaper than a timer per stream."""
-        while not self._stop.wait(self.keepalive):
-            for client in tuple(self.clients):
-                client.put(KEEPALIVE)
+        """Every `beat_s` s, one wake-up for all streams: cheaper than a timer per stream."""
+        while not self._stop.wait(self.beat_s):
+            self.beat()
+
+    def beat(self):
+        for client in tuple(self.clients):
+            client.put(KEEPALIVE)
 
     def stop(self):
         """End the reader and every stream (tests, shutdown)."""

@@ -25,9 +25,10 @@ MAX_PAGE_SIZE = 100
 DEFAULT_SCAN_BUDGET = 1000  # entries one filtered page may examine before it returns
 SOURCE_FIELDS = ("alert_id", "strategy_id", "order_id")
 TITLE_MAX, MESSAGE_MAX, TYPE_MAX = 200, 2000, 40
-EVENT_ID_RE = re.compile(r"^\d{1,20}(-\d{1,20})?$")
-ENTRY_RE = re.compile(r"^\d{1,15}-\d{1,9}$")
-NID_RE = re.compile(r"^(\d{1,15}-\d{1,9})-(\d{1,12})$")  # '<entry id>-<uid>', fits String(40)
+EVENT_ID_RE = re.compile(r"\d{1,20}(-\d{1,20})?", re.ASCII)  # SSE/WebSocket replay ids
+MAX_ID_PART = 2**64 - 1  # each part of a stream id is an unsigned 64-bit integer
+ENTRY_RE = re.compile(r"\d{1,15}-\d{1,9}", re.ASCII)
+NID_RE = re.compile(r"(\d{1,15}-\d{1,9})-(\d{1,12})", re.ASCII)  # '<entry id>-<uid>': String(40)
 
 _scripts = {}
 
@@ -119,15 +120,9 @@ def _load(eid, data, status):
     return n
 
 
-def with_id(eid, user_id, data):
-    """A stream entry's data JSON with its id put back (what the live publish carries)."""
-    rest = data[1:]
-    return f'{{"id":"{eid}-{user_id}"' + ("," if rest.strip() != "}" else "") + rest
-
-
 def parse_cursor(cursor):
     """A cursor is the id of the last notification of the previous page."""
-    if not ENTRY_RE.match(cursor or ""):
+    if not ENTRY_RE.fullmatch(cursor or ""):
         raise InvalidInput({"cursor": "Use the next_cursor of a previous page."})
     return cursor
 
@@ -166,7 +161,7 @@ def head(user_id, redis=None):
 
 def _entry(user_id, nid):
     """The stream entry id of one of the user's notification ids; NotFound if not theirs."""
-    match = NID_RE.match(str(nid))
+    match = NID_RE.fullmatch(str(nid))
     if not match or match.group(2) != str(user_id):
         raise NotFound(nid)
     return match.group(1)
@@ -203,7 +198,7 @@ def find_many(fired):
     those gone or malformed are left out."""
     wanted = []
     for nid, user_id in fired:
-        match = NID_RE.match(str(nid))
+        match = NID_RE.fullmatch(str(nid))
         if match and match.group(2) == str(user_id):
             wanted.append((match.group(1), user_id))
     with get_redis().pipeline(transaction=False) as pipe:
@@ -258,20 +253,30 @@ def delete(user_id, nid, now_ms=None):
 
 
 def snapshot(user_id, last_event_id, redis=None, now_ms=None):
-    """(replay after last_event_id, unread count) read in one MULTI, so they agree.
+    """(replay after last_event_id, unread count), read in one atomic step so they agree.
 
-    Replay is [(id, event, data JSON)], oldest first; a missing or malformed id replays nothing.
+    Replay is [(id, event, notification dict)], oldest first, each with its read state as it
+    is now; an id that is no stream id (malformed, out of range) replays nothing.
     """
-    with (redis or get_redis()).pipeline(transaction=True) as pipe:
-        trim(user_id, now_ms, redis=pipe)
-        valid = bool(last_event_id and EVENT_ID_RE.match(last_event_id))
-        if valid:
-            pipe.xrange(_keys(user_id)[0], f"({last_event_id}", "+")
-        replies = pipe.execute()
-    rows = replies[1] if valid else []
-    replay = [(eid, f.get("event", "notification"), with_id(eid, user_id, f.get("data") or "{}"))
-              for eid, f in rows]
-    return replay, int(replies[0][1])
+    start = replay_start(last_event_id)
+    unread, rows = _run("REPLAY", _keys(user_id), [cutoff(now_ms), start or ""], redis=redis)
+    replay = [(eid, event, _load(eid, data, status)) for eid, event, data, status in rows]
+    return replay, int(unread)
+
+
+def replay_start(last_event_id):
+    """The first entry id after last_event_id, or None if it is no stream id or the last one.
+
+    A stream id is `ms` or `ms-seq`, each part an unsigned 64-bit integer (what Redis takes).
+    """
+    if not last_event_id or not EVENT_ID_RE.fullmatch(last_event_id):
+        return None
+    ms, seq = stream_id(last_event_id)
+    if ms > MAX_ID_PART or seq > MAX_ID_PART:
+        return None
+    if seq < MAX_ID_PART:
+        return f"{ms}-{seq + 1}"
+    return f"{ms + 1}-0" if ms < MAX_ID_PART else None
 
 
 def _num(value):

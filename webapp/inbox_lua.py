@@ -83,6 +83,24 @@ if ARGV[2] ~= '' then keep(ARGV[2]) end
 return {removed, unread_count()}
 """
 
+# What a reconnecting stream missed, each with its read state now, and the unread count.
+# ARGV: 1 cutoff ms  2 the first entry id to replay, inclusive ('' = replay nothing)
+# Returns {unread count, rows}; each row is {id, event, data JSON, 'unread' | 'read'}.
+REPLAY = _COMMON + """
+trim(tonumber(ARGV[1]))
+local rows, mark = {}, redis.call('HGET', M, 'id')
+if ARGV[2] ~= '' then
+  for _, row in ipairs(redis.call('XRANGE', S, ARGV[2], '+')) do
+    local id, f, event, data = row[1], row[2], 'notification', '{}'
+    for i = 1, #f, 2 do
+      if f[i] == 'event' then event = f[i + 1] elseif f[i] == 'data' then data = f[i + 1] end
+    end
+    rows[#rows + 1] = {id, event, data, is_unread(id, mark) and 'unread' or 'read'}
+  end
+end
+return {unread_count(), rows}
+"""
+
 # A page, newest first, after the cursor (an entry id, exclusive).
 # ARGV: 1 cursor ('' = from the newest)  2 cutoff ms  3 limit  4 type ('' = any)
 #       5 scan budget (entries examined at most)  6 '1' = unread only

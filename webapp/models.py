@@ -13,6 +13,11 @@ from webapp.extensions import db
 # is an id that cannot exist.
 MAX_ID = 2**31 - 1
 
+# An id once handed out is never handed out again: old notifications, logs and links keep
+# naming what they named. PostgreSQL's sequences never go back; SQLite reuses the highest
+# rowid once its row is deleted unless the table says AUTOINCREMENT.
+NO_ID_REUSE = {"sqlite_autoincrement": True}
+
 
 def utcnow():
     return datetime.now(UTC).replace(tzinfo=None)
@@ -20,6 +25,7 @@ def utcnow():
 
 class User(UserMixin, db.Model):
     __tablename__ = "users"
+    __table_args__ = NO_ID_REUSE
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True, index=True)
@@ -46,6 +52,7 @@ class User(UserMixin, db.Model):
 
 class ApiKey(db.Model):
     __tablename__ = "api_keys"
+    __table_args__ = NO_ID_REUSE
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -63,6 +70,7 @@ class ServiceToken(db.Model):
     """A token for internal systems: may publish events for any user, reads nothing."""
 
     __tablename__ = "service_tokens"
+    __table_args__ = NO_ID_REUSE
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(80), unique=True)
@@ -74,6 +82,7 @@ class ServiceToken(db.Model):
 
 class Alert(db.Model):
     __tablename__ = "alerts"
+    __table_args__ = NO_ID_REUSE
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -117,7 +126,7 @@ class Preference(db.Model):
 
 class StrategyFollow(db.Model):
     __tablename__ = "strategy_follows"
-    __table_args__ = (UniqueConstraint("user_id", "strategy_id"),)
+    __table_args__ = (UniqueConstraint("user_id", "strategy_id"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -126,6 +135,7 @@ class StrategyFollow(db.Model):
 
 class PushSubscription(db.Model):
     __tablename__ = "push_subscriptions"
+    __table_args__ = NO_ID_REUSE
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -154,7 +164,7 @@ class CriticalNotification(db.Model):
 
 class DeliveryLog(db.Model):
     __tablename__ = "delivery_log"
-    __table_args__ = (UniqueConstraint("notification_id", "user_id", "channel"),)
+    __table_args__ = (UniqueConstraint("notification_id", "user_id", "channel"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     notification_id: Mapped[str] = mapped_column(String(40), index=True)
@@ -173,7 +183,7 @@ class DeliveryLog(db.Model):
 
 class DigestRun(db.Model):
     __tablename__ = "digest_runs"
-    __table_args__ = (UniqueConstraint("user_id", "kind", "period_start"),)
+    __table_args__ = (UniqueConstraint("user_id", "kind", "period_start"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -186,7 +196,7 @@ class KnownDevice(db.Model):
     """Devices and addresses a user has logged in from, to flag new ones."""
 
     __tablename__ = "known_devices"
-    __table_args__ = (UniqueConstraint("user_id", "fingerprint"),)
+    __table_args__ = (UniqueConstraint("user_id", "fingerprint"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)

@@ -5,7 +5,6 @@ the key in `X-API-Key`, `Authorization: Bearer`, or `?api_key=` because browsers
 headers on a WebSocket (the query form is accepted only here; prefer a header elsewhere).
 """
 
-import json
 import threading
 
 from flask import Blueprint, Response, current_app, g, request, url_for
@@ -15,9 +14,9 @@ from simple_websocket import ConnectionClosed
 from webapp import accounts, fanout, inbox, tickers
 from webapp.errors import json_error
 from webapp.extensions import db, sock
-from webapp.fanout import KEEPALIVE
 from webapp.stream import handoff
-from webapp.stream.sse import Renderer, SseState, SseStream, api_item
+from webapp.stream.sse import Renderer, SseState, SseStream
+from webapp.stream.ws import WsState
 
 bp = Blueprint("stream", __name__)
 
@@ -83,19 +82,6 @@ def authenticate_websocket():
     return None
 
 
-def _ws_json(message):
-    """A live message as the WebSocket's JSON text (notifications in the API's format)."""
-    if message.event == "tick":
-        return '{"event":"tick","data":' + message.raw + "}"
-    if message.event != "notification":
-        return message.raw
-    text = message.cache.get("ws")
-    if text is None:
-        text = message.cache["ws"] = json.dumps(
-            {"id": message.id, "event": "notification", "data": api_item(message.data)})
-    return text
-
-
 def _close_when_gone(ws, client):
     try:
         while ws.connected:
@@ -112,26 +98,15 @@ def websocket(ws):
                                         lambda hub, symbols: fanout.Client(uid, symbols))
     threading.Thread(target=_close_when_gone, args=(ws, client), daemon=True).start()
     try:
-        for eid, event, data in replay:
-            body = api_item(data) if event == "notification" else json.loads(data)
-            ws.send(json.dumps({"id": eid, "event": event, "data": body}))
-        ws.send(json.dumps({"event": "unread", "data": unread}))
-        _pump(ws, client, inbox.stream_id(replay[-1][0]) if replay else None)
+        state = WsState(unread)
+        for text in state.opening(replay):
+            ws.send(text)
+        del replay  # the socket may live for hours: do not keep the backlog
+        while True:
+            batch = client.next_batch()
+            if client.closed:
+                return
+            for text in state.texts(batch):
+                ws.send(text)
     finally:
         hub.detach(client)
-
-
-def _pump(ws, client, last):
-    busy = True
-    while True:
-        batch = client.next_batch()
-        if client.closed:
-            return
-        for message in batch:
-            if message is KEEPALIVE:
-                if not busy:
-                    ws.send('{"event":"keepalive"}')
-                busy = False
-            elif last is None or not message.id or inbox.stream_id(message.id) > last:
-                ws.send(_ws_json(message))
-                busy = True

@@ -8,7 +8,7 @@ listener's JSON, no id: prices are state, not history).
 import json
 
 from webapp import inbox
-from webapp.fanout import KEEPALIVE
+from webapp.fanout import BEATS_PER_KEEPALIVE, KEEPALIVE
 
 RETRY_MS = 2000  # EventSource reconnect delay
 TOASTS_ON_REPLAY = 3  # a long gap replays into the list, but pops up only the latest few
@@ -59,40 +59,44 @@ def api_item(data):
 
 
 class SseState:
-    """What one stream has sent: the unread count, the last replayed id, idle since the beat.
+    """What one stream has sent: the unread count, the last replayed id, beats since a write.
 
     Turns messages into bytes; both transports (a generator per request, or the hub writing
     to a handed-off socket) use it.
     """
 
-    __slots__ = ("render", "count", "last", "busy")
+    __slots__ = ("render", "count", "last", "quiet")
 
     def __init__(self, render, unread):
-        self.render, self.count, self.last, self.busy = render, unread, None, True
+        self.render, self.count, self.last, self.quiet = render, unread, None, 0
 
     def opening(self, replay):
         """The first bytes: reconnect delay, what was missed, then the unread count."""
         out, toasts_from = [f"retry: {RETRY_MS}\n\n".encode()], len(replay) - TOASTS_ON_REPLAY
-        for i, (eid, event, data) in enumerate(replay):
-            if event == "notification":
-                out.append(self.render.notification(api_item(data), eid, toast=i >= toasts_from))
+        for i, (eid, event, n) in enumerate(replay):
+            if event == "notification":  # one already read pops up no toast
+                toast = i >= toasts_from and n["status"] == "unread"
+                out.append(self.render.notification(api_item(n), eid, toast=toast))
             else:
-                out.append(frame(event, data, eid))
+                out.append(frame(event, json.dumps(n), eid))
         if replay:
             self.last = inbox.stream_id(replay[-1][0])
         out.append(self.render.unread(self.count))
         return b"".join(out)
 
     def frames(self, batch):
-        """Bytes for live messages; the hub's beat yields a comment if nothing went out since."""
-        chunk = b"".join(self._live(m) for m in batch if m is not KEEPALIVE)
-        if chunk:
-            self.busy = True
-        if KEEPALIVE in batch:
-            if not self.busy:
-                chunk += KEEPALIVE_FRAME
-            self.busy = False
-        return chunk
+        """Bytes for live messages, and a comment when the hub's beats say the stream is idle."""
+        out = []
+        for m in batch:
+            if m is KEEPALIVE:
+                self.quiet += 1
+                data = KEEPALIVE_FRAME if self.quiet >= BEATS_PER_KEEPALIVE else b""
+            else:
+                data = self._live(m)
+            if data:
+                out.append(data)
+                self.quiet = 0
+        return b"".join(out)
 
     def _live(self, m):
         if m.event == "tick":
