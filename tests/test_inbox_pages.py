@@ -135,8 +135,8 @@ def test_pages_answer_503_without_redis(db_url, tmp_path):
         from webapp import accounts
         uid = accounts.create_user("x@example.com", "correct horse").id
     client = app.test_client()
-    with client.session_transaction() as session:
-        session["_user_id"], session["_fresh"] = f"{uid}:1", True
+    with client.session_transaction() as session:  # a login's cookie; its id lives in Redis
+        session["_user_id"], session["_fresh"], session["_sid"] = f"{uid}:1", True, "s"
     for path in ("/dashboard", "/notifications/"):
         response = client.get(path)
         assert response.status_code == 503, path
@@ -153,3 +153,9 @@ def test_toast_and_item_partials_render_the_api_item(app):
         toast = env.get_template("notifications/_toast.html").render(n=n)
         assert "prio-critical" in toast and "&lt;x&gt;" in toast
         assert json.dumps(n)
+
+
+def test_read_all_under_unread_only_says_there_is_nothing_unread(client, app, user):
+    store(app, user)
+    body = post(client, "/notifications/read-all?unread=1", HTMX).get_data(as_text=True)
+    assert 'class="note' not in body and "No unread notifications." in body

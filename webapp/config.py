@@ -71,7 +71,9 @@ class Config:
 
     def _delivery(self, env):
         """Notification delivery: providers left unset write to instance/outbox/ instead."""
-        self.PUBLIC_URL = env.get("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+        # links in emails: where `make run` serves (PORT) unless a public address is given
+        port = env.get("PORT", "8000")
+        self.PUBLIC_URL = env.get("PUBLIC_URL", f"http://127.0.0.1:{port}").rstrip("/")
         self.SMTP_HOST = env.get("SMTP_HOST", "")
         self.SMTP_PORT = _int("SMTP_PORT", 587)
         self.SMTP_USER = env.get("SMTP_USER", "")

@@ -57,6 +57,7 @@ def seed():
     has = db.session.scalar(select(func.count(Alert.id)).where(Alert.user_id == user.id))
     if has:
         click.echo(f"demo user {DEMO_EMAIL} already has {has} alerts")
+        click.echo(f"log in as {DEMO_EMAIL} / {DEMO_PASSWORD}")
         return
     for alert in seed_alerts(user.id):
         click.echo(f"alert {alert.id}: {alert.symbol} {alert.condition} {alert.target}")

@@ -109,4 +109,4 @@ def read_all():
     filters = _filters(request.args)
     if not is_htmx():
         return redirect(url_for(".index", **_page(filters)["filters"]))
-    return render_template("notifications/_page.html", **_page(filters)) + _badge(0)
+    return render_template("notifications/_list.html", **_page(filters)) + _badge(0)
