@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import csrf_token
 from tests.hub import make_user, run_jobs
-from webapp import inbox
+from webapp import events, inbox
 from webapp.extensions import db, get_redis
 from webapp.models import CriticalNotification, StrategyFollow, User
 
@@ -223,4 +223,45 @@ def test_blank_titles_are_refused_by_cli_and_admin_broadcast(app, client, runner
     blank = client.post("/admin/broadcast", data={"type": "SYSTEM_MAINTENANCE", "title": "  ",
                                                   "csrf_token": token})
     assert blank.status_code == 422 and b"Required" in blank.data
+    assert inbox_of(app, uid) == []
+
+
+def test_a_full_batch_of_large_legal_events_fits_the_body_limit(app, client, token):
+    """1000 events each near its field limits (about 13 MB) are taken, not refused 413."""
+    uid = make_user(app, "big@example.com")
+    big = event(uid, title="é" * events.TITLE_MAX, message="€" * events.MESSAGE_MAX,
+                data={"blob": "x" * (events.DATA_MAX - 20)})
+    body = json.dumps([big] * 1000, ensure_ascii=False).encode()
+    assert 2 * 1024 * 1024 < len(body) < events.MAX_BODY
+    response = client.post("/api/v1/events", data=body, content_type="application/json",
+                           headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 202, response.json
+    too_big = client.post("/api/v1/events", data=b" " * (events.MAX_BODY + 1),
+                          content_type="application/json",
+                          headers={"Authorization": f"Bearer {token}"})
+    assert too_big.status_code == 413 and too_big.is_json
+
+
+def test_a_retry_with_the_same_content_in_another_key_order_is_the_same_request(
+        app, client, token):
+    uid = make_user(app, "order@example.com")
+    first = {"type": "ORDER_EXECUTED", "user_id": uid, "title": "t", "data": {"a": 1, "b": 2}}
+    shuffled = '{"data": {"b": 2, "a": 1}, "title": "t", "user_id": %d,  "type": "ORDER_EXECUTED"}'
+    one = post(client, token, first, key="order-key")
+    two = client.post("/api/v1/events", data=shuffled % uid, content_type="application/json",
+                      headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "order-key"})
+    assert one.status_code == two.status_code == 202
+    assert two.headers["Idempotent-Replayed"] == "true" and len(inbox_of(app, uid)) == 1
+
+
+@pytest.mark.parametrize("field", ["title", "message", "data"])
+def test_a_lone_surrogate_anywhere_is_a_clean_422(app, client, token, field):
+    uid = make_user(app, "surrogate@example.com")
+    body = json.dumps(event(uid)).replace('"Bought 0.5 BTC"' if field == "title" else
+                                          '"Filled at 65000"' if field == "message" else
+                                          '{"order": 7}', '"\\udc00"' if field != "data"
+                                          else '{"note": "\\udc00"}')
+    response = client.post("/api/v1/events", data=body, content_type="application/json",
+                           headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 422 and "surrogate" in response.json["detail"]
     assert inbox_of(app, uid) == []

@@ -16,6 +16,11 @@ TITLE_MAX = 200
 MESSAGE_MAX = 2000
 DATA_MAX = 8 * 1024  # bytes of JSON
 REF_MAX = 64
+# The largest legal event: its text as raw UTF-8 (at most 4 bytes a character), its data and
+# the JSON around them. A full batch of such events is the body limit of POST /events, so
+# every batch the limits allow fits (text sent as \u escapes takes more room: send fewer).
+MAX_EVENT_BYTES = (TITLE_MAX + MESSAGE_MAX) * 4 + DATA_MAX + 1024
+MAX_BODY = MAX_BATCH * MAX_EVENT_BYTES  # 18,016,000 bytes, about 17 MiB
 IDEMPOTENCY_TTL = 24 * 3600
 PENDING_TTL = 120  # a crashed request frees its key after this
 FIELDS = {"type", "user_id", "strategy_id", "target", "channel", "title", "message", "priority",
@@ -188,17 +193,21 @@ def summary(results):
 
 
 def handle(raw, scope, key=None):
-    """Parse and publish a request body; with an Idempotency-Key, once per key for 24 h."""
+    """Parse and publish a request body; with an Idempotency-Key, once per key for 24 h.
+
+    A retry is the same request when its parsed content is the same (keys in any order,
+    any spacing), so the key is checked against a digest of the content, not the bytes.
+    """
+    items, digest = parse(raw)
     if not key:
-        return _handle(raw)
+        return _publish(items)
     r = get_redis()
-    digest = hashlib.sha256(raw).hexdigest()
     store = f"tb:idem:{scope}:{hashlib.sha256(key.encode()).hexdigest()}"
     if not r.set(store, json.dumps({"state": "pending", "hash": digest}), nx=True,
                  ex=PENDING_TTL):
         return _replay(r.get(store), digest)
     try:
-        status, body = _handle(raw)
+        status, body = _publish(items)
     except BaseException:
         r.delete(store)
         raise
@@ -229,10 +238,25 @@ def _finite(text):
     return number
 
 
-def _handle(raw):
+def parse(raw):
+    """(the event list, or the 422 to answer; a digest of the content for idempotency)."""
     try:
-        items = items_of(json.loads(raw, parse_constant=_no_constant, parse_float=_finite))
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        # canonical form: the digest ignores key order and spacing; and any lone UTF-16
+        # surrogate ("\udc00"), which JSON lets through but no store can hold, fails here
+        canonical = json.dumps(body, sort_keys=True, ensure_ascii=False,
+                               separators=(",", ":")).encode()
+        return items_of(body), hashlib.sha256(canonical).hexdigest()
+    except UnicodeEncodeError:
+        message = "Text must be valid Unicode: a lone UTF-16 surrogate is not a character."
+    except UnicodeDecodeError:
+        message = "Send JSON encoded as UTF-8."
+    except json.JSONDecodeError:
+        message = "Send valid JSON."
     except (ValueError, RecursionError) as exc:
-        message = str(exc) if not isinstance(exc, json.JSONDecodeError) else "Send valid JSON."
-        return 422, {"error": "invalid_input", "detail": message}
-    return summary(publish(items))
+        message = str(exc) or "Send valid JSON."
+    return (422, {"error": "invalid_input", "detail": message}), hashlib.sha256(raw).hexdigest()
+
+
+def _publish(items):
+    return items if isinstance(items, tuple) else summary(publish(items))

@@ -15,6 +15,7 @@ def post_events():
         response = jsonify({"error": "invalid_input",
                             "detail": f"Idempotency-Key is at most {MAX_KEY} characters."})
         return response, 422
+    request.max_content_length = events.MAX_BODY  # a full batch: more than other routes take
     status, body = events.handle(request.get_data(cache=False), f"svc{g.service_token.id}", key)
     response = jsonify(body)
     if body.get("replayed"):
