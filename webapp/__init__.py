@@ -21,9 +21,9 @@ def create_app(config=None):
     app.instance_path = app.config["INSTANCE_PATH"]
     os.makedirs(app.instance_path, exist_ok=True)  # SQLite and the outbox live here
 
-    from webapp import errors, extensions, models  # noqa: F401  (models register tables)
+    from webapp import database, errors, extensions, models  # noqa: F401  (models register tables)
 
-    extensions.db.init_app(app)
+    database.init_app(app)  # binds extensions.db, with the backend's engine options
     extensions.migrate.init_app(app, extensions.db, directory=_migrations_dir(),
                                 render_as_batch=True)  # SQLite needs batch ALTERs
     extensions.login_manager.init_app(app)

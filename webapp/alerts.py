@@ -1,15 +1,16 @@
 """Price and volume alerts: validation and CRUD shared by the page, the API and the CLI.
 
-SQL is the source of truth; every change also updates the Redis index, and a failed index
-write undoes the SQL change so nothing is half-written.
+SQL is the source of truth; every change also updates the Redis index, in an order that
+leaves the two agreeing after any failure (see _write).
 """
 
+import logging
 import math
 import re
 from datetime import UTC, datetime
 
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 
 from webapp import alert_index
 from webapp.exceptions import InvalidInput, NotFound
@@ -30,6 +31,8 @@ ALIASES = {
     "price_above": "above", "price_below": "below", "volume": "volume_above",
     "volume_alert": "volume_above", "price_alert_above": "above", "price_alert_below": "below",
 }
+
+log = logging.getLogger(__name__)
 
 
 def _number(value, text_ok):
@@ -146,14 +149,37 @@ def create_alert(user_id, data, text_numbers=False, now=None):
     """Validate and store an alert, then arm it in the index."""
     alert = Alert(user_id=user_id, **validate(data, text_numbers, now))
     db.session.add(alert)
-    db.session.commit()
-    try:
-        alert_index.index(alert)
-    except redis.RedisError:
-        db.session.delete(alert)
-        db.session.commit()
-        raise
+    _write(lambda: alert_index.index(alert), lambda: alert_index.unindex(alert.id))
     return alert
+
+
+def _write(change, undo=None):
+    """Finish the session's SQL change together with `change` to the index, or neither.
+
+    The flush takes the write lock, so a locked or read-only database fails here, before
+    Redis is touched; a Redis failure rolls SQL back; a failed commit undoes the index change.
+    """
+    try:
+        db.session.flush()
+        change()
+    except Exception:
+        db.session.rollback()
+        raise
+    try:
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        try:
+            if undo is not None:
+                undo()
+        except redis.RedisError:
+            log.exception("alert index and SQL disagree until `flask alerts reindex`")
+        raise
+
+
+def _copy(alert):
+    """A detached copy of the alert's columns: re-indexable after a rollback forgets it."""
+    return Alert(**{attr.key: getattr(alert, attr.key) for attr in inspect(Alert).column_attrs})
 
 
 def list_alerts(user_id):
@@ -188,32 +214,20 @@ def get_alert(user_id, alert_id):
 def set_active(user_id, alert_id, active):
     """Pause or resume an alert; resuming arms it afresh."""
     alert = get_alert(user_id, alert_id)
-    if active:
-        alert.active = True
-        db.session.commit()
-        _index_or_undo(alert, lambda: setattr(alert, "active", False))
-    else:
-        alert_index.unindex(alert.id)  # Redis first: if it is down, nothing changes
-        alert.active = False
-        db.session.commit()
+    before = _copy(alert)
+    alert.active = active
+    # index() drops an alert that is not live. An undo arms it afresh: a recurring alert
+    # that was waiting to re-arm may then fire once more for the same crossing.
+    _write(lambda: alert_index.index(alert), lambda: alert_index.index(before))
     return alert
 
 
-def _index_or_undo(alert, undo):
-    try:
-        alert_index.index(alert)
-    except redis.RedisError:
-        undo()
-        db.session.commit()
-        raise
-
-
 def delete_alert(user_id, alert_id):
-    """Delete an alert: out of the index first, so it can never fire after it is gone."""
+    """Delete an alert and drop it from the index."""
     alert = get_alert(user_id, alert_id)
-    alert_index.unindex(alert.id)
+    before = _copy(alert)
     db.session.delete(alert)
-    db.session.commit()
+    _write(lambda: alert_index.unindex(alert_id), lambda: alert_index.index(before))
 
 
 def expire_due(now=None):
@@ -222,9 +236,10 @@ def expire_due(now=None):
     query = select(Alert).where(Alert.active.is_(True), Alert.expires_at <= now)
     expired = db.session.scalars(query).all()
     for alert in expired:
-        alert_index.unindex(alert.id)
         alert.active = False
-    db.session.commit()
+    ids = [alert.id for alert in expired]
+    # No undo: an expired alert never fires, indexed or not, and the next run tries again.
+    _write(lambda: alert_index.unindex_many(ids))
     return len(expired)
 
 

@@ -1,10 +1,22 @@
-"""Error pages and JSON errors; Redis outages answer 503 everywhere."""
+"""Error pages and JSON errors; a Redis or database outage answers 503 everywhere."""
 
 import logging
 
 import redis
-from flask import jsonify, render_template, request
+import sqlalchemy.exc
+from flask import jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
+
+from webapp.extensions import db
+
+RETRY_AFTER_S = 5
+# Faults of a dependency, not of our code: the same request may well succeed in a moment.
+REDIS_FAULTS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError,
+                redis.exceptions.OutOfMemoryError, redis.exceptions.MasterDownError,
+                redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
+# Locked, read-only, full or unreachable database; lock_timeout; no pooled connection free.
+SQL_FAULTS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
+FALLBACK_503 = "<!doctype html><title>Unavailable</title><h1>Temporarily unavailable</h1>"
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +43,33 @@ def _http_error(exc: HTTPException):
     return render_template(template, error=exc), exc.code
 
 
+def _unavailable(detail):
+    try:
+        db.session.rollback()  # a failed flush leaves the session unusable, even for the page
+    except SQL_FAULTS:
+        log.warning("rollback failed; the pool will replace the connection", exc_info=True)
+    if wants_json():
+        response = json_error(503, "service_unavailable", detail)
+    else:
+        try:
+            page = render_template("errors/503.html", detail=detail)
+        except (*REDIS_FAULTS, *SQL_FAULTS):  # the layout itself needs the user, from SQL
+            page = FALLBACK_503
+        response = make_response(page, 503)
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
 def _redis_down(exc):
     log.warning("redis unavailable: %s", exc)
-    detail = "The notification store is unavailable; try again shortly."
-    if wants_json():
-        return json_error(503, "service_unavailable", detail)
-    return render_template("errors/503.html", detail=detail), 503
+    return _unavailable("The notification store is unavailable; try again shortly.")
+
+
+def _sql_error(exc):
+    if not isinstance(exc, SQL_FAULTS) and not getattr(exc, "connection_invalidated", False):
+        return _internal(exc)  # a bad statement is our fault, not the database's
+    log.warning("database unavailable: %s", exc)
+    return _unavailable("The database is busy or unavailable; try again shortly.")
 
 
 def _internal(exc):
@@ -48,6 +81,7 @@ def _internal(exc):
 
 def init_app(app):
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(redis.ConnectionError, _redis_down)
-    app.register_error_handler(redis.TimeoutError, _redis_down)
+    for exc in REDIS_FAULTS:
+        app.register_error_handler(exc, _redis_down)
+    app.register_error_handler(sqlalchemy.exc.SQLAlchemyError, _sql_error)
     app.register_error_handler(Exception, _internal)
