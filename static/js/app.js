@@ -1,4 +1,12 @@
 // Tickerbell's own script: small page behaviours htmx does not cover.
+
+// The phone menu: a real button, so keyboards and screen readers reach it.
+document.addEventListener("click", (event) => {
+  const burger = event.target.closest(".nav-burger");
+  if (!burger) return;
+  const open = burger.closest(".nav").classList.toggle("open");
+  burger.setAttribute("aria-expanded", String(open));
+});
 document.addEventListener("htmx:responseError", (event) => {
   const xhr = event.detail.xhr;
   let message = "Something went wrong (" + xhr.status + ").";

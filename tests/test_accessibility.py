@@ -1,0 +1,109 @@
+"""Every page passes axe-core (no serious or critical violation) at desktop and phone width,
+in a real Chromium, with the data a user has after a while: alerts, notifications, keys."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.live_server import LiveServer, launch_chromium, skip_without_chromium
+from webapp import accounts, alerts, create_app, inbox
+from webapp.extensions import db
+from worker import redisd
+
+pytestmark = pytest.mark.browser
+
+skip_without_chromium()
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+AXE = (Path(__file__).parent / "vendor" / "axe-4.14.1.min.js").read_text()
+WIDTHS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+VISITOR_PAGES = ["/auth/login", "/auth/register"]
+USER_PAGES = ["/dashboard", "/alerts/", "/notifications/", "/settings/notifications/",
+              "/deliveries", "/audit", "/digest-preview", "/settings/api-keys",
+              "/settings/password", "/admin/broadcast"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("a11y")
+    redis_process, redis_url = redisd.start(tmp / "redis", appendonly=False)
+    db_url = f"sqlite:///{tmp / 'a11y.db'}"
+    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
+                      "SECRET_KEY": "a11y-secret", "INSTANCE_PATH": str(tmp)})
+    with app.app_context():
+        db.create_all()
+        user = accounts.create_user("ally@example.com", "correct horse battery", is_admin=True)
+        accounts.create_api_key(user, "laptop")
+        alerts.create_alert(user.id, {"symbol": "BTCUSDT", "type": "above", "price": 70000,
+                                      "note": "breakout"})
+        alerts.create_alert(user.id, {"symbol": "ETHUSDT", "type": "volume_above",
+                                      "price": 1e6, "mode": "recurring", "buffer": "1%"})
+        for title in ("Bought 0.5 BTC", "Risk limit at 80%"):
+            inbox.store({"user_id": user.id, "type": "ORDER_EXECUTED", "title": title,
+                         "message": "details"})
+        db.engine.dispose()
+    env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "SECRET_KEY": "a11y-secret",
+           "INSTANCE_PATH": str(tmp)}
+    live = LiveServer(env, tmp / "gunicorn.log").start()
+    yield live
+    live.stop()
+    redisd.stop(redis_process)
+
+
+def _violations(page):
+    page.add_script_tag(content=AXE)
+    found = page.evaluate("""async () => {
+        const result = await axe.run(document, {resultTypes: ['violations']});
+        return result.violations
+          .filter(v => v.impact === 'serious' || v.impact === 'critical')
+          .map(v => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map(n => n.target.join(' '))
+            .join(' | ')}`);
+    }""")
+    return found
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_page_passes_axe_at_desktop_and_phone_width(server, width):
+    problems = {}
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_context(viewport=WIDTHS[width]).new_page()
+        for path in VISITOR_PAGES:
+            page.goto(server.url + path)
+            problems[path] = _violations(page)
+        page.goto(server.url + "/auth/login")
+        page.fill("#email", "ally@example.com")
+        page.fill("#password", "correct horse battery")
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard")
+        for path in USER_PAGES:
+            page.goto(server.url + path)
+            page.wait_for_load_state("networkidle")
+            problems[path] = _violations(page)
+        browser.close()
+    found = {path: found for path, found in problems.items() if found}
+    assert not found, "\n".join(f"{path}: {v}" for path, vs in found.items() for v in vs)
+
+
+def test_the_phone_menu_opens_from_the_keyboard(server):
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_context(viewport=WIDTHS["phone"]).new_page()
+        page.goto(server.url + "/auth/login")
+        page.fill("#email", "ally@example.com")
+        page.fill("#password", "correct horse battery")
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard")
+        menu = page.get_by_role("button", name="Menu")
+        assert menu.get_attribute("aria-expanded") == "false"
+        assert not page.get_by_role("link", name="Alerts").is_visible()
+        menu.focus()
+        page.keyboard.press("Enter")
+        assert menu.get_attribute("aria-expanded") == "true"
+        assert page.get_by_role("link", name="Alerts").is_visible()
+        page.goto(server.url + "/alerts/")  # tables on phones: each value says what it is
+        label = page.evaluate("""() => getComputedStyle(
+            document.querySelector('#alert-rows td[data-label]'), '::before').content""")
+        assert "Symbol" in label
+        browser.close()
