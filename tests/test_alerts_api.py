@@ -5,6 +5,7 @@ import json
 import pytest
 
 from tests.conftest import csrf_token
+from webapp import alerts
 from webapp.extensions import db
 from webapp.models import Alert
 from worker import redisd
@@ -183,3 +184,27 @@ def test_redis_down_is_503_and_nothing_is_written(make_app, tmp_path):
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(Alert.id))) == 0
         db.engine.dispose()
+
+
+@pytest.mark.parametrize("body, field, says", [
+    ({"symbol": "BTCUSDT", "type": "above", "price": 1, "note": "\udc00"}, "note", "surrogate"),
+    ({"symbol": "BTCUSDT", "type": "above", "price": "150000"}, "price", "JSON number"),
+    ({"symbol": "BTCUSDT", "type": "above", "price": -5}, "price", "above 0"),
+    ({"symbol": "BTCUSDT", "type": "above", "price": 1e16}, "price", "below 10^15"),
+    ({"symbol": "BTCUSDT", "type": "above"}, "price", "Required"),
+    ({"symbol": "BTCUSDT", "type": "above", "price": True}, "price", "Give a number"),
+])
+def test_bad_alert_input_says_what_is_wrong(client, auth, body, field, says):
+    auth.create()
+    headers = {"X-API-Key": auth.api_key()}
+    response = client.post("/api/v1/alerts", json=body, headers=headers)
+    assert response.status_code == 422 and says in response.json["detail"][field]
+    assert client.get("/api/v1/alerts", headers=headers).json == []
+
+
+def test_form_text_takes_grouped_thousands(app, auth):
+    uid = auth.create()
+    with app.app_context():
+        alert = alerts.create_alert(uid, {"symbol": "BTCUSDT", "type": "above",
+                                          "price": "65,000.5"}, text_numbers=True)
+        assert alert.target == 65000.5

@@ -22,7 +22,8 @@ MAX_TARGET = 1e15
 MAX_BUFFER_PCT = 50
 NOTE_MAX = 200
 SYMBOL_RE = re.compile(r"[A-Z0-9]{5,20}")
-NUMBER_RE = re.compile(r"\d*\.?\d+(?:[eE][+-]?\d+)?", re.ASCII)
+NUMBER_RE = re.compile(r"[+-]?\d*\.?\d+(?:[eE][+-]?\d+)?", re.ASCII)
+GROUPED_RE = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?", re.ASCII)  # 65,000 or 1,234.5
 MAX_ID = 2**31 - 1  # alerts.id is an INTEGER: beyond it SQLite overflows, PostgreSQL errs
 MODES = ("once", "recurring")
 CONDITIONS = ("above", "below", "volume_above")
@@ -36,16 +37,35 @@ log = logging.getLogger(__name__)
 
 
 def _number(value, text_ok):
-    """A finite float in (0, 1e15) from a JSON number (or form text); None if not one."""
-    if isinstance(value, str) and text_ok and NUMBER_RE.fullmatch(value.strip()):
-        value = float(value.strip())
+    """(float, None) for a finite number in (0, 10^15), else (None, what is wrong with it).
+
+    Form text may group thousands as people write them (65,000.5); the JSON API wants
+    numbers, and says so when it gets a string that holds one.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if GROUPED_RE.fullmatch(text):
+            text = text.replace(",", "")
+        if not NUMBER_RE.fullmatch(text):
+            return None, "Give a number, e.g. 65000." if text else "Required: give a number."
+        if not text_ok:
+            return None, f"Send a JSON number ({text}), not a string."
+        value = float(text)
+    if value is None:
+        return None, "Required: give a number."
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
+        return None, "Give a number, e.g. 65000."
     try:
         value = float(value)
     except OverflowError:  # an int too big for a float
-        return None
-    return value if math.isfinite(value) and 0 < value < MAX_TARGET else None
+        return None, "Give a number below 10^15."
+    if not math.isfinite(value):
+        return None, "Give a finite number."
+    if value <= 0:
+        return None, "Give a number above 0."
+    if value >= MAX_TARGET:
+        return None, "Give a number below 10^15."
+    return value, None
 
 
 def _symbol(value, errors):
@@ -74,9 +94,9 @@ def _buffer(value, text_ok, errors):
             return pct, True
         errors["buffer"] = f"A percentage buffer must be above 0% and at most {MAX_BUFFER_PCT}%."
         return None, True
-    number = _number(value, text_ok)
-    if number is None:
-        errors["buffer"] = "Give a positive amount (e.g. 0.5) or a percentage (e.g. 0.1%)."
+    number, problem = _number(value, text_ok)
+    if problem:
+        errors["buffer"] = f"{problem} A buffer is an amount (e.g. 0.5) or a percentage (0.1%)."
     return number, False
 
 
@@ -100,6 +120,9 @@ def _note(value, errors):
         return ""
     if not isinstance(value, str) or any(ord(ch) < 32 for ch in value):
         errors["note"] = "A note is a single line of text."
+        return ""
+    if not value.isascii() and any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        errors["note"] = "A note must be text: a lone UTF-16 surrogate is not a character."
         return ""
     if len(value.strip()) > NOTE_MAX:
         errors["note"] = f"Keep the note to {NOTE_MAX} characters at most."
@@ -125,9 +148,9 @@ def validate(data, text_numbers=False, now=None):
         "expires_at": _expiry(data.get("expires_at"), now or utcnow(), errors),
         "note": _note(data.get("note"), errors),
     }
-    fields["target"] = _number(data.get("price", data.get("target")), text_numbers)
-    if fields["target"] is None:
-        errors["price"] = "Give a number above 0 (and below 10^15)."
+    fields["target"], problem = _number(data.get("price", data.get("target")), text_numbers)
+    if problem:
+        errors["price"] = problem
     fields["buffer"], fields["buffer_is_pct"] = _buffer(data.get("buffer"), text_numbers, errors)
     _check_rearm(fields, errors, given=data.get("buffer") not in (None, ""))
     if errors:

@@ -5,7 +5,7 @@ import logging
 import redis
 import sqlalchemy.exc
 from flask import jsonify, make_response, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, UnprocessableEntity
 
 from webapp.extensions import db
 
@@ -65,7 +65,18 @@ def _redis_down(exc):
     return _unavailable("The notification store is unavailable; try again shortly.")
 
 
+def _not_text(exc):
+    """A lone UTF-16 surrogate ("\udc00") parses as JSON but no store can hold it: 422."""
+    db.session.rollback()
+    detail = "Text must be valid Unicode: a lone UTF-16 surrogate is not a character."
+    if wants_json():
+        return json_error(422, "invalid_input", detail)
+    return render_template("errors/error.html", error=UnprocessableEntity(detail)), 422
+
+
 def _sql_error(exc):
+    if isinstance(getattr(exc, "orig", None), UnicodeEncodeError):
+        return _not_text(exc)
     if not isinstance(exc, SQL_FAULTS) and not getattr(exc, "connection_invalidated", False):
         return _internal(exc)  # a bad statement is our fault, not the database's
     log.warning("database unavailable: %s", exc)
@@ -84,4 +95,5 @@ def init_app(app):
     for exc in REDIS_FAULTS:
         app.register_error_handler(exc, _redis_down)
     app.register_error_handler(sqlalchemy.exc.SQLAlchemyError, _sql_error)
+    app.register_error_handler(UnicodeEncodeError, _not_text)
     app.register_error_handler(Exception, _internal)
