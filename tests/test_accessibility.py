@@ -107,3 +107,25 @@ def test_the_phone_menu_opens_from_the_keyboard(server):
             document.querySelector('#alert-rows td[data-label]'), '::before').content""")
         assert "Symbol" in label
         browser.close()
+
+
+def test_a_refused_strategy_follow_is_shown_beside_the_field(server):
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_context().new_page()
+        page.goto(server.url + "/auth/login")
+        page.fill("#email", "ally@example.com")
+        page.fill("#password", "correct horse battery")
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard")
+        page.goto(server.url + "/settings/notifications/")
+        page.fill("#strategy_id", "no spaces allowed!")
+        page.click("#strategies button[type=submit]")
+        error = page.locator("#follows .error")
+        error.wait_for(timeout=10_000)
+        assert error.is_visible() and page.locator("#strategy_id").input_value()
+        page.fill("#strategy_id", "momentum-btc")
+        page.click("#strategies button[type=submit]")
+        page.locator("#follows .chip", has_text="momentum-btc").wait_for(timeout=10_000)
+        assert page.locator("#follows .error").count() == 0
+        browser.close()

@@ -1,5 +1,14 @@
 // Tickerbell's own script: small page behaviours htmx does not cover.
 
+// A 422 answer to an htmx request carries the form (or list) again with its errors beside
+// the fields: swap it in like a success, rather than treating it as a failure.
+document.addEventListener("htmx:beforeSwap", (event) => {
+  if (event.detail.xhr.status === 422) {
+    event.detail.shouldSwap = true;
+    event.detail.isError = false;
+  }
+});
+
 // The phone menu: a real button, so keyboards and screen readers reach it.
 document.addEventListener("click", (event) => {
   const burger = event.target.closest(".nav-burger");
