@@ -15,7 +15,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from webapp import create_app  # noqa: E402
+from webapp import create_app, sessions  # noqa: E402
 from webapp.extensions import db  # noqa: E402
 from webapp.models import User  # noqa: E402
 
@@ -71,10 +71,12 @@ def make_users(db_url, redis_url, count):
         db.session.commit()
         uids = list(db.session.scalars(db.select(User.id).order_by(User.id)))
         db.session.remove()
+        sids = [sessions.create(uid) for uid in uids]  # server-side sessions, as a login makes
     # Sessions signed as Flask would sign a login: logging 10k users in is not what we measure.
     signer = app.session_interface.get_signing_serializer(app)
-    return app, [(uid, "session=" + signer.dumps({"_user_id": f"{uid}:1", "_fresh": True}))
-                 for uid in uids]
+    return app, [(uid, "session=" + signer.dumps({"_user_id": f"{uid}:1", "_fresh": True,
+                                                  sessions.SID: sid}))
+                 for uid, sid in zip(uids, sids, strict=True)]
 
 
 def gunicorn(bin_dir, app_spec, port, env, log_path, cwd=ROOT):

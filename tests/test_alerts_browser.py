@@ -46,6 +46,10 @@ def page(server):
         page.fill("#password", "correct horse battery")
         page.fill("#confirm", "correct horse battery")
         page.click("button[type=submit]")
+        page.wait_for_url("**/auth/login")  # signing up does not sign in: log in next
+        page.fill("#email", "pat@example.com")
+        page.fill("#password", "correct horse battery")
+        page.click("button[type=submit]")
         page.wait_for_url("**/dashboard")
         yield page
         browser.close()

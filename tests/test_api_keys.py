@@ -73,3 +73,48 @@ def test_api_key_form_rejects_bad_names(client, auth, name):
     token = csrf_token(client, "/settings/api-keys")
     response = client.post("/settings/api-keys", data={"name": name, "csrf_token": token})
     assert response.status_code == 422
+
+
+# Without a route (404) or without the method (405): a caller without credentials learns
+# neither, whatever the path or method.
+NO_ROUTE = [("DELETE", "/api/v1/alerts/x", 404), ("GET", "/api/v1/no/such/path", 404),
+            ("POST", "/api/v1", 404), ("PUT", "/api/v1/alerts", 405),
+            ("GET", "/api/v1/events", 405), ("POST", "/api/v1/notifications/1/read", 405)]
+
+
+@pytest.mark.parametrize(("method", "path", "_"), NO_ROUTE)
+@pytest.mark.parametrize("credentials", [{}, {"X-API-Key": "tb_wrong"},
+                                         {"Authorization": "Bearer tbs_wrong"}])
+def test_api_answers_401_before_404_or_405_without_credentials(client, method, path, _,
+                                                               credentials):
+    response = client.open(path, method=method, headers=credentials)
+    assert response.status_code == 401
+    assert response.json["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize(("method", "path", "status"), NO_ROUTE)
+def test_api_callers_with_credentials_still_get_404_and_405(client, auth, method, path,
+                                                            status):
+    auth.create()
+    key = auth.api_key()
+    assert client.open(path, method=method, headers={"X-API-Key": key}).status_code == status
+    auth.login()  # a browser session: no CSRF token needed where there is nothing to do
+    assert client.open(path, method=method).status_code == status
+
+
+def test_service_tokens_get_404_and_405_too(app, client):
+    from webapp import service_tokens
+
+    with app.app_context():
+        token = service_tokens.create("strategy-engine")[1]
+    headers = {"X-Service-Token": token}
+    assert client.get("/api/v1/events", headers=headers).status_code == 405
+    assert client.get("/api/v1/no/such/path", headers=headers).status_code == 404
+    assert client.get("/api/v1/notifications", headers=headers).status_code == 401
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/api/v1/openapi.json", 200), ("POST", "/api/v1/health", 405),
+    ("DELETE", "/api/v1/openapi.json", 405)])
+def test_public_api_paths_need_no_credentials(client, method, path, status):
+    assert client.open(path, method=method).status_code == status

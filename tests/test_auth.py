@@ -5,13 +5,35 @@ from tests.conftest import AuthActions, csrf_token
 pytestmark = pytest.mark.both_databases
 
 
-def test_register_logs_in_and_shows_user(client):
+def sign_up(client, email, password="longenough"):
     token = csrf_token(client, "/auth/register")
-    response = client.post("/auth/register", data={
-        "email": "New@Example.com", "password": "longenough", "confirm": "longenough",
-        "csrf_token": token}, follow_redirects=True)
-    assert response.status_code == 200
-    assert b"new@example.com" in response.data
+    return client.post("/auth/register", data={
+        "email": email, "password": password, "confirm": password, "csrf_token": token})
+
+
+def test_register_creates_the_account_and_asks_to_log_in(client, auth):
+    response = sign_up(client, "New@Example.com")
+    assert response.status_code == 302 and response.headers["Location"] == "/auth/login"
+    page = client.get("/auth/login").get_data(as_text=True)
+    assert "If new@example.com is new to Tickerbell, your account is ready: log in" in page
+    assert client.get("/dashboard").status_code == 302  # not signed in by signing up
+    assert auth.login("new@example.com", "longenough").status_code == 302
+    assert b"new@example.com" in client.get("/dashboard").data
+
+
+def test_register_answers_a_taken_email_exactly_as_a_new_one(app, auth):
+    auth.create("taken@example.com", "original password")
+    answers = []
+    for email in ("taken@example.com", "fresh@example.com"):
+        client = app.test_client()
+        response = sign_up(client, email, "attacker's guess")
+        page = client.get("/auth/login").get_data(as_text=True)
+        answers.append((response.status_code, response.headers["Location"],
+                        page.replace(email, "EMAIL").replace(csrf_token(client), "TOKEN")))
+    assert answers[0] == answers[1]
+    assert "already exists" not in answers[0][2]
+    assert auth.login("taken@example.com", "attacker's guess").status_code == 422
+    assert auth.login("taken@example.com", "original password").status_code == 302
 
 
 def test_login_and_logout(client, auth):
@@ -141,18 +163,9 @@ def test_register_rejects_bad_input(client, form, message):
     assert b"<script>alert(1)" not in response.data
 
 
-def test_register_accepts_unicode_password_and_rejects_duplicates(client, auth):
-    token = csrf_token(client, "/auth/register")
-    form = {"email": "ünï@example.com", "password": "пароль-密码-🔔", "confirm": "пароль-密码-🔔",
-            "csrf_token": token}
-    assert client.post("/auth/register", data=form).status_code == 302
-    auth.logout()
+def test_register_accepts_a_unicode_password(client, auth):
+    assert sign_up(client, "ünï@example.com", "пароль-密码-🔔").status_code == 302
     assert auth.login(email="ünï@example.com", password="пароль-密码-🔔").status_code == 302
-    auth.logout()
-    token = csrf_token(client, "/auth/register")
-    again = client.post("/auth/register", data={**form, "csrf_token": token})
-    assert again.status_code == 422
-    assert b"already exists" in again.data
 
 
 @pytest.mark.parametrize("form", [

@@ -81,6 +81,10 @@ def register(browser, site, email):
     page.fill("#password", PASSWORD)
     page.fill("#confirm", PASSWORD)
     page.click("button[type=submit]")
+    page.wait_for_url("**/auth/login")  # signing up does not sign in: log in next
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
     page.wait_for_url("**/dashboard")
     return page
 

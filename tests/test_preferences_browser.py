@@ -54,6 +54,10 @@ def test_settings_save_on_change_and_show_saved(site):
         page.fill("#password", PASSWORD)
         page.fill("#confirm", PASSWORD)
         page.click("button[type=submit]")
+        page.wait_for_url("**/auth/login")  # signing up does not sign in: log in next
+        page.fill("#email", "prefs@example.com")
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
         page.wait_for_url("**/dashboard")
         page.goto(site["url"] + "/settings/notifications/")
         page.check("#sms_risk_violations")

@@ -70,3 +70,28 @@ def test_repeated_failed_logins_are_reported_once(app, client, auth):
     for _ in range(4):
         assert login_as(client, "curl/8", password="wrong guess").status_code == 422
     assert titles(app, uid) == ["Repeated failed sign-ins"]
+
+
+def sign_up(client, email):
+    token = csrf_token(client, "/auth/register")
+    return client.post("/auth/register", data={
+        "email": email, "password": "someone else", "confirm": "someone else",
+        "csrf_token": token})
+
+
+def test_sign_up_with_a_taken_email_tells_the_owner_once_by_email(app, client, auth,
+                                                                   smtp_server):
+    uid = auth.create()
+    for _ in range(3):
+        assert sign_up(client, "Trader@Example.com").status_code == 302
+    assert titles(app, uid) == ["Someone tried to sign up with your email"]  # once an hour
+    run_jobs(app)
+    [mail] = smtp_server.wait_for(1)
+    assert mail["rcpt"] == ["trader@example.com"]
+    assert "log in with your existing password" in mail["msg"].get_body(("plain",)).get_content()
+
+
+def test_a_new_sign_up_raises_no_notice(app, client, auth):
+    uid = auth.create()
+    assert sign_up(client, "newcomer@example.com").status_code == 302
+    assert titles(app, uid) == []

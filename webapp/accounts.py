@@ -3,11 +3,12 @@
 import hashlib
 import secrets
 
-from flask import current_app, request
-from flask_login import login_required
+from flask import current_app, flash, make_response, redirect, request
+from flask_login import login_required, login_url
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
-from webapp import security_events, throttle
+from webapp import security_events, sessions, throttle
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db, login_manager
 from webapp.models import ApiKey, User, utcnow
@@ -47,6 +48,30 @@ def create_user(email, password, is_admin=False):
     return user
 
 
+def sign_up(email, password):
+    """Create an account, or tell the owner of a taken address: the answer must not differ.
+
+    Returns the new user, or None when the address already had an account (whose owner gets
+    a security notice). Both paths hash the password, so the time taken does not tell.
+    """
+    email = normalise_email(email)
+    check_password_rules(password)
+    user = User(email=email)
+    user.set_password(password)
+    owner = db.session.scalar(select(User.id).where(User.email == email))
+    if owner is None:
+        db.session.add(user)
+        try:
+            db.session.commit()
+            return user
+        except IntegrityError:  # signed up twice at once: the other request won
+            db.session.rollback()
+            owner = db.session.scalar(select(User.id).where(User.email == email))
+    if owner is not None:
+        security_events.sign_up_with_taken_email(owner)
+    return None
+
+
 def authenticate(email, password, ip):
     """Return the user for good credentials, None for bad ones; raise LoginThrottled."""
     email = normalise_email(email)
@@ -66,12 +91,14 @@ def authenticate(email, password, ip):
     return None
 
 
-def change_password(user, current, new):
+def change_password(user, current, new, keep_session=None):
+    """Set a new password and end every session of the user but `keep_session`."""
     if not user.check_password(current):
         raise InvalidInput({"current_password": "That is not your current password."})
     check_password_rules(new)
     user.set_password(new)
     db.session.commit()
+    sessions.end_all(user.id, keep=keep_session)
     security_events.password_changed(user)
 
 
@@ -83,12 +110,25 @@ def require_login():
 @login_manager.user_loader
 def load_user(user_id):
     uid, _, version = user_id.partition(":")
-    if not uid.isdigit():
-        return None
+    if not uid.isdigit() or not sessions.is_live(int(uid)):
+        return None  # a logged-out, expired or pre-upgrade session: anonymous at once
     user = db.session.get(User, int(uid))
     if user is None or str(user.session_version) != version:
         return None
     return user
+
+
+@login_manager.unauthorized_handler
+def unauthorized():
+    """To the login page; an htmx request (a stale tab's poll or form) takes the whole tab there
+    instead of swapping the login page into a fragment of the old one."""
+    flash(login_manager.login_message, login_manager.login_message_category)
+    if request.headers.get("HX-Request") != "true":
+        return redirect(login_url(login_manager.login_view, next_url=request.url))
+    page = request.headers.get("HX-Current-URL") or request.url
+    response = make_response("", 401)
+    response.headers["HX-Redirect"] = login_url(login_manager.login_view, next_url=page)
+    return response
 
 
 def _hash(secret):
@@ -112,6 +152,7 @@ def revoke_api_key(user, key_id):
         return None
     key.revoked_at = utcnow()
     db.session.commit()
+    sessions.end_streams(user.id, [sessions.key_credential(key.id)])  # its /ws streams close
     security_events.api_key_revoked(key)
     return key
 
@@ -125,8 +166,8 @@ def presented_secret(header):
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-def user_for_api_key(plaintext):
-    """The user owning a live key, or None. Keys are high-entropy, so SHA-256 suffices."""
+def live_api_key(plaintext):
+    """The live key with this secret, or None. Keys are high-entropy, so SHA-256 suffices."""
     if not plaintext or len(plaintext) > 200:
         return None
     key = db.session.scalar(
@@ -138,7 +179,19 @@ def user_for_api_key(plaintext):
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
         key.last_used_at = now  # at most one write a minute per key
         db.session.commit()
-    return key.user
+    return key
+
+
+def user_for_api_key(plaintext):
+    """The user owning a live key, or None."""
+    key = live_api_key(plaintext)
+    return key.user if key is not None else None
+
+
+def api_key_is_live(key_id):
+    return db.session.scalar(
+        select(ApiKey.id).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+    ) is not None
 
 
 def live_api_keys(user):

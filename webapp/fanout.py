@@ -9,9 +9,11 @@ docs/scaling.md says when to switch to per-user SUBSCRIBE.
 
 Runs in a thread, which the gevent worker's monkey-patching turns into a greenlet. When the
 pub/sub connection drops, every stream is ended so browsers reconnect with Last-Event-ID and
-replay what the gap cost them. A stream is anything with `user_id`, `symbols`, `put()` and
-`close()`: a `Client` queue drained by its request's greenlet (/ws, the dev server), or a
-`webapp.stream.handoff.SocketStream` the hub writes to directly (SSE under gunicorn).
+replay what the gap cost them. A stream is anything with `user_id`, `symbols`, `credential`,
+`put()` and `close()`: a `Client` queue drained by its request's greenlet (/ws, the dev
+server), or a `webapp.stream.handoff.SocketStream` the hub writes to directly (SSE under
+gunicorn). A `revoked` event on a user's channel (see webapp/sessions.py) closes that user's
+streams whose `credential` it lists, and goes no further.
 """
 
 import json
@@ -23,6 +25,7 @@ import redis
 log = logging.getLogger(__name__)
 
 USER_PREFIX, TICK_PREFIX = "tb:user:", "tb:ticks:"
+REVOKED = "revoked"  # {"event": "revoked", "data": [credential, ...]}: a logout, a revoked key
 PATTERNS = (USER_PREFIX + "*", TICK_PREFIX + "*")
 DEFAULT_READY_TIMEOUT = 5.0
 DEFAULT_POLL = 10.0  # seconds between pub/sub health checks while idle
@@ -63,10 +66,11 @@ class Client:
     lock instead of a deque each, and no timer per stream (the hub's beat wakes them).
     """
 
-    __slots__ = ("user_id", "symbols", "pending", "wake", "closed")
+    __slots__ = ("user_id", "symbols", "credential", "pending", "wake", "closed")
 
-    def __init__(self, user_id, symbols=()):
+    def __init__(self, user_id, symbols=(), credential=None):
         self.user_id, self.symbols = str(user_id), frozenset(symbols)
+        self.credential = credential  # the session or API key that opened it
         self.pending = []
         self.wake = threading.Event()
         self.closed = False
@@ -217,7 +221,12 @@ class Hub:
         else:
             return
         message = make(raw) if targets else None
-        if message is not None:
+        if message is not None and message.event == REVOKED:
+            ended = message.data if isinstance(message.data, list) else ()
+            for client in tuple(targets):
+                if client.credential in ended:
+                    client.close()
+        elif message is not None:
             for client in tuple(targets):
                 client.put(message)
 

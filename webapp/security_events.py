@@ -7,13 +7,14 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from webapp import router
+from webapp import router, throttle
 from webapp.extensions import db
 from webapp.models import KnownDevice, User
 
 log = logging.getLogger(__name__)
 
 FAILED_LOGINS_ALERT_AT = 3  # failures in the throttle window before the owner hears of it
+SIGN_UP_NOTICE_WINDOW_S = 3600  # one notice an hour, however often someone tries the address
 
 
 def raise_event(user_id, title, message, **data):
@@ -58,6 +59,16 @@ def password_changed(user):
     raise_event(user.id, "Your password was changed",
                 "The password of your account was changed and other sessions were signed out. "
                 "If this was not you, contact support immediately.")
+
+
+def sign_up_with_taken_email(user_id):
+    """Someone tried to sign up with the user's address: tell them, at most once an hour."""
+    if throttle.hit("sign-up-taken", user_id, window=SIGN_UP_NOTICE_WINDOW_S) != 1:
+        return
+    raise_event(user_id, "Someone tried to sign up with your email",
+                "Someone tried to create a new Tickerbell account with your email address. "
+                "Your account is unchanged. If it was you, log in with your existing password; "
+                "if not, you can ignore this message.")
 
 
 def api_key_created(key):

@@ -1,13 +1,17 @@
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required
 
-from webapp import accounts, security_events
+from webapp import accounts, security_events, sessions
 from webapp.auth.forms import LoginForm, RegisterForm
 from webapp.exceptions import InvalidInput
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+# The same answer whether or not the address had an account, so sign-up tells nobody which.
+SIGNED_UP = ("If {email} is new to Tickerbell, your account is ready: log in below. If it "
+             "already had an account, we have emailed its owner: log in with its password.")
 
 
 def safe_next(target):
@@ -27,15 +31,13 @@ def register():
     form = RegisterForm()
     if form.validate_on_submit():
         try:
-            user = accounts.create_user(form.email.data, form.password.data)
+            accounts.sign_up(form.email.data, form.password.data)
         except InvalidInput as exc:
             for field, message in exc.errors.items():
                 getattr(form, field).errors.append(message)
         else:
-            login_user(user)
-            security_events.check_device(user, request.user_agent.string, request.remote_addr)
-            flash("Welcome to Tickerbell.", "success")
-            return redirect(url_for("main.dashboard"))
+            flash(SIGNED_UP.format(email=accounts.normalise_email(form.email.data)), "info")
+            return redirect(url_for("auth.login"))
     return render_template("auth/register.html", form=form), 422 if form.errors else 200
 
 
@@ -52,7 +54,7 @@ def login():
         if user is None:
             form.password.errors.append("Wrong email or password.")
         else:
-            login_user(user, remember=form.remember.data)
+            sessions.log_in(user, remember=form.remember.data)
             security_events.check_device(user, request.user_agent.string, request.remote_addr)
             return redirect(safe_next(form.next.data) or url_for("main.dashboard"))
     return render_template("auth/login.html", form=form), 422 if form.errors else 200
@@ -61,6 +63,6 @@ def login():
 @bp.post("/logout")
 @login_required
 def logout():
-    logout_user()
+    sessions.log_out(current_user.id)
     flash("You are signed out.", "info")
     return redirect(url_for("auth.login"))

@@ -1,7 +1,7 @@
 from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user, login_user
 
-from webapp import accounts
+from webapp import accounts, sessions
 from webapp.exceptions import InvalidInput
 from webapp.settings.forms import ApiKeyForm, ChangePasswordForm
 
@@ -15,15 +15,25 @@ def change_password():
     if form.validate_on_submit():
         try:
             accounts.change_password(current_user, form.current_password.data,
-                                     form.new_password.data)
+                                     form.new_password.data, keep_session=sessions.current_sid())
         except InvalidInput as exc:
             for field, message in exc.errors.items():
                 getattr(form, field).errors.append(message)
         else:
-            login_user(current_user)  # the session id changed with the version
+            login_user(current_user)  # the user id in the cookie changed with the version
             flash("Password changed. Other sessions have been signed out.", "success")
             return redirect(url_for("settings.api_keys"))
-    return render_template("settings/password.html", form=form), 422 if form.errors else 200
+    return render_template("settings/password.html", form=form,
+                           session_count=sessions.count(current_user.id)), \
+        422 if form.errors else 200
+
+
+@bp.post("/sessions/end-all")
+def log_out_everywhere():
+    """Every session of the user ends, this one too (CSRFProtect checks the token)."""
+    sessions.log_out(current_user.id, everywhere=True)
+    flash("You are signed out on every device and browser.", "info")
+    return redirect(url_for("auth.login"))
 
 
 @bp.route("/api-keys", methods=["GET", "POST"])

@@ -43,13 +43,14 @@ class HandedOff(Response):
 class SocketStream:
     """A live stream written by the hub; same interface as fanout.Client for the hub."""
 
-    __slots__ = ("user_id", "symbols", "hub", "state", "sock", "backlog", "pending",
-                 "limit", "loop", "reader", "writer", "closed")
+    __slots__ = ("user_id", "symbols", "credential", "hub", "state", "sock", "backlog",
+                 "pending", "limit", "loop", "reader", "writer", "closed")
 
-    def __init__(self, hub, user_id, symbols, server_sock):
+    def __init__(self, hub, user_id, symbols, server_sock, credential=None):
         from gevent import get_hub
 
         self.user_id, self.symbols, self.hub = str(user_id), frozenset(symbols), hub
+        self.credential = credential  # the session that opened it (fanout's `revoked`)
         self.state, self.backlog, self.pending, self.closed = None, b"", [], False
         self.limit = MAX_BACKLOG
         self.sock = _socket.socket(fileno=os.dup(server_sock.fileno()))

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, g, request, url_for
 from flask_login import current_user
 from simple_websocket import ConnectionClosed
 
-from webapp import accounts, fanout, inbox, tickers
+from webapp import accounts, fanout, inbox, sessions, tickers
 from webapp.errors import json_error
 from webapp.extensions import db, sock
 from webapp.stream import handoff
@@ -32,14 +32,24 @@ def _renderer():
     return render
 
 
-def _open(user_id, last_event_id, make_client):
-    """Attach a stream for the user, then read what it missed: (hub, client, replay, unread)."""
+def _open(user_id, last_event_id, make_client, still_valid):
+    """Attach a stream for the user, then read what it missed: (hub, client, replay, unread).
+
+    None if `still_valid()` says the credential ended meanwhile.
+    """
     symbols = tickers.watched_symbols(user_id)
     db.session.remove()  # a stream lives for hours: hand the SQL connection back now
     hub = fanout.get_hub(current_app._get_current_object())
     client = make_client(hub, symbols)
     try:  # attached first, read second: nothing published in between is lost
         hub.attach(client)
+        # Asked again once attached: a logout from here on reaches the stream as `revoked`.
+        valid = still_valid()
+        db.session.remove()
+        if not valid:
+            client.close()
+            hub.detach(client)
+            return None
         replay, unread = inbox.snapshot(user_id, last_event_id, redis=hub.reader)
     except BaseException:
         client.close()
@@ -48,22 +58,35 @@ def _open(user_id, last_event_id, make_client):
     return hub, client, replay, unread
 
 
+def _log_in_first():
+    return Response("Log in to follow the live feed.\n", 401, mimetype="text/plain")
+
+
 @bp.get("/stream")
 def events():
     if not current_user.is_authenticated:
-        return Response("Log in to follow the live feed.\n", 401, mimetype="text/plain")
+        return _log_in_first()
     if request.method == "HEAD":
         return Response(mimetype="text/event-stream", headers=HEADERS)
     uid, render = current_user.id, _renderer()
     last = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    sid = sessions.current_sid()
+    tag, valid = sessions.session_credential(sid), lambda: sessions.alive(sid)
     raw = handoff.server_socket(request.environ)
     if raw is not None:  # gunicorn + gevent: the hub writes to the socket from now on
-        _, stream, replay, unread = _open(
-            uid, last, lambda hub, symbols: handoff.SocketStream(hub, uid, symbols, raw))
+        opened = _open(uid, last, lambda hub, symbols: handoff.SocketStream(
+            hub, uid, symbols, raw, credential=tag), valid)
+        if opened is None:
+            return _log_in_first()
+        _, stream, replay, unread = opened
         state = SseState(render, unread)
         stream.start(state, state.opening(replay))
         return handoff.HandedOff()
-    hub, client, replay, unread = _open(uid, last, lambda hub, symbols: fanout.Client(uid, symbols))
+    opened = _open(uid, last, lambda hub, symbols: fanout.Client(uid, symbols, credential=tag),
+                   valid)
+    if opened is None:
+        return _log_in_first()
+    hub, client, replay, unread = opened
     body = SseStream(hub, client, SseState(render, unread), replay)
     return Response(body, mimetype="text/event-stream", headers=HEADERS,
                     direct_passthrough=True)
@@ -74,11 +97,11 @@ def authenticate_websocket():
     if request.endpoint != "stream.websocket":
         return None
     # browsers cannot set headers on a WebSocket, so /ws alone also takes ?api_key=
-    key = accounts.presented_secret("X-API-Key") or request.args.get("api_key")
-    user = accounts.user_for_api_key(key) if key else None
-    if user is None:
+    secret = accounts.presented_secret("X-API-Key") or request.args.get("api_key")
+    key = accounts.live_api_key(secret) if secret else None
+    if key is None:
         return json_error(401, "unauthorized", "Send an API key (X-API-Key or ?api_key=).")
-    g.ws_user_id = user.id
+    g.ws_user_id, g.ws_key_id = key.user_id, key.id
     return None
 
 
@@ -93,9 +116,14 @@ def _close_when_gone(ws, client):
 
 @sock.route("/ws", bp=bp)
 def websocket(ws):
-    uid = g.ws_user_id
-    hub, client, replay, unread = _open(uid, request.args.get("last_event_id"),
-                                        lambda hub, symbols: fanout.Client(uid, symbols))
+    uid, key_id = g.ws_user_id, g.ws_key_id
+    tag = sessions.key_credential(key_id)
+    opened = _open(uid, request.args.get("last_event_id"),
+                   lambda hub, symbols: fanout.Client(uid, symbols, credential=tag),
+                   lambda: accounts.api_key_is_live(key_id))
+    if opened is None:
+        return  # the key was revoked while connecting: the socket closes
+    hub, client, replay, unread = opened
     threading.Thread(target=_close_when_gone, args=(ws, client), daemon=True).start()
     try:
         state = WsState(unread)
