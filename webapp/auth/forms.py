@@ -4,6 +4,8 @@ from wtforms.validators import DataRequired, Email, EqualTo, Length
 
 from webapp.accounts import PASSWORD_MAX, PASSWORD_MIN
 
+PASSWORD_LENGTH = f"Use {PASSWORD_MIN} to {PASSWORD_MAX} characters."
+
 EMAIL = [DataRequired("Enter your email."), Length(max=254), Email("Enter a valid email address.")]
 
 
@@ -19,7 +21,7 @@ class RegisterForm(FlaskForm):
     email = EmailField("Email", validators=EMAIL)
     password = PasswordField(
         "Password",
-        validators=[DataRequired("Choose a password."), Length(PASSWORD_MIN, PASSWORD_MAX)],
+        validators=[DataRequired("Choose a password."), Length(PASSWORD_MIN, PASSWORD_MAX, PASSWORD_LENGTH)],
     )
     confirm = PasswordField(
         "Repeat password", validators=[EqualTo("password", "The passwords do not match.")]

@@ -4,6 +4,8 @@ from wtforms.validators import DataRequired, EqualTo, Length
 
 from webapp.accounts import PASSWORD_MAX, PASSWORD_MIN
 
+PASSWORD_LENGTH = f"Use {PASSWORD_MIN} to {PASSWORD_MAX} characters."
+
 
 class ChangePasswordForm(FlaskForm):
     current_password = PasswordField(
@@ -12,7 +14,7 @@ class ChangePasswordForm(FlaskForm):
     )
     new_password = PasswordField(
         "New password",
-        validators=[DataRequired("Choose a new password."), Length(PASSWORD_MIN, PASSWORD_MAX)],
+        validators=[DataRequired("Choose a new password."), Length(PASSWORD_MIN, PASSWORD_MAX, PASSWORD_LENGTH)],
     )
     confirm = PasswordField(
         "Repeat new password", validators=[EqualTo("new_password", "The passwords do not match.")]

@@ -3,6 +3,7 @@ from flask_login import current_user, login_user
 
 from webapp import accounts, sessions
 from webapp.exceptions import InvalidInput
+from webapp.extensions import get_redis
 from webapp.settings.forms import ApiKeyForm, ChangePasswordForm
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
@@ -22,7 +23,7 @@ def change_password():
         else:
             login_user(current_user)  # the user id in the cookie changed with the version
             flash("Password changed. Other sessions have been signed out.", "success")
-            return redirect(url_for("settings.api_keys"))
+            return redirect(url_for("settings.change_password"))
     return render_template("settings/password.html", form=form,
                            session_count=sessions.count(current_user.id)), \
         422 if form.errors else 200
@@ -36,16 +37,26 @@ def log_out_everywhere():
     return redirect(url_for("auth.login"))
 
 
+NEW_KEY_TTL_S = 300  # the new key waits this long for the page that shows it once
+
+
 @bp.route("/api-keys", methods=["GET", "POST"])
 def api_keys():
+    """Create a key, then redirect (a reload never makes another): the GET shows it once."""
     form = ApiKeyForm()
-    new_key = None
     if form.validate_on_submit():
-        _, new_key = accounts.create_api_key(current_user, form.name.data)
-        form = ApiKeyForm(formdata=None)
-    status = 422 if form.errors else (201 if new_key else 200)
+        _, plaintext = accounts.create_api_key(current_user, form.name.data)
+        get_redis().set(_new_key(), plaintext, ex=NEW_KEY_TTL_S)
+        return redirect(url_for("settings.api_keys"))
+    new_key = None if form.errors else get_redis().getdel(_new_key())
     return render_template("settings/api_keys.html", form=form, new_key=new_key,
-                           keys=accounts.live_api_keys(current_user)), status
+                           keys=accounts.live_api_keys(current_user)), \
+        422 if form.errors else 200
+
+
+def _new_key():
+    """Where a just-made key waits for its one showing: this session's, no one else's."""
+    return f"tb:newkey:{sessions.current_sid()}"
 
 
 @bp.post("/api-keys/<int:key_id>/revoke")
