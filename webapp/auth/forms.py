@@ -21,7 +21,8 @@ class RegisterForm(FlaskForm):
     email = EmailField("Email", validators=EMAIL)
     password = PasswordField(
         "Password",
-        validators=[DataRequired("Choose a password."), Length(PASSWORD_MIN, PASSWORD_MAX, PASSWORD_LENGTH)],
+        validators=[DataRequired("Choose a password."),
+                    Length(PASSWORD_MIN, PASSWORD_MAX, PASSWORD_LENGTH)],
     )
     confirm = PasswordField(
         "Repeat password", validators=[EqualTo("password", "The passwords do not match.")]

@@ -14,7 +14,8 @@ class ChangePasswordForm(FlaskForm):
     )
     new_password = PasswordField(
         "New password",
-        validators=[DataRequired("Choose a new password."), Length(PASSWORD_MIN, PASSWORD_MAX, PASSWORD_LENGTH)],
+        validators=[DataRequired("Choose a new password."),
+                    Length(PASSWORD_MIN, PASSWORD_MAX, PASSWORD_LENGTH)],
     )
     confirm = PasswordField(
         "Repeat new password", validators=[EqualTo("new_password", "The passwords do not match.")]
