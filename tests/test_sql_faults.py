@@ -187,6 +187,21 @@ def test_reads_answer_while_another_connection_holds_the_write_lock(site):
         assert page.status_code == 200 and b"BTCUSDT" in page.data
 
 
+def test_a_key_unused_for_a_minute_still_reads_while_the_database_is_locked(site):
+    """Its last-used stamp is bookkeeping: the read answers even when the stamp cannot."""
+    from datetime import timedelta
+
+    from webapp.models import ApiKey, utcnow
+
+    with site["app"].app_context():
+        db.session.execute(db.update(ApiKey).values(last_used_at=utcnow() - timedelta(hours=1)))
+        db.session.commit()
+        db.session.remove()
+    with locked(site["app"]):
+        listed = site["client"].get("/api/v1/alerts", headers=site["key"])
+    assert listed.status_code == 200
+
+
 def test_a_page_write_during_a_sql_fault_gets_the_503_page(site):
     with locked(site["app"]):
         response = site["client"].post(f"/alerts/{site['alert_id']}/delete", data={

@@ -6,7 +6,7 @@ import secrets
 from flask import current_app, flash, make_response, redirect, request
 from flask_login import login_required, login_url
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from webapp import security_events, sessions, throttle
 from webapp.exceptions import InvalidInput
@@ -178,7 +178,11 @@ def live_api_key(plaintext):
     now = utcnow()
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
         key.last_used_at = now  # at most one write a minute per key
-        db.session.commit()
+        try:
+            db.session.commit()
+        except OperationalError:  # bookkeeping: a locked database must not refuse the call
+            db.session.rollback()
+            key = db.session.get(ApiKey, key.id)
     return key
 
 
