@@ -22,6 +22,8 @@ import threading
 
 import redis
 
+from webapp.outage import Outage
+
 log = logging.getLogger(__name__)
 
 USER_PREFIX, TICK_PREFIX = "tb:user:", "tb:ticks:"
@@ -29,7 +31,7 @@ REVOKED = "revoked"  # {"event": "revoked", "data": [credential, ...]}: a logout
 PATTERNS = (USER_PREFIX + "*", TICK_PREFIX + "*")
 DEFAULT_READY_TIMEOUT = 5.0
 DEFAULT_POLL = 10.0  # seconds between pub/sub health checks while idle
-BACKOFF = (0.2, 0.5, 1, 2, 5)
+FAILURE_PAUSE_S = 1.0  # after an unexpected reader error; Redis outages back off (Outage)
 DEFAULT_KEEPALIVE_S = 15.0
 # The hub beats this many times per keep-alive period, and a stream sends a keep-alive on the
 # BEATS_PER_KEEPALIVE-th beat with nothing written since: so never more than one period after
@@ -163,24 +165,24 @@ class Hub:
         self.reader.close()
 
     def _run(self):
-        failures = 0
+        outage = Outage("web-live-feed")
         while not self._stop.is_set():
+            wait = 0
             try:
-                self._listen()
-                failures = 0
+                self._listen(outage)
             except (redis.RedisError, OSError) as exc:
                 if not self._stop.is_set():
-                    log.warning("live feed lost its Redis link: %s", exc)
+                    wait = outage.failed(exc)  # one line when it goes, one when it is back
             except Exception:  # stop() pulls the socket away mid-read: not worth a trace
                 if not self._stop.is_set():
                     log.exception("live feed reader failed")
+                wait = FAILURE_PAUSE_S
             self.ready.clear()
             self._hang_up()
             self._drop_all()
-            self._stop.wait(BACKOFF[min(failures, len(BACKOFF) - 1)])
-            failures += 1
+            self._stop.wait(wait)
 
-    def _listen(self):
+    def _listen(self, outage):
         conn = redis.Redis.from_url(self.url, decode_responses=True, client_name=self.name,
                                     socket_connect_timeout=2, socket_keepalive=True,
                                     health_check_interval=30)
@@ -196,6 +198,7 @@ class Hub:
                     confirmed += 1
                     if confirmed == len(PATTERNS):
                         self.ready.set()
+                        outage.recovered()
                     continue
                 self.dispatch(message["channel"], message["data"])
         finally:
