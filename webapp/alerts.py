@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import redis
 from sqlalchemy import func, inspect, select
 
-from webapp import alert_index
+from webapp import alert_index, symbols
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import db, get_redis
 from webapp.models import Alert, utcnow
@@ -72,6 +72,8 @@ def _symbol(value, errors):
     symbol = value.strip().upper() if isinstance(value, str) else ""
     if not SYMBOL_RE.fullmatch(symbol):
         errors["symbol"] = "Use a Binance spot symbol such as BTCUSDT (5-20 letters or digits)."
+    elif problem := symbols.refusal(symbol):
+        errors["symbol"] = problem
     return symbol
 
 
@@ -215,13 +217,19 @@ def count_alerts(user_id):
     return db.session.scalar(select(func.count(Alert.id)).where(Alert.user_id == user_id))
 
 
-def status(alert, now=None):
-    """active, expired, fired (a one-shot that went off) or paused."""
+def status(alert, now=None, check=None):
+    """active, paused, expired, fired (a one-shot that went off), or unknown_symbol.
+
+    unknown_symbol: `check` (symbols.verdicts) says Binance does not trade the symbol, so
+    the alert cannot fire, paused or not.
+    """
     if alert.expires_at is not None and alert.expires_at <= (now or utcnow()):
         return "expired"
-    if alert.active:
-        return "active"
-    return "fired" if alert.mode == "once" and alert.last_fired_at else "paused"
+    if not alert.active and alert.mode == "once" and alert.last_fired_at:
+        return "fired"
+    if check == symbols.UNLISTED:
+        return "unknown_symbol"
+    return "active" if alert.active else "paused"
 
 
 def get_alert(user_id, alert_id):
@@ -283,12 +291,17 @@ def _iso(dt):
     return None if dt is None else dt.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
 
 
-def to_json(alert):
-    """The API's view of an alert: the brief's fields (id, symbol, type, price) and ours."""
+def to_json(alert, check=None):
+    """The API's view of an alert: the brief's fields (id, symbol, type, price) and ours.
+
+    `check` is the symbol's verdict (symbols.verdicts), looked up when not given.
+    """
+    check = check or symbols.verdicts([alert.symbol])[alert.symbol]
     return {
         "id": alert.id, "symbol": alert.symbol, "type": alert.condition, "price": alert.target,
         "mode": alert.mode, "buffer": buffer_text(alert), "expires_at": _iso(alert.expires_at),
-        "note": alert.note, "active": alert.active, "status": status(alert),
+        "note": alert.note, "active": alert.active, "status": status(alert, check=check),
+        "symbol_check": check,
         "created_at": _iso(alert.created_at),
         "last_fired_at": _iso(alert.last_fired_at), "last_fired_price": alert.last_fired_price,
     }

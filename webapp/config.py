@@ -43,6 +43,9 @@ class Config:
         )
         self.REDIS_URL = env.get("REDIS_URL") or private_redis_url() or DEFAULT_REDIS_URL
         self.BINANCE_WS_URL = env.get("BINANCE_WS_URL", "wss://stream.binance.com:9443")
+        # Where the list of trading symbols comes from (exchangeInfo); empty: never fetched,
+        # so every symbol is accepted as unverified.
+        self.BINANCE_API_URL = env.get("BINANCE_API_URL", "https://api.binance.com").rstrip("/")
         # Seconds between keep-alive comments on an idle /stream (and messages on /ws).
         self.STREAM_KEEPALIVE_S = float(env.get("STREAM_KEEPALIVE_S", 15))
         # The listener: lease TTL, proactive reconnect before Binance's 24 h cut, backoff.

@@ -4,6 +4,7 @@ It speaks the combined-stream format (`/stream?streams=a/b`, events wrapped as
 `{"stream", "data"}`), answers SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS, sends pings,
 and enforces Binance's limits (5 incoming messages a second, 1024 streams a connection),
 recording every breach in `violations` so a test can assert a client never trips them.
+On the same port it answers REST's `GET /api/v3/exchangeInfo` from `listing`.
 """
 
 import argparse
@@ -16,14 +17,17 @@ import threading
 import time
 from collections import deque
 from http import HTTPStatus
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
 
 from worker.fakefeed_protocol import (
+    LISTING,
     combined,
     control_reply,
+    exchange_info_payload,
     mini_ticker_payload,
     now_ms,
     server_shutdown_event,
@@ -35,6 +39,7 @@ DEFAULT_MAX_RATE = 5  # incoming messages a second, pings, pongs and control ali
 DEFAULT_MAX_STREAMS = 1024
 COUNTED = (Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG)
 POLICY_VIOLATION = 1008
+EXCHANGE_INFO = "/api/v3/exchangeInfo"
 
 
 class _Client:
@@ -82,6 +87,9 @@ class FakeFeed:
         self._seq = 0  # client ids
         self._trade_id = 0
         self._tasks = set()  # strong references, so pending closes are not collected
+        self.listing = dict(LISTING)  # exchangeInfo's symbols: {symbol: status}
+        self.api_status, self.api_headers = HTTPStatus.OK, {}  # e.g. 429, {"Retry-After": "60"}
+        self.api_requests = []  # the path and query of every exchangeInfo request
         self._changed = threading.Condition(threading.RLock())
         self._loop = None
         self._thread = None
@@ -90,6 +98,11 @@ class FakeFeed:
     @property
     def url(self):
         return f"ws://{self.host}:{self.port}"
+
+    @property
+    def api_url(self):
+        """BINANCE_API_URL for this feed: exchangeInfo is served on the same port."""
+        return f"http://{self.host}:{self.port}"
 
     def start(self):
         ready = threading.Event()
@@ -214,6 +227,8 @@ class FakeFeed:
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
 
     def _process_request(self, connection, request):
+        if urlsplit(request.path).path == EXCHANGE_INFO:
+            return self._exchange_info(connection, request)
         with self._changed:
             if self._refuse:
                 self._refuse -= 1 if self._refuse > 0 else 0
@@ -227,6 +242,21 @@ class FakeFeed:
         if error:
             return connection.respond(HTTPStatus.BAD_REQUEST, error + "\n")
         return None
+
+    def _exchange_info(self, connection, request):
+        """A plain HTTP answer instead of a handshake: the listing, or the error set."""
+        with self._changed:
+            self.api_requests.append(request.path)
+            status, headers, listing = self.api_status, dict(self.api_headers), dict(self.listing)
+            self._changed.notify_all()
+        body = (exchange_info_payload(listing, request.path) if status == HTTPStatus.OK
+                else {"code": -1003, "msg": f"fake feed answers {status}"})
+        response = connection.respond(status, json.dumps(body))
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "application/json"
+        for name, value in headers.items():
+            response.headers[name] = value
+        return response
 
     async def _handle(self, ws):
         streams, _ = streams_from_path(ws.request.path)

@@ -97,3 +97,34 @@ def _apply(streams, method, params, max_streams):
     else:
         streams.update(params)
     return None
+
+
+# What the fake's exchangeInfo lists: the demo markets and a few more that trade, and one
+# that does not (status BREAK), as Binance lists a pair it has stopped.
+LISTING = {
+    **dict.fromkeys(["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT",
+                     "DOGEUSDT", "LTCUSDT", "LINKUSDT", "BTCUSDC", "ETHUSDC", "ETHBTC",
+                     "BNBBTC", "SOLBTC"], "TRADING"),
+    "BTCBUSD": "BREAK",
+}
+QUOTES = ("USDT", "USDC", "BUSD", "BTC")
+
+
+def exchange_info_payload(listing, path):
+    """`GET /api/v3/exchangeInfo`'s answer for `listing` ({symbol: status}), as the query asks.
+
+    Honours `symbolStatus` and `showPermissionSets`; every symbol is a spot symbol.
+    """
+    query = parse_qs(urlsplit(path).query)
+    wanted = query.get("symbolStatus", [None])[0]
+    sets = [["SPOT"]] if query.get("showPermissionSets", ["true"])[0] != "false" else []
+    symbols = []
+    for symbol, status in sorted(listing.items()):
+        if wanted and status != wanted:
+            continue
+        quote = next((q for q in QUOTES if symbol.endswith(q)), symbol[-3:])
+        symbols.append({"symbol": symbol, "status": status, "baseAsset": symbol[:-len(quote)],
+                        "quoteAsset": quote, "isSpotTradingAllowed": True, "filters": [],
+                        "permissions": [], "permissionSets": sets})
+    return {"timezone": "UTC", "serverTime": now_ms(), "rateLimits": [], "exchangeFilters": [],
+            "symbols": symbols}

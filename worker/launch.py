@@ -167,6 +167,12 @@ def announce_when_up(port, printer, stopping):
     printer.write(Message("line", banner + "\n", datetime.now(), "launch", None))
 
 
+def demo_env(env, port):
+    """The fake feed on `port` stands in for Binance: its streams and its exchangeInfo."""
+    return dict(env, BINANCE_WS_URL=f"ws://127.0.0.1:{port}",
+                BINANCE_API_URL=f"http://127.0.0.1:{port}")
+
+
 def seed_demo(env):
     """The demo user and a few alerts near the demo prices (`flask demo seed`, idempotent)."""
     flask = Path(sys.executable).parent / "flask"
@@ -233,7 +239,7 @@ def main(argv=None):
     demo_port = None
     if args.demo:
         demo_port = redisd.free_port()
-        env["BINANCE_WS_URL"] = f"ws://127.0.0.1:{demo_port}"
+        env = demo_env(env, demo_port)
         seed_demo(env)
     started = len(children)
     children += [Child(name, argv, env, printer)

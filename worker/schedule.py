@@ -38,6 +38,8 @@ PERIODIC = [
     Periodic("digests-send-due", "webapp.digests.send_due", 900, queue="low"),
     Periodic("prices-sample", "webapp.price_history.sample", 900, queue="low"),
     Periodic("cleanup", "worker.jobs.cleanup", 3600, queue="low"),
+    # checks every 5 min, fetches when the list is missing, a day old or wanted after a miss
+    Periodic("symbols-refresh", "webapp.symbols.refresh_due", 300, queue="low", timeout=60),
 ]
 
 

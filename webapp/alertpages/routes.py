@@ -5,7 +5,7 @@ from datetime import datetime
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from webapp import accounts, alert_index, alerts, preferences, tickers
+from webapp import accounts, alert_index, alerts, preferences, symbols, tickers
 from webapp.errors import is_htmx
 from webapp.exceptions import InvalidInput, NotFound
 
@@ -17,10 +17,15 @@ bp.add_app_template_filter(tickers.volume_text, "volume")
 bp.before_request(accounts.require_login)
 
 
+def _looked_up(rows):
+    """What the rows show beside each alert: its symbol's last values and verdict."""
+    seen = {a.symbol for a in rows}
+    return {"prices": tickers.last_values(seen), "checks": symbols.verdicts(seen)}
+
+
 def _page(form=None, errors=None, status=200):
     rows = alerts.list_alerts(current_user.id)
-    prices = tickers.last_values(a.symbol for a in rows)
-    return render_template("alerts/index.html", alerts=rows, prices=prices,
+    return render_template("alerts/index.html", alerts=rows, **_looked_up(rows),
                            form=form or {}, errors=errors or {}), status
 
 
@@ -59,9 +64,8 @@ def create():
     if not is_htmx():
         flash(f"Alert on {alert.symbol} created.", "success")
         return redirect(url_for("alerts.index"))
-    prices = tickers.last_values([alert.symbol])
     first = alerts.count_alerts(current_user.id) == 1  # drop the "no alerts yet" row
-    row = render_template("alerts/_row.html", alert=alert, prices=prices, first=first)
+    row = render_template("alerts/_row.html", alert=alert, **_looked_up([alert]), first=first)
     # The response lands in the table body: bare, the <form> would be parsed in table
     # context, which empties it and strands its fields. A <template> keeps it whole.
     fresh_form = render_template("alerts/_form.html", form={}, errors={}, oob=True)
@@ -71,8 +75,14 @@ def create():
 def _row_or_redirect(alert):
     if not is_htmx():
         return redirect(url_for("alerts.index"))
-    prices = tickers.last_values([alert.symbol])
-    return render_template("alerts/_row.html", alert=alert, prices=prices)
+    return render_template("alerts/_row.html", alert=alert, **_looked_up([alert]))
+
+
+@bp.get("/symbols")
+def suggest_symbols():
+    """The symbol field's datalist: listed symbols starting with what was typed."""
+    found = symbols.suggestions(request.args.get("symbol", ""))
+    return render_template("alerts/_symbol_options.html", symbols=found)
 
 
 @bp.post("/<int:alert_id>/pause")

@@ -4,7 +4,7 @@ import json
 
 from flask import g, jsonify, request
 
-from webapp import alerts
+from webapp import alerts, symbols
 from webapp.api.routes import bp
 from webapp.errors import json_error
 from webapp.exceptions import InvalidInput, NotFound
@@ -43,7 +43,9 @@ def create_alert():
 
 @bp.get("/alerts")
 def list_alerts():
-    return jsonify([alerts.to_json(a) for a in alerts.list_alerts(g.api_user.id)])
+    rows = alerts.list_alerts(g.api_user.id)
+    checks = symbols.verdicts(a.symbol for a in rows)
+    return jsonify([alerts.to_json(a, checks[a.symbol]) for a in rows])
 
 
 @bp.delete("/alerts/<int:alert_id>")

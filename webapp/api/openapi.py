@@ -77,7 +77,9 @@ def _alert_paths():
             "get": _op("List alerts", {"200": _json({"type": "array", "items": _ref("Alert")},
                                                     "The caller's alerts."), **ERRORS}),
             "post": _op("Create an alert", {"201": _json(_ref("Alert"), "Created."),
-                                            "422": _error("Invalid input, per field."),
+                                            "422": _error(
+                                                "Invalid input, per field; a symbol Binance "
+                                                "does not trade names close matches."),
                                             **ERRORS}, requestBody=body)},
         "/alerts/{alert_id}": {"delete": _op("Delete an alert", {
             "204": {"description": "Deleted."}, "404": _error("No such alert."), **ERRORS},
@@ -132,7 +134,10 @@ def _schemas():
             "strategy_id": _nullable("string"), "order_id": _nullable("string"),
             "data": {"type": "object"}}},
         "AlertCreate": {"type": "object", "required": ["symbol", "type", "price"], "properties": {
-            "symbol": s, "type": {"enum": ["above", "below", "volume_above"], "description": (
+            "symbol": {**s, "description": (
+                "A Binance spot symbol with status TRADING, e.g. BTCUSDT; while Binance's list "
+                "is not at hand, any well-formed symbol is accepted as unverified.")},
+            "type": {"enum": ["above", "below", "volume_above"], "description": (
                 "above: a trade at or above price; below: at or below; volume_above: the 24 h "
                 "base volume at or above it. Already true when created: fires on the next "
                 "tick.")},
@@ -148,6 +153,14 @@ def _schemas():
             "id": i, "symbol": s, "type": s, "price": n, "mode": s,
             "buffer": {"type": ["number", "string"]}, "expires_at": _nullable("string"),
             "note": s, "active": {"type": "boolean"}, "created_at": s,
+            "status": {"enum": ["active", "paused", "expired", "fired", "unknown_symbol"],
+                       "description": (
+                           "fired: a one-shot alert that went off; unknown_symbol: Binance does "
+                           "not trade the symbol (delisted, or accepted while unverified), so "
+                           "the alert cannot fire.")},
+            "symbol_check": {"enum": ["listed", "unlisted", "unverified"], "description": (
+                "the symbol against Binance's list of trading symbols (refreshed daily); "
+                "unverified until that list is at hand.")},
             "last_fired_at": _nullable("string"), "last_fired_price": _nullable("number")}},
         "Event": {"type": "object", "required": ["type", "title"], "properties": {
             "type": {"enum": sorted(TYPES)}, "title": s, "message": s,
