@@ -3,6 +3,7 @@
 import time
 
 import redis
+from markupsafe import Markup
 from rq import Queue
 
 from webapp import __version__, processes
@@ -72,6 +73,13 @@ def report(r, streams=None, now_ms=None):
     return body, healthy
 
 
+def _since(last_tick):
+    """" since <time>" of the last price (shown in the user's zone), or nothing."""
+    if not last_tick:
+        return ""
+    return Markup(' since the last price at <time datetime="{0}">{0}</time>').format(last_tick)
+
+
 def problems(body):
     """What a user should know of a degraded report, in words, most serious first."""
     if body["redis"] != "ok":
@@ -80,9 +88,9 @@ def problems(body):
     found = []
     monitoring = body["monitoring"] or {}
     if monitoring.get("status") != "ok" or (body["circuit"] or {}).get("state") == OPEN:
-        since = f" (last price at {body['last_tick']})" if body.get("last_tick") else ""
-        found.append(f"Market feed disconnected{since}: prices may be stale and alerts "
-                     "cannot fire until it reconnects, which it does by itself.")
+        found.append(Markup(
+            "Market feed disconnected{}: prices may be stale and alerts cannot fire until it "
+            "reconnects, which it does by itself.").format(_since(body.get("last_tick"))))
     if "worker" in body["missing"]:
         found.append("Email, SMS and push deliveries are paused: no background worker is "
                      "running. They are kept and go out when it is back.")
