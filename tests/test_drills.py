@@ -158,8 +158,17 @@ def test_kill_9_of_a_process_loses_nothing_and_it_comes_back(product, role):
         product.feed.trade(symbol, 101)
     assert product.wait_fired(ids) == [1] * len(ids)
     assert product.health()["processes"][role]["restarts"] >= 1
+    assert until(lambda: not _group_alive(victim), 10), "the dead process left children behind"
     assert product.fresh_alert_fires()
     print(f"kill -9 {role}: beating again after {back:.1f} s, healthy after {healthy:.1f} s")
+
+
+def _group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _redis_pid(product):

@@ -86,6 +86,8 @@ class Child:
     def check(self, now):
         """Notice an exit and plan the restart; start it when its time has come."""
         if self.process is not None and self.process.poll() is not None:
+            # what the dead process left in its group (an RQ scheduler it forked) goes too
+            _signal_group(self.process, signal.SIGKILL)
             code, self.process = self.process.returncode, None
             ran = now - self.started_at
             self.quick_exits = 0 if ran >= STABLE_S else self.quick_exits + 1
