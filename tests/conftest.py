@@ -14,7 +14,8 @@ PG_URL = os.environ.get("TEST_DATABASE_URL")
 # unless a test stores one or points BINANCE_API_URL at a loopback feed. Processes the
 # tests start inherit it.
 os.environ["BINANCE_API_URL"] = ""
-pytest_plugins = ["tests.hub"]  # loopback SMTP/HTTP servers for the notification hub
+# loopback SMTP/HTTP servers for the notification hub; the browser journeys' live site
+pytest_plugins = ["tests.hub", "tests.live_server"]
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,15 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import requests
 
-from worker.redisd import free_port
+from webapp import accounts, create_app
+from webapp.extensions import db
+from worker import redisd
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +42,7 @@ class LiveServer:
     """`gunicorn --worker-class gevent wsgi:app` on a free port, with the given environment."""
 
     def __init__(self, env, log_path, port=None):
-        self.port = port or free_port()
+        self.port = port or redisd.free_port()
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         self.log_path = log_path
         self.process = None
@@ -108,3 +111,43 @@ def login(base_url, email, password):
 
 def cookie_header(session):
     return "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+
+
+class LiveSite:
+    """A served site and an app on the same database and Redis, for what a test sets up."""
+
+    def __init__(self, url, app):
+        self.url, self.app = url, app
+
+    def user(self, email, password):
+        """A new account; returns its id."""
+        with self.app.app_context():
+            return accounts.create_user(email, password).id
+
+
+@pytest.fixture(scope="session")
+def live_site(tmp_path_factory):
+    """Redis, SQLite and gunicorn shared by the browser journeys; each makes its own user."""
+    tmp = tmp_path_factory.mktemp("live-site")
+    with ExitStack() as cleanup:
+        redis_process, redis_url = redisd.start(tmp / "redis", appendonly=False)
+        cleanup.callback(redisd.stop, redis_process)
+        db_url = f"sqlite:///{tmp / 'site.db'}"
+        env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "SECRET_KEY": "live-secret",
+               "INSTANCE_PATH": str(tmp)}
+        app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
+                          "SECRET_KEY": "live-secret", "INSTANCE_PATH": str(tmp)})
+        with app.app_context():
+            db.create_all()
+        cleanup.callback(_dispose, app)
+        server = LiveServer(env, tmp / "gunicorn.log").start()
+        cleanup.callback(server.stop)
+        yield LiveSite(server.url, app)
+
+
+def _dispose(app):
+    with app.app_context():
+        db.engine.dispose()
+    for name in ("redis", "rq_redis"):
+        if name in app.extensions:
+            app.extensions[name].close()

@@ -51,7 +51,7 @@ document.addEventListener("htmx:sseMessage", (event) => {
 // A notification already on the page (rendered with it, then replayed) is not added twice.
 document.addEventListener("htmx:sseBeforeMessage", (event) => {
   if (event.detail.type !== "notification") return;
-  const match = /id="(n-\d+)"/.exec(event.detail.data);
+  const match = /id="(n-[\d-]+)"/.exec(event.detail.data);
   if (match && document.getElementById(match[1])) event.preventDefault();
 });
 

@@ -1,0 +1,83 @@
+"""The dashboard walked as a user watches it, twice in a row without a reload, in Chromium:
+notifications and their toasts arrive live, prices tick (published as the matcher publishes
+them), one notification is read and one deleted from the dashboard. After every step the
+markup is sound and the nav badge says what the API counts."""
+
+import re
+import time
+
+import pytest
+import redis
+
+from tests.live_server import skip_without_chromium
+from webapp import alerts, inbox
+
+pytestmark = pytest.mark.browser
+
+skip_without_chromium()
+
+from playwright.sync_api import expect  # noqa: E402
+
+from tests.journeys import PASSWORD, WAIT_MS, signed_in, step_done  # noqa: E402
+
+EMAIL = "dashboard-walker@example.com"
+SYMBOL = "SOLUSDT"
+
+
+@pytest.fixture
+def user(live_site):
+    uid = live_site.user(EMAIL, PASSWORD)
+    with live_site.app.app_context():  # an alert puts its symbol's price on the dashboard
+        alerts.create_alert(uid, {"symbol": SYMBOL, "type": "above", "price": 500})
+    return uid
+
+
+def _store(site, uid, ntype, title):
+    with site.app.app_context():
+        return inbox.store({"user_id": uid, "type": ntype, "title": title,
+                            "message": "details"})[0]
+
+
+def _tick(site, price, ts):
+    """A price as the matcher's script publishes it (worker/match.lua): the trade's text."""
+    with redis.Redis.from_url(site.app.config["REDIS_URL"]) as r:
+        r.publish(f"tb:ticks:{SYMBOL}", f'{{"symbol":"{SYMBOL}","price":{price},"ts":{ts}}}')
+
+
+def _arrives(page, site, uid, ntype, title):
+    nid = _store(site, uid, ntype, title)
+    expect(page.locator("#feed li.note").first).to_have_id(f"n-{nid}", timeout=WAIT_MS)
+    expect(page.locator("#toasts .toast", has_text=title)).to_be_visible()
+    step_done(page, site)
+    return nid
+
+
+def _walk(page, site, uid, round_, prices):
+    order = _arrives(page, site, uid, "ORDER_EXECUTED", f"{round_}: bought 2 SOL")
+    risk = _arrives(page, site, uid, "RISK_LIMIT_BREACHED", f"{round_}: exposure at 90%")
+    expect(page.locator("#feed li.empty")).to_be_hidden()
+
+    # the feed is live (the notifications came over it), so ticks reach this page now
+    ticker = page.locator(f"#ticker-{SYMBOL}")
+    now = int(time.time() * 1000)
+    for i, price in enumerate(prices):
+        _tick(site, price, now + i * 1000)
+        expect(ticker.locator("[data-price]")).to_have_text(price, timeout=WAIT_MS)
+    expect(ticker.locator("polyline")).to_have_attribute("points", re.compile(r"\d.* \d"))
+    expect(ticker.locator("[data-age]")).to_have_text(re.compile(r"^\d+ s ago$"))
+    step_done(page, site)
+
+    page.locator(f"#n-{risk}").get_by_role("button", name="Mark read").click()
+    expect(page.locator(f"#n-{risk}")).to_have_class(re.compile(r"\bread\b"), timeout=WAIT_MS)
+    step_done(page, site)
+    page.locator(f"#n-{order}").get_by_role("button", name="Delete").click()
+    expect(page.locator(f"#n-{order}")).to_have_count(0, timeout=WAIT_MS)
+    step_done(page, site)
+
+
+def test_the_whole_dashboard_journey_twice_without_a_reload(live_site, user):
+    with signed_in(live_site, EMAIL, "/dashboard") as page:
+        expect(page.locator(f"#ticker-{SYMBOL} [data-price]")).to_have_text("—")
+        step_done(page, live_site)
+        _walk(page, live_site, user, "first", ("142.5", "143.75"))
+        _walk(page, live_site, user, "second", ("150.75", "149.5"))
