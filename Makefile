@@ -28,6 +28,8 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/e2e_latency.py
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/sse_fanout.py
+	$(BIN)/python bench/reconnect.py
+	$(BIN)/python bench/db_lock.py
 
 # A new migration after a model change: make migration m="what changed"
 migration: $(VENV)/.runtime
