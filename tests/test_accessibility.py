@@ -51,6 +51,14 @@ def server(tmp_path_factory):
     redisd.stop(redis_process)
 
 
+def _log_in(page, server):
+    page.goto(server.url + "/auth/login")
+    page.fill("#email", "ally@example.com")
+    page.fill("#password", "correct horse battery")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/dashboard")
+
+
 def _violations(page):
     page.add_script_tag(content=AXE)
     found = page.evaluate("""async () => {
@@ -72,11 +80,7 @@ def test_every_page_passes_axe_at_desktop_and_phone_width(server, width):
         for path in VISITOR_PAGES:
             page.goto(server.url + path)
             problems[path] = _violations(page)
-        page.goto(server.url + "/auth/login")
-        page.fill("#email", "ally@example.com")
-        page.fill("#password", "correct horse battery")
-        page.click("button[type=submit]")
-        page.wait_for_url("**/dashboard")
+        _log_in(page, server)
         for path in USER_PAGES:
             page.goto(server.url + path)
             page.wait_for_load_state("networkidle")
@@ -90,11 +94,7 @@ def test_the_phone_menu_opens_from_the_keyboard(server):
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_context(viewport=WIDTHS["phone"]).new_page()
-        page.goto(server.url + "/auth/login")
-        page.fill("#email", "ally@example.com")
-        page.fill("#password", "correct horse battery")
-        page.click("button[type=submit]")
-        page.wait_for_url("**/dashboard")
+        _log_in(page, server)
         menu = page.get_by_role("button", name="Menu")
         assert menu.get_attribute("aria-expanded") == "false"
         assert not page.get_by_role("link", name="Alerts").is_visible()
@@ -113,11 +113,7 @@ def test_a_refused_strategy_follow_is_shown_beside_the_field(server):
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_context().new_page()
-        page.goto(server.url + "/auth/login")
-        page.fill("#email", "ally@example.com")
-        page.fill("#password", "correct horse battery")
-        page.click("button[type=submit]")
-        page.wait_for_url("**/dashboard")
+        _log_in(page, server)
         page.goto(server.url + "/settings/notifications/")
         page.fill("#strategy_id", "no spaces allowed!")
         page.click("#strategies button[type=submit]")
