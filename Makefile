@@ -8,11 +8,11 @@ export FLASK_APP := wsgi.py
 
 run: $(VENV)/.runtime
 	$(BIN)/flask db upgrade
-	$(BIN)/python -m worker.launch
+	$(BIN)/python -m devtools.launch
 
 demo: $(VENV)/.runtime
 	$(BIN)/flask db upgrade
-	$(BIN)/python -m worker.launch --demo
+	$(BIN)/python -m devtools.launch --demo
 
 test: $(VENV)/.dev browser
 	$(BIN)/ruff check .

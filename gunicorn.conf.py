@@ -19,6 +19,6 @@ access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 
 def post_worker_init(worker):
     """Each web worker beats in tb:processes, so /api/v1/health lists it."""
-    from webapp.processes import Heartbeat
+    from webapp.core.processes import Heartbeat
 
     Heartbeat(worker.wsgi.extensions["redis"], "web").start()

@@ -31,8 +31,10 @@ import sse_common as common  # puts the project on sys.path
 from sse_common import percentile
 
 from tests.live_server import cookie_header, login  # noqa: E402
-from webapp import accounts, create_app, inbox  # noqa: E402
+from webapp import create_app
+from webapp.accounts import service as accounts
 from webapp.extensions import db  # noqa: E402
+from webapp.inbox import service as inbox  # noqa: E402
 
 PASSWORD = "correct horse"
 KEEPALIVE_S = 1.0

@@ -25,9 +25,9 @@ from pathlib import Path
 import sse_common as common  # puts the project on sys.path
 from sse_common import percentile
 
+from devtools.fakefeed import FakeFeed
 from webapp.extensions import db
 from webapp.models import Alert
-from worker.fakefeed import FakeFeed
 
 WARMUP = 100
 SYMBOL = "BTCUSDT"

@@ -19,11 +19,11 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from webapp import alert_index  # noqa: E402
+from devtools import redisd  # noqa: E402
+from devtools.fakefeed import FakeFeed  # noqa: E402
+from webapp.alerts import index as alert_index  # noqa: E402
 from webapp.models import Alert  # noqa: E402
-from worker import redisd  # noqa: E402
-from worker.fakefeed import FakeFeed  # noqa: E402
-from worker.listener import Listener  # noqa: E402
+from worker.listener.connection import Listener  # noqa: E402
 from worker.matcher import Matcher  # noqa: E402
 
 USER_ID = 1

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sse_common as common  # noqa: E402
 
-from webapp import service_tokens  # noqa: E402
+from webapp.notify import service_tokens  # noqa: E402
 
 USERS = 50
 BURST = re.compile(rb"burst-(\d{6})-end")

@@ -1,6 +1,6 @@
 """Matching benchmark: per-tick cost with 1k..1M armed alerts, a naive baseline, a fire storm.
 
-Runs against a private redis-server (worker/redisd.py); the index is loaded directly, not
+Runs against a private redis-server (devtools/redisd.py); the index is loaded directly, not
 through SQL. Prints a table, then the figures as JSON on the last line.
     python bench/matching.py [--sizes 1000,10000] [--ticks 20000] [--storm 100000]
 """
@@ -18,8 +18,8 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from webapp.alert_index import ALERTS, fmt_num, idx_key, pack_row  # noqa: E402
-from worker import redisd  # noqa: E402
+from devtools import redisd  # noqa: E402
+from webapp.alerts.index import ALERTS, fmt_num, idx_key, pack_row  # noqa: E402
 from worker.matcher import Matcher  # noqa: E402
 
 SYMBOLS = [f"SYM{i:03d}USDT" for i in range(100)]

@@ -15,7 +15,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from webapp import create_app, sessions  # noqa: E402
+from webapp import create_app  # noqa: E402
+from webapp.accounts import sessions  # noqa: E402
 from webapp.extensions import db  # noqa: E402
 from webapp.models import User  # noqa: E402
 

@@ -23,7 +23,7 @@ import redis
 import sse_common as common  # puts the project on sys.path
 from sse_common import SseClient, percentile
 
-from webapp import inbox
+from webapp.inbox import service as inbox
 
 BENCH = Path(__file__).resolve().parent
 FLASKSSE_VENV = BENCH / ".venv-flasksse"

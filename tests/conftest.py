@@ -5,9 +5,12 @@ import pytest
 import redis
 from sqlalchemy import text
 
+from devtools import redisd
+from devtools.demo import demo
 from webapp import create_app
+from webapp.core import commands
 from webapp.extensions import db
-from worker import redisd
+from worker import cli as worker_cli
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 # No test reaches Binance: the symbol list stays unknown (every symbol accepted, unverified)
@@ -86,6 +89,8 @@ def make_app(db_url, db_backend, redis_url, tmp_path):
             **config,
         }
         app = create_app(settings)
+        worker_cli.register(app)  # as wsgi.py does: the background processes' commands
+        commands.register(app, [demo])
         if db_backend == "postgresql":
             reset_postgres(app)
         if create_tables:
@@ -131,7 +136,7 @@ class AuthActions:
         self._app = app
 
     def create(self, email="trader@example.com", password="correct horse"):
-        from webapp import accounts
+        from webapp.accounts import service as accounts
 
         with self._app.app_context():
             return accounts.create_user(email, password).id
@@ -147,7 +152,7 @@ class AuthActions:
         return self._client.post("/auth/logout", data={"csrf_token": token})
 
     def api_key(self, email="trader@example.com"):
-        from webapp import accounts
+        from webapp.accounts import service as accounts
         from webapp.models import User
 
         with self._app.app_context():

@@ -11,10 +11,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from rq import SimpleWorker
 
+from devtools.redisd import free_port
+from webapp.core.queues import QUEUES, rq_connection
 from webapp.extensions import db
 from webapp.models import User
-from worker.queues import QUEUES, rq_connection
-from worker.redisd import free_port
 
 WAIT = 10.0  # seconds any wait on a real event may take at most
 
@@ -122,7 +122,8 @@ def run_jobs(app):
 
 
 def make_user(app, email_addr, password="correct horse", **prefs):
-    from webapp import accounts, preferences
+    from webapp.accounts import service as accounts
+    from webapp.preferences import service as preferences
 
     with app.app_context():
         user = accounts.create_user(email_addr, password)

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from webapp import accounts, create_app
+from devtools import redisd
+from webapp import create_app
+from webapp.accounts import service as accounts
 from webapp.extensions import db
-from worker import redisd
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,10 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from devtools import redisd
 from tests.live_server import LiveServer, launch_chromium, skip_without_chromium
-from webapp import accounts, alerts, create_app, inbox
+from webapp import create_app
+from webapp.accounts import service as accounts
+from webapp.alerts import service as alerts
 from webapp.extensions import db
-from worker import redisd
+from webapp.inbox import service as inbox
 
 pytestmark = pytest.mark.browser
 

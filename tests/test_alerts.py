@@ -8,9 +8,11 @@ import pytest
 import redis
 
 from tests.conftest import csrf_token
-from webapp import alert_index, alerts, inbox
+from webapp.alerts import index as alert_index
+from webapp.alerts import service as alerts
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import db, get_redis
+from webapp.inbox import service as inbox
 from webapp.models import Alert, utcnow
 from worker import slowpath
 from worker.matcher import Matcher

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
+from devtools import redisd
 from tests.conftest import csrf_token
-from webapp import alerts
+from webapp.alerts import service as alerts
 from webapp.extensions import db
 from webapp.models import Alert
-from worker import redisd
 
 GOOD = {"symbol": "BTCUSDT", "type": "above", "price": 65000}
 

@@ -3,10 +3,10 @@
 
 import pytest
 
+from devtools import redisd
 from tests.live_server import LiveServer, launch_chromium, skip_without_chromium
 from webapp import create_app
 from webapp.extensions import db
-from worker import redisd
 
 pytestmark = pytest.mark.browser
 

@@ -103,7 +103,7 @@ def test_api_callers_with_credentials_still_get_404_and_405(client, auth, method
 
 
 def test_service_tokens_get_404_and_405_too(app, client):
-    from webapp import service_tokens
+    from webapp.notify import service_tokens
 
     with app.app_context():
         token = service_tokens.create("strategy-engine")[1]

@@ -5,9 +5,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.hub import make_user, run_jobs
-from webapp import inbox, router
 from webapp.extensions import db, get_redis
+from webapp.inbox import service as inbox
 from webapp.models import CriticalNotification
+from webapp.notify import router
 from worker import jobs
 
 pytestmark = pytest.mark.both_databases

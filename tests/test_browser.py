@@ -11,15 +11,16 @@ import pytest
 import redis
 import requests
 
+from devtools import redisd
+from devtools.fakefeed import FakeFeed
 from tests.hub import poll
 from tests.live_server import LiveServer, launch_chromium, skip_without_chromium
-from webapp import alerts, create_app
+from webapp import create_app
+from webapp.alerts import service as alerts
 from webapp.extensions import db
-from worker import redisd
-from worker.fakefeed import FakeFeed
-from worker.listener import Listener
+from worker.listener.connection import Listener
+from worker.listener.pacing import Backoff
 from worker.matcher import Matcher
-from worker.pacing import Backoff
 
 pytestmark = pytest.mark.browser
 
@@ -170,7 +171,7 @@ def test_live_feed_end_to_end(browser, site):
 def test_inbox_page_mark_all_read_and_load_more(browser, site):
     page = register(browser, site, "carol@example.com")
     with site["app"].app_context():
-        from webapp import inbox
+        from webapp.inbox import service as inbox
         uid = db.session.execute(db.text("select id from users where email = :e"),
                                  {"e": "carol@example.com"}).scalar()
         for i in range(25):

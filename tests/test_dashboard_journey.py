@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from tests.live_server import skip_without_chromium
-from webapp import alerts, inbox
+from webapp.alerts import service as alerts
+from webapp.inbox import service as inbox
 
 pytestmark = pytest.mark.browser
 

@@ -13,13 +13,15 @@ import psycopg
 import pytest
 import requests
 
+from devtools import redisd
 from tests.conftest import PG_URL, reset_postgres
 from tests.hub import poll
 from tests.live_server import LiveServer, cookie_header, login
 from tests.sse_helpers import open_stream
-from webapp import accounts, create_app, inbox
+from webapp import create_app
+from webapp.accounts import service as accounts
 from webapp.extensions import db
-from worker import redisd
+from webapp.inbox import service as inbox
 
 PASSWORD = "correct horse"
 WAIT = 30  # seconds: the writes must not give up before the test lets them through

@@ -11,13 +11,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.hub import make_user, poll, run_jobs, twilio_answer
-from webapp import preferences, router
-from webapp.delivery import push
+from webapp.delivery.channels import push
 from webapp.delivery.dispatch import breaker
 from webapp.delivery.stats import delivery_stats
 from webapp.delivery.sweep import sweep
 from webapp.extensions import db
 from webapp.models import DeliveryLog, PushSubscription
+from webapp.notify import router
+from webapp.preferences import service as preferences
 
 pytestmark = pytest.mark.both_databases
 SID = "AC" + "1" * 32

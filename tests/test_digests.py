@@ -7,10 +7,13 @@ import pytest
 from rq_scheduler import Scheduler
 
 from tests.hub import make_user, run_jobs
-from webapp import digests, inbox, price_history, router
+from webapp.core.queues import rq_connection
+from webapp.delivery import digests
 from webapp.extensions import db, get_redis
+from webapp.inbox import service as inbox
+from webapp.market import price_history
 from webapp.models import Alert, DeliveryLog, DigestRun
-from worker.queues import rq_connection
+from webapp.notify import router
 from worker.schedule import PERIODIC, reconcile
 
 pytestmark = pytest.mark.both_databases

@@ -19,11 +19,13 @@ import pytest
 import redis
 import requests
 
-from webapp import accounts, alert_index, create_app
+from devtools import redisd
+from devtools.fakefeed import FakeFeed
+from webapp import create_app
+from webapp.accounts import service as accounts
+from webapp.alerts import index as alert_index
 from webapp.extensions import db
 from webapp.models import Alert
-from worker import redisd
-from worker.fakefeed import FakeFeed
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = int(os.environ.get("DRILL_ROUNDS", "1"))
@@ -45,7 +47,7 @@ def until(predicate, timeout, every=0.05):
 
 
 class Product:
-    """`python -m worker.launch` (what `make run` starts) against a loopback feed."""
+    """`python -m devtools.launch` (what `make run` starts) against a loopback feed."""
 
     def __init__(self, tmp, feed):
         self.tmp, self.feed, self.port = tmp, feed, redisd.free_port()
@@ -59,7 +61,7 @@ class Product:
         subprocess.run([bin_dir / "flask", "db", "upgrade"], env=self.env, cwd=ROOT,
                        check=True, capture_output=True)
         self.log = open(self.tmp / "launch.log", "wb")  # noqa: SIM115 (closed in stop)
-        self.launcher = subprocess.Popen([sys.executable, "-m", "worker.launch"], env=self.env,
+        self.launcher = subprocess.Popen([sys.executable, "-m", "devtools.launch"], env=self.env,
                                          cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         url = until(lambda: (self.tmp / "redis.url").read_text().strip(), 30)
         assert url, "no private Redis address under the instance folder"

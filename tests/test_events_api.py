@@ -6,9 +6,10 @@ import pytest
 
 from tests.conftest import csrf_token
 from tests.hub import make_user, run_jobs
-from webapp import events, inbox
 from webapp.extensions import db, get_redis
+from webapp.inbox import service as inbox
 from webapp.models import CriticalNotification, StrategyFollow, User
+from webapp.notify import intake as events
 
 pytestmark = pytest.mark.both_databases
 

@@ -3,11 +3,13 @@
 import pytest
 import requests
 
+from devtools import redisd
 from tests.live_server import LiveServer, cookie_header, login
 from tests.sse_helpers import open_stream
-from webapp import accounts, create_app, service_tokens
+from webapp import create_app
+from webapp.accounts import service as accounts
 from webapp.extensions import db
-from worker import redisd
+from webapp.notify import service_tokens
 
 PASSWORD = "correct horse"
 USERS = 3

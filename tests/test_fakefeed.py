@@ -7,9 +7,9 @@ import sys
 import pytest
 from websocket import ABNF, WebSocketBadStatusException, WebSocketException, create_connection
 
-from worker.fakefeed import FakeFeed
-from worker.fakefeed_demo import DEMO_MARKETS
-from worker.redisd import free_port
+from devtools.fakefeed import FakeFeed
+from devtools.fakefeed_demo import DEMO_MARKETS
+from devtools.redisd import free_port
 
 
 @pytest.fixture
@@ -200,7 +200,7 @@ def test_demo_mode_replays_prices_near_real_levels():
 
 def test_runs_as_a_process_and_stops_on_sigterm():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "worker.fakefeed", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "devtools.fakefeed", "--port", str(port),
                              "--demo"], stdout=subprocess.PIPE, text=True,
                             cwd=os.path.dirname(os.path.dirname(__file__)))
     try:

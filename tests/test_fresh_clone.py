@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from worker import redisd
+from devtools import redisd
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"

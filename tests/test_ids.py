@@ -6,7 +6,8 @@ import pytest
 from flask_migrate import upgrade
 from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, delete, insert
 
-from webapp import accounts, alerts
+from webapp.accounts import service as accounts
+from webapp.alerts import service as alerts
 from webapp.extensions import db
 
 pytestmark = pytest.mark.both_databases

@@ -3,9 +3,9 @@ import random
 
 import pytest
 
-from webapp import inbox
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import get_redis
+from webapp.inbox import service as inbox
 
 T0 = 1_900_000_000_000  # a fixed clock, years ahead so real-time key expiry never interferes
 DAY = 24 * 3600 * 1000

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from tests.live_server import skip_without_chromium
-from webapp import inbox
+from webapp.inbox import service as inbox
 
 pytestmark = pytest.mark.browser
 

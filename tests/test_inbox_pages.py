@@ -5,10 +5,12 @@ import re
 
 import pytest
 
+from devtools import redisd
 from tests.conftest import csrf_token
-from webapp import alerts, create_app, inbox
+from webapp import create_app
+from webapp.alerts import service as alerts
 from webapp.extensions import db, get_redis
-from worker import redisd
+from webapp.inbox import service as inbox
 
 HTMX = {"HX-Request": "true"}
 
@@ -132,7 +134,7 @@ def test_pages_answer_503_without_redis(db_url, tmp_path):
                       "REDIS_URL": url, "INSTANCE_PATH": str(tmp_path)})
     with app.app_context():
         db.create_all()
-        from webapp import accounts
+        from webapp.accounts import service as accounts
         uid = accounts.create_user("x@example.com", "correct horse").id
     client = app.test_client()
     with client.session_transaction() as session:  # a login's cookie; its id lives in Redis
@@ -150,7 +152,7 @@ def test_toast_and_item_partials_render_the_api_item(app):
         env = app.jinja_env
         n = inbox.to_api({"id": "9", "type": "RISK_VIOLATION", "priority": "critical",
                           "title": "<x>", "message": "", "created_at": 0, "data": {}})
-        toast = env.get_template("notifications/_toast.html").render(n=n)
+        toast = env.get_template("inbox/_toast.html").render(n=n)
         assert "prio-critical" in toast and "&lt;x&gt;" in toast
         assert json.dumps(n)
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 import requests
 
-from worker import redisd
+from devtools import redisd
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,8 +73,11 @@ def test_bundled_redis_runs_our_scripts(tmp_path, monkeypatch, make_app):
 
 
 def _exercise(app):
-    from webapp import accounts, alerts, inbox, throttle
+    from webapp.accounts import service as accounts
+    from webapp.accounts import throttle
+    from webapp.alerts import service as alerts
     from webapp.extensions import get_redis
+    from webapp.inbox import service as inbox
     from worker.matcher import Matcher
 
     r = get_redis()
@@ -116,7 +119,7 @@ def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
     bin_dir = Path(sys.executable).parent
     subprocess.run([bin_dir / "flask", "db", "upgrade"], env=env, cwd=ROOT, check=True,
                    capture_output=True)
-    launcher = subprocess.Popen([sys.executable, "-m", "worker.launch"], env=env, cwd=ROOT,
+    launcher = subprocess.Popen([sys.executable, "-m", "devtools.launch"], env=env, cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         login = f"http://127.0.0.1:{port}/auth/login"
@@ -192,7 +195,7 @@ def test_start_use_ctrl_c_start_again_keeps_the_user_and_data(tmp_path):
     assert _flask(env, "db", "upgrade").returncode == 0
     base = f"http://127.0.0.1:{port}"
     for round_ in range(RESTARTS):
-        launcher = subprocess.Popen([sys.executable, "-m", "worker.launch"], env=env, cwd=ROOT,
+        launcher = subprocess.Popen([sys.executable, "-m", "devtools.launch"], env=env, cwd=ROOT,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             assert _wait(lambda: _get(f"{base}/auth/login") == 200, 60), round_

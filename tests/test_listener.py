@@ -5,12 +5,12 @@ import time
 
 import pytest
 
-from webapp.breaker import Breaker
-from worker.fakefeed import FakeFeed
-from worker.lease import Lease
-from worker.listener import STATUS_KEY, Listener
-from worker.pacing import Backoff, MessageBudget
-from worker.subscriptions import SYMBOLS_KEY, Subscriptions, streams_for
+from devtools.fakefeed import FakeFeed
+from webapp.core.breaker import Breaker
+from worker.listener.connection import STATUS_KEY, Listener
+from worker.listener.lease import Lease
+from worker.listener.pacing import Backoff, MessageBudget
+from worker.listener.subscriptions import SYMBOLS_KEY, Subscriptions, streams_for
 
 
 class Recorder:
@@ -57,7 +57,7 @@ def feed():
 @pytest.fixture
 def events(caplog):
     """The listener's structured log lines, as (event, fields) pairs."""
-    caplog.set_level(logging.INFO, logger="worker.listener")
+    caplog.set_level(logging.INFO, logger="worker.listener.connection")
 
     def read(name=None):
         found = []

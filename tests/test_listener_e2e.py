@@ -6,12 +6,13 @@ import time
 
 import pytest
 
+from devtools.fakefeed import FakeFeed
 from tests.test_listener import eventually
-from webapp import accounts, alerts
-from worker.fakefeed import FakeFeed
-from worker.listener import Listener
+from webapp.accounts import service as accounts
+from webapp.alerts import service as alerts
+from worker.listener.connection import Listener
+from worker.listener.pacing import Backoff
 from worker.matcher import Matcher
-from worker.pacing import Backoff
 
 
 class Tap:

@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 from rq.job import Job, JobStatus
 
+from devtools.demo import DEMO_ALERTS, DEMO_EMAIL
+from devtools.fakefeed import FakeFeed
 from tests.test_listener import eventually
-from webapp import accounts, alerts
+from webapp.accounts import service as accounts
+from webapp.alerts import service as alerts
+from webapp.core.queues import STREAM_QUEUE, get_queue, rq_connection
 from webapp.extensions import db, get_redis
 from webapp.models import Alert
-from worker.demo import DEMO_ALERTS, DEMO_EMAIL
-from worker.fakefeed import FakeFeed
-from worker.hosting import JOB_ID, listener_watchdog, run_listener
-from worker.lease import LEASE_KEY
-from worker.queues import STREAM_QUEUE, get_queue, rq_connection
+from worker.listener.hosting import JOB_ID, listener_watchdog, run_listener
+from worker.listener.lease import LEASE_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +101,7 @@ def test_a_lease_held_by_a_dead_process_of_this_host_is_freed_at_once(hosted):
 
     with hosted.app_context():
         r = get_redis()
-        job = get_queue(STREAM_QUEUE).enqueue("worker.hosting.run_listener", job_id=JOB_ID)
+        job = get_queue(STREAM_QUEUE).enqueue("worker.listener.hosting.run_listener", job_id=JOB_ID)
         job.set_status(JobStatus.STARTED)  # its worker died with it
         r.set(LEASE_KEY, f"{socket.gethostname()}:{_dead_pid()}:abc", px=60_000)
         assert listener_watchdog() == "enqueued"
@@ -114,7 +115,7 @@ def test_a_lease_held_by_a_dead_process_of_this_host_is_freed_at_once(hosted):
 def test_the_watchdog_is_scheduled():
     from worker.schedule import PERIODIC
 
-    assert any(p.func == "worker.hosting.listener_watchdog" for p in PERIODIC)
+    assert any(p.func == "worker.listener.hosting.listener_watchdog" for p in PERIODIC)
 
 
 def spawn(app, feed, tmp_path, name, *args):

@@ -6,13 +6,13 @@ import threading
 
 import pytest
 
+from devtools.fakefeed import FakeFeed
 from tests.test_listener import Recorder, eventually
-from webapp.breaker import Breaker
-from worker.fakefeed import FakeFeed
-from worker.listener import STATUS_KEY
-from worker.listener_pool import ListenerPool, assign
-from worker.pacing import Backoff
-from worker.subscriptions import SYMBOLS_KEY, streams_for
+from webapp.core.breaker import Breaker
+from worker.listener.connection import STATUS_KEY
+from worker.listener.pacing import Backoff
+from worker.listener.pool import ListenerPool, assign
+from worker.listener.subscriptions import SYMBOLS_KEY, streams_for
 
 CAP = 10  # streams a connection: 5 symbols
 
@@ -20,7 +20,7 @@ CAP = 10  # streams a connection: 5 symbols
 @pytest.fixture
 def events(caplog):
     """The names of the structured events logged."""
-    caplog.set_level(logging.INFO, logger="worker.listener")
+    caplog.set_level(logging.INFO, logger="worker.listener.connection")
     return lambda name: [m for m in caplog.messages if m.startswith(f"event={name} ")]
 
 

@@ -6,16 +6,16 @@ import threading
 
 import pytest
 
+from devtools.fakefeed import FakeFeed
 from tests.test_listener import Clock, eventually
-from webapp import alert_index
-from webapp.breaker import Breaker
+from webapp.alerts import index as alert_index
+from webapp.core.breaker import Breaker
 from webapp.models import Alert
-from worker.fakefeed import FakeFeed
-from worker.listener import Listener
-from worker.listener_pool import ListenerPool
+from worker.listener.connection import Listener
+from worker.listener.pacing import AttemptBudget, Backoff
+from worker.listener.pool import ListenerPool
+from worker.listener.subscriptions import SYMBOLS_KEY
 from worker.matcher import Matcher
-from worker.pacing import AttemptBudget, Backoff
-from worker.subscriptions import SYMBOLS_KEY
 
 BTC = {"btcusdt@aggTrade", "btcusdt@miniTicker"}
 NEVER = 1e-9  # refill a second: a budget that does not come back within a test
@@ -52,7 +52,7 @@ def feed():
 
 @pytest.fixture
 def events(caplog):
-    caplog.set_level(logging.INFO, logger="worker.listener")
+    caplog.set_level(logging.INFO, logger="worker.listener.connection")
     return lambda name: [m for m in caplog.messages if m.startswith(f"event={name} ")]
 
 

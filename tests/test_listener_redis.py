@@ -14,17 +14,17 @@ from collections import Counter
 import pytest
 import redis
 
+from devtools import redisd
+from devtools.fakefeed import FakeFeed
 from tests.test_listener import eventually
-from webapp import alert_index
-from webapp.breaker import Breaker
+from webapp.alerts import index as alert_index
+from webapp.core.breaker import Breaker
 from webapp.models import Alert
-from worker import redisd
-from worker.fakefeed import FakeFeed
-from worker.heldticks import HeldTicks
-from worker.listener import Listener
-from worker.listener_pool import ListenerPool
+from worker.listener.connection import Listener
+from worker.listener.heldticks import HeldTicks
+from worker.listener.pacing import Backoff
+from worker.listener.pool import ListenerPool
 from worker.matcher import Matcher
-from worker.pacing import Backoff
 
 T0 = int(time.time() * 1000)
 STORM = 2000  # the drill's size: one-shot alerts crossed by one trade
@@ -73,7 +73,7 @@ def own_redis(tmp_path):
 
 @pytest.fixture
 def events(caplog):
-    caplog.set_level(logging.INFO, logger="worker.listener")
+    caplog.set_level(logging.INFO, logger="worker.listener.connection")
     return lambda name: [m for m in caplog.messages if m.startswith(f"event={name} ")]
 
 

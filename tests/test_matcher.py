@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from webapp import alert_index, inbox
+from webapp.alerts import index as alert_index
+from webapp.inbox import service as inbox
 from webapp.models import Alert
 from worker.matcher import Matcher
 

@@ -4,7 +4,8 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect, select
 
-from webapp import accounts, alerts
+from webapp.accounts import service as accounts
+from webapp.alerts import service as alerts
 from webapp.extensions import db
 from webapp.models import DeliveryLog
 

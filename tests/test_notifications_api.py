@@ -3,11 +3,14 @@ import threading
 
 import pytest
 
+from devtools import redisd
 from tests.conftest import csrf_token
 from tests.hub import poll
-from webapp import accounts, create_app, inbox, processes
+from webapp import create_app
+from webapp.accounts import service as accounts
+from webapp.core import processes
 from webapp.extensions import db, get_redis
-from worker import redisd
+from webapp.inbox import service as inbox
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ import pytest
 
 from tests.conftest import csrf_token
 from tests.hub import make_user
-from webapp import preferences
 from webapp.extensions import db
 from webapp.models import PushSubscription, StrategyFollow
+from webapp.preferences import service as preferences
 
 pytestmark = pytest.mark.both_databases
 PAGE = "/settings/notifications/"

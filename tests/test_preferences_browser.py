@@ -3,11 +3,12 @@
 
 import pytest
 
+from devtools import redisd
 from tests.live_server import LiveServer, launch_chromium, skip_without_chromium
-from webapp import create_app, preferences
+from webapp import create_app
 from webapp.extensions import db
 from webapp.models import User
-from worker import redisd
+from webapp.preferences import service as preferences
 
 pytestmark = pytest.mark.browser
 PASSWORD = "correct horse battery"

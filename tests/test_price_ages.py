@@ -1,7 +1,9 @@
 """Every price on the pages carries its age, so a quiet or dead feed never looks live."""
 
-from webapp import alerts, inbox, tickers
+from webapp.alerts import service as alerts
 from webapp.extensions import get_redis
+from webapp.inbox import service as inbox
+from webapp.market import tickers
 
 
 def test_age_text_reads_like_a_person():

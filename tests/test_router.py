@@ -7,12 +7,15 @@ import pytest
 from rq.job import Job
 
 from tests.hub import make_user, run_jobs
-from webapp import inbox, notification_types, preferences, router
+from webapp.core.queues import get_queue, rq_connection
 from webapp.delivery.sweep import sweep
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db
+from webapp.inbox import service as inbox
 from webapp.models import CriticalNotification, DeliveryLog
-from worker.queues import get_queue, rq_connection
+from webapp.notify import router
+from webapp.notify import types as notification_types
+from webapp.preferences import service as preferences
 
 pytestmark = pytest.mark.both_databases
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -4,8 +4,8 @@ import pytest
 
 from tests.conftest import csrf_token
 from tests.hub import run_jobs
-from webapp import inbox
 from webapp.extensions import db
+from webapp.inbox import service as inbox
 from webapp.models import CriticalNotification
 
 pytestmark = pytest.mark.both_databases

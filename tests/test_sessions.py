@@ -5,8 +5,8 @@ from flask_login.utils import encode_cookie
 
 from tests.conftest import AuthActions, csrf_token
 from tests.sse_helpers import EventReader
-from webapp import inbox
 from webapp.extensions import get_redis
+from webapp.inbox import service as inbox
 
 pytestmark = pytest.mark.both_databases
 

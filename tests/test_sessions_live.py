@@ -10,6 +10,7 @@ import requests
 import websocket
 from playwright.sync_api import expect, sync_playwright
 
+from devtools import redisd
 from tests.hub import poll
 from tests.live_server import (
     LiveServer,
@@ -19,9 +20,10 @@ from tests.live_server import (
     skip_without_chromium,
 )
 from tests.sse_helpers import open_stream
-from webapp import accounts, create_app, inbox
+from webapp import create_app
+from webapp.accounts import service as accounts
 from webapp.extensions import db
-from worker import redisd
+from webapp.inbox import service as inbox
 
 EMAIL, PASSWORD = "live@example.com", "correct horse"
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.live_server import skip_without_chromium
-from webapp import preferences
+from webapp.preferences import service as preferences
 
 pytestmark = pytest.mark.browser
 

@@ -17,11 +17,13 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from devtools import redisd
 from tests.conftest import PG_URL, AuthActions, csrf_token, reset_postgres
-from webapp import alert_index, alerts, create_app
+from webapp import create_app
+from webapp.alerts import index as alert_index
+from webapp.alerts import service as alerts
 from webapp.extensions import db
 from webapp.models import Alert
-from worker import redisd
 from worker.matcher import Matcher
 
 GOOD = {"symbol": "BTCUSDT", "type": "above", "price": 100}

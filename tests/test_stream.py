@@ -7,10 +7,11 @@ import pytest
 
 from tests.conftest import AuthActions
 from tests.sse_helpers import EventReader
-from webapp import alerts, inbox
+from webapp.alerts import service as alerts
 from webapp.extensions import get_redis
-from webapp.fanout import KEEPALIVE, Message
-from webapp.stream.ws import WsState
+from webapp.inbox import service as inbox
+from webapp.live.fanout import KEEPALIVE, Message
+from webapp.live.ws import WsState
 
 
 @pytest.fixture

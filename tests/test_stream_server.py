@@ -13,12 +13,14 @@ import redis
 import requests
 import websocket
 
+from devtools import redisd
 from tests.hub import poll
 from tests.live_server import ROOT, LiveServer, cookie_header, login
 from tests.sse_helpers import open_stream
-from webapp import accounts, create_app, inbox
+from webapp import create_app
+from webapp.accounts import service as accounts
 from webapp.extensions import db
-from worker import redisd
+from webapp.inbox import service as inbox
 
 USERS = 4
 STREAMS_PER_USER = 50
@@ -121,8 +123,8 @@ from gevent import monkey
 monkey.patch_all()
 import socket, sys
 import gevent
-from webapp import fanout
-from webapp.stream import handoff
+from webapp.live import fanout
+from webapp.live import handoff
 
 hub = fanout.Hub(sys.argv[1])
 server_end, client_end = socket.socketpair()

@@ -9,15 +9,16 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from rq_scheduler import Scheduler
 
+from devtools.fakefeed import FakeFeed
+from devtools.fakefeed_demo import DEMO_MARKETS
+from devtools.launch import demo_env
 from tests.conftest import csrf_token
 from tests.hub import run_jobs
-from webapp import alerts, symbols
+from webapp.alerts import service as alerts
+from webapp.core.queues import rq_connection
 from webapp.extensions import db, get_redis
+from webapp.market import symbols
 from webapp.models import Alert
-from worker.fakefeed import FakeFeed
-from worker.fakefeed_demo import DEMO_MARKETS
-from worker.launch import demo_env
-from worker.queues import rq_connection
 from worker.schedule import PERIODIC, reconcile
 
 HOUR_MS = 3600 * 1000
@@ -148,7 +149,7 @@ def test_when_binance_says_slow_down_no_fetch_until_it_said(app, feed):
 
 
 def test_an_unreachable_binance_leaves_symbols_unverified(make_app):
-    from worker.redisd import free_port
+    from devtools.redisd import free_port
 
     app = make_app(BINANCE_API_URL=f"http://127.0.0.1:{free_port()}")  # nothing listens
     with app.app_context():
@@ -240,7 +241,7 @@ def test_suggestions_need_a_login(app, client):
 
 
 def test_the_scheduler_fetches_the_list_through_a_worker(app, feed):
-    assert any(p.id == "symbols-refresh" and p.func == "webapp.symbols.refresh_due"
+    assert any(p.id == "symbols-refresh" and p.func == "webapp.market.symbols.refresh_due"
                for p in PERIODIC)
     with app.app_context():
         scheduler = Scheduler(queue_name="default", connection=rq_connection())

@@ -4,11 +4,14 @@ list came says it cannot fire; the page still passes axe-core."""
 
 import pytest
 
+from devtools import redisd
 from tests.live_server import LiveServer, launch_chromium, skip_without_chromium
 from tests.test_accessibility import _violations
-from webapp import accounts, alerts, create_app, symbols
+from webapp import create_app
+from webapp.accounts import service as accounts
+from webapp.alerts import service as alerts
 from webapp.extensions import db
-from worker import redisd
+from webapp.market import symbols
 
 pytestmark = pytest.mark.browser
 

@@ -4,13 +4,17 @@ import os
 
 from flask import Flask
 
-from webapp.config import Config, database_url
+from webapp.config import ROOT, VERSION, Config, database_url
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 
 def create_app(config=None):
-    """Build the app: configuration, extensions, blueprints. Nothing else."""
+    """Build the app: configuration, extensions, blueprints, operator commands. Nothing else.
+
+    The background processes' commands (`flask worker`, `listener`, `scheduler`) are the
+    worker's: `wsgi.py` adds them, so this package never imports `worker`.
+    """
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     settings = Config()
     app.config.from_object(settings)
@@ -21,45 +25,52 @@ def create_app(config=None):
     app.instance_path = app.config["INSTANCE_PATH"]
     os.makedirs(app.instance_path, exist_ok=True)  # SQLite and the outbox live here
 
-    from webapp import database, errors, extensions, models  # noqa: F401  (models register tables)
+    from webapp import errors, extensions, models  # noqa: F401  (models register tables)
+    from webapp.core import database
 
     database.init_app(app)  # binds extensions.db, with the backend's engine options
-    extensions.migrate.init_app(app, extensions.db, directory=_migrations_dir(),
+    extensions.migrate.init_app(app, extensions.db, directory=str(ROOT / "migrations"),
                                 render_as_batch=True)  # SQLite needs batch ALTERs
     extensions.login_manager.init_app(app)
     extensions.csrf.init_app(app)
     extensions.sock.init_app(app)
     extensions.init_redis(app)
     errors.init_app(app)
-
-    from webapp.admin.routes import bp as admin_bp
-    from webapp.alertpages.routes import bp as alerts_bp
-    from webapp.api import alerts as _api_alerts  # noqa: F401  (adds its routes to api_bp)
-    from webapp.api import audit as _api_audit  # noqa: F401  (adds its routes to api_bp)
-    from webapp.api import events as _api_events  # noqa: F401
-    from webapp.api import health as _api_health  # noqa: F401
-    from webapp.api import notifications as _api_notifications  # noqa: F401
-    from webapp.api.routes import bp as api_bp
-    from webapp.auth.routes import bp as auth_bp
-    from webapp.deliverypages.routes import bp as deliveries_bp
-    from webapp.main.routes import bp as main_bp
-    from webapp.notifications.routes import bp as notifications_bp
-    from webapp.preferencepages.routes import bp as preferences_bp
-    from webapp.settings.routes import bp as settings_bp
-    from webapp.stream.routes import bp as stream_bp
-
-    extensions.csrf.exempt(api_bp)  # the API checks CSRF itself for session callers
-    for bp in (main_bp, auth_bp, settings_bp, api_bp, alerts_bp, preferences_bp, deliveries_bp,
-               admin_bp, notifications_bp, stream_bp):
-        app.register_blueprint(bp)
-
-    from worker.cli import register
-
-    register(app)
+    _register_blueprints(app)
+    _register_commands(app)
     return app
 
 
-def _migrations_dir():
-    from webapp.config import ROOT
+def _register_blueprints(app):
+    from webapp import extensions
+    from webapp.accounts.settings import bp as settings_bp
+    from webapp.accounts.views import bp as auth_bp
+    from webapp.admin.views import bp as admin_bp
+    from webapp.alerts import api as _alerts_api  # noqa: F401  (each adds its routes to api_bp)
+    from webapp.alerts.views import bp as alerts_bp
+    from webapp.api import health as _health_api  # noqa: F401
+    from webapp.api.blueprint import bp as api_bp
+    from webapp.dashboard.views import bp as dashboard_bp
+    from webapp.delivery import api as _delivery_api  # noqa: F401
+    from webapp.delivery.views import bp as delivery_bp
+    from webapp.inbox import api as _inbox_api  # noqa: F401
+    from webapp.inbox.views import bp as inbox_bp
+    from webapp.live.views import bp as live_bp
+    from webapp.notify import api as _notify_api  # noqa: F401
+    from webapp.preferences.views import bp as preferences_bp
 
-    return str(ROOT / "migrations")
+    extensions.csrf.exempt(api_bp)  # the API checks CSRF itself for session callers
+    for bp in (dashboard_bp, auth_bp, settings_bp, api_bp, alerts_bp, preferences_bp, delivery_bp,
+               admin_bp, inbox_bp, live_bp):
+        app.register_blueprint(bp)
+
+
+def _register_commands(app):
+    from webapp.accounts import cli as accounts_cli
+    from webapp.alerts import cli as alerts_cli
+    from webapp.core import commands
+    from webapp.delivery import cli as delivery_cli
+    from webapp.notify import cli as notify_cli
+
+    commands.register(app, (*accounts_cli.COMMANDS, *alerts_cli.COMMANDS,
+                            *notify_cli.COMMANDS, *delivery_cli.COMMANDS))

@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+VERSION = "0.1.0"
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = Path(os.environ.get("INSTANCE_PATH", ROOT / "instance"))
 # `make run` writes its private Redis's address here, so a command from a second shell finds it.

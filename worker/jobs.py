@@ -5,8 +5,9 @@ from datetime import timedelta
 
 from sqlalchemy import delete, select
 
-from webapp import audit, inbox
+from webapp.delivery import audit
 from webapp.extensions import db, get_redis
+from webapp.inbox import service as inbox
 from webapp.models import DeliveryLog, DigestRun, User, utcnow
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 
-from webapp.alert_index import ALERTS, SYMBOLS, fmt_num, idx_key, rearm_key
+from webapp.alerts.index import ALERTS, SYMBOLS, fmt_num, idx_key, rearm_key
 
 SCRIPT = (Path(__file__).with_name("match.lua")).read_text()
 # Alerts fired per script call: a storm is split so no single call holds Redis for long.

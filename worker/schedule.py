@@ -13,10 +13,10 @@ import click
 from flask.cli import with_appcontext
 from rq_scheduler import Scheduler
 
+from webapp.core.outage import REDIS_DOWN, Outage
+from webapp.core.processes import Heartbeat
+from webapp.core.queues import rq_connection
 from webapp.extensions import get_redis
-from webapp.outage import REDIS_DOWN, Outage
-from webapp.processes import Heartbeat
-from worker.queues import rq_connection
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,14 @@ class Periodic:
 
 # Later work adds its jobs here; ids never change, so restarts never duplicate.
 PERIODIC = [
-    Periodic("listener-watchdog", "worker.hosting.listener_watchdog", 5),
+    Periodic("listener-watchdog", "worker.listener.hosting.listener_watchdog", 5),
     Periodic("slowpath-safety-net", "worker.slowpath.safety_net", 60),
     Periodic("deliveries-sweep", "webapp.delivery.sweep.sweep", 30),
-    Periodic("digests-send-due", "webapp.digests.send_due", 900, queue="low"),
-    Periodic("prices-sample", "webapp.price_history.sample", 900, queue="low"),
+    Periodic("digests-send-due", "webapp.delivery.digests.send_due", 900, queue="low"),
+    Periodic("prices-sample", "webapp.market.price_history.sample", 900, queue="low"),
     Periodic("cleanup", "worker.jobs.cleanup", 3600, queue="low"),
     # checks every 5 min, fetches when the list is missing, a day old or wanted after a miss
-    Periodic("symbols-refresh", "webapp.symbols.refresh_due", 300, queue="low", timeout=60),
+    Periodic("symbols-refresh", "webapp.market.symbols.refresh_due", 300, queue="low", timeout=60),
 ]
 
 

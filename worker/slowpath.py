@@ -15,10 +15,13 @@ import redis
 from flask import current_app
 from sqlalchemy import select
 
-from webapp import alert_index, alerts, inbox, router
+from webapp.alerts import index as alert_index
+from webapp.alerts import service as alerts
+from webapp.core.outage import REDIS_DOWN, Outage
 from webapp.extensions import db, get_redis
+from webapp.inbox import service as inbox
 from webapp.models import Alert
-from webapp.outage import REDIS_DOWN, Outage
+from webapp.notify import router
 
 STREAM = "tb:fired"
 DEAD_STREAM = "tb:fired:dead"

@@ -2,11 +2,12 @@
 
 from flask import current_app, jsonify
 
-from webapp import fanout, health
+from webapp.api.blueprint import bp
 from webapp.api.openapi import document
-from webapp.api.routes import bp
+from webapp.core import health
 from webapp.delivery.stats import delivery_stats
 from webapp.extensions import get_redis
+from webapp.live import fanout
 
 
 @bp.get("/health", endpoint="health")

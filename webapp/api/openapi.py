@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document for /api/v1. tests/test_openapi.py keeps it equal to the routes."""
 
-from webapp import __version__
-from webapp.notification_types import PRIORITIES, TYPES
+from webapp.config import VERSION
+from webapp.notify.types import PRIORITIES, TYPES
 
 USER_AUTH = [{"apiKey": []}, {"bearer": []}, {"session": []}]
 
@@ -187,7 +187,7 @@ def document():
     """The whole API, as a dict ready for jsonify."""
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Tickerbell API", "version": __version__},
+        "info": {"title": "Tickerbell API", "version": VERSION},
         "servers": [{"url": "/api/v1"}],
         "paths": {**_notification_paths(), **_alert_paths(), **_other_paths()},
         "components": {"schemas": _schemas(), "securitySchemes": {

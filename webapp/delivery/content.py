@@ -5,11 +5,14 @@ from datetime import UTC, datetime
 
 from flask import current_app, render_template
 
-from webapp import digests, notification_types, preferences, router
-from webapp.delivery import email
+from webapp.delivery import digests
+from webapp.delivery.channels import email
 from webapp.exceptions import DeliveryRejected
 from webapp.extensions import db
 from webapp.models import User
+from webapp.notify import router
+from webapp.notify import types as notification_types
+from webapp.preferences import service as preferences
 
 SMS_MAX = 320
 

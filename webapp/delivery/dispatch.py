@@ -12,13 +12,14 @@ from flask import current_app
 from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from webapp import notification_types
-from webapp.breaker import Breaker
-from webapp.delivery import content, email, outbox, push, sms
+from webapp.core.breaker import Breaker
+from webapp.core.queues import enqueue
+from webapp.delivery import content, outbox
+from webapp.delivery.channels import email, push, sms
 from webapp.exceptions import DeliveryRejected
 from webapp.extensions import db
 from webapp.models import DeliveryLog, utcnow
-from worker.queues import enqueue
+from webapp.notify import types as notification_types
 
 log = logging.getLogger(__name__)
 

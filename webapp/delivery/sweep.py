@@ -5,7 +5,7 @@ from itertools import groupby
 
 from sqlalchemy import select, update
 
-from webapp import preferences, router
+from webapp.core.queues import enqueue
 from webapp.delivery.dispatch import (
     DIGEST,
     HELD,
@@ -18,7 +18,8 @@ from webapp.delivery.dispatch import (
 )
 from webapp.extensions import db
 from webapp.models import DeliveryLog, utcnow
-from worker.queues import enqueue
+from webapp.notify import router
+from webapp.preferences import service as preferences
 
 DEFAULT_LIMIT = 1000  # rows per sweep; the next run takes the rest
 

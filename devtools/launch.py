@@ -1,0 +1,269 @@
+"""`make run`: every process of Tickerbell in one terminal, each restarted when it exits.
+
+A small supervisor of our own rather than supervisord or honcho: honcho stops everything
+when one process exits; supervisord gives a process up for good (FATAL) after a few quick
+failures, cannot stop the private Redis after the processes that use it unless it also owns
+it through a generated config file, and prints no per-process prefix. What we need is
+small: start each process in its own process group, prefix its lines, restart it with
+backoff when it exits, tell it how often it was restarted (`TICKERBELL_RESTARTS`, shown in
+/api/v1/health), and on Ctrl-C stop them in order, Redis last, and exit 0.
+"""
+
+import argparse
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import redis
+from honcho.printer import Message, Printer
+
+from devtools import redisd
+from webapp.config import INSTANCE
+from webapp.config import REDIS_ADDRESS_FILE as ADDRESS_FILE
+
+ROOT = Path(__file__).resolve().parent.parent
+RESTART_BASE_S, RESTART_CAP_S = 0.5, 30.0
+# A process that lived this long had started: when it dies, it restarts at once (a Redis
+# killed while serving is back in a tenth of a second). Exits sooner are failed starts,
+# and those back off, so a process that cannot start never spins.
+STABLE_S = 3.0
+STOP_TIMEOUT_S = 10.0
+POLL_S = 0.1
+
+
+def commands(port, demo_port):
+    """The processes, in start order (they stop in the reverse order)."""
+    bin_dir = Path(sys.executable).parent
+    flask = [str(bin_dir / "flask"), "--app", "wsgi"]
+    procs = {}
+    if demo_port:
+        procs["feed"] = [sys.executable, "-m", "devtools.fakefeed", "--demo",
+                         "--port", str(demo_port)]
+    procs.update({
+        "scheduler": [*flask, "scheduler"],
+        "listener": [*flask, "listener"],
+        "worker": [*flask, "worker"],
+        "web": [str(bin_dir / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"),
+                "--bind", f"127.0.0.1:{port}", "wsgi:app"],
+    })
+    return procs
+
+
+class Child:
+    """One supervised process: its command, its current run, and its restart bookkeeping."""
+
+    def __init__(self, name, argv, env, printer):
+        self.name, self.argv, self.env, self.printer = name, argv, env, printer
+        self.process = None
+        self.restarts = 0
+        self.quick_exits = 0  # exits in a row that came before STABLE_S: the backoff grows
+        self.started_at = 0.0
+        self.restart_at = None
+
+    def start(self):
+        env = dict(self.env, TICKERBELL_PROCESS=self.name, TICKERBELL_RESTARTS=str(self.restarts))
+        # A process group of its own: Ctrl-C reaches the launcher only, which stops the
+        # children in order instead of all at once.
+        self.process = subprocess.Popen(
+            self.argv, env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        threading.Thread(target=self._relay, args=(self.process.stdout,), daemon=True).start()
+
+    def _relay(self, stream):
+        for raw in iter(stream.readline, b""):
+            self.say(raw.decode(errors="replace").rstrip("\n"))
+        stream.close()
+
+    def say(self, line, name=None):
+        self.printer.write(Message("line", line + "\n", datetime.now(), name or self.name, None))
+
+    def check(self, now):
+        """Notice an exit and plan the restart; start it when its time has come."""
+        if self.process is not None and self.process.poll() is not None:
+            # what the dead process left in its group (an RQ scheduler it forked) goes too
+            _signal_group(self.process, signal.SIGKILL)
+            code, self.process = self.process.returncode, None
+            ran = now - self.started_at
+            self.quick_exits = 0 if ran >= STABLE_S else self.quick_exits + 1
+            delay = backoff(self.quick_exits)
+            self.restart_at = now + delay
+            self.say(f"{self.name} exited ({describe(code)}) after {ran:.1f} s; "
+                     f"restarting in {delay:.1f} s", name="launch")
+        if self.process is None and self.restart_at is not None and now >= self.restart_at:
+            self.restarts += 1
+            self.start()
+
+    def stop(self):
+        """SIGTERM, a grace period, then SIGKILL; the restart plan is dropped."""
+        self.restart_at = None
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.say(f"{self.name} did not stop within {STOP_TIMEOUT_S:.0f} s: killed", "launch")
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+
+
+def backoff(quick_exits):
+    """No wait for a process that ran a while; then 0.5, 1, 2 ... 30 s, with jitter."""
+    if quick_exits == 0:
+        return 0.1
+    ceiling = min(RESTART_CAP_S, RESTART_BASE_S * 2 ** (quick_exits - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def describe(code):
+    if code is not None and code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"code {code}"
+
+
+def _signal_group(process, sig):
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def private_redis(printer, env):
+    """A supervised redis-server on a free port, data under instance/redis; waits for PING."""
+    data_dir = INSTANCE / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = redisd.free_port()
+    child = Child("redis", redisd.command(data_dir, port), env, printer)
+    child.start()
+    url = redisd.url_for(port)
+    with redis.Redis.from_url(url, socket_connect_timeout=0.5) as client:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and child.process.poll() is None:
+            try:
+                client.ping()
+                return child, url
+            except redis.RedisError:
+                time.sleep(0.05)
+    child.stop()
+    raise RuntimeError(f"redis-server did not start: see {data_dir / 'redis.log'}")
+
+
+def announce_when_up(port, printer, stopping):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not stopping.is_set():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        return
+    banner = f"Tickerbell is running: open http://127.0.0.1:{port}/ (Ctrl-C stops it)"
+    printer.write(Message("line", banner + "\n", datetime.now(), "launch", None))
+
+
+def demo_env(env, port):
+    """The fake feed on `port` stands in for Binance: its streams and its exchangeInfo."""
+    return dict(env, BINANCE_WS_URL=f"ws://127.0.0.1:{port}",
+                BINANCE_API_URL=f"http://127.0.0.1:{port}")
+
+
+def seed_demo(env):
+    """The demo user and a few alerts near the demo prices (`flask demo seed`, idempotent)."""
+    flask = Path(sys.executable).parent / "flask"
+    subprocess.run([str(flask), "--app", "wsgi", "demo", "seed"], env=env, cwd=str(ROOT),
+                   check=False)
+
+
+def take_the_terminal():
+    """Make Ctrl-C reach the launcher alone, not `make` above it; returns an undo.
+
+    In a terminal, Ctrl-C signals the whole foreground process group: `make` would die of
+    it and report an error while we stop everything in order. As its own foreground group
+    the launcher gets the signal, stops everything and exits 0, and so does `make`.
+    """
+    if not sys.stdin.isatty():
+        return lambda: None
+    fd, before = sys.stdin.fileno(), os.tcgetpgrp(sys.stdin.fileno())
+    try:
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background group may not take it
+        os.tcsetpgrp(fd, os.getpgrp())
+    except OSError:
+        return lambda: None
+
+    def undo():
+        try:
+            os.tcsetpgrp(fd, before)
+        except OSError:
+            pass
+
+    return undo
+
+
+def supervise(children, stopping):
+    """Keep every child running until Ctrl-C (or SIGTERM)."""
+    while not stopping.is_set():
+        now = time.monotonic()
+        for child in children:
+            child.check(now)
+        stopping.wait(POLL_S)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo", action="store_true", help="use the built-in fake market feed")
+    args = parser.parse_args(argv)
+    port = int(os.environ.get("PORT", "8000"))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    printer = Printer(sys.stdout)
+    stopping = threading.Event()
+    give_back = take_the_terminal()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    children = []
+    if not env.get("REDIS_URL"):
+        try:
+            redis_child, env["REDIS_URL"] = private_redis(printer, env)
+        except RuntimeError as exc:
+            sys.exit(str(exc))
+        children.append(redis_child)
+        ADDRESS_FILE.write_text(env["REDIS_URL"] + "\n")
+        print(f"private redis-server at {env['REDIS_URL']} (data in {INSTANCE / 'redis'})",
+              flush=True)
+    demo_port = None
+    if args.demo:
+        demo_port = redisd.free_port()
+        env = demo_env(env, demo_port)
+        seed_demo(env)
+    started = len(children)
+    children += [Child(name, argv, env, printer)
+                 for name, argv in commands(port, demo_port).items()]
+    try:
+        for child in children[started:]:
+            child.start()
+        threading.Thread(target=announce_when_up, args=(port, printer, stopping),
+                         daemon=True).start()
+        supervise(children, stopping)
+    finally:
+        print("stopping Tickerbell ...", flush=True)
+        # web first, Redis last: nothing is left talking to a Redis that has gone
+        for child in reversed(children):
+            child.stop()
+        ADDRESS_FILE.unlink(missing_ok=True)
+        give_back()
+    print("stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()

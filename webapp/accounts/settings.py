@@ -1,0 +1,69 @@
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_login import current_user, login_user
+
+from webapp.accounts import service as accounts
+from webapp.accounts import sessions
+from webapp.accounts.forms import ApiKeyForm, ChangePasswordForm
+from webapp.exceptions import InvalidInput
+from webapp.extensions import get_redis
+
+bp = Blueprint("settings", __name__, url_prefix="/settings")
+bp.before_request(accounts.require_login)
+
+
+@bp.route("/password", methods=["GET", "POST"])
+def change_password():
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        try:
+            accounts.change_password(current_user, form.current_password.data,
+                                     form.new_password.data, keep_session=sessions.current_sid())
+        except InvalidInput as exc:
+            for field, message in exc.errors.items():
+                getattr(form, field).errors.append(message)
+        else:
+            login_user(current_user)  # the user id in the cookie changed with the version
+            flash("Password changed. Other sessions have been signed out.", "success")
+            return redirect(url_for("settings.change_password"))
+    return render_template("accounts/password.html", form=form,
+                           session_count=sessions.count(current_user.id)), \
+        422 if form.errors else 200
+
+
+@bp.post("/sessions/end-all")
+def log_out_everywhere():
+    """Every session of the user ends, this one too (CSRFProtect checks the token)."""
+    sessions.log_out(current_user.id, everywhere=True)
+    flash("You are signed out on every device and browser.", "info")
+    return redirect(url_for("auth.login"))
+
+
+NEW_KEY_TTL_S = 300  # the new key waits this long for the page that shows it once
+
+
+@bp.route("/api-keys", methods=["GET", "POST"])
+def api_keys():
+    """Create a key, then redirect (a reload never makes another): the GET shows it once."""
+    form = ApiKeyForm()
+    if form.validate_on_submit():
+        _, plaintext = accounts.create_api_key(current_user, form.name.data)
+        get_redis().set(_new_key(), plaintext, ex=NEW_KEY_TTL_S)
+        return redirect(url_for("settings.api_keys"))
+    new_key = None if form.errors else get_redis().getdel(_new_key())
+    return render_template("accounts/api_keys.html", form=form, new_key=new_key,
+                           keys=accounts.live_api_keys(current_user)), \
+        422 if form.errors else 200
+
+
+def _new_key():
+    """Where a just-made key waits for its one showing: this session's, no one else's."""
+    return f"tb:newkey:{sessions.current_sid()}"
+
+
+@bp.post("/api-keys/<int:key_id>/revoke")
+def revoke_api_key(key_id):
+    if accounts.revoke_api_key(current_user, key_id):
+        flash("Key revoked.", "info")
+    else:
+        flash("No such key.", "error")
+    return redirect(url_for("settings.api_keys"))

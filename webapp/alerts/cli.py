@@ -1,0 +1,27 @@
+"""`flask alerts list`: operator tools for alerts (`reindex` is the worker's: worker/cli.py)."""
+
+import click
+from flask.cli import AppGroup
+
+from webapp.accounts import service as accounts
+from webapp.alerts import index as alert_index
+from webapp.alerts import service as alerts
+from webapp.extensions import db
+from webapp.models import User
+
+alerts_cli = AppGroup("alerts", help="Manage price and volume alerts.")
+
+
+@alerts_cli.command("list")
+@click.argument("email")
+def list_alerts(email):
+    """List EMAIL's alerts."""
+    user = db.session.scalar(db.select(User).where(User.email == accounts.normalise_email(email)))
+    if user is None:
+        raise click.ClickException(f"no user with email {email}")
+    for alert in alerts.list_alerts(user.id):
+        click.echo(f"{alert.id}\t{alert.symbol}\t{alert.condition}\t"
+                   f"{alert_index.fmt_num(alert.target)}\t{alert.mode}\t{alerts.status(alert)}")
+
+
+COMMANDS = (alerts_cli,)

@@ -1,0 +1,100 @@
+"""The health report: Redis, the market listener, its circuit breaker, queues, uptime."""
+
+import time
+
+import redis
+from markupsafe import Markup
+from rq import Queue
+
+from webapp.config import VERSION
+from webapp.core import processes
+from webapp.core.breaker import Breaker
+from webapp.core.queues import QUEUES, STREAM_QUEUE
+from webapp.inbox.service import iso
+
+STARTED = time.monotonic()  # module import is process start for the web workers
+LISTENER_KEY = "tb:listener"
+DEFAULT_LISTENER_STALE_MS = 10_000  # the listener beats every second
+OPEN = "open"
+
+
+def uptime_s():
+    """Whole seconds since the process started: a Python int never wraps."""
+    return int(time.monotonic() - STARTED)
+
+
+def _monitoring(status, now_ms):
+    beat = int(status.get("heartbeat") or 0)
+    age = now_ms - beat if beat else None
+    alive = age is not None and age <= DEFAULT_LISTENER_STALE_MS
+    connected = alive and status.get("state") == "connected"
+    return {
+        "status": "ok" if connected else "down",
+        "listener": "alive" if alive else "down",
+        "stream": "open" if connected else "closed",
+        "state": status.get("state") or "unknown",
+        "heartbeat_age_ms": age,
+        "streams": int(status.get("streams") or 0),
+        "connections": int(status.get("connections") or 0),
+        "last_error": status.get("last_error") or None,
+    }
+
+
+def _queues(r):
+    names = (*QUEUES, STREAM_QUEUE)
+    with r.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(Queue.redis_queue_namespace_prefix + name)
+        return dict(zip(names, pipe.execute(), strict=True))
+
+
+def report(r, streams=None, now_ms=None):
+    """(report, healthy?): degraded if Redis is down, the feed is down, the breaker open, or
+    no worker, listener or scheduler process beats."""
+    now_ms = now_ms or int(time.time() * 1000)
+    body = {"status": "ok", "redis": "ok", "monitoring": None, "circuit": None,
+            "uptime_s": uptime_s(), "version": VERSION, "queues": None,
+            "last_tick": None, "streams": streams, "processes": None, "missing": []}
+    try:
+        r.ping()
+        status = r.hgetall(LISTENER_KEY)
+        body["monitoring"] = _monitoring(status, now_ms)
+        body["circuit"] = Breaker("binance", redis=r).state()
+        body["queues"] = _queues(r)
+        body["processes"] = processes.report(r, now_ms)
+    except (redis.ConnectionError, redis.TimeoutError):
+        body.update(redis="down", status="degraded")
+        return body, False
+    last_tick = int(status.get("last_tick_ms") or 0)
+    body["last_tick"] = iso(last_tick) if last_tick else None
+    body["missing"] = processes.missing(body["processes"])
+    healthy = (body["monitoring"]["status"] == "ok" and body["circuit"]["state"] != OPEN
+               and not body["missing"])
+    body["status"] = "ok" if healthy else "degraded"
+    return body, healthy
+
+
+def _since(last_tick):
+    """" since <time>" of the last price (shown in the user's zone), or nothing."""
+    if not last_tick:
+        return ""
+    return Markup(' since the last price at <time datetime="{0}">{0}</time>').format(last_tick)
+
+
+def problems(body):
+    """What a user should know of a degraded report, in words, most serious first."""
+    if body["redis"] != "ok":
+        return ["Notifications are unavailable: the notification store is not answering. "
+                "Nothing you set up is lost; this page recovers by itself."]
+    found = []
+    monitoring = body["monitoring"] or {}
+    if monitoring.get("status") != "ok" or (body["circuit"] or {}).get("state") == OPEN:
+        found.append(Markup(
+            "Market feed disconnected{}: prices may be stale and alerts cannot fire until it "
+            "reconnects, which it does by itself.").format(_since(body.get("last_tick"))))
+    if "worker" in body["missing"]:
+        found.append("Email, SMS and push deliveries are paused: no background worker is "
+                     "running. They are kept and go out when it is back.")
+    if "scheduler" in body["missing"]:
+        found.append("Scheduled work (digests, clean-up, the feed watchdog) is paused.")
+    return found

@@ -1,0 +1,99 @@
+"""Each process's heartbeat in Redis, so /api/v1/health tells who is alive and how often
+each was restarted.
+
+One hash, `tb:processes`: a field per running process (`<role>:<host>:<pid>`) holding its
+start time, its last beat and the restarts its supervisor counted (`TICKERBELL_RESTARTS`,
+set by `make run`; under systemd, `systemctl show -p NRestarts` tells instead).
+"""
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+from webapp.core.outage import REDIS_DOWN
+
+KEY = "tb:processes"
+ROLES = ("web", "worker", "listener", "scheduler")
+REQUIRED = ("worker", "listener", "scheduler")  # without one of these the product is degraded
+DEFAULT_BEAT_S = 5.0
+STALE_MS = 15_000  # three missed beats: that process is gone
+FORGET_MS = 3_600_000  # a dead process stays listed for an hour, then its field goes
+
+log = logging.getLogger(__name__)
+
+
+def _now_ms():
+    return int(time.time() * 1000)
+
+
+class Heartbeat:
+    """Beats every `every_s` seconds from a daemon thread (a greenlet under gevent)."""
+
+    def __init__(self, redis, role, every_s=DEFAULT_BEAT_S):
+        self.redis, self.every_s = redis, every_s
+        self.field = f"{role}:{socket.gethostname()}:{os.getpid()}"
+        self.body = {"role": role, "host": socket.gethostname(), "pid": os.getpid(),
+                     "started_ms": _now_ms(),
+                     "restarts": int(os.environ.get("TICKERBELL_RESTARTS") or 0)}
+        self.stop = threading.Event()
+
+    def beat(self):
+        self.redis.hset(KEY, self.field, json.dumps({**self.body, "beat_ms": _now_ms()}))
+
+    def start(self):
+        threading.Thread(target=self._run, name=f"heartbeat-{self.body['role']}",
+                         daemon=True).start()
+        return self
+
+    def _run(self):
+        while True:
+            try:
+                self.beat()
+            except REDIS_DOWN:
+                pass  # the process's main loop reports the outage; a beat just waits
+            if self.stop.wait(self.every_s):
+                return
+
+    def end(self):
+        """Stop beating and leave the list (best effort: Redis may be gone)."""
+        self.stop.set()
+        try:
+            self.redis.hdel(KEY, self.field)
+        except REDIS_DOWN:
+            pass
+
+
+def report(redis, now_ms=None):
+    """Per role: how many are alive, the restarts counted, and each process's beat."""
+    now_ms = now_ms or _now_ms()
+    roles = {role: {"alive": 0, "restarts": 0, "processes": []} for role in ROLES}
+    forget = []
+    for field, raw in redis.hgetall(KEY).items():
+        try:
+            body = json.loads(raw)
+            age = now_ms - int(body["beat_ms"])
+            role = roles.setdefault(body["role"], {"alive": 0, "restarts": 0, "processes": []})
+        except (ValueError, KeyError, TypeError):
+            forget.append(field)
+            continue
+        if age > FORGET_MS:
+            forget.append(field)
+            continue
+        alive = age <= STALE_MS
+        role["alive"] += alive
+        role["restarts"] = max(role["restarts"], int(body.get("restarts") or 0))
+        role["processes"].append({
+            "host": body.get("host"), "pid": body.get("pid"), "alive": alive,
+            "heartbeat_age_ms": age, "restarts": int(body.get("restarts") or 0),
+            "uptime_s": max(0, (now_ms - int(body.get("started_ms") or now_ms)) // 1000)})
+    if forget:
+        redis.hdel(KEY, *forget)
+    return roles
+
+
+def missing(roles):
+    """The required roles with no live process."""
+    return [role for role in REQUIRED if not roles.get(role, {}).get("alive")]

@@ -1,0 +1,36 @@
+"""RQ queues: one place for connection, timeouts and TTLs. The worker process runs them
+(worker/runner.py); the web app and the workers enqueue here."""
+
+from flask import current_app
+from redis import Redis
+from rq import Queue, Retry
+
+DEFAULT_JOB_TIMEOUT = 60
+DEFAULT_RESULT_TTL = 3600
+DEFAULT_FAILURE_TTL = 7 * 24 * 3600
+QUEUES = ("high", "default", "low")
+STREAM_QUEUE = "stream"
+
+
+def rq_connection():
+    """RQ stores pickles, so it needs a connection that does not decode responses."""
+    app = current_app._get_current_object()
+    conn = app.extensions.get("rq_redis")
+    if conn is None:
+        conn = Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=2)
+        app.extensions["rq_redis"] = conn
+    return conn
+
+
+def get_queue(name="default"):
+    return Queue(name, connection=rq_connection())
+
+
+def enqueue(func, *args, queue="default", job_id=None, timeout=DEFAULT_JOB_TIMEOUT,
+            retries=0, **kwargs):
+    """Enqueue `func` by reference with our timeouts; retries back off 1, 4, 16 ... s."""
+    retry = Retry(max=retries, interval=[4**i for i in range(retries)]) if retries else None
+    return get_queue(queue).enqueue(
+        func, args=args, kwargs=kwargs, job_id=job_id, job_timeout=timeout,
+        result_ttl=DEFAULT_RESULT_TTL, failure_ttl=DEFAULT_FAILURE_TTL, retry=retry,
+    )

@@ -1,0 +1,21 @@
+"""GET /api/v1/audit: the caller's critical notifications (the audit trail)."""
+
+from flask import g, jsonify, request
+
+from webapp.api.blueprint import bp
+from webapp.delivery import audit
+from webapp.errors import json_error
+from webapp.exceptions import InvalidInput
+
+
+@bp.get("/audit")
+def list_audit():
+    try:
+        before = audit.parse_before(request.args.get("before"))
+        limit = int(request.args.get("limit", audit.DEFAULT_PAGE))
+    except InvalidInput as exc:
+        return json_error(422, "invalid_input", exc.errors)
+    except ValueError:
+        return json_error(422, "invalid_input", {"limit": "Integers only."})
+    rows, cursor = audit.page(g.api_user.id, limit, before)
+    return jsonify({"items": [audit.as_dict(r) for r in rows], "next_before": cursor})

@@ -1,0 +1,77 @@
+"""Web Push with VAPID through pywebpush; subscriptions the push service calls gone are removed."""
+
+import base64
+import json
+
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from pywebpush import WebPushException, webpush
+from sqlalchemy import delete
+
+from webapp.exceptions import DeliveryRejected
+from webapp.extensions import db
+from webapp.models import PushSubscription
+from webapp.preferences.service import push_endpoint_allowed
+
+DEFAULT_TTL = 24 * 3600  # seconds the push service keeps a message for an offline browser
+GONE = (404, 410)
+
+
+def configured(config):
+    return bool(config["VAPID_PRIVATE_KEY"] and config["VAPID_PUBLIC_KEY"])
+
+
+def _push_one(config, sub, payload, timeout):
+    """Return 'sent' or 'gone'; raise on any other failure."""
+    if not push_endpoint_allowed(sub["endpoint"], config):
+        return "gone"  # saved before endpoints were checked: never post to a local address
+    try:
+        webpush(subscription_info={"endpoint": sub["endpoint"],
+                                   "keys": {"p256dh": sub["p256dh"], "auth": sub["auth"]}},
+                data=payload, vapid_private_key=config["VAPID_PRIVATE_KEY"],
+                vapid_claims={"sub": config["VAPID_SUBJECT"]}, timeout=timeout, ttl=DEFAULT_TTL)
+    except WebPushException as exc:
+        if exc.response is not None and exc.response.status_code in GONE:
+            return "gone"
+        raise
+    return "sent"
+
+
+def send(config, message, timeout):
+    """Push to each of the user's devices; succeed if any took it, drop the gone ones."""
+    sent, gone, errors = [], [], []
+    for sub in message["subscriptions"]:
+        try:
+            outcome = _push_one(config, sub, message["payload"], timeout)
+        except (WebPushException, requests.RequestException) as exc:
+            errors.append(str(exc).splitlines()[0])
+            continue
+        (sent if outcome == "sent" else gone).append(sub["id"])
+    if gone:
+        db.session.execute(delete(PushSubscription).where(PushSubscription.id.in_(gone)))
+        db.session.commit()
+    if sent:
+        return "devices " + ",".join(str(i) for i in sent)
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    raise DeliveryRejected("every push subscription of this user has expired")
+
+
+def outbox_file(message):
+    body = {"channel": "push", "devices": len(message["subscriptions"]),
+            "payload": json.loads(message["payload"])}
+    return json.dumps(body, indent=2).encode(), "json"
+
+
+def generate_vapid_keys():
+    """A new VAPID key pair: (private key, base64url raw; public key, base64url uncompressed)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    raw = key.private_numbers().private_value.to_bytes(32, "big")
+    public = key.public_key().public_bytes(serialization.Encoding.X962,
+                                           serialization.PublicFormat.UncompressedPoint)
+    return _b64(raw), _b64(public)
+
+
+def _b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

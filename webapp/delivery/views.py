@@ -1,0 +1,51 @@
+"""Pages about what went out: the deliveries log, the audit trail and the digest preview."""
+
+from flask import Blueprint, abort, render_template, request
+from flask_login import current_user
+from sqlalchemy import select
+
+from webapp.accounts import service as accounts
+from webapp.delivery import audit, digests
+from webapp.delivery.stats import delivery_stats
+from webapp.exceptions import InvalidInput
+from webapp.extensions import db
+from webapp.inbox import service as inbox
+from webapp.models import DeliveryLog
+
+bp = Blueprint("delivery", __name__)
+bp.before_request(accounts.require_login)
+PAGE = 100
+
+
+def _titles(nids):
+    return inbox.titles(current_user.id, nids)
+
+
+@bp.get("/deliveries")
+def index():
+    rows = db.session.scalars(select(DeliveryLog).where(DeliveryLog.user_id == current_user.id)
+                              .order_by(DeliveryLog.id.desc()).limit(PAGE)).all()
+    titles = _titles([r.notification_id for r in rows
+                      if not r.notification_id.startswith("digest:")])
+    return render_template("delivery/index.html", rows=rows, titles=titles,
+                           stats=delivery_stats(user_id=current_user.id))
+
+
+@bp.get("/audit")
+def audit_trail():
+    try:
+        before = audit.parse_before(request.args.get("before"))
+    except InvalidInput as exc:
+        abort(400, exc.errors["before"])
+    rows, cursor = audit.page(current_user.id, audit.DEFAULT_PAGE, before)
+    return render_template("delivery/audit.html", rows=rows, cursor=cursor)
+
+
+@bp.get("/digest-preview")
+def digest_preview():
+    kind = request.args.get("kind", "daily")
+    if kind not in digests.KINDS:
+        abort(404)
+    subject, text, html = digests.preview(current_user, kind)
+    return render_template("delivery/digest_preview.html", kind=kind, kinds=digests.TITLES,
+                           subject=subject, text=text, html=html)

@@ -1,0 +1,306 @@
+"""The notification inbox in Redis: 7 days per notification, newest first.
+
+A user's inbox is their replay stream: entry id = notification id = SSE id = cursor. Read
+state lives beside it (webapp/inbox_lua.py), so a new notification is one stream entry.
+
+Every function takes `now_ms` so tests (and callers replaying the past) control the clock.
+An entry whose id is older than the TTL is trimmed before any list, count or read.
+"""
+
+import json
+import re
+import time
+from datetime import UTC, datetime
+
+from redis.commands.core import Script
+
+from webapp.exceptions import InvalidInput, NotFound
+from webapp.extensions import get_redis
+from webapp.inbox import scripts as inbox_lua
+from webapp.notify.types import PRIORITIES
+
+DEFAULT_TTL_MS = 7 * 24 * 3600 * 1000
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+DEFAULT_SCAN_BUDGET = 1000  # entries one filtered page may examine before it returns
+SOURCE_FIELDS = ("alert_id", "strategy_id", "order_id")
+TITLE_MAX, MESSAGE_MAX, TYPE_MAX = 200, 2000, 40
+EVENT_ID_RE = re.compile(r"\d{1,20}(-\d{1,20})?", re.ASCII)  # SSE/WebSocket replay ids
+MAX_ID_PART = 2**64 - 1  # each part of a stream id is an unsigned 64-bit integer
+ENTRY_RE = re.compile(r"\d{1,15}-\d{1,9}", re.ASCII)
+NID_RE = re.compile(r"(\d{1,15}-\d{1,9})-(\d{1,12})", re.ASCII)  # '<entry id>-<uid>': String(40)
+
+_scripts = {}
+
+
+def current_ms():
+    return int(time.time() * 1000)
+
+
+def _run(name, keys, args, redis=None):
+    client = redis or get_redis()
+    script = _scripts.get(name)
+    if script is None:  # the sha is computed once; any client serves as the encoder
+        script = _scripts[name] = Script(client, getattr(inbox_lua, name))
+    return script(keys=keys, args=args, client=client)
+
+
+def _keys(user_id):
+    """The keys every inbox script takes: the stream, the read set, the read mark."""
+    return [f"tb:replay:{user_id}", f"tb:read:{user_id}", f"tb:readmark:{user_id}"]
+
+
+def cutoff(now_ms):
+    return (now_ms or current_ms()) - DEFAULT_TTL_MS
+
+
+def _prepared(n):
+    """The notification with defaults filled in, or InvalidInput saying what is wrong."""
+    errors = {}
+    uid = n.get("user_id")
+    if isinstance(uid, bool) or not str(uid).isdigit():
+        errors["user_id"] = "A user id is required."
+    ntype = n.get("type")
+    if not isinstance(ntype, str) or not 0 < len(ntype) <= TYPE_MAX:
+        errors["type"] = f"A type of at most {TYPE_MAX} characters is required."
+    priority = n.get("priority") or "normal"
+    if priority not in PRIORITIES:
+        errors["priority"] = f"One of {', '.join(PRIORITIES)}."
+    title, message = n.get("title"), n.get("message") or ""
+    if not isinstance(title, str) or not 0 < len(title) <= TITLE_MAX:
+        errors["title"] = f"A title of at most {TITLE_MAX} characters is required."
+    if not isinstance(message, str) or len(message) > MESSAGE_MAX:
+        errors["message"] = f"At most {MESSAGE_MAX} characters."
+    data = n.get("data") or {}
+    if not isinstance(data, dict):
+        errors["data"] = "An object."
+    if errors:
+        raise InvalidInput(errors)
+    sources = {f: str(n.get(f) or "") for f in SOURCE_FIELDS}
+    return {"user_id": int(uid), "type": ntype, "priority": priority, "title": title,
+            "message": message, **sources, "data": data}
+
+
+def _store_call(notification, created):
+    """(keys, args) of the STORE script for one notification."""
+    n = _prepared(notification)
+    uid = n["user_id"]
+    body = {"user_id": uid, "type": n["type"], "priority": n["priority"], "title": n["title"],
+            "message": n["message"], "created_at": created, "status": "unread",
+            **{f: n[f] for f in SOURCE_FIELDS}, "data": n["data"]}
+    # the trim follows the real clock: a caller's own clock must never trim what it just wrote
+    return _keys(uid), [uid, created, json.dumps(body, separators=(",", ":")),
+                        cutoff(None), DEFAULT_TTL_MS]
+
+
+def store(notification, now_ms=None):
+    """Write one notification: stream entry, unread, live publish; atomic. -> (nid, event id)."""
+    keys, args = _store_call(notification, now_ms or current_ms())
+    eid = str(_run("STORE", keys, args))
+    return f"{eid}-{args[0]}", eid
+
+
+def store_many(notifications, now_ms=None, redis=None):
+    """store() for many in one round trip (each one atomic); returns [(nid, event id)]."""
+    calls = [_store_call(n, now_ms or current_ms()) for n in notifications]
+    with (redis or get_redis()).pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            _run("STORE", keys, args, redis=pipe)
+        eids = [str(eid) for eid in pipe.execute()]
+    return [(f"{eid}-{args[0]}", eid) for eid, (_, args) in zip(eids, calls, strict=True)]
+
+
+def _load(eid, data, status):
+    """A stream entry's data JSON (without its id) as the notification dict."""
+    n = json.loads(data)
+    n.update(id=f"{eid}-{n.get('user_id')}", status=status, user_id=int(n.get("user_id") or 0),
+             created_at=int(n.get("created_at") or 0))
+    if not isinstance(n.get("data"), dict):
+        n["data"] = {}
+    return n
+
+
+def parse_cursor(cursor):
+    """A cursor is the id of the last notification of the previous page."""
+    if not ENTRY_RE.fullmatch(cursor or ""):
+        raise InvalidInput({"cursor": "Use the next_cursor of a previous page."})
+    return cursor
+
+
+def list_page(user_id, limit=DEFAULT_PAGE_SIZE, cursor=None, unread=False, ntype=None,
+              now_ms=None):
+    """(items newest first, next cursor or None); stable while new ones arrive."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidInput({"limit": f"Between 1 and {MAX_PAGE_SIZE}."})
+    after = parse_cursor(cursor) if cursor else ""
+    rows, last, more = _run("LIST", _keys(user_id), [
+        after, cutoff(now_ms), limit, ntype or "", DEFAULT_SCAN_BUDGET, "1" if unread else ""])
+    return [_load(*row) for row in rows], (last if more else None)
+
+
+def trim(user_id, now_ms=None, ttl_ms=None, redis=None):
+    """Drop expired entries (refreshing the keys' TTL if given); -> (removed, unread count).
+
+    With a pipeline as `redis`, the reply comes from its execute().
+    """
+    return _run("TRIM", _keys(user_id), [cutoff(now_ms), ttl_ms or ""], redis=redis)
+
+
+def unread_count(user_id, now_ms=None, redis=None):
+    return int(trim(user_id, now_ms, redis=redis)[1])
+
+
+def head(user_id, redis=None):
+    """(the newest entry id or '0', unread count), read in one MULTI so they agree."""
+    with (redis or get_redis()).pipeline(transaction=True) as pipe:
+        trim(user_id, redis=pipe)
+        pipe.xrevrange(_keys(user_id)[0], "+", "-", count=1)
+        (_, unread), latest = pipe.execute()
+    return (latest[0][0] if latest else "0"), int(unread)
+
+
+def _entry(user_id, nid):
+    """The stream entry id of one of the user's notification ids; NotFound if not theirs."""
+    match = NID_RE.fullmatch(str(nid))
+    if not match or match.group(2) != str(user_id):
+        raise NotFound(nid)
+    return match.group(1)
+
+
+def get(user_id, nid, now_ms=None, redis=None):
+    """One of the user's live notifications; NotFound if missing, expired or not theirs."""
+    stream, read, mark = _keys(user_id)
+    eid = _entry(user_id, nid)
+    if stream_id(eid)[0] <= cutoff(now_ms):
+        raise NotFound(nid)
+    with (redis or get_redis()).pipeline(transaction=True) as pipe:
+        pipe.xrange(stream, eid, eid)
+        pipe.zscore(read, eid)
+        pipe.hget(mark, "id")
+        rows, score, marked = pipe.execute()
+    if not rows or "data" not in rows[0][1]:
+        raise NotFound(nid)
+    unread = score is None and (marked is None or stream_id(eid) > stream_id(marked))
+    return _load(eid, rows[0][1]["data"], "unread" if unread else "read")
+
+
+def stream_id(event_id):
+    """'1700000000000-3' -> (1700000000000, 3), for ordering entry ids; (0, 0) if malformed."""
+    ms, _, seq = str(event_id).partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return (0, 0)
+
+
+def find_many(fired):
+    """The notifications of (nid, user_id) pairs in one round trip, as stored (status aside);
+    those gone or malformed are left out."""
+    wanted = []
+    for nid, user_id in fired:
+        match = NID_RE.fullmatch(str(nid))
+        if match and match.group(2) == str(user_id):
+            wanted.append((match.group(1), user_id))
+    with get_redis().pipeline(transaction=False) as pipe:
+        for eid, user_id in wanted:
+            pipe.xrange(_keys(user_id)[0], eid, eid)
+        replies = pipe.execute()
+    return [_load(eid, rows[0][1]["data"], "unread")
+            for (eid, _), rows in zip(wanted, replies, strict=True)
+            if rows and "data" in rows[0][1]]
+
+
+def titles(user_id, nids):
+    """nid -> title (None when gone) for ids of the user's notifications, in one round trip."""
+    found = {n["id"]: n.get("title") for n in find_many([(nid, user_id) for nid in nids])}
+    return {nid: found.get(str(nid)) for nid in nids}
+
+
+def between(user_id, start_ms, end_ms, limit):
+    """The user's notifications created in [start_ms, end_ms), oldest first, at most limit."""
+    found, low, stream = [], "-", _keys(user_id)[0]
+    while len(found) < limit:
+        rows = get_redis().xrange(stream, low, "+", count=500)
+        for eid, fields in rows:
+            n = _load(eid, fields.get("data") or "{}", "read")
+            if start_ms <= n["created_at"] < end_ms:
+                found.append(n)
+        if len(rows) < 500:
+            break
+        low = f"({rows[-1][0]}"
+    return found[:limit]
+
+
+def mark_read(user_id, nid, now_ms=None):
+    """Mark one read (idempotent); returns (notification, unread count)."""
+    eid = _entry(user_id, nid)
+    out = _run("MARK_READ", _keys(user_id), [user_id, cutoff(now_ms), eid, DEFAULT_TTL_MS])
+    if out[0] == -1:
+        raise NotFound(nid)
+    return _load(eid, out[1], "read"), int(out[0])
+
+
+def mark_all_read(user_id, now_ms=None):
+    """Mark every live unread notification read; returns how many changed."""
+    return int(_run("MARK_ALL_READ", _keys(user_id), [user_id, cutoff(now_ms), DEFAULT_TTL_MS]))
+
+
+def delete(user_id, nid, now_ms=None):
+    """Delete one; NotFound if it is missing (already deleted), expired or not theirs."""
+    eid = _entry(user_id, nid)
+    if not _run("DELETE", _keys(user_id), [user_id, cutoff(now_ms), eid]):
+        raise NotFound(nid)
+
+
+def snapshot(user_id, last_event_id, redis=None, now_ms=None):
+    """(replay after last_event_id, unread count), read in one atomic step so they agree.
+
+    Replay is [(id, event, notification dict)], oldest first, each with its read state as it
+    is now; an id that is no stream id (malformed, out of range) replays nothing.
+    """
+    start = replay_start(last_event_id)
+    unread, rows = _run("REPLAY", _keys(user_id), [cutoff(now_ms), start or ""], redis=redis)
+    replay = [(eid, event, _load(eid, data, status)) for eid, event, data, status in rows]
+    return replay, int(unread)
+
+
+def replay_start(last_event_id):
+    """The first entry id after last_event_id, or None if it is no stream id or the last one.
+
+    A stream id is `ms` or `ms-seq`, each part an unsigned 64-bit integer (what Redis takes).
+    """
+    if not last_event_id or not EVENT_ID_RE.fullmatch(last_event_id):
+        return None
+    ms, seq = stream_id(last_event_id)
+    if ms > MAX_ID_PART or seq > MAX_ID_PART:
+        return None
+    if seq < MAX_ID_PART:
+        return f"{ms}-{seq + 1}"
+    return f"{ms + 1}-0" if ms < MAX_ID_PART else None
+
+
+def _num(value):
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def to_api(n):
+    """The API's item: the brief's fields for price alerts, plus ours."""
+    data = n.get("data") or {}
+    alert_id = str(n.get("alert_id") or "")
+    return {
+        "id": str(n["id"]), "alert_id": int(alert_id) if alert_id.isdigit() else None,
+        "symbol": data.get("symbol"), "alert_type": data.get("condition"),
+        "trigger_price": _num(data.get("target")),
+        "current_price": _num(data.get("price", data.get("volume"))),
+        "timestamp": iso(n["created_at"]), "status": n.get("status", "unread"),
+        "type": n.get("type"), "title": n.get("title", ""), "message": n.get("message", ""),
+        "priority": n.get("priority", "normal"), "created_at": n["created_at"],
+        "strategy_id": n.get("strategy_id") or None, "order_id": n.get("order_id") or None,
+        "data": data,
+    }
+
+
+def iso(ms):
+    """Milliseconds since the epoch as ISO 8601 UTC with a Z."""
+    stamp = datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")

@@ -1,0 +1,25 @@
+"""POST /api/v1/events: internal systems publish notifications with a service token."""
+
+from flask import g, jsonify, request
+
+from webapp.api.blueprint import bp
+from webapp.notify import intake as events
+
+MAX_KEY = 200
+
+
+@bp.post("/events")
+def post_events():
+    key = (request.headers.get("Idempotency-Key") or "").strip()
+    if len(key) > MAX_KEY:
+        response = jsonify({"error": "invalid_input",
+                            "detail": f"Idempotency-Key is at most {MAX_KEY} characters."})
+        return response, 422
+    request.max_content_length = events.MAX_BODY  # a full batch: more than other routes take
+    status, body = events.handle(request.get_data(cache=False), f"svc{g.service_token.id}", key)
+    response = jsonify(body)
+    if body.get("replayed"):
+        response.headers["Idempotent-Replayed"] = "true"
+    if status == 409:
+        response.headers["Retry-After"] = "1"
+    return response, status

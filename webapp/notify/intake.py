@@ -1,0 +1,264 @@
+"""Events from internal systems: validate, fan out to channels, route; idempotent by key."""
+
+import hashlib
+import json
+import math
+import re
+
+from sqlalchemy import select
+
+from webapp.extensions import db, get_redis
+from webapp.models import MAX_ID, User
+from webapp.notify import router
+from webapp.notify import types as notification_types
+from webapp.preferences import service as preferences
+
+MAX_BATCH = 1000
+TITLE_MAX = 200
+MESSAGE_MAX = 2000
+DATA_MAX = 8 * 1024  # bytes of JSON
+REF_MAX = 64
+# The largest legal event: its text as raw UTF-8 (at most 4 bytes a character), its data and
+# the JSON around them. A full batch of such events is the body limit of POST /events, so
+# every batch the limits allow fits (text sent as \u escapes takes more room: send fewer).
+MAX_EVENT_BYTES = (TITLE_MAX + MESSAGE_MAX) * 4 + DATA_MAX + 1024
+MAX_BODY = MAX_BATCH * MAX_EVENT_BYTES  # 18,016,000 bytes, about 17 MiB
+IDEMPOTENCY_TTL = 24 * 3600
+PENDING_TTL = 120  # a crashed request frees its key after this
+FIELDS = {"type", "user_id", "strategy_id", "target", "channel", "title", "message", "priority",
+          "data", "order_id", "alert_id"}
+REF_FIELDS = ("strategy_id", "order_id", "alert_id")
+USER_ID = re.compile(r"[0-9]{1,10}")
+
+
+def items_of(body):
+    """The list of event objects in a body: one object, a list, or {"events": [...]}."""
+    if isinstance(body, dict) and isinstance(body.get("events"), list):
+        body = body["events"]
+    if isinstance(body, dict):
+        return [body]
+    if not isinstance(body, list) or not body:
+        raise ValueError("Send an event object, a list of them or {\"events\": [...]}.")
+    if len(body) > MAX_BATCH:
+        raise ValueError(f"A batch holds at most {MAX_BATCH} events; this one has {len(body)}.")
+    return body
+
+
+def _text(item, field, limit, errors, required=True):
+    """The field's text; a title's whitespace collapsed. Checked after that, so "  " is blank."""
+    value = item.get(field)
+    if value is not None and not isinstance(value, str):
+        errors[field] = "Must be a string."
+        return ""
+    value = value or ""
+    if field == "title":
+        value = " ".join(value.split())
+    if not value.strip():
+        if required:
+            errors[field] = "Required."
+        return ""
+    if len(value) > limit:
+        errors[field] = f"At most {limit} characters."
+    return value
+
+
+def _user_id(value, errors):
+    """An existing-looking user id as int (ASCII digits, in the id range), else None."""
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    if not USER_ID.fullmatch(text) or not 1 <= int(text) <= MAX_ID:
+        errors["user_id"] = "A user id (integer) or \"system\"."
+        return None
+    return int(text)
+
+
+def target_of(item, errors):
+    """('user', id) | ('strategy', id) | ('system', None) from the item's target fields."""
+    channel = item.get("target") or item.get("channel")
+    user_id = item.get("user_id")
+    if channel is not None and not isinstance(channel, str):
+        errors["target"] = "A string: \"system\", \"user:<id>\" or \"strategy:<id>\"."
+        return None
+    if user_id == "system" or channel == "system":
+        return "system", None
+    if isinstance(channel, str) and channel.startswith(("user:", "strategy:")):
+        kind, _, ident = channel.partition(":")
+        return (kind, ident) if kind == "strategy" else target_of({"user_id": ident}, errors)
+    if user_id not in (None, ""):
+        uid = _user_id(user_id, errors)
+        return ("user", uid) if uid is not None else None
+    if item.get("strategy_id"):
+        return "strategy", str(item["strategy_id"])
+    errors["target"] = "Give user_id, strategy_id or \"system\" as the target."
+    return None
+
+
+def _data(item, errors):
+    data = item.get("data") or {}
+    if not isinstance(data, dict):
+        errors["data"] = "Must be a JSON object."
+        return {}
+    try:
+        size = len(json.dumps(data, allow_nan=False))
+    except (TypeError, ValueError):  # from Python callers: NaN, Infinity or no JSON at all
+        errors["data"] = "Must be a JSON object without NaN or Infinity."
+        return {}
+    if size > DATA_MAX:
+        errors["data"] = f"At most {DATA_MAX} bytes of JSON."
+    return data
+
+
+def _refs(item, errors):
+    """Source references as text: strings or integers only, cut to REF_MAX."""
+    refs = {}
+    for field in REF_FIELDS:
+        value = item.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
+            errors[field] = "A string or integer."
+        refs[field] = str(value or "")[:REF_MAX] if field not in errors else ""
+    return refs
+
+
+def _type_and_priority(item, errors):
+    kind, priority = item.get("type"), item.get("priority") or None
+    if not isinstance(kind, str) or notification_types.get(kind) is None:
+        errors["type"] = f"Unknown type; one of {', '.join(notification_types.TYPES)}."
+    if priority is not None and (not isinstance(priority, str)
+                                 or priority not in notification_types.PRIORITIES):
+        errors["priority"] = f"One of {', '.join(notification_types.PRIORITIES)}."
+    return kind, priority
+
+
+def validate(item):
+    """(target, notification without user_id, errors) for one raw event."""
+    if not isinstance(item, dict):
+        return None, None, {"event": "Must be a JSON object."}
+    errors = {f: "Unknown field." for f in item if f not in FIELDS}
+    kind, priority = _type_and_priority(item, errors)
+    title = _text(item, "title", TITLE_MAX, errors)
+    message = _text(item, "message", MESSAGE_MAX, errors, required=False)
+    data = _data(item, errors)
+    refs = _refs(item, errors)
+    target = target_of(item, errors)
+    if target and target[0] == "strategy":
+        if not preferences.STRATEGY_ID.match(target[1]):
+            errors["strategy_id"] = "Use 1-64 letters, digits, '.', '_', ':' or '-'."
+        refs["strategy_id"] = target[1]
+    notification = {"type": kind, "title": title, "message": message, "priority": priority,
+                    "data": data, **refs}
+    return target, notification, errors
+
+
+def recipients(target, known_users, cache):
+    """User ids for a target; None for an unknown user. `cache` spares repeated queries."""
+    kind, ident = target
+    if kind == "user":
+        return [ident] if ident in known_users else None
+    if target not in cache:
+        cache[target] = (preferences.followers(ident) if kind == "strategy" else
+                         db.session.scalars(select(User.id).order_by(User.id)).all())
+    return cache[target]
+
+
+def publish(raw_items):
+    """Validate every event, route the good ones, and report per item."""
+    checked = [validate(item) for item in raw_items]
+    wanted = {t[1] for t, _, e in checked if t and t[0] == "user" and not e}
+    known = set(db.session.scalars(select(User.id).where(User.id.in_(wanted))).all())
+    cache = {}
+    results, outgoing = [], []
+    for index, (target, notification, errors) in enumerate(checked):
+        users = None if errors else recipients(target, known, cache)
+        if users is None:
+            errors = errors or {"user_id": "No such user."}
+            results.append({"index": index, "status": "rejected", "errors": errors})
+            continue
+        results.append({"index": index, "status": "accepted", "ids": []})
+        outgoing += [(index, {**notification, "user_id": uid}) for uid in users]
+    routed = router.route_many([n for _, n in outgoing]) if outgoing else []
+    for (index, _), (nid, _) in zip(outgoing, routed, strict=True):
+        results[index]["ids"].append(nid)
+    return results
+
+
+def summary(results):
+    """(status, body): 202 if every event was accepted, else 422 saying which went through."""
+    accepted = [r for r in results if r["status"] == "accepted"]
+    ids = [nid for r in accepted for nid in r["ids"]]
+    body = {"accepted": len(accepted), "rejected": len(results) - len(accepted), "ids": ids,
+            "results": results}
+    if len(accepted) == len(results):
+        return 202, body
+    body["error"] = "invalid_events"
+    body["detail"] = (f"{body['rejected']} of {len(results)} events were rejected (see results); "
+                      f"the other {len(accepted)} were accepted and will not need resending.")
+    return 422, body
+
+
+def handle(raw, scope, key=None):
+    """Parse and publish a request body; with an Idempotency-Key, once per key for 24 h.
+
+    A retry is the same request when its parsed content is the same (keys in any order,
+    any spacing), so the key is checked against a digest of the content, not the bytes.
+    """
+    items, digest = parse(raw)
+    if not key:
+        return _publish(items)
+    r = get_redis()
+    store = f"tb:idem:{scope}:{hashlib.sha256(key.encode()).hexdigest()}"
+    if not r.set(store, json.dumps({"state": "pending", "hash": digest}), nx=True,
+                 ex=PENDING_TTL):
+        return _replay(r.get(store), digest)
+    try:
+        status, body = _publish(items)
+    except BaseException:
+        r.delete(store)
+        raise
+    r.set(store, json.dumps({"state": "done", "hash": digest, "status": status, "body": body}),
+          ex=IDEMPOTENCY_TTL)
+    return status, body
+
+
+def _replay(saved, digest):
+    saved = json.loads(saved or '{"state": "pending"}')
+    if saved.get("hash") != digest:
+        return 422, {"error": "idempotency_key_reused",
+                     "detail": "This Idempotency-Key was used with a different body."}
+    if saved["state"] == "pending":
+        return 409, {"error": "conflict",
+                     "detail": "A request with this Idempotency-Key is still in progress."}
+    return saved["status"], {**saved["body"], "replayed": True}
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not valid JSON; send numbers only.")
+
+
+def _finite(text):
+    number = float(text)
+    if not math.isfinite(number):  # 1e999 parses as Infinity, which JSON cannot carry back
+        raise ValueError(f"{text} is too large a number.")
+    return number
+
+
+def parse(raw):
+    """(the event list, or the 422 to answer; a digest of the content for idempotency)."""
+    try:
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        # canonical form: the digest ignores key order and spacing; and any lone UTF-16
+        # surrogate ("\udc00"), which JSON lets through but no store can hold, fails here
+        canonical = json.dumps(body, sort_keys=True, ensure_ascii=False,
+                               separators=(",", ":")).encode()
+        return items_of(body), hashlib.sha256(canonical).hexdigest()
+    except UnicodeEncodeError:
+        message = "Text must be valid Unicode: a lone UTF-16 surrogate is not a character."
+    except UnicodeDecodeError:
+        message = "Send JSON encoded as UTF-8."
+    except json.JSONDecodeError:
+        message = "Send valid JSON."
+    except (ValueError, RecursionError) as exc:
+        message = str(exc) or "Send valid JSON."
+    return (422, {"error": "invalid_input", "detail": message}), hashlib.sha256(raw).hexdigest()
+
+
+def _publish(items):
+    return items if isinstance(items, tuple) else summary(publish(items))

@@ -1,0 +1,202 @@
+"""Hosting the listener: a never-ending RQ job on the `stream` queue, one at a time.
+
+The job runs under a fixed id and holds a Redis lease it renews every second; a second
+copy waits for the lease instead of running. A periodic watchdog enqueues the job again
+when the lease has lapsed and the job is neither queued nor just starting.
+"""
+
+import logging
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+
+import click
+import redis
+from flask import current_app
+from flask.cli import with_appcontext
+from rq import SimpleWorker
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+
+from webapp.alerts import index as alert_index
+from webapp.core.breaker import Breaker
+from webapp.core.outage import Outage
+from webapp.core.processes import Heartbeat
+from webapp.core.queues import STREAM_QUEUE, enqueue, get_queue, rq_connection
+from webapp.extensions import get_redis
+from worker import slowpath
+from worker.listener.connection import logline
+from worker.listener.lease import LEASE_KEY, Lease
+from worker.listener.pacing import Backoff
+from worker.listener.pool import ListenerPool
+from worker.matcher import Matcher
+from worker.runner import work_forever
+
+JOB_ID = "tickerbell-listener"
+RQ_HEARTBEAT_S = 60  # SimpleWorker does not heartbeat while its job runs: we do it
+
+log = logging.getLogger(__name__)
+
+
+def run_listener():
+    """The RQ job (and `flask listener --direct`): take the lease, then listen until stopped."""
+    app = current_app._get_current_object()
+    r = get_redis()
+    stop = threading.Event()
+    restore = _stop_on_signals(stop)
+    lease = Lease(r, ttl_s=app.config["LISTENER_LEASE_TTL_S"])
+    try:
+        if lease.wait(stop):
+            _listen(app, r, lease, stop)
+    finally:
+        restore()
+    return "stopped"
+
+
+def _listen(app, r, lease, stop):
+    slow = None
+    try:
+        rebuild_alert_index(r)
+        slow = start_slowpath(app, stop)
+        config = app.config
+        backoff = (config["LISTENER_BACKOFF_BASE_S"], config["LISTENER_BACKOFF_MAX_S"])
+        # A client of its own with a short timeout: a frozen Redis costs the tick path a
+        # second per retry, not the 5 s the pages wait, so the socket keeps being read.
+        r = redis.Redis.from_url(config["REDIS_URL"], decode_responses=True,
+                                 socket_connect_timeout=1, socket_timeout=1)
+        pool = ListenerPool(
+            r, Matcher(r), config["BINANCE_WS_URL"], lease=lease,
+            breaker=Breaker("binance", redis=r), max_age_s=config["LISTENER_MAX_AGE_S"],
+            backoff=lambda: Backoff(*backoff),  # one each: a drop delays only its connection
+            heartbeat_s=min(1.0, config["LISTENER_LEASE_TTL_S"] / 3))  # renew well in time
+        pool.run(stop)
+    finally:
+        stop.set()
+        if slow is not None:
+            slow.join(10)
+        lease.release()
+
+
+def rebuild_alert_index(r):
+    """SQL is the source of truth: rebuild the index so a Redis wipe loses nothing."""
+    # Settle fired alerts in SQL first: a one-shot alert that fired just before a crash is
+    # still active there until the slow path runs, and the rebuild would arm it again.
+    try:
+        settled = slowpath.settle()
+        logline("index_rebuilt", alerts=alert_index.rebuild(r), settled=settled)
+    except Exception:  # listening on a stale index beats not listening at all
+        log.exception("event=index_rebuild_failed")
+
+
+def start_slowpath(app, stop):
+    """The slow-path consumer runs beside the listener, in its own thread."""
+    with app.app_context():
+        return slowpath.start_thread(stop)
+
+
+def _stop_on_signals(stop):
+    """SIGTERM/SIGINT set `stop` first, then reach RQ's own handler (a warm shutdown)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        stop.set()
+        before = previous[signum]
+        if callable(before) and before is not signal.default_int_handler:
+            before(signum, frame)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore():
+        for sig, before in previous.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, before)
+
+    return restore
+
+
+def listener_watchdog():
+    """Periodic job: enqueue the listener unless it runs, waits in its queue, or is starting."""
+    freed = Lease(get_redis()).break_if_dead()  # its job died with it: no need to wait
+    if freed is None and get_redis().exists(LEASE_KEY):
+        return "running"
+    job = _fetch_job()
+    status = job.get_status(refresh=False) if job is not None else None
+    if status == JobStatus.QUEUED and JOB_ID in get_queue(STREAM_QUEUE).job_ids:
+        return "queued"
+    if (status == JobStatus.STARTED and freed is None
+            and _age_s(job) < current_app.config["LISTENER_LEASE_TTL_S"]):
+        return "starting"
+    if job is not None:
+        _delete(job)  # finished, failed, or started by a worker that has since died
+    enqueue(run_listener, queue=STREAM_QUEUE, job_id=JOB_ID, timeout=-1)
+    logline("listener_enqueued", previous=str(status or "none"))
+    return "enqueued"
+
+
+def _delete(job):
+    """Delete the old listener job; another watchdog may have deleted it first."""
+    try:
+        job.delete()
+    except (NoSuchJobError, InvalidJobOperation):
+        pass
+
+
+def _fetch_job():
+    try:
+        return Job.fetch(JOB_ID, connection=rq_connection())
+    except NoSuchJobError:
+        return None
+
+
+def _age_s(job):
+    started = job.started_at
+    if started is None:
+        return 0.0
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - started).total_seconds()
+
+
+def _keep_rq_heartbeat(current, stop):
+    """Tell RQ the busy worker lives, or its maintenance would call the job abandoned."""
+    while not stop.wait(RQ_HEARTBEAT_S):
+        worker = current.get("worker")
+        if worker is None:
+            continue
+        try:
+            job = worker.get_current_job()
+            if job is not None and worker.execution is not None:
+                worker.maintain_heartbeats(job)
+        except Exception:  # a missed heartbeat must not end the thread
+            log.exception("event=rq_heartbeat_failed")
+
+
+@click.command("listener")
+@click.option("--direct", is_flag=True, help="Run the listener here, without RQ.")
+@with_appcontext
+def listener_command(direct):
+    """Host the Binance listener: an RQ worker on the `stream` queue (or --direct)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    beat = Heartbeat(get_redis(), "listener").start()
+    try:
+        if direct:
+            run_listener()
+            return
+        stop, current = threading.Event(), {}
+        threading.Thread(target=_keep_rq_heartbeat, args=(current, stop), daemon=True).start()
+        work_forever(lambda: _stream_worker(current), Outage("listener"), stop,
+                     with_scheduler=False)
+    finally:
+        beat.end()
+
+
+def _stream_worker(current):
+    """A fresh worker for the `stream` queue, after making sure the listener job is there."""
+    logline("watchdog", result=listener_watchdog())
+    current["worker"] = SimpleWorker([STREAM_QUEUE], connection=rq_connection())
+    return current["worker"]

@@ -1,0 +1,23 @@
+"""The listener's structured log lines: `event=connected streams=4 ...`, one per event."""
+
+import json
+import logging
+import time
+
+log = logging.getLogger("worker.listener.connection")
+
+
+def logline(event, **fields):
+    """`event=connected streams=4 ...`: one grep-able line per event."""
+    parts = [f"event={event}"]
+    for key, value in fields.items():
+        if isinstance(value, float):
+            value = f"{value:.2f}"
+        elif isinstance(value, str) and (not value or any(c in value for c in ' "=')):
+            value = json.dumps(value)
+        parts.append(f"{key}={value}")
+    log.info(" ".join(parts))
+
+
+def now_ms():
+    return int(time.time() * 1000)

@@ -1,0 +1,79 @@
+"""`flask worker`: RQ workers on the queues, replaced (not lost) when Redis goes away."""
+
+import logging
+import signal
+import sys
+import threading
+
+import click
+from flask.cli import with_appcontext
+from rq import SimpleWorker
+
+from webapp.core.outage import REDIS_DOWN, Outage
+from webapp.core.processes import Heartbeat
+from webapp.core.queues import QUEUES, rq_connection
+from webapp.extensions import get_redis
+
+RESTART_PAUSE_S = 0.5
+
+
+def setup_logging():
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@click.command("worker")
+@click.argument("queues", nargs=-1)
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@with_appcontext
+def run_worker(queues, burst):
+    """Run an RQ worker on QUEUES (default: high, default, low)."""
+    setup_logging()
+    # SimpleWorker runs jobs in this process, inside the app context made once here. RQ's own
+    # scheduler (a forked process holding only Redis) re-queues jobs whose retry waits.
+    beat = Heartbeat(get_redis(), "worker").start()
+    try:
+        work_forever(lambda: SimpleWorker(queues or QUEUES, connection=rq_connection()),
+                     Outage("worker"), threading.Event(), burst=burst, with_scheduler=True)
+    finally:
+        beat.end()
+
+
+def work_forever(make_worker, outage, stop, **work_kwargs):
+    """Run RQ workers from `make_worker()` (on `rq_connection()`) until `stop` is set.
+
+    RQ's worker quits on a Redis timeout or on an error while it finishes a job (e.g.
+    BusyLoadingError as Redis reloads): we wait for Redis and start a fresh worker instead,
+    so one outage costs a pause, never the process. Jobs it was running stay in RQ's
+    started registry, which RQ's maintenance moves to failed; deliveries are kept in SQL
+    and the sweep retries them, so none is lost.
+    """
+    r = rq_connection()
+    for name in ("rq.worker", "rq.scheduler"):
+        logging.getLogger(name).addFilter(_no_redis_traceback)
+    while not stop.is_set():
+        if not outage.wait_until_up(r, stop):
+            return
+        worker = None
+        try:
+            worker = make_worker()
+            worker.work(**work_kwargs)
+        except REDIS_DOWN as exc:
+            outage.failed(exc)
+        # RQ notes the time of a SIGTERM / Ctrl-C; a burst ends when the queues run dry
+        if getattr(worker, "_shutdown_requested_date", None) or work_kwargs.get("burst"):
+            return
+        _catch_stop_signals(stop)  # RQ's handlers belong to the worker that just quit
+        stop.wait(RESTART_PAUSE_S)  # RQ quit on its own (it logged why): a fresh worker next
+
+
+def _no_redis_traceback(record):
+    """RQ logs a traceback when Redis goes away under it; our outage line says it in one."""
+    if record.exc_info and isinstance(record.exc_info[1], REDIS_DOWN):
+        record.exc_info = record.exc_text = None
+    return True
+
+
+def _catch_stop_signals(stop):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
