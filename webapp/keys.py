@@ -13,6 +13,9 @@ SYMBOLS = "tb:symbols"  # hash: symbol -> indexed alerts; the listener subscribe
 FIRED = "tb:fired"  # stream: the slow path's work
 FIRED_DEAD = "tb:fired:dead"  # stream: slow-path entries that failed too often
 
+INDEX_PREFIX = "tb:idx:"  # + SYMBOL:suffix
+REARM_PREFIX = "tb:rearm:"
+
 # the inbox and the live feed (webapp/inbox, webapp/live)
 REPLAY_PREFIX = "tb:replay:"
 USER_CHANNEL_PREFIX = "tb:user:"
@@ -31,12 +34,12 @@ BINANCE_SYMBOLS_HOLD = "tb:binance:symbols:hold"
 
 def index(symbol, suffix):
     """Armed alerts of one symbol and side (`above`, `below`, `vol`), scored by target."""
-    return f"tb:idx:{symbol}:{suffix}"
+    return f"{INDEX_PREFIX}{symbol}:{suffix}"
 
 
 def rearm(symbol, suffix):
     """Fired recurring alerts of one symbol and side, scored by their re-arm threshold."""
-    return f"tb:rearm:{symbol}:{suffix}"
+    return f"{REARM_PREFIX}{symbol}:{suffix}"
 
 
 def price(symbol):

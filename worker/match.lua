@@ -2,9 +2,11 @@
 -- recurring ones it has moved back past. Layout: docs/architecture.md.
 -- KEYS: 1 tb:price:S  2 up idx  3 up rearm  4 below idx  5 below rearm
 --       6 tb:symbols  7 tb:alerts:fired  8 tb:fired  9 tb:spark:S  10 tb:alerts
+--       11 tb:ticks:S (every key comes from webapp/keys.py)
 -- ARGV: 1 symbol  2 'price' | 'volume'  3 value (number text)  4 ts ms  5 batch size
 --       6 seq (trade id, 0 if unknown)  7 '1' on a continuation call of the same tick,
 --       '2' on a retry of a tick whose call failed (it may have run, its reply lost)
+--       8, 9 the prefixes of a user's stream and channel (tb:replay:, tb:user:)
 -- Returns {more, nid...}; more = 1 when a batch was full and the caller should call again.
 local sym, kind, vtext, tstext = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ts, batch = tonumber(tstext), tonumber(ARGV[5])
@@ -39,7 +41,7 @@ if kind == 'price' then
   if ts - pub >= 1000 then
     -- live price for pages and the sparkline: at most about once a second per symbol
     redis.call('HSET', KEYS[1], 'price', vtext, 'ts', tstext, 'pub', tstext)
-    redis.call('PUBLISH', 'tb:ticks:' .. sym,
+    redis.call('PUBLISH', KEYS[11],
       '{"symbol":"' .. sym .. '","price":' .. vtext .. ',"ts":' .. tstext .. '}')
     redis.call('RPUSH', KEYS[9], '[' .. tstext .. ',' .. vtext .. ']')
     redis.call('LTRIM', KEYS[9], -300, -1)
@@ -57,7 +59,7 @@ local function bulk(cmd, key, list)
 end
 
 -- An alert is a row of tb:alerts (field = id), its fields joined by tabs, in the order of
--- ROW_FIELDS in webapp/alert_index.py: user_id symbol condition target mode rearm
+-- ROW_FIELDS in webapp/alerts/index.py: user_id symbol condition target mode rearm
 -- expires_at note. The note comes last and may hold tabs. ROW captures all but symbol and
 -- condition (the index the id came from says those).
 local ROW = '^([^\t]*)\t[^\t]*\t[^\t]*\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$'
@@ -123,7 +125,7 @@ local function notify(t, id, uid, target, mode, note)
   end
   local u = per_user[uid]
   if not u then
-    u = {replay = 'tb:replay:' .. uid, channel = 'tb:user:' .. uid}
+    u = {replay = ARGV[8] .. uid, channel = ARGV[9] .. uid}
     per_user[uid] = u
   end
   -- the notification id is '<entry id>-<uid>' (entry ids are only unique per stream); the

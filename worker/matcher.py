@@ -5,20 +5,23 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 
-from webapp.alerts.index import ALERTS, SYMBOLS, fmt_num, idx_key, rearm_key
+from webapp import keys
+from webapp.alerts.index import fmt_num, idx_key, rearm_key
 
 SCRIPT = (Path(__file__).with_name("match.lua")).read_text()
 # Alerts fired per script call: a storm is split so no single call holds Redis for long.
 DEFAULT_BATCH = 2000
 CONTINUE, RETRY = 1, 2  # ARGV[7] of match.lua
+# ARGV[8], ARGV[9]: the notified users' keys are known only inside the script
+USER_PREFIXES = [keys.REPLAY_PREFIX, keys.USER_CHANNEL_PREFIX]
 
 
 def _keys(symbol, kind):
     up = "above" if kind == "price" else "volume_above"
     return [
-        f"tb:price:{symbol}", idx_key(symbol, up), rearm_key(symbol, up),
-        idx_key(symbol, "below"), rearm_key(symbol, "below"),
-        SYMBOLS, "tb:alerts:fired", "tb:fired", f"tb:spark:{symbol}", ALERTS,
+        keys.price(symbol), idx_key(symbol, up), rearm_key(symbol, up),
+        idx_key(symbol, "below"), rearm_key(symbol, "below"), keys.SYMBOLS, keys.ALERTS_FIRED,
+        keys.FIRED, keys.spark(symbol), keys.ALERTS, keys.ticks_channel(symbol),
     ]
 
 
@@ -71,7 +74,7 @@ class Matcher:
         fired = []
         while True:
             try:
-                more, *nids = self._script(keys=keys, args=args)
+                more, *nids = self._script(keys=keys, args=[*args, *USER_PREFIXES])
             except RedisError:
                 self._failed[(args[0], args[1])] = [*args[:-1], RETRY]
                 raise

@@ -6,12 +6,10 @@ from decimal import Decimal
 import redis
 from sqlalchemy import or_, select
 
+from webapp import clock, keys
 from webapp.extensions import db, get_redis
 from webapp.models import Alert
 
-SYMBOLS = "tb:symbols"
-VERSION = "tb:alerts:version"
-ALERTS = "tb:alerts"
 # Sorted-set suffix per condition; `above` and `vol` fire upward, `below` downward.
 SUFFIX = {"above": "above", "below": "below", "volume_above": "vol"}
 REBUILD_ATTEMPTS = 5
@@ -21,51 +19,59 @@ REBUILD_ATTEMPTS = 5
 # itself. The Lua scripts here and in worker/match.lua split rows in this same order.
 ROW_FIELDS = ("user_id", "symbol", "condition", "target", "mode", "rearm", "expires_at", "note")
 
-# Index or unindex one alert atomically, keeping the tb:symbols refcount right.
-# ARGV: 1 id, then to index it: 2 row  3 symbol  4 suffix  5 target
+# Index or unindex one alert atomically, keeping the tb:symbols refcount right. The old
+# entry's symbol is known only once its row is read, so its sets' key prefixes come in ARGV.
+# KEYS: 1 tb:alerts  2 tb:alerts:fired  3 tb:symbols  4 tb:alerts:version
+# ARGV: 1 index prefix  2 re-arm prefix  3 id, then to index it: 4 row  5 symbol  6 suffix
+#       7 target
 _INDEX_LUA = """
-local id = ARGV[1]
-redis.call('INCR', 'tb:alerts:version') -- a rebuild racing with this change starts again
+local ALERTS, FIRED, SYMBOLS, VERSION = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local IDX, REARM, id = ARGV[1], ARGV[2], ARGV[3]
+redis.call('INCR', VERSION) -- a rebuild racing with this change starts again
 -- SQL's word is newer than the matcher's mark (e.g. resumed after it fired)
-redis.call('HDEL', 'tb:alerts:fired', id)
+redis.call('HDEL', FIRED, id)
 -- row: user_id \\t symbol \\t condition \\t ... (ROW_FIELDS): the old symbol and condition
-local old = redis.call('HGET', 'tb:alerts', id)
+local old = redis.call('HGET', ALERTS, id)
 if old then
   local sym, cond = string.match(old, '^[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t')
   local sfx = ({above='above', below='below', volume_above='vol'})[cond] or cond
-  redis.call('ZREM', 'tb:idx:' .. sym .. ':' .. sfx, id)
-  redis.call('ZREM', 'tb:rearm:' .. sym .. ':' .. sfx, id)
-  redis.call('HDEL', 'tb:alerts', id)
-  if redis.call('HINCRBY', 'tb:symbols', sym, -1) <= 0 then
-    redis.call('HDEL', 'tb:symbols', sym)
+  redis.call('ZREM', IDX .. sym .. ':' .. sfx, id)
+  redis.call('ZREM', REARM .. sym .. ':' .. sfx, id)
+  redis.call('HDEL', ALERTS, id)
+  if redis.call('HINCRBY', SYMBOLS, sym, -1) <= 0 then
+    redis.call('HDEL', SYMBOLS, sym)
   end
 end
-if #ARGV == 1 then return old and 1 or 0 end
-local sym = ARGV[3]
-redis.call('HSET', 'tb:alerts', id, ARGV[2])
-redis.call('ZADD', 'tb:idx:' .. sym .. ':' .. ARGV[4], ARGV[5], id)
-redis.call('HINCRBY', 'tb:symbols', sym, 1)
+if #ARGV == 3 then return old and 1 or 0 end
+local sym = ARGV[5]
+redis.call('HSET', ALERTS, id, ARGV[4])
+redis.call('ZADD', IDX .. sym .. ':' .. ARGV[6], ARGV[7], id)
+redis.call('HINCRBY', SYMBOLS, sym, 1)
 return 1
 """
 
 # Drop a fired one-shot alert's mark (the slow path, once SQL says inactive).
+# KEYS: 1 tb:alerts:fired  2 tb:alerts:version   ARGV: 1 id
 _FORGET_LUA = """
-if redis.call('HDEL', 'tb:alerts:fired', ARGV[1]) == 0 then return 0 end
-redis.call('INCR', 'tb:alerts:version') -- a rebuild that read SQL before the update retries
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('INCR', KEYS[2]) -- a rebuild that read SQL before the update retries
 return 1
 """
 
 # Replace one symbol's index. The phase of each alert (armed or waiting to re-arm) is read
 # here, inside the same atomic step, so a tick can never slip between reading and writing.
 # A one-shot alert in tb:alerts:fired is skipped: SQL may not know yet that it fired.
+# KEYS: 1 tb:alerts  2 tb:alerts:fired  3 tb:symbols, then the symbol's index and re-arm
+#       sets per suffix (above, below, vol): 4 idx above  5 rearm above  6 idx below ...
 # ARGV: 1 symbol, then per alert: id row (ROW_FIELDS) condition target rearm fired, where
 # fired = '1' for a recurring alert that has fired before
 _REBUILD_LUA = """
-local sym = ARGV[1]
+local ALERTS, FIRED, SYMBOLS, sym = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+local SETS = {above = {KEYS[4], KEYS[5]}, below = {KEYS[6], KEYS[7]}, vol = {KEYS[8], KEYS[9]}}
 local SFX = {above='above', below='below', volume_above='vol'}
 local phase = {}
 for _, s in ipairs({'above', 'below', 'vol'}) do
-  local idx, rearm = 'tb:idx:' .. sym .. ':' .. s, 'tb:rearm:' .. sym .. ':' .. s
+  local idx, rearm = SETS[s][1], SETS[s][2]
   for _, id in ipairs(redis.call('ZRANGE', idx, 0, -1)) do phase[id] = 'idx' end
   for _, id in ipairs(redis.call('ZRANGE', rearm, 0, -1)) do phase[id] = 'rearm' end
   redis.call('DEL', idx, rearm)
@@ -73,37 +79,47 @@ end
 local keep, n = {}, 0
 for i = 2, #ARGV, 6 do
   local id, cond = ARGV[i], ARGV[i + 2]
-  if redis.call('HEXISTS', 'tb:alerts:fired', id) == 0 then
-    redis.call('HSET', 'tb:alerts', id, ARGV[i + 1])
+  if redis.call('HEXISTS', FIRED, id) == 0 then
+    redis.call('HSET', ALERTS, id, ARGV[i + 1])
     -- unknown here (e.g. after a wipe): a recurring alert that has fired waits to re-arm,
     -- so a rebuild never fires the same crossing twice
     local p = phase[id] or (ARGV[i + 5] == '1' and 'rearm' or 'idx')
     if p == 'rearm' then
-      redis.call('ZADD', 'tb:rearm:' .. sym .. ':' .. SFX[cond], ARGV[i + 4], id)
+      redis.call('ZADD', SETS[SFX[cond]][2], ARGV[i + 4], id)
     else
-      redis.call('ZADD', 'tb:idx:' .. sym .. ':' .. SFX[cond], ARGV[i + 3], id)
+      redis.call('ZADD', SETS[SFX[cond]][1], ARGV[i + 3], id)
     end
     keep[id], n = true, n + 1
   end
 end
 for id in pairs(phase) do
-  if not keep[id] then redis.call('HDEL', 'tb:alerts', id) end
+  if not keep[id] then redis.call('HDEL', ALERTS, id) end
 end
 if n > 0 then
-  redis.call('HSET', 'tb:symbols', sym, n)
+  redis.call('HSET', SYMBOLS, sym, n)
 else
-  redis.call('HDEL', 'tb:symbols', sym)
+  redis.call('HDEL', SYMBOLS, sym)
 end
 return n
 """
 
 
+INDEX_KEYS = [keys.ALERTS, keys.ALERTS_FIRED, keys.SYMBOLS, keys.ALERTS_VERSION]
+INDEX_PREFIXES = [keys.INDEX_PREFIX, keys.REARM_PREFIX]
+
+
 def idx_key(symbol, condition):
-    return f"tb:idx:{symbol}:{SUFFIX[condition]}"
+    return keys.index(symbol, SUFFIX[condition])
 
 
 def rearm_key(symbol, condition):
-    return f"tb:rearm:{symbol}:{SUFFIX[condition]}"
+    return keys.rearm(symbol, SUFFIX[condition])
+
+
+def _rebuild_keys(symbol):
+    sets = [key for sfx in ("above", "below", "vol")
+            for key in (keys.index(symbol, sfx), keys.rearm(symbol, sfx))]
+    return [keys.ALERTS, keys.ALERTS_FIRED, keys.SYMBOLS, *sets]
 
 
 def fmt_num(value):
@@ -116,7 +132,7 @@ def fmt_num(value):
 
 def to_ms(dt):
     """A naive-UTC datetime as epoch milliseconds; None as 0 (never)."""
-    return 0 if dt is None else int(dt.replace(tzinfo=UTC).timestamp() * 1000)
+    return 0 if dt is None else clock.to_ms(dt)
 
 
 def rearm_threshold(alert):
@@ -161,40 +177,40 @@ def index(alert, r=None):
         return unindex(alert.id, r)
     f = _fields(alert)
     args = [alert.id, pack_row(f), f["symbol"], SUFFIX[alert.condition], f["target"]]
-    return _script(r)(args=args)
+    return _script(r)(keys=INDEX_KEYS, args=INDEX_PREFIXES + args)
 
 
 def unindex(alert_id, r=None):
     """Remove an alert from the index; a no-op if it is not there."""
     r = r or get_redis()
-    return _script(r)(args=[alert_id])
+    return _script(r)(keys=INDEX_KEYS, args=INDEX_PREFIXES + [alert_id])
 
 
 def unindex_many(alert_ids, r=None):
     """Unindex several alerts in one round trip."""
-    _each(_INDEX_LUA, alert_ids, r)
+    _each(_INDEX_LUA, INDEX_KEYS, INDEX_PREFIXES, alert_ids, r)
 
 
 def forget_fired(alert_ids, r=None):
     """Drop fired one-shot alerts' marks; call only once SQL has them inactive."""
-    _each(_FORGET_LUA, alert_ids, r)
+    _each(_FORGET_LUA, [keys.ALERTS_FIRED, keys.ALERTS_VERSION], [], alert_ids, r)
 
 
-def _each(lua, alert_ids, r):
+def _each(lua, script_keys, args, alert_ids, r):
     if not alert_ids:
         return
     r = r or get_redis()
     script = r.register_script(lua)
     with r.pipeline(transaction=False) as pipe:
         for alert_id in sorted(alert_ids):
-            script(args=[alert_id], client=pipe)
+            script(keys=script_keys, args=[*args, alert_id], client=pipe)
         pipe.execute()
 
 
 def symbols(r=None):
     """Symbols with at least one indexed alert, and how many."""
     r = r or get_redis()
-    return {sym: int(n) for sym, n in r.hgetall(SYMBOLS).items()}
+    return {sym: int(n) for sym, n in r.hgetall(keys.SYMBOLS).items()}
 
 
 def live_alerts(now=None):
@@ -221,15 +237,16 @@ def _rebuild_once(r, now, watch):
     script = r.register_script(_REBUILD_LUA)
     with r.pipeline() as pipe:
         if watch:
-            pipe.watch(VERSION)  # bumped by every index write, never by ticks
+            pipe.watch(keys.ALERTS_VERSION)  # bumped by every index write, never by ticks
         db.session.rollback()  # a fresh SQL snapshot, taken after the watch began
         alerts = live_alerts(now)
         by_symbol = {}
         for alert in alerts:
             by_symbol.setdefault(alert.symbol, []).extend(_rebuild_args(alert))
         pipe.multi()
-        for symbol in sorted(set(r.hkeys(SYMBOLS)) | set(by_symbol)):
-            script(args=[symbol, *by_symbol.get(symbol, [])], client=pipe)
+        for symbol in sorted(set(r.hkeys(keys.SYMBOLS)) | set(by_symbol)):
+            script(keys=_rebuild_keys(symbol), args=[symbol, *by_symbol.get(symbol, [])],
+                   client=pipe)
         return sum(pipe.execute())  # without the fired one-shot alerts SQL does not know of
 
 
