@@ -6,7 +6,7 @@ import pytest
 from devtools import redisd
 from tests.conftest import csrf_token
 from tests.hub import poll
-from webapp import create_app
+from webapp import clock, create_app
 from webapp.accounts import service as accounts
 from webapp.core import processes
 from webapp.extensions import db, get_redis
@@ -168,7 +168,7 @@ def _beat(*roles):
 def test_health_is_200_with_a_live_connected_listener(client, app):
     with app.app_context():
         get_redis().hset("tb:listener", mapping={
-            "state": "connected", "heartbeat": inbox.current_ms(),
+            "state": "connected", "heartbeat": clock.now_ms(),
             "last_tick_ms": 1_700_000_000_000, "streams": 3})
         _beat("worker", "listener", "scheduler")
     response = client.get("/api/v1/health")
@@ -182,14 +182,14 @@ def test_health_is_200_with_a_live_connected_listener(client, app):
 def test_health_names_a_missing_process_and_its_restarts(client, app, monkeypatch):
     with app.app_context():
         get_redis().hset("tb:listener", mapping={
-            "state": "connected", "heartbeat": inbox.current_ms()})
+            "state": "connected", "heartbeat": clock.now_ms()})
         monkeypatch.setenv("TICKERBELL_RESTARTS", "3")
         _beat("listener", "scheduler")
         gone = processes.Heartbeat(get_redis(), "worker")
         gone.body["pid"] = -1
         gone.field += ":old"
         get_redis().hset(processes.KEY, gone.field, json.dumps(
-            {**gone.body, "beat_ms": inbox.current_ms() - processes.STALE_MS - 1}))
+            {**gone.body, "beat_ms": clock.now_ms() - processes.STALE_MS - 1}))
     response = client.get("/api/v1/health")
     body = response.get_json()
     assert response.status_code == 503 and body["missing"] == ["worker"]
@@ -200,9 +200,9 @@ def test_health_names_a_missing_process_and_its_restarts(client, app, monkeypatc
 def test_health_is_503_when_the_breaker_is_open(client, app):
     with app.app_context():
         r = get_redis()
-        r.hset("tb:listener", mapping={"state": "connected", "heartbeat": inbox.current_ms()})
+        r.hset("tb:listener", mapping={"state": "connected", "heartbeat": clock.now_ms()})
         r.hset("tb:breaker:binance", mapping={"state": "open", "failures": 5,
-                                              "opened_at": inbox.current_ms() / 1000})
+                                              "opened_at": clock.now_ms() / 1000})
     body = client.get("/api/v1/health").get_json()
     assert body["circuit"]["state"] == "open" and body["status"] == "degraded"
 
@@ -210,7 +210,7 @@ def test_health_is_503_when_the_breaker_is_open(client, app):
 def test_a_stale_heartbeat_is_a_dead_listener(client, app):
     with app.app_context():
         get_redis().hset("tb:listener", mapping={
-            "state": "connected", "heartbeat": inbox.current_ms() - 60_000})
+            "state": "connected", "heartbeat": clock.now_ms() - 60_000})
     response = client.get("/api/v1/health")
     assert response.status_code == 503 and response.get_json()["monitoring"]["listener"] == "down"
 
@@ -249,7 +249,7 @@ def test_redis_stopped_mid_request_answers_503_json_then_recovers(own_redis, db_
     stop.set()
     worker.join()
     assert set(seen) <= {(200, True), (503, True)}
-    live_id = f"{inbox.current_ms()}-0-{uid}"  # an id not yet expired, so Redis is asked
+    live_id = f"{clock.now_ms()}-0-{uid}"  # an id not yet expired, so Redis is asked
     for path in ("/api/v1/notifications", f"/api/v1/notifications/{live_id}", "/api/v1/health"):
         response = client.get(path, headers=headers)
         assert response.status_code == 503 and response.is_json, path
@@ -271,7 +271,7 @@ def test_pages_poll_a_banner_that_names_what_is_degraded(client, app, auth):
     assert "Market feed disconnected" in text and "deliveries are paused" in text
     with app.app_context():
         get_redis().hset("tb:listener", mapping={
-            "state": "connected", "heartbeat": inbox.current_ms(),
+            "state": "connected", "heartbeat": clock.now_ms(),
             "last_tick_ms": 1_700_000_000_000})
         _beat("worker", "listener", "scheduler")
     assert client.get("/status").get_data(as_text=True).strip() == ""

@@ -10,12 +10,13 @@ matcher's hot path stays one XADD). Read state is kept on the reading side:
   tb:readmark:U  hash {id, n}: "mark all read" made every entry up to `id` read; `n` counts
                  the entries still in the stream up to `id`
 so the unread count is XLEN - n - ZCARD(read), O(1), once expired entries are trimmed.
-Every script takes KEYS 1 tb:replay:U  2 tb:read:U  3 tb:readmark:U.
+Every script takes KEYS 1 tb:replay:U  2 tb:read:U  3 tb:readmark:U  4 tb:user:U (the channel),
+from webapp/keys.py.
 """
 
 # The shared part: entry id order, the exact trim that keeps `n` right, the count.
 _COMMON = """
-local S, R, M = KEYS[1], KEYS[2], KEYS[3]
+local S, R, M, C = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local function split(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
@@ -52,11 +53,11 @@ local function entry_data(id)
   local f = rows[1][2]
   for i = 1, #f, 2 do if f[i] == 'data' then return f[i + 1] end end
 end
-local function publish_count(uid)
-  redis.call('PUBLISH', 'tb:user:' .. uid, '{"event":"unread","data":' .. unread_count() .. '}')
+local function publish_count()
+  redis.call('PUBLISH', C, '{"event":"unread","data":' .. unread_count() .. '}')
 end
 local function keep(ttl)
-  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ttl) end
+  for _, key in ipairs({S, R, M}) do redis.call('PEXPIRE', key, ttl) end
 end
 """
 
@@ -71,7 +72,7 @@ if type(eid) == 'table' then
 end
 trim(tonumber(ARGV[4]))
 keep(ARGV[5])
-redis.call('PUBLISH', 'tb:user:' .. ARGV[1], '{"id":"' .. eid .. '","event":"notification",'
+redis.call('PUBLISH', C, '{"id":"' .. eid .. '","event":"notification",'
   .. '"data":{"id":"' .. eid .. '-' .. ARGV[1] .. '",' .. string.sub(ARGV[3], 2) .. '}')
 return eid
 """
@@ -143,7 +144,7 @@ if not data then return {-1} end
 if is_unread(ARGV[3], redis.call('HGET', M, 'id')) then
   redis.call('ZADD', R, string.match(ARGV[3], '^%d+'), ARGV[3])
   keep(ARGV[4])
-  publish_count(ARGV[1])
+  publish_count()
 end
 return {unread_count(), data}
 """
@@ -161,7 +162,7 @@ if mark and not after(ARGV[3], mark) then
 else
   redis.call('ZREM', R, ARGV[3])
 end
-if unread then publish_count(ARGV[1]) end
+if unread then publish_count() end
 return 1
 """
 
@@ -174,7 +175,7 @@ if n > 0 then
   redis.call('HSET', M, 'id', newest, 'n', redis.call('XLEN', S))
   redis.call('DEL', R)
   keep(ARGV[3])
-  publish_count(ARGV[1])
+  publish_count()
 end
 return n
 """

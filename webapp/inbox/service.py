@@ -1,7 +1,7 @@
 """The notification inbox in Redis: 7 days per notification, newest first.
 
 A user's inbox is their replay stream: entry id = notification id = SSE id = cursor. Read
-state lives beside it (webapp/inbox_lua.py), so a new notification is one stream entry.
+state lives beside it (webapp/inbox/scripts.py), so a new notification is one stream entry.
 
 Every function takes `now_ms` so tests (and callers replaying the past) control the clock.
 An entry whose id is older than the TTL is trimmed before any list, count or read.
@@ -9,11 +9,10 @@ An entry whose id is older than the TTL is trimmed before any list, count or rea
 
 import json
 import re
-import time
-from datetime import UTC, datetime
 
 from redis.commands.core import Script
 
+from webapp import clock, keys
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import get_redis
 from webapp.inbox import scripts as inbox_lua
@@ -33,10 +32,6 @@ NID_RE = re.compile(r"(\d{1,15}-\d{1,9})-(\d{1,12})", re.ASCII)  # '<entry id>-<
 _scripts = {}
 
 
-def current_ms():
-    return int(time.time() * 1000)
-
-
 def _run(name, keys, args, redis=None):
     client = redis or get_redis()
     script = _scripts.get(name)
@@ -46,12 +41,12 @@ def _run(name, keys, args, redis=None):
 
 
 def _keys(user_id):
-    """The keys every inbox script takes: the stream, the read set, the read mark."""
-    return [f"tb:replay:{user_id}", f"tb:read:{user_id}", f"tb:readmark:{user_id}"]
+    """The keys every inbox script takes: the stream, the read set, the read mark, the channel."""
+    return [*keys.inbox(user_id), keys.user_channel(user_id)]
 
 
 def cutoff(now_ms):
-    return (now_ms or current_ms()) - DEFAULT_TTL_MS
+    return (now_ms or clock.now_ms()) - DEFAULT_TTL_MS
 
 
 def _prepared(n):
@@ -95,14 +90,14 @@ def _store_call(notification, created):
 
 def store(notification, now_ms=None):
     """Write one notification: stream entry, unread, live publish; atomic. -> (nid, event id)."""
-    keys, args = _store_call(notification, now_ms or current_ms())
+    keys, args = _store_call(notification, now_ms or clock.now_ms())
     eid = str(_run("STORE", keys, args))
     return f"{eid}-{args[0]}", eid
 
 
 def store_many(notifications, now_ms=None, redis=None):
     """store() for many in one round trip (each one atomic); returns [(nid, event id)]."""
-    calls = [_store_call(n, now_ms or current_ms()) for n in notifications]
+    calls = [_store_call(n, now_ms or clock.now_ms()) for n in notifications]
     with (redis or get_redis()).pipeline(transaction=False) as pipe:
         for keys, args in calls:
             _run("STORE", keys, args, redis=pipe)
@@ -154,7 +149,7 @@ def head(user_id, redis=None):
     """(the newest entry id or '0', unread count), read in one MULTI so they agree."""
     with (redis or get_redis()).pipeline(transaction=True) as pipe:
         trim(user_id, redis=pipe)
-        pipe.xrevrange(_keys(user_id)[0], "+", "-", count=1)
+        pipe.xrevrange(keys.replay(user_id), "+", "-", count=1)
         (_, unread), latest = pipe.execute()
     return (latest[0][0] if latest else "0"), int(unread)
 
@@ -169,7 +164,7 @@ def _entry(user_id, nid):
 
 def get(user_id, nid, now_ms=None, redis=None):
     """One of the user's live notifications; NotFound if missing, expired or not theirs."""
-    stream, read, mark = _keys(user_id)
+    stream, read, mark = keys.inbox(user_id)
     eid = _entry(user_id, nid)
     if stream_id(eid)[0] <= cutoff(now_ms):
         raise NotFound(nid)
@@ -203,7 +198,7 @@ def find_many(fired):
             wanted.append((match.group(1), user_id))
     with get_redis().pipeline(transaction=False) as pipe:
         for eid, user_id in wanted:
-            pipe.xrange(_keys(user_id)[0], eid, eid)
+            pipe.xrange(keys.replay(user_id), eid, eid)
         replies = pipe.execute()
     return [_load(eid, rows[0][1]["data"], "unread")
             for (eid, _), rows in zip(wanted, replies, strict=True)
@@ -218,7 +213,7 @@ def titles(user_id, nids):
 
 def between(user_id, start_ms, end_ms, limit):
     """The user's notifications created in [start_ms, end_ms), oldest first, at most limit."""
-    found, low, stream = [], "-", _keys(user_id)[0]
+    found, low, stream = [], "-", keys.replay(user_id)
     while len(found) < limit:
         rows = get_redis().xrange(stream, low, "+", count=500)
         for eid, fields in rows:
@@ -302,5 +297,5 @@ def to_api(n):
 
 def iso(ms):
     """Milliseconds since the epoch as ISO 8601 UTC with a Z."""
-    stamp = datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds")
+    stamp = clock.ms_to_datetime(ms).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
