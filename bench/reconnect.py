@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devtools import redisd  # noqa: E402
 from devtools.fakefeed import FakeFeed  # noqa: E402
+from webapp.keys import SYMBOLS as SYMBOLS_KEY  # noqa: E402
 from worker.listener.pacing import DEFAULT_CONTROL_PER_S, AttemptBudget, MessageBudget  # noqa: E402
 from worker.listener.pool import ListenerPool  # noqa: E402
-from worker.listener.subscriptions import SYMBOLS_KEY, Subscriptions, streams_for  # noqa: E402
+from worker.listener.subscriptions import Subscriptions, streams_for  # noqa: E402
 from worker.matcher import Matcher  # noqa: E402
 
 TIMEOUT_S = 10.0

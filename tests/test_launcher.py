@@ -73,6 +73,7 @@ def test_bundled_redis_runs_our_scripts(tmp_path, monkeypatch, make_app):
 
 
 def _exercise(app):
+    from webapp import clock
     from webapp.accounts import service as accounts
     from webapp.accounts import throttle
     from webapp.alerts import service as alerts
@@ -84,7 +85,7 @@ def _exercise(app):
     assert r.info("server")["redis_version"].startswith("6.")
     user = accounts.create_user("old@example.com", "long enough")
     alerts.create_alert(user.id, {"symbol": "BTCUSDT", "type": "above", "price": 100})
-    [fired] = Matcher(r).on_price("BTCUSDT", 101, inbox.current_ms(), seq=1)
+    [fired] = Matcher(r).on_price("BTCUSDT", 101, clock.now_ms(), seq=1)
     stored, _ = inbox.store({"user_id": user.id, "type": "SYSTEM_ERROR", "title": "hello"})
     items, _ = inbox.list_page(user.id)
     assert [n["type"] for n in items] == ["SYSTEM_ERROR", "PRICE_ALERT"]

@@ -7,10 +7,12 @@ import pytest
 
 from devtools.fakefeed import FakeFeed
 from webapp.core.breaker import Breaker
-from worker.listener.connection import STATUS_KEY, Listener
+from webapp.keys import LISTENER as STATUS_KEY
+from webapp.keys import SYMBOLS as SYMBOLS_KEY
+from worker.listener.connection import Listener
 from worker.listener.lease import Lease
 from worker.listener.pacing import Backoff, MessageBudget
-from worker.listener.subscriptions import SYMBOLS_KEY, Subscriptions, streams_for
+from worker.listener.subscriptions import Subscriptions, streams_for
 
 
 class Recorder:
@@ -57,7 +59,7 @@ def feed():
 @pytest.fixture
 def events(caplog):
     """The listener's structured log lines, as (event, fields) pairs."""
-    caplog.set_level(logging.INFO, logger="worker.listener.connection")
+    caplog.set_level(logging.INFO, logger="worker.listener")
 
     def read(name=None):
         found = []

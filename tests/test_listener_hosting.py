@@ -19,9 +19,9 @@ from webapp.accounts import service as accounts
 from webapp.alerts import service as alerts
 from webapp.core.queues import STREAM_QUEUE, get_queue, rq_connection
 from webapp.extensions import db, get_redis
+from webapp.keys import LISTENER_LEASE as LEASE_KEY
 from webapp.models import Alert
 from worker.listener.hosting import JOB_ID, listener_watchdog, run_listener
-from worker.listener.lease import LEASE_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 

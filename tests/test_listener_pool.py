@@ -9,10 +9,11 @@ import pytest
 from devtools.fakefeed import FakeFeed
 from tests.test_listener import Recorder, eventually
 from webapp.core.breaker import Breaker
-from worker.listener.connection import STATUS_KEY
+from webapp.keys import LISTENER as STATUS_KEY
+from webapp.keys import SYMBOLS as SYMBOLS_KEY
 from worker.listener.pacing import Backoff
 from worker.listener.pool import ListenerPool, assign
-from worker.listener.subscriptions import SYMBOLS_KEY, streams_for
+from worker.listener.subscriptions import streams_for
 
 CAP = 10  # streams a connection: 5 symbols
 
@@ -20,7 +21,7 @@ CAP = 10  # streams a connection: 5 symbols
 @pytest.fixture
 def events(caplog):
     """The names of the structured events logged."""
-    caplog.set_level(logging.INFO, logger="worker.listener.connection")
+    caplog.set_level(logging.INFO, logger="worker.listener")
     return lambda name: [m for m in caplog.messages if m.startswith(f"event={name} ")]
 
 

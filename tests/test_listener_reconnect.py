@@ -10,11 +10,11 @@ from devtools.fakefeed import FakeFeed
 from tests.test_listener import Clock, eventually
 from webapp.alerts import index as alert_index
 from webapp.core.breaker import Breaker
+from webapp.keys import SYMBOLS as SYMBOLS_KEY
 from webapp.models import Alert
 from worker.listener.connection import Listener
 from worker.listener.pacing import AttemptBudget, Backoff
 from worker.listener.pool import ListenerPool
-from worker.listener.subscriptions import SYMBOLS_KEY
 from worker.matcher import Matcher
 
 BTC = {"btcusdt@aggTrade", "btcusdt@miniTicker"}
@@ -52,7 +52,7 @@ def feed():
 
 @pytest.fixture
 def events(caplog):
-    caplog.set_level(logging.INFO, logger="worker.listener.connection")
+    caplog.set_level(logging.INFO, logger="worker.listener")
     return lambda name: [m for m in caplog.messages if m.startswith(f"event={name} ")]
 
 

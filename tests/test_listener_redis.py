@@ -73,7 +73,7 @@ def own_redis(tmp_path):
 
 @pytest.fixture
 def events(caplog):
-    caplog.set_level(logging.INFO, logger="worker.listener.connection")
+    caplog.set_level(logging.INFO, logger="worker.listener")
     return lambda name: [m for m in caplog.messages if m.startswith(f"event={name} ")]
 
 

@@ -1,8 +1,8 @@
 """Every price on the pages carries its age, so a quiet or dead feed never looks live."""
 
+from webapp import clock
 from webapp.alerts import service as alerts
 from webapp.extensions import get_redis
-from webapp.inbox import service as inbox
 from webapp.market import tickers
 
 
@@ -22,7 +22,7 @@ def test_alerts_table_shows_each_value_with_its_age(client, app, auth):
         alerts.create_alert(uid, {"symbol": "BTCUSDT", "type": "above", "price": 70000})
         alerts.create_alert(uid, {"symbol": "ETHUSDT", "type": "volume_above", "price": 1e6})
         alerts.create_alert(uid, {"symbol": "SOLUSDT", "type": "below", "price": 100})
-        now = inbox.current_ms()
+        now = clock.now_ms()
         get_redis().hset("tb:price:BTCUSDT", mapping={"price": "65000.1", "ts": now - 120_000})
         get_redis().hset("tb:price:ETHUSDT", mapping={
             "price": "2500", "ts": now, "volume": "95216.03110674", "vts": now - 5_000})

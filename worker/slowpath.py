@@ -9,12 +9,12 @@ import logging
 import os
 import socket
 import threading
-from datetime import UTC, datetime
 
 import redis
 from flask import current_app
 from sqlalchemy import select
 
+from webapp import clock, keys
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
 from webapp.core.outage import REDIS_DOWN, Outage
@@ -23,8 +23,7 @@ from webapp.inbox import service as inbox
 from webapp.models import Alert
 from webapp.notify import router
 
-STREAM = "tb:fired"
-DEAD_STREAM = "tb:fired:dead"
+STREAM, DEAD_STREAM = keys.FIRED, keys.FIRED_DEAD
 GROUP = "slow"
 MAX_DELIVERIES = 10  # an entry that failed this often is parked in DEAD_STREAM
 DEFAULT_COUNT = 20  # entries per read; each holds up to one matcher batch
@@ -50,7 +49,7 @@ def ensure_group(r):
 
 
 def _fired_at(fields):
-    return datetime.fromtimestamp(int(fields["ts"]) / 1000, UTC).replace(tzinfo=None)
+    return clock.ms_to_sql(fields["ts"])
 
 
 def parse(fields):

@@ -19,6 +19,7 @@ import redis
 from flask import current_app, session
 from flask_login import login_user, logout_user
 
+from webapp import keys
 from webapp.live.fanout import REVOKED, USER_PREFIX
 
 SID = "_sid"  # the session id's key in Flask's signed session cookie
@@ -43,12 +44,12 @@ def _redis():
 
 
 def _key(sid):
-    return f"tb:session:{sid}"
+    return keys.session(sid)
 
 
 def _user_key(user_id):
     """The set of a user's session ids, for "log out everywhere"."""
-    return f"tb:sessions:{user_id}"
+    return keys.user_sessions(user_id)
 
 
 def session_credential(sid):

@@ -1,6 +1,7 @@
 from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user, login_user
 
+from webapp import keys
 from webapp.accounts import service as accounts
 from webapp.accounts import sessions
 from webapp.accounts.forms import ApiKeyForm, ChangePasswordForm
@@ -57,7 +58,7 @@ def api_keys():
 
 def _new_key():
     """Where a just-made key waits for its one showing: this session's, no one else's."""
-    return f"tb:newkey:{sessions.current_sid()}"
+    return keys.new_api_key(sessions.current_sid())
 
 
 @bp.post("/api-keys/<int:key_id>/revoke")

@@ -1,10 +1,11 @@
 """Fixed-window counters in Redis, for login throttling and rate limits."""
 
+from webapp import keys
 from webapp.extensions import get_redis
 
 
 def _key(scope, ident):
-    return f"tb:throttle:{scope}:{ident}"
+    return keys.throttle(scope, ident)
 
 
 def blocked_for(scope, ident, limit):

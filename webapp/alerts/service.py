@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import redis
 from sqlalchemy import func, inspect, select
 
+from webapp import keys
 from webapp.alerts import index as alert_index
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import db, get_redis
@@ -280,7 +281,7 @@ def last_prices(symbols):
     symbols = sorted(set(symbols))
     with get_redis().pipeline(transaction=False) as pipe:
         for symbol in symbols:
-            pipe.hget(f"tb:price:{symbol}", "price")
+            pipe.hget(keys.price(symbol), "price")
         return dict(zip(symbols, pipe.execute(), strict=True))
 
 

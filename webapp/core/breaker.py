@@ -2,6 +2,7 @@
 
 import time
 
+from webapp import keys
 from webapp.extensions import get_redis
 
 DEFAULT_FAILURE_THRESHOLD = 5
@@ -15,7 +16,7 @@ class Breaker:
 
     def __init__(self, name, threshold=DEFAULT_FAILURE_THRESHOLD,
                  reset_timeout=DEFAULT_RESET_TIMEOUT, redis=None, clock=time.time):
-        self.key = f"tb:breaker:{name}"
+        self.key = keys.breaker(name)
         self.name = name
         self.threshold = threshold
         self.reset_timeout = reset_timeout

@@ -6,6 +6,7 @@ import redis
 from markupsafe import Markup
 from rq import Queue
 
+from webapp import clock, keys
 from webapp.config import VERSION
 from webapp.core import processes
 from webapp.core.breaker import Breaker
@@ -13,7 +14,6 @@ from webapp.core.queues import QUEUES, STREAM_QUEUE
 from webapp.inbox.service import iso
 
 STARTED = time.monotonic()  # module import is process start for the web workers
-LISTENER_KEY = "tb:listener"
 DEFAULT_LISTENER_STALE_MS = 10_000  # the listener beats every second
 OPEN = "open"
 
@@ -51,13 +51,13 @@ def _queues(r):
 def report(r, streams=None, now_ms=None):
     """(report, healthy?): degraded if Redis is down, the feed is down, the breaker open, or
     no worker, listener or scheduler process beats."""
-    now_ms = now_ms or int(time.time() * 1000)
+    now_ms = now_ms or clock.now_ms()
     body = {"status": "ok", "redis": "ok", "monitoring": None, "circuit": None,
             "uptime_s": uptime_s(), "version": VERSION, "queues": None,
             "last_tick": None, "streams": streams, "processes": None, "missing": []}
     try:
         r.ping()
-        status = r.hgetall(LISTENER_KEY)
+        status = r.hgetall(keys.LISTENER)
         body["monitoring"] = _monitoring(status, now_ms)
         body["circuit"] = Breaker("binance", redis=r).state()
         body["queues"] = _queues(r)

@@ -11,11 +11,11 @@ import logging
 import os
 import socket
 import threading
-import time
 
+from webapp import clock, keys
 from webapp.core.outage import REDIS_DOWN
 
-KEY = "tb:processes"
+KEY = keys.PROCESSES
 ROLES = ("web", "worker", "listener", "scheduler")
 REQUIRED = ("worker", "listener", "scheduler")  # without one of these the product is degraded
 DEFAULT_BEAT_S = 5.0
@@ -25,10 +25,6 @@ FORGET_MS = 3_600_000  # a dead process stays listed for an hour, then its field
 log = logging.getLogger(__name__)
 
 
-def _now_ms():
-    return int(time.time() * 1000)
-
-
 class Heartbeat:
     """Beats every `every_s` seconds from a daemon thread (a greenlet under gevent)."""
 
@@ -36,12 +32,12 @@ class Heartbeat:
         self.redis, self.every_s = redis, every_s
         self.field = f"{role}:{socket.gethostname()}:{os.getpid()}"
         self.body = {"role": role, "host": socket.gethostname(), "pid": os.getpid(),
-                     "started_ms": _now_ms(),
+                     "started_ms": clock.now_ms(),
                      "restarts": int(os.environ.get("TICKERBELL_RESTARTS") or 0)}
         self.stop = threading.Event()
 
     def beat(self):
-        self.redis.hset(KEY, self.field, json.dumps({**self.body, "beat_ms": _now_ms()}))
+        self.redis.hset(KEY, self.field, json.dumps({**self.body, "beat_ms": clock.now_ms()}))
 
     def start(self):
         threading.Thread(target=self._run, name=f"heartbeat-{self.body['role']}",
@@ -68,7 +64,7 @@ class Heartbeat:
 
 def report(redis, now_ms=None):
     """Per role: how many are alive, the restarts counted, and each process's beat."""
-    now_ms = now_ms or _now_ms()
+    now_ms = now_ms or clock.now_ms()
     roles = {role: {"alive": 0, "restarts": 0, "processes": []} for role in ROLES}
     forget = []
     for field, raw in redis.hgetall(KEY).items():

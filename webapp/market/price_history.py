@@ -1,24 +1,24 @@
 """Price samples for the digests: the listener's last prices, copied into a history every run."""
 
-import time
 
+from webapp import clock, keys
 from webapp.extensions import get_redis
 
 DEFAULT_KEEP_MS = 35 * 24 * 3600 * 1000  # a monthly statement's worth, with margin
 
 
 def _key(symbol):
-    return f"tb:pricehist:{symbol}"
+    return keys.price_history(symbol)
 
 
 def sample(now_ms=None):
     """Periodic job: record the last trade of every watched symbol; return how many."""
     r = get_redis()
-    now_ms = now_ms or int(time.time() * 1000)
-    symbols = sorted(r.hkeys("tb:symbols"))
+    now_ms = now_ms or clock.now_ms()
+    symbols = sorted(r.hkeys(keys.SYMBOLS))
     pipe = r.pipeline()
     for symbol in symbols:
-        pipe.hmget(f"tb:price:{symbol}", "price", "ts")
+        pipe.hmget(keys.price(symbol), "price", "ts")
     recorded = 0
     write = r.pipeline()
     for symbol, (price, ts) in zip(symbols, pipe.execute(), strict=True):

@@ -7,16 +7,17 @@ symbol is "unverified" and accepted; with a list, a symbol not on it is "unliste
 
 import difflib
 import logging
-import time
 
 import requests
 from flask import current_app
 
+from webapp import clock, keys
 from webapp.extensions import get_redis
 
-KEY = "tb:binance:symbols"  # zset, every score 0: O(1) membership and prefix search by lex
-META = "tb:binance:symbols:meta"  # hash: source, fetched_ms, count, wanted_ms, error, error_ms
-HOLD = "tb:binance:symbols:hold"  # string with a TTL: no fetch while it lives
+# keys.BINANCE_SYMBOLS: a zset, every score 0: O(1) membership and prefix search by lex
+# keys.BINANCE_SYMBOLS_META: a hash: source, fetched_ms, count, wanted_ms, error, error_ms
+# keys.BINANCE_SYMBOLS_HOLD: a string with a TTL: no fetch while it lives
+KEY, META, HOLD = keys.BINANCE_SYMBOLS, keys.BINANCE_SYMBOLS_META, keys.BINANCE_SYMBOLS_HOLD
 
 LISTED, UNLISTED, UNVERIFIED = "listed", "unlisted", "unverified"
 # Weight 20 instead of the whole exchange: spot symbols that trade now, no permission sets.
@@ -31,10 +32,6 @@ MAX_SUGGESTIONS = 20
 POPULAR_QUOTES = ("USDT", "USDC", "FDUSD", "BTC", "ETH", "BNB")  # suggested first, in this order
 
 log = logging.getLogger(__name__)
-
-
-def _now_ms():
-    return int(time.time() * 1000)
 
 
 def _fresh_list(meta, now_ms):
@@ -59,12 +56,12 @@ def _lookup(symbols, now_ms):
 def verdicts(symbols, now_ms=None):
     """{symbol: listed, unlisted or unverified}, in one round trip."""
     symbols = sorted(set(symbols))
-    return _lookup(symbols, now_ms or _now_ms())[1] if symbols else {}
+    return _lookup(symbols, now_ms or clock.now_ms())[1] if symbols else {}
 
 
 def refusal(symbol, now_ms=None):
     """Why an alert on `symbol` is refused (not trading on Binance), or None to accept it."""
-    now_ms = now_ms or _now_ms()
+    now_ms = now_ms or clock.now_ms()
     meta, found = _lookup([symbol], now_ms)
     if found[symbol] != UNLISTED:
         return None
@@ -91,7 +88,7 @@ def suggestions(prefix, limit=MAX_SUGGESTIONS):
     if not (prefix.isascii() and prefix.isalnum()):
         return []
     r = get_redis()
-    if not _fresh_list(r.hgetall(META), _now_ms())[0]:
+    if not _fresh_list(r.hgetall(META), clock.now_ms())[0]:
         return []
     found = r.zrangebylex(KEY, f"[{prefix}", f"[{prefix}\xff", start=0, num=10 * limit)
     return sorted(found, key=_rank)[:limit]
@@ -103,7 +100,7 @@ def store(symbols, now_ms=None):
     with get_redis().pipeline(transaction=True) as pipe:
         pipe.delete(KEY, META)  # META's error and wanted_ms go with the old list
         pipe.zadd(KEY, dict.fromkeys(symbols, 0))
-        pipe.hset(META, mapping={"source": source, "fetched_ms": now_ms or _now_ms(),
+        pipe.hset(META, mapping={"source": source, "fetched_ms": now_ms or clock.now_ms(),
                                  "count": len(symbols)})
         pipe.execute()
 
@@ -121,7 +118,7 @@ def fetch(url, timeout=DEFAULT_TIMEOUT):
 
 def refresh(now_ms=None):
     """Fetch the list and cache it; how many symbols, or None when the fetch failed."""
-    now_ms = now_ms or _now_ms()
+    now_ms = now_ms or clock.now_ms()
     try:
         found = fetch(current_app.config["BINANCE_API_URL"])
     except (requests.RequestException, ValueError, LookupError, TypeError) as exc:
@@ -148,7 +145,7 @@ def refresh_due(now_ms=None):
     """Periodic job: fetch when the list is missing, a day old, or wanted after a miss."""
     if not current_app.config["BINANCE_API_URL"]:
         return None
-    now_ms = now_ms or _now_ms()
+    now_ms = now_ms or clock.now_ms()
     r = get_redis()
     meta = r.hgetall(META)
     known, _ = _fresh_list(meta, now_ms)

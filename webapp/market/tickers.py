@@ -1,10 +1,10 @@
 """Live prices for the symbols a user watches: last trade and a sparkline of recent samples."""
 
 import json
-import time
 
 from sqlalchemy import select
 
+from webapp import clock, keys
 from webapp.extensions import db, get_redis
 from webapp.models import Alert
 
@@ -47,8 +47,8 @@ def tickers(symbols):
     """[{symbol, price, ts, points, polyline}] from tb:price and tb:spark, one round trip."""
     with get_redis().pipeline(transaction=False) as pipe:
         for symbol in symbols:
-            pipe.hmget(f"tb:price:{symbol}", "price", "ts")
-            pipe.lrange(f"tb:spark:{symbol}", 0, -1)
+            pipe.hmget(keys.price(symbol), "price", "ts")
+            pipe.lrange(keys.spark(symbol), 0, -1)
         replies = pipe.execute()
     out = []
     for i, symbol in enumerate(symbols):
@@ -64,7 +64,7 @@ def last_values(symbols):
     symbols = sorted(set(symbols))
     with get_redis().pipeline(transaction=False) as pipe:
         for symbol in symbols:
-            pipe.hmget(f"tb:price:{symbol}", "price", "ts", "volume", "vts")
+            pipe.hmget(keys.price(symbol), "price", "ts", "volume", "vts")
         replies = pipe.execute()
     return {symbol: {"price": price, "ts": int(ts) if ts else None,
                      "volume": volume, "vts": int(vts) if vts else None}
@@ -75,7 +75,7 @@ def age_text(ts_ms, now_ms=None):
     """How long ago a price was seen, as a person says it: "4 s ago", "3 min ago"."""
     if not ts_ms:
         return "no trade seen yet"
-    seconds = max(0, ((now_ms or int(time.time() * 1000)) - int(ts_ms)) // 1000)
+    seconds = max(0, ((now_ms or clock.now_ms()) - int(ts_ms)) // 1000)
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{seconds // size} {unit} ago"

@@ -7,6 +7,7 @@ import re
 
 from sqlalchemy import select
 
+from webapp import keys
 from webapp.extensions import db, get_redis
 from webapp.models import MAX_ID, User
 from webapp.notify import router
@@ -204,7 +205,7 @@ def handle(raw, scope, key=None):
     if not key:
         return _publish(items)
     r = get_redis()
-    store = f"tb:idem:{scope}:{hashlib.sha256(key.encode()).hexdigest()}"
+    store = keys.idempotency(scope, key)
     if not r.set(store, json.dumps({"state": "pending", "hash": digest}), nx=True,
                  ex=PENDING_TTL):
         return _replay(r.get(store), digest)

@@ -18,6 +18,7 @@ import redis
 import websocket
 from websocket import ABNF, WebSocketException, WebSocketTimeoutException
 
+from webapp import keys
 from worker.listener.heldticks import HeldTicks, RedisGate
 from worker.listener.loglines import logline, now_ms
 from worker.listener.pacing import DEFAULT_CONTROL_PER_S, AttemptBudget, Backoff, MessageBudget
@@ -29,9 +30,8 @@ from worker.listener.subscriptions import (
     wanted_symbols,
 )
 
-__all__ = ["STATUS_KEY", "Listener", "logline", "now_ms"]
+__all__ = ["Listener", "logline", "now_ms"]
 
-STATUS_KEY = "tb:listener"
 DEFAULT_MAX_AGE_S = 23 * 3600 + 50 * 60  # Binance cuts connections at 24 h: leave first
 DEFAULT_SILENCE_S = 65.0  # Binance pings every 20 s: this much quiet means a dead link
 DEFAULT_REDIS_RETRY_S = 0.2  # while Redis is down: how often held ticks try to get through
@@ -48,7 +48,7 @@ class Listener:
                  redis_retry_s=DEFAULT_REDIS_RETRY_S, recv_timeout_s=0.2,
                  connect_timeout_s=10.0, max_streams=DEFAULT_MAX_STREAMS,
                  control_per_s=DEFAULT_CONTROL_PER_S, batch=BATCH, symbols=None,
-                 status_key=STATUS_KEY):
+                 status_key=keys.LISTENER):
         self.redis, self.handler, self.url = redis_client, handler, url.rstrip("/")
         # A pool hands each connection its share of the symbols and keeps the status itself.
         self.symbols = symbols or (lambda: wanted_symbols(self.redis))

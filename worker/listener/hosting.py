@@ -19,6 +19,7 @@ from rq import SimpleWorker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
+from webapp import keys
 from webapp.alerts import index as alert_index
 from webapp.core.breaker import Breaker
 from webapp.core.outage import Outage
@@ -27,7 +28,7 @@ from webapp.core.queues import STREAM_QUEUE, enqueue, get_queue, rq_connection
 from webapp.extensions import get_redis
 from worker import slowpath
 from worker.listener.connection import logline
-from worker.listener.lease import LEASE_KEY, Lease
+from worker.listener.lease import Lease
 from worker.listener.pacing import Backoff
 from worker.listener.pool import ListenerPool
 from worker.matcher import Matcher
@@ -121,7 +122,7 @@ def _stop_on_signals(stop):
 def listener_watchdog():
     """Periodic job: enqueue the listener unless it runs, waits in its queue, or is starting."""
     freed = Lease(get_redis()).break_if_dead()  # its job died with it: no need to wait
-    if freed is None and get_redis().exists(LEASE_KEY):
+    if freed is None and get_redis().exists(keys.LISTENER_LEASE):
         return "running"
     job = _fetch_job()
     status = job.get_status(refresh=False) if job is not None else None

@@ -5,9 +5,9 @@ import os
 import socket
 import uuid
 
+from webapp import keys
 from webapp.core.outage import REDIS_DOWN, Outage
 
-LEASE_KEY = "tb:listener:lease"
 DEFAULT_LEASE_TTL_S = 10.0  # renewed every second: nine missed renewals in a row lose it
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ return 0
 
 
 class Lease:
-    def __init__(self, redis, key=LEASE_KEY, ttl_s=DEFAULT_LEASE_TTL_S):
+    def __init__(self, redis, key=keys.LISTENER_LEASE, ttl_s=DEFAULT_LEASE_TTL_S):
         self.redis, self.key, self.ttl_ms = redis, key, int(ttl_s * 1000)
         self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._renew = redis.register_script(_RENEW)

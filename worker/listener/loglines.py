@@ -2,9 +2,10 @@
 
 import json
 import logging
-import time
 
-log = logging.getLogger("worker.listener.connection")
+from webapp import clock
+
+log = logging.getLogger("worker.listener")
 
 
 def logline(event, **fields):
@@ -19,5 +20,4 @@ def logline(event, **fields):
     log.info(" ".join(parts))
 
 
-def now_ms():
-    return int(time.time() * 1000)
+now_ms = clock.now_ms  # the listener's modules take it from here

@@ -14,7 +14,8 @@ import time
 
 import redis
 
-from worker.listener.connection import STATUS_KEY, Listener
+from webapp import keys
+from worker.listener.connection import Listener
 from worker.listener.loglines import logline, now_ms
 from worker.listener.pacing import AttemptBudget, Backoff
 from worker.listener.subscriptions import wanted_symbols
@@ -161,7 +162,7 @@ class ListenerPool:
         return status
 
     def _set_status(self, **fields):
-        self.redis.hset(STATUS_KEY, mapping={**fields, "heartbeat": now_ms()})
+        self.redis.hset(keys.LISTENER, mapping={**fields, "heartbeat": now_ms()})
 
     # Shares and status wait for Redis: the connections keep reading and hold their ticks.
     # One line when it goes and one when it is back, not one a poll.

@@ -4,7 +4,8 @@ import itertools
 import re
 import time
 
-SYMBOLS_KEY = "tb:symbols"
+from webapp import keys
+
 DEFAULT_MAX_STREAMS = 1024
 BATCH = 200  # streams per SUBSCRIBE / UNSUBSCRIBE message
 # Servers cap the request line (8 KiB is common): the URL carries the first streams and
@@ -17,7 +18,7 @@ SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
 def wanted_symbols(redis):
     """Upper-case symbols with at least one indexed alert (the hash `tb:symbols`)."""
     found = set()
-    for symbol, count in redis.hgetall(SYMBOLS_KEY).items():
+    for symbol, count in redis.hgetall(keys.SYMBOLS).items():
         if SYMBOL.match(symbol) and count.lstrip("-").isdigit() and int(count) > 0:
             found.add(symbol)
     return found
