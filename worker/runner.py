@@ -13,6 +13,7 @@ from webapp.core.outage import REDIS_DOWN, Outage
 from webapp.core.processes import Heartbeat
 from webapp.core.queues import QUEUES, rq_connection
 from webapp.extensions import get_redis
+from worker.renamed_jobs import rename_waiting_jobs
 
 RESTART_PAUSE_S = 0.5
 
@@ -51,11 +52,15 @@ def work_forever(make_worker, outage, stop, **work_kwargs):
     r = rq_connection()
     for name in ("rq.worker", "rq.scheduler"):
         logging.getLogger(name).addFilter(_no_redis_traceback)
+    renamed = False
     while not stop.is_set():
         if not outage.wait_until_up(r, stop):
             return
         worker = None
         try:
+            if not renamed:
+                rename_waiting_jobs(r)  # once per process: jobs the previous release queued
+                renamed = True
             worker = make_worker()
             worker.work(**work_kwargs)
         except REDIS_DOWN as exc:

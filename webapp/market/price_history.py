@@ -1,14 +1,9 @@
 """Price samples for the digests: the listener's last prices, copied into a history every run."""
 
-
 from webapp import clock, keys
 from webapp.extensions import get_redis
 
 DEFAULT_KEEP_MS = 35 * 24 * 3600 * 1000  # a monthly statement's worth, with margin
-
-
-def _key(symbol):
-    return keys.price_history(symbol)
 
 
 def sample(now_ms=None):
@@ -24,8 +19,8 @@ def sample(now_ms=None):
     for symbol, (price, ts) in zip(symbols, pipe.execute(), strict=True):
         if price is None:
             continue
-        write.zadd(_key(symbol), {f"{ts}:{price}": int(ts or now_ms)})
-        write.zremrangebyscore(_key(symbol), "-inf", now_ms - DEFAULT_KEEP_MS)
+        write.zadd(keys.price_history(symbol), {f"{ts}:{price}": int(ts or now_ms)})
+        write.zremrangebyscore(keys.price_history(symbol), "-inf", now_ms - DEFAULT_KEEP_MS)
         recorded += 1
     write.execute()
     return recorded
@@ -33,14 +28,14 @@ def sample(now_ms=None):
 
 def record(symbol, price, ts_ms):
     """Add one sample (tests and backfills)."""
-    get_redis().zadd(_key(symbol), {f"{ts_ms}:{price}": ts_ms})
+    get_redis().zadd(keys.price_history(symbol), {f"{ts_ms}:{price}": ts_ms})
 
 
 def price_at(symbol, ts_ms):
     """The last sample at or before ts_ms, else the first after it; None with no samples."""
     r = get_redis()
-    found = r.zrevrangebyscore(_key(symbol), ts_ms, "-inf", start=0, num=1)
-    found = found or r.zrangebyscore(_key(symbol), ts_ms, "+inf", start=0, num=1)
+    found = r.zrevrangebyscore(keys.price_history(symbol), ts_ms, "-inf", start=0, num=1)
+    found = found or r.zrangebyscore(keys.price_history(symbol), ts_ms, "+inf", start=0, num=1)
     return float(found[0].partition(":")[2]) if found else None
 
 
