@@ -9,6 +9,11 @@ def now_ms():
     return int(time.time() * 1000)
 
 
+def utcnow():
+    """Now as the SQL columns hold it: a naive UTC datetime."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
 def ms_to_datetime(ms):
     """An aware UTC datetime."""
     return datetime.fromtimestamp(int(ms) / 1000, UTC)

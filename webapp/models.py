@@ -1,12 +1,14 @@
 """SQL models: what users own. Fast, expiring state lives in Redis."""
 
-from datetime import UTC, datetime
+from datetime import datetime
+from enum import StrEnum
 
 from flask_login import UserMixin
 from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from webapp.clock import utcnow  # column defaults; callers may take it from here too
 from webapp.extensions import db
 
 # Row ids are INTEGER columns: PostgreSQL refuses larger values, so input outside 1..MAX_ID
@@ -17,10 +19,6 @@ MAX_ID = 2**31 - 1
 # naming what they named. PostgreSQL's sequences never go back; SQLite reuses the highest
 # rowid once its row is deleted unless the table says AUTOINCREMENT.
 NO_ID_REUSE = {"sqlite_autoincrement": True}
-
-
-def utcnow():
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class User(UserMixin, db.Model):
@@ -162,6 +160,20 @@ class CriticalNotification(db.Model):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class DeliveryStatus(StrEnum):
+    """Where a DeliveryLog row stands; the column holds the value."""
+
+    QUEUED = "queued"  # due now: its send job is queued
+    SENDING = "sending"  # a send job claimed it
+    SENT = "sent"
+    RETRYING = "retrying"  # an attempt failed; due again at next_attempt_at
+    FAILED = "failed"
+    HELD = "held"  # quiet hours: due at next_attempt_at
+    OUTBOX = "outbox"  # no provider configured: written to the local outbox instead
+    DIGEST = "digest"  # over the per-minute limit: listed in the next digest instead
+    SKIPPED = "skipped"  # a digest with nothing to say
+
+
 class DeliveryLog(db.Model):
     __tablename__ = "delivery_log"
     __table_args__ = (UniqueConstraint("notification_id", "user_id", "channel"), NO_ID_REUSE)
@@ -170,8 +182,7 @@ class DeliveryLog(db.Model):
     notification_id: Mapped[str] = mapped_column(String(40), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     channel: Mapped[str] = mapped_column(String(10))  # email | sms | push
-    # queued sending sent retrying failed held outbox digest skipped (webapp/delivery)
-    status: Mapped[str] = mapped_column(String(12), index=True)
+    status: Mapped[str] = mapped_column(String(12), index=True)  # a DeliveryStatus
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str] = mapped_column(Text, default="")
     provider_id: Mapped[str] = mapped_column(String(200), default="")

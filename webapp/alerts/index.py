@@ -1,6 +1,5 @@
 """The alert index in Redis: armed alerts in per-symbol sorted sets keyed by threshold."""
 
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import redis
@@ -166,7 +165,7 @@ def _script(r):
 
 def is_live(alert, now=None):
     """Active and not past its expiry: the alerts the index should hold."""
-    now = now or datetime.now(UTC).replace(tzinfo=None)
+    now = now or clock.utcnow()
     return alert.active and (alert.expires_at is None or alert.expires_at > now)
 
 
@@ -215,7 +214,7 @@ def symbols(r=None):
 
 def live_alerts(now=None):
     """All active, unexpired alerts from SQL: what the index should hold."""
-    now = now or datetime.now(UTC).replace(tzinfo=None)
+    now = now or clock.utcnow()
     query = select(Alert).where(
         Alert.active.is_(True), or_(Alert.expires_at.is_(None), Alert.expires_at > now)
     )
