@@ -67,7 +67,7 @@ class Config:
         self.LOGIN_ATTEMPTS_PER_MINUTE = _int("LOGIN_ATTEMPTS_PER_MINUTE", 5)
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         # How long a write waits for another connection's lock before the request answers
-        # 503 (see webapp/database.py): SQLite's busy timeout, PostgreSQL's lock_timeout.
+        # 503 (see webapp/core/database.py): SQLite's busy timeout, PostgreSQL's lock_timeout.
         self.SQLITE_BUSY_TIMEOUT_MS = _int("SQLITE_BUSY_TIMEOUT_MS", 2000)
         self.PG_LOCK_TIMEOUT_MS = _int("PG_LOCK_TIMEOUT_MS", 2000)
         self._delivery(env)

@@ -130,7 +130,7 @@ local function notify(t, id, uid, target, mode, note)
   end
   -- the notification id is '<entry id>-<uid>' (entry ids are only unique per stream); the
   -- stored JSON leaves it out, the publish adds it. A new entry is unread by definition (read
-  -- state is kept by the reader, webapp/inbox_lua.py); entries past 7 days and the keys' TTL
+  -- state is kept by the reader, webapp/inbox/scripts.py); entries past 7 days and the keys' TTL
   -- are the slow path's, off the hot path.
   local eid = redis.call('XADD', u.replay, '*', 'event', 'notification',
     'data', '{"user_id":' .. body)
