@@ -1,0 +1,1 @@
+"""Admin pages: broadcast a system notification to every user."""

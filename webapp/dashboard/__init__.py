@@ -1,0 +1,1 @@
+"""The dashboard: the latest notifications, watched prices, and the status banner."""
