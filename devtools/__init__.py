@@ -1,2 +1,3 @@
-"""Development tools, not part of the product: `make run`'s supervisor (launch.py) and private
-Redis (redisd.py), the fake Binance feed (fakefeed*.py) and the demo seed (demo.py)."""
+"""Tools that start and exercise Tickerbell on one machine, outside the app itself: the
+supervisor behind `make run` (launch.py) and its private Redis (redisd.py), the fake Binance
+feed for tests, benchmarks and `make demo` (fakefeed*.py), and the demo seed (demo.py)."""
