@@ -6,13 +6,14 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 import requests
 
 from devtools import redisd
+from tests.conftest import reset_postgres
 from webapp import create_app
 from webapp.accounts import service as accounts
 from webapp.extensions import db
@@ -115,10 +116,15 @@ def cookie_header(session):
 
 
 class LiveSite:
-    """A served site and an app on the same database and Redis, for what a test sets up."""
+    """A served site, and an app on the same database and Redis for what a test sets up."""
 
-    def __init__(self, url, app):
-        self.url, self.app = url, app
+    def __init__(self, app, server, redis):
+        self.app, self.server = app, server
+        self.redis = redis  # process, dir, url: a test may stop and restart it
+
+    @property
+    def url(self):
+        return self.server.url
 
     def user(self, email, password):
         """A new account; returns its id."""
@@ -126,29 +132,53 @@ class LiveSite:
             return accounts.create_user(email, password).id
 
 
-@pytest.fixture(scope="session")
-def live_site(tmp_path_factory):
-    """Redis, SQLite and gunicorn shared by the browser journeys; each makes its own user."""
-    tmp = tmp_path_factory.mktemp("live-site")
+@contextmanager
+def serve(tmp, env=None, db_url=None, appendonly=False):
+    """A private Redis, a database with its tables and gunicorn on both, under `tmp`.
+
+    `env` adds to the server's settings; a PostgreSQL `db_url` starts from an empty schema.
+    """
+    db_url = db_url or f"sqlite:///{tmp / 'site.db'}"
     with ExitStack() as cleanup:
-        redis_process, redis_url = redisd.start(tmp / "redis", appendonly=False)
-        cleanup.callback(redisd.stop, redis_process)
-        db_url = f"sqlite:///{tmp / 'site.db'}"
-        env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "SECRET_KEY": "live-secret",
-               "INSTANCE_PATH": str(tmp)}
-        app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
-                          "SECRET_KEY": "live-secret", "INSTANCE_PATH": str(tmp)})
+        process, redis_url = redisd.start(tmp / "redis", appendonly=appendonly)
+        redis = {"process": process, "dir": tmp / "redis", "url": redis_url}
+        cleanup.callback(lambda: redisd.stop(redis["process"]))  # the one running now
+        settings = {"REDIS_URL": redis_url, "SECRET_KEY": "live-secret", "INSTANCE_PATH": str(tmp)}
+        app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, **settings})
+        if db_url.startswith("postgresql"):
+            reset_postgres(app)
         with app.app_context():
             db.create_all()
         cleanup.callback(_dispose, app)
-        server = LiveServer(env, tmp / "gunicorn.log").start()
+        server = LiveServer({"DATABASE_URL": db_url, **settings, **(env or {})},
+                            tmp / "gunicorn.log").start()
         cleanup.callback(server.stop)
-        yield LiveSite(server.url, app)
+        yield LiveSite(app, server, redis)
 
 
 def _dispose(app):
     with app.app_context():
+        db.session.remove()
         db.engine.dispose()
     for name in ("redis", "rq_redis"):
         if name in app.extensions:
             app.extensions[name].close()
+
+
+@pytest.fixture(scope="session")
+def live_site(tmp_path_factory):
+    """One site for the session: each test makes its own user and touches nothing shared."""
+    with serve(tmp_path_factory.mktemp("live-site")) as site:
+        yield site
+
+
+@pytest.fixture(scope="module")
+def make_live_site(tmp_path_factory):
+    """A site of the module's own, for one that needs other settings (`make(env=...)`), stops
+    the server or Redis, counts every stream, or changes what every user sees."""
+    with ExitStack() as sites:
+
+        def make(name="live", **options):
+            return sites.enter_context(serve(tmp_path_factory.mktemp(name), **options))
+
+        yield make

@@ -5,9 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools import redisd
-from tests.live_server import LiveServer, launch_chromium, skip_without_chromium
-from webapp import create_app
+from tests.live_server import launch_chromium, skip_without_chromium
 from webapp.accounts import service as accounts
 from webapp.alerts import service as alerts
 from webapp.extensions import db
@@ -28,14 +26,9 @@ USER_PAGES = ["/dashboard", "/alerts/", "/notifications/", "/settings/notificati
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("a11y")
-    redis_process, redis_url = redisd.start(tmp / "redis", appendonly=False)
-    db_url = f"sqlite:///{tmp / 'a11y.db'}"
-    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
-                      "SECRET_KEY": "a11y-secret", "INSTANCE_PATH": str(tmp)})
-    with app.app_context():
-        db.create_all()
+def site(live_site):
+    """The shared site, with an admin who has been using it for a while."""
+    with live_site.app.app_context():
         user = accounts.create_user("ally@example.com", "correct horse battery", is_admin=True)
         accounts.create_api_key(user, "laptop")
         alerts.create_alert(user.id, {"symbol": "BTCUSDT", "type": "above", "price": 70000,
@@ -45,17 +38,12 @@ def server(tmp_path_factory):
         for title in ("Bought 0.5 BTC", "Risk limit at 80%"):
             inbox.store({"user_id": user.id, "type": "ORDER_EXECUTED", "title": title,
                          "message": "details"})
-        db.engine.dispose()
-    env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "SECRET_KEY": "a11y-secret",
-           "INSTANCE_PATH": str(tmp)}
-    live = LiveServer(env, tmp / "gunicorn.log").start()
-    yield live
-    live.stop()
-    redisd.stop(redis_process)
+        db.session.remove()
+    return live_site
 
 
-def _log_in(page, server):
-    page.goto(server.url + "/auth/login")
+def _log_in(page, site):
+    page.goto(site.url + "/auth/login")
     page.fill("#email", "ally@example.com")
     page.fill("#password", "correct horse battery")
     page.click("button[type=submit]")
@@ -75,17 +63,17 @@ def _violations(page):
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_every_page_passes_axe_at_desktop_and_phone_width(server, width):
+def test_every_page_passes_axe_at_desktop_and_phone_width(site, width):
     problems = {}
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_context(viewport=WIDTHS[width]).new_page()
         for path in VISITOR_PAGES:
-            page.goto(server.url + path)
+            page.goto(site.url + path)
             problems[path] = _violations(page)
-        _log_in(page, server)
+        _log_in(page, site)
         for path in USER_PAGES:
-            page.goto(server.url + path)
+            page.goto(site.url + path)
             page.wait_for_load_state("networkidle")
             problems[path] = _violations(page)
         browser.close()
@@ -93,11 +81,11 @@ def test_every_page_passes_axe_at_desktop_and_phone_width(server, width):
     assert not found, "\n".join(f"{path}: {v}" for path, vs in found.items() for v in vs)
 
 
-def test_the_phone_menu_opens_from_the_keyboard(server):
+def test_the_phone_menu_opens_from_the_keyboard(site):
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_context(viewport=WIDTHS["phone"]).new_page()
-        _log_in(page, server)
+        _log_in(page, site)
         menu = page.get_by_role("button", name="Menu")
         assert menu.get_attribute("aria-expanded") == "false"
         assert not page.get_by_role("link", name="Alerts").is_visible()
@@ -105,19 +93,19 @@ def test_the_phone_menu_opens_from_the_keyboard(server):
         page.keyboard.press("Enter")
         assert menu.get_attribute("aria-expanded") == "true"
         assert page.get_by_role("link", name="Alerts").is_visible()
-        page.goto(server.url + "/alerts/")  # tables on phones: each value says what it is
+        page.goto(site.url + "/alerts/")  # tables on phones: each value says what it is
         label = page.evaluate("""() => getComputedStyle(
             document.querySelector('#alert-rows td[data-label]'), '::before').content""")
         assert "Symbol" in label
         browser.close()
 
 
-def test_a_refused_strategy_follow_is_shown_beside_the_field(server):
+def test_a_refused_strategy_follow_is_shown_beside_the_field(site):
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_context().new_page()
-        _log_in(page, server)
-        page.goto(server.url + "/settings/notifications/")
+        _log_in(page, site)
+        page.goto(site.url + "/settings/notifications/")
         page.fill("#strategy_id", "no spaces allowed!")
         page.click("#strategies button[type=submit]")
         error = page.locator("#follows .error")

@@ -3,10 +3,7 @@
 
 import pytest
 
-from devtools import redisd
-from tests.live_server import LiveServer, launch_chromium, skip_without_chromium
-from webapp import create_app
-from webapp.extensions import db
+from tests.live_server import launch_chromium, skip_without_chromium
 
 pytestmark = pytest.mark.browser
 
@@ -17,31 +14,13 @@ skip_without_chromium()
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("alerts-browser")
-    redis_process, redis_url = redisd.start(tmp / "redis", appendonly=False)
-    db_url = f"sqlite:///{tmp / 'browser.db'}"
-    env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "SECRET_KEY": "browser-secret",
-           "INSTANCE_PATH": str(tmp)}
-    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
-                      "SECRET_KEY": "browser-secret", "INSTANCE_PATH": str(tmp)})
-    with app.app_context():
-        db.create_all()
-        db.engine.dispose()
-    live = LiveServer(env, tmp / "gunicorn.log").start()
-    yield live
-    live.stop()
-    redisd.stop(redis_process)
-
-
 @pytest.fixture
-def page(server):
+def page(live_site):
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_context().new_page()
         page.on("dialog", lambda dialog: dialog.accept())  # the delete confirmation
-        page.goto(server.url + "/auth/register")
+        page.goto(live_site.url + "/auth/register")
         page.fill("#email", "pat@example.com")
         page.fill("#password", "correct horse battery")
         page.fill("#confirm", "correct horse battery")
@@ -55,8 +34,8 @@ def page(server):
         browser.close()
 
 
-def test_alerts_page_inline_flow(page, server):
-    page.goto(server.url + "/alerts/")
+def test_alerts_page_inline_flow(page, live_site):
+    page.goto(live_site.url + "/alerts/")
     page.evaluate("window.__sameDocument = true")
     expect(page.locator("#alerts-empty")).to_be_visible()
 

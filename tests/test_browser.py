@@ -11,11 +11,9 @@ import pytest
 import redis
 import requests
 
-from devtools import redisd
 from devtools.fakefeed import FakeFeed
 from tests.hub import poll
-from tests.live_server import LiveServer, launch_chromium, skip_without_chromium
-from webapp import create_app
+from tests.live_server import launch_chromium, skip_without_chromium
 from webapp.alerts import service as alerts
 from webapp.extensions import db
 from worker.listener.connection import Listener
@@ -33,21 +31,14 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """Redis, the fake Binance feed, the listener (with the real matcher), and gunicorn."""
-    tmp = tmp_path_factory.mktemp("browser")
+def site(make_live_site):
+    """A site of its own (a test stops its server), the fake Binance feed, and the listener
+    with the real matcher."""
+    live = make_live_site("browser")
     with ExitStack() as cleanup:
-        redis_process, redis_url = redisd.start(tmp / "redis", appendonly=False)
-        cleanup.callback(redisd.stop, redis_process)
-        db_url = f"sqlite:///{tmp / 'browser.db'}"
-        app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
-                          "SECRET_KEY": "browser-secret", "INSTANCE_PATH": str(tmp)})
-        with app.app_context():
-            db.create_all()
-        cleanup.callback(_dispose, app)
         feed = FakeFeed().start()
         cleanup.callback(feed.stop)
-        r = redis.Redis.from_url(redis_url, decode_responses=True)
+        r = redis.Redis.from_url(live.redis["url"], decode_responses=True)
         cleanup.callback(r.close)
         listener = Listener(r, Matcher(r), feed.url, poll_s=0.05, heartbeat_s=0.2,
                             recv_timeout_s=0.05, backoff=Backoff(0.05, 0.2))
@@ -55,16 +46,7 @@ def site(tmp_path_factory):
         thread.start()
         cleanup.callback(thread.join, 5)
         cleanup.callback(listener.stop.set)
-        server = LiveServer({"DATABASE_URL": db_url, "REDIS_URL": redis_url,
-                             "SECRET_KEY": "browser-secret", "INSTANCE_PATH": str(tmp)},
-                            tmp / "gunicorn.log").start()
-        cleanup.callback(server.stop)
-        yield {"app": app, "server": server, "feed": feed, "redis": r}
-
-
-def _dispose(app):
-    with app.app_context():
-        db.engine.dispose()
+        yield {"app": live.app, "server": live.server, "feed": feed, "redis": r}
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,16 @@ on an open stream all get through, and the write finishes once the lock is relea
 
 import sqlite3
 import threading
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 
 import psycopg
 import pytest
 import requests
 
-from devtools import redisd
-from tests.conftest import PG_URL, reset_postgres
+from tests.conftest import PG_URL
 from tests.hub import poll
-from tests.live_server import LiveServer, cookie_header, login
+from tests.live_server import cookie_header, login, serve
 from tests.sse_helpers import open_stream
-from webapp import create_app
 from webapp.accounts import service as accounts
 from webapp.extensions import db
 from webapp.inbox import service as inbox
@@ -56,41 +54,22 @@ def postgres_lock(site):
 def site(request, tmp_path):
     if request.param == "postgresql" and not PG_URL:
         pytest.skip("PostgreSQL: TEST_DATABASE_URL is not set")
-    with ExitStack() as cleanup:
-        process, redis_url = redisd.start(tmp_path / "redis", appendonly=False)
-        cleanup.callback(redisd.stop, process)
-        db_path = tmp_path / "live.db"
-        db_url = PG_URL if request.param == "postgresql" else f"sqlite:///{db_path}"
-        settings = {"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
-                    "SECRET_KEY": "live-secret", "INSTANCE_PATH": str(tmp_path)}
-        app = create_app(settings)
-        if request.param == "postgresql":
-            reset_postgres(app)
-        with app.app_context():
-            db.create_all()
+    db_path = tmp_path / "live.db"
+    db_url = PG_URL if request.param == "postgresql" else f"sqlite:///{db_path}"
+    env = {"STREAM_KEEPALIVE_S": "0.2", "SQLITE_BUSY_TIMEOUT_MS": str(WAIT * 1000),
+           "PG_LOCK_TIMEOUT_MS": str(WAIT * 1000)}
+    with serve(tmp_path, env=env, db_url=db_url) as live:
+        with live.app.app_context():
             user = accounts.create_user("u@example.com", PASSWORD)
             uid, key = user.id, accounts.create_api_key(user, "live")[1]
             db.session.remove()
-        cleanup.callback(_dispose, app)
-        server = LiveServer({
-            "DATABASE_URL": db_url, "REDIS_URL": redis_url, "SECRET_KEY": "live-secret",
-            "INSTANCE_PATH": str(tmp_path), "STREAM_KEEPALIVE_S": "0.2",
-            "SQLITE_BUSY_TIMEOUT_MS": str(WAIT * 1000), "PG_LOCK_TIMEOUT_MS": str(WAIT * 1000),
-        }, tmp_path / "gunicorn.log").start()
-        cleanup.callback(server.stop)
         headers = {"X-API-Key": key}
         # the key's first use records it (a write): get that done before any lock is held
-        assert requests.get(server.url + "/api/v1/alerts", headers=headers).status_code == 200
-        yield {"app": app, "server": server, "uid": uid, "headers": headers,
-               "cookie": cookie_header(login(server.url, "u@example.com", PASSWORD)),
+        assert requests.get(live.url + "/api/v1/alerts", headers=headers).status_code == 200
+        yield {"app": live.app, "server": live.server, "uid": uid, "headers": headers,
+               "cookie": cookie_header(login(live.url, "u@example.com", PASSWORD)),
                "db_path": str(db_path), "lock": {"sqlite": sqlite_lock,
                                                  "postgresql": postgres_lock}[request.param]}
-
-
-def _dispose(app):
-    with app.app_context():
-        db.engine.dispose()
-    app.extensions["redis"].close()
 
 
 def test_a_write_waiting_for_a_lock_stalls_only_itself(site):

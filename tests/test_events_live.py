@@ -3,10 +3,8 @@
 import pytest
 import requests
 
-from devtools import redisd
-from tests.live_server import LiveServer, cookie_header, login
+from tests.live_server import cookie_header, login
 from tests.sse_helpers import open_stream
-from webapp import create_app
 from webapp.accounts import service as accounts
 from webapp.extensions import db
 from webapp.notify import service_tokens
@@ -16,26 +14,14 @@ USERS = 3
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("events-live")
-    process, redis_url = redisd.start(tmp / "redis", appendonly=False)
-    db_url = f"sqlite:///{tmp / 'live.db'}"
-    env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "SECRET_KEY": "live-secret",
-           "INSTANCE_PATH": str(tmp), "STREAM_KEEPALIVE_S": "60"}
-    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
-                      "SECRET_KEY": "live-secret", "INSTANCE_PATH": str(tmp)})
-    with app.app_context():
-        db.create_all()
+def site(make_live_site):
+    live = make_live_site("events-live", env={"STREAM_KEEPALIVE_S": "60"})
+    with live.app.app_context():
         for i in range(USERS):
             accounts.create_user(f"u{i}@example.com", PASSWORD)
         token = service_tokens.create("risk-engine")[1]
         db.session.remove()
-    server = LiveServer(env, tmp / "gunicorn.log").start()
-    yield {"server": server, "token": token}
-    server.stop()
-    with app.app_context():
-        db.engine.dispose()
-    redisd.stop(process)
+    return {"server": live.server, "token": token}
 
 
 def has(title):

@@ -3,9 +3,7 @@
 
 import pytest
 
-from devtools import redisd
-from tests.live_server import LiveServer, launch_chromium, skip_without_chromium
-from webapp import create_app
+from tests.live_server import launch_chromium, skip_without_chromium
 from webapp.extensions import db
 from webapp.models import User
 from webapp.preferences import service as preferences
@@ -18,26 +16,6 @@ skip_without_chromium()
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("prefs-browser")
-    redis_process, redis_url = redisd.start(tmp / "redis", appendonly=False)
-    db_url = f"sqlite:///{tmp / 'browser.db'}"
-    config = {"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
-              "SECRET_KEY": "browser-secret", "INSTANCE_PATH": str(tmp)}
-    app = create_app(config)
-    with app.app_context():
-        db.create_all()
-    server = LiveServer({"DATABASE_URL": db_url, "REDIS_URL": redis_url,
-                         "SECRET_KEY": "browser-secret", "INSTANCE_PATH": str(tmp)},
-                        tmp / "gunicorn.log").start()
-    yield {"app": app, "url": server.url}
-    server.stop()
-    with app.app_context():
-        db.engine.dispose()
-    redisd.stop(redis_process)
-
-
 def saved_preferences(app, email):
     with app.app_context():
         uid = db.session.scalar(db.select(User.id).where(User.email == email))
@@ -46,11 +24,11 @@ def saved_preferences(app, email):
         return pref
 
 
-def test_settings_save_on_change_and_show_saved(site):
+def test_settings_save_on_change_and_show_saved(live_site):
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_context().new_page()
-        page.goto(site["url"] + "/auth/register")
+        page.goto(live_site.url + "/auth/register")
         page.fill("#email", "prefs@example.com")
         page.fill("#password", PASSWORD)
         page.fill("#confirm", PASSWORD)
@@ -60,7 +38,7 @@ def test_settings_save_on_change_and_show_saved(site):
         page.fill("#password", PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_url("**/dashboard")
-        page.goto(site["url"] + "/settings/notifications/")
+        page.goto(live_site.url + "/settings/notifications/")
         page.check("#sms_risk_violations")
         expect(page.locator("#status-sms_risk_violations")).to_have_text("Saved")
         page.fill("#phone", "12345")
@@ -76,6 +54,6 @@ def test_settings_save_on_change_and_show_saved(site):
         page.click("#strategies button[type=submit]")
         expect(page.locator("#follows")).to_contain_text("grid-eth")
         browser.close()
-    pref = saved_preferences(site["app"], "prefs@example.com")
+    pref = saved_preferences(live_site.app, "prefs@example.com")
     assert (pref.sms_risk_violations, pref.phone, pref.timezone) == (
         True, "+14155550123", "Europe/Berlin")

@@ -3,24 +3,15 @@
 import json
 import re
 import time
-from contextlib import ExitStack
 
 import pytest
 import requests
 import websocket
 from playwright.sync_api import expect, sync_playwright
 
-from devtools import redisd
 from tests.hub import poll
-from tests.live_server import (
-    LiveServer,
-    cookie_header,
-    launch_chromium,
-    login,
-    skip_without_chromium,
-)
+from tests.live_server import cookie_header, launch_chromium, login, skip_without_chromium
 from tests.sse_helpers import open_stream
-from webapp import create_app
 from webapp.accounts import service as accounts
 from webapp.extensions import db
 from webapp.inbox import service as inbox
@@ -29,29 +20,9 @@ EMAIL, PASSWORD = "live@example.com", "correct horse"
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sessions")
-    with ExitStack() as cleanup:
-        process, redis_url = redisd.start(tmp / "redis", appendonly=False)
-        cleanup.callback(redisd.stop, process)
-        db_url = f"sqlite:///{tmp / 'live.db'}"
-        env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "SECRET_KEY": "live-secret",
-               "INSTANCE_PATH": str(tmp), "STREAM_KEEPALIVE_S": "60"}
-        app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
-                          "SECRET_KEY": "live-secret", "INSTANCE_PATH": str(tmp)})
-        with app.app_context():
-            db.create_all()
-            uid = accounts.create_user(EMAIL, PASSWORD).id
-            db.session.remove()
-        cleanup.callback(_dispose, app)
-        server = LiveServer(env, tmp / "gunicorn.log").start()
-        cleanup.callback(server.stop)
-        yield {"app": app, "server": server, "uid": uid}
-
-
-def _dispose(app):
-    with app.app_context():
-        db.engine.dispose()
+def site(make_live_site):
+    live = make_live_site("sessions", env={"STREAM_KEEPALIVE_S": "60"})
+    return {"app": live.app, "server": live.server, "uid": live.user(EMAIL, PASSWORD)}
 
 
 def post_form(site, session, path, **data):

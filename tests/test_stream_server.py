@@ -5,7 +5,6 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
 from urllib.parse import quote
 
 import pytest
@@ -15,9 +14,8 @@ import websocket
 
 from devtools import redisd
 from tests.hub import poll
-from tests.live_server import ROOT, LiveServer, cookie_header, login
+from tests.live_server import ROOT, cookie_header, login
 from tests.sse_helpers import open_stream
-from webapp import create_app
 from webapp.accounts import service as accounts
 from webapp.extensions import db
 from webapp.inbox import service as inbox
@@ -28,36 +26,18 @@ PASSWORD = "correct horse"
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """Its own redis-server (this module stops it) and a gunicorn gevent server."""
-    tmp = tmp_path_factory.mktemp("live")
-    with ExitStack() as cleanup:
-        process, redis_url = redisd.start(tmp / "redis", appendonly=True)
-        redis_box = {"process": process, "dir": tmp / "redis", "url": redis_url}
-        cleanup.callback(lambda: redisd.stop(redis_box["process"]))
-        db_url = f"sqlite:///{tmp / 'live.db'}"
-        app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
-                          "SECRET_KEY": "live-secret", "INSTANCE_PATH": str(tmp)})
-        with app.app_context():
-            db.create_all()
-            users = [accounts.create_user(f"u{i}@example.com", PASSWORD) for i in range(USERS)]
-            uids = [u.id for u in users]
-            key = accounts.create_api_key(users[0], "ws")[1]
-            db.session.remove()
-        cleanup.callback(_dispose, app)
-        server = LiveServer({"DATABASE_URL": db_url, "REDIS_URL": redis_url,
-                             "SECRET_KEY": "live-secret", "INSTANCE_PATH": str(tmp),
-                             "STREAM_KEEPALIVE_S": "60"}, tmp / "gunicorn.log").start()
-        cleanup.callback(server.stop)
-        cookies = [cookie_header(login(server.url, f"u{i}@example.com", PASSWORD))
-                   for i in range(USERS)]
-        yield {"app": app, "server": server, "redis": redis_box, "uids": uids, "key": key,
-               "cookies": cookies}
-
-
-def _dispose(app):
-    with app.app_context():
-        db.engine.dispose()
+def site(make_live_site):
+    """A site of its own: this module stops its Redis and counts every stream."""
+    live = make_live_site(env={"STREAM_KEEPALIVE_S": "60"}, appendonly=True)
+    with live.app.app_context():
+        users = [accounts.create_user(f"u{i}@example.com", PASSWORD) for i in range(USERS)]
+        uids = [u.id for u in users]
+        key = accounts.create_api_key(users[0], "ws")[1]
+        db.session.remove()
+    cookies = [cookie_header(login(live.url, f"u{i}@example.com", PASSWORD))
+               for i in range(USERS)]
+    return {"app": live.app, "server": live.server, "redis": live.redis, "uids": uids,
+            "key": key, "cookies": cookies}
 
 
 def store(site, uid, title="ping"):

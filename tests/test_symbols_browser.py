@@ -4,10 +4,8 @@ list came says it cannot fire; the page still passes axe-core."""
 
 import pytest
 
-from devtools import redisd
-from tests.live_server import LiveServer, launch_chromium, skip_without_chromium
+from tests.live_server import launch_chromium, skip_without_chromium
 from tests.test_accessibility import _violations
-from webapp import create_app
 from webapp.accounts import service as accounts
 from webapp.alerts import service as alerts
 from webapp.extensions import db
@@ -23,25 +21,15 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("symbols-browser")
-    redis_process, redis_url = redisd.start(tmp / "redis", appendonly=False)
-    db_url = f"sqlite:///{tmp / 'symbols.db'}"
-    config = {"SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
-              "SECRET_KEY": "symbols-secret", "INSTANCE_PATH": str(tmp)}
-    app = create_app(config)
-    with app.app_context():
-        db.create_all()
+def server(make_live_site):
+    """A site of its own: the symbol list it stores is every user's."""
+    live = make_live_site("symbols-browser")  # BINANCE_API_URL is "", as when the list was stored
+    with live.app.app_context():
         user = accounts.create_user("typist@example.com", "correct horse battery")
         alerts.create_alert(user.id, {"symbol": "FOOBARUSDT", "type": "above", "price": 5})
         symbols.store(["BTCUSDT", "ETHBTC", "ETHUSDC", "ETHUSDT", "SOLUSDT"])
-        db.engine.dispose()
-    env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "SECRET_KEY": "symbols-secret",
-           "INSTANCE_PATH": str(tmp)}  # BINANCE_API_URL is "" here, as when the list was stored
-    live = LiveServer(env, tmp / "gunicorn.log").start()
-    yield live
-    live.stop()
-    redisd.stop(redis_process)
+        db.session.remove()
+    return live
 
 
 @pytest.fixture
