@@ -12,20 +12,19 @@ from flask import current_app
 from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from webapp import clock
 from webapp.core.breaker import Breaker
 from webapp.core.queues import enqueue
-from webapp.delivery import content, outbox
-from webapp.delivery.channels import email, push, sms
+from webapp.delivery import audit, digest_email, outbox
+from webapp.delivery.channels import CHANNELS
 from webapp.exceptions import DeliveryRejected
 from webapp.extensions import db
-from webapp.models import DeliveryLog, utcnow
+from webapp.models import DeliveryLog, DeliveryStatus, User
 from webapp.notify import types as notification_types
+from webapp.preferences import service as preferences
 
 log = logging.getLogger(__name__)
 
-QUEUED, SENDING, SENT, RETRYING, FAILED = "queued", "sending", "sent", "retrying", "failed"
-HELD, OUTBOX, DIGEST = "held", "outbox", "digest"
-CHANNELS = {"email": email, "sms": sms, "push": push}
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_BACKOFF = 15  # seconds before the 2nd attempt; doubles after each failure
 DEFAULT_MAX_BACKOFF = 3600
@@ -62,7 +61,7 @@ def record_planned(planned):
     for start in range(0, len(nids), SQL_CHUNK):
         due_now += db.session.execute(select(DeliveryLog.id, DeliveryLog.notification_id).where(
             DeliveryLog.notification_id.in_(nids[start:start + SQL_CHUNK]),
-            DeliveryLog.status == QUEUED).order_by(DeliveryLog.id)).all()
+            DeliveryLog.status == DeliveryStatus.QUEUED).order_by(DeliveryLog.id)).all()
     for log_id, nid in due_now:
         queue = "high" if notification_types.is_critical(owners[nid]) else "default"
         enqueue(send, log_id, queue=queue, job_id=f"delivery-{log_id}")
@@ -74,9 +73,9 @@ def _claim(log_id, now):
     result = db.session.execute(
         update(DeliveryLog)
         .where(DeliveryLog.id == log_id, or_(
-            DeliveryLog.status == QUEUED,
-            (DeliveryLog.status == RETRYING) & (DeliveryLog.next_attempt_at <= now)))
-        .values(status=SENDING, updated_at=now))
+            DeliveryLog.status == DeliveryStatus.QUEUED,
+            (DeliveryLog.status == DeliveryStatus.RETRYING) & (DeliveryLog.next_attempt_at <= now)))
+        .values(status=DeliveryStatus.SENDING, updated_at=now))
     db.session.commit()
     return db.session.get(DeliveryLog, log_id) if result.rowcount == 1 else None
 
@@ -89,10 +88,10 @@ def _finish(row, status, error="", provider_id=""):
 
 
 def _retry_later(row, error, delay):
-    row.status, row.error = RETRYING, error[:2000]
-    row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    row.status, row.error = DeliveryStatus.RETRYING, error[:2000]
+    row.next_attempt_at = clock.utcnow() + timedelta(seconds=delay)
     db.session.commit()
-    return RETRYING
+    return DeliveryStatus.RETRYING
 
 
 def backoff(attempts):
@@ -102,22 +101,34 @@ def backoff(attempts):
 
 def send(log_id):
     """RQ job: one attempt at one delivery. Returns the row's new status."""
-    row = _claim(log_id, utcnow())
+    row = _claim(log_id, clock.utcnow())
     if row is None:
         return None
     channel = CHANNELS[row.channel]
     try:
-        message = content.build(row)
+        message = build(row)
     except DeliveryRejected as exc:
-        return _finish(row, FAILED, str(exc))
+        return _finish(row, DeliveryStatus.FAILED, str(exc))
     except Exception as exc:  # noqa: BLE001 - e.g. Redis away: try again later, counted
         row.attempts += 1
         return _failed_attempt(row, exc)
     if not channel.configured(current_app.config):
         body, extension = channel.outbox_file(message)
-        return _finish(row, OUTBOX, "provider not configured",
+        return _finish(row, DeliveryStatus.OUTBOX, "provider not configured",
                        outbox.write(row.id, row.channel, body, extension))
     return _attempt(row, channel, message)
+
+
+def build(row):
+    """The channel's message for a log row, rendered now; DeliveryRejected if it cannot exist."""
+    user = db.session.get(User, row.user_id)
+    pref = preferences.preferences_for(row.user_id)
+    if digest_email.is_digest(row.notification_id):
+        return digest_email.message(user, pref, row.notification_id)
+    notification = audit.load(row.notification_id, row.user_id)
+    if notification is None:
+        raise DeliveryRejected("the notification was deleted before it could be sent")
+    return CHANNELS[row.channel].build(user, pref, notification)
 
 
 def _failed_attempt(row, exc):
@@ -126,7 +137,7 @@ def _failed_attempt(row, exc):
     log.warning("delivery %s via %s failed (attempt %d): %s", row.id, row.channel,
                 row.attempts, error)
     if row.attempts >= current_app.config.get("DELIVERY_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS):
-        return _finish(row, FAILED, error)
+        return _finish(row, DeliveryStatus.FAILED, error)
     return _retry_later(row, error, backoff(row.attempts))
 
 
@@ -135,14 +146,13 @@ def _attempt(row, channel, message):
     if not gate.allow():
         return _retry_later(row, f"{row.channel} provider circuit open", gate.retry_in())
     row.attempts += 1
-    config = current_app.config
     try:
-        provider_id = channel.send(config, message, config["DELIVERY_TIMEOUT"])
+        provider_id = channel.send(current_app.config, message)
     except DeliveryRejected as exc:
         gate.success()  # the provider answered: it is up, the message is the problem
-        return _finish(row, FAILED, str(exc))
+        return _finish(row, DeliveryStatus.FAILED, str(exc))
     except Exception as exc:  # noqa: BLE001 - any provider error is retried, then logged
         gate.failure(exc)
         return _failed_attempt(row, exc)
     gate.success()
-    return _finish(row, SENT, provider_id=provider_id)
+    return _finish(row, DeliveryStatus.SENT, provider_id=provider_id)

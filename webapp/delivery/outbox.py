@@ -5,7 +5,7 @@ from pathlib import Path
 
 from flask import current_app
 
-from webapp.models import utcnow
+from webapp import clock
 
 
 def directory():
@@ -16,7 +16,7 @@ def directory():
 
 def write(log_id, channel, body, extension):
     """Write one message atomically; return the file name (kept as the provider id)."""
-    name = f"{utcnow():%Y%m%dT%H%M%S}-{log_id}-{channel}.{extension}"
+    name = f"{clock.utcnow():%Y%m%dT%H%M%S}-{log_id}-{channel}.{extension}"
     target = directory() / name
     temporary = target.with_suffix(".tmp")
     temporary.write_bytes(body)

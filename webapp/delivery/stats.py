@@ -4,9 +4,11 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from webapp.delivery.dispatch import CHANNELS, FAILED, OUTBOX, SENT, breaker
+from webapp import clock
+from webapp.delivery.channels import CHANNELS
+from webapp.delivery.dispatch import breaker
 from webapp.extensions import db
-from webapp.models import DeliveryLog, utcnow
+from webapp.models import DeliveryLog, DeliveryStatus
 
 DEFAULT_WINDOW = timedelta(hours=24)
 
@@ -27,13 +29,14 @@ def counts(since, user_id=None):
 def delivery_stats(window=DEFAULT_WINDOW, user_id=None):
     """Per channel over the window: counts by status, success and failure rates, breaker state."""
     stats = {}
-    for channel, by_status in counts(utcnow() - window, user_id).items():
-        done = by_status.get(SENT, 0) + by_status.get(OUTBOX, 0) + by_status.get(FAILED, 0)
-        ok = by_status.get(SENT, 0) + by_status.get(OUTBOX, 0)
+    for channel, by_status in counts(clock.utcnow() - window, user_id).items():
+        ok = by_status.get(DeliveryStatus.SENT, 0) + by_status.get(DeliveryStatus.OUTBOX, 0)
+        failed = by_status.get(DeliveryStatus.FAILED, 0)
+        done = ok + failed
         stats[channel] = {
             "counts": by_status,
             "success_rate": round(ok / done, 4) if done else None,
-            "failure_rate": round(by_status.get(FAILED, 0) / done, 4) if done else None,
+            "failure_rate": round(failed / done, 4) if done else None,
             "circuit": breaker(channel).state()["state"] if channel in CHANNELS else None,
         }
     return stats

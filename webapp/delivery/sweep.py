@@ -1,24 +1,15 @@
 """The periodic sweep: releases held deliveries and re-queues due retries and lost jobs."""
 
-from datetime import UTC
 from itertools import groupby
 
 from sqlalchemy import select, update
 
+from webapp import clock
 from webapp.core.queues import enqueue
-from webapp.delivery.dispatch import (
-    DIGEST,
-    HELD,
-    LOST_QUEUED,
-    QUEUED,
-    RETRYING,
-    SENDING,
-    STALE_SENDING,
-    send,
-)
+from webapp.delivery import plan
+from webapp.delivery.dispatch import LOST_QUEUED, STALE_SENDING, send
 from webapp.extensions import db
-from webapp.models import DeliveryLog, utcnow
-from webapp.notify import router
+from webapp.models import DeliveryLog, DeliveryStatus
 from webapp.preferences import service as preferences
 
 DEFAULT_LIMIT = 1000  # rows per sweep; the next run takes the rest
@@ -26,20 +17,22 @@ DEFAULT_LIMIT = 1000  # rows per sweep; the next run takes the rest
 
 def sweep(now=None):
     """Queue every delivery that is due; return how many jobs were queued."""
-    now = now or utcnow()
+    now = now or clock.utcnow()
     released = release_held(now)
     db.session.execute(
         update(DeliveryLog)
-        .where(DeliveryLog.status == SENDING, DeliveryLog.updated_at < now - STALE_SENDING)
-        .values(status=RETRYING, next_attempt_at=now, error="worker stopped mid-send"))
+        .where(DeliveryLog.status == DeliveryStatus.SENDING,
+               DeliveryLog.updated_at < now - STALE_SENDING)
+        .values(status=DeliveryStatus.RETRYING, next_attempt_at=now,
+                error="worker stopped mid-send"))
     lost = db.session.scalars(select(DeliveryLog.id).where(
-        DeliveryLog.status == QUEUED, DeliveryLog.updated_at < now - LOST_QUEUED)
+        DeliveryLog.status == DeliveryStatus.QUEUED, DeliveryLog.updated_at < now - LOST_QUEUED)
         .limit(DEFAULT_LIMIT)).all()
     if lost:
         db.session.execute(update(DeliveryLog).where(DeliveryLog.id.in_(lost))
                            .values(updated_at=now))
     due = db.session.scalars(select(DeliveryLog.id).where(
-        DeliveryLog.status == RETRYING, DeliveryLog.next_attempt_at <= now)
+        DeliveryLog.status == DeliveryStatus.RETRYING, DeliveryLog.next_attempt_at <= now)
         .order_by(DeliveryLog.next_attempt_at).limit(DEFAULT_LIMIT)).all()
     db.session.commit()
     jobs = [*released, *lost, *due]
@@ -51,14 +44,14 @@ def sweep(now=None):
 def release_held(now):
     """Quiet hours over: queue held deliveries, or leave them for the digest past the limit."""
     rows = db.session.scalars(select(DeliveryLog).where(
-        DeliveryLog.status == HELD, DeliveryLog.next_attempt_at <= now)
+        DeliveryLog.status == DeliveryStatus.HELD, DeliveryLog.next_attempt_at <= now)
         .order_by(DeliveryLog.user_id, DeliveryLog.notification_id).limit(DEFAULT_LIMIT)).all()
     released = []
     for (user_id, nid), group in groupby(rows, key=lambda r: (r.user_id, r.notification_id)):
         pref = preferences.preferences_for(user_id)
-        over = router.over_limit(pref, nid, now.replace(tzinfo=UTC))
+        over = plan.over_limit(pref, nid, clock.to_ms(now))
         for row in group:
-            row.status = DIGEST if over else QUEUED
+            row.status = DeliveryStatus.DIGEST if over else DeliveryStatus.QUEUED
             row.next_attempt_at, row.updated_at = None, now
             if not over:
                 released.append(row.id)

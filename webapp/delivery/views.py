@@ -5,7 +5,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from webapp.accounts import service as accounts
-from webapp.delivery import audit, digests
+from webapp.delivery import audit, digest_email, digests
 from webapp.delivery.stats import delivery_stats
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db
@@ -26,7 +26,7 @@ def index():
     rows = db.session.scalars(select(DeliveryLog).where(DeliveryLog.user_id == current_user.id)
                               .order_by(DeliveryLog.id.desc()).limit(PAGE)).all()
     titles = _titles([r.notification_id for r in rows
-                      if not r.notification_id.startswith("digest:")])
+                      if not digest_email.is_digest(r.notification_id)])
     return render_template("delivery/index.html", rows=rows, titles=titles,
                            stats=delivery_stats(user_id=current_user.id))
 
@@ -47,5 +47,5 @@ def digest_preview():
     if kind not in digests.KINDS:
         abort(404)
     subject, text, html = digests.preview(current_user, kind)
-    return render_template("delivery/digest_preview.html", kind=kind, kinds=digests.TITLES,
+    return render_template("delivery/digest_preview.html", kind=kind, kinds=digest_email.TITLES,
                            subject=subject, text=text, html=html)

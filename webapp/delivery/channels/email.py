@@ -5,14 +5,36 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 
+from flask import current_app, render_template
+
+from webapp.delivery.channels.context import describe, one_line
 from webapp.exceptions import DeliveryRejected
+
+SUBJECT_MAX = 200
 
 
 def configured(config):
     return bool(config["SMTP_HOST"])
 
 
-def build(config, to, subject, text, html, headers=None):
+def address(user, pref):
+    return pref.delivery_email or user.email
+
+
+def build(user, pref, notification):
+    """The email for one notification."""
+    context = describe(notification)
+    prefix = "[Critical] " if context["critical"] else ""
+    subject = one_line(f"{prefix}{context['label']}: {notification['title']}")[:SUBJECT_MAX]
+    return compose(
+        current_app.config, address(user, pref), subject,
+        render_template("email/notification.txt", **context),
+        render_template("email/notification.html", **context),
+        headers={"X-Tickerbell-Notification": str(notification["id"]),
+                 "X-Tickerbell-Type": notification["type"]})
+
+
+def compose(config, to, subject, text, html, headers=None):
     """A multipart/alternative message: the text body first, the HTML one preferred."""
     msg = EmailMessage()
     msg["From"] = config["MAIL_FROM"]
@@ -43,11 +65,12 @@ def tls_mode(config):
     return "none"
 
 
-def send(config, msg, timeout):
+def send(config, msg):
     """Hand the message to the SMTP server; return its Message-ID."""
     mode = tls_mode(config)
     context = ssl.create_default_context()
     host, port = config["SMTP_HOST"], int(config["SMTP_PORT"])
+    timeout = config["DELIVERY_TIMEOUT"]
     if mode == "ssl":
         smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
     else:

@@ -12,7 +12,7 @@ from sqlalchemy import delete
 from webapp.exceptions import DeliveryRejected
 from webapp.extensions import db
 from webapp.models import PushSubscription
-from webapp.preferences.service import push_endpoint_allowed
+from webapp.preferences import service as preferences
 
 DEFAULT_TTL = 24 * 3600  # seconds the push service keeps a message for an offline browser
 GONE = (404, 410)
@@ -22,9 +22,22 @@ def configured(config):
     return bool(config["VAPID_PRIVATE_KEY"] and config["VAPID_PUBLIC_KEY"])
 
 
+def build(user, pref, notification):
+    """One encrypted-payload message for every browser the user subscribed."""
+    subs = [{"id": s.id, "endpoint": s.endpoint, "p256dh": s.p256dh, "auth": s.auth}
+            for s in preferences.push_subscriptions(user.id)]
+    if not subs:
+        raise DeliveryRejected("no browser of this user is subscribed to push")
+    payload = {"id": str(notification["id"]), "type": notification["type"],
+               "priority": notification.get("priority", "normal"),
+               "title": notification["title"], "body": notification.get("message", ""),
+               "url": "/notifications"}
+    return {"subscriptions": subs, "payload": json.dumps(payload)}
+
+
 def _push_one(config, sub, payload, timeout):
     """Return 'sent' or 'gone'; raise on any other failure."""
-    if not push_endpoint_allowed(sub["endpoint"], config):
+    if not preferences.push_endpoint_allowed(sub["endpoint"], config):
         return "gone"  # saved before endpoints were checked: never post to a local address
     try:
         webpush(subscription_info={"endpoint": sub["endpoint"],
@@ -38,12 +51,12 @@ def _push_one(config, sub, payload, timeout):
     return "sent"
 
 
-def send(config, message, timeout):
+def send(config, message):
     """Push to each of the user's devices; succeed if any took it, drop the gone ones."""
     sent, gone, errors = [], [], []
     for sub in message["subscriptions"]:
         try:
-            outcome = _push_one(config, sub, message["payload"], timeout)
+            outcome = _push_one(config, sub, message["payload"], config["DELIVERY_TIMEOUT"])
         except (WebPushException, requests.RequestException) as exc:
             errors.append(str(exc).splitlines()[0])
             continue

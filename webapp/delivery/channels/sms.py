@@ -6,6 +6,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from webapp.delivery.channels.context import describe, one_line
 from webapp.exceptions import DeliveryRejected
 
 MAX_LENGTH = 320  # two SMS segments
@@ -13,6 +14,15 @@ MAX_LENGTH = 320  # two SMS segments
 
 def configured(config):
     return all(config[k] for k in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM"))
+
+
+def build(user, pref, notification):
+    """The text of one notification, to the phone number in the user's settings."""
+    if not pref.phone:
+        raise DeliveryRejected("no phone number in the notification settings")
+    label = describe(notification)["label"]
+    body = one_line(f"Tickerbell {label}: {notification['title']}. {notification['message']}")
+    return {"to": pref.phone, "body": body[:MAX_LENGTH]}
 
 
 def client(config, timeout):
@@ -23,10 +33,10 @@ def client(config, timeout):
     return twilio
 
 
-def send(config, message, timeout):
+def send(config, message):
     """Send one SMS; return Twilio's message SID. 4xx other than 429 is final."""
     try:
-        sent = client(config, timeout).messages.create(
+        sent = client(config, config["DELIVERY_TIMEOUT"]).messages.create(
             to=message["to"], from_=config["TWILIO_FROM"], body=message["body"][:MAX_LENGTH])
     except TwilioRestException as exc:
         if 400 <= exc.status < 500 and exc.status != 429:
