@@ -8,13 +8,14 @@ from sqlalchemy import delete, select
 from webapp.delivery import audit
 from webapp.extensions import db, get_redis
 from webapp.inbox import service as inbox
-from webapp.models import DeliveryLog, DigestRun, User, utcnow
+from webapp.models import DeliveryLog, DeliveryStatus, DigestRun, User, utcnow
 
 log = logging.getLogger(__name__)
 
 DELIVERY_LOG_DAYS = 30
 DIGEST_RUN_DAYS = 60  # longer than any digest period, so none is sent twice
-FINAL = ("sent", "failed", "outbox", "digest", "skipped")
+FINAL = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.OUTBOX, DeliveryStatus.DIGEST,
+         DeliveryStatus.SKIPPED)
 CHUNK = 500
 
 
