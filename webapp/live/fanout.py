@@ -11,9 +11,9 @@ Runs in a thread, which the gevent worker's monkey-patching turns into a greenle
 pub/sub connection drops, every stream is ended so browsers reconnect with Last-Event-ID and
 replay what the gap cost them. A stream is anything with `user_id`, `symbols`, `credential`,
 `put()` and `close()`: a `Client` queue drained by its request's greenlet (/ws, the dev
-server), or a `webapp.stream.handoff.SocketStream` the hub writes to directly (SSE under
-gunicorn). A `revoked` event on a user's channel (see webapp/sessions.py) closes that user's
-streams whose `credential` it lists, and goes no further.
+server), or a `webapp.live.handoff.SocketStream` the hub writes to directly (SSE under
+gunicorn). A `revoked` event on a user's channel (see webapp/accounts/sessions.py) closes
+that user's streams whose `credential` it lists, and goes no further.
 """
 
 import json
@@ -22,13 +22,14 @@ import threading
 
 import redis
 
+from webapp import keys
 from webapp.core.outage import Outage
 
 log = logging.getLogger(__name__)
 
-USER_PREFIX, TICK_PREFIX = "tb:user:", "tb:ticks:"
+USER_PREFIX = keys.USER_CHANNEL_PREFIX  # webapp/accounts/sessions.py still imports it
 REVOKED = "revoked"  # {"event": "revoked", "data": [credential, ...]}: a logout, a revoked key
-PATTERNS = (USER_PREFIX + "*", TICK_PREFIX + "*")
+PATTERNS = (keys.user_channel("*"), keys.ticks_channel("*"))
 DEFAULT_READY_TIMEOUT = 5.0
 DEFAULT_POLL = 10.0  # seconds between pub/sub health checks while idle
 FAILURE_PAUSE_S = 1.0  # after an unexpected reader error; Redis outages back off (Outage)
@@ -215,11 +216,11 @@ class Hub:
 
     def dispatch(self, channel, raw):
         """Hand one published message to the local streams it concerns."""
-        if channel.startswith(USER_PREFIX):
-            targets = self.by_user.get(channel[len(USER_PREFIX):])
+        if channel.startswith(keys.USER_CHANNEL_PREFIX):
+            targets = self.by_user.get(channel[len(keys.USER_CHANNEL_PREFIX):])
             make = Message.parse
-        elif channel.startswith(TICK_PREFIX):
-            targets = self.by_symbol.get(channel[len(TICK_PREFIX):])
+        elif channel.startswith(keys.TICKS_CHANNEL_PREFIX):
+            targets = self.by_symbol.get(channel[len(keys.TICKS_CHANNEL_PREFIX):])
             make = _tick
         else:
             return

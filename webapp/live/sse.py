@@ -7,11 +7,11 @@ listener's JSON, no id: prices are state, not history).
 
 import json
 
-from webapp.inbox import service as inbox
-from webapp.live.fanout import BEATS_PER_KEEPALIVE, KEEPALIVE
+from webapp.live.fanout import Message
+from webapp.live.feed import Feed, message_item
 
 RETRY_MS = 2000  # EventSource reconnect delay
-TOASTS_ON_REPLAY = 3  # a long gap replays into the list, but pops up only the latest few
+RETRY_FRAME = f"retry: {RETRY_MS}\n\n".encode()
 KEEPALIVE_FRAME = b": keepalive\n\n"
 
 
@@ -33,12 +33,16 @@ class Renderer:
         self.inbox_url = inbox_url
         self._badges = {}
 
-    def notification(self, n, event_id, toast=True):
-        item = self.item.render(n=n, inbox_url=self.inbox_url)
-        out = frame("notification", item, event_id)
-        if toast:
-            out += frame("toast", self.toast.render(n=n))
-        return out
+    def message(self, event, m):
+        """The frame of one of a message's events (its own, or a notification's toast)."""
+        if m.event == "tick":
+            return frame("tick", m.raw)  # the listener's JSON as is, no id: prices are state
+        if m.event != "notification":
+            return frame(event, json.dumps(m.data), m.id)
+        if event == "toast":
+            return frame("toast", self.toast.render(n=message_item(m)))
+        item = self.item.render(n=message_item(m), inbox_url=self.inbox_url)
+        return frame("notification", item, m.id)
 
     def unread(self, count):
         cached = self._badges.get(count)
@@ -49,71 +53,42 @@ class Renderer:
         return cached
 
 
-def api_item(data):
-    """The published notification (dict or JSON text) as the API's item."""
-    n = json.loads(data) if isinstance(data, str) else dict(data)
-    if isinstance(n.get("data"), str):
-        n["data"] = json.loads(n["data"] or "{}")
-    n.setdefault("created_at", 0)
-    return inbox.to_api(n)
-
-
 class SseState:
-    """What one stream has sent: the unread count, the last replayed id, beats since a write.
+    """One stream's `Feed`, formatted as SSE bytes.
 
-    Turns messages into bytes; both transports (a generator per request, or the hub writing
-    to a handed-off socket) use it.
+    Both ways of serving a stream (a generator per request, or the hub writing to a
+    handed-off socket) use it.
     """
 
-    __slots__ = ("render", "count", "last", "quiet")
+    __slots__ = ("render", "feed")
 
     def __init__(self, render, unread):
-        self.render, self.count, self.last, self.quiet = render, unread, None, 0
+        self.render, self.feed = render, Feed(unread)
 
     def opening(self, replay):
         """The first bytes: reconnect delay, what was missed, then the unread count."""
-        out, toasts_from = [f"retry: {RETRY_MS}\n\n".encode()], len(replay) - TOASTS_ON_REPLAY
-        for i, (eid, event, n) in enumerate(replay):
-            if event == "notification":  # one already read pops up no toast
-                toast = i >= toasts_from and n["status"] == "unread"
-                out.append(self.render.notification(api_item(n), eid, toast=toast))
-            else:
-                out.append(frame(event, json.dumps(n), eid))
-        if replay:
-            self.last = inbox.stream_id(replay[-1][0])
-        out.append(self.render.unread(self.count))
-        return b"".join(out)
+        return RETRY_FRAME + self._bytes(self.feed.opening(replay))
 
     def frames(self, batch):
         """Bytes for live messages, and a comment when the hub's beats say the stream is idle."""
-        out = []
-        for m in batch:
-            if m is KEEPALIVE:
-                self.quiet += 1
-                data = KEEPALIVE_FRAME if self.quiet >= BEATS_PER_KEEPALIVE else b""
-            else:
-                data = self._live(m)
-            if data:
-                out.append(data)
-                self.quiet = 0
-        return b"".join(out)
+        events = self.feed.live(batch)
+        return self._bytes(events) if events else b""
 
-    def _live(self, m):
-        if m.event == "tick":
-            return frame("tick", m.raw)
-        if m.event == "unread":
-            self.count = int(m.data or 0)
-            return self.render.unread(self.count)
-        if m.event != "notification":
-            return frame(m.event, json.dumps(m.data), m.id)
-        if self.last is not None and m.id and inbox.stream_id(m.id) <= self.last:
-            return b""  # already sent in the replay
-        cached = m.cache.get("sse")
-        if cached is None:
-            cached = m.cache["sse"] = self.render.notification(api_item(m.data), m.id)
-        if (m.data or {}).get("status", "unread") == "unread":
-            self.count += 1
-        return cached + self.render.unread(self.count)
+    def _bytes(self, events):
+        out, render = [], self.render
+        for name, _, payload in events:
+            if payload.__class__ is Message:
+                # a notification's toast is a second frame of the same message: its own key
+                key = "sse" if name == payload.event else "sse-toast"
+                data = payload.cache.get(key)
+                if data is None:
+                    data = payload.cache[key] = render.message(name, payload)
+                out.append(data)
+            elif payload is None:
+                out.append(KEEPALIVE_FRAME)
+            else:
+                out.append(render.unread(payload))
+        return b"".join(out)
 
 
 class SseStream:
