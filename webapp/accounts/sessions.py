@@ -20,7 +20,7 @@ from flask import current_app, session
 from flask_login import login_user, logout_user
 
 from webapp import keys
-from webapp.live.fanout import REVOKED, USER_PREFIX
+from webapp.live.fanout import REVOKED
 
 SID = "_sid"  # the session id's key in Flask's signed session cookie
 DEFAULT_IDLE_S = 24 * 3600  # an open page polls every 15 s, so only a closed one goes idle
@@ -157,7 +157,7 @@ def end_all(user_id, keep=None):
 def end_streams(user_id, credentials):
     """Tell every web process to close the user's streams opened with these credentials."""
     message = json.dumps({"event": REVOKED, "data": list(credentials)})
-    _redis().publish(f"{USER_PREFIX}{user_id}", message)
+    _redis().publish(keys.user_channel(user_id), message)
 
 
 def log_out(user_id, everywhere=False):

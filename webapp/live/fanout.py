@@ -27,7 +27,6 @@ from webapp.core.outage import Outage
 
 log = logging.getLogger(__name__)
 
-USER_PREFIX = keys.USER_CHANNEL_PREFIX  # webapp/accounts/sessions.py still imports it
 REVOKED = "revoked"  # {"event": "revoked", "data": [credential, ...]}: a logout, a revoked key
 PATTERNS = (keys.user_channel("*"), keys.ticks_channel("*"))
 DEFAULT_READY_TIMEOUT = 5.0
