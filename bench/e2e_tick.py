@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devtools import redisd  # noqa: E402
 from devtools.fakefeed import FakeFeed  # noqa: E402
+from webapp import keys  # noqa: E402
 from webapp.alerts import index as alert_index  # noqa: E402
 from webapp.models import Alert  # noqa: E402
 from worker.listener.connection import Listener  # noqa: E402
@@ -79,7 +80,7 @@ def run(ticks):
         try:
             arm(r)
             pubsub = r.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(f"tb:user:{USER_ID}")
+            pubsub.subscribe(keys.user_channel(USER_ID))
             pubsub.get_message(timeout=1)  # the subscribe confirmation
             with FakeFeed() as feed:
                 listener = Listener(r, Matcher(r), feed.url)

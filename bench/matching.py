@@ -19,7 +19,8 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devtools import redisd  # noqa: E402
-from webapp.alerts.index import ALERTS, fmt_num, idx_key, pack_row  # noqa: E402
+from webapp import keys  # noqa: E402
+from webapp.alerts.index import fmt_num, idx_key, pack_row  # noqa: E402
 from worker.matcher import Matcher  # noqa: E402
 
 SYMBOLS = [f"SYM{i:03d}USDT" for i in range(100)]
@@ -39,7 +40,7 @@ def load(r, n, rng):
         p = base_price(symbol)
         cond = "above" if i % 2 else "below"
         target = p * rng.uniform(1.01, 2.0) if cond == "above" else p * rng.uniform(0.5, 0.99)
-        pipe.hset(ALERTS, i, pack_row({
+        pipe.hset(keys.ALERTS, i, pack_row({
             "user_id": i % 5000, "symbol": symbol, "condition": cond, "target": fmt_num(target),
             "mode": "once", "rearm": fmt_num(target), "expires_at": 0, "note": ""}))
         sets.setdefault(idx_key(symbol, cond), {})[i] = target
@@ -47,7 +48,7 @@ def load(r, n, rng):
             pipe.execute()
     for key, members in sets.items():
         pipe.zadd(key, members)
-    pipe.hset("tb:symbols", mapping={s: n // len(SYMBOLS) for s in SYMBOLS})
+    pipe.hset(keys.SYMBOLS, mapping={s: n // len(SYMBOLS) for s in SYMBOLS})
     pipe.execute()
 
 
@@ -133,13 +134,13 @@ def storm(r, n):
     r.flushall()
     pipe = r.pipeline(transaction=False)
     for i in range(1, n + 1):
-        pipe.hset(ALERTS, i, pack_row({
+        pipe.hset(keys.ALERTS, i, pack_row({
             "user_id": i % 1000, "symbol": "BTCUSDT", "condition": "above",
             "target": i, "mode": "once", "rearm": i - 0.5, "expires_at": 0, "note": ""}))
         if i % LOAD_CHUNK == 0:
             pipe.execute()
     pipe.zadd(idx_key("BTCUSDT", "above"), {i: i for i in range(1, n + 1)})
-    pipe.hset("tb:symbols", "BTCUSDT", n)
+    pipe.hset(keys.SYMBOLS, "BTCUSDT", n)
     pipe.execute()
     # Commands inside a script are slow-logged too: only log what takes over 5 ms, so the
     # storm's own script calls show and the inner commands cost nothing extra.
@@ -152,9 +153,9 @@ def storm(r, n):
     elapsed = time.perf_counter() - t0
     calls = [e["duration"] for e in r.slowlog_get(10_000) if _command(e).startswith("EVALSHA")]
     r.config_set("slowlog-log-slower-than", 10_000)
-    slow = sum(len(f["items"].split(",")) for _, f in r.xrange("tb:fired"))
+    slow = sum(len(f["items"].split(",")) for _, f in r.xrange(keys.FIRED))
     assert len(nids) == len(set(nids)) == n == slow, "storm lost or duplicated"
-    assert r.hlen("tb:symbols") == 0
+    assert r.hlen(keys.SYMBOLS) == 0
     return {
         "alerts": n, "seconds": elapsed, "notifications_per_s": n / elapsed,
         "script_calls": len(nids) // matcher.batch + 1,
