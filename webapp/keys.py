@@ -42,6 +42,17 @@ def rearm(symbol, suffix):
     return f"{REARM_PREFIX}{symbol}:{suffix}"
 
 
+def window(symbol, window_s, side):
+    """A symbol's trailing window for move alerts: a list of `ms:price` entries, at most one
+    a second, whose head is the window's lowest (`min`) or highest (`max`) trade."""
+    return f"tb:win:{symbol}:{window_s}:{side}"
+
+
+def windows_in_use(symbol):
+    """Hash: window seconds -> move alerts on it; the matcher keeps only these windows."""
+    return f"tb:winref:{symbol}"
+
+
 def price(symbol):
     return f"tb:price:{symbol}"
 

@@ -253,3 +253,13 @@ def _rebuild_args(alert):
     f = _fields(alert)
     fired = int(alert.mode == "recurring" and alert.last_fired_price is not None)
     return [alert.id, pack_row(f), f["condition"], f["target"], f["rearm"], fired]
+
+
+def window_extreme(symbol, window_s, side, r=None):
+    """(price, ms) of the lowest (`min`) or highest (`max`) trade in the symbol's trailing
+    window as the matcher keeps it, or None while it keeps none (no move alert on it)."""
+    head = (r or get_redis()).lindex(keys.window(symbol, window_s, side), 0)
+    if not head:
+        return None
+    ms, price = head.split(":", 1)
+    return float(price), int(ms)
