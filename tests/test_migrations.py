@@ -2,14 +2,15 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect, select
+from sqlalchemy import MetaData, Table, delete, insert, inspect, select
 
 from webapp.accounts import service as accounts
 from webapp.alerts import service as alerts
 from webapp.extensions import db
-from webapp.models import DeliveryLog
+from webapp.models import DeliveryLog, utcnow
 
 PREVIOUS = "c874a454e5c9"  # the initial schema: SQLite tables without AUTOINCREMENT
+NEVER_REUSE = "4292979a0700"  # its successor: every table rebuilt with AUTOINCREMENT
 
 pytestmark = pytest.mark.both_databases
 
@@ -42,9 +43,20 @@ def test_downgrade_to_base_and_back(make_app):
 
 
 def everything():
-    """Every row of every table, by table, in key order."""
+    """Every row of every table as the database has it at its revision, in key order."""
+    tables = MetaData()
+    tables.reflect(db.engine)
     return {name: db.session.execute(select(table).order_by(*table.primary_key)).all()
-            for name, table in db.metadata.tables.items()}
+            for name, table in tables.tables.items() if name != "alembic_version"}
+
+
+def old_alert(uid, price):
+    """An alert written with the columns of an older revision (the model has more)."""
+    table = Table("alerts", MetaData(), autoload_with=db.engine)
+    return db.session.execute(insert(table).values(
+        user_id=uid, symbol="BTCUSDT", condition="above", target=price, mode="once",
+        buffer=0.5, buffer_is_pct=False, note="", active=True,
+        created_at=utcnow())).inserted_primary_key[0]
 
 
 def an_alert(uid, price):
@@ -58,16 +70,19 @@ def test_upgrading_a_database_with_data_keeps_rows_and_ids_and_retires_ids(make_
         users = [accounts.create_user(f"u{i}@example.com", "correct horse") for i in range(3)]
         accounts.create_api_key(users[2], "bot")
         uid = users[1].id
-        made = [an_alert(uid, price) for price in (1, 2, 3)]
-        alerts.delete_alert(uid, made[1])  # a gap, which must stay a gap
+        made = [old_alert(uid, price) for price in (1, 2, 3)]
+        alerts_table = Table("alerts", MetaData(), autoload_with=db.engine)
+        db.session.execute(delete(alerts_table).where(alerts_table.c.id == made[1]))  # a gap
         db.session.add(DeliveryLog(notification_id=f"1-0-{uid}", user_id=uid,
                                    channel="email", status="sent"))
         db.session.commit()
         before = everything()
         db.session.remove()
 
-        upgrade()
+        upgrade(revision=NEVER_REUSE)
         assert everything() == before
+        db.session.remove()
+        upgrade()
         newest = an_alert(uid, 4)
         assert newest > made[-1]
         alerts.delete_alert(uid, newest)

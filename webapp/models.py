@@ -85,13 +85,22 @@ class Alert(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     symbol: Mapped[str] = mapped_column(String(20), index=True)
-    condition: Mapped[str] = mapped_column(String(16))  # above | below | volume_above
+    # above | below | volume_above | crossing_up | crossing_down | crossing | pct_up |
+    # pct_down | channel_exit | channel_enter (webapp/alerts/validation.py: KINDS)
+    condition: Mapped[str] = mapped_column(String(16))
+    # the level: a price, a 24 h volume (volume_above), a percentage (pct_*) or a
+    # channel's low bound (channel_*)
     target: Mapped[float]
+    high: Mapped[float | None]  # channel_*: the upper bound
+    window_s: Mapped[int | None]  # pct_*: the trailing window the move is measured over
+    # A recurring alert fires at most once per cooldown_s.
+    cooldown_s: Mapped[int] = mapped_column(default=0, server_default="0")
     mode: Mapped[str] = mapped_column(String(10), default="once")  # once | recurring
     buffer: Mapped[float] = mapped_column(default=0.5)
     buffer_is_pct: Mapped[bool] = mapped_column(default=False)
     expires_at: Mapped[datetime | None]
     note: Mapped[str] = mapped_column(String(200), default="")
+    message: Mapped[str] = mapped_column(String(500), default="", server_default="")
     active: Mapped[bool] = mapped_column(default=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_fired_at: Mapped[datetime | None]
