@@ -1,8 +1,13 @@
 -- One tick, one atomic step: record the value, fire the alerts it meets, re-arm the
--- recurring ones it has moved back past. Layout: docs/architecture.md.
--- KEYS: 1 tb:price:S  2 up idx  3 up rearm  4 below idx  5 below rearm
---       6 tb:symbols  7 tb:alerts:fired  8 tb:fired  9 tb:spark:S  10 tb:alerts
---       11 tb:ticks:S (every key comes from webapp/keys.py)
+-- recurring ones it has moved back past. Layout and semantics: docs/architecture.md.
+-- KEYS (every one from webapp/keys.py, in worker/matcher.py's order):
+--   1 tb:price:S  2 up idx (above, or vol on volume ticks)  3 its rearm  4 below idx
+--   5 below rearm  6 tb:symbols  7 tb:alerts:fired  8 tb:fired  9 tb:spark:S  10 tb:alerts
+--   11 tb:ticks:S  12 xup  13 xup rearm  14 xdown  15 xdown rearm  16 xany
+--   17 xany rearm (low side)  18 xany rearm (high side)  19 chin_lo  20 chin_hi  21 chab
+--   22 chbe  23 pend  24 cool (coolvol on volume ticks)  25 tb:winref:S
+--   26.. per window (WINDOWS below, in order) six keys: pctup, pctup rearm, pctdown,
+--   pctdown rearm, the window's min list, its max list
 -- ARGV: 1 symbol  2 'price' | 'volume'  3 value (number text)  4 ts ms  5 batch size
 --       6 seq (trade id, 0 if unknown)  7 '1' on a continuation call of the same tick,
 --       '2' on a retry of a tick whose call failed (it may have run, its reply lost)
@@ -11,9 +16,14 @@
 local sym, kind, vtext, tstext = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ts, batch = tonumber(tstext), tonumber(ARGV[5])
 local seq = tonumber(ARGV[6]) or 0
+local p = tonumber(vtext)
+local WINDOWS = {60, 300, 900, 3600, 14400, 86400}
+local WINDOW_NAMES = {['60'] = '1m', ['300'] = '5m', ['900'] = '15m', ['3600'] = '1h',
+  ['14400'] = '4h', ['86400'] = '24h'}
 
 -- Ticks must only move forward: a second listener replaying a tick (or one lagging
 -- behind) would otherwise re-arm and fire the same crossing again.
+local new_tick = ARGV[7] ~= '1' -- false on a continuation, and on a retry that already ran
 if ARGV[7] ~= '1' then
   local f = kind == 'price' and 'mts' or 'mvts'
   local last = redis.call('HMGET', KEYS[1], f, f .. 'q')
@@ -25,6 +35,7 @@ if ARGV[7] ~= '1' then
     if not (ARGV[7] == '2' and ts == lts and seq == lseq) then
       return {0}
     end
+    new_tick = false
   else
     redis.call('HSET', KEYS[1], f, tstext, f .. 'q', seq)
   end
@@ -33,10 +44,21 @@ local CHUNK = 1000 -- arguments per bulk call, well under Lua's unpack limit
 local more = 0
 local out = {0}
 local released = {} -- alerts leaving the index: one HDEL and one refcount step at the end
+local released_windows = {} -- window seconds -> move alerts among the released
 local marked = {} -- fired one-shot alerts: id, ts pairs for tb:alerts:fired
 local per_user = {} -- uid -> its key names
+local fired_items = {} -- notification type -> slow-path items
 
+-- the trade before this one: crossings fire for levels between it and this one. A
+-- continuation (or a retry that ran) finds it where the first call of the tick left it.
+local prev = nil
 if kind == 'price' then
+  if new_tick then
+    prev = tonumber(redis.call('HGET', KEYS[1], 'price'))
+    redis.call('HSET', KEYS[1], 'pp', prev and string.format('%.17g', prev) or '')
+  else
+    prev = tonumber(redis.call('HGET', KEYS[1], 'pp'))
+  end
   local pub = tonumber(redis.call('HGET', KEYS[1], 'pub') or '0') or 0
   if ts - pub >= 1000 then
     -- live price for pages and the sparkline: at most about once a second per symbol
@@ -52,6 +74,10 @@ else
   redis.call('HSET', KEYS[1], 'volume', vtext, 'vts', tstext)
 end
 
+local function num(x)
+  return string.format('%.17g', x)
+end
+
 local function bulk(cmd, key, list)
   for i = 1, #list, CHUNK do
     redis.call(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
@@ -60,155 +86,404 @@ end
 
 -- An alert is a row of tb:alerts (field = id), its fields joined by tabs, in the order of
 -- ROW_FIELDS in webapp/alerts/index.py: user_id symbol condition target mode rearm
--- expires_at note. The note comes last and may hold tabs. ROW captures all but symbol and
--- condition (the index the id came from says those).
-local ROW = '^([^\t]*)\t[^\t]*\t[^\t]*\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$'
+-- expires_at cooldown_ms high window_s note. The note comes last and may hold tabs.
+local ROW = '^([^\t]*)\t[^\t]*\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)'
+  .. '\t([^\t]*)\t([^\t]*)\t(.*)$'
 
--- The rows of ids, in their order (false where an alert has none), CHUNK ids per HMGET.
-local function rows(ids)
-  local out = {}
-  for i = 1, #ids, CHUNK do
-    local got = redis.call('HMGET', KEYS[10], unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
-    for j = 1, #got do out[i + j - 1] = got[j] end
-  end
-  return out
+local function parse(id, row)
+  if not row then return nil end
+  local uid, cond, target, mode, back, exp, cool, high, win, note = string.match(row, ROW)
+  if not uid then return nil end
+  return {id = id, uid = uid, cond = cond, target = target, mode = mode, rearm = back,
+    exp = tonumber(exp) or 0, cool = tonumber(cool) or 0, high = high, win = win, note = note}
 end
 
--- Members in range, removed by rank in the same step: O(log N + found), never a scan.
-local function take(key, reverse)
+-- The alerts of ids, in their order (nil where an alert has no row), CHUNK ids per HMGET.
+local function alerts_of(ids)
+  local out_ = {}
+  for i = 1, #ids, CHUNK do
+    local got = redis.call('HMGET', KEYS[10], unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+    for j = 1, #got do out_[i + j - 1] = parse(ids[i + j - 1], got[j] or nil) end
+  end
+  return out_
+end
+
+-- Members scored from lo to hi (bounds as Redis takes them, '(' for exclusive), removed in
+-- the same step: O(log N + found), never a scan. At most `batch`: more is flagged.
+local function take(key, lo, hi)
   local ids
-  if reverse then
-    ids = redis.call('ZREVRANGEBYSCORE', key, '+inf', vtext, 'LIMIT', 0, batch)
+  if hi == '+inf' then -- from the top: removed by rank
+    ids = redis.call('ZREVRANGEBYSCORE', key, hi, lo, 'LIMIT', 0, batch)
   else
-    ids = redis.call('ZRANGEBYSCORE', key, '-inf', vtext, 'LIMIT', 0, batch)
+    ids = redis.call('ZRANGEBYSCORE', key, lo, hi, 'LIMIT', 0, batch)
   end
   local n = #ids
   if n == 0 then return ids end
   if n >= batch then more = 1 end
-  if reverse then
+  if hi == '+inf' then
     redis.call('ZREMRANGEBYRANK', key, -n, -1)
-  else
+  elseif lo == '-inf' then
     redis.call('ZREMRANGEBYRANK', key, 0, n - 1)
+  else
+    bulk('ZREM', key, ids)
   end
   return ids
 end
 
-local WORDS = {
-  above = {' above ', ' traded at ', ', at or above your target '},
-  below = {' below ', ' traded at ', ', at or below your target '},
-  volume_above = {' 24h volume above ', ' 24h volume reached ', ', at or above your target '},
-}
-
--- The parts of a notification that are the same for every alert one call fires.
-local function template(cond)
-  local w = WORDS[cond]
-  local t = {cond = cond, ntype = cond == 'volume_above' and 'VOLUME_ALERT' or 'PRICE_ALERT'}
-  t.title = sym .. w[1]
-  t.message = sym .. w[2] .. vtext .. w[3]
-  t.data = '{"symbol":"' .. sym .. '","condition":"' .. cond .. '","target":'
-  t.data_tail = ',"price":' .. vtext .. ',"mode":"'
-  t.json_b = ',"type":"' .. t.ntype .. '","priority":"normal","title":"'
-  t.json_c = ',"created_at":' .. tstext .. ',"status":"unread","alert_id":"'
-  return t
+local function release(a)
+  released[#released + 1] = a.id
+  if a.win ~= '' then released_windows[a.win] = (released_windows[a.win] or 0) + 1 end
 end
 
-local function notify(t, id, uid, target, mode, note)
-  local body -- the notification JSON after '{"user_id":', built in one concatenation
-  if note and note ~= '' then
-    local message = t.message .. target .. ' - ' .. note
-    body = uid .. t.json_b .. t.title .. target .. '","message":' .. cjson.encode(message)
-      .. t.json_c .. id .. '","data":' .. t.data .. target .. t.data_tail .. mode
-      .. '","note":' .. cjson.encode(note) .. '}}'
-  else
-    body = uid .. t.json_b .. t.title .. target .. '","message":"' .. t.message .. target
-      .. '"' .. t.json_c .. id .. '","data":' .. t.data .. target .. t.data_tail .. mode .. '"}}'
+local function expired(a)
+  if a.exp > 0 and a.exp <= ts then
+    release(a)
+    return true
   end
-  local u = per_user[uid]
+  return false
+end
+
+local function window_index(win)
+  for i, w in ipairs(WINDOWS) do if tostring(w) == win then return i end end
+end
+
+local function wkey(win, slot) -- slot: 1 pctup 2 its rearm 3 pctdown 4 its rearm 5 min 6 max
+  return KEYS[25 + (window_index(win) - 1) * 6 + slot]
+end
+
+-- Where a recurring alert waits after firing (or after its cooldown): past its re-arm
+-- threshold it is armed again.
+local function to_rearm(a)
+  local c = a.cond
+  if c == 'above' or c == 'volume_above' then
+    redis.call('ZADD', KEYS[3], a.rearm, a.id)
+  elseif c == 'below' then
+    redis.call('ZADD', KEYS[5], a.rearm, a.id)
+  elseif c == 'crossing_up' then
+    redis.call('ZADD', KEYS[13], a.rearm, a.id)
+  elseif c == 'crossing_down' then
+    redis.call('ZADD', KEYS[15], a.rearm, a.id)
+  elseif c == 'crossing' then -- a buffer away from the level, on either side
+    redis.call('ZADD', KEYS[17], a.rearm, a.id)
+    redis.call('ZADD', KEYS[18], num(2 * tonumber(a.target) - tonumber(a.rearm)), a.id)
+  elseif c == 'pct_up' then
+    redis.call('ZADD', wkey(a.win, 2), a.rearm, a.id)
+  elseif c == 'pct_down' then
+    redis.call('ZADD', wkey(a.win, 4), a.rearm, a.id)
+  else -- channels: their state is found again at the end of the tick, firing nothing
+    redis.call('ZADD', KEYS[23], 0, a.id)
+  end
+end
+
+local function after_firing(a)
+  if a.mode ~= 'recurring' then
+    release(a)
+    marked[#marked + 1] = a.id
+    marked[#marked + 1] = tstext
+  elseif a.cool > 0 then
+    redis.call('ZADD', KEYS[24], ts + a.cool, a.id)
+  else
+    to_rearm(a)
+  end
+end
+
+-- title and message hold only the symbol, numbers and our words, so they go in as they are;
+-- a note is the user's text and is encoded. `extra`: more data fields, as JSON text.
+local function notify(a, ntype, title, message, extra)
+  local data = '{"symbol":"' .. sym .. '","condition":"' .. a.cond .. '","target":' .. a.target
+    .. ',"price":' .. vtext .. ',"mode":"' .. a.mode .. '"' .. extra
+  if a.note ~= '' then
+    message = cjson.encode(message .. ' - ' .. a.note)
+    data = data .. ',"note":' .. cjson.encode(a.note)
+  else
+    message = '"' .. message .. '"'
+  end
+  local body = a.uid .. ',"type":"' .. ntype .. '","priority":"normal","title":"' .. title
+    .. '","message":' .. message .. ',"created_at":' .. tstext .. ',"status":"unread",'
+    .. '"alert_id":"' .. a.id .. '","data":' .. data .. '}}'
+  local u = per_user[a.uid]
   if not u then
-    u = {replay = ARGV[8] .. uid, channel = ARGV[9] .. uid}
-    per_user[uid] = u
+    u = {replay = ARGV[8] .. a.uid, channel = ARGV[9] .. a.uid}
+    per_user[a.uid] = u
   end
   -- the notification id is '<entry id>-<uid>' (entry ids are only unique per stream); the
-  -- stored JSON leaves it out, the publish adds it. A new entry is unread by definition (read
-  -- state is kept by the reader, webapp/inbox/scripts.py); entries past 7 days and the keys' TTL
-  -- are the slow path's, off the hot path.
+  -- stored JSON leaves it out, the publish adds it. A new entry is unread by definition
+  -- (read state is kept by the reader, webapp/inbox/scripts.py); entries past 7 days and
+  -- the keys' TTL are the slow path's, off the hot path.
   local eid = redis.call('XADD', u.replay, '*', 'event', 'notification',
     'data', '{"user_id":' .. body)
-  local nid = eid .. '-' .. uid
+  local nid = eid .. '-' .. a.uid
   redis.call('PUBLISH', u.channel, '{"id":"' .. eid .. '","event":"notification",'
     .. '"data":{"id":"' .. nid .. '","user_id":' .. body .. '}')
   out[#out + 1] = nid
-  return nid .. ':' .. id .. ':' .. uid .. ':' .. mode
+  local items = fired_items[ntype]
+  if not items then
+    items = {}
+    fired_items[ntype] = items
+  end
+  items[#items + 1] = nid .. ':' .. a.id .. ':' .. a.uid .. ':' .. a.mode
+  after_firing(a)
 end
 
-local function fire(idx, rearm, cond, reverse)
-  local ids = take(idx, reverse)
+-- Wording: the title says what happened, the message the figures that made it fire.
+local function level_alert(a)
+  if a.cond == 'volume_above' then
+    notify(a, 'VOLUME_ALERT', sym .. ' 24h volume above ' .. a.target,
+      sym .. ' 24h volume reached ' .. vtext .. ', at or above your target ' .. a.target, '')
+  else
+    local word = a.cond == 'above' and 'above' or 'below'
+    notify(a, 'PRICE_ALERT', sym .. ' ' .. word .. ' ' .. a.target,
+      sym .. ' traded at ' .. vtext .. ', at or ' .. word .. ' your target ' .. a.target, '')
+  end
+end
+
+local function crossing_alert(a, up)
+  local dir = up and 'up' or 'down'
+  notify(a, 'PRICE_ALERT', sym .. ' crossed ' .. dir .. ' through ' .. a.target,
+    sym .. ' traded at ' .. vtext .. ', crossing ' .. dir .. ' through ' .. a.target
+      .. ' (the trade before: ' .. num(prev) .. ')',
+    ',"previous":' .. num(prev) .. ',"direction":"' .. dir .. '"')
+end
+
+local function fire_levels(key, lo, hi)
+  local ids = take(key, lo, hi)
+  for _, a in ipairs(alerts_of(ids)) do
+    if a and not expired(a) then level_alert(a) end
+  end
+end
+
+local function fire_crossings(key, lo, hi, up)
+  local ids = take(key, lo, hi)
+  for _, a in ipairs(alerts_of(ids)) do
+    if a and not expired(a) then crossing_alert(a, up) end
+  end
+end
+
+-- Recurring alerts the value has moved back past: armed again at their level.
+local function rearm_back(rearm, idx, lo, hi, other)
+  local ids = take(rearm, lo, hi)
   if #ids == 0 then return end
-  local t = template(cond)
-  local items, waiting = {}, {}
-  for i, row in ipairs(rows(ids)) do
-    if row then
-      local id = ids[i]
-      local uid, target, mode, back, exp, note = string.match(row, ROW)
-      exp = tonumber(exp) or 0
-      if exp > 0 and exp <= ts then
-        released[#released + 1] = id
-      else
-        items[#items + 1] = notify(t, id, uid, target, mode, note)
-        if mode == 'recurring' then
-          waiting[#waiting + 1] = back
-          waiting[#waiting + 1] = id
-        else
-          released[#released + 1] = id
-          marked[#marked + 1] = id
-          marked[#marked + 1] = tstext
-        end
-      end
-    end
-  end
-  bulk('ZADD', rearm, waiting)
-  if #items > 0 then
-    -- the slow path: one entry per fired batch, written in this same atomic step
-    redis.call('XADD', KEYS[8], '*', 'type', t.ntype, 'price', vtext, 'ts', tstext,
-      'items', table.concat(items, ','))
-  end
-end
-
-local function rearm_back(rearm, idx, reverse)
-  local ids = take(rearm, reverse)
+  if other then bulk('ZREM', other, ids) end
   local armed = {}
-  for i, row in ipairs(rows(ids)) do
-    if row then
-      local id = ids[i]
-      local _, target, _, _, exp = string.match(row, ROW)
-      exp = tonumber(exp) or 0
-      if exp > 0 and exp <= ts then
-        released[#released + 1] = id
-      else
-        armed[#armed + 1] = target
-        armed[#armed + 1] = id
-      end
+  for _, a in ipairs(alerts_of(ids)) do
+    if a and not expired(a) then
+      armed[#armed + 1] = a.target
+      armed[#armed + 1] = a.id
     end
   end
   bulk('ZADD', idx, armed)
 end
 
-if kind == 'price' then
-  fire(KEYS[2], KEYS[3], 'above', false)
-  fire(KEYS[4], KEYS[5], 'below', true)
-  rearm_back(KEYS[3], KEYS[2], true)
-  rearm_back(KEYS[5], KEYS[4], false)
-else
-  fire(KEYS[2], KEYS[3], 'volume_above', false)
-  rearm_back(KEYS[3], KEYS[2], true)
+-- Where an armed alert of a level or crossing kind waits, and whether the trade before
+-- this one had moved back past its re-arm point.
+local ARMED = {above = 2, below = 4, crossing_up = 12, crossing_down = 14, crossing = 16}
+local function was_rearmed(a)
+  local back = tonumber(a.rearm)
+  if a.cond == 'below' or a.cond == 'crossing_down' then return prev >= back end
+  if a.cond == 'crossing' then return prev <= back or prev >= 2 * tonumber(a.target) - back end
+  return prev <= back
 end
 
+-- Cooldowns that ended (at or before this trade): the alert is armed if the market had
+-- already moved back past its re-arm point by the trade before, else it waits as after
+-- any firing. So a trade that crosses right after a cooldown counts.
+local function end_cooldowns()
+  local ids = take(KEYS[24], '-inf', tstext)
+  for _, a in ipairs(alerts_of(ids)) do
+    if a and not expired(a) then
+      if kind == 'price' and prev and ARMED[a.cond] and was_rearmed(a) then
+        redis.call('ZADD', KEYS[ARMED[a.cond]], a.target, a.id)
+      else
+        to_rearm(a)
+      end
+    end
+  end
+end
+
+-- A trailing window's extreme in O(1) amortised: a list of `ms:price`, at most one a
+-- second, monotonic from the head (the extreme) to the tail; `worse(old)` says the new
+-- trade makes an old entry useless. Entries at or before ts - window leave from the head.
+local function slide(key, window_ms, worse)
+  local push = true
+  while true do
+    local tail = redis.call('LINDEX', key, -1)
+    if not tail then break end
+    local tms, tp = string.match(tail, '^(%d+):(.+)$')
+    if not worse(tonumber(tp)) then
+      -- a better trade earlier in this second stands for the second: one entry a second
+      push = math.floor(tonumber(tms) / 1000) ~= math.floor(ts / 1000)
+      break
+    end
+    redis.call('RPOP', key)
+  end
+  if push then redis.call('RPUSH', key, tstext .. ':' .. vtext) end
+  while true do
+    local head = redis.call('LINDEX', key, 0)
+    if not head then return nil end
+    local hms, hp = string.match(head, '^(%d+):(.+)$')
+    if tonumber(hms) > ts - window_ms then return tonumber(hp), hms end
+    redis.call('LPOP', key)
+  end
+end
+
+local function move_alerts(win, up, move, extreme, extreme_ms)
+  local armed, rearm = wkey(win, up and 1 or 3), wkey(win, up and 2 or 4)
+  local m = num(move)
+  local ids = take(armed, '-inf', num(move + 1e-9)) -- 10.000000000000002 % is 10 %
+  local name, dir = WINDOW_NAMES[win] or (win .. 's'), up and 'up' or 'down'
+  local side = up and 'low' or 'high'
+  for _, a in ipairs(alerts_of(ids)) do
+    if a and not expired(a) then
+      notify(a, 'PRICE_ALERT', sym .. ' ' .. dir .. ' ' .. a.target .. '% in ' .. name,
+        sym .. ' traded at ' .. vtext .. ', ' .. string.format('%.2f', move) .. '% '
+          .. (up and 'above' or 'below') .. ' the ' .. name .. ' ' .. side .. ' of '
+          .. num(extreme),
+        ',"window":"' .. name .. '","move_pct":' .. num(move) .. ',"' .. side .. '":'
+          .. num(extreme) .. ',"' .. side .. '_at":' .. extreme_ms)
+    end
+  end
+  rearm_back(rearm, armed, '(' .. m, '+inf')
+end
+
+local function windows()
+  local used = redis.call('HGETALL', KEYS[25])
+  for i = 1, #used, 2 do
+    local win = used[i]
+    if window_index(win) and tonumber(used[i + 1]) > 0 then
+      local ms = tonumber(win) * 1000
+      local low, low_ms, high, high_ms
+      if new_tick then
+        low, low_ms = slide(wkey(win, 5), ms, function(old) return old >= p end)
+        high, high_ms = slide(wkey(win, 6), ms, function(old) return old <= p end)
+      else
+        local h = redis.call('LINDEX', wkey(win, 5), 0)
+        local g = redis.call('LINDEX', wkey(win, 6), 0)
+        if h then low_ms, low = string.match(h, '^(%d+):(.+)$') low = tonumber(low) end
+        if g then high_ms, high = string.match(g, '^(%d+):(.+)$') high = tonumber(high) end
+      end
+      if low and low > 0 then move_alerts(win, true, (p / low - 1) * 100, low, low_ms) end
+      if high and high > 0 then move_alerts(win, false, (1 - p / high) * 100, high, high_ms) end
+    end
+  end
+end
+
+-- Channels: an alert is inside [low, high] (in chin_lo by low and chin_hi by high), above
+-- it (chab, by high) or below it (chbe, by low); exit alerts fire on leaving, enter alerts
+-- on coming in. A jump over the whole channel in one trade is not an entry.
+local function channel_alert(a, entered, dir)
+  local band = a.target .. '-' .. a.high
+  if entered then
+    notify(a, 'PRICE_ALERT', sym .. ' entered ' .. band,
+      sym .. ' traded at ' .. vtext .. ', inside your channel ' .. band,
+      ',"low":' .. a.target .. ',"high":' .. a.high)
+  else
+    notify(a, 'PRICE_ALERT', sym .. ' left ' .. band,
+      sym .. ' traded at ' .. vtext .. ', ' .. dir .. ' your channel ' .. band,
+      ',"low":' .. a.target .. ',"high":' .. a.high .. ',"direction":"' .. dir .. '"')
+  end
+end
+
+local function place_channel(a)
+  if p > tonumber(a.high) then
+    redis.call('ZADD', KEYS[21], a.high, a.id)
+  elseif p < tonumber(a.target) then
+    redis.call('ZADD', KEYS[22], a.target, a.id)
+  else
+    redis.call('ZADD', KEYS[19], a.target, a.id)
+    redis.call('ZADD', KEYS[20], a.high, a.id)
+  end
+end
+
+local function left_channel(ids, other, dir)
+  if #ids == 0 then return end
+  bulk('ZREM', other, ids)
+  for _, a in ipairs(alerts_of(ids)) do
+    if a and not expired(a) then
+      if a.cond == 'channel_exit' then channel_alert(a, false, dir) else place_channel(a) end
+    end
+  end
+end
+
+local function outside_channel(ids)
+  for _, a in ipairs(alerts_of(ids)) do
+    if a and not expired(a) then
+      local inside = p >= tonumber(a.target) and p <= tonumber(a.high)
+      if inside and a.cond == 'channel_enter' then
+        channel_alert(a, true)
+      else
+        place_channel(a)
+      end
+    end
+  end
+end
+
+local function channels()
+  left_channel(take(KEYS[20], '-inf', '(' .. vtext), KEYS[19], 'above')
+  left_channel(take(KEYS[19], '(' .. vtext, '+inf'), KEYS[20], 'below')
+  outside_channel(take(KEYS[21], vtext, '+inf'))
+  outside_channel(take(KEYS[22], '-inf', vtext))
+end
+
+-- Alerts whose state starts with a trade (new crossings and channels, channels after
+-- firing): placed by this one, which never fires them.
+local function settle_pending()
+  local ids = redis.call('ZRANGE', KEYS[23], 0, -1)
+  if #ids == 0 then return end
+  redis.call('DEL', KEYS[23])
+  for _, a in ipairs(alerts_of(ids)) do
+    if a and not expired(a) then
+      if a.cond == 'crossing_up' then
+        redis.call('ZADD', KEYS[12], a.target, a.id)
+      elseif a.cond == 'crossing_down' then
+        redis.call('ZADD', KEYS[14], a.target, a.id)
+      elseif a.cond == 'crossing' then
+        redis.call('ZADD', KEYS[16], a.target, a.id)
+      else
+        place_channel(a)
+      end
+    end
+  end
+end
+
+end_cooldowns()
+if kind == 'price' then
+  fire_levels(KEYS[2], '-inf', vtext)
+  fire_levels(KEYS[4], vtext, '+inf')
+  if prev and p > prev then
+    fire_crossings(KEYS[12], '(' .. num(prev), vtext, true)
+    fire_crossings(KEYS[16], '(' .. num(prev), vtext, true)
+  elseif prev and p < prev then
+    fire_crossings(KEYS[14], vtext, '(' .. num(prev), false)
+    fire_crossings(KEYS[16], vtext, '(' .. num(prev), false)
+  end
+  windows()
+  channels()
+  rearm_back(KEYS[3], KEYS[2], vtext, '+inf')
+  rearm_back(KEYS[5], KEYS[4], '-inf', vtext)
+  rearm_back(KEYS[13], KEYS[12], vtext, '+inf')
+  rearm_back(KEYS[15], KEYS[14], '-inf', vtext)
+  rearm_back(KEYS[17], KEYS[16], vtext, '+inf', KEYS[18])
+  rearm_back(KEYS[18], KEYS[16], '-inf', vtext, KEYS[17])
+  if more == 0 then settle_pending() end -- the tick's last call: never fire them on it
+else
+  fire_levels(KEYS[2], '-inf', vtext)
+  rearm_back(KEYS[3], KEYS[2], vtext, '+inf')
+end
+
+for ntype, items in pairs(fired_items) do
+  -- the slow path: one entry per type and call, written in this same atomic step
+  redis.call('XADD', KEYS[8], '*', 'type', ntype, 'price', vtext, 'ts', tstext,
+    'items', table.concat(items, ','))
+end
 -- SQL keeps a fired one-shot alert active until the slow path runs: the mark stops a
 -- rebuild from arming it again meanwhile; the slow path removes it after its SQL update
 bulk('HSET', KEYS[7], marked)
 if #released > 0 then
   bulk('HDEL', KEYS[10], released)
   if redis.call('HINCRBY', KEYS[6], sym, -#released) <= 0 then redis.call('HDEL', KEYS[6], sym) end
+  for win, n in pairs(released_windows) do
+    if redis.call('HINCRBY', KEYS[25], win, -n) <= 0 then redis.call('HDEL', KEYS[25], win) end
+  end
 end
 out[1] = more
 return out

@@ -6,7 +6,7 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from webapp import keys
-from webapp.alerts.index import fmt_num, idx_key, rearm_key
+from webapp.alerts.index import WINDOWS_S, fmt_num, idx_key, rearm_key
 
 SCRIPT = (Path(__file__).with_name("match.lua")).read_text()
 # Alerts fired per script call: a storm is split so no single call holds Redis for long.
@@ -17,11 +17,23 @@ USER_PREFIXES = [keys.REPLAY_PREFIX, keys.USER_CHANNEL_PREFIX]
 
 
 def _keys(symbol, kind):
+    """match.lua's KEYS, in its order (listed at the top of the script)."""
     up = "above" if kind == "price" else "volume_above"
+    windows = [key for window_s in WINDOWS_S for key in (
+        keys.index(symbol, f"pctup:{window_s}"), keys.rearm(symbol, f"pctup:{window_s}"),
+        keys.index(symbol, f"pctdown:{window_s}"), keys.rearm(symbol, f"pctdown:{window_s}"),
+        keys.window(symbol, window_s, "min"), keys.window(symbol, window_s, "max"))]
     return [
         keys.price(symbol), idx_key(symbol, up), rearm_key(symbol, up),
         idx_key(symbol, "below"), rearm_key(symbol, "below"), keys.SYMBOLS, keys.ALERTS_FIRED,
         keys.FIRED, keys.spark(symbol), keys.ALERTS, keys.ticks_channel(symbol),
+        keys.index(symbol, "xup"), keys.rearm(symbol, "xup"),
+        keys.index(symbol, "xdown"), keys.rearm(symbol, "xdown"),
+        keys.index(symbol, "xany"), keys.rearm(symbol, "xany_lo"), keys.rearm(symbol, "xany_hi"),
+        keys.index(symbol, "chin_lo"), keys.index(symbol, "chin_hi"),
+        keys.index(symbol, "chab"), keys.index(symbol, "chbe"), keys.index(symbol, "pend"),
+        keys.index(symbol, "cool" if kind == "price" else "coolvol"),
+        keys.windows_in_use(symbol), *windows,
     ]
 
 

@@ -9,43 +9,103 @@ from webapp import clock, keys
 from webapp.extensions import db, get_redis
 from webapp.models import Alert
 
-# Sorted-set suffix per condition; `above` and `vol` fire upward, `below` downward.
+# Where each kind waits (webapp/keys.py index/rearm suffixes; semantics in match.lua and
+# the README): level alerts are armed at once, crossings and channels wait for the next
+# trade to find their state (`pend`), moves are armed on their window's sets.
 SUFFIX = {"above": "above", "below": "below", "volume_above": "vol"}
+CROSSINGS = {"crossing_up": "xup", "crossing_down": "xdown", "crossing": "xany"}
+CHANNELS = ("channel_exit", "channel_enter")
+MOVES = {"pct_up": "pctup", "pct_down": "pctdown"}
+WINDOWS_S = (60, 300, 900, 3600, 14400, 86400)
 REBUILD_ATTEMPTS = 5
 # An indexed alert is one field of the tb:alerts hash (field = alert id), its value these
 # fields joined by tabs: a packed row, so the matcher reads a whole batch in one HMGET and
 # splits each row with one string.match. The note goes last because it may hold tabs
 # itself. The Lua scripts here and in worker/match.lua split rows in this same order.
-ROW_FIELDS = ("user_id", "symbol", "condition", "target", "mode", "rearm", "expires_at", "note")
+ROW_FIELDS = ("user_id", "symbol", "condition", "target", "mode", "rearm", "expires_at",
+              "cooldown_ms", "high", "window_s", "note")
+ROW_DEFAULTS = {"cooldown_ms": 0, "high": "", "window_s": ""}
 
-# Index or unindex one alert atomically, keeping the tb:symbols refcount right. The old
-# entry's symbol is known only once its row is read, so its sets' key prefixes come in ARGV.
+# The sets an alert of a kind can be in, as (role, index or rearm, suffix): a script that
+# removes or rebuilds an alert looks in these only. Roles: `armed` (scored by the level),
+# `rearm` (by the re-arm threshold; `rearm_hi` by the other side of a crossing's),
+# `pend`, `cool` (by the ms its cooldown ends), and a channel's `in_lo`, `in_hi`, `above`,
+# `below` (by its low or high).
+_SETS_LUA = """
+local function sets_of(cond, win)
+  local S = {
+    above = {{'armed', 'i', 'above'}, {'rearm', 'r', 'above'}, {'cool', 'i', 'cool'}},
+    below = {{'armed', 'i', 'below'}, {'rearm', 'r', 'below'}, {'cool', 'i', 'cool'}},
+    volume_above = {{'armed', 'i', 'vol'}, {'rearm', 'r', 'vol'}, {'cool', 'i', 'coolvol'}},
+    crossing_up = {{'armed', 'i', 'xup'}, {'rearm', 'r', 'xup'}, {'pend', 'i', 'pend'},
+      {'cool', 'i', 'cool'}},
+    crossing_down = {{'armed', 'i', 'xdown'}, {'rearm', 'r', 'xdown'}, {'pend', 'i', 'pend'},
+      {'cool', 'i', 'cool'}},
+    crossing = {{'armed', 'i', 'xany'}, {'rearm', 'r', 'xany_lo'}, {'rearm_hi', 'r', 'xany_hi'},
+      {'pend', 'i', 'pend'}, {'cool', 'i', 'cool'}},
+    pct_up = {{'armed', 'i', 'pctup:' .. win}, {'rearm', 'r', 'pctup:' .. win},
+      {'cool', 'i', 'cool'}},
+    pct_down = {{'armed', 'i', 'pctdown:' .. win}, {'rearm', 'r', 'pctdown:' .. win},
+      {'cool', 'i', 'cool'}},
+  }
+  local channel = {{'in_lo', 'i', 'chin_lo'}, {'in_hi', 'i', 'chin_hi'}, {'above', 'i', 'chab'},
+    {'below', 'i', 'chbe'}, {'pend', 'i', 'pend'}, {'cool', 'i', 'cool'}}
+  S.channel_exit, S.channel_enter = channel, channel
+  return S[cond] or {}
+end
+"""
+
+# Index or unindex one alert atomically, keeping the tb:symbols and window refcounts right.
+# The old entry's symbol is known only once its row is read, so key prefixes come in ARGV.
+# An edit that keeps what the alert watches (symbol, kind, level, high, window) keeps its
+# phase: an alert waiting to re-arm, cooling down or inside a channel stays so, and one
+# crossing never fires twice because of an edit. Anything else is placed as new.
 # KEYS: 1 tb:alerts  2 tb:alerts:fired  3 tb:symbols  4 tb:alerts:version
-# ARGV: 1 index prefix  2 re-arm prefix  3 id, then to index it: 4 row  5 symbol  6 suffix
-#       7 target
-_INDEX_LUA = """
+# ARGV: 1 index prefix  2 re-arm prefix  3 windows-in-use prefix  4 id, then to index it:
+#       5 row  6 symbol  7 the set it starts in (index suffix)  8 its score
+_INDEX_LUA = _SETS_LUA + """
 local ALERTS, FIRED, SYMBOLS, VERSION = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local IDX, REARM, id = ARGV[1], ARGV[2], ARGV[3]
+local IDX, REARM, WINREF, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ROW = '^[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t[^\\t]*\\t([^\\t]*)\\t[^\\t]*\\t'
+  .. '[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t'
+local function key(sym, set) return (set[2] == 'i' and IDX or REARM) .. sym .. ':' .. set[3] end
 redis.call('INCR', VERSION) -- a rebuild racing with this change starts again
 -- SQL's word is newer than the matcher's mark (e.g. resumed after it fired)
 redis.call('HDEL', FIRED, id)
--- row: user_id \\t symbol \\t condition \\t ... (ROW_FIELDS): the old symbol and condition
 local old = redis.call('HGET', ALERTS, id)
-if old then
-  local sym, cond = string.match(old, '^[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t')
-  local sfx = ({above='above', below='below', volume_above='vol'})[cond] or cond
-  redis.call('ZREM', IDX .. sym .. ':' .. sfx, id)
-  redis.call('ZREM', REARM .. sym .. ':' .. sfx, id)
-  redis.call('HDEL', ALERTS, id)
-  if redis.call('HINCRBY', SYMBOLS, sym, -1) <= 0 then
-    redis.call('HDEL', SYMBOLS, sym)
+if old and #ARGV > 4 then
+  local o_sym, o_cond, o_target, _, o_high, o_win = string.match(old, ROW)
+  local n_sym, n_cond, n_target, n_rearm, n_high, n_win = string.match(ARGV[5], ROW)
+  if o_sym == n_sym and o_cond == n_cond and o_target == n_target and o_high == n_high
+      and o_win == n_win then
+    redis.call('HSET', ALERTS, id, ARGV[5])
+    for _, set in ipairs(sets_of(n_cond, n_win)) do -- a new buffer moves the re-arm point
+      local k = key(n_sym, set)
+      if set[1] == 'rearm' then
+        redis.call('ZADD', k, 'XX', n_rearm, id)
+      elseif set[1] == 'rearm_hi' then
+        redis.call('ZADD', k, 'XX', string.format('%.17g', 2 * tonumber(n_target)
+          - tonumber(n_rearm)), id)
+      end
+    end
+    return 1
   end
 end
-if #ARGV == 3 then return old and 1 or 0 end
-local sym = ARGV[5]
-redis.call('HSET', ALERTS, id, ARGV[4])
-redis.call('ZADD', IDX .. sym .. ':' .. ARGV[6], ARGV[7], id)
+if old then
+  local sym, cond, _, _, _, win = string.match(old, ROW)
+  for _, set in ipairs(sets_of(cond, win)) do redis.call('ZREM', key(sym, set), id) end
+  redis.call('HDEL', ALERTS, id)
+  if redis.call('HINCRBY', SYMBOLS, sym, -1) <= 0 then redis.call('HDEL', SYMBOLS, sym) end
+  if win ~= '' and redis.call('HINCRBY', WINREF .. sym, win, -1) <= 0 then
+    redis.call('HDEL', WINREF .. sym, win)
+  end
+end
+if #ARGV == 4 then return old and 1 or 0 end
+local sym, win = ARGV[6], select(6, string.match(ARGV[5], ROW))
+redis.call('HSET', ALERTS, id, ARGV[5])
+redis.call('ZADD', IDX .. sym .. ':' .. ARGV[7], ARGV[8], id)
 redis.call('HINCRBY', SYMBOLS, sym, 1)
+if win ~= '' then redis.call('HINCRBY', WINREF .. sym, win, 1) end
 return 1
 """
 
@@ -57,37 +117,75 @@ redis.call('INCR', KEYS[2]) -- a rebuild that read SQL before the update retries
 return 1
 """
 
-# Replace one symbol's index. The phase of each alert (armed or waiting to re-arm) is read
-# here, inside the same atomic step, so a tick can never slip between reading and writing.
-# A one-shot alert in tb:alerts:fired is skipped: SQL may not know yet that it fired.
-# KEYS: 1 tb:alerts  2 tb:alerts:fired  3 tb:symbols, then the symbol's index and re-arm
-#       sets per suffix (above, below, vol): 4 idx above  5 rearm above  6 idx below ...
-# ARGV: 1 symbol, then per alert: id row (ROW_FIELDS) condition target rearm fired, where
-# fired = '1' for a recurring alert that has fired before
-_REBUILD_LUA = """
-local ALERTS, FIRED, SYMBOLS, sym = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
-local SETS = {above = {KEYS[4], KEYS[5]}, below = {KEYS[6], KEYS[7]}, vol = {KEYS[8], KEYS[9]}}
-local SFX = {above='above', below='below', volume_above='vol'}
-local phase = {}
-for _, s in ipairs({'above', 'below', 'vol'}) do
-  local idx, rearm = SETS[s][1], SETS[s][2]
-  for _, id in ipairs(redis.call('ZRANGE', idx, 0, -1)) do phase[id] = 'idx' end
-  for _, id in ipairs(redis.call('ZRANGE', rearm, 0, -1)) do phase[id] = 'rearm' end
-  redis.call('DEL', idx, rearm)
+# Replace one symbol's index. The phase of each alert (which set it waits in) is read
+# here, inside the same atomic step, so a tick can never slip between reading and writing;
+# scores come fresh from SQL, but a cooldown keeps its end. A one-shot alert in
+# tb:alerts:fired is skipped: SQL may not know yet that it fired.
+# KEYS: 1 tb:alerts  2 tb:alerts:fired  3 tb:symbols  4 tb:winref:S, then every set of the
+#       symbol (_rebuild_keys)
+# ARGV: 1 symbol  2 index prefix  3 re-arm prefix, then per alert: id row fired, where
+#       fired = '1' for a recurring alert that has fired before
+_REBUILD_LUA = _SETS_LUA + """
+local ALERTS, FIRED, SYMBOLS, WINREF = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local sym, IDX, REARM = ARGV[1], ARGV[2], ARGV[3]
+local ROW = '^[^\\t]*\\t[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t[^\\t]*\\t([^\\t]*)\\t[^\\t]*\\t'
+  .. '[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t'
+local function key(set) return (set[2] == 'i' and IDX or REARM) .. sym .. ':' .. set[3] end
+local phase, cooling = {}, {} -- id -> the key it waits in; id -> its cooldown's end
+for i = 5, #KEYS do
+  local members = redis.call('ZRANGE', KEYS[i], 0, -1, 'WITHSCORES')
+  for j = 1, #members, 2 do
+    phase[members[j]] = KEYS[i]
+    cooling[members[j]] = members[j + 1]
+  end
+  redis.call('DEL', KEYS[i])
 end
+redis.call('DEL', WINREF)
 local keep, n = {}, 0
-for i = 2, #ARGV, 6 do
-  local id, cond = ARGV[i], ARGV[i + 2]
+for i = 4, #ARGV, 3 do
+  local id, row, fired = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('HEXISTS', FIRED, id) == 0 then
-    redis.call('HSET', ALERTS, id, ARGV[i + 1])
-    -- unknown here (e.g. after a wipe): a recurring alert that has fired waits to re-arm,
-    -- so a rebuild never fires the same crossing twice
-    local p = phase[id] or (ARGV[i + 5] == '1' and 'rearm' or 'idx')
-    if p == 'rearm' then
-      redis.call('ZADD', SETS[SFX[cond]][2], ARGV[i + 4], id)
-    else
-      redis.call('ZADD', SETS[SFX[cond]][1], ARGV[i + 3], id)
+    local cond, target, rearm, high, win = string.match(row, ROW)
+    local sets, placed = sets_of(cond, win), false
+    redis.call('HSET', ALERTS, id, row)
+    for _, set in ipairs(sets) do
+      local k = key(set)
+      if phase[id] == k then
+        local r = set[1]
+        local score = (r == 'armed' and target) or (r == 'rearm' and rearm)
+          or (r == 'rearm_hi' and string.format('%.17g', 2 * tonumber(target) - tonumber(rearm)))
+          or ((r == 'in_lo' or r == 'below') and target)
+          or ((r == 'in_hi' or r == 'above') and high) or (r == 'cool' and cooling[id]) or 0
+        redis.call('ZADD', k, score, id)
+        if r == 'in_lo' then redis.call('ZADD', key(sets[2]), high, id) end
+        if r == 'in_hi' then redis.call('ZADD', key(sets[1]), target, id) end
+        if r == 'rearm' and cond == 'crossing' then
+          redis.call('ZADD', key(sets[3]), string.format('%.17g', 2 * tonumber(target)
+            - tonumber(rearm)), id)
+        end
+        if r == 'rearm_hi' then redis.call('ZADD', key(sets[2]), rearm, id) end
+        placed = true
+        break
+      end
     end
+    if not placed then
+      -- unknown here (e.g. after a wipe): a recurring alert that has fired waits to
+      -- re-arm, so a rebuild never fires the same crossing twice; other crossings and
+      -- channels find their state at the next trade; level and move alerts are armed
+      local first = sets[1]
+      if fired == '1' and first[1] == 'armed' then
+        redis.call('ZADD', key(sets[2]), rearm, id)
+        if cond == 'crossing' then
+          redis.call('ZADD', key(sets[3]), string.format('%.17g', 2 * tonumber(target)
+            - tonumber(rearm)), id)
+        end
+      elseif first[1] ~= 'armed' or string.sub(first[3], 1, 1) == 'x' then
+        redis.call('ZADD', IDX .. sym .. ':pend', 0, id)
+      else
+        redis.call('ZADD', key(first), target, id)
+      end
+    end
+    if win ~= '' then redis.call('HINCRBY', WINREF, win, 1) end
     keep[id], n = true, n + 1
   end
 end
@@ -104,7 +202,7 @@ return n
 
 
 INDEX_KEYS = [keys.ALERTS, keys.ALERTS_FIRED, keys.SYMBOLS, keys.ALERTS_VERSION]
-INDEX_PREFIXES = [keys.INDEX_PREFIX, keys.REARM_PREFIX]
+INDEX_PREFIXES = [keys.INDEX_PREFIX, keys.REARM_PREFIX, keys.windows_in_use("")]
 
 
 def idx_key(symbol, condition):
@@ -116,9 +214,15 @@ def rearm_key(symbol, condition):
 
 
 def _rebuild_keys(symbol):
-    sets = [key for sfx in ("above", "below", "vol")
-            for key in (keys.index(symbol, sfx), keys.rearm(symbol, sfx))]
-    return [keys.ALERTS, keys.ALERTS_FIRED, keys.SYMBOLS, *sets]
+    """Every set an alert of the symbol can wait in (the roles of _SETS_LUA)."""
+    index = ["above", "below", "vol", "xup", "xdown", "xany", "chin_lo", "chin_hi", "chab",
+             "chbe", "pend", "cool", "coolvol"]
+    rearm = ["above", "below", "vol", "xup", "xdown", "xany_lo", "xany_hi"]
+    for window_s in WINDOWS_S:
+        index += [f"pctup:{window_s}", f"pctdown:{window_s}"]
+        rearm += [f"pctup:{window_s}", f"pctdown:{window_s}"]
+    return [keys.ALERTS, keys.ALERTS_FIRED, keys.SYMBOLS, keys.windows_in_use(symbol),
+            *(keys.index(symbol, s) for s in index), *(keys.rearm(symbol, s) for s in rearm)]
 
 
 def fmt_num(value):
@@ -135,9 +239,19 @@ def to_ms(dt):
 
 
 def rearm_threshold(alert):
-    """The value the market must move back past before a recurring alert re-arms."""
+    """The value the market must move back past before a recurring alert re-arms.
+
+    For a move (pct_*) it is the move in percentage points; a channel re-arms by leaving
+    and coming back, so it has none.
+    """
+    if alert.condition in MOVES:
+        return alert.target - alert.buffer
+    if alert.condition in CHANNELS:
+        return 0
     step = alert.target * alert.buffer / 100 if alert.buffer_is_pct else alert.buffer
-    return alert.target + step if alert.condition == "below" else alert.target - step
+    if alert.condition in ("below", "crossing_down"):
+        return alert.target + step
+    return alert.target - step
 
 
 def _fields(alert):
@@ -145,13 +259,24 @@ def _fields(alert):
         "user_id": alert.user_id, "symbol": alert.symbol, "condition": alert.condition,
         "target": fmt_num(alert.target), "mode": alert.mode,
         "rearm": fmt_num(rearm_threshold(alert)), "expires_at": to_ms(alert.expires_at),
-        "note": alert.note or "",
+        "cooldown_ms": (alert.cooldown_s or 0) * 1000,
+        "high": "" if alert.high is None else fmt_num(alert.high),
+        "window_s": alert.window_s or "", "note": alert.note or "",
     }
+
+
+def start(alert):
+    """(index suffix, score): where a new or re-placed alert starts waiting."""
+    if alert.condition in SUFFIX:
+        return SUFFIX[alert.condition], fmt_num(alert.target)
+    if alert.condition in MOVES:
+        return f"{MOVES[alert.condition]}:{alert.window_s}", fmt_num(alert.target)
+    return "pend", 0  # crossings and channels: the next trade finds their state
 
 
 def pack_row(fields):
     """An alert's tb:alerts value: its ROW_FIELDS joined by tabs."""
-    return "\t".join(str(fields[name]) for name in ROW_FIELDS)
+    return "\t".join(str(fields.get(name, ROW_DEFAULTS.get(name))) for name in ROW_FIELDS)
 
 
 def unpack_row(row):
@@ -175,7 +300,7 @@ def index(alert, r=None):
     if not is_live(alert):
         return unindex(alert.id, r)
     f = _fields(alert)
-    args = [alert.id, pack_row(f), f["symbol"], SUFFIX[alert.condition], f["target"]]
+    args = [alert.id, pack_row(f), f["symbol"], *start(alert)]
     return _script(r)(keys=INDEX_KEYS, args=INDEX_PREFIXES + args)
 
 
@@ -244,15 +369,15 @@ def _rebuild_once(r, now, watch):
             by_symbol.setdefault(alert.symbol, []).extend(_rebuild_args(alert))
         pipe.multi()
         for symbol in sorted(set(r.hkeys(keys.SYMBOLS)) | set(by_symbol)):
-            script(keys=_rebuild_keys(symbol), args=[symbol, *by_symbol.get(symbol, [])],
-                   client=pipe)
+            script(keys=_rebuild_keys(symbol), client=pipe, args=[
+                symbol, keys.INDEX_PREFIX, keys.REARM_PREFIX, *by_symbol.get(symbol, [])])
         return sum(pipe.execute())  # without the fired one-shot alerts SQL does not know of
 
 
 def _rebuild_args(alert):
     f = _fields(alert)
     fired = int(alert.mode == "recurring" and alert.last_fired_price is not None)
-    return [alert.id, pack_row(f), f["condition"], f["target"], f["rearm"], fired]
+    return [alert.id, pack_row(f), fired]
 
 
 def window_extreme(symbol, window_s, side, r=None):
