@@ -228,7 +228,7 @@ def test_an_expired_alert_of_any_kind_leaves_instead_of_firing(r):
         r.hset("tb:alerts", alert.id, alert_index.pack_row(row | {"expires_at": T0 + 1}))
     assert fires(feed(99, 105, 120)) == [0, 0, 0]  # each leaves when it would have acted
     assert r.hlen("tb:alerts") == 0 and r.hget("tb:symbols", "BTCUSDT") is None
-    assert r.hgetall("tb:winref:BTCUSDT") == {}
+    assert r.hgetall("tb:inuse:BTCUSDT") == {}
 
 
 def test_an_edit_that_keeps_what_the_alert_watches_keeps_its_phase(r):

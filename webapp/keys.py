@@ -48,9 +48,10 @@ def window(symbol, window_s, side):
     return f"tb:win:{symbol}:{window_s}:{side}"
 
 
-def windows_in_use(symbol):
-    """Hash: window seconds -> move alerts on it; the matcher keeps only these windows."""
-    return f"tb:winref:{symbol}"
+def kinds_in_use(symbol):
+    """Hash: what the symbol's alerts need the matcher to look at: a window's seconds (move
+    alerts on it), `x` crossings, `ch` channels, `cd` alerts with a cooldown -> how many."""
+    return f"tb:inuse:{symbol}"
 
 
 def price(symbol):

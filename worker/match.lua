@@ -5,7 +5,7 @@
 --   5 below rearm  6 tb:symbols  7 tb:alerts:fired  8 tb:fired  9 tb:spark:S  10 tb:alerts
 --   11 tb:ticks:S  12 xup  13 xup rearm  14 xdown  15 xdown rearm  16 xany
 --   17 xany rearm (low side)  18 xany rearm (high side)  19 chin_lo  20 chin_hi  21 chab
---   22 chbe  23 pend  24 cool (coolvol on volume ticks)  25 tb:winref:S
+--   22 chbe  23 pend  24 cool (coolvol on volume ticks)  25 tb:inuse:S (what to look at)
 --   26.. per window (WINDOWS below, in order) six keys: pctup, pctup rearm, pctdown,
 --   pctdown rearm, the window's min list, its max list
 -- ARGV: 1 symbol  2 'price' | 'volume'  3 value (number text)  4 ts ms  5 batch size
@@ -13,6 +13,7 @@
 --       '2' on a retry of a tick whose call failed (it may have run, its reply lost)
 --       8, 9 the prefixes of a user's stream and channel (tb:replay:, tb:user:)
 -- Returns {more, nid...}; more = 1 when a batch was full and the caller should call again.
+-- `uses` and `count_uses` come first (webapp/alerts/index.py USES_LUA).
 local sym, kind, vtext, tstext = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ts, batch = tonumber(tstext), tonumber(ARGV[5])
 local seq = tonumber(ARGV[6]) or 0
@@ -44,7 +45,7 @@ local CHUNK = 1000 -- arguments per bulk call, well under Lua's unpack limit
 local more = 0
 local out = {0}
 local released = {} -- alerts leaving the index: one HDEL and one refcount step at the end
-local released_windows = {} -- window seconds -> move alerts among the released
+local released_uses = {} -- (condition, window, cooldown) of each released alert
 local marked = {} -- fired one-shot alerts: id, ts pairs for tb:alerts:fired
 local per_user = {} -- uid -> its key names
 local fired_items = {} -- notification type -> slow-path items
@@ -132,7 +133,7 @@ end
 
 local function release(a)
   released[#released + 1] = a.id
-  if a.win ~= '' then released_windows[a.win] = (released_windows[a.win] or 0) + 1 end
+  released_uses[#released_uses + 1] = a
 end
 
 local function expired(a)
@@ -345,11 +346,9 @@ local function move_alerts(win, up, move, extreme, extreme_ms)
   rearm_back(rearm, armed, '(' .. m, '+inf')
 end
 
-local function windows()
-  local used = redis.call('HGETALL', KEYS[25])
-  for i = 1, #used, 2 do
-    local win = used[i]
-    if window_index(win) and tonumber(used[i + 1]) > 0 then
+local function windows(in_use)
+  for win, n in pairs(in_use) do
+    if window_index(win) and n > 0 then
       local ms = tonumber(win) * 1000
       local low, low_ms, high, high_ms
       if new_tick then
@@ -445,26 +444,35 @@ local function settle_pending()
   end
 end
 
-end_cooldowns()
+-- one read says which kinds this symbol has: a quiet tick probes only those
+local in_use = {}
+local fields = redis.call('HGETALL', KEYS[25])
+for i = 1, #fields, 2 do in_use[fields[i]] = tonumber(fields[i + 1]) end
+local crossings, channels_used = (in_use.x or 0) > 0, (in_use.ch or 0) > 0
+
+if (in_use.cd or 0) > 0 then end_cooldowns() end
 if kind == 'price' then
   fire_levels(KEYS[2], '-inf', vtext)
   fire_levels(KEYS[4], vtext, '+inf')
-  if prev and p > prev then
+  if crossings and prev and p > prev then
     fire_crossings(KEYS[12], '(' .. num(prev), vtext, true)
     fire_crossings(KEYS[16], '(' .. num(prev), vtext, true)
-  elseif prev and p < prev then
+  elseif crossings and prev and p < prev then
     fire_crossings(KEYS[14], vtext, '(' .. num(prev), false)
     fire_crossings(KEYS[16], vtext, '(' .. num(prev), false)
   end
-  windows()
-  channels()
+  windows(in_use)
+  if channels_used then channels() end
   rearm_back(KEYS[3], KEYS[2], vtext, '+inf')
   rearm_back(KEYS[5], KEYS[4], '-inf', vtext)
-  rearm_back(KEYS[13], KEYS[12], vtext, '+inf')
-  rearm_back(KEYS[15], KEYS[14], '-inf', vtext)
-  rearm_back(KEYS[17], KEYS[16], vtext, '+inf', KEYS[18])
-  rearm_back(KEYS[18], KEYS[16], '-inf', vtext, KEYS[17])
-  if more == 0 then settle_pending() end -- the tick's last call: never fire them on it
+  if crossings then
+    rearm_back(KEYS[13], KEYS[12], vtext, '+inf')
+    rearm_back(KEYS[15], KEYS[14], '-inf', vtext)
+    rearm_back(KEYS[17], KEYS[16], vtext, '+inf', KEYS[18])
+    rearm_back(KEYS[18], KEYS[16], '-inf', vtext, KEYS[17])
+  end
+  -- the tick's last call: new crossings and channels are never fired by it
+  if more == 0 and (crossings or channels_used) then settle_pending() end
 else
   fire_levels(KEYS[2], '-inf', vtext)
   rearm_back(KEYS[3], KEYS[2], vtext, '+inf')
@@ -481,9 +489,7 @@ bulk('HSET', KEYS[7], marked)
 if #released > 0 then
   bulk('HDEL', KEYS[10], released)
   if redis.call('HINCRBY', KEYS[6], sym, -#released) <= 0 then redis.call('HDEL', KEYS[6], sym) end
-  for win, n in pairs(released_windows) do
-    if redis.call('HINCRBY', KEYS[25], win, -n) <= 0 then redis.call('HDEL', KEYS[25], win) end
-  end
+  for _, a in ipairs(released_uses) do count_uses(KEYS[25], a.cond, a.win, a.cool, -1) end
 end
 out[1] = more
 return out

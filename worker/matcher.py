@@ -6,9 +6,9 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from webapp import keys
-from webapp.alerts.index import WINDOWS_S, fmt_num, idx_key, rearm_key
+from webapp.alerts.index import USES_LUA, WINDOWS_S, fmt_num, idx_key, rearm_key
 
-SCRIPT = (Path(__file__).with_name("match.lua")).read_text()
+SCRIPT = USES_LUA + (Path(__file__).with_name("match.lua")).read_text()
 # Alerts fired per script call: a storm is split so no single call holds Redis for long.
 DEFAULT_BATCH = 2000
 CONTINUE, RETRY = 1, 2  # ARGV[7] of match.lua
@@ -33,7 +33,7 @@ def _keys(symbol, kind):
         keys.index(symbol, "chin_lo"), keys.index(symbol, "chin_hi"),
         keys.index(symbol, "chab"), keys.index(symbol, "chbe"), keys.index(symbol, "pend"),
         keys.index(symbol, "cool" if kind == "price" else "coolvol"),
-        keys.windows_in_use(symbol), *windows,
+        keys.kinds_in_use(symbol), *windows,
     ]
 
 

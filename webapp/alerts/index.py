@@ -55,30 +55,52 @@ local function sets_of(cond, win)
 end
 """
 
-# Index or unindex one alert atomically, keeping the tb:symbols and window refcounts right.
+# The kinds in use per symbol (keys.kinds_in_use): the matcher skips what no alert needs.
+# Fields: a window's seconds (move alerts on it), `x` crossings, `ch` channels, `cd` alerts
+# with a cooldown. match.lua shares this function (worker/matcher.py prepends it).
+USES_LUA = """
+local function uses(cond, win, cool)
+  local out = {}
+  if win ~= '' then out[#out + 1] = win end
+  if string.sub(cond, 1, 8) == 'crossing' then out[#out + 1] = 'x' end
+  if string.sub(cond, 1, 7) == 'channel' then out[#out + 1] = 'ch' end
+  if (tonumber(cool) or 0) > 0 then out[#out + 1] = 'cd' end
+  return out
+end
+local function count_uses(key, cond, win, cool, step)
+  for _, field in ipairs(uses(cond, win, cool)) do
+    if redis.call('HINCRBY', key, field, step) <= 0 then redis.call('HDEL', key, field) end
+  end
+end
+"""
+
+# Index or unindex one alert atomically, keeping the tb:symbols and in-use counts right.
 # The old entry's symbol is known only once its row is read, so key prefixes come in ARGV.
 # An edit that keeps what the alert watches (symbol, kind, level, high, window) keeps its
 # phase: an alert waiting to re-arm, cooling down or inside a channel stays so, and one
 # crossing never fires twice because of an edit. Anything else is placed as new.
 # KEYS: 1 tb:alerts  2 tb:alerts:fired  3 tb:symbols  4 tb:alerts:version
-# ARGV: 1 index prefix  2 re-arm prefix  3 windows-in-use prefix  4 id, then to index it:
+# ARGV: 1 index prefix  2 re-arm prefix  3 kinds-in-use prefix  4 id, then to index it:
 #       5 row  6 symbol  7 the set it starts in (index suffix)  8 its score
-_INDEX_LUA = _SETS_LUA + """
+_INDEX_LUA = _SETS_LUA + USES_LUA + """
 local ALERTS, FIRED, SYMBOLS, VERSION = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local IDX, REARM, WINREF, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local IDX, REARM, INUSE, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- symbol, condition, target, rearm, cooldown_ms, high, window_s (ROW_FIELDS)
 local ROW = '^[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t[^\\t]*\\t([^\\t]*)\\t[^\\t]*\\t'
-  .. '[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t'
+  .. '([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t'
 local function key(sym, set) return (set[2] == 'i' and IDX or REARM) .. sym .. ':' .. set[3] end
 redis.call('INCR', VERSION) -- a rebuild racing with this change starts again
 -- SQL's word is newer than the matcher's mark (e.g. resumed after it fired)
 redis.call('HDEL', FIRED, id)
 local old = redis.call('HGET', ALERTS, id)
 if old and #ARGV > 4 then
-  local o_sym, o_cond, o_target, _, o_high, o_win = string.match(old, ROW)
-  local n_sym, n_cond, n_target, n_rearm, n_high, n_win = string.match(ARGV[5], ROW)
+  local o_sym, o_cond, o_target, _, o_cool, o_high, o_win = string.match(old, ROW)
+  local n_sym, n_cond, n_target, n_rearm, n_cool, n_high, n_win = string.match(ARGV[5], ROW)
   if o_sym == n_sym and o_cond == n_cond and o_target == n_target and o_high == n_high
       and o_win == n_win then
     redis.call('HSET', ALERTS, id, ARGV[5])
+    count_uses(INUSE .. n_sym, o_cond, o_win, o_cool, -1)
+    count_uses(INUSE .. n_sym, n_cond, n_win, n_cool, 1)
     for _, set in ipairs(sets_of(n_cond, n_win)) do -- a new buffer moves the re-arm point
       local k = key(n_sym, set)
       if set[1] == 'rearm' then
@@ -92,20 +114,19 @@ if old and #ARGV > 4 then
   end
 end
 if old then
-  local sym, cond, _, _, _, win = string.match(old, ROW)
+  local sym, cond, _, _, cool, _, win = string.match(old, ROW)
   for _, set in ipairs(sets_of(cond, win)) do redis.call('ZREM', key(sym, set), id) end
   redis.call('HDEL', ALERTS, id)
   if redis.call('HINCRBY', SYMBOLS, sym, -1) <= 0 then redis.call('HDEL', SYMBOLS, sym) end
-  if win ~= '' and redis.call('HINCRBY', WINREF .. sym, win, -1) <= 0 then
-    redis.call('HDEL', WINREF .. sym, win)
-  end
+  count_uses(INUSE .. sym, cond, win, cool, -1)
 end
 if #ARGV == 4 then return old and 1 or 0 end
-local sym, win = ARGV[6], select(6, string.match(ARGV[5], ROW))
+local sym = ARGV[6]
+local _, cond, _, _, cool, _, win = string.match(ARGV[5], ROW)
 redis.call('HSET', ALERTS, id, ARGV[5])
 redis.call('ZADD', IDX .. sym .. ':' .. ARGV[7], ARGV[8], id)
 redis.call('HINCRBY', SYMBOLS, sym, 1)
-if win ~= '' then redis.call('HINCRBY', WINREF .. sym, win, 1) end
+count_uses(INUSE .. sym, cond, win, cool, 1)
 return 1
 """
 
@@ -121,15 +142,16 @@ return 1
 # here, inside the same atomic step, so a tick can never slip between reading and writing;
 # scores come fresh from SQL, but a cooldown keeps its end. A one-shot alert in
 # tb:alerts:fired is skipped: SQL may not know yet that it fired.
-# KEYS: 1 tb:alerts  2 tb:alerts:fired  3 tb:symbols  4 tb:winref:S, then every set of the
+# KEYS: 1 tb:alerts  2 tb:alerts:fired  3 tb:symbols  4 tb:inuse:S, then every set of the
 #       symbol (_rebuild_keys)
 # ARGV: 1 symbol  2 index prefix  3 re-arm prefix, then per alert: id row fired, where
 #       fired = '1' for a recurring alert that has fired before
-_REBUILD_LUA = _SETS_LUA + """
-local ALERTS, FIRED, SYMBOLS, WINREF = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+_REBUILD_LUA = _SETS_LUA + USES_LUA + """
+local ALERTS, FIRED, SYMBOLS, INUSE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local sym, IDX, REARM = ARGV[1], ARGV[2], ARGV[3]
+-- condition, target, rearm, cooldown_ms, high, window_s (ROW_FIELDS)
 local ROW = '^[^\\t]*\\t[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t[^\\t]*\\t([^\\t]*)\\t[^\\t]*\\t'
-  .. '[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t'
+  .. '([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t'
 local function key(set) return (set[2] == 'i' and IDX or REARM) .. sym .. ':' .. set[3] end
 local phase, cooling = {}, {} -- id -> the key it waits in; id -> its cooldown's end
 for i = 5, #KEYS do
@@ -140,12 +162,12 @@ for i = 5, #KEYS do
   end
   redis.call('DEL', KEYS[i])
 end
-redis.call('DEL', WINREF)
+redis.call('DEL', INUSE)
 local keep, n = {}, 0
 for i = 4, #ARGV, 3 do
   local id, row, fired = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('HEXISTS', FIRED, id) == 0 then
-    local cond, target, rearm, high, win = string.match(row, ROW)
+    local cond, target, rearm, cool, high, win = string.match(row, ROW)
     local sets, placed = sets_of(cond, win), false
     redis.call('HSET', ALERTS, id, row)
     for _, set in ipairs(sets) do
@@ -185,7 +207,7 @@ for i = 4, #ARGV, 3 do
         redis.call('ZADD', key(first), target, id)
       end
     end
-    if win ~= '' then redis.call('HINCRBY', WINREF, win, 1) end
+    count_uses(INUSE, cond, win, cool, 1)
     keep[id], n = true, n + 1
   end
 end
@@ -202,7 +224,7 @@ return n
 
 
 INDEX_KEYS = [keys.ALERTS, keys.ALERTS_FIRED, keys.SYMBOLS, keys.ALERTS_VERSION]
-INDEX_PREFIXES = [keys.INDEX_PREFIX, keys.REARM_PREFIX, keys.windows_in_use("")]
+INDEX_PREFIXES = [keys.INDEX_PREFIX, keys.REARM_PREFIX, keys.kinds_in_use("")]
 
 
 def idx_key(symbol, condition):
@@ -221,7 +243,7 @@ def _rebuild_keys(symbol):
     for window_s in WINDOWS_S:
         index += [f"pctup:{window_s}", f"pctdown:{window_s}"]
         rearm += [f"pctup:{window_s}", f"pctdown:{window_s}"]
-    return [keys.ALERTS, keys.ALERTS_FIRED, keys.SYMBOLS, keys.windows_in_use(symbol),
+    return [keys.ALERTS, keys.ALERTS_FIRED, keys.SYMBOLS, keys.kinds_in_use(symbol),
             *(keys.index(symbol, s) for s in index), *(keys.rearm(symbol, s) for s in rearm)]
 
 
