@@ -20,8 +20,17 @@ def list_alerts(email):
     if user is None:
         raise click.ClickException(f"no user with email {email}")
     for alert in alerts.list_alerts(user.id):
-        click.echo(f"{alert.id}\t{alert.symbol}\t{alert.condition}\t"
-                   f"{alert_index.fmt_num(alert.target)}\t{alert.mode}\t{alerts.status(alert)}")
+        click.echo(f"{alert.id}\t{alert.symbol}\t{alert.condition}\t{_level(alert)}\t"
+                   f"{alert.mode}\t{alerts.status(alert)}")
+
+
+def _level(alert):
+    """What the alert watches, as its kind gives it: 65000, 60000-65000, 5% in 3600s."""
+    if alert.high is not None:
+        return f"{alert_index.fmt_num(alert.target)}-{alert_index.fmt_num(alert.high)}"
+    if alert.window_s:
+        return f"{alert_index.fmt_num(alert.target)}% in {alert.window_s}s"
+    return alert_index.fmt_num(alert.target)
 
 
 COMMANDS = (alerts_cli,)
