@@ -5,6 +5,7 @@ import json
 from flask import g, jsonify, request
 
 from webapp.alerts import service as alerts
+from webapp.alerts.readings import readings
 from webapp.api.blueprint import bp
 from webapp.errors import json_error
 from webapp.exceptions import InvalidInput, NotFound
@@ -46,7 +47,19 @@ def create_alert():
 def list_alerts():
     rows = alerts.list_alerts(g.api_user.id)
     checks = symbols.verdicts(a.symbol for a in rows)
-    return jsonify([alerts.to_json(a, checks[a.symbol]) for a in rows])
+    market = readings(rows)
+    return jsonify([alerts.to_json(a, checks[a.symbol], market[a.id]) for a in rows])
+
+
+@bp.patch("/alerts/<int:alert_id>")
+def update_alert(alert_id):
+    try:
+        alert = alerts.update_alert(g.api_user.id, alert_id, json_body())
+    except NotFound:
+        return json_error(404, "not_found", "No such alert.")
+    except InvalidInput as exc:
+        return _invalid(exc.errors)
+    return jsonify(alerts.to_json(alert))
 
 
 @bp.delete("/alerts/<int:alert_id>")

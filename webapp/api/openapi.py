@@ -81,9 +81,15 @@ def _alert_paths():
                                                 "Invalid input, per field; a symbol Binance "
                                                 "does not trade names close matches."),
                                             **ERRORS}, requestBody=body)},
-        "/alerts/{alert_id}": {"delete": _op("Delete an alert", {
-            "204": {"description": "Deleted."}, "404": _error("No such alert."), **ERRORS},
-            parameters=[alert_id])},
+        "/alerts/{alert_id}": {
+            "patch": _op("Edit an alert", {
+                "200": _json(_ref("Alert"), "Edited."), "404": _error("No such alert."),
+                "422": _error("Invalid input, per field; nothing was changed."), **ERRORS},
+                parameters=[alert_id], requestBody={"required": True, "content": {
+                    "application/json": {"schema": _ref("AlertPatch")}}}),
+            "delete": _op("Delete an alert", {
+                "204": {"description": "Deleted."}, "404": _error("No such alert."), **ERRORS},
+                parameters=[alert_id])},
     }
 
 
@@ -117,6 +123,45 @@ def _other_paths():
     }
 
 
+ALERT_TYPES = ["above", "below", "volume_above", "crossing_up", "crossing_down", "crossing",
+               "pct_up", "pct_down", "channel_exit", "channel_enter"]
+ALERT_WINDOWS = ["1m", "5m", "15m", "1h", "4h", "24h"]
+
+
+def _alert_fields():
+    s, n = {"type": "string"}, {"type": "number"}
+    return {
+        "symbol": {**s, "description": (
+            "A Binance spot symbol with status TRADING, e.g. BTCUSDT; while Binance's list "
+            "is not at hand, any well-formed symbol is accepted as unverified.")},
+        "type": {"enum": ALERT_TYPES, "description": (
+            "above / below: a trade at or above / at or below price; volume_above: the 24 h "
+            "base volume at or above it; crossing_up / crossing_down / crossing: the price "
+            "crosses price upward / downward / either way; pct_up / pct_down: the price "
+            "moves up / down by pct percent within the window; channel_exit / "
+            "channel_enter: the price leaves / enters the range low..high.")},
+        "price": {**n, "description": "the level (a volume for volume_above); alias target"},
+        "pct": {**n, "exclusiveMinimum": 0, "maximum": 1000,
+                "description": "pct_*: the move, in percent (pct_down: below 100)"},
+        "window": {"enum": ALERT_WINDOWS, "description": "pct_*: the window the move is over"},
+        "low": {**n, "description": "channel_*: the lower bound"},
+        "high": {**n, "description": "channel_*: the upper bound, above low"},
+        "mode": {"enum": ["once", "recurring"], "description": (
+            "once (default): fires one time, then inactive; recurring: fires again after "
+            "the price moves back past the level by the buffer.")},
+        "buffer": {"type": ["number", "string"], "description": (
+            "Re-arm distance for recurring alerts: an amount in the quote currency "
+            "(default 0.5) or a percentage of the level such as \"0.1%\"; smaller than "
+            "the level. pct_*: percentage points of the move (0.5 or \"0.5%\"), below pct. "
+            "channel_*: accepted, does not apply.")},
+        "cooldown_s": {"type": "integer", "minimum": 0, "maximum": 30 * 86400, "description": (
+            "a recurring alert fires at most once per this many seconds (default 0)")},
+        "expires_at": _nullable("string"), "note": {**s, "maxLength": 200},
+        "message": {**s, "maxLength": 500, "description": (
+            "the notification's text, kept for a later release (plain text, lines allowed)")},
+    }
+
+
 def _schemas():
     s, n, i = {"type": "string"}, {"type": "number"}, {"type": "integer"}
     return {
@@ -133,26 +178,25 @@ def _schemas():
             "created_at": {**i, "description": "ms since the epoch"},
             "strategy_id": _nullable("string"), "order_id": _nullable("string"),
             "data": {"type": "object"}}},
-        "AlertCreate": {"type": "object", "required": ["symbol", "type", "price"], "properties": {
-            "symbol": {**s, "description": (
-                "A Binance spot symbol with status TRADING, e.g. BTCUSDT; while Binance's list "
-                "is not at hand, any well-formed symbol is accepted as unverified.")},
-            "type": {"enum": ["above", "below", "volume_above"], "description": (
-                "above: a trade at or above price; below: at or below; volume_above: the 24 h "
-                "base volume at or above it. Already true when created: fires on the next "
-                "tick.")},
-            "price": n, "mode": {"enum": ["once", "recurring"], "description": (
-                "once (default): fires one time, then inactive; recurring: fires again after "
-                "the price moves back past the target by the buffer.")},
-            "buffer": {"type": ["number", "string"], "description": (
-                "Re-arm distance for recurring alerts: an amount in the quote currency "
-                "(default 0.5) or a percentage of the target such as \"0.1%\"; smaller than "
-                "the target.")},
-            "expires_at": _nullable("string"), "note": s}},
+        "AlertCreate": {"type": "object", "required": ["symbol", "type"],
+                        "properties": _alert_fields(), "oneOf": [
+            {"properties": {"type": {"enum": ALERT_TYPES[:6]}}, "required": ["price"]},
+            {"properties": {"type": {"enum": ["pct_up", "pct_down"]}},
+             "required": ["pct", "window"]},
+            {"properties": {"type": {"enum": ["channel_exit", "channel_enter"]}},
+             "required": ["low", "high"]}], "description": (
+            "Each type takes its own fields: price (above, below, volume_above, crossing_*), "
+            "pct and window (pct_*), low and high (channel_*); another type's field is "
+            "refused (422).")},
+        "AlertPatch": {"type": "object", "properties": _alert_fields(), "description": (
+            "Any of the fields, checked with the alert's others as a new alert is; a new "
+            "type keeps the level fields it also takes. Other fields are refused (422).")},
         "Alert": {"type": "object", "properties": {
-            "id": i, "symbol": s, "type": s, "price": n, "mode": s,
-            "buffer": {"type": ["number", "string"]}, "expires_at": _nullable("string"),
-            "note": s, "active": {"type": "boolean"}, "created_at": s,
+            "id": i, "symbol": s, "type": {"enum": ALERT_TYPES}, "price": n, "pct": n,
+            "window": {"enum": ALERT_WINDOWS}, "low": n, "high": n, "mode": s,
+            "buffer": {"type": ["number", "string"]}, "cooldown_s": i,
+            "expires_at": _nullable("string"), "note": s, "message": s,
+            "active": {"type": "boolean"}, "created_at": s,
             "status": {"enum": ["active", "paused", "expired", "fired", "unknown_symbol"],
                        "description": (
                            "fired: a one-shot alert that went off; unknown_symbol: Binance does "
@@ -161,7 +205,16 @@ def _schemas():
             "symbol_check": {"enum": ["listed", "unlisted", "unverified"], "description": (
                 "the symbol against Binance's list of trading symbols (refreshed daily); "
                 "unverified until that list is at hand.")},
-            "last_fired_at": _nullable("string"), "last_fired_price": _nullable("number")}},
+            "last_fired_at": _nullable("string"), "last_fired_price": _nullable("number"),
+            "last_price": {**_nullable("number"), "description": (
+                "the symbol's last trade (its 24 h volume for volume_above); null before the "
+                "first one")},
+            "last_price_at": {**_nullable("string"), "format": "date-time"},
+            "distance_pct": {**_nullable("number"), "description": (
+                "how far the alert is from firing, signed (README, Alerts): the level minus "
+                "the last price as a percentage of it (a channel's nearer bound; volume for "
+                "volume_above); for pct_up and pct_down, pct minus the move so far over the "
+                "window. null without a price or a window.")}}},
         "Event": {"type": "object", "required": ["type", "title"], "properties": {
             "type": {"enum": sorted(TYPES)}, "title": s, "message": s,
             "priority": {"enum": list(PRIORITIES)}, "user_id": {"type": ["integer", "string"]},
