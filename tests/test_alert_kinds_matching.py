@@ -282,3 +282,13 @@ def test_a_thousand_alerts_of_mixed_kinds_each_fire_exactly_once(r):
     fired = [alert_id for tick in result for alert_id, _ in tick]
     assert len(fired) == len(set(fired)) == 1000
     assert r.hlen("tb:alerts") == 0
+
+
+def test_an_indexed_id_without_its_row_does_not_stop_the_others_from_firing(r):
+    feed = Feed(r)
+    alerts = [arm(r, "above", 100), arm(r, "crossing_up", 100), arm(r, "above", 101)]
+    feed(99)
+    r.zadd("tb:idx:BTCUSDT:above", {"999999": 99.5})  # stale members, first by score
+    r.zadd("tb:idx:BTCUSDT:xup", {"999998": 99.5})
+    fired = [alert_id for tick in feed(102) for alert_id, _ in tick]
+    assert sorted(fired) == sorted(str(a.id) for a in alerts)

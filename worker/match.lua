@@ -104,7 +104,8 @@ local function alerts_of(ids)
   local out_ = {}
   for i = 1, #ids, CHUNK do
     local got = redis.call('HMGET', KEYS[10], unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
-    for j = 1, #got do out_[i + j - 1] = parse(ids[i + j - 1], got[j] or nil) end
+    -- false, not nil, for a missing row: ipairs must not stop there
+    for j = 1, #got do out_[i + j - 1] = parse(ids[i + j - 1], got[j] or nil) or false end
   end
   return out_
 end
@@ -131,9 +132,13 @@ local function take(key, lo, hi)
   return ids
 end
 
+local COUNTED = {crossing_up = true, crossing_down = true, crossing = true,
+  channel_exit = true, channel_enter = true}
 local function release(a)
   released[#released + 1] = a.id
-  released_uses[#released_uses + 1] = a
+  if a.win ~= '' or a.cool > 0 or COUNTED[a.cond] then -- it counts in tb:inuse
+    released_uses[#released_uses + 1] = a
+  end
 end
 
 local function expired(a)
@@ -190,9 +195,15 @@ end
 
 -- title and message hold only the symbol, numbers and our words, so they go in as they are;
 -- a note is the user's text and is encoded. `extra`: more data fields, as JSON text.
+local DATA_HEAD = {} -- condition -> the data's first fields up to the target
+local PRICE_TAIL = ',"price":' .. vtext .. ',"mode":"'
 local function notify(a, ntype, title, message, extra)
-  local data = '{"symbol":"' .. sym .. '","condition":"' .. a.cond .. '","target":' .. a.target
-    .. ',"price":' .. vtext .. ',"mode":"' .. a.mode .. '"' .. extra
+  local head = DATA_HEAD[a.cond]
+  if not head then
+    head = '{"symbol":"' .. sym .. '","condition":"' .. a.cond .. '","target":'
+    DATA_HEAD[a.cond] = head
+  end
+  local data = head .. a.target .. PRICE_TAIL .. a.mode .. '"' .. extra
   if a.note ~= '' then
     message = cjson.encode(message .. ' - ' .. a.note)
     data = data .. ',"note":' .. cjson.encode(a.note)
@@ -227,15 +238,17 @@ local function notify(a, ntype, title, message, extra)
 end
 
 -- Wording: the title says what happened, the message the figures that made it fire.
+local LEVEL_WORDS = { -- condition -> type, title and message up to the target
+  above = {'PRICE_ALERT', sym .. ' above ', sym .. ' traded at ' .. vtext
+    .. ', at or above your target '},
+  below = {'PRICE_ALERT', sym .. ' below ', sym .. ' traded at ' .. vtext
+    .. ', at or below your target '},
+  volume_above = {'VOLUME_ALERT', sym .. ' 24h volume above ', sym .. ' 24h volume reached '
+    .. vtext .. ', at or above your target '},
+}
 local function level_alert(a)
-  if a.cond == 'volume_above' then
-    notify(a, 'VOLUME_ALERT', sym .. ' 24h volume above ' .. a.target,
-      sym .. ' 24h volume reached ' .. vtext .. ', at or above your target ' .. a.target, '')
-  else
-    local word = a.cond == 'above' and 'above' or 'below'
-    notify(a, 'PRICE_ALERT', sym .. ' ' .. word .. ' ' .. a.target,
-      sym .. ' traded at ' .. vtext .. ', at or ' .. word .. ' your target ' .. a.target, '')
-  end
+  local w = LEVEL_WORDS[a.cond]
+  notify(a, w[1], w[2] .. a.target, w[3] .. a.target, '')
 end
 
 local function crossing_alert(a, up)
