@@ -9,6 +9,27 @@ document.addEventListener("htmx:beforeSwap", (event) => {
   }
 });
 
+// The alert form shows the chosen condition's own fields only ([data-kinds]); the others are
+// disabled, so they stay out of the request. Without JavaScript every field shows.
+function showKindFields(select) {
+  select.form.querySelectorAll("[data-kinds]").forEach((field) => {
+    const on = field.dataset.kinds.split(" ").includes(select.value);
+    field.style.display = on ? "" : "none";  // `hidden` would lose to .row .field's flex
+    field.querySelectorAll("input, select, textarea").forEach((el) => {
+      el.disabled = !on;
+      el.required = on;
+    });
+  });
+}
+document.addEventListener("change", (event) => {
+  if (event.target.matches("[data-kind-select]")) showKindFields(event.target);
+});
+function kindForms(root) {
+  if (root.querySelectorAll) root.querySelectorAll("[data-kind-select]").forEach(showKindFields);
+}
+document.addEventListener("DOMContentLoaded", () => kindForms(document));
+document.addEventListener("htmx:load", (event) => kindForms(event.detail.elt));
+
 // The phone menu: a real button, so keyboards and screen readers reach it.
 document.addEventListener("click", (event) => {
   const burger = event.target.closest(".nav-burger");
