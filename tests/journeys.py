@@ -7,9 +7,11 @@ lists holding only rows and items, nothing left mid-request, and still the same 
 
 from contextlib import contextmanager
 
+import redis
 from playwright.sync_api import expect, sync_playwright
 
 from tests.live_server import launch_chromium
+from webapp import keys
 
 PASSWORD = "correct horse battery"
 WAIT_MS = 15_000
@@ -97,3 +99,12 @@ def step_done(page, site):
     """After a step: sound markup, and a nav badge that agrees with the API."""
     sound(page)
     badge_matches_api(page, site)
+
+
+def publish_tick(site, symbol, price, ts_ms):
+    """A trade as the matcher's script records and publishes it (worker/match.lua): the last
+    price in keys.price(symbol), then the JSON on keys.ticks_channel(symbol), price as text."""
+    with redis.Redis.from_url(site.app.config["REDIS_URL"]) as r:
+        r.hset(keys.price(symbol), mapping={"price": price, "ts": ts_ms})
+        r.publish(keys.ticks_channel(symbol),
+                  f'{{"symbol":"{symbol}","price":{price},"ts":{ts_ms}}}')

@@ -78,7 +78,9 @@ TB.charts = (() => {
       const color = css("--info");
       this.series = this.chart.addSeries(LC.AreaSeries, { lineColor: color, lineWidth: 2,
         topColor: color + "55", bottomColor: color + "05", priceLineVisible: !mini,
-        lastValueVisible: !mini, crosshairMarkerVisible: !mini });
+        lastValueVisible: !mini, crosshairMarkerVisible: !mini,
+        // the price axis spans the alerts' levels too, so every line is in sight
+        autoscaleInfoProvider: (original) => this.withLevels(original()) });
       this.markers = LC.createSeriesMarkers(this.series, []);
       this.points = [];
       this.fired = [];
@@ -141,6 +143,15 @@ TB.charts = (() => {
       if (data.length && data[data.length - 1].time === point.time) data[data.length - 1] = point;
       else data.push(point);
       this.series.update(point);
+    }
+
+    withLevels(info) {
+      const prices = this.lines.map((line) => line.options().price);
+      if (!prices.length) return info;
+      const range = info && info.priceRange;
+      const low = Math.min(...prices, range ? range.minValue : Infinity);
+      const high = Math.max(...prices, range ? range.maxValue : -Infinity);
+      return { ...(info || {}), priceRange: { minValue: low, maxValue: high } };
     }
 
     // levels: [{price, title, active}]: one price line each
@@ -212,7 +223,7 @@ TB.charts = (() => {
     });
   }
 
-  return { ready: Boolean(LC), PriceChart, on, onTick, decimals };
+  return { ready: Boolean(LC), zone, PriceChart, on, onTick };
 })();
 
 // The dashboard's tickers: each sparkline becomes a small live chart with a time axis, and

@@ -1,13 +1,16 @@
-"""The alerts page: list, create inline, pause/resume, delete (HTMX, with plain-form fallback)."""
+"""The alerts page: list, create inline, edit a row in place, duplicate, pause/resume, delete
+(HTMX, with plain-form fallback), symbol suggestions with prices, and the chart's data."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from webapp.accounts import service as accounts
+from webapp.alerts import chart, validation
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
+from webapp.alerts.readings import readings
 from webapp.errors import is_htmx
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.market import symbols, tickers
@@ -18,13 +21,16 @@ bp.add_app_template_filter(alert_index.fmt_num, "fmt_num")
 bp.add_app_template_filter(alerts.status, "alert_status")
 bp.add_app_template_filter(tickers.age_text, "age")
 bp.add_app_template_filter(tickers.volume_text, "volume")
+bp.add_app_template_global(validation.kind_fields, "alert_levels")
 bp.before_request(accounts.require_login)
 
 
 def _looked_up(rows):
-    """What the rows show beside each alert: its symbol's last values and verdict."""
+    """What the rows show beside each alert: its symbol's last values and verdict, and how
+    far it is from firing."""
     seen = {a.symbol for a in rows}
-    return {"prices": tickers.last_values(seen), "checks": symbols.verdicts(seen)}
+    return {"prices": tickers.last_values(seen), "checks": symbols.verdicts(seen),
+            "readings": readings(rows)}
 
 
 def _page(form=None, errors=None, status=200):
@@ -84,9 +90,85 @@ def _row_or_redirect(alert):
 
 @bp.get("/symbols")
 def suggest_symbols():
-    """The symbol field's datalist: listed symbols starting with what was typed."""
-    found = symbols.suggestions(request.args.get("symbol", ""))
-    return render_template("alerts/_symbol_options.html", symbols=found)
+    """The symbol field's datalist: listed symbols starting with what was typed, each with its
+    last price, and the typed symbol's own last price beside the field."""
+    typed = request.args.get("symbol", "").strip().upper()
+    found = symbols.suggestions(typed)
+    quoted = {*found, typed} if validation.SYMBOL_RE.fullmatch(typed) else set(found)
+    return render_template("alerts/_symbol_options.html", symbols=found, typed=typed,
+                           prices=tickers.last_values(quoted))
+
+
+def _local_input(dt):
+    """A naive UTC datetime as the user's wall-clock time, for a datetime-local field."""
+    if dt is None:
+        return ""
+    zone = preferences.user_zone(current_user.id)
+    return dt.replace(tzinfo=UTC).astimezone(zone).strftime("%Y-%m-%dT%H:%M")
+
+
+def _as_form(alert):
+    """The alert as the forms' text fields (API names), numbers written as people write them."""
+    fields = {name: "" if value is None else
+              alert_index.fmt_num(value) if isinstance(value, float) else str(value)
+              for name, value in validation.as_input(alert).items()}
+    fields["expires_at"] = _local_input(alert.expires_at)
+    return fields
+
+
+def _edit_form(alert, form, errors=None, status=200):
+    template = "alerts/_row_form.html" if is_htmx() else "alerts/edit.html"
+    return render_template(template, alert=alert, form=form, errors=errors or {},
+                           windows=validation.WINDOWS), status
+
+
+@bp.get("/<int:alert_id>/edit")
+def edit(alert_id):
+    """The alert's row as a small form (the whole edit page without JavaScript)."""
+    alert = _or_404(alerts.get_alert, alert_id)
+    return _edit_form(alert, _as_form(alert))
+
+
+@bp.post("/<int:alert_id>/edit")
+def update(alert_id):
+    form = request.form.to_dict()
+    form.pop("csrf_token", None)
+    try:
+        alert = alerts.update_alert(current_user.id, alert_id, _in_utc(form), text_numbers=True)
+    except NotFound:
+        abort(404)
+    except InvalidInput as exc:
+        return _edit_form(_or_404(alerts.get_alert, alert_id), form, exc.errors, 422)
+    if not is_htmx():
+        flash(f"Alert on {alert.symbol} saved.", "success")
+    return _row_or_redirect(alert)
+
+
+@bp.get("/<int:alert_id>/row")
+def row(alert_id):
+    """The alert's row (what Cancel swaps back in place of the edit form)."""
+    return _row_or_redirect(_or_404(alerts.get_alert, alert_id))
+
+
+@bp.get("/<int:alert_id>/copy")
+def copy(alert_id):
+    """Duplicate: the create form filled in with the alert's fields, to change and add."""
+    alert = _or_404(alerts.get_alert, alert_id)
+    form = _as_form(alert)
+    if alerts.status(alert) == "expired":
+        form["expires_at"] = ""
+    if not is_htmx():
+        return _page(form)
+    return render_template("alerts/_form.html", form=form, errors={})
+
+
+@bp.get("/chart/<symbol>")
+def chart_data(symbol):
+    """The chart's JSON for one symbol: recent prices and where the user's alerts fired."""
+    symbol = symbol.upper()
+    if not validation.SYMBOL_RE.fullmatch(symbol):
+        abort(404)
+    return jsonify(chart.data(current_user.id, symbol))
 
 
 @bp.post("/<int:alert_id>/pause")
