@@ -35,6 +35,12 @@ def site(live_site):
                                       "note": "breakout"})
         alerts.create_alert(user.id, {"symbol": "ETHUSDT", "type": "volume_above",
                                       "price": 1e6, "mode": "recurring", "buffer": "1%"})
+        alerts.create_alert(user.id, {"symbol": "BTCUSDT", "type": "pct_up", "pct": 2.5,
+                                      "window": "1h"})
+        channel = alerts.create_alert(user.id, {"symbol": "BTCUSDT", "type": "channel_exit",
+                                                "low": 60000, "high": 70000})
+        inbox.store({"user_id": user.id, "type": "PRICE_ALERT", "title": "BTCUSDT left 60000-70000",
+                     "alert_id": channel.id, "data": {"symbol": "BTCUSDT", "price": 59990}})
         for title in ("Bought 0.5 BTC", "Risk limit at 80%"):
             inbox.store({"user_id": user.id, "type": "ORDER_EXECUTED", "title": title,
                          "message": "details"})
@@ -115,4 +121,27 @@ def test_a_refused_strategy_follow_is_shown_beside_the_field(site):
         page.click("#strategies button[type=submit]")
         page.locator("#follows .chip", has_text="momentum-btc").wait_for(timeout=10_000)
         assert page.locator("#follows .error").count() == 0
+        browser.close()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_alerts_page_passes_axe_with_its_chart_and_a_row_being_edited(site, width):
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_context(viewport=WIDTHS[width]).new_page()
+        _log_in(page, site)
+        page.goto(site.url + "/alerts/")
+        assert page.locator("#alert-rows tr[data-alert-id]").count() >= 4
+        chart = page.locator("#alert-chart[data-ready=true]")
+        chart.wait_for(timeout=10_000)
+        assert int(chart.get_attribute("data-levels")) >= 1
+        row = page.locator("#alert-rows tr[data-kind=channel_exit]")
+        alert_id = row.get_attribute("data-alert-id")
+        row.get_by_role("link", name="Edit").click()
+        page.fill(f"#edit-{alert_id}-high", "1")  # below low: refused beside the field
+        page.get_by_role("button", name="Save").click()
+        page.locator(f"#edit-{alert_id}-high-error").wait_for(timeout=10_000)
+        assert _violations(page) == []
+        page.goto(site.url + f"/alerts/{alert_id}/edit")  # the edit page without JavaScript
+        assert _violations(page) == []
         browser.close()
