@@ -6,6 +6,8 @@ import json
 import pytest
 
 from webapp import keys
+from webapp.alerts import index as alert_index
+from webapp.alerts import validation
 from webapp.extensions import db, get_redis
 from webapp.models import Alert
 
@@ -71,6 +73,12 @@ def test_cooldown_message_and_buffers_round_trip(client, key, app):
             "pct_up", 3, 14400, 0.5, False)
         row = db.session.get(Alert, channel["id"])
         assert (row.target, row.high) == (1, 2)
+
+
+def test_the_api_offers_the_windows_and_kinds_the_matcher_keeps():
+    assert sorted(validation.WINDOWS.values()) == sorted(alert_index.WINDOWS_S)
+    assert set(validation.KINDS) == {*alert_index.SUFFIX, *alert_index.CROSSINGS,
+                                     *alert_index.CHANNELS, *alert_index.MOVES}
 
 
 def test_type_and_level_aliases_still_work(client, key):

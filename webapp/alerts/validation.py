@@ -359,8 +359,8 @@ def validate_changes(alert, changes, text_numbers=False, now=None):
     """A PATCH: `changes` laid over the alert's fields, checked as a new alert's are.
 
     A new type keeps the level fields it takes too (above -> crossing_up keeps the price),
-    and the buffer unless its unit changes (a move's is in points). An expiry the PATCH does not name stands,
-    passed or not.
+    and the buffer unless its unit changes (a move's is in points). An expiry the PATCH
+    does not name stands, passed or not.
     """
     if not isinstance(changes, dict):
         raise InvalidInput({"body": "Send a JSON object."})
