@@ -122,6 +122,7 @@
       if (state) state.textContent = "fired";
     }
     row.classList.add("just-fired");
+    row.addEventListener("animationend", () => row.classList.remove("just-fired"), { once: true });
     later();
   }
 
@@ -183,7 +184,8 @@
     });
     const filtered = query || bySymbol.value || byStatus.value;
     count.hidden = !list.length;
-    count.textContent = filtered ? `${shown} of ${list.length} alerts shown.` : `${list.length} alerts.`;
+    const alerts = (n) => `${n} alert${n === 1 ? "" : "s"}`;
+    count.textContent = filtered ? `${shown} of ${alerts(list.length)} shown.` : `${alerts(list.length)}.`;
     body.dataset.shown = shown;
     noMatch.hidden = shown > 0 || !list.length;
     syncChart();
