@@ -1,7 +1,8 @@
-// The alerts page (templates/alerts/): a live table (ticks move each row's price, age and
-// distance; a fired alert's notification updates its row), sort, filters and search in the
-// browser, focus kept through inline edits, and the chart of one symbol. Rows carry what this
-// needs in data-* attributes (_row.html); without this script the table still works.
+// The alerts page's table (templates/alerts/): live (ticks move each row's price, age and
+// distance; a fired alert's notification updates its row), sorted, filtered and searched in
+// the browser, focus kept through inline edits. Rows carry what this needs in data-*
+// attributes (_row.html); without this script the table still works. It tells the page's
+// chart (alert-chart.js) through TB.alerts and the events `tb:alerts-changed`, `tb:alert-fired`.
 (() => {
   const body = document.getElementById("alert-rows");
   if (!body) return;
@@ -80,7 +81,6 @@
       if (age) { age.dataset.ts = tick.ts; if (window.showAge) window.showAge(age, Date.now()); }
     }
     if (sortBy.value === "distance") later();
-    chartTick(tick, price);
   }
 
   async function onNotification(html) {
@@ -98,11 +98,7 @@
     if (!n.alert_id) return;
     const row = $("alert-" + n.alert_id);
     if (row && !row.classList.contains("editing")) fired(row, n);
-    if (chart && n.symbol === chartSymbol && n.current_price) {
-      chart.add(n.created_at, n.current_price);  // a fire is a trade: its marker sits on the line
-      chart.addFired({ ts: n.created_at, price: n.current_price, alert_id: n.alert_id });
-      summary();
-    }
+    document.dispatchEvent(new CustomEvent("tb:alert-fired", { detail: n }));
   }
 
   function fired(row, n) {
@@ -188,7 +184,7 @@
     count.textContent = filtered ? `${shown} of ${alerts(list.length)} shown.` : `${alerts(list.length)}.`;
     body.dataset.shown = shown;
     noMatch.hidden = shown > 0 || !list.length;
-    syncChart();
+    document.dispatchEvent(new CustomEvent("tb:alerts-changed"));
   }
 
   let pending = false;
@@ -232,13 +228,7 @@
     if (field) field.focus();
   });
 
-  // --- the chart of one symbol
-  const chartBox = $("alert-chart");
-  const chartTools = $("chart-tools"), chartPick = $("chart-symbol"), chartRange = $("chart-range");
-  const chartSummary = $("chart-summary");
-  const RANGES = { live: { step: 1, span: 900 }, week: { step: 900, span: 7 * 86400 } };
-  let chart = null, chartSymbol = null, loading = 0;
-
+  // where each alert of a symbol sits on a price chart: [{price, title, active}]
   function levels(symbol) {
     const out = [];
     for (const row of rowsOf(symbol)) {
@@ -260,74 +250,6 @@
     return out.filter((l) => l.price > 0);
   }
 
-  function summary() {
-    if (!chart) return;
-    const d = chartBox.dataset;
-    const last = d.last ? `last ${d.last}` : "no trade seen yet";
-    chartSummary.textContent = `${chartSymbol}: ${last}; ${d.levels} alert level line(s); `
-      + `${d.markers} fire(s) shown. Times in your zone (${TB.charts.zone}).`;
-  }
-
-  async function showChart(symbol) {
-    chartSymbol = symbol;
-    chartPick.value = symbol;
-    chartBox.dataset.symbol = symbol;
-    chartBox.dataset.ready = "false";
-    if (!chart) chart = new TB.charts.PriceChart(chartBox, RANGES[chartRange.value]);
-    const ticket = ++loading;
-    let data = { points: [], fired: [] };
-    try {
-      const response = await fetch(chartBox.dataset.url.replace(/SYMBOL$/, symbol),
-        { headers: { Accept: "application/json" } });
-      if (response.ok) data = await response.json();
-    } catch (_) { /* no history: live ticks still draw */ }
-    if (ticket !== loading) return;  // another symbol was picked meanwhile
-    chart.setPoints(data.points);
-    chart.setFired(data.fired);
-    chart.setLevels(levels(symbol));
-    chartBox.dataset.ready = "true";
-    summary();
-  }
-
-  function syncChart() {
-    if (!TB.charts.ready) return;
-    const symbols = symbolsOf();
-    options(chartPick, symbols);
-    chartTools.hidden = !symbols.length;
-    chartBox.hidden = !symbols.length;
-    if (!symbols.length) {
-      chartSummary.textContent = "Add an alert to chart its symbol here.";
-      return;
-    }
-    if (!symbols.includes(chartSymbol)) showChart(chartPick.value || symbols[0]);
-    else if (chart && chartBox.dataset.ready === "true") {
-      chart.setLevels(levels(chartSymbol));
-      summary();
-    }
-  }
-
-  function chartTick(tick, price) {
-    if (!chart || tick.symbol !== chartSymbol || chartBox.dataset.ready !== "true") return;
-    chart.add(Number(tick.ts), price);
-    if (rowsOf(chartSymbol).some((row) => MOVES.includes(row.dataset.kind))) {
-      chart.setLevels(levels(chartSymbol));
-    }
-    summary();
-  }
-
-  chartPick.addEventListener("change", () => showChart(chartPick.value));
-  chartRange.addEventListener("change", () => {
-    if (!chart) return;
-    const range = RANGES[chartRange.value];
-    chart.view(range.step, range.span);
-    summary();
-  });
-  // a new alert (its row lands first in the table): chart its symbol
-  document.addEventListener("htmx:afterSwap", (event) => {
-    if (event.detail.target !== body || !event.detail.elt.matches("#alert-form")) return;
-    const newest = body.querySelector("tr[data-alert-id]");
-    if (newest && newest.dataset.symbol !== chartSymbol) showChart(newest.dataset.symbol);
-  });
-
+  window.TB.alerts = { symbols: symbolsOf, levels };
   apply();
 })();
