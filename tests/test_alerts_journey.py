@@ -1,8 +1,8 @@
 """The alerts page walked as a user walks it, twice in a row without a reload, in Chromium:
-add three alerts, sort, filter and search the table, edit one inline (first refused, then
-saved), duplicate one through the form, see a fire and a live tick land in a row and on the
-chart, pause, resume and delete, then send a bad input and fix it. After every swap the
-form still holds its fields and the table only rows."""
+add three alerts, see a fire and a live tick land in a row and on the chart, type a symbol
+and see its live price, sort, filter and search the table, edit one inline (first refused,
+then saved), duplicate one through the form, pause, resume and delete, then send a bad
+input and fix it. After every swap the form still holds its fields and the table only rows."""
 
 import re
 import time
@@ -193,6 +193,17 @@ def _fire_and_tick(page, site, user, round_, fired_at, price):
     _markup_is_sound(page)
 
 
+def _picker_quotes(page, site, price, later):
+    """Typing a symbol shows its last price beside the field, and ticks keep it live."""
+    page.locator("#symbol").press_sequentially(WATCHED.lower())
+    quote = page.locator("#symbol-quote")
+    expect(quote).to_contain_text(f"{WATCHED}: last {price}", timeout=WAIT_MS)
+    publish_tick(site, WATCHED, later, int(time.time() * 1000))
+    expect(quote.locator("[data-quote-price]")).to_have_text(later, timeout=WAIT_MS)
+    page.fill("#symbol", "")
+    _markup_is_sound(page)
+
+
 def _chart_shows(page, symbol, levels):
     chart = page.locator("#alert-chart")
     page.select_option("#chart-symbol", symbol)
@@ -207,6 +218,7 @@ def _walk(page, site, user, round_, fired_at, price):
     rows = [_add(page, *added) for added in symbols]
     _chart_shows(page, "BNBUSDT", 1)  # the chart follows the newest alert
     _fire_and_tick(page, site, user, round_, fired_at, price)
+    _picker_quotes(page, site, price, fired_at)
     _sort_filter_and_search(page)
     _edit_inline(page, rows[0])
     _duplicate(page, rows[1], round_)
