@@ -340,9 +340,12 @@ local function slide(key, window_ms, worse)
   end
 end
 
-local function move_alerts(win, up, move, extreme, extreme_ms)
+local function move_alerts(win, up, move, prev_move, extreme, extreme_ms)
   local armed, rearm = wkey(win, up and 1 or 3), wkey(win, up and 2 or 4)
   local m = num(move)
+  -- an alert back from its cooldown re-arms on the trade before's move (against this
+  -- window), as a level alert re-arms on the trade before's price
+  if prev_move then rearm_back(rearm, armed, '(' .. num(prev_move), '+inf') end
   local ids = take(armed, '-inf', num(move + 1e-9)) -- 10.000000000000002 % is 10 %
   local name, dir = WINDOW_NAMES[win] or (win .. 's'), up and 'up' or 'down'
   local side = up and 'low' or 'high'
@@ -373,8 +376,13 @@ local function windows(in_use)
         if h then low_ms, low = string.match(h, '^(%d+):(.+)$') low = tonumber(low) end
         if g then high_ms, high = string.match(g, '^(%d+):(.+)$') high = tonumber(high) end
       end
-      if low and low > 0 then move_alerts(win, true, (p / low - 1) * 100, low, low_ms) end
-      if high and high > 0 then move_alerts(win, false, (1 - p / high) * 100, high, high_ms) end
+      if low and low > 0 then
+        move_alerts(win, true, (p / low - 1) * 100, prev and (prev / low - 1) * 100, low, low_ms)
+      end
+      if high and high > 0 then
+        move_alerts(win, false, (1 - p / high) * 100, prev and (1 - prev / high) * 100, high,
+          high_ms)
+      end
     end
   end
 end

@@ -81,7 +81,7 @@ end
 # crossing never fires twice because of an edit. Anything else is placed as new.
 # KEYS: 1 tb:alerts  2 tb:alerts:fired  3 tb:symbols  4 tb:alerts:version
 # ARGV: 1 index prefix  2 re-arm prefix  3 kinds-in-use prefix  4 id, then to index it:
-#       5 row  6 symbol  7 the set it starts in (index suffix)  8 its score
+#       5 row  6 symbol  7 the set it starts in (index suffix)  8 its score  9 '1' to resume
 _INDEX_LUA = _SETS_LUA + USES_LUA + """
 local ALERTS, FIRED, SYMBOLS, VERSION = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local IDX, REARM, INUSE, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -90,8 +90,14 @@ local ROW = '^[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t[^\\t]*\\t([^\\t]*)\
   .. '([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t'
 local function key(sym, set) return (set[2] == 'i' and IDX or REARM) .. sym .. ':' .. set[3] end
 redis.call('INCR', VERSION) -- a rebuild racing with this change starts again
--- SQL's word is newer than the matcher's mark (e.g. resumed after it fired)
-redis.call('HDEL', FIRED, id)
+-- A one-shot alert the matcher fired stays marked until the slow path has it inactive in
+-- SQL: an edit meanwhile must not arm it again (one crossing, one notification). A resume
+-- or an unindex is SQL's newer word and clears the mark.
+if #ARGV == 4 or ARGV[9] == '1' then
+  redis.call('HDEL', FIRED, id)
+elseif redis.call('HEXISTS', FIRED, id) == 1 then
+  return 0
+end
 local old = redis.call('HGET', ALERTS, id)
 if old and #ARGV > 4 then
   local o_sym, o_cond, o_target, _, o_cool, o_high, o_win = string.match(old, ROW)
@@ -316,13 +322,17 @@ def is_live(alert, now=None):
     return alert.active and (alert.expires_at is None or alert.expires_at > now)
 
 
-def index(alert, r=None):
-    """Arm `alert` in the index (replacing any earlier entry); unindex it if not live."""
+def index(alert, r=None, resume=False):
+    """Arm `alert` in the index (replacing any earlier entry); unindex it if not live.
+
+    A one-shot alert that fired and waits for the slow path is left alone, unless this is
+    a resume (`resume=True`): then it is armed again.
+    """
     r = r or get_redis()
     if not is_live(alert):
         return unindex(alert.id, r)
     f = _fields(alert)
-    args = [alert.id, pack_row(f), f["symbol"], *start(alert)]
+    args = [alert.id, pack_row(f), f["symbol"], *start(alert), "1" if resume else "0"]
     return _script(r)(keys=INDEX_KEYS, args=INDEX_PREFIXES + args)
 
 

@@ -117,7 +117,7 @@ def set_active(user_id, alert_id, active):
     alert.active = active
     # index() drops an alert that is not live. An undo arms it afresh: a recurring alert
     # that was waiting to re-arm may then fire once more for the same crossing.
-    _write(lambda: alert_index.index(alert), lambda: alert_index.index(before))
+    _write(lambda: alert_index.index(alert, resume=active), lambda: alert_index.index(before))
     return alert
 
 
