@@ -193,30 +193,28 @@ local function after_firing(a)
   end
 end
 
--- title and message hold only the symbol, numbers and our words, so they go in as they are;
--- a note is the user's text and is encoded. `extra`: more data fields, as JSON text.
 local DATA_HEAD = {} -- condition -> the data's first fields up to the target
 local PRICE_TAIL = ',"price":' .. vtext .. ',"mode":"'
-local function notify(a, ntype, title, message, extra)
-  local head = DATA_HEAD[a.cond]
+local function emit(id, uid, cond, target, mode, note, ntype, title, message, extra)
+  local head = DATA_HEAD[cond]
   if not head then
-    head = '{"symbol":"' .. sym .. '","condition":"' .. a.cond .. '","target":'
-    DATA_HEAD[a.cond] = head
+    head = '{"symbol":"' .. sym .. '","condition":"' .. cond .. '","target":'
+    DATA_HEAD[cond] = head
   end
-  local data = head .. a.target .. PRICE_TAIL .. a.mode .. '"' .. extra
-  if a.note ~= '' then
-    message = cjson.encode(message .. ' - ' .. a.note)
-    data = data .. ',"note":' .. cjson.encode(a.note)
+  local data = head .. target .. PRICE_TAIL .. mode .. '"' .. extra
+  if note ~= '' then
+    message = cjson.encode(message .. ' - ' .. note)
+    data = data .. ',"note":' .. cjson.encode(note)
   else
     message = '"' .. message .. '"'
   end
-  local body = a.uid .. ',"type":"' .. ntype .. '","priority":"normal","title":"' .. title
+  local body = uid .. ',"type":"' .. ntype .. '","priority":"normal","title":"' .. title
     .. '","message":' .. message .. ',"created_at":' .. tstext .. ',"status":"unread",'
-    .. '"alert_id":"' .. a.id .. '","data":' .. data .. '}}'
-  local u = per_user[a.uid]
+    .. '"alert_id":"' .. id .. '","data":' .. data .. '}}'
+  local u = per_user[uid]
   if not u then
-    u = {replay = ARGV[8] .. a.uid, channel = ARGV[9] .. a.uid}
-    per_user[a.uid] = u
+    u = {replay = ARGV[8] .. uid, channel = ARGV[9] .. uid}
+    per_user[uid] = u
   end
   -- the notification id is '<entry id>-<uid>' (entry ids are only unique per stream); the
   -- stored JSON leaves it out, the publish adds it. A new entry is unread by definition
@@ -224,7 +222,7 @@ local function notify(a, ntype, title, message, extra)
   -- the keys' TTL are the slow path's, off the hot path.
   local eid = redis.call('XADD', u.replay, '*', 'event', 'notification',
     'data', '{"user_id":' .. body)
-  local nid = eid .. '-' .. a.uid
+  local nid = eid .. '-' .. uid
   redis.call('PUBLISH', u.channel, '{"id":"' .. eid .. '","event":"notification",'
     .. '"data":{"id":"' .. nid .. '","user_id":' .. body .. '}')
   out[#out + 1] = nid
@@ -233,7 +231,13 @@ local function notify(a, ntype, title, message, extra)
     items = {}
     fired_items[ntype] = items
   end
-  items[#items + 1] = nid .. ':' .. a.id .. ':' .. a.uid .. ':' .. a.mode
+  items[#items + 1] = nid .. ':' .. id .. ':' .. uid .. ':' .. mode
+end
+
+-- title and message hold only the symbol, numbers and our words, so they go in as they are;
+-- a note is the user's text and is encoded. `extra`: more data fields, as JSON text.
+local function notify(a, ntype, title, message, extra)
+  emit(a.id, a.uid, a.cond, a.target, a.mode, a.note, ntype, title, message, extra)
   after_firing(a)
 end
 
@@ -246,11 +250,6 @@ local LEVEL_WORDS = { -- condition -> type, title and message up to the target
   volume_above = {'VOLUME_ALERT', sym .. ' 24h volume above ', sym .. ' 24h volume reached '
     .. vtext .. ', at or above your target '},
 }
-local function level_alert(a)
-  local w = LEVEL_WORDS[a.cond]
-  notify(a, w[1], w[2] .. a.target, w[3] .. a.target, '')
-end
-
 local function crossing_alert(a, up)
   local dir = up and 'up' or 'down'
   notify(a, 'PRICE_ALERT', sym .. ' crossed ' .. dir .. ' through ' .. a.target,
@@ -259,11 +258,42 @@ local function crossing_alert(a, up)
     ',"previous":' .. num(prev) .. ',"direction":"' .. dir .. '"')
 end
 
-local function fire_levels(key, lo, hi)
+-- Level alerts are what a storm is made of: their rows are split straight into locals
+-- (no table an alert) and re-arms go in one bulk ZADD. The rest of a row: match.lua's ROW.
+local LEVEL_ROW = '^([^\t]*)\t[^\t]*\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)'
+  .. '\t([^\t]*)\t[^\t]*\t[^\t]*\t(.*)$'
+local function fire_levels(key, rearm, lo, hi)
   local ids = take(key, lo, hi)
-  for _, a in ipairs(alerts_of(ids)) do
-    if a and not expired(a) then level_alert(a) end
+  local waiting = {}
+  for i = 1, #ids, CHUNK do
+    local rows = redis.call('HMGET', KEYS[10], unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+    for j = 1, #rows do
+      local row = rows[j]
+      local uid, cond, target, mode, back, exp, cool, note
+      if row then uid, cond, target, mode, back, exp, cool, note = string.match(row, LEVEL_ROW) end
+      if uid then
+        local id = ids[i + j - 1]
+        exp, cool = tonumber(exp) or 0, tonumber(cool) or 0
+        if exp > 0 and exp <= ts then
+          release({id = id, cond = cond, win = '', cool = cool})
+        else
+          local w = LEVEL_WORDS[cond]
+          emit(id, uid, cond, target, mode, note, w[1], w[2] .. target, w[3] .. target, '')
+          if mode ~= 'recurring' then
+            release({id = id, cond = cond, win = '', cool = cool})
+            marked[#marked + 1] = id
+            marked[#marked + 1] = tstext
+          elseif cool > 0 then
+            redis.call('ZADD', KEYS[24], ts + cool, id)
+          else
+            waiting[#waiting + 1] = back
+            waiting[#waiting + 1] = id
+          end
+        end
+      end
+    end
   end
+  bulk('ZADD', rearm, waiting)
 end
 
 local function fire_crossings(key, lo, hi, up)
@@ -473,8 +503,8 @@ local crossings, channels_used = (in_use.x or 0) > 0, (in_use.ch or 0) > 0
 
 if (in_use.cd or 0) > 0 then end_cooldowns() end
 if kind == 'price' then
-  fire_levels(KEYS[2], '-inf', vtext)
-  fire_levels(KEYS[4], vtext, '+inf')
+  fire_levels(KEYS[2], KEYS[3], '-inf', vtext)
+  fire_levels(KEYS[4], KEYS[5], vtext, '+inf')
   if crossings and prev and p > prev then
     fire_crossings(KEYS[12], '(' .. num(prev), vtext, true)
     fire_crossings(KEYS[16], '(' .. num(prev), vtext, true)
@@ -495,7 +525,7 @@ if kind == 'price' then
   -- the tick's last call: new crossings and channels are never fired by it
   if more == 0 and (crossings or channels_used) then settle_pending() end
 else
-  fire_levels(KEYS[2], '-inf', vtext)
+  fire_levels(KEYS[2], KEYS[3], '-inf', vtext)
   rearm_back(KEYS[3], KEYS[2], vtext, '+inf')
 end
 
