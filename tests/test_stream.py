@@ -192,6 +192,29 @@ def test_ticks_of_watched_symbols_only(app, users):
     response.close()
 
 
+def test_an_alert_made_while_the_stream_is_open_brings_its_ticks_and_a_pause_ends_them(
+        app, users):
+    client, uid = users["a"]
+    with app.app_context():
+        alerts.create_alert(uid, {"symbol": "BTCUSDT", "type": "above", "price": 99000})
+    response, reader = stream(client)
+    reader.until(has_unread)
+    with app.app_context():
+        eth = alerts.create_alert(uid, {"symbol": "ETHUSDT", "type": "crossing", "price": 4000}).id
+        get_redis().publish("tb:ticks:ETHUSDT", '{"symbol":"ETHUSDT","price":3000,"ts":1}')
+    reader.until(lambda ev: reader.named("tick"))
+    assert [json.loads(t["data"])["symbol"] for t in reader.named("tick")] == ["ETHUSDT"]
+    with app.app_context():
+        alerts.set_active(uid, eth, False)
+        r = get_redis()
+        r.publish("tb:ticks:ETHUSDT", '{"symbol":"ETHUSDT","price":3001,"ts":2}')
+        r.publish("tb:ticks:BTCUSDT", '{"symbol":"BTCUSDT","price":65000.5,"ts":3}')
+    reader.until(lambda ev: len(reader.named("tick")) == 2)
+    assert [json.loads(t["data"])["ts"] for t in reader.named("tick")] == [1, 3]
+    assert not reader.named("watch")  # the hub's own message never reaches the browser
+    response.close()
+
+
 def test_idle_streams_get_keep_alive_comments(app, users):
     client, _ = users["a"]
     response, reader = stream(client)

@@ -4,18 +4,21 @@ SQL is the source of truth; every change also updates the Redis index, in an ord
 leaves the two agreeing after any failure (see _write).
 """
 
+import json
 import logging
 from datetime import UTC
 
 import redis
 from sqlalchemy import func, inspect, select
 
+from webapp import keys
 from webapp.alerts import index as alert_index
 from webapp.alerts.readings import readings
 from webapp.alerts.validation import buffer_text, kind_fields, validate, validate_changes
 from webapp.exceptions import NotFound
-from webapp.extensions import db
-from webapp.market import symbols
+from webapp.extensions import db, get_redis
+from webapp.live.fanout import WATCH
+from webapp.market import symbols, tickers
 from webapp.models import Alert, utcnow
 
 MAX_ID = 2**31 - 1  # alerts.id is an INTEGER: beyond it SQLite overflows, PostgreSQL errs
@@ -28,7 +31,17 @@ def create_alert(user_id, data, text_numbers=False, now=None):
     alert = Alert(user_id=user_id, **validate(data, text_numbers, now))
     db.session.add(alert)
     _write(lambda: alert_index.index(alert), lambda: alert_index.unindex(alert.id))
+    _tell_streams(user_id)
     return alert
+
+
+def _tell_streams(user_id):
+    """The user's open live streams follow the symbols their alerts now watch."""
+    message = json.dumps({"event": WATCH, "data": tickers.watched_symbols(user_id)})
+    try:
+        get_redis().publish(keys.user_channel(user_id), message)
+    except redis.RedisError:  # the change is saved; the streams catch up when they reconnect
+        log.warning("event=watch_not_published user_id=%s", user_id)
 
 
 def _write(change, undo=None):
@@ -72,6 +85,7 @@ def update_alert(user_id, alert_id, changes, text_numbers=False, now=None):
     for name, value in fields.items():
         setattr(alert, name, value)
     _write(lambda: alert_index.index(alert), lambda: alert_index.index(before))
+    _tell_streams(user_id)
     return alert
 
 
@@ -118,6 +132,7 @@ def set_active(user_id, alert_id, active):
     # index() drops an alert that is not live. An undo arms it afresh: a recurring alert
     # that was waiting to re-arm may then fire once more for the same crossing.
     _write(lambda: alert_index.index(alert, resume=active), lambda: alert_index.index(before))
+    _tell_streams(user_id)
     return alert
 
 
@@ -127,6 +142,7 @@ def delete_alert(user_id, alert_id):
     before = _copy(alert)
     db.session.delete(alert)
     _write(lambda: alert_index.unindex(alert_id), lambda: alert_index.index(before))
+    _tell_streams(user_id)
 
 
 def expire_due(now=None):

@@ -28,6 +28,7 @@ from webapp.core.outage import Outage
 log = logging.getLogger(__name__)
 
 REVOKED = "revoked"  # {"event": "revoked", "data": [credential, ...]}: a logout, a revoked key
+WATCH = "watch"  # {"event": "watch", "data": [symbol, ...]}: the ticks the user's streams want
 PATTERNS = (keys.user_channel("*"), keys.ticks_channel("*"))
 DEFAULT_READY_TIMEOUT = 5.0
 DEFAULT_POLL = 10.0  # seconds between pub/sub health checks while idle
@@ -135,6 +136,18 @@ class Hub:
             for symbol in client.symbols:
                 _remove(self.by_symbol, symbol, client)
 
+    def rewatch(self, client, symbols):
+        """Send an open stream the ticks of these symbols from now on (a new alert's, say)."""
+        symbols = frozenset(s for s in symbols if isinstance(s, str))
+        with self._lock:
+            if client not in self.clients:
+                return
+            for symbol in client.symbols - symbols:
+                _remove(self.by_symbol, symbol, client)
+            for symbol in symbols - client.symbols:
+                self.by_symbol.setdefault(symbol, set()).add(client)
+            client.symbols = symbols
+
     def _start(self):
         with self._starting:
             if self._thread is None or not self._thread.is_alive():
@@ -229,6 +242,10 @@ class Hub:
             for client in tuple(targets):
                 if client.credential in ended:
                     client.close()
+        elif message is not None and message.event == WATCH:
+            symbols = message.data if isinstance(message.data, list) else ()
+            for client in tuple(targets):
+                self.rewatch(client, symbols)
         elif message is not None:
             for client in tuple(targets):
                 client.put(message)
