@@ -83,19 +83,19 @@
     if (sortBy.value === "distance") later();
   }
 
-  async function onNotification(html) {
+  // The notification's own markup says which alert fired, where and when (inbox/_item.html).
+  function onNotification(html) {
     const template = document.createElement("template");
     template.innerHTML = html;
     const item = template.content.querySelector("[data-nid]");
-    if (!item) return;
-    let n;
-    try {
-      const url = table.dataset.notificationUrl.replace(/NID$/, encodeURIComponent(item.dataset.nid));
-      const response = await fetch(url, { headers: { Accept: "application/json" } });
-      if (!response.ok) return;
-      n = await response.json();
-    } catch (_) { return; }
-    if (!n.alert_id) return;
+    if (!item || !item.dataset.alertId) return;
+    const time = item.querySelector("time[datetime]");
+    const n = {
+      id: item.dataset.nid, alert_id: Number(item.dataset.alertId), symbol: item.dataset.symbol,
+      current_price: item.dataset.price === "" ? null : Number(item.dataset.price),
+      created_at: Number(item.dataset.created),
+      timestamp: time ? time.getAttribute("datetime") : new Date().toISOString(),
+    };
     const row = $("alert-" + n.alert_id);
     if (row && !row.classList.contains("editing")) fired(row, n);
     document.dispatchEvent(new CustomEvent("tb:alert-fired", { detail: n }));
