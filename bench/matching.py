@@ -219,7 +219,7 @@ def mix_alerts(n, rng):
 
 
 def in_use(a):
-    """The tb:inuse fields an alert counts in (USES_LUA in webapp/alerts/index.py)."""
+    """The tb:inuse fields an alert counts in (USES in webapp/alerts/scripts.py)."""
     fields = [str(a.window_s)] if a.window_s else []
     fields += ["x"] if a.condition.startswith("crossing") else []
     fields += ["ch"] if a.condition.startswith("channel") else []

@@ -13,7 +13,7 @@
 --       '2' on a retry of a tick whose call failed (it may have run, its reply lost)
 --       8, 9 the prefixes of a user's stream and channel (tb:replay:, tb:user:)
 -- Returns {more, nid...}; more = 1 when a batch was full and the caller should call again.
--- `uses` and `count_uses` come first (webapp/alerts/index.py USES_LUA).
+-- `uses` and `count_uses` come first (webapp/alerts/scripts.py USES).
 local sym, kind, vtext, tstext = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ts, batch = tonumber(tstext), tonumber(ARGV[5])
 local seq = tonumber(ARGV[6]) or 0

@@ -6,9 +6,10 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from webapp import keys
-from webapp.alerts.index import USES_LUA, WINDOWS_S, fmt_num, idx_key, rearm_key
+from webapp.alerts import scripts
+from webapp.alerts.index import WINDOWS_S, fmt_num, idx_key, rearm_key
 
-SCRIPT = USES_LUA + (Path(__file__).with_name("match.lua")).read_text()
+SCRIPT = scripts.USES + (Path(__file__).with_name("match.lua")).read_text()
 # Alerts fired per script call: a storm is split so no single call holds Redis for long.
 DEFAULT_BATCH = 2000
 CONTINUE, RETRY = 1, 2  # ARGV[7] of match.lua
