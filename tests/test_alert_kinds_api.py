@@ -6,8 +6,8 @@ import json
 import pytest
 
 from webapp import keys
+from webapp.alerts import fields, validation
 from webapp.alerts import index as alert_index
-from webapp.alerts import validation
 from webapp.extensions import db, get_redis
 from webapp.models import Alert
 
@@ -76,7 +76,7 @@ def test_cooldown_message_and_buffers_round_trip(client, key, app):
 
 
 def test_the_api_offers_the_windows_and_kinds_the_matcher_keeps():
-    assert sorted(validation.WINDOWS.values()) == sorted(alert_index.WINDOWS_S)
+    assert sorted(fields.WINDOWS.values()) == sorted(alert_index.WINDOWS_S)
     assert set(validation.KINDS) == {*alert_index.SUFFIX, *alert_index.CROSSINGS,
                                      *alert_index.CHANNELS, *alert_index.MOVES}
 

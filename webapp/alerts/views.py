@@ -7,7 +7,7 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 from flask_login import current_user
 
 from webapp.accounts import service as accounts
-from webapp.alerts import chart, validation
+from webapp.alerts import chart, fields, validation
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
 from webapp.alerts.readings import readings
@@ -94,7 +94,7 @@ def suggest_symbols():
     last price, and the typed symbol's own last price beside the field."""
     typed = request.args.get("symbol", "").strip().upper()
     found = symbols.suggestions(typed)
-    quoted = {*found, typed} if validation.SYMBOL_RE.fullmatch(typed) else set(found)
+    quoted = {*found, typed} if fields.SYMBOL_RE.fullmatch(typed) else set(found)
     return render_template("alerts/_symbol_options.html", symbols=found, typed=typed,
                            prices=tickers.last_values(quoted))
 
@@ -119,7 +119,7 @@ def _as_form(alert):
 def _edit_form(alert, form, errors=None, status=200):
     template = "alerts/_row_form.html" if is_htmx() else "alerts/edit.html"
     return render_template(template, alert=alert, form=form, errors=errors or {},
-                           windows=validation.WINDOWS), status
+                           windows=fields.WINDOWS), status
 
 
 @bp.get("/<int:alert_id>/edit")
@@ -166,7 +166,7 @@ def copy(alert_id):
 def chart_data(symbol):
     """The chart's JSON for one symbol: recent prices and where the user's alerts fired."""
     symbol = symbol.upper()
-    if not validation.SYMBOL_RE.fullmatch(symbol):
+    if not fields.SYMBOL_RE.fullmatch(symbol):
         abort(404)
     return jsonify(chart.data(current_user.id, symbol))
 
