@@ -331,6 +331,7 @@ end
 -- Cooldowns that ended (at or before this trade): the alert is armed if the market had
 -- already moved back past its re-arm point by the trade before, else it waits as after
 -- any firing. So a trade that crosses right after a cooldown counts.
+local cooled_windows = {} -- windows with a move alert back from its cooldown on this tick
 local function end_cooldowns()
   local ids = take(KEYS[24], '-inf', tstext)
   for _, a in ipairs(alerts_of(ids)) do
@@ -339,6 +340,7 @@ local function end_cooldowns()
         redis.call('ZADD', KEYS[ARMED[a.cond]], a.target, a.id)
       else
         to_rearm(a)
+        if a.win ~= '' then cooled_windows[a.win] = true end
       end
     end
   end
@@ -375,7 +377,9 @@ local function move_alerts(win, up, move, prev_move, extreme, extreme_ms)
   local m = num(move)
   -- an alert back from its cooldown re-arms on the trade before's move (against this
   -- window), as a level alert re-arms on the trade before's price
-  if prev_move then rearm_back(rearm, armed, '(' .. num(prev_move), '+inf') end
+  if prev_move and cooled_windows[win] then
+    rearm_back(rearm, armed, '(' .. num(prev_move), '+inf')
+  end
   local ids = take(armed, '-inf', num(move + 1e-9)) -- 10.000000000000002 % is 10 %
   local name, dir = WINDOW_NAMES[win] or (win .. 's'), up and 'up' or 'down'
   local side = up and 'low' or 'high'
