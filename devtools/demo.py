@@ -5,6 +5,7 @@ from flask.cli import AppGroup
 from sqlalchemy import func, select
 
 from devtools.fakefeed_demo import DEMO_MARKETS
+from webapp import keys
 from webapp.accounts import service as accounts
 from webapp.alerts import service as alerts
 from webapp.extensions import db, get_redis
@@ -13,13 +14,17 @@ from webapp.models import Alert, User
 DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "demo-password"
 # (symbol, type, offset from the current value, mode, buffer): close enough to fire within
-# a minute or so of the demo's random walk, recurring ones again and again.
+# a minute or so of the demo's random walk, recurring ones again and again. A channel's
+# offset is its half-width; a move's is its pct (as a fraction) over one minute.
 DEMO_ALERTS = [
     ("BTCUSDT", "above", 0.0010, "recurring", "0.05%"),
     ("BTCUSDT", "below", -0.0010, "recurring", "0.05%"),
     ("ETHUSDT", "above", 0.0015, "once", None),
     ("SOLUSDT", "below", -0.0015, "recurring", "0.05%"),
     ("BNBUSDT", "volume_above", 0.0020, "recurring", "0.1%"),
+    ("BTCUSDT", "crossing", 0.0005, "recurring", "0.02%"),
+    ("ETHUSDT", "channel_exit", 0.0010, "recurring", None),
+    ("SOLUSDT", "pct_up", 0.0010, "recurring", "0.05%"),
 ]
 
 demo = AppGroup("demo", help="The offline demo (`make demo`).")
@@ -35,16 +40,25 @@ def current_value(symbol, condition):
     """The last price (or volume) seen, else the demo feed's starting level."""
     price, volume = DEMO_MARKETS[symbol]
     field = "volume" if condition == "volume_above" else "price"
-    seen = get_redis().hget(f"tb:price:{symbol}", field)
+    seen = get_redis().hget(keys.price(symbol), field)
     return float(seen) if seen else (volume if field == "volume" else price)
+
+
+def levels(symbol, condition, offset):
+    """The kind's own fields, `offset` away from where the demo market is."""
+    value = current_value(symbol, condition)
+    if condition.startswith("channel"):
+        return {"low": round(value * (1 - offset), 2), "high": round(value * (1 + offset), 2)}
+    if condition.startswith("pct"):
+        return {"pct": round(offset * 100, 4), "window": "1m"}
+    return {"price": round(value * (1 + offset), 2)}
 
 
 def seed_alerts(user_id):
     created = []
     for symbol, condition, offset, mode, buffer in DEMO_ALERTS:
-        target = round(current_value(symbol, condition) * (1 + offset), 2)
-        data = {"symbol": symbol, "type": condition, "price": target, "mode": mode,
-                "note": "demo"}
+        data = {"symbol": symbol, "type": condition, "mode": mode, "note": "demo",
+                **levels(symbol, condition, offset)}
         if buffer:
             data["buffer"] = buffer
         created.append(alerts.create_alert(user_id, data))
