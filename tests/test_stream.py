@@ -212,6 +212,10 @@ def test_an_alert_made_while_the_stream_is_open_brings_its_ticks_and_a_pause_end
     reader.until(lambda ev: len(reader.named("tick")) == 2)
     assert [json.loads(t["data"])["ts"] for t in reader.named("tick")] == [1, 3]
     assert not reader.named("watch")  # the hub's own message never reaches the browser
+    with app.app_context():
+        get_redis().publish(f"tb:watch:{uid}", "not json")  # dropped, the stream lives on
+        get_redis().publish("tb:ticks:BTCUSDT", '{"symbol":"BTCUSDT","price":65001,"ts":4}')
+    reader.until(lambda ev: len(reader.named("tick")) == 3)
     response.close()
 
 

@@ -20,6 +20,7 @@ REARM_PREFIX = "tb:rearm:"
 REPLAY_PREFIX = "tb:replay:"
 USER_CHANNEL_PREFIX = "tb:user:"
 TICKS_CHANNEL_PREFIX = "tb:ticks:"
+WATCH_CHANNEL_PREFIX = "tb:watch:"
 
 # processes and their health
 LISTENER = "tb:listener"  # hash: the listener's status
@@ -90,6 +91,11 @@ def inbox(user_id):
 
 def user_channel(user_id):
     return f"{USER_CHANNEL_PREFIX}{user_id}"
+
+
+def watch_channel(user_id):
+    """JSON [SYMBOL, ...]: the ticks the user's open streams follow, after an alert change."""
+    return f"{WATCH_CHANNEL_PREFIX}{user_id}"
 
 
 def session(sid):

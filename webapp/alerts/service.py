@@ -17,7 +17,6 @@ from webapp.alerts.readings import readings
 from webapp.alerts.validation import buffer_text, kind_fields, validate, validate_changes
 from webapp.exceptions import NotFound
 from webapp.extensions import db, get_redis
-from webapp.live.fanout import WATCH
 from webapp.market import symbols, tickers
 from webapp.models import Alert, utcnow
 
@@ -37,9 +36,9 @@ def create_alert(user_id, data, text_numbers=False, now=None):
 
 def _tell_streams(user_id):
     """The user's open live streams follow the symbols their alerts now watch."""
-    message = json.dumps({"event": WATCH, "data": tickers.watched_symbols(user_id)})
+    message = json.dumps(tickers.watched_symbols(user_id))
     try:
-        get_redis().publish(keys.user_channel(user_id), message)
+        get_redis().publish(keys.watch_channel(user_id), message)
     except redis.RedisError:  # the change is saved; the streams catch up when they reconnect
         log.warning("event=watch_not_published user_id=%s", user_id)
 

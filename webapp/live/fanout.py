@@ -28,8 +28,7 @@ from webapp.core.outage import Outage
 log = logging.getLogger(__name__)
 
 REVOKED = "revoked"  # {"event": "revoked", "data": [credential, ...]}: a logout, a revoked key
-WATCH = "watch"  # {"event": "watch", "data": [symbol, ...]}: the ticks the user's streams want
-PATTERNS = (keys.user_channel("*"), keys.ticks_channel("*"))
+PATTERNS = (keys.user_channel("*"), keys.ticks_channel("*"), keys.watch_channel("*"))
 DEFAULT_READY_TIMEOUT = 5.0
 DEFAULT_POLL = 10.0  # seconds between pub/sub health checks while idle
 FAILURE_PAUSE_S = 1.0  # after an unexpected reader error; Redis outages back off (Outage)
@@ -136,6 +135,18 @@ class Hub:
             for symbol in client.symbols:
                 _remove(self.by_symbol, symbol, client)
 
+    def _rewatch_user(self, user_id, raw):
+        """The user's alerts changed: their open streams follow these symbols' ticks."""
+        try:
+            symbols = json.loads(raw)
+        except ValueError:
+            symbols = None
+        if not isinstance(symbols, list):
+            log.warning("dropped a malformed watch message: %.200s", raw)
+            return
+        for client in tuple(self.by_user.get(user_id, ())):
+            self.rewatch(client, symbols)
+
     def rewatch(self, client, symbols):
         """Send an open stream the ticks of these symbols from now on (a new alert's, say)."""
         symbols = frozenset(s for s in symbols if isinstance(s, str))
@@ -234,6 +245,9 @@ class Hub:
         elif channel.startswith(keys.TICKS_CHANNEL_PREFIX):
             targets = self.by_symbol.get(channel[len(keys.TICKS_CHANNEL_PREFIX):])
             make = _tick
+        elif channel.startswith(keys.WATCH_CHANNEL_PREFIX):
+            self._rewatch_user(channel[len(keys.WATCH_CHANNEL_PREFIX):], raw)
+            return
         else:
             return
         message = make(raw) if targets else None
@@ -242,10 +256,6 @@ class Hub:
             for client in tuple(targets):
                 if client.credential in ended:
                     client.close()
-        elif message is not None and message.event == WATCH:
-            symbols = message.data if isinstance(message.data, list) else ()
-            for client in tuple(targets):
-                self.rewatch(client, symbols)
         elif message is not None:
             for client in tuple(targets):
                 client.put(message)
