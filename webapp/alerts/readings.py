@@ -8,9 +8,8 @@ still missing.
 
 from datetime import UTC, datetime
 
-from webapp import keys
 from webapp.alerts import index as alert_index
-from webapp.extensions import get_redis
+from webapp.market import tickers
 
 LEVELS = ("above", "below", "crossing_up", "crossing_down", "crossing", "volume_above")
 CHANNELS = ("channel_exit", "channel_enter")
@@ -26,15 +25,9 @@ def _float(text):
 
 
 def last_values(symbols):
-    """{symbol: {price, ts, volume, vts}} from tb:price in one round trip (None: not seen)."""
-    symbols = sorted(set(symbols))
-    with get_redis().pipeline(transaction=False) as pipe:
-        for symbol in symbols:
-            pipe.hmget(keys.price(symbol), "price", "ts", "volume", "vts")
-        replies = pipe.execute()
-    return {symbol: {"price": _float(price), "ts": _float(ts), "volume": _float(volume),
-                     "vts": _float(vts)}
-            for symbol, (price, ts, volume, vts) in zip(symbols, replies, strict=True)}
+    """tickers.last_values as numbers, which the distances are computed with."""
+    return {symbol: {name: _float(value) for name, value in values.items()}
+            for symbol, values in tickers.last_values(symbols).items()}
 
 
 def _iso_ms(ms):
