@@ -54,23 +54,22 @@ local fired_items = {} -- notification type -> slow-path items
 -- continuation (or a retry that ran) finds it where the first call of the tick left it.
 local prev = nil
 if kind == 'price' then
-  if new_tick then
-    prev = tonumber(redis.call('HGET', KEYS[1], 'price'))
-    redis.call('HSET', KEYS[1], 'pp', prev and string.format('%.17g', prev) or '')
-  else
-    prev = tonumber(redis.call('HGET', KEYS[1], 'pp'))
+  local got = redis.call('HMGET', KEYS[1], new_tick and 'price' or 'pp', 'pub')
+  prev = tonumber(got[1])
+  local pub = tonumber(got[2] or '0') or 0
+  local fields = {'price', vtext, 'ts', tstext}
+  if new_tick then -- kept as it came, so a continuation or a retry reads the same one
+    fields[5], fields[6] = 'pp', got[1] or ''
   end
-  local pub = tonumber(redis.call('HGET', KEYS[1], 'pub') or '0') or 0
   if ts - pub >= 1000 then
     -- live price for pages and the sparkline: at most about once a second per symbol
-    redis.call('HSET', KEYS[1], 'price', vtext, 'ts', tstext, 'pub', tstext)
+    fields[#fields + 1], fields[#fields + 2] = 'pub', tstext
     redis.call('PUBLISH', KEYS[11],
       '{"symbol":"' .. sym .. '","price":' .. vtext .. ',"ts":' .. tstext .. '}')
     redis.call('RPUSH', KEYS[9], '[' .. tstext .. ',' .. vtext .. ']')
     redis.call('LTRIM', KEYS[9], -300, -1)
-  else
-    redis.call('HSET', KEYS[1], 'price', vtext, 'ts', tstext)
   end
+  redis.call('HSET', KEYS[1], unpack(fields))
 else
   redis.call('HSET', KEYS[1], 'volume', vtext, 'vts', tstext)
 end
