@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from devtools import redisd
 from devtools.demo import demo
+from devtools.fakefeed import FakeFeed
 from webapp import create_app
 from webapp.core import commands
 from webapp.extensions import db
@@ -179,3 +180,11 @@ def pytest_terminal_summary(terminalreporter):
         reasons[reason] = reasons.get(reason, 0) + 1
     for reason, count in sorted(reasons.items()):
         terminalreporter.write_line(f"SKIPPED {count} tests: {reason}", yellow=True)
+
+
+@pytest.fixture
+def feed():
+    """A fake Binance market stream on loopback; the test fails if a listener broke its limits."""
+    with FakeFeed() as f:
+        yield f
+    assert f.violations == [], "the listener broke Binance's limits"

@@ -17,7 +17,6 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from devtools.fakefeed import FakeFeed
 from tests.test_listener import eventually
 from webapp import keys
 from webapp.alerts import index as alert_index
@@ -94,13 +93,6 @@ class Market:
                 matcher.on_price(symbol, value, at, seq)
             else:
                 matcher.on_volume(symbol, value, at)
-
-
-@pytest.fixture
-def feed():
-    with FakeFeed() as f:
-        yield f
-    assert f.violations == []
 
 
 @pytest.fixture

@@ -50,13 +50,6 @@ def eventually(predicate, timeout=5.0):
 
 
 @pytest.fixture
-def feed():
-    with FakeFeed() as f:
-        yield f
-    assert f.violations == [], "the listener broke Binance's limits"
-
-
-@pytest.fixture
 def events(caplog):
     """The listener's structured log lines, as (event, fields) pairs."""
     caplog.set_level(logging.INFO, logger="worker.listener")

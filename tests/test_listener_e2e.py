@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from devtools.fakefeed import FakeFeed
 from tests.test_listener import eventually
 from webapp.accounts import service as accounts
 from webapp.alerts import service as alerts
@@ -38,13 +37,6 @@ class Tap:
     def wait_ticks(self, n, timeout=5.0):
         with self.changed:
             return self.changed.wait_for(lambda: self.ticks >= n, timeout)
-
-
-@pytest.fixture
-def feed():
-    with FakeFeed() as f:
-        yield f
-    assert f.violations == []
 
 
 @pytest.fixture

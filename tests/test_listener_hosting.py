@@ -13,7 +13,6 @@ import pytest
 from rq.job import Job, JobStatus
 
 from devtools.demo import DEMO_ALERTS, DEMO_EMAIL
-from devtools.fakefeed import FakeFeed
 from tests.test_listener import eventually
 from webapp.accounts import service as accounts
 from webapp.alerts import service as alerts
@@ -24,13 +23,6 @@ from webapp.models import Alert
 from worker.listener.hosting import JOB_ID, listener_watchdog, run_listener
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def feed():
-    with FakeFeed() as f:
-        yield f
-    assert f.violations == []
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import threading
 
 import pytest
 
-from devtools.fakefeed import FakeFeed
 from tests.test_listener import Clock, eventually
 from webapp.alerts import index as alert_index
 from webapp.core.breaker import Breaker
@@ -41,13 +40,6 @@ class Counted:
     def wait_trades(self, n, timeout=5.0):
         with self.changed:
             return self.changed.wait_for(lambda: self.trades >= n, timeout)
-
-
-@pytest.fixture
-def feed():
-    with FakeFeed() as f:
-        yield f
-    assert f.violations == [], "the listener broke Binance's limits"
 
 
 @pytest.fixture
