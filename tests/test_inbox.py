@@ -3,6 +3,7 @@ import random
 
 import pytest
 
+from webapp import clock
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import get_redis
 from webapp.inbox import service as inbox
@@ -252,7 +253,7 @@ def test_to_api_has_the_briefs_fields(ctx):
     assert item["id"] == nid and item["alert_id"] == 5 and item["symbol"] == "BTCUSDT"
     assert item["alert_type"] == "above" and item["trigger_price"] == 65000
     assert item["current_price"] == 65010.5 and item["status"] == "unread"
-    assert item["timestamp"] == inbox.iso(T0) and item["timestamp"].endswith("Z")
+    assert item["timestamp"] == clock.ms_to_iso(T0) and item["timestamp"].endswith("Z")
     assert (item["type"], item["priority"]) == ("PRICE_ALERT", "normal")
 
 

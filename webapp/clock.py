@@ -24,6 +24,11 @@ def ms_to_sql(ms):
     return ms_to_datetime(ms).replace(tzinfo=None)
 
 
+def ms_to_iso(ms):
+    """ISO 8601 UTC with milliseconds and a Z, as the API gives times kept in ms."""
+    return ms_to_datetime(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def to_ms(dt):
     """Milliseconds of an aware datetime, or of a naive one taken as UTC (from SQL)."""
     if dt.tzinfo is None:

@@ -210,10 +210,19 @@ def _rebuild_args(alert):
     return [alert.id, pack_row(f), fired]
 
 
-def window_extreme(symbol, window_s, side, r=None):
-    """(price, ms) of the lowest (`min`) or highest (`max`) trade in the symbol's trailing
-    window as the matcher keeps it, or None while it keeps none (no move alert on it)."""
-    head = (r or get_redis()).lindex(keys.window(symbol, window_s, side), 0)
+def window_extremes(windows, r=None):
+    """{(symbol, window_s, side): (price, ms) or None}: the lowest (`min`) or highest (`max`)
+    trade of each trailing window as the matcher keeps it (None: it keeps none, no move alert
+    on it), in one round trip."""
+    windows = list(windows)
+    with (r or get_redis()).pipeline(transaction=False) as pipe:
+        for window in windows:
+            pipe.lindex(keys.window(*window), 0)
+        heads = pipe.execute()
+    return {window: _extreme(head) for window, head in zip(windows, heads, strict=True)}
+
+
+def _extreme(head):
     if not head:
         return None
     ms, price = head.split(":", 1)

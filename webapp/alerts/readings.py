@@ -6,8 +6,9 @@ channel's level is its nearer bound; a move's distance is in percentage points o
 still missing.
 """
 
-from datetime import UTC, datetime
 
+
+from webapp import clock
 from webapp.alerts import index as alert_index
 from webapp.market import tickers
 
@@ -28,13 +29,6 @@ def last_values(symbols):
     """tickers.last_values as numbers, which the distances are computed with."""
     return {symbol: {name: _float(value) for name, value in values.items()}
             for symbol, values in tickers.last_values(symbols).items()}
-
-
-def _iso_ms(ms):
-    if ms is None:
-        return None
-    when = datetime.fromtimestamp(ms / 1000, UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def distance_pct(alert, last, extreme=None):
@@ -59,21 +53,20 @@ def distance_pct(alert, last, extreme=None):
 
 
 def readings(alerts):
-    """{alert id: {last_price, last_price_at, distance_pct}}: every symbol's last values in
-    one round trip, then one read per window a move alert is measured over."""
+    """{alert id: {last_price, last_price_at, distance_pct}}: every symbol's last values and
+    every window a move alert is measured over, each in one round trip."""
     values = last_values(alert.symbol for alert in alerts)
-    extremes = {}
+    windows = {(a.symbol, a.window_s, MOVES[a.condition]) for a in alerts if a.condition in MOVES}
+    extremes = alert_index.window_extremes(windows)
     out = {}
     for alert in alerts:
         seen = values[alert.symbol]
         volume = alert.condition == "volume_above"
         last, ms = (seen["volume"], seen["vts"]) if volume else (seen["price"], seen["ts"])
         extreme = None
-        if alert.condition in MOVES and last is not None:
-            window = (alert.symbol, alert.window_s, MOVES[alert.condition])
-            if window not in extremes:
-                extremes[window] = alert_index.window_extreme(*window)
-            extreme = extremes[window]
-        out[alert.id] = {"last_price": last, "last_price_at": _iso_ms(ms),
+        if alert.condition in MOVES:
+            extreme = extremes[(alert.symbol, alert.window_s, MOVES[alert.condition])]
+        out[alert.id] = {"last_price": last,
+                         "last_price_at": None if ms is None else clock.ms_to_iso(ms),
                          "distance_pct": distance_pct(alert, last, extreme)}
     return out

@@ -11,7 +11,6 @@ from webapp.config import VERSION
 from webapp.core import processes
 from webapp.core.breaker import Breaker
 from webapp.core.queues import QUEUES, STREAM_QUEUE
-from webapp.inbox.service import iso
 
 STARTED = time.monotonic()  # module import is process start for the web workers
 DEFAULT_LISTENER_STALE_MS = 10_000  # the listener beats every second
@@ -66,7 +65,7 @@ def report(r, streams=None, now_ms=None):
         body.update(redis="down", status="degraded")
         return body, False
     last_tick = int(status.get("last_tick_ms") or 0)
-    body["last_tick"] = iso(last_tick) if last_tick else None
+    body["last_tick"] = clock.ms_to_iso(last_tick) if last_tick else None
     body["missing"] = processes.missing(body["processes"])
     healthy = (body["monitoring"]["status"] == "ok" and body["circuit"]["state"] != OPEN
                and not body["missing"])

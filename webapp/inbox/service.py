@@ -287,7 +287,7 @@ def to_api(n):
         "symbol": data.get("symbol"), "alert_type": data.get("condition"),
         "trigger_price": _num(data.get("target")),
         "current_price": _num(data.get("price", data.get("volume"))),
-        "timestamp": iso(n["created_at"]), "status": n.get("status", "unread"),
+        "timestamp": clock.ms_to_iso(n["created_at"]), "status": n.get("status", "unread"),
         "type": n.get("type"), "title": n.get("title", ""), "message": n.get("message", ""),
         "priority": n.get("priority", "normal"), "created_at": n["created_at"],
         "strategy_id": n.get("strategy_id") or None, "order_id": n.get("order_id") or None,
@@ -295,7 +295,3 @@ def to_api(n):
     }
 
 
-def iso(ms):
-    """Milliseconds since the epoch as ISO 8601 UTC with a Z."""
-    stamp = clock.ms_to_datetime(ms).isoformat(timespec="milliseconds")
-    return stamp.replace("+00:00", "Z")
