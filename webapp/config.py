@@ -96,6 +96,15 @@ class Config:
         self.DELIVERY_TIMEOUT = _int("DELIVERY_TIMEOUT", 10)
         self.AUDIT_RETENTION_DAYS = _int("AUDIT_RETENTION_DAYS", 365)
         self.DIGEST_HOUR = _int("DIGEST_HOUR", 8)
+        # Fernet keys for destination URLs and secrets at rest, comma-separated: the first
+        # encrypts, all decrypt (rotation). Unset: one derived from SECRET_KEY.
+        self.ENCRYPTION_KEYS = env.get("ENCRYPTION_KEYS", "")
+        # Let destinations reach private and loopback addresses (tests, a LAN's own services).
+        self.DESTINATIONS_ALLOW_PRIVATE = _bool("DESTINATIONS_ALLOW_PRIVATE", False)
+        # A destination is switched off after this many failed attempts in a row.
+        self.DESTINATION_MAX_FAILURES = _int("DESTINATION_MAX_FAILURES", 20)
+        # Requests a minute one inbound hook token accepts (/hooks/<token>).
+        self.HOOK_RATE_PER_MINUTE = _int("HOOK_RATE_PER_MINUTE", 60)
 
     def check(self):
         """Refuse to run in production with a made-up secret."""

@@ -105,6 +105,9 @@ class Alert(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_fired_at: Mapped[datetime | None]
     last_fired_price: Mapped[float | None]
+    # Where its notifications go: built-in channel names ("email", "sms", "push") and
+    # destination ids; None: where the type and the user's preferences send them.
+    channels: Mapped[list | None] = mapped_column(JSON)
 
 
 class Preference(db.Model):
@@ -129,6 +132,11 @@ class Preference(db.Model):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     phone: Mapped[str | None] = mapped_column(String(20))
     delivery_email: Mapped[str | None] = mapped_column(String(254))
+    # Alerts that insist: these types repeat and escalate until acknowledged (None: the
+    # urgent and critical types), every insist_every_min minutes, at most insist_rounds times.
+    insist_types: Mapped[list | None] = mapped_column(JSON)
+    insist_every_min: Mapped[int] = mapped_column(default=5, server_default="5")
+    insist_rounds: Mapped[int] = mapped_column(default=5, server_default="5")
 
 
 class StrategyFollow(db.Model):
@@ -185,12 +193,16 @@ class DeliveryStatus(StrEnum):
 
 class DeliveryLog(db.Model):
     __tablename__ = "delivery_log"
-    __table_args__ = (UniqueConstraint("notification_id", "user_id", "channel"), NO_ID_REUSE)
+    __table_args__ = (UniqueConstraint("notification_id", "user_id", "channel", "round",
+                                       name="uq_delivery_log_notification_channel_round"),
+                      NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     notification_id: Mapped[str] = mapped_column(String(40), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    channel: Mapped[str] = mapped_column(String(10))  # email | sms | push
+    channel: Mapped[str] = mapped_column(String(20))  # email | sms | push | dest:<id>
+    # 0: the notification's first delivery; 1, 2, ...: the repeats of one that insists
+    round: Mapped[int] = mapped_column(default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(12), index=True)  # a DeliveryStatus
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str] = mapped_column(Text, default="")
@@ -222,3 +234,69 @@ class KnownDevice(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Destination(db.Model):
+    """A user's own delivery channel: an Apprise URL or a signed outgoing webhook."""
+
+    __tablename__ = "destinations"
+    __table_args__ = (UniqueConstraint("user_id", "name"), NO_ID_REUSE)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(10))  # apprise | webhook
+    name: Mapped[str] = mapped_column(String(80))
+    # Fernet tokens (webapp/core/secretbox.py); the URL is shown back only as url_masked.
+    url_encrypted: Mapped[str] = mapped_column(Text)
+    secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    url_masked: Mapped[str] = mapped_column(String(200))
+    # The notification types it receives; None: those the real-time toggles let out.
+    types: Mapped[list | None] = mapped_column(JSON)
+    escalate: Mapped[bool] = mapped_column(default=True)  # a step of alerts that insist
+    enabled: Mapped[bool] = mapped_column(default=True)
+    failures: Mapped[int] = mapped_column(default=0)  # consecutive failed attempts
+    disabled_reason: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_sent_at: Mapped[datetime | None]
+
+    @property
+    def channel(self):
+        """Its name in the delivery log."""
+        return f"dest:{self.id}"
+
+
+class HookToken(db.Model):
+    """A user's inbound webhook (/hooks/<token>): TradingView alerts become notifications."""
+
+    __tablename__ = "hook_tokens"
+    __table_args__ = NO_ID_REUSE
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class Escalation(db.Model):
+    """A notification that insists: its deliveries repeat until acknowledged (the audit of it)."""
+
+    __tablename__ = "escalations"
+
+    notification_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(40))
+    title: Mapped[str] = mapped_column(String(200), default="")
+    rounds: Mapped[int] = mapped_column(default=0)  # repeats sent so far
+    max_rounds: Mapped[int]
+    every_s: Mapped[int]
+    next_at: Mapped[datetime | None] = mapped_column(index=True)  # None once it has ended
+    expires_at: Mapped[datetime]
+    # "" while it insists; acknowledged | exhausted | expired
+    ended: Mapped[str] = mapped_column(String(12), default="")
+    acked_at: Mapped[datetime | None]
+    acked_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

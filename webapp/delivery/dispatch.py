@@ -15,8 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from webapp import clock
 from webapp.core.breaker import Breaker
 from webapp.core.queues import enqueue
-from webapp.delivery import audit, digest_email, outbox
-from webapp.delivery.channels import CHANNELS
+from webapp.delivery import audit, channels, digest_email, outbox
 from webapp.exceptions import DeliveryRejected
 from webapp.extensions import db
 from webapp.models import DeliveryLog, DeliveryStatus, User
@@ -104,7 +103,7 @@ def send(log_id):
     row = _claim(log_id, clock.utcnow())
     if row is None:
         return None
-    channel = CHANNELS[row.channel]
+    channel = channels.lookup(row.channel)
     try:
         message = build(row)
     except DeliveryRejected as exc:
@@ -128,7 +127,7 @@ def build(row):
     notification = audit.load(row.notification_id, row.user_id)
     if notification is None:
         raise DeliveryRejected("the notification was deleted before it could be sent")
-    return CHANNELS[row.channel].build(user, pref, notification)
+    return channels.lookup(row.channel).build(user, pref, notification)
 
 
 def _failed_attempt(row, exc):

@@ -1,61 +1,105 @@
 """The delivery plan: which channels a notification goes out on, and when.
 
-The type and the user's toggles choose the channels; critical goes now; quiet hours hold
-the rest until they end; past the user's per-minute limit it waits for the next digest.
+The type and the user's toggles choose the channels (or the alert names them); critical goes
+now; quiet hours hold the rest until they end; past the user's per-minute limit it waits for
+the next digest.
 """
+
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
 from webapp import clock, keys
 from webapp.delivery import dispatch
 from webapp.extensions import db, get_redis
-from webapp.models import DeliveryStatus, PushSubscription, User
+from webapp.models import Alert, DeliveryStatus, Destination, Preference, PushSubscription, User
 from webapp.notify import types as notification_types
 from webapp.preferences import service as preferences
 
 RATE_WINDOW_MS = 60_000
 
 
+@dataclass(frozen=True)
+class Recipient:
+    """What planning needs to know about a user, read once a batch."""
+
+    pref: Preference
+    has_push: bool
+    destinations: tuple[Destination, ...] = ()  # the enabled ones
+
+
 def settings(user_ids):
-    """{user_id: (preferences, has a push subscription)} of the users that still exist."""
+    """{user_id: Recipient} of the users that still exist."""
     found = {}
     for user_id in dict.fromkeys(user_ids):
         if db.session.get(User, user_id) is None:
             continue
-        pref = preferences.preferences_for(user_id)
         has_push = db.session.scalar(select(PushSubscription.id).where(
             PushSubscription.user_id == user_id).limit(1))
-        found[user_id] = pref, has_push is not None
+        destinations = db.session.scalars(select(Destination).where(
+            Destination.user_id == user_id, Destination.enabled).order_by(Destination.id)).all()
+        found[user_id] = Recipient(preferences.preferences_for(user_id), has_push is not None,
+                                   tuple(destinations))
     return found
 
 
-def record(notifications, user_settings):
-    """Plan each notification of a user in `user_settings`, write the delivery rows (once per
+def record(notifications, recipients):
+    """Plan each notification of a user in `recipients`, write the delivery rows (once per
     id and channel) and queue those due now; returns the queued rows' ids."""
+    chosen = alert_channels(notifications)
     return dispatch.record_planned([
-        (n, plan(n, *user_settings[int(n["user_id"])])) for n in notifications])
+        (n, plan(n, recipients[int(n["user_id"])], chosen.get(str(n.get("alert_id") or ""))))
+        for n in notifications])
 
 
-def wanted_channels(notification, pref, has_push):
-    """Channels the type, priority and the user's toggles ask for, before timing rules."""
-    kind = notification_types.get(notification["type"])
+def alert_channels(notifications):
+    """{alert id: the channels it names} for the notifications' alerts that name any."""
+    ids = {int(n["alert_id"]) for n in notifications if str(n.get("alert_id") or "").isdigit()}
+    if not ids:
+        return {}
+    rows = db.session.execute(select(Alert.id, Alert.channels).where(
+        Alert.id.in_(ids), Alert.channels.is_not(None))).all()
+    return {str(alert_id): channels for alert_id, channels in rows}
+
+
+def wanted_channels(notification, recipient, chosen=None):
+    """Channels the alert names, else those the type, priority and the user's toggles ask
+    for; before timing rules."""
+    if chosen is not None:
+        return named_channels(chosen, recipient)
+    pref, kind = recipient.pref, notification_types.get(notification["type"])
     critical = notification_types.is_critical(notification)
     low = notification.get("priority") == "low"
     toggle = kind.realtime_toggle if kind else None
     realtime = critical or (not low and (toggle is None or getattr(pref, toggle)))
     channels = []
-    if realtime and has_push:
+    if realtime and recipient.has_push:
         channels.append("push")
     if realtime and (critical or pref.email_alerts):
         channels.append("email")
     if kind and kind.sms_toggle and getattr(pref, kind.sms_toggle) and not low:
         channels.append("sms")
-    return channels
+    return channels + [d.channel for d in recipient.destinations
+                       if (realtime if d.types is None else notification["type"] in d.types)]
 
 
-def plan(notification, pref, has_push):
+def named_channels(chosen, recipient):
+    """An alert's own list: built-in names, and destination ids that are still enabled."""
+    enabled = {d.id: d.channel for d in recipient.destinations}
+    channels = []
+    for name in chosen:
+        if name == "push" and not recipient.has_push:
+            continue
+        channel = enabled.get(name) if isinstance(name, int) else name
+        if channel in ("email", "sms", "push") or channel in enabled.values():
+            channels.append(channel)
+    return list(dict.fromkeys(channels))
+
+
+def plan(notification, recipient, chosen=None):
     """{channel: (status, due)}: critical goes now; quiet hours hold; over the limit waits."""
-    channels = wanted_channels(notification, pref, has_push)
+    pref = recipient.pref
+    channels = wanted_channels(notification, recipient, chosen)
     if not channels:
         return {}
     if notification_types.is_critical(notification):

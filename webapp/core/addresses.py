@@ -1,0 +1,40 @@
+"""No requests to private addresses from user input: what a user-given host resolves to.
+
+A destination is checked when it is saved and again before every send (a name can be made to
+resolve elsewhere later). DESTINATIONS_ALLOW_PRIVATE lifts the rule (tests, a LAN's services).
+"""
+
+import ipaddress
+import socket
+
+from flask import current_app
+
+
+def resolve(host, port):
+    """The addresses `host` resolves to; [] if it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError):
+        return []
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def is_public(address):
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def refusal(host, port=None, addresses=None):
+    """Why `host` may not be reached (a sentence), or None when it may."""
+    if current_app.config.get("DESTINATIONS_ALLOW_PRIVATE"):
+        return None
+    name = (host or "").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return f"{host} is this machine: private and loopback addresses are refused"
+    for address in addresses if addresses is not None else resolve(name, port):
+        if not is_public(address):
+            return (f"{host} resolves to {address}, a private or loopback address: "
+                    "destinations must be reachable on the public internet")
+    return None

@@ -1,0 +1,175 @@
+"""A user's own destinations as delivery channels (`dest:<id>` in the delivery log).
+
+    apprise   any service Apprise reaches (Telegram, Discord, Slack, ntfy, ...), by its URL
+    webhook   our signed POST: the API's notification item as JSON, with
+              X-Tickerbell-Timestamp and X-Tickerbell-Signature: sha256=HMAC("<ts>.<body>")
+
+The host is checked against private addresses before each send (webapp/core/addresses.py);
+a webhook connects to the very address it checked. Every failed attempt counts; after
+DESTINATION_MAX_FAILURES in a row the destination is switched off and `destination_disabled`
+is sent (webapp/destinations tells the user).
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from urllib.parse import urlsplit
+
+import apprise
+import certifi
+import urllib3
+from blinker import Namespace
+from flask import current_app
+from sqlalchemy import update
+
+from webapp import clock
+from webapp.core import addresses, secretbox
+from webapp.delivery.channels.context import describe
+from webapp.exceptions import DeliveryRejected
+from webapp.extensions import db
+from webapp.inbox import service as inbox
+from webapp.models import Destination
+
+PREFIX = "dest:"
+USER_AGENT = "Tickerbell-Webhook/1"
+FINAL_STATUSES = range(400, 500)  # the receiver refused this message: no retry ...
+RETRIED_STATUSES = {408, 409, 425, 429}  # ... except these, which say "later"
+
+destination_disabled = Namespace().signal("destination-disabled")
+log = logging.getLogger(__name__)
+
+
+def channel(name):
+    """The channel for `dest:<id>`."""
+    return DestinationChannel(int(name[len(PREFIX):]))
+
+
+def sign(secret, timestamp, body):
+    """The signature header's value for a body sent at `timestamp` (seconds, as text)."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+class DestinationChannel:
+    def __init__(self, destination_id):
+        self.destination_id = destination_id
+
+    def configured(self, config):
+        return True  # a destination is its own provider
+
+    def build(self, user, pref, notification):
+        """What goes to the destination: decrypted here, in the job, never stored plain."""
+        dest = db.session.get(Destination, self.destination_id)
+        if dest is None or dest.user_id != user.id:
+            raise DeliveryRejected("the destination was deleted")
+        if not dest.enabled:
+            raise DeliveryRejected(f"the destination is switched off: {dest.disabled_reason}")
+        message = {"destination_id": dest.id, "kind": dest.kind,
+                   "url": secretbox.decrypt(dest.url_encrypted)}
+        if dest.kind == "webhook":
+            item = inbox.to_api(notification)
+            if notification.get("ack_url"):
+                item["ack_url"] = notification["ack_url"]
+            message["secret"] = secretbox.decrypt(dest.secret_encrypted or "") \
+                if dest.secret_encrypted else ""
+            message["body"] = json.dumps(item, separators=(",", ":")).encode()
+        else:
+            context = describe(notification)
+            message["title"] = f"{context['label']}: {notification['title']}"
+            text = notification.get("message", "")
+            if notification.get("ack_url"):
+                text += f"\n\nAcknowledge: {notification['ack_url']}"
+            message["body"] = text or notification["title"]
+        return message
+
+    def send(self, config, message):
+        """Deliver; count the outcome on the destination. Returns what the receiver said."""
+        sender = post_webhook if message["kind"] == "webhook" else notify_apprise
+        try:
+            outcome = sender(config, message)
+        except Exception as exc:
+            record_failure(message["destination_id"], f"{type(exc).__name__}: {exc}")
+            raise
+        record_success(message["destination_id"])
+        return outcome
+
+    def outbox_file(self, message):
+        shown = {k: v for k, v in message.items() if k not in ("url", "secret")}
+        if isinstance(shown.get("body"), bytes):
+            shown["body"] = shown["body"].decode()
+        return json.dumps({"channel": "destination", **shown}, indent=2).encode(), "json"
+
+
+def post_webhook(config, message):
+    """POST the signed body to the address checked just now (no second lookup to rebind)."""
+    parts = urlsplit(message["url"])
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    found = addresses.resolve(parts.hostname, port)
+    if not found:
+        raise ConnectionError(f"{parts.hostname} does not resolve")
+    refused = addresses.refusal(parts.hostname, port, found)
+    if refused:
+        raise DeliveryRejected(refused)
+    timestamp = str(int(time.time()))
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+               "Host": parts.netloc.rpartition("@")[2], "X-Tickerbell-Timestamp": timestamp}
+    if message["secret"]:
+        headers["X-Tickerbell-Signature"] = sign(message["secret"], timestamp, message["body"])
+    timeout = urllib3.Timeout(total=config["DELIVERY_TIMEOUT"])
+    options = {"server_hostname": parts.hostname, "assert_hostname": parts.hostname,
+               "cert_reqs": "CERT_REQUIRED", "ca_certs": certifi.where()} if secure else {}
+    pool_class = urllib3.HTTPSConnectionPool if secure else urllib3.HTTPConnectionPool
+    with pool_class(found[0], port, timeout=timeout, retries=False, **options) as pool:
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        response = pool.urlopen("POST", path, body=message["body"], headers=headers,
+                                redirect=False, preload_content=True)
+    status = response.status
+    if status in FINAL_STATUSES and status not in RETRIED_STATUSES:
+        raise DeliveryRejected(f"the receiver answered {status}")
+    if not 200 <= status < 300:
+        raise ConnectionError(f"the receiver answered {status}")
+    return f"HTTP {status}"
+
+
+def notify_apprise(config, message):
+    """Hand the message to Apprise; its own log lines are the error when it fails."""
+    plugin = apprise.Apprise.instantiate(message["url"])
+    if plugin is None:
+        raise DeliveryRejected("Apprise does not understand this URL")
+    if any("{host}" in template for template in plugin.templates):
+        refused = addresses.refusal(plugin.host, plugin.port)
+        if refused:
+            raise DeliveryRejected(refused)
+    plugin.socket_connect_timeout = plugin.socket_read_timeout = config["DELIVERY_TIMEOUT"]
+    with apprise.LogCapture(level=logging.WARNING) as captured:
+        sent = plugin.notify(title=message["title"], body=message["body"],
+                             body_format=apprise.NotifyFormat.TEXT)
+    if not sent:
+        said = " ".join(captured.getvalue().split())[-500:]
+        raise ConnectionError(said or f"{plugin.service_name} did not take the message")
+    return plugin.service_name
+
+
+def record_success(destination_id):
+    db.session.execute(update(Destination).where(Destination.id == destination_id)
+                       .values(failures=0, last_sent_at=clock.utcnow()))
+    db.session.commit()
+
+
+def record_failure(destination_id, error):
+    """Count a failed attempt; switch the destination off at the limit (once)."""
+    limit = current_app.config["DESTINATION_MAX_FAILURES"]
+    db.session.execute(update(Destination).where(Destination.id == destination_id)
+                       .values(failures=Destination.failures + 1))
+    reason = f"{limit} deliveries in a row failed; the last: {error}"[:300]
+    switched_off = db.session.execute(update(Destination).where(
+        Destination.id == destination_id, Destination.enabled,
+        Destination.failures >= limit).values(enabled=False, disabled_reason=reason)).rowcount
+    db.session.commit()
+    if switched_off:
+        dest = db.session.get(Destination, destination_id)
+        log.warning("event=destination_disabled destination=%s user=%s", dest.id, dest.user_id)
+        destination_disabled.send(current_app._get_current_object(), destination=dest)
