@@ -49,6 +49,8 @@ GOOD = [
     ("timezone", "America/New_York", "America/New_York"),
     ("quiet_start", "22:30", "22:30"),
     ("max_per_minute", "1000", 1000),
+    ("insist_every_min", "15", 15),
+    ("insist_rounds", "20", 20),
     ("delivery_email", "Desk@Example.com", "Desk@example.com"),
     ("sms_risk_violations", "1", True),
     ("rt_price_alerts", None, False),  # an unchecked box sends nothing
@@ -65,6 +67,10 @@ BAD = [
     ("max_per_minute", "1001", "between 1 and 1000"),
     ("max_per_minute", "ten", "whole number"),
     ("delivery_email", "not-an-email", "email"),
+    ("insist_every_min", "0", "between 1 and 1440"),
+    ("insist_rounds", "21", "between 1 and 20"),
+    ("insist_rounds", "NaN", "whole number"),
+    ("insist_types", "PRICE_ALERT<script>", "Unknown notification type"),
     ("is_admin", "1", "Unknown"),
 ]
 
@@ -200,3 +206,41 @@ def test_unsubscribe_with_an_impossible_id_or_body_removes_nothing(app, client, 
     typed = client.post(PAGE + "push/unsubscribe", json={"endpoint": {"a": 1}},
                         headers={"X-CSRFToken": token})
     assert typed.status_code == 200 and typed.json == {"removed": False}
+
+
+def test_insisting_types_default_to_urgent_and_critical_until_chosen(app, client, logged_in):
+    page = client.get(PAGE).get_data(as_text=True)
+    assert _checked(page, "RISK_LIMIT_BREACHED") and not _checked(page, "PRICE_ALERT")
+    default = preferences.insisting_types(pref(app, logged_in))
+    assert {"RISK_LIMIT_BREACHED", "ACCOUNT_SECURITY", "ORDER_EXECUTION_FAILED"} <= default
+    assert "PRICE_ALERT" not in default
+
+    token = csrf_token(client, PAGE)
+    response = client.post(PAGE + "field", headers=HX, data={
+        "field": "insist_types", "csrf_token": token,
+        "insist_types": ["", "PRICE_ALERT", "RISK_VIOLATION", "PRICE_ALERT"]})
+    assert response.status_code == 200
+    assert preferences.insisting_types(pref(app, logged_in)) == {"PRICE_ALERT", "RISK_VIOLATION"}
+    page = client.get(PAGE).get_data(as_text=True)
+    checked = [name for name in ("PRICE_ALERT", "RISK_VIOLATION", "RISK_LIMIT_BREACHED")
+               if f'value="{name}"' in page and _checked(page, name)]
+    assert checked == ["PRICE_ALERT", "RISK_VIOLATION"]
+
+    response = client.post(PAGE + "field", headers=HX, data={
+        "field": "insist_types", "csrf_token": token, "insist_types": [""]})
+    assert response.status_code == 200  # every box unchecked: nothing insists
+    assert preferences.insisting_types(pref(app, logged_in)) == frozenset()
+
+
+def _checked(page, name):
+    start = page.index(f'id="insist-{name}"')
+    return "checked" in page[start:page.index(">", start)]
+
+
+def test_plain_form_without_the_insist_fields_leaves_them_alone(app, client, logged_in):
+    assert save(client, "insist_rounds", "3").status_code == 200
+    response = client.post(PAGE, data={
+        "csrf_token": csrf_token(client, PAGE), "timezone": "UTC", "max_per_minute": "5"})
+    assert response.status_code == 303
+    saved = pref(app, logged_in)
+    assert (saved.insist_rounds, saved.insist_types) == (3, None)

@@ -17,15 +17,20 @@ from sqlalchemy.exc import IntegrityError
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db
 from webapp.models import MAX_ID, Preference, PushSubscription, StrategyFollow
+from webapp.notify import types as notification_types
 
 BOOLEAN_FIELDS = (
     "rt_order_execution", "rt_strategy_status", "rt_price_alerts",
     "sms_risk_violations", "sms_order_failures", "sms_account_security",
     "email_alerts", "email_daily_summary", "email_weekly_performance", "email_monthly_statements",
 )
-TEXT_FIELDS = ("max_per_minute", "quiet_start", "quiet_end", "timezone", "phone", "delivery_email")
-FIELDS = BOOLEAN_FIELDS + TEXT_FIELDS
+TEXT_FIELDS = ("max_per_minute", "quiet_start", "quiet_end", "timezone", "phone", "delivery_email",
+               "insist_every_min", "insist_rounds")
+LIST_FIELDS = ("insist_types",)  # several values under one name (checkboxes)
+FIELDS = BOOLEAN_FIELDS + TEXT_FIELDS + LIST_FIELDS
 MAX_PER_MINUTE_RANGE = (1, 1000)
+INSIST_EVERY_RANGE = (1, 1440)  # minutes between the repeats of an alert that insists
+INSIST_ROUNDS_RANGE = (1, 20)
 # ASCII digits only: \d also takes "1٢:00", which saves but time.fromisoformat refuses later.
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}\Z")
 HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z")
@@ -57,15 +62,33 @@ def _clean_bool(value):
     return str(value).strip().lower() in {"1", "true", "on", "yes", "y"}
 
 
-def _clean_int(value):
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise ValueError("Enter a whole number.") from None
-    low, high = MAX_PER_MINUTE_RANGE
-    if not low <= number <= high:
-        raise ValueError(f"Choose between {low} and {high}.")
-    return number
+def _whole_number(low, high):
+    def clean_number(value):
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ValueError("Enter a whole number.") from None
+        if not low <= number <= high:
+            raise ValueError(f"Choose between {low} and {high}.")
+        return number
+    return clean_number
+
+
+def _clean_types(values):
+    """A list of notification type names (checkboxes), each one known."""
+    if isinstance(values, str) or not isinstance(values, list | tuple):
+        raise ValueError("Send a list of notification types.")
+    unknown = [v for v in values if v not in notification_types.TYPES]
+    if unknown:
+        raise ValueError(f"Unknown notification type: {str(unknown[0])[:40]}.")
+    return sorted(set(values))
+
+
+def insisting_types(pref):
+    """The types that repeat until acknowledged: the user's choice, else urgent and critical."""
+    if pref.insist_types is None:
+        return notification_types.URGENT_TYPES | notification_types.CRITICAL_TYPES
+    return frozenset(pref.insist_types)
 
 
 def _clean_hhmm(value):
@@ -103,7 +126,10 @@ def _clean_email(value):
         raise ValueError(str(exc)) from None
 
 
-CLEANERS = {"max_per_minute": _clean_int, "quiet_start": _clean_hhmm, "quiet_end": _clean_hhmm,
+CLEANERS = {"max_per_minute": _whole_number(*MAX_PER_MINUTE_RANGE),
+            "insist_every_min": _whole_number(*INSIST_EVERY_RANGE),
+            "insist_rounds": _whole_number(*INSIST_ROUNDS_RANGE), "insist_types": _clean_types,
+            "quiet_start": _clean_hhmm, "quiet_end": _clean_hhmm,
             "timezone": _clean_timezone, "phone": _clean_phone, "delivery_email": _clean_email}
 
 

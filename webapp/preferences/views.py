@@ -15,6 +15,7 @@ from flask_login import current_user
 from webapp.accounts import service as accounts
 from webapp.errors import is_htmx
 from webapp.exceptions import InvalidInput
+from webapp.notify import types as notification_types
 from webapp.preferences import service as preferences
 
 bp = Blueprint("preferences", __name__, url_prefix="/settings/notifications")
@@ -27,7 +28,8 @@ def _page(errors=None, values=None, status=200):
         "preferences/index.html", pref=pref, errors=errors or {}, values=values or {},
         timezones=sorted(preferences.timezones()), follows=preferences.followed(current_user.id),
         devices=preferences.push_subscriptions(current_user.id),
-        vapid_key=current_app.config["VAPID_PUBLIC_KEY"]), status
+        vapid_key=current_app.config["VAPID_PUBLIC_KEY"], types=notification_types.TYPES,
+        insisting=preferences.insisting_types(pref)), status
 
 
 @bp.get("/")
@@ -38,14 +40,20 @@ def index():
 @bp.post("/")
 def save_all():
     """The no-JavaScript path: every field at once; unchecked boxes arrive as absent."""
-    values = {f: request.form.get(f, "") for f in preferences.TEXT_FIELDS}
+    values = {f: request.form.get(f, "") for f in preferences.TEXT_FIELDS if f in request.form}
     values.update({f: f in request.form for f in preferences.BOOLEAN_FIELDS})
+    values.update({f: _listed(f) for f in preferences.LIST_FIELDS if f in request.form})
     try:
         preferences.update(current_user.id, values)
     except InvalidInput as exc:
         return _page(exc.errors, values, 422)
     flash("Saved.", "success")
     return redirect(url_for("preferences.index"), 303)
+
+
+def _listed(field):
+    """A checkbox group's values; the page sends an empty one too, so "none" is a choice."""
+    return [v for v in request.form.getlist(field) if v]
 
 
 @bp.post("/field")
@@ -55,6 +63,8 @@ def save_field():
     value = request.form.get(field, "")
     if field in preferences.BOOLEAN_FIELDS:
         value = field in request.form
+    elif field in preferences.LIST_FIELDS:
+        value = _listed(field)
     try:
         preferences.update(current_user.id, {field: value})
     except InvalidInput as exc:
