@@ -5,125 +5,18 @@ twice) and ends with a fresh alert firing; nothing is restarted by hand.
 `DRILL_ROUNDS=N` repeats the Redis drills N times and prints the recovery times.
 """
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from itertools import count
 from pathlib import Path
 
 import pytest
-import redis
-import requests
 
-from devtools import redisd
 from devtools.fakefeed import FakeFeed
-from webapp import create_app
-from webapp.accounts import service as accounts
-from webapp.alerts import index as alert_index
-from webapp.extensions import db
-from webapp.models import Alert
+from tests.product import SYMBOLS, Product, until
 
-ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = int(os.environ.get("DRILL_ROUNDS", "1"))
-SYMBOLS = (f"DRILL{n}USDT" for n in count())
-
-
-def until(predicate, timeout, every=0.05):
-    """The predicate's first truthy value within `timeout` seconds, else None."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except (OSError, requests.RequestException, redis.RedisError):
-            value = None
-        if value:
-            return value
-        time.sleep(every)
-    return None
-
-
-class Product:
-    """`python -m devtools.launch` (what `make run` starts) against a loopback feed."""
-
-    def __init__(self, tmp, feed):
-        self.tmp, self.feed, self.port = tmp, feed, redisd.free_port()
-        self.env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-        self.env.update(PORT=str(self.port), INSTANCE_PATH=str(tmp), FLASK_APP="wsgi.py",
-                        DATABASE_URL=f"sqlite:///{tmp / 'tb.db'}", BINANCE_WS_URL=feed.url)
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def start(self):
-        bin_dir = Path(sys.executable).parent
-        subprocess.run([bin_dir / "flask", "db", "upgrade"], env=self.env, cwd=ROOT,
-                       check=True, capture_output=True)
-        self.log = open(self.tmp / "launch.log", "wb")  # noqa: SIM115 (closed in stop)
-        self.launcher = subprocess.Popen([sys.executable, "-m", "devtools.launch"], env=self.env,
-                                         cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        url = until(lambda: (self.tmp / "redis.url").read_text().strip(), 30)
-        assert url, "no private Redis address under the instance folder"
-        self.redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=2)
-        self.app = create_app({"TESTING": True, "REDIS_URL": url, "INSTANCE_PATH": str(self.tmp),
-                               "SQLALCHEMY_DATABASE_URI": self.env["DATABASE_URL"]})
-        with self.app.app_context():
-            self.uid = accounts.create_user("drill@example.com", "correct horse").id
-        assert self.wait_healthy(60), self.output()
-
-    def stop(self):
-        self.launcher.send_signal(signal.SIGINT)
-        code = self.launcher.wait(60)
-        self.log.close()
-        return code
-
-    def output(self):
-        return (self.tmp / "launch.log").read_text(errors="replace")[-4000:]
-
-    def health(self):
-        return requests.get(self.base + "/api/v1/health", timeout=2).json()
-
-    def wait_healthy(self, timeout):
-        return until(lambda: self.health()["status"] == "ok", timeout, every=0.1)
-
-    def pids(self, role):
-        return {p["pid"] for p in self.health()["processes"][role]["processes"] if p["alive"]}
-
-    def arm(self, n, symbol, target):
-        """`n` one-shot `above` alerts at `target`, armed; returns their ids."""
-        with self.app.app_context():
-            rows = [Alert(user_id=self.uid, symbol=symbol, condition="above", target=target,
-                          mode="once", buffer=0.5, buffer_is_pct=False, note="")
-                    for _ in range(n)]
-            db.session.add_all(rows)
-            db.session.commit()
-            for alert in rows:
-                alert_index.index(alert)
-            ids = [alert.id for alert in rows]
-        assert self.feed.wait_for_subscription(f"{symbol.lower()}@aggTrade", timeout=15)
-        return ids
-
-    def notified(self):
-        """How many notifications each alert has in the user's inbox."""
-        entries = self.redis.xrange(f"tb:replay:{self.uid}")
-        return Counter(json.loads(fields["data"]).get("alert_id") for _, fields in entries)
-
-    def wait_fired(self, ids, timeout=30):
-        """Every alert in `ids` notified; returns the counts once they stop changing."""
-        def all_in():
-            seen = self.notified()
-            return all(seen[str(i)] for i in ids)
-
-        until(all_in, timeout)
-        settled = self.notified()
-        return [settled[str(i)] for i in ids]
-
-    def fresh_alert_fires(self):
-        symbol = next(SYMBOLS)
-        [fresh] = self.arm(1, symbol, 100)
-        self.feed.trade(symbol, 101)
-        return self.wait_fired([fresh]) == [1]
 
 
 @pytest.fixture(scope="module")
