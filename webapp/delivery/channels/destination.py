@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import time
+import warnings
 from urllib.parse import urlsplit
 
 import apprise
@@ -136,13 +137,12 @@ def post_webhook(config, message):
 
 def notify_apprise(config, message):
     """Hand the message to Apprise; its own log lines are the error when it fails."""
-    plugin = apprise.Apprise.instantiate(message["url"])
+    plugin = apprise_plugin(message["url"])
     if plugin is None:
         raise DeliveryRejected("Apprise does not understand this URL")
-    if any("{host}" in template for template in plugin.templates):
-        refused = addresses.refusal(plugin.host, plugin.port)
-        if refused:
-            raise DeliveryRejected(refused)
+    refused = apprise_refusal(plugin)
+    if refused:
+        raise DeliveryRejected(refused)
     plugin.socket_connect_timeout = plugin.socket_read_timeout = config["DELIVERY_TIMEOUT"]
     with apprise.LogCapture(level=logging.WARNING) as captured:
         sent = plugin.notify(title=message["title"], body=message["body"],
@@ -151,6 +151,27 @@ def notify_apprise(config, message):
         said = " ".join(captured.getvalue().split())[-500:]
         raise ConnectionError(said or f"{plugin.service_name} did not take the message")
     return plugin.service_name
+
+
+def apprise_plugin(url):
+    """Apprise's plugin for `url`, or None when no plugin understands it."""
+    with warnings.catch_warnings():
+        # Its first use loads every plugin, and the e-mail one imports the stdlib's imghdr
+        # (deprecated): harmless, but a warning the tests turn into an error.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return apprise.Apprise.instantiate(url)
+
+
+def apprise_refusal(plugin):
+    """Why an Apprise plugin may not be reached, or None. Only plugins aimed at a host the
+    user names are checked (a Telegram URL's "host" is its bot token); an e-mail URL names
+    its SMTP server apart (?smtp=), so that is checked too."""
+    hosts = []
+    if any("{host}" in template for template in plugin.templates):
+        hosts.append((plugin.host, plugin.port))
+    if getattr(plugin, "smtp_host", None):
+        hosts.append((plugin.smtp_host, plugin.port))
+    return next(filter(None, (addresses.refusal(h, p) for h, p in hosts)), None)
 
 
 def record_success(destination_id):

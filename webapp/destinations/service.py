@@ -1,0 +1,171 @@
+"""A user's own destinations: added, listed, changed, tested, deleted; shared by the settings
+page and the API. Sending is the delivery channel's (webapp/delivery/channels/destination.py).
+"""
+
+import logging
+import secrets
+import uuid
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from webapp import clock
+from webapp.accounts import security_events
+from webapp.core import secretbox
+from webapp.delivery.channels import destination as channel
+from webapp.destinations import fields
+from webapp.exceptions import DeliveryRejected, InvalidInput, NotFound
+from webapp.extensions import db
+from webapp.models import Destination, User
+from webapp.preferences import service as preferences
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PER_USER = 20
+CREATE_FIELDS = {"kind", "name", "url", "secret", "types", "escalate"}
+PATCH_FIELDS = {"name", "enabled", "types", "escalate"}
+TEST_TYPE = "TEST"  # not a registry type: a test reaches only the destination tested
+
+
+def list_destinations(user_id):
+    return db.session.scalars(select(Destination).where(Destination.user_id == user_id)
+                              .order_by(Destination.id)).all()
+
+
+def get(user_id, dest_id):
+    """The user's destination; NotFound for a missing one or another user's."""
+    dest = db.session.get(Destination, dest_id) if isinstance(dest_id, int) else None
+    if dest is None or dest.user_id != user_id:
+        raise NotFound(dest_id)
+    return dest
+
+
+def channel_names(user_id):
+    """{"dest:<id>": name} of the user's destinations, for pages listing channels."""
+    return {d.channel: d.name for d in list_destinations(user_id)}
+
+
+def _unknown(data, allowed):
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise InvalidInput({extra[0][:40]: "Unknown field."})
+
+
+def create(user_id, data):
+    """Check and store a destination. Returns (destination, generated secret or None)."""
+    _unknown(data, CREATE_FIELDS)
+    kind = fields.kind(data.get("kind"))
+    name = fields.name(data.get("name"))
+    url = fields.url(kind, data.get("url"))
+    secret = fields.secret(kind, data.get("secret"))
+    types = fields.types(data.get("types"))
+    escalate = fields.flag("escalate", data.get("escalate", True))
+    limit = current_app.config.get("DESTINATIONS_PER_USER", DEFAULT_MAX_PER_USER)
+    if db.session.scalar(select(func.count()).where(Destination.user_id == user_id)) >= limit:
+        raise InvalidInput({"destinations": f"You can have at most {limit} destinations."})
+    generated = secrets.token_urlsafe(32) if kind == "webhook" and secret is None else None
+    dest = Destination(user_id=user_id, kind=kind, name=name, types=types, escalate=escalate,
+                       url_encrypted=secretbox.encrypt(url), url_masked=fields.masked(kind, url),
+                       secret_encrypted=secretbox.encrypt(secret or generated)
+                       if kind == "webhook" else None)
+    _save(dest)
+    return dest, generated
+
+
+def _save(dest):
+    _name_free(dest)
+    db.session.add(dest)
+    try:
+        db.session.commit()
+    except IntegrityError:  # the same name added twice at once: the other request won
+        db.session.rollback()
+        raise InvalidInput({"name": "You already have a destination with this name."}) from None
+
+
+def _name_free(dest):
+    taken = db.session.scalar(select(Destination.id).where(
+        Destination.user_id == dest.user_id, Destination.name == dest.name,
+        Destination.id != (dest.id or 0)))
+    if taken:
+        raise InvalidInput({"name": "You already have a destination with this name."})
+
+
+def update(user_id, dest_id, data):
+    """Rename, switch on or off, choose types or escalation; all or nothing."""
+    dest = get(user_id, dest_id)
+    _unknown(data, PATCH_FIELDS)
+    changes = {}
+    if "name" in data:
+        changes["name"] = fields.name(data["name"])
+    if "types" in data:
+        changes["types"] = fields.types(data["types"])
+    if "escalate" in data:
+        changes["escalate"] = fields.flag("escalate", data["escalate"])
+    if "enabled" in data:
+        enabled = fields.flag("enabled", data["enabled"])
+        if enabled != dest.enabled:
+            changes.update(enabled=enabled, failures=0,
+                           disabled_reason="" if enabled else "switched off by you")
+    for field, value in changes.items():
+        setattr(dest, field, value)
+    _save(dest)
+    return dest
+
+
+def switch_on(user_id, dest_id):
+    """On again, the failure count from zero (the user says the receiver is fixed)."""
+    return update(user_id, dest_id, {"enabled": True})
+
+
+def delete(user_id, dest_id):
+    db.session.delete(get(user_id, dest_id))
+    db.session.commit()
+
+
+def send_test(user, dest_id):
+    """Send a test message now, through the channel's own build and send: (ok, detail)."""
+    dest = get(user.id, dest_id)
+    notification = {"id": f"test-{uuid.uuid4().hex}", "user_id": str(user.id),
+                    "type": TEST_TYPE, "priority": "normal", "title": "Test from Tickerbell",
+                    "message": f"If you can read this, the destination {dest.name!r} works.",
+                    "created_at": clock.now_ms(), "data": {}}
+    target = channel.DestinationChannel(dest.id)
+    try:
+        message = target.build(user, preferences.preferences_for(user.id), notification)
+        return True, str(target.send(current_app.config, message))
+    except DeliveryRejected as exc:
+        return False, str(exc)
+    except Exception as exc:  # noqa: BLE001 - the receiver's failure is the answer here
+        return False, f"{type(exc).__name__}: {exc}"[:500]
+
+
+def to_json(dest, secret=None):
+    """The API's view: never the URL or the secret, but a just-generated secret once."""
+    body = {"id": dest.id, "kind": dest.kind, "name": dest.name, "url_masked": dest.url_masked,
+            "types": dest.types, "escalate": dest.escalate, "enabled": dest.enabled,
+            "disabled_reason": dest.disabled_reason or None, "failures": dest.failures,
+            "created_at": _iso(dest.created_at), "last_sent_at": _iso(dest.last_sent_at)}
+    if secret:
+        body["secret"] = secret
+    return body
+
+
+def _iso(moment):
+    return moment.isoformat(timespec="seconds") + "Z" if moment else None
+
+
+def on_disabled(app, destination):
+    """`destination_disabled`: tell the owner, as an account security notice, what stopped."""
+    if db.session.get(User, destination.user_id) is None:
+        return
+    security_events.raise_event(
+        destination.user_id, f"Destination switched off: {destination.name}",
+        f"Deliveries to {destination.name} ({destination.url_masked}) failed too many times "
+        f"in a row, so it was switched off. {destination.disabled_reason}. Fix the receiver, "
+        "then switch it on again under Settings, Destinations.",
+        destination_id=destination.id)
+
+
+def init_app(app):
+    channel.destination_disabled.connect(on_disabled, sender=app)
