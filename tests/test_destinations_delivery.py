@@ -1,0 +1,259 @@
+"""Destinations as delivery channels, through the real router, plan and dispatch jobs, to
+loopback receivers: signed webhooks, Apprise's json:// and ntfy://, refusal, the breaker."""
+
+import hashlib
+import hmac
+import json
+import time
+from datetime import datetime, timedelta
+
+import pytest
+
+from tests.hub import make_user, poll, run_jobs
+from webapp import clock
+from webapp.delivery.dispatch import breaker
+from webapp.delivery.sweep import sweep
+from webapp.destinations import service as destinations
+from webapp.extensions import db
+from webapp.inbox import service as inbox
+from webapp.models import DeliveryLog, Destination, User
+from webapp.notify import router
+
+pytestmark = pytest.mark.both_databases
+LOOPBACK = {"DESTINATIONS_ALLOW_PRIVATE": True, "DELIVERY_BACKOFF": 0}
+
+
+def add(app, uid, **data):
+    """Add a destination as the API does; returns (id, generated secret)."""
+    with app.app_context():
+        dest, secret = destinations.create(uid, {"name": f"d{time.monotonic_ns()}", **data})
+        return dest.id, secret
+
+
+def send(app, uid, now_ms=None, **notification):
+    with app.app_context():
+        return router.route({"user_id": uid, "type": "PRICE_ALERT", "title": "BTC up",
+                             "message": "65010.5", **notification}, now_ms=now_ms)[0]
+
+
+def rows(app, **where):
+    with app.app_context():
+        found = db.session.scalars(db.select(DeliveryLog).filter_by(**where)
+                                   .order_by(DeliveryLog.id)).all()
+        db.session.expunge_all()
+        return found
+
+
+def destination(app, dest_id):
+    with app.app_context():
+        dest = db.session.get(Destination, dest_id)
+        db.session.expunge(dest)
+        return dest
+
+
+def verified(request, secret):
+    """The body, if its signature and timestamp are what a receiver should accept."""
+    timestamp = request["headers"]["x-tickerbell-timestamp"]
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + request["body"],
+                        hashlib.sha256).hexdigest()
+    signature = request["headers"]["x-tickerbell-signature"]
+    assert hmac.compare_digest(signature, f"sha256={expected}"), "bad signature"
+    assert abs(int(timestamp) - time.time()) < 300, "stale timestamp"
+    return json.loads(request["body"])
+
+
+def test_a_routed_notification_reaches_the_webhook_signed(make_app, http_recorder):
+    receiver = http_recorder(status=200)
+    app = make_app(**LOOPBACK)
+    uid = make_user(app, "wh@example.com", email_alerts=False)
+    dest_id, secret = add(app, uid, kind="webhook", url=f"{receiver.url}/hook?k=1")
+    nid = send(app, uid, data={"symbol": "BTCUSDT", "price": 65010.5})
+    run_jobs(app)
+    [request] = receiver.wait_for(1)
+    assert request["path"] == "/hook?k=1"
+    assert request["headers"]["content-type"] == "application/json"
+    item = verified(request, secret)
+    assert item["id"] == nid and item["type"] == "PRICE_ALERT" and item["title"] == "BTC up"
+    assert item["symbol"] == "BTCUSDT" and item["current_price"] == 65010.5
+    [row] = rows(app, notification_id=nid)
+    assert (row.channel, row.status, row.attempts) == (f"dest:{dest_id}", "sent", 1)
+    assert destination(app, dest_id).last_sent_at is not None
+
+
+def test_a_tampered_body_fails_the_receivers_check(make_app, http_recorder):
+    receiver = http_recorder(status=200)
+    app = make_app(**LOOPBACK)
+    uid = make_user(app, "tamper@example.com", email_alerts=False)
+    _, secret = add(app, uid, kind="webhook", url=f"{receiver.url}/hook")
+    send(app, uid)
+    run_jobs(app)
+    [request] = receiver.wait_for(1)
+    with pytest.raises(AssertionError, match="bad signature"):
+        verified({**request, "body": request["body"].replace(b"BTC up", b"BTC down")}, secret)
+    with pytest.raises(AssertionError, match="bad signature"):
+        verified(request, "not-the-secret-at-all")
+
+
+@pytest.mark.parametrize(("scheme", "path"), [("json", "/apprise/in"), ("ntfy", "/alerts")])
+def test_apprise_urls_reach_a_loopback_receiver(make_app, http_recorder, scheme, path):
+    receiver = http_recorder(status=200)
+    app = make_app(**LOOPBACK)
+    uid = make_user(app, f"{scheme}@example.com", email_alerts=False)
+    port = receiver.server_address[1]
+    dest_id, secret = add(app, uid, kind="apprise", url=f"{scheme}://127.0.0.1:{port}{path}")
+    assert secret is None
+    nid = send(app, uid, title="ETH below 3000", message="Traded at 2999.5")
+    run_jobs(app)
+    [request] = receiver.wait_for(1)
+    text = request["body"].decode()
+    assert "ETH below 3000" in text and "Traded at 2999.5" in text
+    [row] = rows(app, notification_id=nid)
+    assert (row.channel, row.status) == (f"dest:{dest_id}", "sent")
+
+
+def test_urls_and_secrets_are_not_plain_text_in_the_database(make_app, http_recorder):
+    receiver = http_recorder(status=200)
+    app = make_app(**LOOPBACK)
+    uid = make_user(app, "raw@example.com", email_alerts=False)
+    port = receiver.server_address[1]
+    hook, secret = add(app, uid, kind="webhook", url=f"{receiver.url}/in/tok3n-in-path")
+    ntfy, _ = add(app, uid, kind="apprise", url=f"ntfy://us3r:pa55word@127.0.0.1:{port}/t0pic")
+    with app.app_context():
+        raw = db.session.execute(db.text(
+            "select url_encrypted, secret_encrypted, url_masked from destinations")).all()
+    text = " ".join(str(value) for row in raw for value in row)
+    for plain in ("tok3n-in-path", secret, "pa55word", f"127.0.0.1:{port}/in"):
+        assert plain not in text
+    send(app, uid)
+    run_jobs(app)
+    assert len(receiver.wait_for(2)) == 2  # and yet both still deliver
+
+
+def test_a_private_address_is_refused_at_send_after_the_setting_changes(make_app, http_recorder):
+    receiver = http_recorder(status=200)
+    app = make_app(**LOOPBACK)
+    uid = make_user(app, "rebind@example.com", email_alerts=False)
+    hook, _ = add(app, uid, kind="webhook", url=f"{receiver.url}/hook")
+    port = receiver.server_address[1]
+    json_dest, _ = add(app, uid, kind="apprise", url=f"json://127.0.0.1:{port}/x")
+    app.config["DESTINATIONS_ALLOW_PRIVATE"] = False  # as if the name now resolved inside
+    nid = send(app, uid)
+    run_jobs(app)
+    by_channel = {r.channel: r for r in rows(app, notification_id=nid)}
+    for dest_id in (hook, json_dest):
+        row = by_channel[f"dest:{dest_id}"]
+        assert row.status == "failed" and "private or loopback" in row.error, row.error
+    assert receiver.requests == []
+
+
+def test_a_failing_receiver_is_retried_with_backoff(make_app, http_recorder):
+    receiver = http_recorder(status=500)
+    app = make_app(**{**LOOPBACK, "DELIVERY_BACKOFF": 30})
+    uid = make_user(app, "slow@example.com", email_alerts=False)
+    add(app, uid, kind="webhook", url=f"{receiver.url}/hook")
+    nid = send(app, uid)
+    run_jobs(app)
+    [row] = rows(app, notification_id=nid)
+    assert (row.status, row.attempts) == ("retrying", 1) and "500" in row.error
+    assert row.next_attempt_at - row.updated_at >= timedelta(seconds=29)
+    with app.app_context():
+        assert sweep() == 0  # not due yet: the sweep leaves it
+
+
+def test_twenty_failures_in_a_row_open_the_breaker_then_switch_it_off(make_app, http_recorder):
+    receiver = http_recorder(status=500)
+    app = make_app(**LOOPBACK, DELIVERY_BREAKER_THRESHOLD=3, DELIVERY_BREAKER_RESET=0.2)
+    uid = make_user(app, "fail@example.com", email_alerts=False)
+    dest_id, _ = add(app, uid, kind="webhook", url=f"{receiver.url}/hook")
+    nids = [send(app, uid, title=f"n{i}") for i in range(4)]  # 4 x 5 attempts = 20 failures
+    run_jobs(app)
+    assert len(receiver.requests) == 3  # the third failure opened the breaker ...
+    errors = [r.error for r in rows(app, channel=f"dest:{dest_id}")]
+    assert sum("circuit open" in e for e in errors) == 1  # ... so the fourth waited, unsent
+    with app.app_context():
+        assert breaker(f"dest:{dest_id}").state()["state"] == "open"
+
+    def step():
+        with app.app_context():
+            poll(lambda: breaker(f"dest:{dest_id}").allow())
+            sweep()
+        run_jobs(app)
+        return not destination(app, dest_id).enabled
+
+    assert any(step() for _ in range(60))
+    dest = destination(app, dest_id)
+    assert dest.failures == 20 and "500" in dest.disabled_reason and len(receiver.requests) == 20
+    assert {(r.status, r.attempts) for r in rows(app, channel=f"dest:{dest_id}")} == \
+        {("failed", 5)}
+    with app.app_context():
+        items, _ = inbox.list_page(uid)
+    [notice] = [n for n in items if n["type"] == "ACCOUNT_SECURITY"]
+    assert dest.name in notice["title"] and "switched off" in notice["title"]
+    later = send(app, uid, title="after")  # a switched-off destination is planned no more
+    run_jobs(app)
+    assert rows(app, notification_id=later) == [] and len(receiver.requests) == 20
+    assert not set(nids) & {n["id"] for n in items if n["type"] == "ACCOUNT_SECURITY"}
+
+
+def test_switching_on_again_resets_the_count_and_delivers(make_app, http_recorder):
+    receiver = http_recorder(status=200)
+    app = make_app(**LOOPBACK, DESTINATION_MAX_FAILURES=1)
+    uid = make_user(app, "again@example.com", email_alerts=False)
+    dest_id, _ = add(app, uid, kind="webhook", url=f"{receiver.url}/hook")
+    receiver.failures = 1
+    with app.app_context():
+        user = db.session.get(User, uid)
+        assert destinations.send_test(user, dest_id)[0] is False
+        assert destinations.send_test(user, dest_id) == (
+            False, "the destination is switched off: 1 deliveries in a row failed; "
+                   "the last: ConnectionError: the receiver answered 503")
+        destinations.switch_on(uid, dest_id)
+        ok, detail = destinations.send_test(user, dest_id)
+    assert (ok, detail) == (True, "HTTP 200")
+    assert json.loads(receiver.wait_for(2)[1]["body"])["type"] == "TEST"
+    assert destination(app, dest_id).failures == 0
+
+
+def test_types_choose_what_a_destination_receives(make_app, http_recorder):
+    receiver = http_recorder(status=200)
+    app = make_app(**LOOPBACK)
+    uid = make_user(app, "types@example.com", email_alerts=False, rt_price_alerts=False)
+    orders, _ = add(app, uid, kind="webhook", url=f"{receiver.url}/orders",
+                    types=["ORDER_EXECUTED", "PRICE_ALERT"])
+    default, _ = add(app, uid, kind="webhook", url=f"{receiver.url}/default")
+    send(app, uid, type="PRICE_ALERT")  # toggled off, but named by the first destination
+    send(app, uid, type="ORDER_EXECUTED")
+    send(app, uid, type="STRATEGY_STATUS")  # named by neither: only the default gets it
+    run_jobs(app)
+    got = receiver.wait_for(4)
+    by_path = sorted((r["path"], json.loads(r["body"])["type"]) for r in got)
+    assert by_path == [("/default", "ORDER_EXECUTED"), ("/default", "STRATEGY_STATUS"),
+                       ("/orders", "ORDER_EXECUTED"), ("/orders", "PRICE_ALERT")]
+
+
+def test_quiet_hours_hold_a_destination_until_they_end(make_app, http_recorder):
+    receiver = http_recorder(status=200)
+    app = make_app(**LOOPBACK)
+    uid = make_user(app, "quiet@example.com", email_alerts=False, quiet_start="22:00",
+                    quiet_end="07:00")
+    dest_id, _ = add(app, uid, kind="webhook", url=f"{receiver.url}/hook")
+    night = datetime(2030, 1, 15, 23, 30)
+    nid = send(app, uid, now_ms=clock.to_ms(night))
+    run_jobs(app)
+    [row] = rows(app, notification_id=nid)
+    assert (row.channel, row.status) == (f"dest:{dest_id}", "held") and receiver.requests == []
+    with app.app_context():
+        assert sweep(now=datetime(2030, 1, 16, 7, 0)) == 1
+    run_jobs(app)
+    assert len(receiver.wait_for(1)) == 1 and rows(app, notification_id=nid)[0].status == "sent"
+
+
+def test_the_per_minute_limit_sends_the_rest_to_the_digest(make_app, http_recorder):
+    receiver = http_recorder(status=200)
+    app = make_app(**LOOPBACK)
+    uid = make_user(app, "limit@example.com", email_alerts=False, max_per_minute=2)
+    dest_id, _ = add(app, uid, kind="webhook", url=f"{receiver.url}/hook")
+    nids = [send(app, uid, title=f"n{i}") for i in range(3)]
+    run_jobs(app)
+    statuses = [rows(app, notification_id=nid)[0].status for nid in nids]
+    assert statuses == ["sent", "sent", "digest"] and len(receiver.wait_for(2)) == 2
