@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from tests.conftest import AuthActions
 from tests.hub import make_user, poll, run_jobs
 from webapp import clock
 from webapp.delivery.dispatch import breaker
@@ -257,3 +258,29 @@ def test_the_per_minute_limit_sends_the_rest_to_the_digest(make_app, http_record
     run_jobs(app)
     statuses = [rows(app, notification_id=nid)[0].status for nid in nids]
     assert statuses == ["sent", "sent", "digest"] and len(receiver.wait_for(2)) == 2
+
+
+def test_the_deliveries_page_names_destinations_and_health_sums_them(make_app, http_recorder):
+    receiver = http_recorder(status=200)
+    app = make_app(**LOOPBACK)
+    client = app.test_client()
+    auth = AuthActions(client, app)
+    uid = auth.create()
+    with app.app_context():
+        dest, _ = destinations.create(uid, {"kind": "webhook", "name": "Desk <b>bot</b>",
+                                            "url": f"{receiver.url}/hook"})
+        channel = dest.channel
+    gone, _ = add(app, uid, kind="webhook", url=f"{receiver.url}/gone")
+    send(app, uid)
+    run_jobs(app)
+    receiver.wait_for(2)
+    with app.app_context():
+        destinations.delete(uid, gone)
+    auth.login()
+    page = client.get("/deliveries").get_data(as_text=True)
+    assert page.count("Desk &lt;b&gt;bot&lt;/b&gt;") == 2  # its stats and its row
+    assert "a deleted destination" in page and channel not in page and "<b>bot" not in page
+    assert "provider answering" in page
+    health = client.get("/api/v1/health").get_json()["deliveries"]
+    assert health["destinations"]["counts"] == {"sent": 2}
+    assert not [name for name in health if name.startswith("dest:")]
