@@ -38,6 +38,8 @@ TYPES = {t.name: t for t in (
        sms_toggle="sms_account_security"),
     _T("REGULATORY_NOTICE", "Regulatory notice", "critical", critical=True),
     _T("SYSTEM_MAINTENANCE", "System maintenance", "high", critical=True),
+    # A user's own inbound webhook (webapp/hooks): they made it to hear of it, so no toggle.
+    _T("WEBHOOK_ALERT", "Webhook alert"),
 )}
 
 CRITICAL_TYPES = frozenset(name for name, t in TYPES.items() if t.critical)
