@@ -132,7 +132,8 @@ def expiry(value, now, errors):
     return when
 
 
-def _surrogates(value):
+def surrogates(value):
+    """Whether text holds a lone UTF-16 surrogate (JSON can send one; no database stores it)."""
     return not value.isascii() and any(0xD800 <= ord(ch) <= 0xDFFF for ch in value)
 
 
@@ -143,7 +144,7 @@ def note(value, errors):
     if not isinstance(value, str) or any(ord(ch) < 32 for ch in value):
         errors["note"] = "A note is a single line of text."
         return ""
-    if _surrogates(value):
+    if surrogates(value):
         errors["note"] = "A note must be text: a lone UTF-16 surrogate is not a character."
         return ""
     if len(value.strip()) > NOTE_MAX:
@@ -152,14 +153,15 @@ def note(value, errors):
 
 
 def message(value, errors):
-    """Plain text, lines and tabs allowed (a textarea sends CRLF: kept as LF)."""
+    """Text, lines and tabs allowed (a textarea sends CRLF: kept as LF); its template is
+    checked with the alert's kind (messages.problem)."""
     if value is None:
         return ""
     text = value.replace("\r\n", "\n").replace("\r", "\n") if isinstance(value, str) else None
     if text is None or any(ord(ch) < 32 and ch not in "\n\t" or ord(ch) == 127 for ch in text):
         errors["message"] = "A message is plain text: lines and tabs, no other control characters."
         return ""
-    if _surrogates(text):
+    if surrogates(text):
         errors["message"] = "A message must be text: a lone UTF-16 surrogate is not a character."
         return ""
     if len(text.strip()) > MESSAGE_MAX:

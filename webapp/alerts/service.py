@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def create_alert(user_id, data, text_numbers=False, now=None):
     """Validate and store an alert, then arm it in the index."""
-    alert = Alert(user_id=user_id, **validate(data, text_numbers, now))
+    alert = Alert(user_id=user_id, **validate(data, text_numbers, now, user_id))
     db.session.add(alert)
     _write(lambda: alert_index.index(alert), lambda: alert_index.unindex(alert.id))
     _tell_streams(user_id)
@@ -79,7 +79,7 @@ def update_alert(user_id, alert_id, changes, text_numbers=False, now=None):
     is unchanged, so an edit never fires one crossing twice.
     """
     alert = get_alert(user_id, alert_id)
-    fields = validate_changes(alert, changes, text_numbers, now)
+    fields = validate_changes(alert, changes, text_numbers, now, user_id)
     before = _copy(alert)
     for name, value in fields.items():
         setattr(alert, name, value)
@@ -173,7 +173,8 @@ def to_json(alert, check=None, reading=None):
         "id": alert.id, "symbol": alert.symbol, "type": alert.condition, **kind_fields(alert),
         "mode": alert.mode, "buffer": buffer_text(alert), "cooldown_s": alert.cooldown_s,
         "expires_at": _iso(alert.expires_at), "note": alert.note, "message": alert.message,
-        "active": alert.active, "status": status(alert, check=check), "symbol_check": check,
+        "channels": alert.channels, "active": alert.active,
+        "status": status(alert, check=check), "symbol_check": check,
         "created_at": _iso(alert.created_at),
         "last_fired_at": _iso(alert.last_fired_at), "last_fired_price": alert.last_fired_price,
         **reading,

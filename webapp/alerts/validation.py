@@ -6,6 +6,7 @@ fields.py; here they make an alert of a kind, and a PATCH is laid over one.
 """
 
 from webapp.alerts import index as alert_index
+from webapp.alerts import messages, routing
 from webapp.alerts.fields import (
     DEFAULT_BUFFER,
     WINDOWS,
@@ -35,7 +36,8 @@ KINDS = {
 }
 CONDITIONS = tuple(KINDS)
 KIND_FIELDS = ("price", "pct", "window", "low", "high")
-COMMON = ("symbol", "type", "mode", "buffer", "cooldown_s", "expires_at", "note", "message")
+COMMON = ("symbol", "type", "mode", "buffer", "cooldown_s", "expires_at", "note", "message",
+          "channels")
 FIELD_ALIASES = {"condition": "type", "target": "price"}  # the model's names
 
 
@@ -82,8 +84,11 @@ def canonical(data):
     return out
 
 
-def validate(data, text_numbers=False, now=None):
-    """Check an alert's fields (API names); returns the model's fields or raises InvalidInput."""
+def validate(data, text_numbers=False, now=None, user_id=None):
+    """Check an alert's fields (API names); returns the model's fields or raises InvalidInput.
+
+    `user_id`: whose destinations `channels` may name.
+    """
     if not isinstance(data, dict):
         raise InvalidInput({"body": "Send a JSON object."})
     errors = {}
@@ -96,7 +101,10 @@ def validate(data, text_numbers=False, now=None):
         "expires_at": expiry(data.get("expires_at"), now or utcnow(), errors),
         "note": note(data.get("note"), errors),
         "message": message(data.get("message"), errors),
+        "channels": routing.channels(data.get("channels"), user_id, text_numbers, errors),
     }
+    if fields["message"] and "message" not in errors:
+        _check_template(fields, errors)
     if fields["condition"] in KINDS:
         _foreign(raw, fields["condition"], text_numbers, errors)
         fields.update(_level(data, fields["condition"], text_numbers, errors))
@@ -107,6 +115,13 @@ def validate(data, text_numbers=False, now=None):
     if errors:
         raise InvalidInput(errors)
     return fields
+
+
+def _check_template(fields, errors):
+    kind = fields["condition"] if fields["condition"] in KINDS else "above"
+    sample = messages.sample(kind, fields["note"], fields["symbol"])
+    if problem := messages.problem(fields["message"], sample):
+        errors["message"] = problem
 
 
 def _kind_buffer(value, fields, text_ok, errors):
@@ -165,12 +180,13 @@ def _in_points(kind):
     return family(kind) == "pct"
 
 
-def validate_changes(alert, changes, text_numbers=False, now=None):
+def validate_changes(alert, changes, text_numbers=False, now=None, user_id=None):
     """A PATCH: `changes` laid over the alert's fields, checked as a new alert's are.
 
     A new type keeps the level fields it takes too (above -> crossing_up keeps the price),
     and the buffer unless its unit changes (a move's is in points). An expiry the PATCH
-    does not name stands, passed or not.
+    does not name stands, passed or not, and so do channels (a destination deleted since
+    does not block an edit).
     """
     if not isinstance(changes, dict):
         raise InvalidInput({"body": "Send a JSON object."})
@@ -187,11 +203,12 @@ def validate_changes(alert, changes, text_numbers=False, now=None):
             merged.pop("buffer")  # an amount never becomes points, nor points an amount
     merged.update(changes)
     try:
-        fields = validate(merged, text_numbers, now)
+        fields = validate(merged, text_numbers, now, user_id)
     except InvalidInput as exc:
         errors.update(exc.errors)
     if errors:
         raise InvalidInput(errors)
-    if "expires_at" not in changes:
-        fields["expires_at"] = alert.expires_at
+    for name in ("expires_at", "channels"):
+        if name not in changes:
+            fields[name] = getattr(alert, name)
     return fields

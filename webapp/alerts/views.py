@@ -3,11 +3,11 @@
 
 from datetime import UTC, datetime
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from webapp.accounts import service as accounts
-from webapp.alerts import chart, fields, validation
+from webapp.alerts import chart, fields, routing, validation
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
 from webapp.alerts.readings import readings
@@ -23,6 +23,22 @@ bp.add_app_template_filter(tickers.age_text, "age")
 bp.add_app_template_filter(tickers.volume_text, "volume")
 bp.add_app_template_global(validation.kind_fields, "alert_levels")
 bp.before_request(accounts.require_login)
+
+
+@bp.app_template_global()
+def my_destinations():
+    """The signed-in user's destinations, read once a request (the forms and rows show them)."""
+    if "alert_destinations" not in g:
+        g.alert_destinations = routing.destinations(current_user.id)
+    return g.alert_destinations
+
+
+@bp.app_template_global()
+def alert_routes(alert):
+    """Where the alert's notifications go, in words; None when the preferences decide."""
+    if alert.channels is None:
+        return None
+    return routing.labels(alert, {dest.id: dest for dest in my_destinations()})
 
 
 def _looked_up(rows):
@@ -44,13 +60,23 @@ def index():
     return _page()
 
 
-def _in_utc(form):
-    """The form's fields for the service: a picked expiry (a local time) with the user's zone.
+def _posted():
+    """The posted form as text fields; the ticked channels as a list."""
+    form = request.form.to_dict()
+    form.pop("csrf_token", None)
+    form["channels"] = request.form.getlist("channels")
+    return form
+
+
+def _as_input(form):
+    """The form's fields for the service: the channels as the API takes them, and a picked
+    expiry (a local time) with the user's zone.
 
     The picker gives a wall-clock time without a zone; the page says it is the user's, so
     it is read in their zone. The original stays in `form` to fill the picker again.
     """
-    fields = dict(form)
+    fields = {name: value for name, value in form.items() if name != "routing"}
+    fields["channels"] = routing.from_form(form)
     try:
         picked = datetime.fromisoformat(form.get("expires_at", "").strip())
     except ValueError:
@@ -63,9 +89,9 @@ def _in_utc(form):
 
 @bp.post("/")
 def create():
-    form = request.form.to_dict()
+    form = _posted()
     try:
-        alert = alerts.create_alert(current_user.id, _in_utc(form), text_numbers=True)
+        alert = alerts.create_alert(current_user.id, _as_input(form), text_numbers=True)
     except InvalidInput as exc:
         if not is_htmx():
             return _page(form, exc.errors, 422)
@@ -113,6 +139,7 @@ def _as_form(alert):
               alert_index.fmt_num(value) if isinstance(value, float) else str(value)
               for name, value in validation.as_input(alert).items()}
     fields["expires_at"] = _local_input(alert.expires_at)
+    fields["routing"], fields["channels"] = routing.as_form(alert)
     return fields
 
 
@@ -131,10 +158,9 @@ def edit(alert_id):
 
 @bp.post("/<int:alert_id>/edit")
 def update(alert_id):
-    form = request.form.to_dict()
-    form.pop("csrf_token", None)
+    form = _posted()
     try:
-        alert = alerts.update_alert(current_user.id, alert_id, _in_utc(form), text_numbers=True)
+        alert = alerts.update_alert(current_user.id, alert_id, _as_input(form), text_numbers=True)
     except NotFound:
         abort(404)
     except InvalidInput as exc:
