@@ -114,7 +114,8 @@ def flag(field, value):
 def masked(kind_, value):
     """What is shown of a URL: Apprise's own private form, or a webhook's scheme and host."""
     if kind_ == "apprise":
-        text = apprise_plugin(value).url(privacy=True)
+        # Its query holds only options (every default spelled out): the path says enough.
+        text = apprise_plugin(value).url(privacy=True).partition("?")[0]
         return text if len(text) <= MASK_MAX else text[:MASK_MAX - 1] + "…"
     parts = urlsplit(value)
     host = parts.netloc.rpartition("@")[2]

@@ -56,11 +56,10 @@ def create(user_id, data):
     """Check and store a destination. Returns (destination, generated secret or None)."""
     _unknown(data, CREATE_FIELDS)
     kind = fields.kind(data.get("kind"))
-    name = fields.name(data.get("name"))
-    url = fields.url(kind, data.get("url"))
-    secret = fields.secret(kind, data.get("secret"))
-    types = fields.types(data.get("types"))
-    escalate = fields.flag("escalate", data.get("escalate", True))
+    name, url, secret, types, escalate = _every_field(
+        lambda: fields.name(data.get("name")), lambda: fields.url(kind, data.get("url")),
+        lambda: fields.secret(kind, data.get("secret")), lambda: fields.types(data.get("types")),
+        lambda: fields.flag("escalate", data.get("escalate", True)))
     limit = current_app.config.get("DESTINATIONS_PER_USER", DEFAULT_MAX_PER_USER)
     if db.session.scalar(select(func.count()).where(Destination.user_id == user_id)) >= limit:
         raise InvalidInput({"destinations": f"You can have at most {limit} destinations."})
@@ -71,6 +70,19 @@ def create(user_id, data):
                        if kind == "webhook" else None)
     _save(dest)
     return dest, generated
+
+
+def _every_field(*checks):
+    """Each check's value; InvalidInput naming every bad field, so a form shows them all."""
+    values, errors = [], {}
+    for check in checks:
+        try:
+            values.append(check())
+        except InvalidInput as exc:
+            errors.update(exc.errors)
+    if errors:
+        raise InvalidInput(errors)
+    return values
 
 
 def _save(dest):
