@@ -219,3 +219,23 @@ def test_url_and_secret_are_not_stored_in_plain_text(app, client, key):
     raw = " ".join(row)
     assert "p4th-s3cret" not in raw and "token=abc" not in raw and "plain-secret" not in raw
     assert row[0].startswith("gAAAA")  # a Fernet token
+
+
+def test_renaming_onto_a_taken_name_is_422(client, key):
+    post(client, HOOK, key)
+    other = post(client, TELEGRAM, key).get_json()
+    answer = patch(client, other["id"], {"name": "desk bot"}, key)
+    assert answer.status_code == 422 and "name" in answer.get_json()["detail"]
+    assert patch(client, other["id"], {"name": "phone"}, key).status_code == 200  # its own
+
+
+def test_switching_on_again_clears_the_count_and_the_reason(app, client, key):
+    dest = post(client, HOOK, key).get_json()
+    with app.app_context():
+        row = db.session.get(Destination, dest["id"])
+        row.enabled, row.failures, row.disabled_reason = False, 20, "20 deliveries failed"
+        db.session.commit()
+    listed = client.get("/api/v1/destinations", headers=key).get_json()[0]
+    assert (listed["enabled"], listed["failures"]) == (False, 20)
+    on = patch(client, dest["id"], {"enabled": True}, key).get_json()
+    assert (on["enabled"], on["failures"], on["disabled_reason"]) == (True, 0, None)
