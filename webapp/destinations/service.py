@@ -86,21 +86,21 @@ def _every_field(*checks):
 
 
 def _save(dest):
-    _name_free(dest)
+    """Commit, or roll back and say the name is taken (nothing half-written either way)."""
+    taken = InvalidInput({"name": "You already have a destination with this name."})
+    with db.session.no_autoflush:  # the query must not flush the clashing name first
+        clash = db.session.scalar(select(Destination.id).where(
+            Destination.user_id == dest.user_id, Destination.name == dest.name,
+            Destination.id != (dest.id or 0)))
+    if clash:
+        db.session.rollback()
+        raise taken
     db.session.add(dest)
     try:
         db.session.commit()
-    except IntegrityError:  # the same name added twice at once: the other request won
+    except IntegrityError:  # the same name saved twice at once: the other request won
         db.session.rollback()
-        raise InvalidInput({"name": "You already have a destination with this name."}) from None
-
-
-def _name_free(dest):
-    taken = db.session.scalar(select(Destination.id).where(
-        Destination.user_id == dest.user_id, Destination.name == dest.name,
-        Destination.id != (dest.id or 0)))
-    if taken:
-        raise InvalidInput({"name": "You already have a destination with this name."})
+        raise taken from None
 
 
 def update(user_id, dest_id, data):
