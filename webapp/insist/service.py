@@ -1,0 +1,262 @@
+"""Alerts that insist: a notification of a type the user marked repeats on its external
+channels, climbing a ladder (push, then the escalation destinations, then SMS), until it is
+acknowledged, runs out of rounds or expires.
+
+One Escalation row per notification holds where it stands; each round is DeliveryLog rows
+with that round, written once (the unique key) and sent by the usual delivery job.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from webapp import clock
+from webapp.core.queues import enqueue
+from webapp.delivery import audit, dispatch
+from webapp.exceptions import NotFound
+from webapp.extensions import db
+from webapp.inbox import service as inbox
+from webapp.insist.rules import insisting_types, user_types
+from webapp.models import (
+    DeliveryLog,
+    DeliveryStatus,
+    Destination,
+    Escalation,
+    PushSubscription,
+)
+from webapp.notify import types as notification_types
+from webapp.preferences import service as preferences
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIFETIME = timedelta(days=inbox.DEFAULT_TTL_MS // 1000 // 86400)  # the inbox's retention
+DEFAULT_LIMIT = 500  # escalations a run advances; the next run takes the rest
+ACKNOWLEDGED, EXHAUSTED, EXPIRED = "acknowledged", "exhausted", "expired"
+PUSH_FROM, DESTINATIONS_FROM, SMS_FROM = 1, 2, 3  # the ladder: the round each step joins
+
+
+class NotInsisting(Exception):
+    """The notification's type does not insist for its user: nothing to acknowledge."""
+
+
+def _insert_ignore(rows):
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    db.session.execute(dialect.insert(Escalation).on_conflict_do_nothing(), rows)
+    db.session.commit()
+
+
+def _new_row(n, pref, **extra):
+    created = clock.ms_to_sql(n["created_at"])
+    every = max(int(pref.insist_every_min), 1) * 60
+    return {"notification_id": str(n["id"]), "user_id": int(n["user_id"]), "type": n["type"],
+            "title": str(n.get("title", ""))[:200], "rounds": 0,
+            "max_rounds": max(int(pref.insist_rounds), 0), "every_s": every,
+            "next_at": created + timedelta(seconds=every),
+            "expires_at": created + DEFAULT_LIFETIME, "ended": "", "acked_by": "",
+            "created_at": created, **extra}
+
+
+def start(notifications, recipients):
+    """Begin insisting for each notification whose type insists for its user (once per id)."""
+    rows = []
+    for n in notifications:
+        recipient = recipients.get(int(n["user_id"]))
+        if recipient is not None and n.get("type") in insisting_types(recipient.pref):
+            rows.append(_new_row(n, recipient.pref))
+    if rows:
+        _insert_ignore(rows)
+
+
+def due(now=None, limit=DEFAULT_LIMIT):
+    """The escalations due by `now`, the oldest due first."""
+    return db.session.scalars(select(Escalation).where(
+        Escalation.next_at <= (now or clock.utcnow()), Escalation.ended == "")
+        .order_by(Escalation.next_at).limit(limit)).all()
+
+
+def run_due(now=None):
+    """Periodic job: end or advance every escalation due; returns the delivery jobs queued."""
+    now = now or clock.utcnow()
+    return sum(advance(esc, now) for esc in due(now))
+
+
+@dataclass(frozen=True)
+class Seen:
+    """An escalation as one run read it: what its claim compares (commits reload the row)."""
+
+    notification_id: str
+    user_id: int
+    type: str
+    rounds: int
+    max_rounds: int
+    every_s: int
+    next_at: object
+    expires_at: object
+    ended: str
+
+    @classmethod
+    def of(cls, esc):
+        return cls(*(getattr(esc, name) for name in cls.__dataclass_fields__))
+
+
+def advance(esc, now):
+    """One escalation as this run read it: end it, put it off to the end of quiet hours, or
+    send its next round. Two runs that read it alike race: the round goes to the one whose
+    claim (by round count) lands; the other sends nothing."""
+    seen = Seen.of(esc)
+    if seen.ended or seen.next_at is None or seen.next_at > now:
+        return 0
+    if now >= seen.expires_at or seen.rounds >= seen.max_rounds:
+        _end(seen, EXPIRED if now >= seen.expires_at else EXHAUSTED)
+        return 0
+    pref = preferences.preferences_for(seen.user_id)
+    quiet = None if seen.type in notification_types.CRITICAL_TYPES else \
+        preferences.quiet_until(pref, clock.ms_to_datetime(clock.to_ms(now)))
+    if quiet is not None:
+        if _claim(seen, seen.rounds, quiet.replace(tzinfo=None)):
+            log.info("event=insist_quiet nid=%s until=%s", seen.notification_id, quiet.isoformat())
+        return 0
+    k = seen.rounds + 1
+    log_ids = _write_round(seen, k, ladder(seen, pref, k))
+    if not _claim(seen, k, now + timedelta(seconds=seen.every_s)):
+        return 0  # another run sent this round
+    for log_id in log_ids:
+        enqueue(dispatch.send, log_id, queue="high", job_id=f"delivery-{log_id}")
+    log.info("event=insist_round nid=%s user=%s round=%d of=%d channels=%d",
+             seen.notification_id, seen.user_id, k, seen.max_rounds, len(log_ids))
+    return len(log_ids)
+
+
+def _claim(seen, rounds, next_at):
+    """Move the escalation on, if no other run did since it was read."""
+    moved = db.session.execute(update(Escalation).where(
+        Escalation.notification_id == seen.notification_id, Escalation.ended == "",
+        Escalation.rounds == seen.rounds, Escalation.next_at == seen.next_at)
+        .values(rounds=rounds, next_at=next_at)).rowcount
+    db.session.commit()
+    return moved == 1
+
+
+def _end(esc, how):
+    db.session.execute(update(Escalation).where(
+        Escalation.notification_id == esc.notification_id, Escalation.ended == "")
+        .values(ended=how, next_at=None))
+    db.session.commit()
+    log.info("event=insist_ended nid=%s user=%s how=%s rounds=%d", esc.notification_id,
+             esc.user_id, how, esc.rounds)
+
+
+def ladder(esc, pref, k):
+    """Round k's channels: the first delivery's, then push, destinations and SMS as it climbs."""
+    channels = list(db.session.scalars(select(DeliveryLog.channel).where(
+        DeliveryLog.notification_id == esc.notification_id,
+        DeliveryLog.user_id == esc.user_id, DeliveryLog.round == 0)
+        .order_by(DeliveryLog.id)))
+    if k >= PUSH_FROM and db.session.scalar(select(PushSubscription.id).where(
+            PushSubscription.user_id == esc.user_id).limit(1)) is not None:
+        channels.append("push")
+    if k >= DESTINATIONS_FROM:
+        channels += [d.channel for d in db.session.scalars(select(Destination).where(
+            Destination.user_id == esc.user_id, Destination.enabled, Destination.escalate)
+            .order_by(Destination.id))]
+    if k >= SMS_FROM and pref.phone:
+        channels.append("sms")
+    return list(dict.fromkeys(channels))
+
+
+def _write_round(esc, k, channels):
+    """The round's delivery rows (once each), queued; returns their ids."""
+    dispatch.insert_ignore([{"notification_id": esc.notification_id, "user_id": esc.user_id,
+                             "channel": channel, "round": k, "status": DeliveryStatus.QUEUED,
+                             "next_attempt_at": None, "error": "", "provider_id": "",
+                             "attempts": 0} for channel in channels])
+    return list(db.session.scalars(select(DeliveryLog.id).where(
+        DeliveryLog.notification_id == esc.notification_id, DeliveryLog.user_id == esc.user_id,
+        DeliveryLog.round == k, DeliveryLog.status == DeliveryStatus.QUEUED)
+        .order_by(DeliveryLog.id)))
+
+
+def ack(user_id, nid, by, now=None):
+    """Acknowledge: the repeats stop. The first acknowledgement is kept; returns the row."""
+    now, by = now or clock.utcnow(), str(by)
+    if not inbox.NID_RE.fullmatch(str(nid)):
+        raise NotFound(nid)
+    esc = _own(user_id, nid)
+    if esc is None:
+        n = audit.load(str(nid), user_id)
+        if n is None or int(n["user_id"]) != user_id:
+            raise NotFound(nid)
+        pref = preferences.preferences_for(user_id)
+        if n.get("type") not in insisting_types(pref):
+            raise NotInsisting(f"{n.get('type')} notifications do not ask to be acknowledged.")
+        # the slow steps have not run yet: start() will find it already acknowledged
+        _insert_ignore([_new_row(n, pref, next_at=None, ended=ACKNOWLEDGED, acked_at=now,
+                                 acked_by=by[:200])])
+        esc = _own(user_id, nid)
+    db.session.execute(update(Escalation).where(
+        Escalation.notification_id == esc.notification_id, Escalation.acked_at.is_(None))
+        .values(acked_at=now, acked_by=by[:200]))
+    db.session.execute(update(Escalation).where(
+        Escalation.notification_id == esc.notification_id, Escalation.ended == "")
+        .values(ended=ACKNOWLEDGED, next_at=None))
+    db.session.commit()
+    db.session.refresh(esc)
+    log.info("event=insist_acknowledged nid=%s user=%s by=%r", nid, user_id, esc.acked_by)
+    return esc
+
+
+def _own(user_id, nid):
+    esc = db.session.get(Escalation, str(nid))
+    return esc if esc is not None and esc.user_id == user_id else None
+
+
+def states(user_id, nids):
+    """{nid: Escalation} for those of the user's notifications that insisted, in one query."""
+    nids = [str(nid) for nid in nids if inbox.NID_RE.fullmatch(str(nid))]
+    if not nids:
+        return {}
+    rows = db.session.scalars(select(Escalation).where(
+        Escalation.user_id == user_id, Escalation.notification_id.in_(nids)))
+    return {row.notification_id: row for row in rows}
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An inbox item of a type that insists whose escalation the slow steps have not written."""
+
+    rounds: int = 0
+    ended: str = ""
+    acked_at: None = None
+    acked_by: str = ""
+
+
+def marks(user_id, items):
+    """{nid: Escalation, or Pending} for a page of the user's notifications that insist."""
+    found = states(user_id, [n["id"] for n in items])
+    types = user_types(user_id)
+    for n in items:
+        if n.get("type") in types:
+            found.setdefault(str(n["id"]), Pending())
+    return found
+
+
+def recent(user_id, limit=50):
+    """The user's escalations, newest first: the audit page's section."""
+    return db.session.scalars(select(Escalation).where(Escalation.user_id == user_id)
+                              .order_by(Escalation.created_at.desc()).limit(limit)).all()
+
+
+def iso(dt):
+    return None if dt is None else dt.isoformat(timespec="seconds") + "Z"
+
+
+def to_api(esc):
+    """The API's `insist` object; None for a notification that did not insist."""
+    if esc is None:
+        return None
+    return {"rounds": esc.rounds, "max_rounds": esc.max_rounds, "next_at": iso(esc.next_at),
+            "ended": esc.ended or None, "acknowledged_at": iso(esc.acked_at),
+            "acknowledged_by": esc.acked_by or None}
