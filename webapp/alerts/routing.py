@@ -76,8 +76,8 @@ def from_form(form):
     ticked = form.get("channels") or []
     if form.get("routing") != "chosen":
         if ticked:
-            raise InvalidInput({"channels": 'Choose "only these" to send to the channels you '
-                                            "ticked, or untick them."})
+            raise InvalidInput({"channels": 'Choose "only the ticked channels" to send to '
+                                            "them, or untick them."})
         return None
     return ticked
 
