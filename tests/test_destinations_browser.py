@@ -6,8 +6,10 @@ import hmac
 import json
 
 import pytest
+import requests
 
-from tests.live_server import launch_chromium, skip_without_chromium
+from tests.hub import run_jobs
+from tests.live_server import launch_chromium, login, skip_without_chromium
 from tests.test_accessibility import AXE
 
 pytestmark = pytest.mark.browser
@@ -21,8 +23,11 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 @pytest.fixture(scope="module")
 def site(make_live_site):
     """Loopback receivers allowed; one failed delivery switches a destination off."""
-    return make_live_site("destinations", env={"DESTINATIONS_ALLOW_PRIVATE": "true",
+    site = make_live_site("destinations", env={"DESTINATIONS_ALLOW_PRIVATE": "true",
                                                "DESTINATION_MAX_FAILURES": "1"})
+    # The test's own app runs the jobs (as `flask worker` would): the same settings.
+    site.app.config.update(DESTINATIONS_ALLOW_PRIVATE=True, DESTINATION_MAX_FAILURES=1)
+    return site
 
 
 def log_in(page, site, email):
@@ -35,9 +40,11 @@ def log_in(page, site, email):
 
 
 def serious_violations(page):
+    """In the panel the swaps replace (the whole page is test_accessibility's: here a live
+    toast, e.g. this user's "switched off" notice, may or may not have arrived yet)."""
     page.add_script_tag(content=AXE)
     return page.evaluate("""async () => {
-        const result = await axe.run(document, {resultTypes: ['violations']});
+        const result = await axe.run('#destinations', {resultTypes: ['violations']});
         return result.violations.filter(v => ['serious', 'critical'].includes(v.impact))
           .map(v => `${v.id}: ${v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(' | ')}`);
     }""")
@@ -144,3 +151,46 @@ def test_a_full_panel_passes_axe_at_phone_width(site, http_recorder, width):
         expect(page.locator("#new-secret")).to_be_visible()
         assert serious_violations(page) == []
         browser.close()
+
+
+def test_an_outside_client_adds_destinations_and_counts_what_arrives(site, http_recorder):
+    """Over HTTP only: an API key adds a webhook and a json:// destination, a service posts
+    events, the worker delivers; each receiver counts its own and checks the signatures."""
+    hooks, apprise_in = http_recorder(status=200), http_recorder(status=200)
+    uid = site.user("outside@example.com", PASSWORD)
+    session = login(site.url, "outside@example.com", PASSWORD)
+    with site.app.app_context():
+        from webapp.accounts import service as accounts
+        from webapp.extensions import db
+        from webapp.models import User
+        from webapp.notify import service_tokens
+
+        key = accounts.create_api_key(db.session.get(User, uid), "outside")[1]
+        service = service_tokens.create("outside-feed")[1]
+    session.close()
+    api = requests.Session()
+    api.headers["X-API-Key"] = key
+    made = api.post(site.url + "/api/v1/destinations", json={
+        "kind": "webhook", "name": "desk", "url": f"{hooks.url}/in",
+        "types": ["ORDER_EXECUTED"]})
+    assert made.status_code == 201, made.text
+    secret = made.json()["secret"]
+    assert api.post(site.url + "/api/v1/destinations", json={
+        "kind": "apprise", "name": "json",
+        "url": f"json://127.0.0.1:{apprise_in.server_address[1]}/a"}).status_code == 201
+    tested = api.post(site.url + f"/api/v1/destinations/{made.json()['id']}/test").json()
+    assert tested["ok"] is True and tested["detail"] == "HTTP 200"
+    events = [{"user_id": uid, "type": kind, "title": f"event {n}"}
+              for n, kind in enumerate(["ORDER_EXECUTED", "PRICE_ALERT", "ORDER_EXECUTED"])]
+    posted = requests.post(site.url + "/api/v1/events", json=events,
+                           headers={"X-Service-Token": service})
+    assert posted.status_code == 202, posted.text
+    run_jobs(site.app)
+    got = [signed_item(r, secret) for r in hooks.wait_for(3)]
+    assert sorted(item["title"] for item in got) == ["Test from Tickerbell", "event 0", "event 2"]
+    titles = sorted(json.loads(r["body"])["title"] for r in apprise_in.wait_for(4))
+    assert titles == [  # no types: all the toggles let out, the key's security notice too
+        "Account security: API key created: outside", "Order executed: event 0",
+        "Order executed: event 2", "Price alert: event 1"]
+    listed = api.get(site.url + "/api/v1/destinations").json()
+    assert [d["failures"] for d in listed] == [0, 0] and all(d["last_sent_at"] for d in listed)
