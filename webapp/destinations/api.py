@@ -60,6 +60,10 @@ def test_destination(dest_id):
         ok, detail = destinations.send_test(g.api_user, dest_id)
     except NotFound:
         return _missing()
+    except destinations.TestsThrottled as exc:
+        response = json_error(429, "too_many_requests", str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     return jsonify({"ok": ok, "detail": detail,
                     "destination": destinations.to_json(destinations.get(g.api_user.id,
                                                                          dest_id))})

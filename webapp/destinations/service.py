@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from webapp import clock
-from webapp.accounts import security_events
+from webapp.accounts import security_events, throttle
 from webapp.core import secretbox
 from webapp.delivery.channels import destination as channel
 from webapp.destinations import fields
@@ -26,6 +26,13 @@ DEFAULT_MAX_PER_USER = 20
 CREATE_FIELDS = {"kind", "name", "url", "secret", "types", "escalate"}
 PATCH_FIELDS = {"name", "enabled", "types", "escalate"}
 TEST_TYPE = "TEST"  # not a registry type: a test reaches only the destination tested
+DEFAULT_TESTS_PER_MINUTE = 10  # each one is a request to a URL the user chose
+
+
+class TestsThrottled(Exception):
+    def __init__(self, retry_after):
+        self.retry_after = retry_after
+        super().__init__(f"Too many tests: try again in {retry_after} seconds.")
 
 
 def list_destinations(user_id):
@@ -138,6 +145,9 @@ def delete(user_id, dest_id):
 def send_test(user, dest_id):
     """Send a test message now, through the channel's own build and send: (ok, detail)."""
     dest = get(user.id, dest_id)
+    limit = current_app.config.get("DESTINATION_TESTS_PER_MINUTE", DEFAULT_TESTS_PER_MINUTE)
+    if throttle.hit("destination-test", user.id) > limit:
+        raise TestsThrottled(throttle.blocked_for("destination-test", user.id, limit))
     notification = {"id": f"test-{uuid.uuid4().hex}", "user_id": str(user.id),
                     "type": TEST_TYPE, "priority": "normal", "title": "Test from Tickerbell",
                     "message": f"If you can read this, the destination {dest.name!r} works.",

@@ -69,7 +69,10 @@ def switch_on(dest_id):
 def send_test(dest_id):
     dest = _owned(destinations.get, dest_id)
     name = dest.name
-    ok, detail = destinations.send_test(current_user, dest_id)
+    try:
+        ok, detail = destinations.send_test(current_user, dest_id)
+    except destinations.TestsThrottled as exc:
+        return _render(notice=("error", str(exc)))  # a notice, as a failed test's is
     if ok:
         return _render(notice=("success", f"Test sent to {name}: {detail}."))
     return _render(notice=("error", f"The test to {name} failed: {detail}"))
