@@ -256,3 +256,12 @@ def test_tests_are_limited_per_minute(make_app, auth):
         assert answer.status_code == 200 and answer.get_json()["ok"] is False
     over = post(client, {}, headers, path=path)
     assert over.status_code == 429 and int(over.headers["Retry-After"]) > 0
+
+
+@pytest.mark.both_databases
+@pytest.mark.parametrize("dest_id", ["0", "99999999999999999999999", "-1", "abc"])
+def test_ids_out_of_any_range_answer_404(client, key, dest_id):
+    path = f"/api/v1/destinations/{dest_id}"
+    assert client.delete(path, headers=key).status_code == 404
+    assert patch(client, dest_id, {"name": "x"}, key).status_code == 404
+    assert post(client, {}, key, path=path + "/test").status_code == 404

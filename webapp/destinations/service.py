@@ -2,7 +2,6 @@
 page and the API. Sending is the delivery channel's (webapp/delivery/channels/destination.py).
 """
 
-import logging
 import secrets
 import uuid
 
@@ -20,9 +19,8 @@ from webapp.extensions import db
 from webapp.models import Destination, User
 from webapp.preferences import service as preferences
 
-log = logging.getLogger(__name__)
-
 DEFAULT_MAX_PER_USER = 20
+MAX_ID = 2**31 - 1  # an INTEGER column: beyond it SQLite overflows and PostgreSQL errs
 CREATE_FIELDS = {"kind", "name", "url", "secret", "types", "escalate"}
 PATCH_FIELDS = {"name", "enabled", "types", "escalate"}
 TEST_TYPE = "TEST"  # not a registry type: a test reaches only the destination tested
@@ -42,7 +40,8 @@ def list_destinations(user_id):
 
 def get(user_id, dest_id):
     """The user's destination; NotFound for a missing one or another user's."""
-    dest = db.session.get(Destination, dest_id) if isinstance(dest_id, int) else None
+    in_range = isinstance(dest_id, int) and 1 <= dest_id <= MAX_ID
+    dest = db.session.get(Destination, dest_id) if in_range else None
     if dest is None or dest.user_id != user_id:
         raise NotFound(dest_id)
     return dest
