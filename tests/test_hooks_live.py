@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from tests.hub import poll
 from tests.live_server import cookie_header, launch_chromium, login, skip_without_chromium
 from tests.sse_helpers import open_stream
 from webapp.extensions import db
@@ -55,6 +56,21 @@ def test_tradingview_posts_reach_an_open_stream_once(live_site):
     assert len(notifications(events, "ETHUSDT Crossing 3100")) == 1
     assert len([e for e in events if e.get("event") == "toast"
                 and "BTC breakout 4h" in e["data"]]) == 1
+
+
+def test_the_log_says_who_sent_what_but_never_the_secret(live_site):
+    url = make_hook(live_site, "tv-log@example.com")
+    token = urlsplit(url).path.rsplit("/", 1)[1]
+    sent = requests.post(url, data="SOLUSDT Crossing 150", timeout=3,
+                         headers={"Content-Type": "text/plain"})
+    nid = sent.json()["id"]
+    log_path = live_site.server.log_path
+    # the access line is written after the answer: wait for it, bounded
+    assert poll(lambda: f'"POST /hooks/{token[:10]}... HTTP/1.1" 202' in log_path.read_text())
+    lines = [line for line in log_path.read_text().splitlines() if nid in line]
+    assert len(lines) == 1 and "event=hook_received" in lines[0]
+    assert f"prefix={token[:10]} " in lines[0] and "ip=127.0.0.1 bytes=20 " in lines[0]
+    assert token not in log_path.read_text()
 
 
 @pytest.fixture
