@@ -55,6 +55,7 @@ BAD_TEMPLATES = {
     "an include": "{% include 'base.html' %}",
     "a huge repeat": "{{ 'x' * 100000 }}",
     "a huge list": "{{ [symbol] * 100000 }}",
+    "a nested repeat": "{{ [[note] * 1000] * 1000 }}",
     "a huge power": "{{ 9 ** 9999 }}",
     "percent width": "{{ '%999999999d' % 1 }}",
     "format width": "{{ '{:>999999999}'.format(1) }}",

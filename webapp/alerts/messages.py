@@ -4,9 +4,9 @@ rendered for the external channels (email, SMS, push, destinations) when it fire
 The inbox and the live feed keep the matcher's own wording: rendering stays off the hot path.
 
 The sandbox goes further than Jinja's own: only the placeholders, a few filters and
-harmless string methods; no loops, assignments or macros; no `**`, `%` formatting or
-repetition that would build a huge string. A template is at most 500 characters, so with
-those gone its cost is bounded by its length.
+harmless string methods; no loops, assignments or macros; no integer powers (`**` is a
+float's), `%` formatting or repetition that would build a huge string. A template is at
+most 500 characters, so with those gone its cost is bounded by its length.
 """
 
 import logging
@@ -18,16 +18,17 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from webapp import clock
 from webapp.extensions import db
-from webapp.models import Alert
+from webapp.models import MAX_ID, Alert
 
 PLACEHOLDERS = ("symbol", "price", "target", "condition", "time", "note", "pct", "window")
 MAX_OUTPUT = 1000
-MAX_ID = 2**31 - 1
 FILTERS = ("abs", "capitalize", "d", "default", "float", "int", "length", "lower", "round",
            "string", "title", "trim", "truncate", "upper")
 STR_METHODS = frozenset({"capitalize", "endswith", "lower", "lstrip", "rstrip", "startswith",
                          "strip", "title", "upper"})
 ALLOWED_STATEMENTS = (nodes.Output, nodes.If)
+TAGS = {"Assign": "set", "AssignBlock": "set", "CallBlock": "call", "FilterBlock": "filter",
+        "FromImport": "from", "Scope": "autoescape"}  # the rest: as named
 SAMPLE_TIME = "2030-01-31T18:00:00.000Z"
 HINT = "Placeholders: " + ", ".join(f"{{{{ {name} }}}}" for name in PLACEHOLDERS) + "."
 
@@ -50,10 +51,12 @@ class MessageSandbox(SandboxedEnvironment):
             return float(left) ** float(right)
         if op == "%" and isinstance(left, str):
             raise SecurityError("% formatting is not available: use the round filter")
+        if op == "*" and (isinstance(left, list | tuple) or isinstance(right, list | tuple)):
+            raise SecurityError("repeating a list is not available")  # [[x] * n] * n nests
         if op == "*":
-            for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(times, int) and (
-                        len(seq) * times > MAX_OUTPUT):
+            for text, times in ((left, right), (right, left)):
+                if isinstance(text, str) and isinstance(times, int) and (
+                        len(text) * times > MAX_OUTPUT):
                     raise SecurityError(f"repeating makes over {MAX_OUTPUT} characters")
         return {"*": operator.mul, "%": operator.mod}[op](left, right)
 
@@ -74,8 +77,9 @@ def _compile(text):
     tree = ENV.parse(text)
     for node in tree.find_all(nodes.Stmt):
         if not isinstance(node, ALLOWED_STATEMENTS):
-            raise TemplateError(f"{{% {type(node).__name__.lower()} %}} is not available: "
-                                "only {% if %} blocks and placeholders are")
+            tag = TAGS.get(type(node).__name__, type(node).__name__.lower())
+            raise TemplateError(f"{{% {tag} %}} is not available: only {{% if %}} blocks and "
+                                "placeholders are")
     # `self` is Jinja's own and never counted as undeclared: every name must be ours
     names = meta.find_undeclared_variables(tree) | {n.name for n in tree.find_all(nodes.Name)}
     unknown = sorted(names - set(PLACEHOLDERS))

@@ -16,7 +16,6 @@ from webapp.models import Destination
 BUILT_IN = ("email", "sms", "push")
 LABELS = {"email": "Email", "sms": "SMS", "push": "Push"}
 MAX_CHANNELS = 10
-MAX_ID = 2**31 - 1
 EXAMPLE = 'e.g. ["email", 12, "My Slack"]'
 
 
@@ -33,7 +32,7 @@ def _one(item, owned, text_ok):
     if isinstance(item, bool) or not isinstance(item, int | str):
         return None, f"give a channel's name or a destination's id, {EXAMPLE}"
     if isinstance(item, int):
-        if 1 <= item <= MAX_ID and item in owned:
+        if item in owned:
             return item, None
         return None, f"you have no destination {item}"
     if surrogates(item):
