@@ -2,6 +2,8 @@
 repeat and climb push -> destination -> SMS until someone acknowledges (API, link, inbox)."""
 
 import base64
+import email
+import email.policy
 import json
 import os
 import re
@@ -325,7 +327,7 @@ def test_a_user_chooses_which_types_insist(world):
             "RISK_LIMIT_BREACHED", "ACCOUNT_SECURITY"}
 
 
-def test_the_toast_of_a_type_that_insists_has_an_acknowledge_button(world):
+def test_the_live_item_and_toast_of_a_type_that_insists_have_an_acknowledge_button(world):
     app, uid, _ = world
     nid = breach(app, uid)
     with app.app_context():
@@ -339,3 +341,22 @@ def test_the_toast_of_a_type_that_insists_has_an_acknowledge_button(world):
     [plain] = [t for t in toasts if price in t]
     assert f'hx-post="/notifications/{nid}/ack"' in insisting and "Acknowledge" in insisting
     assert "Acknowledge" not in plain
+    items = [f for f in frames.split("\n\n") if f.startswith("id: ")]
+    assert [f'hx-post="/notifications/{nid}/ack"' in f for f in items] == [True, False]
+
+
+def test_the_email_carries_the_link_and_the_link_names_the_email(world, tmp_path):
+    app, uid, _ = world
+    nid = breach(app, uid, type="SYSTEM_MAINTENANCE", title="Exchange maintenance at 02:00")
+    run_jobs(app)  # no SMTP server configured: the email lands in the outbox
+    [eml] = (tmp_path / "instance" / "outbox").glob("*-email.eml")
+    msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    text = msg.get_body(("plain",)).get_content()
+    link = re.search(r"Acknowledge \(stops the reminders\): (http://bell\.test/ack/\S+)", text)
+    assert link and f'href="{link.group(1)}"' in msg.get_body(("html",)).get_content()
+    client = app.test_client()
+    path = link.group(1).removeprefix("http://bell.test")
+    page = client.get(path).get_data(as_text=True)
+    assert "Exchange maintenance at 02:00" in page and "This link came in the email." in page
+    client.post(path, data={"csrf_token": csrf_token(client, path)})
+    assert escalation(app, nid).acked_by == "link in the email"
