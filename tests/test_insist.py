@@ -360,3 +360,16 @@ def test_the_email_carries_the_link_and_the_link_names_the_email(world, tmp_path
     assert "Exchange maintenance at 02:00" in page and "This link came in the email." in page
     client.post(path, data={"csrf_token": csrf_token(client, path)})
     assert escalation(app, nid).acked_by == "link in the email"
+
+
+def test_reminders_queued_but_not_out_when_acknowledged_are_skipped(world):
+    app, uid, receivers = world
+    nid = breach(app, uid)
+    run_jobs(app)
+    with app.app_context():
+        at = db.session.get(Escalation, nid).created_at + timedelta(minutes=5)
+        assert service.run_due(at) == 1  # round 1's push, queued
+        service.ack(uid, nid, "link in the SMS")
+    run_jobs(app)
+    assert rounds(app, nid) == [(0, "push", "sent"), (1, "push", "skipped")]
+    assert counts(receivers)["push"] == 1

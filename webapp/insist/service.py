@@ -36,6 +36,7 @@ DEFAULT_LIFETIME = timedelta(days=inbox.DEFAULT_TTL_MS // 1000 // 86400)  # the 
 DEFAULT_LIMIT = 500  # escalations a run advances; the next run takes the rest
 ACKNOWLEDGED, EXHAUSTED, EXPIRED = "acknowledged", "exhausted", "expired"
 PUSH_FROM, DESTINATIONS_FROM, SMS_FROM = 1, 2, 3  # the ladder: the round each step joins
+WAITING = (DeliveryStatus.QUEUED, DeliveryStatus.RETRYING)  # a reminder not sent (yet)
 
 
 class NotInsisting(Exception):
@@ -202,6 +203,11 @@ def ack(user_id, nid, by, now=None):
     db.session.execute(update(Escalation).where(
         Escalation.notification_id == esc.notification_id, Escalation.ended == "")
         .values(ended=ACKNOWLEDGED, next_at=None))
+    db.session.execute(update(DeliveryLog).where(  # reminders not out yet stay in
+        DeliveryLog.notification_id == esc.notification_id, DeliveryLog.user_id == user_id,
+        DeliveryLog.round > 0, DeliveryLog.status.in_(WAITING))
+        .values(status=DeliveryStatus.SKIPPED, next_attempt_at=None,
+                error="acknowledged before it went out"))
     db.session.commit()
     db.session.refresh(esc)
     log.info("event=insist_acknowledged nid=%s user=%s by=%r", nid, user_id, esc.acked_by)
@@ -250,7 +256,8 @@ def recent(user_id, limit=50):
 
 
 def iso(dt):
-    return None if dt is None else dt.isoformat(timespec="seconds") + "Z"
+    """A SQL time as the API gives times: ISO 8601 UTC with milliseconds."""
+    return None if dt is None else clock.ms_to_iso(clock.to_ms(dt))
 
 
 def to_api(esc):
