@@ -53,7 +53,7 @@ def test_acknowledge_in_the_inbox_twice_in_a_row_then_a_live_one(live_site):
         toast = page.locator("#toasts .toast", has_text="Order 42 failed")
         expect(toast.get_by_role("button", name="Acknowledge")).to_be_visible(timeout=WAIT_MS)
         toast.get_by_role("button", name="Acknowledge").click()
-        expect(page.locator("#toasts .toast-ack")).to_have_text(
+        expect(toast.locator(".toast-ack")).to_have_text(
             f"Acknowledged by {EMAIL} on the web", timeout=WAIT_MS)
         sound(page)
         expect(page.locator(f"#n-{live}").get_by_role("button", name="Acknowledge")
