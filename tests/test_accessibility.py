@@ -10,7 +10,10 @@ from tests.live_server import launch_chromium, skip_without_chromium
 from webapp.accounts import service as accounts
 from webapp.alerts import service as alerts
 from webapp.extensions import db
+from webapp.hooks import service as hooks
 from webapp.inbox import service as inbox
+from webapp.insist import links
+from webapp.insist import service as insist
 
 pytestmark = pytest.mark.browser
 
@@ -22,7 +25,8 @@ AXE = (Path(__file__).parent / "vendor" / "axe-4.14.1.min.js").read_text()
 WIDTHS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 375, "height": 812}}
 VISITOR_PAGES = ["/auth/login", "/auth/register"]
 USER_PAGES = ["/dashboard", "/alerts/", "/notifications/", "/settings/notifications/",
-              "/deliveries", "/audit", "/digest-preview", "/settings/api-keys",
+              "/settings/destinations/",
+              "/deliveries", "/audit", "/digest-preview", "/settings/api-keys", "/settings/hooks",
               "/settings/password", "/admin/broadcast"]
 
 
@@ -32,6 +36,7 @@ def site(live_site):
     with live_site.app.app_context():
         user = accounts.create_user("ally@example.com", "correct horse battery", is_admin=True)
         accounts.create_api_key(user, "laptop")
+        hooks.create(user.id, "TradingView BTC breakouts")
         alerts.create_alert(user.id, {"symbol": "BTCUSDT", "type": "above", "price": 70000,
                                       "note": "breakout"})
         alerts.create_alert(user.id, {"symbol": "ETHUSDT", "type": "volume_above",
@@ -45,6 +50,12 @@ def site(live_site):
         for title in ("Bought 0.5 BTC", "Risk limit at 80%"):
             inbox.store({"user_id": user.id, "type": "ORDER_EXECUTED", "title": title,
                          "message": "details"})
+        # alerts that insist: one acknowledged, one waiting, whose emailed link opens a page
+        acked, waiting = (inbox.store({"user_id": user.id, "type": "RISK_LIMIT_BREACHED",
+                                       "title": title, "message": "over 10x"})[0]
+                          for title in ("Leverage 11x", "Leverage 12x"))
+        insist.ack(user.id, acked, "link in the email")
+        VISITOR_PAGES.append(f"/ack/{links.token(waiting, user.id, 'email')}")
         db.session.remove()
     return live_site
 

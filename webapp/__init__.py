@@ -27,6 +27,7 @@ def create_app(config=None):
 
     from webapp import errors, extensions, models  # noqa: F401  (models register tables)
     from webapp.core import database
+    from webapp.destinations import service as destinations
 
     database.init_app(app)  # binds extensions.db, with the backend's engine options
     extensions.migrate.init_app(app, extensions.db, directory=str(ROOT / "migrations"),
@@ -36,6 +37,7 @@ def create_app(config=None):
     extensions.sock.init_app(app)
     extensions.init_redis(app)
     errors.init_app(app)
+    destinations.init_app(app)
     _register_blueprints(app)
     _register_commands(app)
     return app
@@ -53,15 +55,22 @@ def _register_blueprints(app):
     from webapp.dashboard.views import bp as dashboard_bp
     from webapp.delivery import api as _delivery_api  # noqa: F401
     from webapp.delivery.views import bp as delivery_bp
+    from webapp.destinations import api as _destinations_api  # noqa: F401
+    from webapp.destinations.views import bp as destinations_bp
+    from webapp.hooks import api as _hooks_api  # noqa: F401
+    from webapp.hooks import views as hooks_views
     from webapp.inbox import api as _inbox_api  # noqa: F401
     from webapp.inbox.views import bp as inbox_bp
+    from webapp.insist import api as _insist_api  # noqa: F401
+    from webapp.insist.views import bp as insist_bp
     from webapp.live.views import bp as live_bp
     from webapp.notify import api as _notify_api  # noqa: F401
     from webapp.preferences.views import bp as preferences_bp
 
     extensions.csrf.exempt(api_bp)  # the API checks CSRF itself for session callers
+    extensions.csrf.exempt(hooks_views.receive)  # a webhook's secret URL is its credential
     for bp in (dashboard_bp, auth_bp, settings_bp, api_bp, alerts_bp, preferences_bp, delivery_bp,
-               admin_bp, inbox_bp, live_bp):
+               admin_bp, inbox_bp, live_bp, destinations_bp, insist_bp, hooks_views.bp):
         app.register_blueprint(bp)
 
 

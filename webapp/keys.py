@@ -111,6 +111,16 @@ def new_api_key(sid):
     return f"tb:newkey:{sid}"
 
 
+def new_hook(sid):
+    """A just-created webhook URL, waiting for the one page view that shows it."""
+    return f"tb:newhook:{sid}"
+
+
+def hook_seen(hook_id, digest):
+    """A body one webhook received in the last minute (sha256 hex): a repeat is dropped."""
+    return f"tb:hookseen:{hook_id}:{digest}"
+
+
 def throttle(scope, ident):
     return f"tb:throttle:{scope}:{ident}"
 

@@ -35,6 +35,7 @@ PERIODIC = [
     Periodic("listener-watchdog", "worker.listener.hosting.listener_watchdog", 5),
     Periodic("slowpath-safety-net", "worker.slowpath.safety_net", 60),
     Periodic("deliveries-sweep", "webapp.delivery.sweep.sweep", 30),
+    Periodic("insist-run-due", "webapp.insist.service.run_due", 30, queue="high"),
     Periodic("digests-send-due", "webapp.delivery.digests.send_due", 900, queue="low"),
     Periodic("prices-sample", "webapp.market.price_history.sample", 900, queue="low"),
     Periodic("cleanup", "worker.jobs.cleanup", 3600, queue="low"),

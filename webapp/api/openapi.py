@@ -62,6 +62,11 @@ def _notification_paths():
                                                     **missing}, parameters=[NID])},
         "/notifications/{nid}/read": {"patch": _op("Mark a notification read (idempotent)", {
             "200": item, **missing}, parameters=[NID])},
+        "/notifications/{nid}/ack": {"post": _op(
+            "Acknowledge a notification that insists: its reminders stop (the first one is kept)",
+            {"200": _json(_ref("Acknowledgement"), "Acknowledged, now or before."),
+             "409": _error("Its type does not insist for you: nothing to acknowledge."),
+             **missing}, parameters=[NID])},
         "/notifications/read-all": {"post": _op("Mark every notification read", {"200": _json(
             {"type": "object", "properties": {"updated": {"type": "integer"},
                                               "unread_count": {"type": "integer"}}},
@@ -123,6 +128,77 @@ def _other_paths():
     }
 
 
+def _hook_paths():
+    hook = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"}, "prefix": {"type": "string"},
+        "created_at": {"type": "string"}, "last_used_at": _nullable("string")}}
+    created = {"type": "object", "properties": {**hook["properties"], "url": {
+        "type": "string", "description": "POST alerts here (README, Inbound webhooks); "
+                                         "shown in this answer only."}}}
+    name = {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}}
+    hook_id = {"name": "hook_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    return {
+        "/hooks": {
+            "post": _op("Create an inbound webhook", {
+                "201": _json(created, "The hook, with its URL (once)."),
+                "422": _error("A bad name, or too many hooks."), **ERRORS}, requestBody=name),
+            "get": _op("Your live inbound webhooks (no URLs)", {
+                "200": _json({"type": "array", "items": hook}, "Newest first."), **ERRORS})},
+        "/hooks/{hook_id}": {"delete": _op("Revoke an inbound webhook", {
+            "204": {"description": "Revoked: its URL answers 404."},
+            "404": _error("Missing, revoked or another user's hook."), **ERRORS},
+            parameters=[hook_id])},
+    }
+
+
+def _destination_paths():
+    s, types = {"type": "string"}, {"type": ["array", "null"], "items": {"enum": sorted(TYPES)},
+                                    "description": "null: what the real-time toggles let out"}
+    dest = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "kind": {"enum": ["apprise", "webhook"]}, "name": s,
+        "url_masked": s, "types": types, "escalate": {"type": "boolean"},
+        "enabled": {"type": "boolean"}, "disabled_reason": _nullable("string"),
+        "failures": {"type": "integer"}, "created_at": s, "last_sent_at": _nullable("string"),
+        "secret": {**s, "description": "a generated webhook secret: in the create answer only"}}}
+    create = {"type": "object", "required": ["kind", "name", "url"], "properties": {
+        "kind": {"enum": ["apprise", "webhook"]}, "name": {**s, "maxLength": 80},
+        "url": {**s, "maxLength": 2000, "description": (
+            "apprise: any URL Apprise understands (tgram://, discord://, ntfy://, json://...); "
+            "webhook: https:// (http:// only with DESTINATIONS_ALLOW_PRIVATE)")},
+        "secret": {**s, "minLength": 16, "maxLength": 200,
+                   "description": "webhook only; absent: one is generated"},
+        "types": types, "escalate": {"type": "boolean", "default": True}}}
+    patch = {"type": "object", "properties": {
+        "name": {**s, "maxLength": 80}, "enabled": {"type": "boolean"}, "types": types,
+        "escalate": {"type": "boolean"}}}
+    dest_id = {"name": "dest_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+    missing = {"404": _error("Missing or another user's destination."), **ERRORS}
+    return {
+        "/destinations": {
+            "get": _op("Your destinations (URLs masked)", {"200": _json(
+                {"type": "array", "items": dest}, "Oldest first."), **ERRORS}),
+            "post": _op("Add a destination", {
+                "201": _json(dest, "Added; a generated secret is shown this once."),
+                "422": _error("Invalid input per field, a private address, or 20 already."),
+                **ERRORS}, requestBody={"required": True, "content": {
+                    "application/json": {"schema": create}}})},
+        "/destinations/{dest_id}": {
+            "patch": _op("Rename, switch on or off, choose types or escalation", {
+                "200": _json(dest, "Changed."), "422": _error("Invalid input; nothing changed."),
+                **missing}, parameters=[dest_id], requestBody={"required": True, "content": {
+                    "application/json": {"schema": patch}}}),
+            "delete": _op("Delete a destination", {"204": {"description": "Deleted."},
+                                                   **missing}, parameters=[dest_id])},
+        "/destinations/{dest_id}/test": {"post": _op("Send a test message now", {
+            "200": _json({"type": "object", "properties": {
+                "ok": {"type": "boolean"}, "detail": s, "destination": dest}},
+                "The outcome: ok, and what the receiver said or why it failed."),
+            "429": _error("Over DESTINATION_TESTS_PER_MINUTE (10); see Retry-After."),
+            **missing}, parameters=[dest_id])},
+    }
+
+
 ALERT_TYPES = ["above", "below", "volume_above", "crossing_up", "crossing_down", "crossing",
                "pct_up", "pct_down", "channel_exit", "channel_enter"]
 ALERT_WINDOWS = ["1m", "5m", "15m", "1h", "4h", "24h"]
@@ -158,7 +234,15 @@ def _alert_fields():
             "a recurring alert fires at most once per this many seconds (default 0)")},
         "expires_at": _nullable("string"), "note": {**s, "maxLength": 200},
         "message": {**s, "maxLength": 500, "description": (
-            "the notification's text, kept for a later release (plain text, lines allowed)")},
+            "the text of the alert's notifications by email, SMS, push and destinations (the "
+            "inbox keeps the standard text); a template with {{ symbol }}, {{ price }}, "
+            "{{ target }}, {{ condition }}, {{ time }}, {{ note }}, {{ pct }}, {{ window }}. "
+            "One that does not parse or render is refused (422).")},
+        "channels": {"type": ["array", "null"], "maxItems": 10, "items": {
+            "type": ["string", "integer"]}, "description": (
+            "where the notifications go: null (default) as the preferences say; else only "
+            "these: \"email\", \"sms\", \"push\", your destinations' ids or names (stored "
+            "as ids); [] the inbox and live feed only")},
     }
 
 
@@ -177,7 +261,12 @@ def _schemas():
             "title": s, "message": s, "priority": {"enum": list(PRIORITIES)},
             "created_at": {**i, "description": "ms since the epoch"},
             "strategy_id": _nullable("string"), "order_id": _nullable("string"),
-            "data": {"type": "object"}}},
+            "data": {"type": "object"}, "insist": {**_nullable("object"), "description": (
+                "GET /notifications/{nid} only: null, or for one that insists "
+                "{rounds, max_rounds, next_at, ended, acknowledged_at, acknowledged_by}")}}},
+        "Acknowledgement": {"type": "object", "properties": {
+            "id": s, "acknowledged_at": {"type": "string", "format": "date-time"},
+            "acknowledged_by": s, "rounds": {**i, "description": "reminders sent before it"}}},
         "AlertCreate": {"type": "object", "required": ["symbol", "type"],
                         "properties": _alert_fields(), "oneOf": [
             {"properties": {"type": {"enum": ALERT_TYPES[:6]}}, "required": ["price"]},
@@ -196,6 +285,7 @@ def _schemas():
             "window": {"enum": ALERT_WINDOWS}, "low": n, "high": n, "mode": s,
             "buffer": {"type": ["number", "string"]}, "cooldown_s": i,
             "expires_at": _nullable("string"), "note": s, "message": s,
+            "channels": {"type": ["array", "null"], "items": {"type": ["string", "integer"]}},
             "active": {"type": "boolean"}, "created_at": s,
             "status": {"enum": ["active", "paused", "expired", "fired", "unknown_symbol"],
                        "description": (
@@ -242,7 +332,8 @@ def document():
         "openapi": "3.1.0",
         "info": {"title": "Tickerbell API", "version": VERSION},
         "servers": [{"url": "/api/v1"}],
-        "paths": {**_notification_paths(), **_alert_paths(), **_other_paths()},
+        "paths": {**_notification_paths(), **_alert_paths(), **_other_paths(),
+                  **_hook_paths(), **_destination_paths()},
         "components": {"schemas": _schemas(), "securitySchemes": {
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             "bearer": {"type": "http", "scheme": "bearer"},

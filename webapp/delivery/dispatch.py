@@ -13,11 +13,13 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp import clock
+from webapp.alerts import messages
 from webapp.core.breaker import Breaker
 from webapp.core.queues import enqueue
 from webapp.delivery import audit, channels, digest_email, outbox
 from webapp.exceptions import DeliveryRejected
 from webapp.extensions import db
+from webapp.insist import links as insist_links
 from webapp.models import DeliveryLog, DeliveryStatus, User
 from webapp.notify import types as notification_types
 from webapp.preferences import service as preferences
@@ -127,6 +129,8 @@ def build(row):
     notification = audit.load(row.notification_id, row.user_id)
     if notification is None:
         raise DeliveryRejected("the notification was deleted before it could be sent")
+    notification = messages.personalise(notification)  # the alert's own text, if it has one
+    notification = insist_links.decorate(notification, row)  # ack link, "Reminder k of M"
     return channels.lookup(row.channel).build(user, pref, notification)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from webapp import clock, keys
 from webapp.delivery import dispatch
 from webapp.extensions import db, get_redis
+from webapp.insist import service as insist
 from webapp.models import Alert, DeliveryStatus, Destination, Preference, PushSubscription, User
 from webapp.notify import types as notification_types
 from webapp.preferences import service as preferences
@@ -47,9 +48,11 @@ def record(notifications, recipients):
     """Plan each notification of a user in `recipients`, write the delivery rows (once per
     id and channel) and queue those due now; returns the queued rows' ids."""
     chosen = alert_channels(notifications)
-    return dispatch.record_planned([
+    queued = dispatch.record_planned([
         (n, plan(n, recipients[int(n["user_id"])], chosen.get(str(n.get("alert_id") or ""))))
         for n in notifications])
+    insist.start(notifications, recipients)
+    return queued
 
 
 def alert_channels(notifications):

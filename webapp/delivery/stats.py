@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 
 from webapp import clock
 from webapp.delivery.channels import CHANNELS
+from webapp.delivery.channels.destination import PREFIX as DESTINATION
 from webapp.delivery.dispatch import breaker
 from webapp.extensions import db
 from webapp.models import DeliveryLog, DeliveryStatus
@@ -22,7 +23,10 @@ def counts(since, user_id=None):
         query = query.where(DeliveryLog.user_id == user_id)
     table = {channel: {} for channel in CHANNELS}
     for channel, status, n in db.session.execute(query):
-        table.setdefault(channel, {})[status] = n
+        if user_id is None and channel.startswith(DESTINATION):
+            channel = "destinations"  # /health is public: all users' destinations as one
+        by_status = table.setdefault(channel, {})
+        by_status[status] = by_status.get(status, 0) + n
     return table
 
 
@@ -37,6 +41,7 @@ def delivery_stats(window=DEFAULT_WINDOW, user_id=None):
             "counts": by_status,
             "success_rate": round(ok / done, 4) if done else None,
             "failure_rate": round(failed / done, 4) if done else None,
-            "circuit": breaker(channel).state()["state"] if channel in CHANNELS else None,
+            "circuit": breaker(channel).state()["state"]
+            if channel in CHANNELS or channel.startswith(DESTINATION) else None,
         }
     return stats

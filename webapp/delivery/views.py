@@ -7,9 +7,11 @@ from sqlalchemy import select
 from webapp.accounts import service as accounts
 from webapp.delivery import audit, digest_email, digests
 from webapp.delivery.stats import delivery_stats
+from webapp.destinations import service as destinations
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db
 from webapp.inbox import service as inbox
+from webapp.insist import service as insist
 from webapp.models import DeliveryLog
 
 bp = Blueprint("delivery", __name__)
@@ -28,7 +30,8 @@ def index():
     titles = _titles([r.notification_id for r in rows
                       if not digest_email.is_digest(r.notification_id)])
     return render_template("delivery/index.html", rows=rows, titles=titles,
-                           stats=delivery_stats(user_id=current_user.id))
+                           stats=delivery_stats(user_id=current_user.id),
+                           names=destinations.channel_names(current_user.id))
 
 
 @bp.get("/audit")
@@ -38,7 +41,8 @@ def audit_trail():
     except InvalidInput as exc:
         abort(400, exc.errors["before"])
     rows, cursor = audit.page(current_user.id, audit.DEFAULT_PAGE, before)
-    return render_template("delivery/audit.html", rows=rows, cursor=cursor)
+    return render_template("delivery/audit.html", rows=rows, cursor=cursor,
+                           insisted=insist.recent(current_user.id))
 
 
 @bp.get("/digest-preview")

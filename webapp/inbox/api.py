@@ -10,6 +10,7 @@ from webapp.api.blueprint import bp
 from webapp.errors import json_error
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.inbox import service as inbox
+from webapp.insist import service as insist
 
 TRUE = {"1", "true", "yes", "on"}
 
@@ -48,9 +49,11 @@ def list_notifications():
 @bp.get("/notifications/<nid>")
 def get_notification(nid):
     try:
-        return jsonify(inbox.to_api(inbox.get(g.api_user.id, nid)))
+        item = inbox.to_api(inbox.get(g.api_user.id, nid))
     except NotFound:
         return _not_found()
+    item["insist"] = insist.to_api(insist.states(g.api_user.id, [nid]).get(nid))
+    return jsonify(item)
 
 
 @bp.patch("/notifications/<nid>/read")

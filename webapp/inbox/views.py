@@ -9,6 +9,7 @@ from flask_login import current_user, login_required
 from webapp.errors import is_htmx
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.inbox import service as inbox
+from webapp.insist import service as insist
 from webapp.notify.types import TYPES
 
 bp = Blueprint("inbox", __name__, url_prefix="/notifications")
@@ -61,7 +62,8 @@ def _page(filters, cursor=None):
     except InvalidInput:
         abort(400)
     return {"items": [inbox.to_api(n) for n in items], "next_cursor": next_cursor,
-            "filters": {k: v for k, v in filters.items() if v}}
+            "filters": {k: v for k, v in filters.items() if v},
+            "insist": insist.marks(current_user.id, items)}
 
 
 def _badge(count):
@@ -87,7 +89,8 @@ def mark_read(nid):
         abort(404)
     if not is_htmx():
         return redirect(url_for(".index"))
-    return render_template("inbox/_item.html", n=inbox.to_api(item)) + _badge(count)
+    return render_template("inbox/_item.html", n=inbox.to_api(item),
+                           insist=insist.marks(current_user.id, [item])) + _badge(count)
 
 
 @bp.post("/<nid>/delete")

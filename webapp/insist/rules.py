@@ -2,14 +2,9 @@
 
 from webapp.extensions import db
 from webapp.models import Preference
-from webapp.notify import types as notification_types
+from webapp.preferences.service import insisting_types
 
-
-def insisting_types(pref):
-    """The types that insist for this user (None in the column: urgent and critical)."""
-    if pref.insist_types is None:
-        return notification_types.URGENT_TYPES | notification_types.CRITICAL_TYPES
-    return frozenset(pref.insist_types)
+__all__ = ["insisting_types", "user_types"]
 
 
 def user_types(user_id):

@@ -42,16 +42,24 @@ def message_item(message):
 class Feed:
     """What one stream has sent: the unread count, the last replayed id, beats since a write."""
 
-    __slots__ = ("count", "last", "quiet")
+    __slots__ = ("count", "last", "quiet", "insisting")
 
-    def __init__(self, unread):
+    def __init__(self, unread, insisting=frozenset()):
         self.count, self.last, self.quiet = unread, None, 0
+        self.insisting = insisting  # the types that insist for the user, read once a stream
+
+    def _mark(self, m):
+        """Mark a notification whose type insists: its item and toast get an Acknowledge
+        button (the cache is the message's, and every stream of a user has the same types)."""
+        if self.insisting and "insists" not in m.cache:
+            m.cache["insists"] = (m.data or {}).get("type") in self.insisting
+        return m
 
     def opening(self, replay):
         """What was missed, oldest first, then the unread count."""
         out, toasts_from = [], len(replay) - TOASTS_ON_REPLAY
         for i, (eid, event, n) in enumerate(replay):
-            message = Message(event, n, None, eid)  # raw None: never published as such
+            message = self._mark(Message(event, n, None, eid))  # raw None: never published
             out.append((event, eid, message))
             if event == "notification" and i >= toasts_from and n["status"] == "unread":
                 out.append(("toast", eid, message))  # one already read pops up nothing
@@ -75,6 +83,7 @@ class Feed:
                     continue  # already sent in the replay
                 if (m.data or {}).get("status", "unread") == "unread":
                     self.count += 1
+                self._mark(m)
                 out += (("notification", eid, m), ("toast", eid, m), ("unread", None, self.count))
             elif m.event == "unread":
                 self.count = int(m.data or 0)

@@ -13,6 +13,7 @@ from webapp.live.feed import Feed, message_item
 RETRY_MS = 2000  # EventSource reconnect delay
 RETRY_FRAME = f"retry: {RETRY_MS}\n\n".encode()
 KEEPALIVE_FRAME = b": keepalive\n\n"
+PENDING = {"ended": "", "acked_at": None}  # a notification that insists: Acknowledge shows
 
 
 def frame(event, data, event_id=None):
@@ -40,8 +41,11 @@ class Renderer:
         if m.event != "notification":
             return frame(event, json.dumps(m.data), m.id)
         if event == "toast":
-            return frame("toast", self.toast.render(n=message_item(m)))
-        item = self.item.render(n=message_item(m), inbox_url=self.inbox_url)
+            return frame("toast", self.toast.render(n=message_item(m), inbox_url=self.inbox_url,
+                                                    insists=m.cache.get("insists")))
+        item = self.item.render(n=message_item(m), inbox_url=self.inbox_url,
+                                insist={message_item(m)["id"]: PENDING}
+                                if m.cache.get("insists") else None)
         return frame("notification", item, m.id)
 
     def unread(self, count):
@@ -62,8 +66,8 @@ class SseState:
 
     __slots__ = ("render", "feed")
 
-    def __init__(self, render, unread):
-        self.render, self.feed = render, Feed(unread)
+    def __init__(self, render, unread, insisting=frozenset()):
+        self.render, self.feed = render, Feed(unread, insisting)
 
     def opening(self, replay):
         """The first bytes: reconnect delay, what was missed, then the unread count."""

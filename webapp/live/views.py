@@ -16,6 +16,7 @@ from webapp.accounts import sessions
 from webapp.errors import json_error
 from webapp.extensions import db, sock
 from webapp.inbox import service as inbox
+from webapp.insist import service as insist
 from webapp.live import fanout, handoff
 from webapp.live.sse import Renderer, SseState, SseStream
 from webapp.live.ws import WsState
@@ -72,6 +73,7 @@ def stream():
     if request.method == "HEAD":
         return Response(mimetype="text/event-stream", headers=HEADERS)
     uid, render = current_user.id, _renderer()
+    insisting = insist.user_types(uid)  # the toasts' Acknowledge buttons
     last = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     sid = sessions.current_sid()
     tag, valid = sessions.session_credential(sid), lambda: sessions.alive(sid)
@@ -82,7 +84,7 @@ def stream():
         if opened is None:
             return _log_in_first()
         _, stream, replay, unread = opened
-        state = SseState(render, unread)
+        state = SseState(render, unread, insisting)
         stream.start(state, state.opening(replay))
         return handoff.HandedOff()
     opened = _open(uid, last, lambda hub, symbols: fanout.Client(uid, symbols, credential=tag),
@@ -90,7 +92,7 @@ def stream():
     if opened is None:
         return _log_in_first()
     hub, client, replay, unread = opened
-    body = SseStream(hub, client, SseState(render, unread), replay)
+    body = SseStream(hub, client, SseState(render, unread, insisting), replay)
     return Response(body, mimetype="text/event-stream", headers=HEADERS,
                     direct_passthrough=True)
 

@@ -22,7 +22,8 @@ def build(user, pref, notification):
         raise DeliveryRejected("no phone number in the notification settings")
     label = describe(notification)["label"]
     body = one_line(f"Tickerbell {label}: {notification['title']}. {notification['message']}")
-    return {"to": pref.phone, "body": body[:MAX_LENGTH]}
+    ack = f" Ack: {notification['ack_url']}" if notification.get("ack_url") else ""
+    return {"to": pref.phone, "body": body[:MAX_LENGTH - len(ack)] + ack}
 
 
 def client(config, timeout):
