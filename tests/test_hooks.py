@@ -7,8 +7,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from devtools.redisd import free_port
 from tests.conftest import AuthActions, csrf_token
 from tests.hub import run_jobs
+from webapp.accounts import service as accounts
 from webapp.extensions import db
 from webapp.hooks import service as hooks
 from webapp.models import HookToken
@@ -357,3 +359,14 @@ def test_settings_page_needs_a_login_and_csrf(client, auth):
     auth.create()
     auth.login()
     assert client.post("/settings/hooks", data={"name": "x"}).status_code == 400
+
+
+def test_redis_down_answers_a_json_503_and_makes_nothing(make_app):
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    with app.app_context():
+        user = accounts.create_user("down@example.com", "correct horse")
+        _, url = hooks.create(user.id, "TradingView")
+    response = app.test_client().post(urlsplit(url).path, data=b"BTCUSDT crossed 65000",
+                                      headers={"Content-Type": "text/plain"})
+    assert response.status_code == 503 and response.is_json
+    assert response.json["error"] and "Retry-After" in response.headers

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def wants_json():
-    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+    """The API, inbound webhooks (machines posting) and callers that ask for JSON."""
+    return (request.path.startswith(("/api/", "/hooks/"))
+            or request.accept_mimetypes.best == "application/json")
 
 
 def is_htmx():
