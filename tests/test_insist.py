@@ -373,3 +373,15 @@ def test_reminders_queued_but_not_out_when_acknowledged_are_skipped(world):
     run_jobs(app)
     assert rounds(app, nid) == [(0, "push", "sent"), (1, "push", "skipped")]
     assert counts(receivers)["push"] == 1
+
+
+def test_the_deliveries_page_tells_a_reminder_from_the_first_delivery(world):
+    app, uid, receivers = world
+    client = app.test_client()
+    nid = breach(app, uid)
+    run_jobs(app)
+    AuthActions(client, app).login("ann@example.com")
+    assert "reminder 1" not in client.get("/deliveries").get_data(as_text=True)
+    assert run_at(app, nid, 5) == 1
+    page = client.get("/deliveries").get_data(as_text=True)
+    assert page.count("Leverage 12x") == 2 and page.count("reminder 1") == 1
