@@ -65,6 +65,7 @@ def _register_blueprints(app):
     from webapp.insist.views import bp as insist_bp
     from webapp.live.views import bp as live_bp
     from webapp.notify import api as _notify_api  # noqa: F401
+    from webapp.preferences import api as _preferences_api  # noqa: F401
     from webapp.preferences.views import bp as preferences_bp
 
     extensions.csrf.exempt(api_bp)  # the API checks CSRF itself for session callers

@@ -152,6 +152,22 @@ def _hook_paths():
     }
 
 
+def _preference_paths():
+    prefs = {"type": "object", "description": (
+        "The notification settings page's fields: booleans (the toggles), whole numbers "
+        "(max_per_minute 1-1000, insist_every_min 1-1440, insist_rounds 1-20), text or null "
+        "(quiet_start, quiet_end as HH:MM, timezone, phone, delivery_email) and insist_types "
+        "(a list of types; null in a PATCH: the default, urgent and critical)")}
+    return {"/preferences": {
+        "get": _op("Your notification settings", {
+            "200": _json(prefs, "Every setting; insist_types as in effect."), **ERRORS}),
+        "patch": _op("Change some settings, all or nothing", {
+            "200": _json(prefs, "Every setting after the change."),
+            "422": _error("Per field: what was wrong; nothing changed."), **ERRORS},
+            requestBody={"required": True, "content": {"application/json": {"schema": prefs}}}),
+    }}
+
+
 def _destination_paths():
     s, types = {"type": "string"}, {"type": ["array", "null"], "items": {"enum": sorted(TYPES)},
                                     "description": "null: what the real-time toggles let out"}
@@ -333,7 +349,7 @@ def document():
         "info": {"title": "Tickerbell API", "version": VERSION},
         "servers": [{"url": "/api/v1"}],
         "paths": {**_notification_paths(), **_alert_paths(), **_other_paths(),
-                  **_hook_paths(), **_destination_paths()},
+                  **_hook_paths(), **_destination_paths(), **_preference_paths()},
         "components": {"schemas": _schemas(), "securitySchemes": {
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             "bearer": {"type": "http", "scheme": "bearer"},

@@ -75,7 +75,9 @@ def _whole_number(low, high):
 
 
 def _clean_types(values):
-    """A list of notification type names (checkboxes), each one known."""
+    """A list of notification type names (checkboxes), each one known; None: the default."""
+    if values is None:
+        return None
     if isinstance(values, str) or not isinstance(values, list | tuple):
         raise ValueError("Send a list of notification types.")
     unknown = [v for v in values if v not in notification_types.TYPES]
