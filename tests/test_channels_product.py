@@ -20,7 +20,6 @@ from webapp.accounts import service as accounts
 from webapp.extensions import db
 from webapp.models import Escalation, User
 from webapp.notify import service_tokens
-from webapp.preferences import service as preferences
 
 SECRET = "receiver-knows-this"
 
@@ -128,8 +127,9 @@ def test_tradingview_posts_reach_every_destination_once(product, api, receivers)
 def test_a_breach_repeats_until_acknowledged_then_stops(product, api, receivers):
     """Risk-limit breaches insist by default: with a repeat every minute, the scheduler's
     next run sends a reminder to every destination; an acknowledgement stops the rest."""
+    changed = api.patch(api.base + "/preferences", json={"insist_every_min": 1})
+    assert changed.status_code == 200 and "RISK_LIMIT_BREACHED" in changed.json()["insist_types"]
     with product.app.app_context():
-        preferences.update(product.uid, {"insist_every_min": "1"})
         _, token = service_tokens.create(f"risk-{time.monotonic_ns()}")
     before = {n: len(r.requests) for n, r in receivers.items()}
     posted = requests.post(product.base + "/api/v1/events", timeout=5, json={
