@@ -57,3 +57,39 @@ def test_settings_save_on_change_and_show_saved(live_site):
     pref = saved_preferences(live_site.app, "prefs@example.com")
     assert (pref.sms_risk_violations, pref.phone, pref.timezone) == (
         True, "+14155550123", "Europe/Berlin")
+
+
+def test_the_types_that_insist_save_as_they_are_ticked_twice_over(live_site):
+    live_site.user("insist@example.com", PASSWORD)
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_context().new_page()
+        page.goto(live_site.url + "/auth/login")
+        page.fill("#email", "insist@example.com")
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard")
+        page.goto(live_site.url + "/settings/notifications/")
+        expect(page.locator("#insist-RISK_LIMIT_BREACHED")).to_be_checked()
+        def tick(box, on):
+            """Tick or untick one box and wait for its own "Saved" (the line is blanked first)."""
+            page.evaluate("document.querySelector('#status-insist_types').textContent = ''")
+            (page.check if on else page.uncheck)(f"#insist-{box}")
+            expect(page.locator("#status-insist_types")).to_have_text("Saved")
+            expect(page.locator("#status-insist_types")).to_have_count(1)
+            return saved_preferences(live_site.app, "insist@example.com").insist_types
+
+        for _ in range(2):  # the same moves twice without a reload
+            assert "PRICE_ALERT" in tick("PRICE_ALERT", True)
+            assert "PRICE_ALERT" not in tick("PRICE_ALERT", False)
+            assert "RISK_LIMIT_BREACHED" not in tick("RISK_LIMIT_BREACHED", False)
+            assert "RISK_LIMIT_BREACHED" in tick("RISK_LIMIT_BREACHED", True)
+        page.fill("#insist_every_min", "0")
+        page.press("#insist_every_min", "Tab")
+        expect(page.locator("#status-insist_every_min")).to_contain_text("between 1 and 1440")
+        page.fill("#insist_every_min", "2")
+        page.press("#insist_every_min", "Tab")
+        expect(page.locator("#status-insist_every_min")).to_have_text("Saved")
+        browser.close()
+    pref = saved_preferences(live_site.app, "insist@example.com")
+    assert pref.insist_every_min == 2 and "RISK_LIMIT_BREACHED" in pref.insist_types
