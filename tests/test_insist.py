@@ -10,6 +10,7 @@ import re
 from datetime import timedelta
 from urllib.parse import parse_qs
 
+import http_ece
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -385,3 +386,24 @@ def test_the_deliveries_page_tells_a_reminder_from_the_first_delivery(world):
     assert run_at(app, nid, 5) == 1
     page = client.get("/deliveries").get_data(as_text=True)
     assert page.count("Leverage 12x") == 2 and page.count("reminder 1") == 1
+
+
+def test_a_push_reminder_opens_the_acknowledgement_page_when_tapped(make_app, http_recorder):
+    device = http_recorder()
+    private, public = push.generate_vapid_keys()
+    app = make_app(PUSH_ALLOW_INSECURE_ENDPOINTS=True, VAPID_PRIVATE_KEY=private,
+                   VAPID_PUBLIC_KEY=public, PUBLIC_URL="http://bell.test")
+    uid = make_user(app, "bo@example.com", email_alerts=False)
+    key = ec.generate_private_key(ec.SECP256R1())
+    auth = os.urandom(16)
+    with app.app_context():
+        preferences.save_push_subscription(uid, {"endpoint": device.url + "/p", "keys": {
+            "p256dh": b64(key.public_key().public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)),
+            "auth": b64(auth)}}, "Firefox")
+    breach(app, uid)  # RISK_LIMIT_BREACHED insists by default
+    run_jobs(app)
+    [request] = device.wait_for(1)
+    payload = json.loads(http_ece.decrypt(request["body"], private_key=key, auth_secret=auth,
+                                          version="aes128gcm"))
+    assert payload["url"].startswith("http://bell.test/ack/")

@@ -31,7 +31,8 @@ def build(user, pref, notification):
     payload = {"id": str(notification["id"]), "type": notification["type"],
                "priority": notification.get("priority", "normal"),
                "title": notification["title"], "body": notification.get("message", ""),
-               "url": "/notifications"}
+               # one that insists opens its acknowledgement page when tapped
+               "url": notification.get("ack_url") or "/notifications"}
     return {"subscriptions": subs, "payload": json.dumps(payload)}
 
 
