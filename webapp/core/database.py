@@ -17,6 +17,7 @@ import sqlite3
 import sys
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 
@@ -128,3 +129,13 @@ class Cursor(sqlite3.Cursor):
 
     def executemany(self, sql, seq_of_parameters):
         return _off_loop(super().executemany, sql, seq_of_parameters)
+
+
+def insert_ignore(model, rows):
+    """Insert rows and commit, skipping any a unique key already holds: steps that may run
+    twice (a retried job, two racing runs) write once."""
+    if not rows:
+        return
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    db.session.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
+    db.session.commit()

@@ -10,10 +10,10 @@ from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp import clock
 from webapp.alerts import messages
+from webapp.core import database
 from webapp.core.breaker import Breaker
 from webapp.core.queues import enqueue
 from webapp.delivery import audit, channels, digest_email, outbox
@@ -43,11 +43,7 @@ def breaker(channel):
 
 def insert_ignore(rows):
     """Insert log rows, skipping any that exist: the unique key makes planning idempotent."""
-    if not rows:
-        return
-    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-    db.session.execute(dialect.insert(DeliveryLog).on_conflict_do_nothing(), rows)
-    db.session.commit()
+    database.insert_ignore(DeliveryLog, rows)
 
 
 def record_planned(planned):

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from webapp import clock
+from webapp.core import database
 from webapp.core.queues import enqueue
 from webapp.delivery import audit, dispatch
 from webapp.exceptions import NotFound
@@ -43,12 +43,6 @@ class NotInsisting(Exception):
     """The notification's type does not insist for its user: nothing to acknowledge."""
 
 
-def _insert_ignore(rows):
-    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-    db.session.execute(dialect.insert(Escalation).on_conflict_do_nothing(), rows)
-    db.session.commit()
-
-
 def _new_row(n, pref, **extra):
     created = clock.ms_to_sql(n["created_at"])
     every = max(int(pref.insist_every_min), 1) * 60
@@ -68,7 +62,7 @@ def start(notifications, recipients):
         if recipient is not None and n.get("type") in insisting_types(recipient.pref):
             rows.append(_new_row(n, recipient.pref))
     if rows:
-        _insert_ignore(rows)
+        database.insert_ignore(Escalation, rows)
 
 
 def due(now=None, limit=DEFAULT_LIMIT):
@@ -194,8 +188,8 @@ def ack(user_id, nid, by, now=None):
         if n.get("type") not in insisting_types(pref):
             raise NotInsisting(f"{n.get('type')} notifications do not ask to be acknowledged.")
         # the slow steps have not run yet: start() will find it already acknowledged
-        _insert_ignore([_new_row(n, pref, next_at=None, ended=ACKNOWLEDGED, acked_at=now,
-                                 acked_by=by[:200])])
+        database.insert_ignore(Escalation, [_new_row(
+            n, pref, next_at=None, ended=ACKNOWLEDGED, acked_at=now, acked_by=by[:200])])
         esc = _own(user_id, nid)
     db.session.execute(update(Escalation).where(
         Escalation.notification_id == esc.notification_id, Escalation.acked_at.is_(None))
