@@ -30,6 +30,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/sse_fanout.py
 	$(BIN)/python bench/reconnect.py
 	$(BIN)/python bench/db_lock.py
+	$(BIN)/python bench/hooks.py
 
 # A new migration after a model change: make migration m="what changed"
 migration: $(VENV)/.runtime
