@@ -57,6 +57,8 @@ BAD_TEMPLATES = {
     "a huge list": "{{ [symbol] * 100000 }}",
     "a nested repeat": "{{ [[note] * 1000] * 1000 }}",
     "a huge power": "{{ 9 ** 9999 }}",
+    "a huge rounding": "{{ target | round(-999999999) }}",  # 10**n: hours of CPU
+    "a huge ceiling": "{{ price | round(99999999, 'ceil') }}",
     "percent width": "{{ '%999999999d' % 1 }}",
     "format width": "{{ '{:>999999999}'.format(1) }}",
     "a padding method": "{{ note.ljust(999999999) }}",

@@ -57,6 +57,13 @@ def test_apprise_url_is_shown_only_in_apprises_private_form(client, key):
     assert body["types"] == ["PRICE_ALERT", "RISK_VIOLATION"]
 
 
+@pytest.mark.parametrize("url, hidden", [("ntfy://my-secret-topic", "secret"),
+                                         ("json://93.184.215.14/hooks/TOPSECRET", "TOPSECRET")])
+def test_a_topic_or_path_that_is_the_credential_is_not_shown(client, key, url, hidden):
+    body = post(client, {**TELEGRAM, "url": url}, key).get_json()
+    assert hidden not in body["url_masked"] and body["url_masked"].endswith("/…")
+
+
 def test_a_given_secret_is_kept_and_not_echoed(app, client, key):
     body = post(client, {**HOOK, "secret": "my-own-secret-1234567"}, key).get_json()
     assert "secret" not in body
@@ -129,7 +136,12 @@ def test_private_and_loopback_webhooks_are_refused_at_save(client, key, url):
 
 
 @pytest.mark.parametrize("url", ["json://127.0.0.1:9/x", "ntfy://localhost/topic",
-                                 "mailto://u:p@example.com?smtp=10.0.0.1"])
+                                 "mailto://u:p@example.com?smtp=10.0.0.1",
+                                 "json://[::1]:8080/v6", "ntfy://[::ffff:127.0.0.1]/t",
+                                 "json://[fe80::1%eth0]:80/x", "json://[fd00:ec2::254]/meta",
+                                 "json://[2002:7f00:1::]/6to4",
+                                 "fcm://proj/abcdef?keyfile=http://127.0.0.1:9/k.json",
+                                 "fcm://proj/abcdef?keyfile=/etc/passwd"])
 def test_apprise_urls_aimed_at_private_hosts_are_refused(client, key, url):
     response = post(client, {**TELEGRAM, "url": url}, key)
     assert response.status_code == 422 and "url" in response.get_json()["detail"]

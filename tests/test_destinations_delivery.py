@@ -4,8 +4,10 @@ loopback receivers: signed webhooks, Apprise's json:// and ntfy://, refusal, the
 import hashlib
 import hmac
 import json
+import threading
 import time
 from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -284,3 +286,36 @@ def test_the_deliveries_page_names_destinations_and_health_sums_them(make_app, h
     health = client.get("/api/v1/health").get_json()["deliveries"]
     assert health["destinations"]["counts"] == {"sent": 2}
     assert not [name for name in health if name.startswith("dest:")]
+
+
+class Redirecting(BaseHTTPRequestHandler):
+    """Answers every POST with a 307 to `self.server.target` (where a host could send us)."""
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(307)
+        self.send_header("Location", self.server.target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("kind, scheme", [("apprise", "json"), ("webhook", "http")])
+def test_a_redirect_is_never_followed(make_app, http_recorder, kind, scheme):
+    inside = http_recorder(status=200)  # stands for a private address behind a public one
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    server.target = inside.url + "/metadata"
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        app = make_app(**LOOPBACK, DELIVERY_MAX_ATTEMPTS=1)
+        uid = make_user(app, f"{kind}@example.com", email_alerts=False)
+        add(app, uid, kind=kind, url=f"{scheme}://127.0.0.1:{server.server_address[1]}/in")
+        nid = send(app, uid)
+        run_jobs(app)
+        [row] = rows(app, notification_id=nid)
+        assert row.status == "failed" and inside.requests == []
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -80,6 +80,7 @@ def test_another_users_hook_is_404_and_stays_live(client, auth, key):
     theirs = new_hook(client, auth.api_key("other@example.com"))
     assert api(client, "DELETE", f"/hooks/{theirs['id']}", key).status_code == 404
     assert api(client, "DELETE", "/hooks/99999", key).status_code == 404
+    assert api(client, "DELETE", "/hooks/99999999999999999999", key).status_code == 404
     assert api(client, "GET", "/hooks", key).json == []
     assert post(client, theirs, "still here").status_code == 202
     assert inbox(client, key) == []  # their hook's alert is theirs alone

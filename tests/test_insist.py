@@ -407,3 +407,17 @@ def test_a_push_reminder_opens_the_acknowledgement_page_when_tapped(make_app, ht
     payload = json.loads(http_ece.decrypt(request["body"], private_key=key, auth_secret=auth,
                                           version="aes128gcm"))
     assert payload["url"].startswith("http://bell.test/ack/")
+
+
+def test_a_type_that_never_goes_by_sms_climbs_no_sms_rung(world):
+    """SYSTEM_MAINTENANCE (a broadcast to everyone) insists here, but has no SMS toggle:
+    its reminders climb to push and the destination, never to a paid SMS."""
+    app, uid, receivers = world
+    with app.app_context():
+        nid = router.route({"user_id": uid, "type": "SYSTEM_MAINTENANCE",
+                            "title": "Maintenance at 02:00", "message": "30 minutes"})[0]
+    run_jobs(app)
+    # push and email (critical: always emailed), then the destination; no SMS at round 3
+    assert [run_at(app, nid, m) for m in (5, 10, 15, 20)] == [2, 3, 3, 3]
+    assert counts(receivers)["sms"] == 0
+    assert "sms" not in {channel for _, channel, _ in rounds(app, nid)}

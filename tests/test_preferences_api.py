@@ -53,6 +53,8 @@ def test_patch_saves_what_it_names_and_leaves_the_rest(client, key):
     ({"insist_types": "RISK_VIOLATION"}, "insist_types"),
     ({"insist_types": ["<script>alert(1)</script>"]}, "insist_types"),
     ({"insist_types": [1]}, "insist_types"),
+    ({"insist_types": [[1]]}, "insist_types"),
+    ({"insist_types": [{}]}, "insist_types"),
     ({"timezone": 5}, "timezone"),
     ({"timezone": "\ud800"}, "timezone"),
     ({"quiet_start": "25:00"}, "quiet_start"),

@@ -61,9 +61,22 @@ class MessageSandbox(SandboxedEnvironment):
         return {"*": operator.mul, "%": operator.mod}[op](left, right)
 
 
+MAX_PRECISION = 20  # round's digits either side: 10**n for a huge n would run for hours
+
+
+def _bounded_round(jinja_round):
+    def round_(value, precision=0, method="common"):
+        if not isinstance(precision, int) or abs(precision) > MAX_PRECISION:
+            raise SecurityError(f"round takes a precision from -{MAX_PRECISION} to "
+                                f"{MAX_PRECISION}")
+        return jinja_round(value, precision, method)
+    return round_
+
+
 def _environment():
     env = MessageSandbox(autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True)
     env.filters = {name: env.filters[name] for name in FILTERS}
+    env.filters["round"] = _bounded_round(env.filters["round"])
     env.globals = {}
     return env
 

@@ -10,10 +10,19 @@ import socket
 from flask import current_app
 
 
+def bare(host):
+    """A host as the resolver takes it: `[::1]` (a URL's IPv6 form) without its brackets and
+    any `%zone`, lower case, no trailing dot."""
+    name = str(host or "").strip().lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1].split("%", 1)[0]
+    return name.rstrip(".")
+
+
 def resolve(host, port):
     """The addresses `host` resolves to; [] if it does not resolve."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(bare(host), port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError, ValueError):
         return []
     return list(dict.fromkeys(info[4][0] for info in infos))
@@ -21,8 +30,8 @@ def resolve(host, port):
 
 def is_public(address):
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address) and (ip.ipv4_mapped or ip.sixtofour):
+        ip = ip.ipv4_mapped or ip.sixtofour  # an IPv4 address inside: judge that one
     return ip.is_global and not ip.is_multicast
 
 
@@ -30,7 +39,7 @@ def refusal(host, port=None, addresses=None):
     """Why `host` may not be reached (a sentence), or None when it may."""
     if current_app.config.get("DESTINATIONS_ALLOW_PRIVATE"):
         return None
-    name = (host or "").rstrip(".").lower()
+    name = bare(host)
     if name == "localhost" or name.endswith(".localhost"):
         return f"{host} is this machine: private and loopback addresses are refused"
     for address in addresses if addresses is not None else resolve(name, port):

@@ -92,8 +92,8 @@ def problems(body):
             "Market feed disconnected{}: prices may be stale and alerts cannot fire until it "
             "reconnects, which it does by itself.").format(_since(body.get("last_tick"))))
     if "worker" in body["missing"]:
-        found.append("Deliveries (email, SMS, push, your destinations) are paused: no "
-                     "background worker is running. They are kept and go out when it is back.")
+        found.append("Email, SMS, push and destination deliveries are paused: no background "
+                     "worker is running. They are kept and go out when it is back.")
     if "scheduler" in body["missing"]:
         found.append("Scheduled work (digests, clean-up, the feed watchdog) is paused.")
     return found

@@ -114,10 +114,18 @@ def flag(field, value):
 def masked(kind_, value):
     """What is shown of a URL: Apprise's own private form, or a webhook's scheme and host."""
     if kind_ == "apprise":
-        # Its query holds only options (every default spelled out): the path says enough.
-        text = apprise_plugin(value).url(privacy=True).partition("?")[0]
-        return text if len(text) <= MASK_MAX else text[:MASK_MAX - 1] + "…"
+        return _masked_apprise(apprise_plugin(value).url(privacy=True))
     parts = urlsplit(value)
     host = parts.netloc.rpartition("@")[2]
     tail = "/…" if parts.path.strip("/") or parts.query else "/"
     return f"{parts.scheme}://{host}{tail}"[:MASK_MAX]
+
+
+def _masked_apprise(private_url):
+    """Apprise's private form hides passwords and the tokens it knows, but not a path (a
+    json:// hook's secret) or an ntfy topic in the host's place: keep the scheme and a
+    server's name (or Apprise's own mask of a token); of anything else, two characters."""
+    scheme, _, rest = private_url.partition("?")[0].partition("://")
+    host = rest.split("/", 1)[0].rpartition("@")[2]
+    shown = host if "." in host or ":" in host else host[:2] + "…"  # "1...C": Apprise's mask
+    return f"{scheme}://{shown}/…"[:MASK_MAX]

@@ -46,6 +46,7 @@ def add():
     try:
         dest, secret = destinations.create(current_user.id, values)
     except InvalidInput as exc:
+        values.pop("secret")  # a password field is never filled back in
         return _render(422, errors=exc.errors, values=values)
     return _render(notice=("success", f"Added {dest.name}."),
                    new_secret=(dest.name, secret) if secret else None)

@@ -19,7 +19,7 @@ from webapp.accounts import throttle
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import db, get_redis
 from webapp.hooks import body as hook_body
-from webapp.models import HookToken
+from webapp.models import MAX_ID, HookToken
 from webapp.notify import router
 
 TOKEN_PREFIX = "tbh_"
@@ -80,7 +80,7 @@ def live_hooks(user_id):
 
 def revoke(user_id, hook_id):
     """Revoke one of the user's live hooks; NotFound for a missing, revoked or another's."""
-    hook = db.session.get(HookToken, hook_id)
+    hook = db.session.get(HookToken, hook_id) if 1 <= hook_id <= MAX_ID else None
     if hook is None or hook.user_id != user_id or hook.revoked_at is not None:
         raise NotFound(hook_id)
     hook.revoked_at = clock.utcnow()

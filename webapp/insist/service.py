@@ -157,8 +157,9 @@ def ladder(esc, pref, k):
         channels += [d.channel for d in db.session.scalars(select(Destination).where(
             Destination.user_id == esc.user_id, Destination.enabled, Destination.escalate)
             .order_by(Destination.id))]
-    if k >= SMS_FROM and pref.phone:
-        channels.append("sms")
+    kind = notification_types.get(esc.type)
+    if k >= SMS_FROM and pref.phone and kind is not None and kind.sms_toggle:
+        channels.append("sms")  # only types that may go by SMS: a broadcast never pays for one
     return list(dict.fromkeys(channels))
 
 

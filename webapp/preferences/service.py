@@ -78,7 +78,7 @@ def _clean_types(values):
     """A list of notification type names (checkboxes), each one known; None: the default."""
     if values is None:
         return None
-    if isinstance(values, str) or not isinstance(values, list | tuple):
+    if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
         raise ValueError("Send a list of notification types.")
     unknown = [v for v in values if v not in notification_types.TYPES]
     if unknown:

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 import time
 import warnings
 from urllib.parse import urlsplit
@@ -144,13 +145,32 @@ def notify_apprise(config, message):
     if refused:
         raise DeliveryRejected(refused)
     plugin.socket_connect_timeout = plugin.socket_read_timeout = config["DELIVERY_TIMEOUT"]
-    with apprise.LogCapture(level=logging.WARNING) as captured:
+    plugin.redirects = False  # a public host must not send us on to a private one
+    said = OwnLines()
+    apprise_log = logging.getLogger("apprise")
+    apprise_log.addHandler(said)
+    try:
         sent = plugin.notify(title=message["title"], body=message["body"],
                              body_format=apprise.NotifyFormat.TEXT)
+    finally:
+        apprise_log.removeHandler(said)
     if not sent:
-        said = " ".join(captured.getvalue().split())[-500:]
-        raise ConnectionError(said or f"{plugin.service_name} did not take the message")
+        text = " ".join(" ".join(said.lines).split())[-500:]
+        raise ConnectionError(text or f"{plugin.service_name} did not take the message")
     return plugin.service_name
+
+
+class OwnLines(logging.Handler):
+    """Apprise's warnings from this thread (greenlet, under gevent) only: two sends at once
+    in one web process must not show each other's errors."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.ident, self.lines = threading.get_ident(), []
+
+    def emit(self, record):
+        if record.thread == self.ident:
+            self.lines.append(record.getMessage())
 
 
 def apprise_plugin(url):
@@ -166,8 +186,12 @@ def apprise_refusal(plugin):
     """Why an Apprise plugin may not be reached, or None. Only plugins aimed at a host the
     user names are checked (a Telegram URL's "host" is its bot token); an e-mail URL names
     its SMTP server apart (?smtp=), so that is checked too."""
+    if any(isinstance(value, apprise.AppriseAttachment) and len(value)
+           for value in vars(plugin).values()):  # an empty one is a plugin's unused slot
+        return "Apprise URLs that load a file or another URL (keyfile=...) are not accepted"
     hosts = []
-    if any("{host}" in template for template in plugin.templates):
+    cloud = getattr(plugin, "mode", None) == "cloud"  # ntfy's own server: "host" is a topic
+    if not cloud and any("{host}" in template for template in plugin.templates):
         hosts.append((plugin.host, plugin.port))
     if getattr(plugin, "smtp_host", None):
         hosts.append((plugin.smtp_host, plugin.port))
