@@ -19,7 +19,7 @@ PG_URL = os.environ.get("TEST_DATABASE_URL")
 # tests start inherit it.
 os.environ["BINANCE_API_URL"] = ""
 # loopback SMTP/HTTP servers for the notification hub; the browser journeys' live site
-pytest_plugins = ["tests.hub", "tests.live_server"]
+pytest_plugins = ["tests.hub", "tests.live_server", "tests.cluster"]
 
 
 @pytest.fixture(scope="session")
