@@ -44,7 +44,7 @@ def load(r, n, rng):
         p = base_price(symbol)
         cond = "above" if i % 2 else "below"
         target = p * rng.uniform(1.01, 2.0) if cond == "above" else p * rng.uniform(0.5, 0.99)
-        pipe.hset(keys.ALERTS, i, pack_row({
+        pipe.hset(keys.alerts(symbol), i, pack_row({
             "user_id": i % 5000, "symbol": symbol, "condition": cond, "target": fmt_num(target),
             "mode": "once", "rearm": fmt_num(target), "expires_at": 0, "note": ""}))
         sets.setdefault(idx_key(symbol, cond), {})[i] = target
@@ -110,6 +110,7 @@ def naive_run(r, ticks, rng):
         hits = []
         for key, members in zip(keys, pipe.execute(), strict=True):
             _, _, sym, cond = key.split(":")
+            sym = sym.strip("{}")
             for alert_id, target in members:
                 if sym == symbol and (price >= target if cond == "above" else price <= target):
                     hits.append(alert_id)
@@ -138,7 +139,7 @@ def storm(r, n):
     r.flushall()
     pipe = r.pipeline(transaction=False)
     for i in range(1, n + 1):
-        pipe.hset(keys.ALERTS, i, pack_row({
+        pipe.hset(keys.alerts("BTCUSDT"), i, pack_row({
             "user_id": i % 1000, "symbol": "BTCUSDT", "condition": "above",
             "target": i, "mode": "once", "rearm": i - 0.5, "expires_at": 0, "note": ""}))
         if i % LOAD_CHUNK == 0:
@@ -231,7 +232,7 @@ def load_mix(r, alerts):
     pipe = r.pipeline(transaction=False)
     sets, counts, uses = {}, {}, {}
     for n, a in enumerate(alerts, start=1):
-        pipe.hset(keys.ALERTS, a.id, pack_row({
+        pipe.hset(keys.alerts(a.symbol), a.id, pack_row({
             "user_id": a.user_id, "symbol": a.symbol, "condition": a.condition,
             "target": fmt_num(a.target), "mode": a.mode,
             "rearm": fmt_num(alert_index.rearm_threshold(a)), "expires_at": 0,

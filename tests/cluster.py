@@ -1,8 +1,10 @@
 """A real Redis Cluster on loopback (six redis-server processes) for the cluster tests."""
 
 import pytest
+from redis.cluster import ClusterNode, RedisCluster
 
 from devtools import rediscluster
+from webapp.extensions import data_redis
 
 
 def start_or_skip(base_dir):
@@ -27,3 +29,29 @@ def doomed_cluster(tmp_path):
     cluster = start_or_skip(tmp_path / "cluster")
     yield cluster
     cluster.stop()
+
+
+def nodes_setting(cluster):
+    """The cluster as REDIS_CLUSTER_NODES names it: host:port,host:port,..."""
+    return ",".join(cluster.nodes)
+
+
+def connect(cluster, **options):
+    """A plain client of the cluster."""
+    startup = [ClusterNode(*node.split(":")) for node in cluster.nodes]
+    return RedisCluster(startup_nodes=startup, decode_responses=True, **options)
+
+
+def data_plane(cluster, **options):
+    """The client the app makes for the cluster (webapp.extensions.data_redis)."""
+    nodes = [(host, int(port)) for host, port in (n.split(":") for n in cluster.nodes)]
+    return data_redis({"REDIS_CLUSTER_NODES": nodes}, **options)
+
+
+@pytest.fixture
+def rc(redis_cluster):
+    """The app's client of the session's cluster, emptied first."""
+    client = data_plane(redis_cluster)
+    client.flushall()
+    yield client
+    client.close()

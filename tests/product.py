@@ -15,10 +15,10 @@ import redis
 import requests
 
 from devtools import redisd
-from webapp import create_app
+from webapp import create_app, keys
 from webapp.accounts import service as accounts
 from webapp.alerts import index as alert_index
-from webapp.extensions import db
+from webapp.extensions import data_redis, db
 from webapp.models import Alert
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,10 +42,15 @@ def until(predicate, timeout, every=0.05):
 class Product:
     """`python -m devtools.launch` (what `make run` starts) against a loopback feed."""
 
-    def __init__(self, tmp, feed, env=None):
+    def __init__(self, tmp, feed, env=None, cluster=None):
+        """`cluster`: a devtools.rediscluster.Cluster for the data plane (REDIS_CLUSTER_NODES)."""
         self.tmp, self.feed, self.port = tmp, feed, redisd.free_port()
         self.env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
         self.env.update(**(env or {}))
+        nodes = cluster.nodes if cluster else []
+        self.nodes = [(host, int(port)) for host, port in (n.split(":") for n in nodes)]
+        if nodes:
+            self.env["REDIS_CLUSTER_NODES"] = ",".join(nodes)
         self.env.update(PORT=str(self.port), INSTANCE_PATH=str(tmp), FLASK_APP="wsgi.py",
                         DATABASE_URL=f"sqlite:///{tmp / 'tb.db'}", BINANCE_WS_URL=feed.url)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -59,9 +64,10 @@ class Product:
                                          cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         url = until(lambda: (self.tmp / "redis.url").read_text().strip(), 30)
         assert url, "no private Redis address under the instance folder"
-        self.redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=2)
         self.app = create_app({"TESTING": True, "REDIS_URL": url, "INSTANCE_PATH": str(self.tmp),
-                               "SQLALCHEMY_DATABASE_URI": self.env["DATABASE_URL"]})
+                               "SQLALCHEMY_DATABASE_URI": self.env["DATABASE_URL"],
+                               "REDIS_CLUSTER_NODES": self.nodes})
+        self.redis = data_redis(self.app.config, socket_timeout=2)  # the data plane
         with self.app.app_context():
             self.uid = accounts.create_user("drill@example.com", "correct horse").id
         assert self.wait_healthy(60), self.output()
@@ -100,7 +106,7 @@ class Product:
 
     def notified(self):
         """How many notifications each alert has in the user's inbox."""
-        entries = self.redis.xrange(f"tb:replay:{self.uid}")
+        entries = self.redis.xrange(keys.replay(self.uid))
         return Counter(json.loads(fields["data"]).get("alert_id") for _, fields in entries)
 
     def wait_fired(self, ids, timeout=30):

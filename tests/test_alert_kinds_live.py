@@ -212,7 +212,7 @@ def test_each_kind_fires_once_per_qualifying_move(r, feed, listen, create, user,
     cooldown_ms = extra.get("cooldown_s", 0) * 1000
     assert got == {k: expected(k, mode, times, cooldown_ms, expires_at) for k in KINDS}
     if scenario in ("once", "expiry"):  # gone from the index, as it fired or expired
-        assert not any(r.hexists(keys.ALERTS, alert_id) for alert_id in ids)
+        assert not any(r.hexists(keys.alerts("BTCUSDT"), alert_id) for alert_id in ids)
 
 
 def test_the_model_of_what_fires_counts_cooldowns_and_expiry():
@@ -296,7 +296,7 @@ def test_a_thousand_alerts_of_every_kind_on_one_symbol_each_fire_once(r, feed, l
     market.volume("BTCUSDT", 1500, wait=False)
     market.volume("BTCUSDT", 5000)
     assert Counter(a for a, _ in fired(r, user)) == Counter(made)
-    assert r.hlen(keys.ALERTS) == 0 and r.hgetall(keys.kinds_in_use("BTCUSDT")) == {}
+    assert r.hlen(keys.alerts("BTCUSDT")) == 0 and r.hgetall(keys.kinds_in_use("BTCUSDT")) == {}
 
 
 # -- two listeners, edits while ticks flow: the live path against a reference -------------
@@ -343,7 +343,7 @@ def reference(app, redis_url, market):
         for alert in sql_alerts(app):
             alert_index.index(alert, ref)
         market.replay(Matcher(ref))
-        users = {int(k.removeprefix(keys.REPLAY_PREFIX)) for k in ref.scan_iter("tb:replay:*")}
+        users = {int(keys.tagged_id(k, keys.REPLAY_PREFIX)) for k in ref.scan_iter("tb:replay:*")}
         return Counter(pair for uid in users for pair in fired(ref, uid))
     finally:
         ref.close()

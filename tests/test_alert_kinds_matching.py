@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from webapp import keys
 from webapp.alerts import index as alert_index
 from webapp.models import Alert
 from worker.matcher import Matcher
@@ -46,7 +47,7 @@ class Feed:
 
     def stored(self, nid):
         eid, uid = nid.rsplit("-", 1)
-        [(_, fields)] = self.r.xrange(f"tb:replay:{uid}", eid, eid)
+        [(_, fields)] = self.r.xrange(keys.replay(uid), eid, eid)
         return json.loads(fields["data"])
 
 
@@ -224,11 +225,11 @@ def test_an_expired_alert_of_any_kind_leaves_instead_of_firing(r):
     for kind, extra in [("crossing_up", {}), ("pct_up", {"window_s": 60}),
                         ("channel_exit", {"high": 110})]:
         alert = arm(r, kind, 100 if kind != "pct_up" else 1, **extra)
-        row = alert_index.unpack_row(r.hget("tb:alerts", alert.id))
-        r.hset("tb:alerts", alert.id, alert_index.pack_row(row | {"expires_at": T0 + 1}))
+        row = alert_index.unpack_row(r.hget(keys.alerts("BTCUSDT"), alert.id))
+        r.hset(keys.alerts("BTCUSDT"), alert.id, alert_index.pack_row(row | {"expires_at": T0 + 1}))
     assert fires(feed(99, 105, 120)) == [0, 0, 0]  # each leaves when it would have acted
-    assert r.hlen("tb:alerts") == 0 and r.hget("tb:symbols", "BTCUSDT") is None
-    assert r.hgetall("tb:inuse:BTCUSDT") == {}
+    assert r.hlen(keys.alerts("BTCUSDT")) == 0 and r.hget("tb:symbols", "BTCUSDT") is None
+    assert r.hgetall(keys.kinds_in_use("BTCUSDT")) == {}
 
 
 def test_an_edit_that_keeps_what_the_alert_watches_keeps_its_phase(r):
@@ -281,14 +282,14 @@ def test_a_thousand_alerts_of_mixed_kinds_each_fire_exactly_once(r):
     result = feed(*[99 + k * 0.5 for k in range(1, 80)])  # a climb to 138.5
     fired = [alert_id for tick in result for alert_id, _ in tick]
     assert len(fired) == len(set(fired)) == 1000
-    assert r.hlen("tb:alerts") == 0
+    assert r.hlen(keys.alerts("BTCUSDT")) == 0
 
 
 def test_an_indexed_id_without_its_row_does_not_stop_the_others_from_firing(r):
     feed = Feed(r)
     alerts = [arm(r, "above", 100), arm(r, "crossing_up", 100), arm(r, "above", 101)]
     feed(99)
-    r.zadd("tb:idx:BTCUSDT:above", {"999999": 99.5})  # stale members, first by score
-    r.zadd("tb:idx:BTCUSDT:xup", {"999998": 99.5})
+    r.zadd(keys.index("BTCUSDT", "above"), {"999999": 99.5})  # stale members, first by score
+    r.zadd(keys.index("BTCUSDT", "xup"), {"999998": 99.5})
     fired = [alert_id for tick in feed(102) for alert_id, _ in tick]
     assert sorted(fired) == sorted(str(a.id) for a in alerts)

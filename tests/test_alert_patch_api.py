@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from tests.conftest import csrf_token
+from webapp import keys
 from webapp.extensions import db, get_redis
 from webapp.models import Alert, utcnow
 
@@ -77,7 +78,7 @@ def test_a_new_price_moves_the_alert_in_the_index(client, key, app):
     alert = create(client, key, ABOVE)
     patch(client, key, alert["id"], {"price": 70000})
     with app.app_context():
-        assert get_redis().zscore("tb:idx:BTCUSDT:above", alert["id"]) == 70000
+        assert get_redis().zscore(keys.index("BTCUSDT", "above"), alert["id"]) == 70000
 
 
 def test_an_empty_patch_changes_nothing(client, key):

@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from tests.conftest import csrf_token
+from webapp import keys
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
 from webapp.exceptions import InvalidInput, NotFound
@@ -40,9 +41,9 @@ def now_ms():
 
 def index_state(r):
     """Every index key with its members and scores, to compare two indexes."""
-    keys = sorted(r.scan_iter("tb:idx:*")) + sorted(r.scan_iter("tb:rearm:*"))
-    state = {k: r.zrange(k, 0, -1, withscores=True) for k in keys}
-    state["alerts"] = r.hgetall("tb:alerts")
+    names = sorted(r.scan_iter("tb:idx:*")) + sorted(r.scan_iter("tb:rearm:*"))
+    state = {k: r.zrange(k, 0, -1, withscores=True) for k in names}
+    state["alerts"] = {k: r.hgetall(k) for k in r.scan_iter("tb:alerts:{*")}
     state["symbols"] = r.hgetall("tb:symbols")
     return state
 
@@ -51,8 +52,8 @@ def index_state(r):
 def test_create_writes_sql_and_index(ctx, uid):
     alert = make(uid, mode="recurring", buffer="1%", note="hi")
     r = get_redis()
-    assert r.zscore("tb:idx:BTCUSDT:above", alert.id) == 100
-    row = alert_index.unpack_row(r.hget("tb:alerts", alert.id))
+    assert r.zscore(keys.index("BTCUSDT", "above"), alert.id) == 100
+    row = alert_index.unpack_row(r.hget(keys.alerts("BTCUSDT"), alert.id))
     assert row["rearm"] == "99" and row["note"] == "hi" and row["symbol"] == "BTCUSDT"
     assert alert_index.symbols() == {"BTCUSDT": 1}
     assert db.session.get(Alert, alert.id).buffer_is_pct
@@ -64,7 +65,7 @@ def test_pause_resume_delete_keep_index_and_refcount(ctx, uid):
     assert alert_index.symbols() == {"BTCUSDT": 2}
     alerts.set_active(uid, a.id, False)
     assert alert_index.symbols() == {"BTCUSDT": 1}
-    assert get_redis().zscore("tb:idx:BTCUSDT:above", a.id) is None
+    assert get_redis().zscore(keys.index("BTCUSDT", "above"), a.id) is None
     alerts.set_active(uid, a.id, False)  # twice is harmless
     alerts.set_active(uid, a.id, True)
     assert alert_index.symbols() == {"BTCUSDT": 2}
@@ -135,7 +136,7 @@ def test_rebuild_keeps_a_fired_recurring_alert_waiting(ctx, uid):
     slowpath.drain("test")  # records last_fired_price, which a wiped Redis falls back on
     get_redis().flushall()
     alert_index.rebuild()
-    assert get_redis().zscore("tb:rearm:BTCUSDT:above", alert.id) == 99.5
+    assert get_redis().zscore(keys.rearm("BTCUSDT", "above"), alert.id) == 99.5
     assert matcher.on_price("BTCUSDT", 101, now_ms()) == []
     assert matcher.on_price("BTCUSDT", 99, now_ms()) == []
     assert len(matcher.on_price("BTCUSDT", 100, now_ms())) == 1
@@ -149,12 +150,13 @@ def test_a_fired_one_shot_is_not_rearmed_by_a_rebuild_before_the_slow_path(ctx, 
     assert alert_index.rebuild() == 1  # SQL still says active: the fired marker wins
     assert matcher.on_price("BTCUSDT", 101, now_ms()) == []
     assert alert_index.symbols() == {"BTCUSDT": 1}
-    assert r.hexists("tb:alerts:fired", fired.id)
+    assert r.hexists(keys.alerts_fired("BTCUSDT"), fired.id)
     assert slowpath.drain("test") == 1
-    assert not r.hexists("tb:alerts", fired.id) and r.hexists("tb:alerts", armed.id)
-    assert not r.exists("tb:alerts:fired") and alert_index.symbols() == {"BTCUSDT": 1}
+    assert not r.hexists(keys.alerts("BTCUSDT"), fired.id)
+    assert r.hexists(keys.alerts("BTCUSDT"), armed.id)
+    assert not r.exists(keys.alerts_fired("BTCUSDT")) and alert_index.symbols() == {"BTCUSDT": 1}
     assert alert_index.rebuild() == 1
-    assert r.zrange("tb:idx:BTCUSDT:above", 0, -1) == [str(armed.id)]
+    assert r.zrange(keys.index("BTCUSDT", "above"), 0, -1) == [str(armed.id)]
     assert alert_index.symbols() == {"BTCUSDT": 1}
 
 
@@ -163,7 +165,7 @@ def test_a_one_shot_deleted_before_the_slow_path_leaves_nothing_behind(ctx, uid)
     Matcher(get_redis()).on_price("BTCUSDT", 100, now_ms())
     alerts.delete_alert(uid, alert.id)
     assert slowpath.drain("test") == 1
-    assert not get_redis().exists("tb:alerts:fired") and alert_index.symbols() == {}
+    assert not get_redis().exists(keys.alerts_fired("BTCUSDT")) and alert_index.symbols() == {}
 
 
 def test_a_one_shot_paused_and_resumed_after_firing_is_armed_by_a_rebuild(ctx, uid):
@@ -172,7 +174,7 @@ def test_a_one_shot_paused_and_resumed_after_firing_is_armed_by_a_rebuild(ctx, u
     alerts.set_active(uid, alert.id, False)
     alerts.set_active(uid, alert.id, True)  # SQL's word replaces the matcher's mark
     assert alert_index.rebuild() == 1
-    assert get_redis().zscore("tb:idx:BTCUSDT:above", alert.id) == 100
+    assert get_redis().zscore(keys.index("BTCUSDT", "above"), alert.id) == 100
 
 
 def test_flushall_after_a_fire_rebuilds_without_the_fired_one_shot(ctx, uid):
@@ -182,7 +184,7 @@ def test_flushall_after_a_fire_rebuilds_without_the_fired_one_shot(ctx, uid):
     slowpath.drain("test")
     get_redis().flushall()
     assert alert_index.rebuild() == 1
-    assert get_redis().zrange("tb:idx:BTCUSDT:above", 0, -1) == [str(armed.id)]
+    assert get_redis().zrange(keys.index("BTCUSDT", "above"), 0, -1) == [str(armed.id)]
     assert alert_index.symbols() == {"BTCUSDT": 1}
     assert len(Matcher(get_redis()).on_price("BTCUSDT", 200, now_ms())) == 1
 
@@ -210,7 +212,8 @@ def test_rebuild_while_ticks_fire_keeps_the_index_consistent(ctx, uid, redis_url
     highs = fired.pop()
     assert len(fired) == highs  # every 99 -> 101 swing fired exactly once
     r = get_redis()
-    members = [r.zscore(k, alert.id) for k in ("tb:idx:BTCUSDT:above", "tb:rearm:BTCUSDT:above")]
+    sets = (keys.index("BTCUSDT", "above"), keys.rearm("BTCUSDT", "above"))
+    members = [r.zscore(k, alert.id) for k in sets]
     assert sum(m is not None for m in members) == 1
     assert alert_index.symbols() == {"BTCUSDT": 1}
 
@@ -218,14 +221,14 @@ def test_rebuild_while_ticks_fire_keeps_the_index_consistent(ctx, uid, redis_url
 def test_rebuild_drops_stale_entries(ctx, uid):
     alert = make(uid)
     r = get_redis()
-    r.zadd("tb:idx:BTCUSDT:above", {"999": 1})
-    r.hset("tb:alerts", "999", alert_index.pack_row({
+    r.zadd(keys.index("BTCUSDT", "above"), {"999": 1})
+    r.hset(keys.alerts("BTCUSDT"), "999", alert_index.pack_row({
         "user_id": uid, "symbol": "BTCUSDT", "condition": "above", "target": 1, "mode": "once",
         "rearm": 1, "expires_at": 0, "note": ""}))
     r.hset("tb:symbols", "BTCUSDT", 5)
     alert_index.rebuild()
-    assert r.zrange("tb:idx:BTCUSDT:above", 0, -1) == [str(alert.id)]
-    assert r.hkeys("tb:alerts") == [str(alert.id)]
+    assert r.zrange(keys.index("BTCUSDT", "above"), 0, -1) == [str(alert.id)]
+    assert r.hkeys(keys.alerts("BTCUSDT")) == [str(alert.id)]
     assert alert_index.symbols() == {"BTCUSDT": 1}
 
 
@@ -240,15 +243,15 @@ def test_slow_path_marks_one_shot_inactive_and_records_fires(ctx, uid):
     assert not once.active and once.last_fired_price == 100.5
     assert recurring.active and recurring.last_fired_at is not None
     assert alerts.status(once) == "fired"
-    assert get_redis().xlen("tb:fired") == 0 and slowpath.drain("test") == 0
-    assert 0 < get_redis().pttl(f"tb:replay:{uid}") <= inbox.DEFAULT_TTL_MS
+    assert get_redis().xlen(keys.FIRED) == 0 and slowpath.drain("test") == 0
+    assert 0 < get_redis().pttl(keys.replay(uid)) <= inbox.DEFAULT_TTL_MS
 
 
 def test_slow_path_reclaims_entries_a_dead_consumer_left(ctx, uid):
     alert = make(uid)
     Matcher(get_redis()).on_price("BTCUSDT", 100, now_ms())
     slowpath.ensure_group(get_redis())
-    get_redis().xreadgroup("slow", "dead", {"tb:fired": ">"}, count=10)  # read, never acked
+    get_redis().xreadgroup("slow", "dead", {keys.FIRED: ">"}, count=10)  # read, never acked
     assert slowpath.drain("alive") == 0
     assert slowpath.reclaim("alive", min_idle_ms=0) == 1
     db.session.expire_all()
@@ -259,13 +262,13 @@ def test_slow_path_reclaims_entries_a_dead_consumer_left(ctx, uid):
 def test_slow_path_parks_an_entry_that_keeps_failing(ctx):
     r = get_redis()
     slowpath.ensure_group(r)
-    r.xadd("tb:fired", {"type": "PRICE_ALERT", "price": "1", "ts": "1", "items": "1:x:1:once"})
+    r.xadd(keys.FIRED, {"type": "PRICE_ALERT", "price": "1", "ts": "1", "items": "1:x:1:once"})
     assert slowpath.drain("c") == 0  # malformed: it fails and stays pending
     for _ in range(slowpath.MAX_DELIVERIES - 1):
         assert slowpath.reclaim("c", min_idle_ms=0) == 0
     assert slowpath.bury_poison() == 1
-    assert r.xlen("tb:fired") == 0 and r.xlen("tb:fired:dead") == 1
-    assert r.xpending("tb:fired", "slow")["pending"] == 0
+    assert r.xlen(keys.FIRED) == 0 and r.xlen(keys.FIRED_DEAD) == 1
+    assert r.xpending(keys.FIRED, "slow")["pending"] == 0
 
 
 def test_safety_net_drains_and_expires(ctx, uid):
@@ -291,7 +294,8 @@ def test_cli_reindex_settles_the_slow_path_first(ctx, runner, uid):
     assert "settled 1" in result.output
     db.session.expire_all()
     assert not db.session.get(Alert, alert.id).active
-    assert get_redis().xlen("tb:fired") == 0 and not get_redis().exists("tb:alerts:fired")
+    r = get_redis()
+    assert r.xlen(keys.FIRED) == 0 and not r.exists(keys.alerts_fired("BTCUSDT"))
 
 
 # --- the page ----------------------------------------------------------------------------
@@ -315,7 +319,7 @@ def logged_in(auth, uid):
 def test_page_lists_alerts_with_last_price(client, logged_in, app):
     with app.app_context():
         make(logged_in)
-        get_redis().hset("tb:price:BTCUSDT", "price", "98765.4")
+        get_redis().hset(keys.price("BTCUSDT"), "price", "98765.4")
     page = client.get("/alerts/").get_data(as_text=True)
     assert "BTCUSDT" in page and "98765.4" in page
     assert "fires on the next tick" in page

@@ -6,6 +6,7 @@ import pytest
 
 from devtools import redisd
 from tests.conftest import csrf_token
+from webapp import keys
 from webapp.alerts import service as alerts
 from webapp.extensions import db
 from webapp.models import Alert
@@ -45,7 +46,7 @@ def test_create_arms_the_index(client, key, app):
     with app.app_context():
         from webapp.extensions import get_redis
 
-        assert get_redis().zscore("tb:idx:ETHUSDT:above", alert["id"]) == 65000
+        assert get_redis().zscore(keys.index("ETHUSDT", "above"), alert["id"]) == 65000
 
 
 @pytest.mark.both_databases

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.hub import make_user, run_jobs
+from webapp import keys
 from webapp.extensions import db, get_redis
 from webapp.inbox import service as inbox
 from webapp.models import CriticalNotification
@@ -65,11 +66,11 @@ def test_cleanup_drops_expired_inbox_entries_and_their_read_marks(app):
     old = int((datetime.now(UTC) - timedelta(days=8)).timestamp() * 1000)
     with app.app_context():
         r = get_redis()
-        r.xadd(f"tb:replay:{uid}", {"event": "notification", "data": "{}"}, id=f"{old}-0")
-        r.zadd(f"tb:read:{uid}", {f"{old}-0": old})
-        r.xadd(f"tb:replay:{uid}", {"event": "notification", "data": "{}"})
+        r.xadd(keys.replay(uid), {"event": "notification", "data": "{}"}, id=f"{old}-0")
+        r.zadd(keys.read(uid), {f"{old}-0": old})
+        r.xadd(keys.replay(uid), {"event": "notification", "data": "{}"})
         assert jobs.cleanup()["redis_entries"] == 1
-        assert r.xlen(f"tb:replay:{uid}") == 1 and not r.exists(f"tb:read:{uid}")
+        assert r.xlen(keys.replay(uid)) == 1 and not r.exists(keys.read(uid))
         assert inbox.unread_count(uid) == 1
 
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from tests.live_server import skip_without_chromium
-from webapp import clock
+from webapp import clock, keys
 from webapp.alerts import service as alerts
 from webapp.inbox import service as inbox
 from webapp.market import price_history
@@ -53,7 +53,7 @@ def _change(price):
 def _tick(site, price, ts):
     """A price as the matcher's script publishes it (worker/match.lua): the trade's text."""
     with redis.Redis.from_url(site.app.config["REDIS_URL"]) as r:
-        r.publish(f"tb:ticks:{SYMBOL}", f'{{"symbol":"{SYMBOL}","price":{price},"ts":{ts}}}')
+        r.publish(keys.ticks_channel(SYMBOL), f'{{"symbol":"{SYMBOL}","price":{price},"ts":{ts}}}')
 
 
 def _arrives(page, site, uid, ntype, title):

@@ -7,6 +7,7 @@ import pytest
 from rq_scheduler import Scheduler
 
 from tests.hub import make_user, run_jobs
+from webapp import keys
 from webapp.core.queues import rq_connection
 from webapp.delivery import digests
 from webapp.extensions import db, get_redis
@@ -121,7 +122,7 @@ def test_price_samples_come_from_the_listeners_last_prices(app):
     with app.app_context():
         r = get_redis()
         r.hset("tb:symbols", mapping={"BTCUSDT": 1, "ETHUSDT": 1})
-        r.hset("tb:price:BTCUSDT", mapping={"price": "65000.5", "ts": "1900000000000"})
+        r.hset(keys.price("BTCUSDT"), mapping={"price": "65000.5", "ts": "1900000000000"})
         assert price_history.sample(now_ms=1_900_000_000_500) == 1  # ETH has no trade yet
         assert price_history.price_at("BTCUSDT", 1_900_000_100_000) == 65000.5
 

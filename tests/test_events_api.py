@@ -6,6 +6,7 @@ import pytest
 
 from tests.conftest import csrf_token
 from tests.hub import make_user, run_jobs
+from webapp import keys
 from webapp.extensions import db, get_redis
 from webapp.inbox import service as inbox
 from webapp.models import CriticalNotification, StrategyFollow, User
@@ -132,7 +133,7 @@ def test_system_broadcast_reaches_every_connected_user(app, client, token):
     users = [make_user(app, f"u{i}@example.com") for i in range(3)]
     with app.app_context():
         pubsub = get_redis().pubsub()
-    pubsub.subscribe(*[f"tb:user:{uid}" for uid in users])
+    pubsub.subscribe(*[keys.user_channel(uid) for uid in users])
     for _ in users:
         assert pubsub.get_message(timeout=5)["type"] == "subscribe"
     response = post(client, token, {"type": "SYSTEM_MAINTENANCE", "target": "system",
@@ -143,7 +144,7 @@ def test_system_broadcast_reaches_every_connected_user(app, client, token):
         message = pubsub.get_message(timeout=5)
         got[message["channel"]] = json.loads(message["data"])["data"]["title"]
     pubsub.close()
-    assert got == {f"tb:user:{uid}": "Maintenance at 02:00 UTC" for uid in users}
+    assert got == {keys.user_channel(uid): "Maintenance at 02:00 UTC" for uid in users}
     run_jobs(app)
     with app.app_context():  # critical: every user has it in the audit trail too
         rows = db.session.scalars(db.select(CriticalNotification.user_id)).all()

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from webapp import clock
+from webapp import clock, keys
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import get_redis
 from webapp.inbox import service as inbox
@@ -30,17 +30,17 @@ def ids(items):
 
 def test_store_writes_the_contract_layout_and_publishes(ctx):
     pubsub = ctx.pubsub()
-    pubsub.subscribe("tb:user:1")
+    pubsub.subscribe(keys.user_channel(1))
     pubsub.get_message(timeout=1)
     nid, eid = inbox.store(note(), now_ms=T0)
     assert nid == f"{eid}-1"  # the entry in the user's stream is the notification
-    [(entry_id, fields)] = ctx.xrange("tb:replay:1")
+    [(entry_id, fields)] = ctx.xrange(keys.replay(1))
     stored = json.loads(fields["data"])
     assert entry_id == eid and "id" not in stored
     assert stored["user_id"] == 1 and stored["created_at"] == T0
     assert stored["data"]["target"] == 65000
     assert eid == f"{T0}-0" and inbox.unread_count(1, now_ms=T0) == 1  # the id takes its time
-    assert 0 < ctx.pttl("tb:replay:1") <= inbox.DEFAULT_TTL_MS
+    assert 0 < ctx.pttl(keys.replay(1)) <= inbox.DEFAULT_TTL_MS
     message = pubsub.get_message(timeout=2)
     assert json.loads(message["data"]) == {"id": eid, "event": "notification",
                                            "data": {"id": nid, **stored}}
@@ -174,7 +174,7 @@ def test_another_users_notification_is_not_found(ctx):
 def test_delete_is_atomic_and_a_second_delete_is_not_found(ctx):
     a, _ = inbox.store(note(), now_ms=T0)
     inbox.delete(1, a, now_ms=T0)
-    assert ctx.xlen("tb:replay:1") == 0 and inbox.unread_count(1, now_ms=T0) == 0
+    assert ctx.xlen(keys.replay(1)) == 0 and inbox.unread_count(1, now_ms=T0) == 0
     with pytest.raises(NotFound):
         inbox.delete(1, a, now_ms=T0)
 
@@ -191,7 +191,7 @@ def test_changes_publish_the_unread_count(ctx):
     a, _ = inbox.store(note(), now_ms=T0)
     b, _ = inbox.store(note(), now_ms=T0 + 1)
     pubsub = ctx.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe("tb:user:1")
+    pubsub.subscribe(keys.user_channel(1))
     pubsub.get_message(timeout=1)
     inbox.mark_read(1, a, now_ms=T0 + 2)
     inbox.mark_read(1, a, now_ms=T0 + 2)  # no change, no message

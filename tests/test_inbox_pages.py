@@ -7,7 +7,7 @@ import pytest
 
 from devtools import redisd
 from tests.conftest import csrf_token
-from webapp import create_app
+from webapp import create_app, keys
 from webapp.alerts import service as alerts
 from webapp.extensions import db, get_redis
 from webapp.inbox import service as inbox
@@ -21,7 +21,7 @@ def user(client, app, auth):
     auth.login()
     with app.app_context():
         r = get_redis()
-        r.delete(f"tb:replay:{uid}", f"tb:read:{uid}", f"tb:readmark:{uid}")
+        r.delete(keys.replay(uid), keys.read(uid), keys.readmark(uid))
     return uid
 
 
@@ -50,8 +50,8 @@ def test_dashboard_shows_watched_symbols_with_a_sparkline(client, app, user):
     with app.app_context():
         alerts.create_alert(user, {"symbol": "BTCUSDT", "type": "above", "price": 99000})
         r = get_redis()
-        r.hset("tb:price:BTCUSDT", mapping={"price": "65010.5", "ts": 3000})
-        r.rpush("tb:spark:BTCUSDT", "[1000,65000]", "[2000,65020]", "[3000,65010.5]")
+        r.hset(keys.price("BTCUSDT"), mapping={"price": "65010.5", "ts": 3000})
+        r.rpush(keys.spark("BTCUSDT"), "[1000,65000]", "[2000,65020]", "[3000,65010.5]")
     page = client.get("/dashboard").get_data(as_text=True)
     ticker = re.search(r'<li class="ticker" id="ticker-BTCUSDT".*?</li>', page, re.S).group(0)
     assert "65010.5" in ticker

@@ -12,6 +12,7 @@ import redis
 import requests
 
 from devtools import redisd
+from webapp import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,7 +158,7 @@ def _second_shell_finds_the_private_redis(env, tmp_path):
     assert key.returncode == 0, key.stderr
     url = (tmp_path / "redis.url").read_text().strip()
     with redis.Redis.from_url(url, decode_responses=True) as private:
-        notices = private.xrange(f"tb:replay:{uid}")
+        notices = private.xrange(keys.replay(uid))
     assert any("API key created" in fields["data"] for _, fields in notices), notices
 
 

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tests.test_listener import eventually
+from webapp import keys
 from webapp.accounts import service as accounts
 from webapp.alerts import service as alerts
 from worker.listener.connection import Listener
@@ -76,7 +77,7 @@ def create(app, uid, **data):
 
 def channel(r, uid):
     pubsub = r.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(f"tb:user:{uid}")
+    pubsub.subscribe(keys.user_channel(uid))
     assert pubsub.get_message(timeout=1) is None  # consumes the subscribe confirmation
     return pubsub
 
@@ -104,7 +105,7 @@ def test_a_tick_from_the_feed_publishes_a_notification(app, r, feed, listen, use
     assert note["type"] == "PRICE_ALERT" and note["alert_id"] == str(alert_id)
     assert note["user_id"] == user and note["created_at"] == traded_at
     assert "65010.5" in note["message"] and "65000" in note["title"]
-    assert r.xlen(f"tb:replay:{user}") == 1
+    assert r.xlen(keys.replay(user)) == 1
     pubsub.close()
 
 
@@ -152,7 +153,7 @@ def two_listeners_on_path(app, r, feed, listen, user, lockstep):
     taps[1].gate.set()
     assert taps[1].wait_ticks(len(PATH))
     replay = [{**json.loads(f["data"]), "id": f"{eid}-{user}"}
-              for eid, f in r.xrange(f"tb:replay:{user}")]
+              for eid, f in r.xrange(keys.replay(user))]
     published = [next_message(pubsub) for _ in replay]
     pubsub.close()
     return replay, published
@@ -178,5 +179,5 @@ def test_ticks_for_other_symbols_never_fire(app, r, feed, listen, user):
     assert feed.wait_for_subscription("ethusdt@aggTrade")
     feed.trade("ETHUSDT", 5)  # below its own target; far above BNB's
     assert tap.wait_ticks(1)
-    assert r.xlen(f"tb:replay:{user}") == 0
-    assert eventually(lambda: r.hget("tb:price:ETHUSDT", "price") == "5")
+    assert r.xlen(keys.replay(user)) == 0
+    assert eventually(lambda: r.hget(keys.price("ETHUSDT"), "price") == "5")

@@ -14,6 +14,7 @@ from rq.job import Job, JobStatus
 
 from devtools.demo import DEMO_ALERTS, DEMO_EMAIL
 from tests.test_listener import eventually
+from webapp import keys
 from webapp.accounts import service as accounts
 from webapp.alerts import service as alerts
 from webapp.core.queues import STREAM_QUEUE, get_queue, rq_connection
@@ -123,7 +124,7 @@ def spawn(app, feed, tmp_path, name, *args):
 
 
 def notifications(r, uid):
-    return [json.loads(f["data"]) for _, f in r.xrange(f"tb:replay:{uid}")]
+    return [json.loads(f["data"]) for _, f in r.xrange(keys.replay(uid))]
 
 
 def test_killed_listener_is_restarted_without_loss_or_duplicate(hosted, feed, tmp_path):

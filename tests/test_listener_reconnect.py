@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from tests.test_listener import Clock, eventually
+from webapp import keys
 from webapp.alerts import index as alert_index
 from webapp.core.breaker import Breaker
 from webapp.keys import SYMBOLS as SYMBOLS_KEY
@@ -90,7 +91,7 @@ def test_twenty_drops_in_a_row_each_reconnect_at_once_and_an_alert_fires_after(r
     assert [e for e in events("reconnecting") if "in_s=0.00 attempt=0" not in e] == []
     assert len(events("reconnecting")) == 20
     feed.trade("BTCUSDT", 101.0)
-    assert eventually(lambda: r.xlen("tb:replay:7") == 1)
+    assert eventually(lambda: r.xlen(keys.replay(7)) == 1)
 
 
 def test_a_server_that_drops_each_connection_at_once_is_backed_off_from(r, feed, run, events):

@@ -17,6 +17,7 @@ import redis
 from devtools import redisd
 from devtools.fakefeed import FakeFeed
 from tests.test_listener import eventually
+from webapp import keys
 from webapp.alerts import index as alert_index
 from webapp.core.breaker import Breaker
 from webapp.models import Alert
@@ -120,17 +121,15 @@ def arm(r, alert_id, condition="above", target=100.0, mode="once", buffer=0.5):
 
 def arm_the_drill(r):
     """STORM one-shot alerts above 100, one recurring above 100 (buffer 1), one below 98.5."""
-    with r.pipeline(transaction=False) as pipe:
-        for alert_id in range(1, STORM + 1):
-            arm(pipe, alert_id)
-        arm(pipe, RECURRING, mode="recurring", buffer=1.0)
-        arm(pipe, BELOW, condition="below", target=98.5)
-        pipe.execute()
+    for alert_id in range(1, STORM + 1):
+        arm(r, alert_id)
+    arm(r, RECURRING, mode="recurring", buffer=1.0)
+    arm(r, BELOW, condition="below", target=98.5)
 
 
 def notified(r):
     """Notifications per alert id, from the user's replay log."""
-    return Counter(int(json.loads(f["data"])["alert_id"]) for _, f in r.xrange("tb:replay:7"))
+    return Counter(int(json.loads(f["data"])["alert_id"]) for _, f in r.xrange(keys.replay(7)))
 
 
 def every_crossing_once(r):
@@ -138,7 +137,7 @@ def every_crossing_once(r):
 
 
 def trade_recorded(r, price):
-    return eventually(lambda: r.hget("tb:price:BTCUSDT", "price") == price)
+    return eventually(lambda: r.hget(keys.price("BTCUSDT"), "price") == price)
 
 
 def fresh_alert_fires(r, feed):

@@ -1,6 +1,6 @@
 """Every price on the pages carries its age, so a quiet or dead feed never looks live."""
 
-from webapp import clock
+from webapp import clock, keys
 from webapp.alerts import service as alerts
 from webapp.extensions import get_redis
 from webapp.market import tickers
@@ -23,8 +23,8 @@ def test_alerts_table_shows_each_value_with_its_age(client, app, auth):
         alerts.create_alert(uid, {"symbol": "ETHUSDT", "type": "volume_above", "price": 1e6})
         alerts.create_alert(uid, {"symbol": "SOLUSDT", "type": "below", "price": 100})
         now = clock.now_ms()
-        get_redis().hset("tb:price:BTCUSDT", mapping={"price": "65000.1", "ts": now - 120_000})
-        get_redis().hset("tb:price:ETHUSDT", mapping={
+        get_redis().hset(keys.price("BTCUSDT"), mapping={"price": "65000.1", "ts": now - 120_000})
+        get_redis().hset(keys.price("ETHUSDT"), mapping={
             "price": "2500", "ts": now, "volume": "95216.03110674", "vts": now - 5_000})
     page = client.get("/alerts/").get_data(as_text=True)
     assert "65000.1" in page and "2 min ago" in page

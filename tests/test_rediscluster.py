@@ -4,31 +4,18 @@ import time
 
 import pytest
 import redis
-from redis.cluster import RedisCluster
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
 from devtools import rediscluster
+from tests.cluster import connect
 
 # Both keys name the alert in one hash tag, so they share a slot: the shape Lua needs.
 SET_BOTH = "redis.call('SET', KEYS[1], ARGV[1]); redis.call('SET', KEYS[2], ARGV[1]); return 1"
 
 
-def connect(cluster):
-    host, port = cluster.nodes[0].split(":")
-    return RedisCluster(host=host, port=int(port), decode_responses=True)
-
-
 def direct(address):
     host, port = address.split(":")
     return redis.Redis(host, int(port), decode_responses=True, single_connection_client=True)
-
-
-@pytest.fixture
-def rc(redis_cluster):
-    client = connect(redis_cluster)
-    client.flushall()
-    yield client
-    client.close()
 
 
 def tag_per_master(rc):

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from devtools import redisd
 from tests.conftest import PG_URL, AuthActions, csrf_token, reset_postgres
-from webapp import create_app
+from webapp import create_app, keys
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
 from webapp.extensions import db
@@ -126,7 +126,8 @@ def assert_agree(app, r):
         db.session.remove()
     indexed = {(key, member, score) for key in r.scan_iter("tb:idx:*")
                for member, score in r.zrange(key, 0, -1, withscores=True)}
-    assert set(r.hkeys("tb:alerts")) == set(live)
+    rows = {i for key in r.scan_iter("tb:alerts:{*") for i in r.hkeys(key)}
+    assert rows == set(live)
     assert indexed == expected
 
 
@@ -135,7 +136,7 @@ def fired_alert_ids(r, nids):
     ids = []
     for nid in nids:
         eid, uid = nid.rsplit("-", 1)
-        [(_, fields)] = r.xrange(f"tb:replay:{uid}", eid, eid)
+        [(_, fields)] = r.xrange(keys.replay(uid), eid, eid)
         ids.append(json.loads(fields["data"])["alert_id"])
     return ids
 

@@ -7,6 +7,7 @@ import pytest
 
 from tests.conftest import AuthActions
 from tests.sse_helpers import EventReader
+from webapp import keys
 from webapp.alerts import service as alerts
 from webapp.extensions import get_redis
 from webapp.inbox import service as inbox
@@ -129,7 +130,7 @@ def test_live_copies_of_replayed_events_are_dropped(app, users):
     with app.app_context():  # what a publish racing the replay would deliver again
         stale = json.dumps({"id": first, "event": "notification",
                             "data": {"id": "1", "title": "again", "created_at": 0}})
-        get_redis().publish(f"tb:user:{uid}", stale)
+        get_redis().publish(keys.user_channel(uid), stale)
     _, fresh = store(app, uid)
     events = reader.until(lambda ev: notifications(ev)[-1]["id"] == fresh)
     assert [e["id"] for e in notifications(events)] == [first, last, fresh]
@@ -183,8 +184,8 @@ def test_ticks_of_watched_symbols_only(app, users):
     reader.until(has_unread)
     with app.app_context():
         r = get_redis()
-        r.publish("tb:ticks:ETHUSDT", '{"symbol":"ETHUSDT","price":3000,"ts":1}')
-        r.publish("tb:ticks:BTCUSDT", '{"symbol":"BTCUSDT","price":65000.5,"ts":2}')
+        r.publish(keys.ticks_channel("ETHUSDT"), '{"symbol":"ETHUSDT","price":3000,"ts":1}')
+        r.publish(keys.ticks_channel("BTCUSDT"), '{"symbol":"BTCUSDT","price":65000.5,"ts":2}')
     reader.until(lambda ev: reader.named("tick"))
     [tick] = reader.named("tick")
     assert json.loads(tick["data"]) == {"symbol": "BTCUSDT", "price": 65000.5, "ts": 2}
@@ -201,20 +202,22 @@ def test_an_alert_made_while_the_stream_is_open_brings_its_ticks_and_a_pause_end
     reader.until(has_unread)
     with app.app_context():
         eth = alerts.create_alert(uid, {"symbol": "ETHUSDT", "type": "crossing", "price": 4000}).id
-        get_redis().publish("tb:ticks:ETHUSDT", '{"symbol":"ETHUSDT","price":3000,"ts":1}')
+        tick = '{"symbol":"ETHUSDT","price":3000,"ts":1}'
+        get_redis().publish(keys.ticks_channel("ETHUSDT"), tick)
     reader.until(lambda ev: reader.named("tick"))
     assert [json.loads(t["data"])["symbol"] for t in reader.named("tick")] == ["ETHUSDT"]
     with app.app_context():
         alerts.set_active(uid, eth, False)
         r = get_redis()
-        r.publish("tb:ticks:ETHUSDT", '{"symbol":"ETHUSDT","price":3001,"ts":2}')
-        r.publish("tb:ticks:BTCUSDT", '{"symbol":"BTCUSDT","price":65000.5,"ts":3}')
+        r.publish(keys.ticks_channel("ETHUSDT"), '{"symbol":"ETHUSDT","price":3001,"ts":2}')
+        r.publish(keys.ticks_channel("BTCUSDT"), '{"symbol":"BTCUSDT","price":65000.5,"ts":3}')
     reader.until(lambda ev: len(reader.named("tick")) == 2)
     assert [json.loads(t["data"])["ts"] for t in reader.named("tick")] == [1, 3]
     assert not reader.named("watch")  # the hub's own message never reaches the browser
     with app.app_context():
-        get_redis().publish(f"tb:watch:{uid}", "not json")  # dropped, the stream lives on
-        get_redis().publish("tb:ticks:BTCUSDT", '{"symbol":"BTCUSDT","price":65001,"ts":4}')
+        get_redis().publish(keys.watch_channel(uid), "not json")  # dropped, the stream lives on
+        tick = '{"symbol":"BTCUSDT","price":65001,"ts":4}'
+        get_redis().publish(keys.ticks_channel("BTCUSDT"), tick)
     reader.until(lambda ev: len(reader.named("tick")) == 3)
     response.close()
 

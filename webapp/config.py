@@ -32,6 +32,17 @@ def private_redis_url():
         return None
 
 
+def cluster_nodes(text):
+    """`host:port,host:port` as [(host, port), ...]; raises ValueError on a malformed entry."""
+    nodes = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        host, sep, port = entry.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"REDIS_CLUSTER_NODES: {entry!r} is not host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes
+
+
 class Config:
     """Defaults suit a developer's machine; production sets the environment."""
 
@@ -43,6 +54,9 @@ class Config:
             env.get("DATABASE_URL", f"sqlite:///{INSTANCE / 'tickerbell.db'}")
         )
         self.REDIS_URL = env.get("REDIS_URL") or private_redis_url() or DEFAULT_REDIS_URL
+        # host:port,host:port,...: the data plane (index, inboxes, pub/sub, prices, limits)
+        # on a Redis Cluster; RQ's queues and schedules stay on REDIS_URL. Empty: one Redis.
+        self.REDIS_CLUSTER_NODES = cluster_nodes(env.get("REDIS_CLUSTER_NODES", ""))
         self.BINANCE_WS_URL = env.get("BINANCE_WS_URL", "wss://stream.binance.com:9443")
         # Where the list of trading symbols comes from (exchangeInfo); empty: never fetched,
         # so every symbol is accepted as unverified.

@@ -1,5 +1,7 @@
 """Extensions, created unbound here and bound to the app in create_app."""
 
+from functools import partial
+
 import redis
 from flask import current_app
 from flask_login import LoginManager
@@ -27,17 +29,34 @@ REDIS_POOL_SIZE = 100
 REDIS_POOL_WAIT_S = 5
 
 
-def init_redis(app):
-    """One connection pool per process, made when the app is.
+def data_redis(config, max_connections=REDIS_POOL_SIZE, **options):
+    """A client of the data plane: the Redis Cluster of REDIS_CLUSTER_NODES, else REDIS_URL.
 
-    A blocking pool: when every connection is busy (a burst of streams opening at once), a
-    request waits its turn for up to REDIS_POOL_WAIT_S instead of failing at once.
+    Blocking pools (one per node on a cluster): when every connection is busy (a burst of
+    streams opening at once), a caller waits its turn for up to REDIS_POOL_WAIT_S instead of
+    failing at once. `options` are redis-py's connection options (timeouts, client_name).
     """
+    options = {"decode_responses": True, "health_check_interval": 30,
+               "socket_connect_timeout": 2, "socket_timeout": 5, **options}
+    nodes = config.get("REDIS_CLUSTER_NODES")
+    if nodes:
+        return redis.RedisCluster(
+            startup_nodes=[redis.cluster.ClusterNode(host, port) for host, port in nodes],
+            connection_pool_class=partial(redis.BlockingConnectionPool, timeout=REDIS_POOL_WAIT_S),
+            max_connections=max_connections, **options)
     pool = redis.BlockingConnectionPool.from_url(
-        app.config["REDIS_URL"], max_connections=REDIS_POOL_SIZE, timeout=REDIS_POOL_WAIT_S,
-        decode_responses=True, health_check_interval=30, socket_connect_timeout=2,
-        socket_timeout=5, retry_on_timeout=False)
-    app.extensions["redis"] = redis.Redis(connection_pool=pool)
+        config["REDIS_URL"], max_connections=max_connections, timeout=REDIS_POOL_WAIT_S,
+        **options)
+    return redis.Redis(connection_pool=pool)
+
+
+def is_cluster(r):
+    return isinstance(r, redis.RedisCluster)
+
+
+def init_redis(app):
+    """One data-plane client per process, made when the app is."""
+    app.extensions["redis"] = data_redis(app.config, retry_on_timeout=False)
 
 
 def get_redis() -> redis.Redis:

@@ -1,26 +1,33 @@
 """Every Redis key Tickerbell uses, built here and nowhere else (their meaning:
 docs/architecture.md). Lua scripts receive their keys, or for keys made per user inside a
 script, the prefix, from this module.
+
+Hash tags (docs/scaling.md): on a Redis Cluster a key's slot is that of the text in its
+braces, and a script may touch one slot only. A symbol's keys carry `{SYMBOL}` (its index,
+alert rows, price, windows, tick channel, fired batches), a user's keys carry `{uid}` (the
+inbox stream, read state, channels). On one Redis the braces are only characters.
 """
 
 import hashlib
 
 # the alert index (webapp/alerts/index.py) and matching (worker/matcher.py, worker/match.lua)
-ALERTS = "tb:alerts"  # hash: alert id -> packed row
-ALERTS_VERSION = "tb:alerts:version"  # bumped by every index change; a rebuild WATCHes it
-ALERTS_FIRED = "tb:alerts:fired"  # one-shot alerts fired, not yet inactive in SQL
-SYMBOLS = "tb:symbols"  # hash: symbol -> indexed alerts; the listener subscribes to these
-FIRED = "tb:fired"  # stream: the slow path's work
-FIRED_DEAD = "tb:fired:dead"  # stream: slow-path entries that failed too often
+SYMBOLS = "tb:symbols"  # hash: symbol -> indexed alerts (a hint); the listener follows these
+ALERT_SYMBOLS = "tb:alerts:symbol"  # hash: alert id -> the symbol it is indexed under
+FIRED = "tb:{fired}"  # stream: the slow path's work
+FIRED_DEAD = "tb:{fired}:dead"  # stream: slow-path entries that failed too often
+FIRED_BATCHES = "tb:{fired}:batches"  # zset: matcher batches already in FIRED (cluster mode)
 
-INDEX_PREFIX = "tb:idx:"  # + SYMBOL:suffix
-REARM_PREFIX = "tb:rearm:"
+# Lua builds a symbol's set names as PREFIX .. symbol .. TAG_END .. suffix
+INDEX_PREFIX = "tb:idx:{"  # + SYMBOL}:suffix
+REARM_PREFIX = "tb:rearm:{"
+TAG_END = "}:"
 
-# the inbox and the live feed (webapp/inbox, webapp/live)
-REPLAY_PREFIX = "tb:replay:"
-USER_CHANNEL_PREFIX = "tb:user:"
-TICKS_CHANNEL_PREFIX = "tb:ticks:"
-WATCH_CHANNEL_PREFIX = "tb:watch:"
+# the inbox and the live feed (webapp/inbox, webapp/live); Lua builds a user's stream and
+# channel as PREFIX .. uid .. "}"
+REPLAY_PREFIX = "tb:replay:{"
+USER_CHANNEL_PREFIX = "tb:user:{"
+TICKS_CHANNEL_PREFIX = "tb:ticks:{"
+WATCH_CHANNEL_PREFIX = "tb:watch:{"
 
 # processes and their health
 LISTENER = "tb:listener"  # hash: the listener's status
@@ -33,55 +40,87 @@ BINANCE_SYMBOLS_META = "tb:binance:symbols:meta"
 BINANCE_SYMBOLS_HOLD = "tb:binance:symbols:hold"
 
 
+def tagged_id(channel, prefix):
+    """The user id or symbol in a tagged name: `tb:user:{42}` -> `42`; None if not `prefix`."""
+    if channel.startswith(prefix) and channel.endswith("}"):
+        return channel[len(prefix):-1]
+    return None
+
+
+def alerts(symbol):
+    """Hash: alert id -> packed row (webapp/alerts/index.py ROW_FIELDS), one per symbol."""
+    return f"tb:alerts:{{{symbol}}}"
+
+
+def alerts_fired(symbol):
+    """Hash: one-shot alerts of the symbol fired, not yet inactive in SQL -> ms fired."""
+    return f"tb:alerts:fired:{{{symbol}}}"
+
+
+def alerts_version(symbol):
+    """Bumped by every index change of the symbol; a rebuild checks it did not move."""
+    return f"tb:alerts:version:{{{symbol}}}"
+
+
+def outbox(symbol):
+    """Stream: matcher batches whose users' side is not yet written (cluster mode)."""
+    return f"tb:outbox:{{{symbol}}}"
+
+
+def applied(user_id):
+    """Hash: matcher batch -> the stream entries it made for the user (cluster mode)."""
+    return f"tb:applied:{{{user_id}}}"
+
+
 def index(symbol, suffix):
     """Armed alerts of one symbol and side (`above`, `below`, `vol`), scored by target."""
-    return f"{INDEX_PREFIX}{symbol}:{suffix}"
+    return f"{INDEX_PREFIX}{symbol}{TAG_END}{suffix}"
 
 
 def rearm(symbol, suffix):
     """Fired recurring alerts of one symbol and side, scored by their re-arm threshold."""
-    return f"{REARM_PREFIX}{symbol}:{suffix}"
+    return f"{REARM_PREFIX}{symbol}{TAG_END}{suffix}"
 
 
 def window(symbol, window_s, side):
     """A symbol's trailing window for move alerts: a list of `ms:price` entries, at most one
     a second, whose head is the window's lowest (`min`) or highest (`max`) trade."""
-    return f"tb:win:{symbol}:{window_s}:{side}"
+    return f"tb:win:{{{symbol}}}:{window_s}:{side}"
 
 
 def kinds_in_use(symbol):
     """Hash: what the symbol's alerts need the matcher to look at: a window's seconds (move
     alerts on it), `x` crossings, `ch` channels, `cd` alerts with a cooldown -> how many."""
-    return f"tb:inuse:{symbol}"
+    return f"tb:inuse:{{{symbol}}}"
 
 
 def price(symbol):
-    return f"tb:price:{symbol}"
+    return f"tb:price:{{{symbol}}}"
 
 
 def spark(symbol):
-    return f"tb:spark:{symbol}"
+    return f"tb:spark:{{{symbol}}}"
 
 
 def price_history(symbol):
-    return f"tb:pricehist:{symbol}"
+    return f"tb:pricehist:{{{symbol}}}"
 
 
 def ticks_channel(symbol):
-    return f"{TICKS_CHANNEL_PREFIX}{symbol}"
+    return f"{TICKS_CHANNEL_PREFIX}{symbol}}}"
 
 
 def replay(user_id):
     """The user's inbox and live-feed log: a stream, one entry per notification."""
-    return f"{REPLAY_PREFIX}{user_id}"
+    return f"{REPLAY_PREFIX}{user_id}}}"
 
 
 def read(user_id):
-    return f"tb:read:{user_id}"
+    return f"tb:read:{{{user_id}}}"
 
 
 def readmark(user_id):
-    return f"tb:readmark:{user_id}"
+    return f"tb:readmark:{{{user_id}}}"
 
 
 def inbox(user_id):
@@ -90,12 +129,12 @@ def inbox(user_id):
 
 
 def user_channel(user_id):
-    return f"{USER_CHANNEL_PREFIX}{user_id}"
+    return f"{USER_CHANNEL_PREFIX}{user_id}}}"
 
 
 def watch_channel(user_id):
     """JSON [SYMBOL, ...]: the ticks the user's open streams follow, after an alert change."""
-    return f"{WATCH_CHANNEL_PREFIX}{user_id}"
+    return f"{WATCH_CHANNEL_PREFIX}{user_id}}}"
 
 
 def session(sid):

@@ -1,8 +1,14 @@
 -- One tick, one atomic step: record the value, fire the alerts it meets, re-arm the
 -- recurring ones it has moved back past. Layout and semantics: docs/architecture.md.
+-- Two modes (ARGV[10]). `inline`, on one Redis: each notification is written to its user's
+-- stream and published here, and the slow path's entries go to tb:{fired}, all in this one
+-- step. `outbox`, on a Redis Cluster, where a script may touch one slot only: this step
+-- touches the symbol's keys alone and records the fired batch in the symbol's outbox; the
+-- matcher then writes the users' side in their own slots (worker/outbox.py).
 -- KEYS (every one from webapp/keys.py, in worker/matcher.py's order):
 --   1 tb:price:S  2 up idx (above, or vol on volume ticks)  3 its rearm  4 below idx
---   5 below rearm  6 tb:symbols  7 tb:alerts:fired  8 tb:fired  9 tb:spark:S  10 tb:alerts
+--   5 below rearm  6 tb:outbox:S  7 tb:alerts:fired:S  8 tb:{fired} (inline mode; the
+--   outbox again in outbox mode)  9 tb:spark:S  10 tb:alerts:S (the rows)
 --   11 tb:ticks:S  12 xup  13 xup rearm  14 xdown  15 xdown rearm  16 xany
 --   17 xany rearm (low side)  18 xany rearm (high side)  19 chin_lo  20 chin_hi  21 chab
 --   22 chbe  23 pend  24 cool (coolvol on volume ticks)  25 tb:inuse:S (what to look at)
@@ -11,8 +17,11 @@
 -- ARGV: 1 symbol  2 'price' | 'volume'  3 value (number text)  4 ts ms  5 batch size
 --       6 seq (trade id, 0 if unknown)  7 '1' on a continuation call of the same tick,
 --       '2' on a retry of a tick whose call failed (it may have run, its reply lost)
---       8, 9 the prefixes of a user's stream and channel (tb:replay:, tb:user:)
--- Returns {more, nid...}; more = 1 when a batch was full and the caller should call again.
+--       8, 9 the prefixes of a user's stream and channel (tb:replay:{, tb:user:{), closed
+--       by '}'  10 'inline' | 'outbox'  11 the publish command (PUBLISH, or SPUBLISH)
+-- Returns {more, left, ...}: more = 1 when a batch was full and the caller should call
+-- again; left = the symbol's indexed alerts after some left the index, else -1. Then, inline:
+-- the new notification ids; outbox: the outbox entry's id and its `notes` (or nothing).
 -- `uses` and `count_uses` come first (webapp/alerts/scripts.py USES).
 local sym, kind, vtext, tstext = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ts, batch = tonumber(tstext), tonumber(ARGV[5])
@@ -34,7 +43,7 @@ if ARGV[7] ~= '1' then
     -- a retried tick that is the last one recorded did run: carry on with it, since a
     -- batch may be left (the same value again fires nothing twice)
     if not (ARGV[7] == '2' and ts == lts and seq == lseq) then
-      return {0}
+      return {0, -1}
     end
     new_tick = false
   else
@@ -43,12 +52,14 @@ if ARGV[7] ~= '1' then
 end
 local CHUNK = 1000 -- arguments per bulk call, well under Lua's unpack limit
 local more = 0
-local out = {0}
+local out = {0, -1}
 local released = {} -- alerts leaving the index: one HDEL and one refcount step at the end
 local released_uses = {} -- (condition, window, cooldown) of each released alert
 local marked = {} -- fired one-shot alerts: id, ts pairs for tb:alerts:fired
 local per_user = {} -- uid -> its key names
 local fired_items = {} -- notification type -> slow-path items
+local INLINE, PUBLISH = ARGV[10] == 'inline', ARGV[11]
+local notes = {} -- outbox mode: one line a notification, 'uid TAB type TAB alert TAB mode TAB body'
 
 -- the trade before this one: crossings fire for levels between it and this one. A
 -- continuation (or a retry that ran) finds it where the first call of the tick left it.
@@ -64,7 +75,7 @@ if kind == 'price' then
   if ts - pub >= 1000 then
     -- live price for pages and the sparkline: at most about once a second per symbol
     fields[#fields + 1], fields[#fields + 2] = 'pub', tstext
-    redis.call('PUBLISH', KEYS[11],
+    redis.call(PUBLISH, KEYS[11],
       '{"symbol":"' .. sym .. '","price":' .. vtext .. ',"ts":' .. tstext .. '}')
     redis.call('RPUSH', KEYS[9], '[' .. tstext .. ',' .. vtext .. ']')
     redis.call('LTRIM', KEYS[9], -300, -1)
@@ -210,9 +221,13 @@ local function emit(id, uid, cond, target, mode, note, ntype, title, message, ex
   local body = uid .. ',"type":"' .. ntype .. '","priority":"normal","title":"' .. title
     .. '","message":' .. message .. ',"created_at":' .. tstext .. ',"status":"unread",'
     .. '"alert_id":"' .. id .. '","data":' .. data .. '}}'
+  if not INLINE then -- JSON text holds no raw tab or newline: cjson escapes the note's
+    notes[#notes + 1] = uid .. '\t' .. ntype .. '\t' .. id .. '\t' .. mode .. '\t' .. body
+    return
+  end
   local u = per_user[uid]
   if not u then
-    u = {replay = ARGV[8] .. uid, channel = ARGV[9] .. uid}
+    u = {replay = ARGV[8] .. uid .. '}', channel = ARGV[9] .. uid .. '}'}
     per_user[uid] = u
   end
   -- the notification id is '<entry id>-<uid>' (entry ids are only unique per stream); the
@@ -222,7 +237,7 @@ local function emit(id, uid, cond, target, mode, note, ntype, title, message, ex
   local eid = redis.call('XADD', u.replay, '*', 'event', 'notification',
     'data', '{"user_id":' .. body)
   local nid = eid .. '-' .. uid
-  redis.call('PUBLISH', u.channel, '{"id":"' .. eid .. '","event":"notification",'
+  redis.call(PUBLISH, u.channel, '{"id":"' .. eid .. '","event":"notification",'
     .. '"data":{"id":"' .. nid .. '","user_id":' .. body .. '}')
   out[#out + 1] = nid
   local items = fired_items[ntype]
@@ -535,15 +550,22 @@ end
 for ntype, items in pairs(fired_items) do
   -- the slow path: one entry per type and call, written in this same atomic step
   redis.call('XADD', KEYS[8], '*', 'type', ntype, 'price', vtext, 'ts', tstext,
-    'items', table.concat(items, ','))
+    'symbol', sym, 'items', table.concat(items, ','))
 end
 -- SQL keeps a fired one-shot alert active until the slow path runs: the mark stops a
 -- rebuild from arming it again meanwhile; the slow path removes it after its SQL update
 bulk('HSET', KEYS[7], marked)
+local left = -1
 if #released > 0 then
   bulk('HDEL', KEYS[10], released)
-  if redis.call('HINCRBY', KEYS[6], sym, -#released) <= 0 then redis.call('HDEL', KEYS[6], sym) end
   for _, a in ipairs(released_uses) do count_uses(KEYS[25], a.cond, a.win, a.cool, -1) end
+  left = redis.call('HLEN', KEYS[10]) -- the caller keeps tb:symbols right
 end
-out[1] = more
+if #notes > 0 then
+  -- the batch, durable in the symbol's slot until its users' side is written
+  local text = table.concat(notes, '\n')
+  out[3] = redis.call('XADD', KEYS[6], '*', 'price', vtext, 'ts', tstext, 'notes', text)
+  out[4] = text
+end
+out[1], out[2] = more, left
 return out

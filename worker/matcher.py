@@ -1,4 +1,8 @@
-"""Tick matching: one atomic Lua call per tick finds, claims and notifies the alerts it meets."""
+"""Tick matching: one atomic Lua call per tick finds, claims and notifies the alerts it meets.
+
+On a Redis Cluster the call claims and records the batch in the symbol's slot, and a second,
+idempotent step writes the users' side in theirs (worker/outbox.py).
+"""
 
 import math
 from pathlib import Path
@@ -7,7 +11,10 @@ from redis.exceptions import RedisError
 
 from webapp import keys
 from webapp.alerts import scripts
-from webapp.alerts.index import WINDOWS_S, fmt_num, idx_key, rearm_key
+from webapp.alerts.index import WINDOWS_S, fmt_num, idx_key, rearm_key, register
+from webapp.core import pubsub
+from webapp.extensions import is_cluster
+from worker.outbox import Outbox
 
 SCRIPT = scripts.USES + (Path(__file__).with_name("match.lua")).read_text()
 # Alerts fired per script call: a storm is split so no single call holds Redis for long.
@@ -15,9 +22,10 @@ DEFAULT_BATCH = 2000
 CONTINUE, RETRY = 1, 2  # ARGV[7] of match.lua
 # ARGV[8], ARGV[9]: the notified users' keys are known only inside the script
 USER_PREFIXES = [keys.REPLAY_PREFIX, keys.USER_CHANNEL_PREFIX]
+INLINE, OUTBOX = "inline", "outbox"  # ARGV[10]
 
 
-def _keys(symbol, kind):
+def _keys(symbol, kind, mode):
     """match.lua's KEYS, in its order (listed at the top of the script)."""
     up = "above" if kind == "price" else "volume_above"
     windows = [key for window_s in WINDOWS_S for key in (
@@ -26,8 +34,9 @@ def _keys(symbol, kind):
         keys.window(symbol, window_s, "min"), keys.window(symbol, window_s, "max"))]
     return [
         keys.price(symbol), idx_key(symbol, up), rearm_key(symbol, up),
-        idx_key(symbol, "below"), rearm_key(symbol, "below"), keys.SYMBOLS, keys.ALERTS_FIRED,
-        keys.FIRED, keys.spark(symbol), keys.ALERTS, keys.ticks_channel(symbol),
+        idx_key(symbol, "below"), rearm_key(symbol, "below"), keys.outbox(symbol),
+        keys.alerts_fired(symbol), keys.FIRED if mode == INLINE else keys.outbox(symbol),
+        keys.spark(symbol), keys.alerts(symbol), keys.ticks_channel(symbol),
         keys.index(symbol, "xup"), keys.rearm(symbol, "xup"),
         keys.index(symbol, "xdown"), keys.rearm(symbol, "xdown"),
         keys.index(symbol, "xany"), keys.rearm(symbol, "xany_lo"), keys.rearm(symbol, "xany_hi"),
@@ -41,10 +50,13 @@ def _keys(symbol, kind):
 class Matcher:
     """Matches ticks against the alert index; safe to run twice on the same feed."""
 
-    def __init__(self, redis, batch=DEFAULT_BATCH):
+    def __init__(self, redis, batch=DEFAULT_BATCH, mode=None):
         self.redis = redis
         self.batch = batch
+        self.mode = mode or (OUTBOX if is_cluster(redis) else INLINE)
+        self.outbox = Outbox(redis)
         self._script = redis.register_script(SCRIPT)
+        self._tail = [*USER_PREFIXES, self.mode, pubsub.command(redis)]
         # (symbol, kind) -> the args of a tick whose call failed: it is retried before the
         # next tick of its stream, as a retry, so a batch left by a lost reply still fires
         self._failed = {}
@@ -64,7 +76,7 @@ class Matcher:
     def _keys(self, symbol, kind):
         keys = self._key_cache.get((symbol, kind))
         if keys is None:
-            keys = self._key_cache[(symbol, kind)] = _keys(symbol, kind)
+            keys = self._key_cache[(symbol, kind)] = _keys(symbol, kind, self.mode)
         return keys
 
     def _tick(self, symbol, kind, value, ts_ms, seq):
@@ -84,14 +96,19 @@ class Matcher:
         return fired + self._run(keys, args)
 
     def _run(self, keys, args):
-        fired = []
+        fired, symbol = [], args[0]
         while True:
             try:
-                more, *nids = self._script(keys=keys, args=[*args, *USER_PREFIXES])
+                more, left, *rest = self._script(keys=keys, args=[*args, *self._tail])
             except RedisError:
-                self._failed[(args[0], args[1])] = [*args[:-1], RETRY]
+                self._failed[(symbol, args[1])] = [*args[:-1], RETRY]
                 raise
-            fired.extend(str(n) for n in nids)
+            if int(left) >= 0:
+                register(self.redis, symbol, int(left))
+            if self.mode == INLINE:
+                fired.extend(str(n) for n in rest)
+            elif rest:  # a lost reply here leaves the batch to Outbox.sweep
+                fired.extend(self.outbox.complete(symbol, rest[0], args[2], args[3], rest[1]))
             if not int(more):
                 return fired
             args = [*args[:-1], CONTINUE]  # the same tick goes on: no ordering check

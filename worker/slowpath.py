@@ -1,4 +1,4 @@
-"""The slow path: consumer group `slow` on `tb:fired`, the SQL side of fired alerts.
+"""The slow path: consumer group `slow` on `tb:{fired}`, the SQL side of fired alerts.
 
 Each entry holds the notifications one matcher call fired. At least once, idempotent by
 notification id: an entry is acknowledged (and deleted) only after its SQL update and
@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+import time
 
 import redis
 from flask import current_app
@@ -22,6 +23,7 @@ from webapp.extensions import db, get_redis
 from webapp.inbox import service as inbox
 from webapp.models import Alert
 from webapp.notify import router
+from worker.outbox import Outbox
 
 STREAM, DEAD_STREAM = keys.FIRED, keys.FIRED_DEAD
 GROUP = "slow"
@@ -31,6 +33,7 @@ SQL_CHUNK = 500  # ids per IN (...) query
 DEFAULT_BLOCK_MS = 1000
 DEFAULT_MIN_IDLE_MS = 60_000  # a consumer silent this long with entries is presumed dead
 SAFETY_NET_ROUNDS = 50
+SWEEP_EVERY_S = 2.0  # batches a matcher left in its outbox (a cluster) are finished this often
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +89,11 @@ def record(fields, items):
     return once, done
 
 
-def drop_fired(once, done):
-    """After the commit: the fired one-shot alerts' marks go (see tb:alerts:fired)."""
+def drop_fired(symbol, once, done):
+    """After the commit: the fired one-shot alerts' marks go (see keys.alerts_fired)."""
     alert_index.unindex_many(done)  # also if one was armed again meanwhile: SQL says inactive
-    alert_index.forget_fired(once - done)  # retries, deleted alerts
+    if symbol:  # entries written before 0.2 name none, and their marks are gone with tb:alerts
+        alert_index.forget_fired(symbol, once - done)  # retries, deleted alerts
 
 
 def refresh_ttls(r, items):
@@ -111,7 +115,8 @@ def handle(r, entries):
             items = parse(fields)
             once, inactive = record(fields, items)
             db.session.commit()
-            drop_fired(once, inactive)  # only now: a rebuild must never see it active and unmarked
+            # only now: a rebuild must never see it active and unmarked
+            drop_fired(fields.get("symbol"), once, inactive)
             refresh_ttls(r, items)
             router.route_fired([(nid, int(uid)) for nid, _, uid, _ in items])
             done.append(entry_id)
@@ -169,9 +174,12 @@ def bury_poison(max_deliveries=MAX_DELIVERIES):
 
 
 def safety_net():
-    """Periodic job: reclaim stale entries, drain what is waiting, expire due alerts."""
+    """Periodic job: finish batches a matcher left, reclaim stale entries, drain what is
+    waiting, expire due alerts."""
     consumer = "safety-net"
-    ensure_group(get_redis())
+    r = get_redis()
+    Outbox(r).sweep(alert_index.symbols(r))
+    ensure_group(r)
     bury_poison()
     handled = reclaim(consumer)
     for _ in range(SAFETY_NET_ROUNDS):
@@ -188,10 +196,14 @@ def run_forever(stop_event, app=None, consumer=None, block_ms=DEFAULT_BLOCK_MS):
     """Consume until `stop_event` is set; for a thread in the listener process."""
     app = app or current_app._get_current_object()
     consumer = consumer or consumer_name()
-    outage = Outage("slowpath")
+    outage, swept = Outage("slowpath"), 0.0
     with app.app_context():
+        outbox = Outbox(get_redis())
         while not stop_event.is_set():
             try:
+                if time.monotonic() - swept >= SWEEP_EVERY_S:
+                    outbox.sweep(alert_index.symbols())
+                    swept = time.monotonic()
                 drain(consumer, block_ms=block_ms)
                 outage.recovered()
             except REDIS_DOWN as exc:

@@ -1,12 +1,18 @@
-"""The alert index in Redis: armed alerts in per-symbol sorted sets keyed by threshold."""
+"""The alert index in Redis: armed alerts in per-symbol sorted sets keyed by threshold.
+
+Everything of one symbol's index lives in the symbol's slot (webapp/keys.py), so each script
+here touches that slot only. Two global hashes sit beside it, written around the scripts:
+tb:symbols, the symbols with alerts (what the listener follows), and tb:alerts:symbol, each
+alert's symbol (so an edit that changes it, or a removal, finds the old one).
+"""
 
 from decimal import Decimal
 
-import redis
 from sqlalchemy import or_, select
 
 from webapp import clock, keys
 from webapp.alerts import scripts
+from webapp.core.scripting import run_all
 from webapp.extensions import db, get_redis
 from webapp.models import Alert
 
@@ -19,7 +25,7 @@ CHANNELS = ("channel_exit", "channel_enter")
 MOVES = {"pct_up": "pctup", "pct_down": "pctdown"}
 WINDOWS_S = (60, 300, 900, 3600, 14400, 86400)
 REBUILD_ATTEMPTS = 5
-# An indexed alert is one field of the tb:alerts hash (field = alert id), its value these
+# An indexed alert is one field of its symbol's tb:alerts:{S} hash (field = id), its value these
 # fields joined by tabs: a packed row, so the matcher reads a whole batch in one HMGET and
 # splits each row with one string.match. The note goes last because it may hold tabs
 # itself. The Lua scripts here and in worker/match.lua split rows in this same order.
@@ -27,8 +33,7 @@ ROW_FIELDS = ("user_id", "symbol", "condition", "target", "mode", "rearm", "expi
               "cooldown_ms", "high", "window_s", "note")
 ROW_DEFAULTS = {"cooldown_ms": 0, "high": "", "window_s": ""}
 
-INDEX_KEYS = [keys.ALERTS, keys.ALERTS_FIRED, keys.SYMBOLS, keys.ALERTS_VERSION]
-INDEX_PREFIXES = [keys.INDEX_PREFIX, keys.REARM_PREFIX, keys.kinds_in_use("")]
+PREFIXES = [keys.INDEX_PREFIX, keys.REARM_PREFIX]
 
 
 def idx_key(symbol, condition):
@@ -39,16 +44,18 @@ def rearm_key(symbol, condition):
     return keys.rearm(symbol, SUFFIX[condition])
 
 
-def _rebuild_keys(symbol):
-    """Every set an alert of the symbol can wait in (the roles of scripts.SETS)."""
+def symbol_keys(symbol):
+    """Every key of a symbol's index, as the index scripts take them: its rows, fired marks,
+    version, kinds in use, then every set an alert can wait in (the roles of scripts.SETS)."""
     index = ["above", "below", "vol", "xup", "xdown", "xany", "chin_lo", "chin_hi", "chab",
              "chbe", "pend", "cool", "coolvol"]
     rearm = ["above", "below", "vol", "xup", "xdown", "xany_lo", "xany_hi"]
     for window_s in WINDOWS_S:
         index += [f"pctup:{window_s}", f"pctdown:{window_s}"]
         rearm += [f"pctup:{window_s}", f"pctdown:{window_s}"]
-    return [keys.ALERTS, keys.ALERTS_FIRED, keys.SYMBOLS, keys.kinds_in_use(symbol),
-            *(keys.index(symbol, s) for s in index), *(keys.rearm(symbol, s) for s in rearm)]
+    return [keys.alerts(symbol), keys.alerts_fired(symbol), keys.alerts_version(symbol),
+            keys.kinds_in_use(symbol), *(keys.index(symbol, s) for s in index),
+            *(keys.rearm(symbol, s) for s in rearm)]
 
 
 def fmt_num(value):
@@ -101,12 +108,12 @@ def start(alert):
 
 
 def pack_row(fields):
-    """An alert's tb:alerts value: its ROW_FIELDS joined by tabs."""
+    """An alert's row in tb:alerts:{S}: its ROW_FIELDS joined by tabs."""
     return "\t".join(str(fields.get(name, ROW_DEFAULTS.get(name))) for name in ROW_FIELDS)
 
 
 def unpack_row(row):
-    """A tb:alerts value as a dict of strings (the note keeps any tabs it holds)."""
+    """A row of tb:alerts:{S} as a dict of strings (the note keeps any tabs it holds)."""
     return dict(zip(ROW_FIELDS, row.split("\t", len(ROW_FIELDS) - 1), strict=True))
 
 
@@ -130,41 +137,80 @@ def index(alert, r=None, resume=False):
     if not is_live(alert):
         return unindex(alert.id, r)
     f = _fields(alert)
-    args = [alert.id, pack_row(f), f["symbol"], *start(alert), "1" if resume else "0"]
-    return _script(r)(keys=INDEX_KEYS, args=INDEX_PREFIXES + args)
+    symbol = f["symbol"]
+    old = r.hget(keys.ALERT_SYMBOLS, alert.id)
+    if old is not None and old != symbol:
+        _unindex_in(r, old, alert.id)
+    r.hsetnx(keys.SYMBOLS, symbol, 1)  # first: a crash leaves an extra symbol, never one missing
+    args = [*PREFIXES, symbol, alert.id, pack_row(f), *start(alert), "1" if resume else "0"]
+    changed, count = _script(r)(keys=symbol_keys(symbol), args=args)
+    r.hset(keys.ALERT_SYMBOLS, alert.id, symbol)
+    register(r, symbol, count)
+    return changed
 
 
 def unindex(alert_id, r=None):
     """Remove an alert from the index; a no-op if it is not there."""
     r = r or get_redis()
-    return _script(r)(keys=INDEX_KEYS, args=INDEX_PREFIXES + [alert_id])
+    symbol = r.hget(keys.ALERT_SYMBOLS, alert_id)
+    return 0 if symbol is None else _unindex_in(r, symbol, alert_id)
+
+
+def _unindex_in(r, symbol, alert_id):
+    removed, count = _script(r)(keys=symbol_keys(symbol), args=[*PREFIXES, symbol, alert_id])
+    r.hdel(keys.ALERT_SYMBOLS, alert_id)
+    register(r, symbol, count)
+    return removed
 
 
 def unindex_many(alert_ids, r=None):
-    """Unindex several alerts in one round trip."""
-    _each(scripts.INDEX, INDEX_KEYS, INDEX_PREFIXES, alert_ids, r)
-
-
-def forget_fired(alert_ids, r=None):
-    """Drop fired one-shot alerts' marks; call only once SQL has them inactive."""
-    _each(scripts.FORGET, [keys.ALERTS_FIRED, keys.ALERTS_VERSION], [], alert_ids, r)
-
-
-def _each(lua, script_keys, args, alert_ids, r):
+    """Unindex several alerts in a few round trips."""
     if not alert_ids:
         return
     r = r or get_redis()
-    script = r.register_script(lua)
-    with r.pipeline(transaction=False) as pipe:
-        for alert_id in sorted(alert_ids):
-            script(keys=script_keys, args=[*args, alert_id], client=pipe)
-        pipe.execute()
+    alert_ids = sorted(alert_ids)
+    where = dict(zip(alert_ids, r.hmget(keys.ALERT_SYMBOLS, alert_ids), strict=True))
+    found = [(alert_id, symbol) for alert_id, symbol in where.items() if symbol is not None]
+    if not found:
+        return
+    replies = run_all(r, _script(r), [
+        (symbol_keys(symbol), [*PREFIXES, symbol, alert_id]) for alert_id, symbol in found])
+    r.hdel(keys.ALERT_SYMBOLS, *(alert_id for alert_id, _ in found))
+    left = {symbol: count for (_, symbol), (_, count) in zip(found, replies, strict=True)}
+    for symbol, count in left.items():
+        register(r, symbol, count)
+
+
+def forget_fired(symbol, alert_ids, r=None):
+    """Drop fired one-shot alerts' marks; call only once SQL has them inactive."""
+    if not alert_ids:
+        return
+    r = r or get_redis()
+    forget = [keys.alerts_fired(symbol), keys.alerts_version(symbol)]
+    run_all(r, r.register_script(scripts.FORGET),
+            [(forget, [alert_id]) for alert_id in sorted(alert_ids)])
+
+
+def register(r, symbol, count):
+    """Keep tb:symbols right after the symbol's index changed and `count` alerts are left.
+
+    An empty symbol leaves the registry, then is put back if an alert came in meanwhile:
+    the registry and the index are in different slots, so this is the order that never
+    leaves a symbol with alerts unfollowed.
+    """
+    if count > 0:
+        r.hset(keys.SYMBOLS, symbol, count)
+        return
+    r.hdel(keys.SYMBOLS, symbol)
+    left = r.hlen(keys.alerts(symbol))
+    if left:
+        r.hset(keys.SYMBOLS, symbol, left)
 
 
 def symbols(r=None):
     """Symbols with at least one indexed alert, and how many."""
     r = r or get_redis()
-    return {sym: int(n) for sym, n in r.hgetall(keys.SYMBOLS).items()}
+    return {sym: int(n) for sym, n in r.hgetall(keys.SYMBOLS).items() if int(n) > 0}
 
 
 def live_alerts(now=None):
@@ -177,31 +223,50 @@ def live_alerts(now=None):
 
 
 def rebuild(r=None, now=None):
-    """Replace the index with SQL's live alerts, atomically per symbol; returns how many."""
+    """Replace the index with SQL's live alerts, atomically per symbol; returns how many.
+
+    Each symbol's version is read before SQL is; a symbol whose index changed meanwhile (an
+    alert created, paused or deleted) is refused by the script and done again from a fresh
+    read of SQL, REBUILD_ATTEMPTS times, then regardless.
+    """
     r = r or get_redis()
-    for _ in range(REBUILD_ATTEMPTS):
-        try:
-            return _rebuild_once(r, now, watch=True)
-        except redis.WatchError:
-            continue  # an alert was created, paused or deleted meanwhile: read SQL again
-    return _rebuild_once(r, now, watch=False)
-
-
-def _rebuild_once(r, now, watch):
-    script = r.register_script(scripts.REBUILD)
-    with r.pipeline() as pipe:
-        if watch:
-            pipe.watch(keys.ALERTS_VERSION)  # bumped by every index write, never by ticks
-        db.session.rollback()  # a fresh SQL snapshot, taken after the watch began
-        alerts = live_alerts(now)
+    script, todo, total = r.register_script(scripts.REBUILD), None, 0
+    for attempt in range(REBUILD_ATTEMPTS + 1):
+        db.session.rollback()  # a fresh SQL snapshot, taken after the versions are read
+        candidates = set(r.hkeys(keys.SYMBOLS)) | set(db.session.scalars(
+            select(Alert.symbol).where(Alert.active.is_(True)).distinct()))
+        if todo is not None:
+            candidates &= todo
+        ordered = sorted(candidates)
+        with r.pipeline(transaction=False) as pipe:
+            for symbol in ordered:
+                pipe.get(keys.alerts_version(symbol))
+            versions = dict(zip(ordered, (v or "0" for v in pipe.execute()), strict=True))
         by_symbol = {}
-        for alert in alerts:
-            by_symbol.setdefault(alert.symbol, []).extend(_rebuild_args(alert))
-        pipe.multi()
-        for symbol in sorted(set(r.hkeys(keys.SYMBOLS)) | set(by_symbol)):
-            script(keys=_rebuild_keys(symbol), client=pipe, args=[
-                symbol, keys.INDEX_PREFIX, keys.REARM_PREFIX, *by_symbol.get(symbol, [])])
-        return sum(pipe.execute())  # without the fired one-shot alerts SQL does not know of
+        for alert in live_alerts(now):
+            by_symbol.setdefault(alert.symbol, []).append(alert)
+        last = attempt == REBUILD_ATTEMPTS
+        replies = run_all(r, script, [(symbol_keys(symbol), [
+            symbol, keys.INDEX_PREFIX, keys.REARM_PREFIX, "" if last else versions[symbol],
+            *(arg for alert in by_symbol.get(symbol, []) for arg in _rebuild_args(alert))])
+            for symbol in ordered])
+        todo = set()
+        for symbol, n in zip(ordered, replies, strict=True):
+            if n < 0:
+                todo.add(symbol)
+                continue
+            total += n
+            _registered(r, symbol, n, by_symbol.get(symbol, []))
+        if not todo:
+            break
+    return total  # without the fired one-shot alerts SQL does not know of
+
+
+def _registered(r, symbol, n, alerts):
+    """After a symbol's rebuild: its alerts in tb:alerts:symbol, the symbol in tb:symbols."""
+    if alerts:
+        r.hset(keys.ALERT_SYMBOLS, mapping={alert.id: symbol for alert in alerts})
+    register(r, symbol, n)
 
 
 def _rebuild_args(alert):

@@ -50,41 +50,43 @@ local function count_uses(key, cond, win, cool, step)
 end
 """
 
-# Index or unindex one alert atomically, keeping the tb:symbols and in-use counts right.
-# The old entry's symbol is known only once its row is read, so key prefixes come in ARGV.
+# Index or unindex one alert of one symbol atomically, in the symbol's slot; the symbol
+# registry (tb:symbols) and the alert -> symbol map are kept by index.py around it.
 # An edit that keeps what the alert watches (symbol, kind, level, high, window) keeps its
 # phase: an alert waiting to re-arm, cooling down or inside a channel stays so, and one
 # crossing never fires twice because of an edit. Anything else is placed as new.
-# KEYS: 1 tb:alerts  2 tb:alerts:fired  3 tb:symbols  4 tb:alerts:version
-# ARGV: 1 index prefix  2 re-arm prefix  3 kinds-in-use prefix  4 id, then to index it:
-#       5 row  6 symbol  7 the set it starts in (index suffix)  8 its score  9 '1' to resume
+# KEYS: 1 tb:alerts:{S}  2 tb:alerts:fired:{S}  3 tb:alerts:version:{S}  4 tb:inuse:{S},
+#       then every set of the symbol (index.symbol_keys): the script touches no other key
+# ARGV: 1 index prefix  2 re-arm prefix  3 symbol  4 id, then to index it:
+#       5 row  6 the set it starts in (index suffix)  7 its score  8 '1' to resume
+# Returns {1 if it changed the index else 0, the symbol's indexed alerts}.
 INDEX = SETS + USES + """
-local ALERTS, FIRED, SYMBOLS, VERSION = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local IDX, REARM, INUSE, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ALERTS, FIRED, VERSION, INUSE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local IDX, REARM, sym, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 -- symbol, condition, target, rearm, cooldown_ms, high, window_s (ROW_FIELDS)
 local ROW = '^[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t[^\\t]*\\t([^\\t]*)\\t[^\\t]*\\t'
   .. '([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t'
-local function key(sym, set) return (set[2] == 'i' and IDX or REARM) .. sym .. ':' .. set[3] end
+local function key(set) return (set[2] == 'i' and IDX or REARM) .. sym .. '}:' .. set[3] end
+local function done(changed) return {changed, redis.call('HLEN', ALERTS)} end
 redis.call('INCR', VERSION) -- a rebuild racing with this change starts again
 -- A one-shot alert the matcher fired stays marked until the slow path has it inactive in
 -- SQL: an edit meanwhile must not arm it again (one crossing, one notification). A resume
 -- or an unindex is SQL's newer word and clears the mark.
-if #ARGV == 4 or ARGV[9] == '1' then
+if #ARGV == 4 or ARGV[8] == '1' then
   redis.call('HDEL', FIRED, id)
 elseif redis.call('HEXISTS', FIRED, id) == 1 then
-  return 0
+  return done(0)
 end
 local old = redis.call('HGET', ALERTS, id)
 if old and #ARGV > 4 then
-  local o_sym, o_cond, o_target, _, o_cool, o_high, o_win = string.match(old, ROW)
-  local n_sym, n_cond, n_target, n_rearm, n_cool, n_high, n_win = string.match(ARGV[5], ROW)
-  if o_sym == n_sym and o_cond == n_cond and o_target == n_target and o_high == n_high
-      and o_win == n_win then
+  local _, o_cond, o_target, _, o_cool, o_high, o_win = string.match(old, ROW)
+  local _, n_cond, n_target, n_rearm, n_cool, n_high, n_win = string.match(ARGV[5], ROW)
+  if o_cond == n_cond and o_target == n_target and o_high == n_high and o_win == n_win then
     redis.call('HSET', ALERTS, id, ARGV[5])
-    count_uses(INUSE .. n_sym, o_cond, o_win, o_cool, -1)
-    count_uses(INUSE .. n_sym, n_cond, n_win, n_cool, 1)
+    count_uses(INUSE, o_cond, o_win, o_cool, -1)
+    count_uses(INUSE, n_cond, n_win, n_cool, 1)
     for _, set in ipairs(sets_of(n_cond, n_win)) do -- a new buffer moves the re-arm point
-      local k = key(n_sym, set)
+      local k = key(set)
       if set[1] == 'rearm' then
         redis.call('ZADD', k, 'XX', n_rearm, id)
       elseif set[1] == 'rearm_hi' then
@@ -92,28 +94,25 @@ if old and #ARGV > 4 then
           - tonumber(n_rearm)), id)
       end
     end
-    return 1
+    return done(1)
   end
 end
 if old then
-  local sym, cond, _, _, cool, _, win = string.match(old, ROW)
-  for _, set in ipairs(sets_of(cond, win)) do redis.call('ZREM', key(sym, set), id) end
+  local _, cond, _, _, cool, _, win = string.match(old, ROW)
+  for _, set in ipairs(sets_of(cond, win)) do redis.call('ZREM', key(set), id) end
   redis.call('HDEL', ALERTS, id)
-  if redis.call('HINCRBY', SYMBOLS, sym, -1) <= 0 then redis.call('HDEL', SYMBOLS, sym) end
-  count_uses(INUSE .. sym, cond, win, cool, -1)
+  count_uses(INUSE, cond, win, cool, -1)
 end
-if #ARGV == 4 then return old and 1 or 0 end
-local sym = ARGV[6]
+if #ARGV == 4 then return done(old and 1 or 0) end
 local _, cond, _, _, cool, _, win = string.match(ARGV[5], ROW)
 redis.call('HSET', ALERTS, id, ARGV[5])
-redis.call('ZADD', IDX .. sym .. ':' .. ARGV[7], ARGV[8], id)
-redis.call('HINCRBY', SYMBOLS, sym, 1)
-count_uses(INUSE .. sym, cond, win, cool, 1)
-return 1
+redis.call('ZADD', IDX .. sym .. '}:' .. ARGV[6], ARGV[7], id)
+count_uses(INUSE, cond, win, cool, 1)
+return done(1)
 """
 
 # Drop a fired one-shot alert's mark (the slow path, once SQL says inactive).
-# KEYS: 1 tb:alerts:fired  2 tb:alerts:version   ARGV: 1 id
+# KEYS: 1 tb:alerts:fired:{S}  2 tb:alerts:version:{S}   ARGV: 1 id
 FORGET = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('INCR', KEYS[2]) -- a rebuild that read SQL before the update retries
@@ -123,18 +122,21 @@ return 1
 # Replace one symbol's index. The phase of each alert (which set it waits in) is read
 # here, inside the same atomic step, so a tick can never slip between reading and writing;
 # scores come fresh from SQL, but a cooldown keeps its end. A one-shot alert in
-# tb:alerts:fired is skipped: SQL may not know yet that it fired.
-# KEYS: 1 tb:alerts  2 tb:alerts:fired  3 tb:symbols  4 tb:inuse:S, then every set of the
-#       symbol (_rebuild_keys)
-# ARGV: 1 symbol  2 index prefix  3 re-arm prefix, then per alert: id row fired, where
-#       fired = '1' for a recurring alert that has fired before
+# tb:alerts:fired:{S} is skipped: SQL may not know yet that it fired. Nothing is written
+# (-1 is returned) if the symbol's version is not the one read before SQL was: an index
+# change came in between, and the caller reads SQL again.
+# KEYS: as INDEX's (index.symbol_keys)
+# ARGV: 1 symbol  2 index prefix  3 re-arm prefix  4 the version read ('' : any), then per
+#       alert: id row fired, where fired = '1' for a recurring alert that has fired before
+# Returns the alerts indexed.
 REBUILD = SETS + USES + """
-local ALERTS, FIRED, SYMBOLS, INUSE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ALERTS, FIRED, VERSION, INUSE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local sym, IDX, REARM = ARGV[1], ARGV[2], ARGV[3]
+if ARGV[4] ~= '' and (redis.call('GET', VERSION) or '0') ~= ARGV[4] then return -1 end
 -- condition, target, rearm, cooldown_ms, high, window_s (ROW_FIELDS)
 local ROW = '^[^\\t]*\\t[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t[^\\t]*\\t([^\\t]*)\\t[^\\t]*\\t'
   .. '([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t'
-local function key(set) return (set[2] == 'i' and IDX or REARM) .. sym .. ':' .. set[3] end
+local function key(set) return (set[2] == 'i' and IDX or REARM) .. sym .. '}:' .. set[3] end
 local phase, cooling = {}, {} -- id -> the key it waits in; id -> its cooldown's end
 for i = 5, #KEYS do
   local members = redis.call('ZRANGE', KEYS[i], 0, -1, 'WITHSCORES')
@@ -146,7 +148,7 @@ for i = 5, #KEYS do
 end
 redis.call('DEL', INUSE)
 local keep, n = {}, 0
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local id, row, fired = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('HEXISTS', FIRED, id) == 0 then
     local cond, target, rearm, cool, high, win = string.match(row, ROW)
@@ -184,7 +186,7 @@ for i = 4, #ARGV, 3 do
             - tonumber(rearm)), id)
         end
       elseif first[1] ~= 'armed' or string.sub(first[3], 1, 1) == 'x' then
-        redis.call('ZADD', IDX .. sym .. ':pend', 0, id)
+        redis.call('ZADD', IDX .. sym .. '}:pend', 0, id)
       else
         redis.call('ZADD', key(first), target, id)
       end
@@ -195,11 +197,6 @@ for i = 4, #ARGV, 3 do
 end
 for id in pairs(phase) do
   if not keep[id] then redis.call('HDEL', ALERTS, id) end
-end
-if n > 0 then
-  redis.call('HSET', SYMBOLS, sym, n)
-else
-  redis.call('HDEL', SYMBOLS, sym)
 end
 return n
 """

@@ -12,7 +12,6 @@ import threading
 from datetime import UTC, datetime
 
 import click
-import redis
 from flask import current_app
 from flask.cli import with_appcontext
 from rq import SimpleWorker
@@ -25,7 +24,7 @@ from webapp.core.breaker import Breaker
 from webapp.core.outage import Outage
 from webapp.core.processes import Heartbeat
 from webapp.core.queues import STREAM_QUEUE, enqueue, get_queue, rq_connection
-from webapp.extensions import get_redis
+from webapp.extensions import data_redis, get_redis
 from worker import slowpath
 from worker.listener.connection import logline
 from worker.listener.lease import Lease
@@ -64,8 +63,7 @@ def _listen(app, r, lease, stop):
         backoff = (config["LISTENER_BACKOFF_BASE_S"], config["LISTENER_BACKOFF_MAX_S"])
         # A client of its own with a short timeout: a frozen Redis costs the tick path a
         # second per retry, not the 5 s the pages wait, so the socket keeps being read.
-        r = redis.Redis.from_url(config["REDIS_URL"], decode_responses=True,
-                                 socket_connect_timeout=1, socket_timeout=1)
+        r = data_redis(config, socket_connect_timeout=1, socket_timeout=1)
         pool = ListenerPool(
             r, Matcher(r), config["BINANCE_WS_URL"], lease=lease,
             breaker=Breaker("binance", redis=r), max_age_s=config["LISTENER_MAX_AGE_S"],

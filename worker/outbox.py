@@ -1,0 +1,120 @@
+"""The matcher's second step on a Redis Cluster: a fired batch's users' side, exactly once.
+
+match.lua runs in the symbol's slot, so in `outbox` mode it writes no user's key: it records
+the batch in the symbol's outbox stream (tb:outbox:{S}), durable and atomic with the claim.
+`Outbox.complete` then writes each notified user's stream entry and publishes it in the user's
+slot (DELIVER, one call per user, pipelined by node), hands the slow path its entries (COMMIT,
+in tb:{fired}'s slot) and drops the outbox entry. Each step may run again — a retry, a lost
+reply, two listeners, the sweep finishing a batch a dead listener left — and changes nothing
+the second time: DELIVER remembers per user the batches it wrote (tb:applied:{uid}) and answers
+the same entry ids; COMMIT remembers for a day the batches it handed on.
+"""
+
+import logging
+
+from webapp import clock, keys
+from webapp.core import pubsub
+from webapp.core.scripting import run_all
+
+log = logging.getLogger(__name__)
+
+APPLIED_KEPT = 64  # batches remembered per user: a retry comes within seconds, not 64 batches
+APPLIED_TTL_S = 24 * 3600
+COMMITTED_KEPT_MS = 24 * 3600 * 1000
+SWEEP_AGE_MS = 5000  # a batch older than this was left by a listener that died or lost Redis
+SWEEP_COUNT = 100  # batches per symbol and sweep
+
+# KEYS: 1 the user's stream  2 the user's channel  3 tb:applied:{uid}
+# ARGV: 1 publish command  2 batch  3 uid  4 batches kept  5 their TTL (s), then each
+# notification's body (its JSON after '{"user_id":'). Returns the entry ids, joined by commas.
+DELIVER = """
+local done = redis.call('HGET', KEYS[3], ARGV[2])
+if done then return done end
+local uid, eids = ARGV[3], {}
+for i = 6, #ARGV do
+  local eid = redis.call('XADD', KEYS[1], '*', 'event', 'notification',
+    'data', '{"user_id":' .. ARGV[i])
+  redis.call(ARGV[1], KEYS[2], '{"id":"' .. eid .. '","event":"notification",'
+    .. '"data":{"id":"' .. eid .. '-' .. uid .. '","user_id":' .. ARGV[i] .. '}')
+  eids[#eids + 1] = eid
+end
+local text = table.concat(eids, ',')
+redis.call('HSET', KEYS[3], ARGV[2], text)
+local kept = tonumber(ARGV[4])
+if redis.call('HLEN', KEYS[3]) > kept then
+  -- a batch's name starts with its outbox entry id, milliseconds first: oldest sort first
+  local names = redis.call('HKEYS', KEYS[3])
+  table.sort(names)
+  for i = 1, #names - kept do redis.call('HDEL', KEYS[3], names[i]) end
+end
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+return text
+"""
+
+# KEYS: 1 tb:{fired}  2 tb:{fired}:batches
+# ARGV: 1 batch  2 now (ms)  3 how long batches are remembered (ms)  4 price  5 tick ms
+#       6 symbol, then per notification type: type, items (as match.lua's inline mode)
+COMMIT = """
+if redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1]) == 0 then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
+for i = 7, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], '*', 'type', ARGV[i], 'price', ARGV[4], 'ts', ARGV[5],
+    'symbol', ARGV[6], 'items', ARGV[i + 1])
+end
+return 1
+"""
+
+
+class Outbox:
+    """Completes fired batches recorded by match.lua in outbox mode."""
+
+    def __init__(self, redis):
+        self.redis = redis
+        self._deliver = redis.register_script(DELIVER)
+        self._commit = redis.register_script(COMMIT)
+        self._publish = pubsub.command(redis)
+
+    def complete(self, symbol, entry_id, price, ts, notes):
+        """Write a batch's users' side and hand it to the slow path; returns its notification
+        ids in the batch's order. Safe to call again for the same batch."""
+        batch = f"{entry_id}:{symbol}"
+        by_user = {}  # uid -> [(position, type, alert id, mode, body)]
+        lines = notes.split("\n")
+        for i, line in enumerate(lines):
+            uid, ntype, alert_id, mode, body = line.split("\t", 4)
+            by_user.setdefault(uid, []).append((i, ntype, alert_id, mode, body))
+        replies = run_all(self.redis, self._deliver, [
+            ([keys.replay(uid), keys.user_channel(uid), keys.applied(uid)],
+             [self._publish, batch, uid, APPLIED_KEPT, APPLIED_TTL_S, *(n[4] for n in notes_)])
+            for uid, notes_ in by_user.items()])
+        nids, items = [None] * len(lines), {}
+        for (uid, notes_), eids in zip(by_user.items(), replies, strict=True):
+            for (i, ntype, alert_id, mode, _), eid in zip(notes_, eids.split(","), strict=True):
+                nids[i] = f"{eid}-{uid}"
+                items.setdefault(ntype, []).append(f"{nids[i]}:{alert_id}:{uid}:{mode}")
+        args = [batch, clock.now_ms(), COMMITTED_KEPT_MS, price, ts, symbol]
+        for ntype, typed in items.items():
+            args += [ntype, ",".join(typed)]
+        self._commit(keys=[keys.FIRED, keys.FIRED_BATCHES], args=args)
+        self.redis.xdel(keys.outbox(symbol), entry_id)
+        return nids
+
+    def sweep(self, symbols, now_ms=None, age_ms=SWEEP_AGE_MS):
+        """Complete the batches older than `age_ms` left in the symbols' outboxes; returns
+        how many notifications that wrote (or found written)."""
+        symbols = list(symbols)
+        if not symbols:
+            return 0
+        until = (now_ms or clock.now_ms()) - age_ms
+        with self.redis.pipeline(transaction=False) as pipe:
+            for symbol in symbols:
+                pipe.xrange(keys.outbox(symbol), "-", until, count=SWEEP_COUNT)
+            found = pipe.execute()
+        done = 0
+        for symbol, entries in zip(symbols, found, strict=True):
+            for entry_id, fields in entries:
+                log.warning("matcher: completing batch %s of %s left by an earlier run",
+                            entry_id, symbol)
+                done += len(self.complete(symbol, entry_id, fields["price"], fields["ts"],
+                                          fields["notes"]))
+        return done
