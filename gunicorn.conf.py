@@ -10,7 +10,10 @@ from gunicorn.glogging import Logger
 
 bind = f"127.0.0.1:{os.environ.get('PORT', '8000')}"
 worker_class = "gevent"  # live streams are greenlets, handed off to the hub
-workers = 1  # more processes work too: each holds its own streams and pub/sub connection
+# Each worker holds its own streams and subscribes only to their users' channels; a browser
+# may reconnect to any of them and replay from Last-Event-ID (docs/scaling.md, "Web").
+DEFAULT_WORKERS = 2
+workers = int(os.environ.get("WEB_CONCURRENCY") or DEFAULT_WORKERS)
 worker_connections = 20000
 timeout = 60
 graceful_timeout = 5

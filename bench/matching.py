@@ -230,8 +230,9 @@ def in_use(a):
 def load_mix(r, alerts):
     """What index() writes per alert, pipelined: its row, the set start() names, the counts."""
     pipe = r.pipeline(transaction=False)
-    sets, counts, uses = {}, {}, {}
+    sets, counts, uses, where = {}, {}, {}, {}
     for n, a in enumerate(alerts, start=1):
+        where[a.id] = a.symbol
         pipe.hset(keys.alerts(a.symbol), a.id, pack_row({
             "user_id": a.user_id, "symbol": a.symbol, "condition": a.condition,
             "target": fmt_num(a.target), "mode": a.mode,
@@ -251,12 +252,13 @@ def load_mix(r, alerts):
     for symbol, used in uses.items():
         pipe.hset(keys.kinds_in_use(symbol), mapping=used)
     pipe.hset(keys.SYMBOLS, mapping=counts)
+    pipe.hset(keys.ALERT_SYMBOLS, mapping=where)
     pipe.execute()
 
 
 def snapshot(r):
     dump = {"hash": r.hgetall, "zset": lambda k: r.zrange(k, 0, -1, withscores=True)}
-    return {k: dump[r.type(k)](k) for k in r.scan_iter() if k != keys.ALERTS_VERSION}
+    return {k: dump[r.type(k)](k) for k in r.scan_iter() if not k.startswith("tb:alerts:version:")}
 
 
 def check_mix_loader(r):

@@ -1,13 +1,16 @@
-"""SSE fan-out: 1k, 5k and 10k clients on one gunicorn gevent worker, one event to every user.
+"""SSE fan-out: 1k, 5k and 10k clients, one event to every user, over 1 and 2 web processes.
 
-Tickerbell (one pub/sub connection per process, events written by the inbox's Lua script)
-side by side with Flask-SSE 1.0 (a pub/sub connection per client, one PUBLISH per user),
-served the same way. Flask-SSE lives only in bench/.venv-flasksse, made on first run.
+Tickerbell (one pub/sub connection per process subscribed to the users it serves, events
+written by the inbox's Lua script) on one gunicorn gevent worker and on two (each on its own
+port, the clients split between them, as behind a load balancer), side by side with
+Flask-SSE 1.0 (a pub/sub connection per client, one PUBLISH per user) on one worker.
+Flask-SSE lives only in bench/.venv-flasksse, made on first run.
 
 Figures per run: delivery latency p50/p99 from publishing to the event read by its client
-(the whole burst published at once), the worker's RSS growth per connection, and the Redis
-connections open. Client, server and Redis share this machine's cores.
-    python bench/sse_fanout.py [--sizes 1000 5000 10000] [--only tickerbell|flasksse]
+(the whole burst published at once), the workers' RSS growth per connection, and the Redis
+connections open. Client, servers and Redis share this machine's cores.
+    python bench/sse_fanout.py [--sizes 1000 5000 10000 | --users N] [--processes 1 2]
+                               [--only tickerbell|flasksse]
 """
 
 import argparse
@@ -105,21 +108,24 @@ async def subscribed(r, count, timeout=60):
     return len(r.pubsub_channels("user.*"))
 
 
-async def run_size(target, users, port, r, pid):
+async def run_size(target, users, ports, r, pids):
+    """Clients spread over the processes (client i on port i mod processes)."""
     clients = [SseClient(uid) for uid, _ in users]
     cookies = dict(users)
-    base = common.rss_kb(pid)
+    base = sum(common.rss_kb(pid) for pid in pids)
     started = time.perf_counter()
-    await common.connect_all(clients, port, target.path, lambda c: cookies[c.uid],
-                             target.ready)
+    await asyncio.gather(*(
+        common.connect_all(clients[i::len(ports)], port, target.path,
+                           lambda c: cookies[c.uid], target.ready)
+        for i, port in enumerate(ports)))
     note = ""
     if target.ready is None:
         ready = await subscribed(r, len(users))
         if ready < len(users):
             note = f"only {ready} of {len(users)} streams opened (fd limit: 2 per client)"
     connect_s = time.perf_counter() - started
-    await asyncio.sleep(1.0)  # let the worker settle before reading its memory
-    rss = common.rss_kb(pid)
+    await asyncio.sleep(1.0)  # let the workers settle before reading their memory
+    rss = sum(common.rss_kb(pid) for pid in pids)
     conns = web_connections(r)
     waits = [asyncio.ensure_future(c.wait_for(target.marker)) for c in clients]
     sent = await asyncio.to_thread(publish, target, r, users)
@@ -131,7 +137,8 @@ async def run_size(target, users, port, r, pid):
     for c in clients:
         c.close()
     latencies = sorted((t - sent[uid]) * 1000 for uid, t in received.items())
-    return {"impl": target.name, "clients": len(users), "delivered": len(received),
+    return {"impl": target.name, "procs": len(ports), "clients": len(users),
+            "delivered": len(received),
             "p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
             "p99_ms": round(percentile(latencies, 99), 1) if latencies else None,
             "kb_per_conn": round((rss - base) / len(users), 1), "rss_mb": round(rss / 1024, 1),
@@ -147,20 +154,24 @@ def forget_earlier_runs(r):
             r.delete(key)
 
 
-def serve_and_run(target, size, all_users, redis_url, tmp):
+def serve_and_run(target, size, all_users, redis_url, tmp, processes=1):
     r = redis.Redis.from_url(redis_url, decode_responses=True, client_name="bench")
     forget_earlier_runs(r)
-    port = common.free_port()
+    ports = [common.free_port() for _ in range(processes)]
     env = {"DATABASE_URL": f"sqlite:///{tmp / 'bench.db'}", "REDIS_URL": redis_url,
            "SECRET_KEY": common.SECRET, "STREAM_KEEPALIVE_S": "60", "INSTANCE_PATH": str(tmp)}
-    arbiter = common.gunicorn(target.bin_dir, target.app_spec, port, env,
-                              tmp / f"{target.name}.log", cwd=target.cwd)
+    arbiters = []
     try:
-        pid = common.worker_pid(arbiter)
-        asyncio.run(warm_up(target, all_users[0], port))
-        return asyncio.run(run_size(target, all_users[:size], port, r, pid))
+        for i, port in enumerate(ports):
+            arbiters.append(common.gunicorn(target.bin_dir, target.app_spec, port, env,
+                                            tmp / f"{target.name}{i}.log", cwd=target.cwd))
+        pids = [common.worker_pid(arbiter) for arbiter in arbiters]
+        for i, port in enumerate(ports):
+            asyncio.run(warm_up(target, all_users[i], port))
+        return asyncio.run(run_size(target, all_users[:size], ports, r, pids))
     finally:
-        common.stop(arbiter)
+        for arbiter in arbiters:
+            common.stop(arbiter)
         r.close()
 
 
@@ -173,11 +184,11 @@ async def warm_up(target, user, port):
 
 
 def table(rows):
-    head = (f"{'impl':<11}{'clients':>8}{'delivered':>10}{'p50 ms':>9}{'p99 ms':>9}"
+    head = (f"{'impl':<11}{'procs':>6}{'clients':>8}{'delivered':>10}{'p50 ms':>9}{'p99 ms':>9}"
             f"{'KB/conn':>9}{'RSS MB':>8}{'redis conns':>12}{'connect s':>10}")
     lines = [head]
     for row in rows:
-        lines.append(f"{row['impl']:<11}{row['clients']:>8}{row['delivered']:>10}"
+        lines.append(f"{row['impl']:<11}{row['procs']:>6}{row['clients']:>8}{row['delivered']:>10}"
                      f"{row['p50_ms'] or '-':>9}{row['p99_ms'] or '-':>9}{row['kb_per_conn']:>9}"
                      f"{row['rss_mb']:>8}{row['redis_conns']:>12}{row['connect_s']:>10}"
                      + (f"  {row['note']}" if row.get("note") else ""))
@@ -187,10 +198,16 @@ def table(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 10000])
+    parser.add_argument("--users", type=int, help="one size only: one event to N users")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2],
+                        help="web processes serving Tickerbell (Flask-SSE runs on one)")
     parser.add_argument("--only", choices=["tickerbell", "flasksse"])
     args = parser.parse_args(argv)
+    if args.users:
+        args.sizes = [args.users]
     print(f"file descriptor limit: {common.raise_fd_limit()}")
-    targets = [t() for t in (tickerbell, flasksse) if args.only in (None, t.__name__)]
+    runs = [(t(), n) for t, counts in ((tickerbell, args.processes), (flasksse, [1]))
+            if args.only in (None, t.__name__) for n in counts]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -199,8 +216,8 @@ def main(argv=None):
             db_url = f"sqlite:///{tmp / 'bench.db'}"
             _, users = common.make_users(db_url, redis_url, max(args.sizes))
             for size in args.sizes:
-                for target in targets:
-                    rows.append(serve_and_run(target, size, users, redis_url, tmp))
+                for target, processes in runs:
+                    rows.append(serve_and_run(target, size, users, redis_url, tmp, processes))
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
         finally:
             common.stop(redis_process)

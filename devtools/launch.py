@@ -38,7 +38,15 @@ STOP_TIMEOUT_S = 10.0
 POLL_S = 0.1
 
 
-def commands(port, demo_port):
+def listeners(flask, shards):
+    """One `flask listener` per shard (LISTENER_SHARDS): each RQ worker on the `stream` queue
+    hosts one shard's job, whichever it takes, so a process that dies stops that shard alone."""
+    if shards <= 1:
+        return {"listener": [*flask, "listener"]}
+    return {f"listener-{n}": [*flask, "listener"] for n in range(1, shards + 1)}
+
+
+def commands(port, demo_port, shards=1):
     """The processes, in start order (they stop in the reverse order)."""
     bin_dir = Path(sys.executable).parent
     flask = [str(bin_dir / "flask"), "--app", "wsgi"]
@@ -48,7 +56,7 @@ def commands(port, demo_port):
                          "--port", str(demo_port)]
     procs.update({
         "scheduler": [*flask, "scheduler"],
-        "listener": [*flask, "listener"],
+        **listeners(flask, shards),
         "worker": [*flask, "worker"],
         "web": [str(bin_dir / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"),
                 "--bind", f"127.0.0.1:{port}", "wsgi:app"],
@@ -138,6 +146,10 @@ def _signal_group(process, sig):
         pass
 
 
+def shard_count(env):
+    return max(1, int(env.get("LISTENER_SHARDS") or 1))
+
+
 def private_redis(printer, env):
     """A supervised redis-server on a free port, data under instance/redis; waits for PING."""
     data_dir = INSTANCE / "redis"
@@ -176,6 +188,14 @@ def demo_env(env, port):
     """The fake feed on `port` stands in for Binance: its streams and its exchangeInfo."""
     return dict(env, BINANCE_WS_URL=f"ws://127.0.0.1:{port}",
                 BINANCE_API_URL=f"http://127.0.0.1:{port}")
+
+
+def migrate_keys(env):
+    """Redis keys of the layout before hash tags to their new names (`flask redis-migrate`:
+    idempotent, a no-op on a cluster), before any process writes the new ones."""
+    flask = Path(sys.executable).parent / "flask"
+    subprocess.run([str(flask), "--app", "wsgi", "redis-migrate"], env=env, cwd=str(ROOT),
+                   check=False)
 
 
 def seed_demo(env):
@@ -241,6 +261,7 @@ def main(argv=None):
         ADDRESS_FILE.write_text(env["REDIS_URL"] + "\n")
         print(f"private redis-server at {env['REDIS_URL']} (data in {INSTANCE / 'redis'})",
               flush=True)
+    migrate_keys(env)
     demo_port = None
     if args.demo:
         demo_port = redisd.free_port()
@@ -248,7 +269,7 @@ def main(argv=None):
         seed_demo(env)
     started = len(children)
     children += [Child(name, argv, env, printer)
-                 for name, argv in commands(port, demo_port).items()]
+                 for name, argv in commands(port, demo_port, shard_count(env)).items()]
     try:
         for child in children[started:]:
             child.start()

@@ -1,7 +1,17 @@
-"""A real Redis Cluster on loopback for the tests: redis-server processes, masters and replicas."""
+"""A real Redis Cluster on loopback: redis-server processes, masters and replicas.
 
+The tests start theirs with start(); a developer runs `python -m devtools.rediscluster
+[--dir D]`, which prints the REDIS_CLUSTER_NODES line for `make run` and stops the cluster
+on Ctrl-C.
+"""
+
+import argparse
 import re
+import signal
 import subprocess
+import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -163,3 +173,40 @@ def start(base_dir, masters=3, replicas_per_master=1, timeout=30.0):
         cluster.stop()
         raise
     return cluster
+
+
+def serve(base_dir, stop):
+    """Run a 3+3 cluster under `base_dir` until `stop` is set (or every node has died)."""
+    try:
+        cluster = start(base_dir)
+    except ClusterUnavailable as missing:
+        sys.exit(str(missing))
+    try:
+        print(f"REDIS_CLUSTER_NODES={','.join(cluster.nodes)}", flush=True)
+        print(f"Redis Cluster: 3 masters, 3 replicas, data under {base_dir} (no persistence); "
+              "Ctrl-C stops it", file=sys.stderr, flush=True)
+        while not stop.wait(1.0):
+            if all(p.poll() is not None for p in cluster.processes.values()):
+                sys.exit("Redis Cluster: every node has exited")
+    finally:
+        cluster.stop()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Start a Redis Cluster on loopback for development (3 masters, 3 replicas).")
+    parser.add_argument("--dir", help="where the nodes keep their files (default: a temporary "
+                                      "directory, removed on exit)")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if args.dir:
+        serve(Path(args.dir), stop)
+        return
+    with tempfile.TemporaryDirectory(prefix="tickerbell-cluster-") as base_dir:
+        serve(Path(base_dir), stop)
+
+
+if __name__ == "__main__":
+    main()

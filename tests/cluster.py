@@ -42,10 +42,14 @@ def connect(cluster, **options):
     return RedisCluster(startup_nodes=startup, decode_responses=True, **options)
 
 
+def nodes_config(cluster):
+    """The cluster as the app's config holds REDIS_CLUSTER_NODES: [(host, port), ...]."""
+    return [(host, int(port)) for host, port in (n.split(":") for n in cluster.nodes)]
+
+
 def data_plane(cluster, **options):
     """The client the app makes for the cluster (webapp.extensions.data_redis)."""
-    nodes = [(host, int(port)) for host, port in (n.split(":") for n in cluster.nodes)]
-    return data_redis({"REDIS_CLUSTER_NODES": nodes}, **options)
+    return data_redis({"REDIS_CLUSTER_NODES": nodes_config(cluster)}, **options)
 
 
 @pytest.fixture
@@ -55,3 +59,14 @@ def rc(redis_cluster):
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture
+def make_cluster_app(make_app, redis_cluster, rc):
+    """make_app with the data plane on the session's cluster (emptied first); RQ stays on
+    REDIS_URL, the session's single Redis, as in production."""
+
+    def make(**config):
+        return make_app(REDIS_CLUSTER_NODES=nodes_config(redis_cluster), **config)
+
+    return make

@@ -71,8 +71,10 @@ def test_200_streams_share_one_pubsub_connection_and_stay_isolated(site):
         assert streams_open(site) == USERS * STREAMS_PER_USER
         names = sorted(c["name"] for c in web_connections(site) if c["name"])
         assert names.count("tb-hub") == 1
-        subscribers = [c for c in web_connections(site) if int(c.get("psub", 0)) > 0]
-        assert len(subscribers) == 1
+        subscribers = [c for c in web_connections(site) if int(c.get("sub", 0)) > 0]
+        assert len(subscribers) == 1  # each user's channel and watch channel, once
+        assert int(subscribers[0]["sub"]) == 2 * USERS
+        assert all(int(c.get("psub", 0)) == 0 for c in web_connections(site))
         sent = [store(site, uid, f"for user {i}")[1] for i, uid in enumerate(site["uids"])]
         for i, _, reader in opened:
             events = reader.until(lambda ev: any(e.get("event") == "notification" for e in ev))
@@ -106,7 +108,7 @@ import gevent
 from webapp.live import fanout
 from webapp.live import handoff
 
-hub = fanout.Hub(sys.argv[1])
+hub = fanout.Hub({"REDIS_URL": sys.argv[1]})
 server_end, client_end = socket.socketpair()
 leaving = hub.attach(handoff.SocketStream(hub, 1, (), server_end))
 gevent.get_hub().loop.run_callback(leaving.close)

@@ -78,9 +78,10 @@ def _register_blueprints(app):
 def _register_commands(app):
     from webapp.accounts import cli as accounts_cli
     from webapp.alerts import cli as alerts_cli
-    from webapp.core import commands
+    from webapp.core import commands, keymigration
     from webapp.delivery import cli as delivery_cli
     from webapp.notify import cli as notify_cli
 
     commands.register(app, (*accounts_cli.COMMANDS, *alerts_cli.COMMANDS,
-                            *notify_cli.COMMANDS, *delivery_cli.COMMANDS))
+                            *notify_cli.COMMANDS, *delivery_cli.COMMANDS,
+                            *keymigration.COMMANDS))

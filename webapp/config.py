@@ -68,6 +68,11 @@ class Config:
         self.LISTENER_MAX_AGE_S = float(env.get("LISTENER_MAX_AGE_S", 23 * 3600 + 50 * 60))
         self.LISTENER_BACKOFF_BASE_S = float(env.get("LISTENER_BACKOFF_BASE_S", 0.5))
         self.LISTENER_BACKOFF_MAX_S = float(env.get("LISTENER_BACKOFF_MAX_S", 30))
+        # Symbols split over this many listeners, each its own lease, job and connections;
+        # they share Binance's budget of connection attempts per IP (300 in 5 minutes).
+        self.LISTENER_SHARDS = max(1, _int("LISTENER_SHARDS", 1))
+        self.LISTENER_CONNECT_BUDGET = _int("LISTENER_CONNECT_BUDGET", 300)
+        self.LISTENER_CONNECT_WINDOW_S = float(env.get("LISTENER_CONNECT_WINDOW_S", 300))
         self.INSTANCE_PATH = str(INSTANCE)
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"

@@ -40,6 +40,9 @@ def data_redis(config, max_connections=REDIS_POOL_SIZE, **options):
                "socket_connect_timeout": 2, "socket_timeout": 5, **options}
     nodes = config.get("REDIS_CLUSTER_NODES")
     if nodes:
+        # redis-py 6 deprecates this on the cluster's node clients (a warning, an error under
+        # pytest); the cluster's own Retry decides on timeouts there
+        options.pop("retry_on_timeout", None)
         return redis.RedisCluster(
             startup_nodes=[redis.cluster.ClusterNode(host, port) for host, port in nodes],
             connection_pool_class=partial(redis.BlockingConnectionPool, timeout=REDIS_POOL_WAIT_S),

@@ -34,10 +34,11 @@ LISTENER = "tb:listener"  # hash: the listener's status
 LISTENER_LEASE = "tb:listener:lease"
 PROCESSES = "tb:processes"  # hash: each process's heartbeat
 
-# Binance's symbol list (webapp/market/symbols.py)
-BINANCE_SYMBOLS = "tb:binance:symbols"  # zset, every score 0
-BINANCE_SYMBOLS_META = "tb:binance:symbols:meta"
-BINANCE_SYMBOLS_HOLD = "tb:binance:symbols:hold"
+# Binance's symbol list (webapp/market/symbols.py): one hash tag, as a fetch replaces the
+# list and its meta in one MULTI
+BINANCE_SYMBOLS = "tb:{binance:symbols}"  # zset, every score 0
+BINANCE_SYMBOLS_META = "tb:{binance:symbols}:meta"
+BINANCE_SYMBOLS_HOLD = "tb:{binance:symbols}:hold"
 
 
 def tagged_id(channel, prefix):
@@ -176,3 +177,18 @@ def idempotency(scope, key):
 
 def breaker(name):
     return f"tb:breaker:{name}"
+
+
+def listener_status(shard=0):
+    """Hash: one listener shard's status for /health; shard 0 keeps the single listener's name."""
+    return LISTENER if shard == 0 else f"{LISTENER}:{shard}"
+
+
+def listener_lease(shard=0):
+    """String: the token of the process running the shard; shard 0 keeps the old name."""
+    return LISTENER_LEASE if shard == 0 else f"{LISTENER_LEASE}:{shard}"
+
+
+def connect_budget(host):
+    """Zset: the Binance connection attempts of the last window from one egress host."""
+    return f"tb:connects:{host}"

@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from webapp import keys
 from webapp.alerts import scripts
-from webapp.alerts.index import WINDOWS_S, fmt_num, idx_key, rearm_key, register
+from webapp.alerts.index import WINDOWS_S, fmt_num, idx_key, prune_symbol, rearm_key
 from webapp.core import pubsub
 from webapp.extensions import is_cluster
 from worker.outbox import Outbox
@@ -103,12 +103,12 @@ class Matcher:
             except RedisError:
                 self._failed[(symbol, args[1])] = [*args[:-1], RETRY]
                 raise
-            if int(left) >= 0:
-                register(self.redis, symbol, int(left))
             if self.mode == INLINE:
                 fired.extend(str(n) for n in rest)
             elif rest:  # a lost reply here leaves the batch to Outbox.sweep
                 fired.extend(self.outbox.complete(symbol, rest[0], args[2], args[3], rest[1]))
+            if int(left) >= 0:  # only now: the sweep finds a batch left by the registry
+                prune_symbol(self.redis, symbol, int(left))
             if not int(more):
                 return fired
             args = [*args[:-1], CONTINUE]  # the same tick goes on: no ordering check

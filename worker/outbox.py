@@ -13,6 +13,7 @@ the same entry ids; COMMIT remembers for a day the batches it handed on.
 import logging
 
 from webapp import clock, keys
+from webapp.alerts.index import prune_symbol
 from webapp.core import pubsub
 from webapp.core.scripting import run_all
 
@@ -117,4 +118,6 @@ class Outbox:
                             entry_id, symbol)
                 done += len(self.complete(symbol, entry_id, fields["price"], fields["ts"],
                                           fields["notes"]))
+            if entries:  # the matcher kept the symbol followed for this batch: no longer
+                prune_symbol(self.redis, symbol, self.redis.hlen(keys.alerts(symbol)))
         return done

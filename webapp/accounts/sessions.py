@@ -20,6 +20,8 @@ from flask import current_app, session
 from flask_login import login_user, logout_user
 
 from webapp import keys
+from webapp.core import pubsub
+from webapp.extensions import get_redis
 from webapp.live.fanout import REVOKED
 
 SID = "_sid"  # the session id's key in Flask's signed session cookie
@@ -157,7 +159,8 @@ def end_all(user_id, keep=None):
 def end_streams(user_id, credentials):
     """Tell every web process to close the user's streams opened with these credentials."""
     message = json.dumps({"event": REVOKED, "data": list(credentials)})
-    _redis().publish(keys.user_channel(user_id), message)
+    # on the data plane, where the streams' hubs listen (a Redis Cluster's when there is one)
+    pubsub.publish(get_redis(), keys.user_channel(user_id), message)
 
 
 def log_out(user_id, everywhere=False):

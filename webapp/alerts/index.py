@@ -33,7 +33,7 @@ ROW_FIELDS = ("user_id", "symbol", "condition", "target", "mode", "rearm", "expi
               "cooldown_ms", "high", "window_s", "note")
 ROW_DEFAULTS = {"cooldown_ms": 0, "high": "", "window_s": ""}
 
-PREFIXES = [keys.INDEX_PREFIX, keys.REARM_PREFIX]
+PREFIXES = [keys.INDEX_PREFIX, keys.REARM_PREFIX, keys.TAG_END]  # ARGV 1-3: INDEX, REBUILD
 
 
 def idx_key(symbol, condition):
@@ -145,7 +145,7 @@ def index(alert, r=None, resume=False):
     args = [*PREFIXES, symbol, alert.id, pack_row(f), *start(alert), "1" if resume else "0"]
     changed, count = _script(r)(keys=symbol_keys(symbol), args=args)
     r.hset(keys.ALERT_SYMBOLS, alert.id, symbol)
-    register(r, symbol, count)
+    prune_symbol(r, symbol, count)
     return changed
 
 
@@ -159,7 +159,7 @@ def unindex(alert_id, r=None):
 def _unindex_in(r, symbol, alert_id):
     removed, count = _script(r)(keys=symbol_keys(symbol), args=[*PREFIXES, symbol, alert_id])
     r.hdel(keys.ALERT_SYMBOLS, alert_id)
-    register(r, symbol, count)
+    prune_symbol(r, symbol, count)
     return removed
 
 
@@ -178,7 +178,7 @@ def unindex_many(alert_ids, r=None):
     r.hdel(keys.ALERT_SYMBOLS, *(alert_id for alert_id, _ in found))
     left = {symbol: count for (_, symbol), (_, count) in zip(found, replies, strict=True)}
     for symbol, count in left.items():
-        register(r, symbol, count)
+        prune_symbol(r, symbol, count)
 
 
 def forget_fired(symbol, alert_ids, r=None):
@@ -191,7 +191,7 @@ def forget_fired(symbol, alert_ids, r=None):
             [(forget, [alert_id]) for alert_id in sorted(alert_ids)])
 
 
-def register(r, symbol, count):
+def prune_symbol(r, symbol, count):
     """Keep tb:symbols right after the symbol's index changed and `count` alerts are left.
 
     An empty symbol leaves the registry, then is put back if an alert came in meanwhile:
@@ -205,6 +205,8 @@ def register(r, symbol, count):
     left = r.hlen(keys.alerts(symbol))
     if left:
         r.hset(keys.SYMBOLS, symbol, left)
+
+
 
 
 def symbols(r=None):
@@ -227,30 +229,21 @@ def rebuild(r=None, now=None):
 
     Each symbol's version is read before SQL is; a symbol whose index changed meanwhile (an
     alert created, paused or deleted) is refused by the script and done again from a fresh
-    read of SQL, REBUILD_ATTEMPTS times, then regardless.
+    read of SQL, REBUILD_ATTEMPTS times, then regardless. So is a symbol SQL names that the
+    versions were not read for (its first alert came in between).
     """
     r = r or get_redis()
     script, todo, total = r.register_script(scripts.REBUILD), None, 0
     for attempt in range(REBUILD_ATTEMPTS + 1):
-        db.session.rollback()  # a fresh SQL snapshot, taken after the versions are read
-        candidates = set(r.hkeys(keys.SYMBOLS)) | set(db.session.scalars(
-            select(Alert.symbol).where(Alert.active.is_(True)).distinct()))
-        if todo is not None:
-            candidates &= todo
-        ordered = sorted(candidates)
-        with r.pipeline(transaction=False) as pipe:
-            for symbol in ordered:
-                pipe.get(keys.alerts_version(symbol))
-            versions = dict(zip(ordered, (v or "0" for v in pipe.execute()), strict=True))
-        by_symbol = {}
-        for alert in live_alerts(now):
-            by_symbol.setdefault(alert.symbol, []).append(alert)
+        versions = _versions(r, todo)
+        by_symbol = _live_by_symbol(now, todo)
         last = attempt == REBUILD_ATTEMPTS
+        ordered = sorted(versions.keys() | by_symbol.keys() if last else versions)
         replies = run_all(r, script, [(symbol_keys(symbol), [
-            symbol, keys.INDEX_PREFIX, keys.REARM_PREFIX, "" if last else versions[symbol],
+            *PREFIXES, symbol, "" if last else versions[symbol],
             *(arg for alert in by_symbol.get(symbol, []) for arg in _rebuild_args(alert))])
             for symbol in ordered])
-        todo = set()
+        todo = by_symbol.keys() - versions.keys()
         for symbol, n in zip(ordered, replies, strict=True):
             if n < 0:
                 todo.add(symbol)
@@ -262,11 +255,46 @@ def rebuild(r=None, now=None):
     return total  # without the fired one-shot alerts SQL does not know of
 
 
+def _versions(r, todo):
+    """{symbol: its index version} of `todo`, or of every symbol the registry or SQL names."""
+    if todo is None:
+        db.session.rollback()
+        todo = set(r.hkeys(keys.SYMBOLS)) | set(db.session.scalars(
+            select(Alert.symbol).where(Alert.active.is_(True)).distinct()))
+    ordered = sorted(todo)
+    with r.pipeline(transaction=False) as pipe:
+        for symbol in ordered:
+            pipe.get(keys.alerts_version(symbol))
+        return dict(zip(ordered, (v or "0" for v in pipe.execute()), strict=True))
+
+
+def _live_by_symbol(now, todo):
+    """SQL's live alerts by symbol (of `todo` only, unless None), from a snapshot taken now."""
+    db.session.rollback()  # after the versions were read: a change in between moves one
+    by_symbol = {}
+    for alert in live_alerts(now):
+        if todo is None or alert.symbol in todo:
+            by_symbol.setdefault(alert.symbol, []).append(alert)
+    return by_symbol
+
+
 def _registered(r, symbol, n, alerts):
-    """After a symbol's rebuild: its alerts in tb:alerts:symbol, the symbol in tb:symbols."""
-    if alerts:
-        r.hset(keys.ALERT_SYMBOLS, mapping={alert.id: symbol for alert in alerts})
-    register(r, symbol, n)
+    """After a symbol's rebuild: its alerts' entries in tb:alerts:symbol, then tb:symbols.
+
+    An entry that names another symbol holding the alert stays: the alert moved there after
+    SQL was read, and its edit wrote the entry. Missing and stale entries are rewritten.
+    """
+    ids = [alert.id for alert in alerts]
+    mapped = dict(zip(ids, r.hmget(keys.ALERT_SYMBOLS, ids), strict=True)) if ids else {}
+    other = [(i, s) for i, s in mapped.items() if s is not None and s != symbol]
+    with r.pipeline(transaction=False) as pipe:
+        for alert_id, elsewhere in other:
+            pipe.hexists(keys.alerts(elsewhere), alert_id)
+        moved = {i for (i, _), held in zip(other, pipe.execute(), strict=True) if held}
+    fix = {i: symbol for i, s in mapped.items() if s != symbol and i not in moved}
+    if fix:
+        r.hset(keys.ALERT_SYMBOLS, mapping=fix)
+    prune_symbol(r, symbol, n)
 
 
 def _rebuild_args(alert):

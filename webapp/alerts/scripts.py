@@ -57,32 +57,34 @@ end
 # crossing never fires twice because of an edit. Anything else is placed as new.
 # KEYS: 1 tb:alerts:{S}  2 tb:alerts:fired:{S}  3 tb:alerts:version:{S}  4 tb:inuse:{S},
 #       then every set of the symbol (index.symbol_keys): the script touches no other key
-# ARGV: 1 index prefix  2 re-arm prefix  3 symbol  4 id, then to index it:
-#       5 row  6 the set it starts in (index suffix)  7 its score  8 '1' to resume
+# ARGV: 1 index prefix  2 re-arm prefix  3 the tag's end (keys.TAG_END)  4 symbol  5 id,
+#       then to index it: 6 row  7 the set it starts in (index suffix)  8 its score
+#       9 '1' to resume
 # Returns {1 if it changed the index else 0, the symbol's indexed alerts}.
 INDEX = SETS + USES + """
 local ALERTS, FIRED, VERSION, INUSE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local IDX, REARM, sym, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local IDX, REARM, TAG_END, sym, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local unindex = #ARGV == 5
 -- symbol, condition, target, rearm, cooldown_ms, high, window_s (ROW_FIELDS)
 local ROW = '^[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t[^\\t]*\\t([^\\t]*)\\t[^\\t]*\\t'
   .. '([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t'
-local function key(set) return (set[2] == 'i' and IDX or REARM) .. sym .. '}:' .. set[3] end
+local function key(set) return (set[2] == 'i' and IDX or REARM) .. sym .. TAG_END .. set[3] end
 local function done(changed) return {changed, redis.call('HLEN', ALERTS)} end
 redis.call('INCR', VERSION) -- a rebuild racing with this change starts again
 -- A one-shot alert the matcher fired stays marked until the slow path has it inactive in
 -- SQL: an edit meanwhile must not arm it again (one crossing, one notification). A resume
 -- or an unindex is SQL's newer word and clears the mark.
-if #ARGV == 4 or ARGV[8] == '1' then
+if unindex or ARGV[9] == '1' then
   redis.call('HDEL', FIRED, id)
 elseif redis.call('HEXISTS', FIRED, id) == 1 then
   return done(0)
 end
 local old = redis.call('HGET', ALERTS, id)
-if old and #ARGV > 4 then
+if old and not unindex then
   local _, o_cond, o_target, _, o_cool, o_high, o_win = string.match(old, ROW)
-  local _, n_cond, n_target, n_rearm, n_cool, n_high, n_win = string.match(ARGV[5], ROW)
+  local _, n_cond, n_target, n_rearm, n_cool, n_high, n_win = string.match(ARGV[6], ROW)
   if o_cond == n_cond and o_target == n_target and o_high == n_high and o_win == n_win then
-    redis.call('HSET', ALERTS, id, ARGV[5])
+    redis.call('HSET', ALERTS, id, ARGV[6])
     count_uses(INUSE, o_cond, o_win, o_cool, -1)
     count_uses(INUSE, n_cond, n_win, n_cool, 1)
     for _, set in ipairs(sets_of(n_cond, n_win)) do -- a new buffer moves the re-arm point
@@ -103,10 +105,10 @@ if old then
   redis.call('HDEL', ALERTS, id)
   count_uses(INUSE, cond, win, cool, -1)
 end
-if #ARGV == 4 then return done(old and 1 or 0) end
-local _, cond, _, _, cool, _, win = string.match(ARGV[5], ROW)
-redis.call('HSET', ALERTS, id, ARGV[5])
-redis.call('ZADD', IDX .. sym .. '}:' .. ARGV[6], ARGV[7], id)
+if unindex then return done(old and 1 or 0) end
+local _, cond, _, _, cool, _, win = string.match(ARGV[6], ROW)
+redis.call('HSET', ALERTS, id, ARGV[6])
+redis.call('ZADD', IDX .. sym .. TAG_END .. ARGV[7], ARGV[8], id)
 count_uses(INUSE, cond, win, cool, 1)
 return done(1)
 """
@@ -126,17 +128,17 @@ return 1
 # (-1 is returned) if the symbol's version is not the one read before SQL was: an index
 # change came in between, and the caller reads SQL again.
 # KEYS: as INDEX's (index.symbol_keys)
-# ARGV: 1 symbol  2 index prefix  3 re-arm prefix  4 the version read ('' : any), then per
-#       alert: id row fired, where fired = '1' for a recurring alert that has fired before
+# ARGV: 1-4 as INDEX's  5 the version read ('' : any), then per alert: id row fired,
+#       where fired = '1' for a recurring alert that has fired before
 # Returns the alerts indexed.
 REBUILD = SETS + USES + """
 local ALERTS, FIRED, VERSION, INUSE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local sym, IDX, REARM = ARGV[1], ARGV[2], ARGV[3]
-if ARGV[4] ~= '' and (redis.call('GET', VERSION) or '0') ~= ARGV[4] then return -1 end
+local IDX, REARM, TAG_END, sym = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if ARGV[5] ~= '' and (redis.call('GET', VERSION) or '0') ~= ARGV[5] then return -1 end
 -- condition, target, rearm, cooldown_ms, high, window_s (ROW_FIELDS)
 local ROW = '^[^\\t]*\\t[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t[^\\t]*\\t([^\\t]*)\\t[^\\t]*\\t'
   .. '([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t'
-local function key(set) return (set[2] == 'i' and IDX or REARM) .. sym .. '}:' .. set[3] end
+local function key(set) return (set[2] == 'i' and IDX or REARM) .. sym .. TAG_END .. set[3] end
 local phase, cooling = {}, {} -- id -> the key it waits in; id -> its cooldown's end
 for i = 5, #KEYS do
   local members = redis.call('ZRANGE', KEYS[i], 0, -1, 'WITHSCORES')
@@ -148,7 +150,7 @@ for i = 5, #KEYS do
 end
 redis.call('DEL', INUSE)
 local keep, n = {}, 0
-for i = 5, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   local id, row, fired = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if redis.call('HEXISTS', FIRED, id) == 0 then
     local cond, target, rearm, cool, high, win = string.match(row, ROW)
@@ -186,7 +188,7 @@ for i = 5, #ARGV, 3 do
             - tonumber(rearm)), id)
         end
       elseif first[1] ~= 'armed' or string.sub(first[3], 1, 1) == 'x' then
-        redis.call('ZADD', IDX .. sym .. '}:pend', 0, id)
+        redis.call('ZADD', IDX .. sym .. TAG_END .. 'pend', 0, id)
       else
         redis.call('ZADD', key(first), target, id)
       end

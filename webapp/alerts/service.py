@@ -15,6 +15,7 @@ from webapp import keys
 from webapp.alerts import index as alert_index
 from webapp.alerts.readings import readings
 from webapp.alerts.validation import buffer_text, kind_fields, validate, validate_changes
+from webapp.core import pubsub
 from webapp.exceptions import NotFound
 from webapp.extensions import db, get_redis
 from webapp.market import symbols, tickers
@@ -38,7 +39,7 @@ def _tell_streams(user_id):
     """The user's open live streams follow the symbols their alerts now watch."""
     message = json.dumps(tickers.watched_symbols(user_id))
     try:
-        get_redis().publish(keys.watch_channel(user_id), message)
+        pubsub.publish(get_redis(), keys.watch_channel(user_id), message)
     except redis.RedisError:  # the change is saved; the streams catch up when they reconnect
         log.warning("event=watch_not_published user_id=%s", user_id)
 

@@ -2,7 +2,7 @@
 
 import time
 
-import redis
+from flask import current_app, has_app_context
 from markupsafe import Markup
 from rq import Queue
 
@@ -10,7 +10,9 @@ from webapp import clock, keys
 from webapp.config import VERSION
 from webapp.core import processes
 from webapp.core.breaker import Breaker
-from webapp.core.queues import QUEUES, STREAM_QUEUE
+from webapp.core.queues import QUEUES, STREAM_QUEUE, rq_connection
+from webapp.errors import REDIS_FAULTS
+from webapp.extensions import is_cluster
 
 STARTED = time.monotonic()  # module import is process start for the web workers
 DEFAULT_LISTENER_STALE_MS = 10_000  # the listener beats every second
@@ -39,36 +41,81 @@ def _monitoring(status, now_ms):
     }
 
 
+def _shard_count():
+    if not has_app_context():
+        return 1
+    return max(1, int(current_app.config.get("LISTENER_SHARDS") or 1))
+
+
+def _listener(r, shards, now_ms):
+    """(monitoring, last tick ms): every shard's status, and one summary over them all in
+    the fields a single listener always had (ok only when every shard is)."""
+    with r.pipeline(transaction=False) as pipe:
+        for shard in range(shards):
+            pipe.hgetall(keys.listener_status(shard))
+        statuses = pipe.execute()
+    each = [{"shard": shard, **_monitoring(status, now_ms)}
+            for shard, status in enumerate(statuses)]
+    ok = all(m["status"] == "ok" for m in each)
+    alive = all(m["listener"] == "alive" for m in each)
+    ages = [m["heartbeat_age_ms"] for m in each]
+    summary = {
+        "status": "ok" if ok else "down",
+        "listener": "alive" if alive else "down",
+        "stream": "open" if ok else "closed",
+        "state": next((m["state"] for m in each if m["status"] != "ok"), each[0]["state"]),
+        "heartbeat_age_ms": None if None in ages else max(ages),
+        "streams": sum(m["streams"] for m in each),
+        "connections": sum(m["connections"] for m in each),
+        "last_error": next((m["last_error"] for m in each if m["last_error"]), None),
+        "shards": each,
+    }
+    last_tick = max(int(status.get("last_tick_ms") or 0) for status in statuses)
+    return summary, last_tick
+
+
 def _queues(r):
+    """RQ's queue lengths, read where RQ keeps them: REDIS_URL, also beside a cluster."""
     names = (*QUEUES, STREAM_QUEUE)
+    if is_cluster(r):
+        r = rq_connection()
     with r.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.llen(Queue.redis_queue_namespace_prefix + name)
         return dict(zip(names, pipe.execute(), strict=True))
 
 
-def report(r, streams=None, now_ms=None):
-    """(report, healthy?): degraded if Redis is down, the feed is down, the breaker open, or
-    no worker, listener or scheduler process beats."""
+def _cluster(r):
+    """The Redis Cluster as its nodes see it: its state, nodes up of those known, masters."""
+    nodes = r.cluster_nodes().values()
+    up = [node for node in nodes if "fail" not in node["flags"]]  # also pfail: unreachable
+    return {"state": r.cluster_info()["cluster_state"], "nodes": len(nodes), "up": len(up),
+            "masters": sum("master" in node["flags"] for node in up)}
+
+
+def report(r, streams=None, now_ms=None, shards=None):
+    """(report, healthy?): degraded if Redis is down, the feed is down (any listener shard),
+    the breaker open, or no worker, listener or scheduler process beats."""
     now_ms = now_ms or clock.now_ms()
+    shards = shards or _shard_count()
     body = {"status": "ok", "redis": "ok", "monitoring": None, "circuit": None,
             "uptime_s": uptime_s(), "version": VERSION, "queues": None,
             "last_tick": None, "streams": streams, "processes": None, "missing": []}
     try:
         r.ping()
-        status = r.hgetall(keys.LISTENER)
-        body["monitoring"] = _monitoring(status, now_ms)
+        body["monitoring"], last_tick = _listener(r, shards, now_ms)
         body["circuit"] = Breaker("binance", redis=r).state()
         body["queues"] = _queues(r)
         body["processes"] = processes.report(r, now_ms)
-    except (redis.ConnectionError, redis.TimeoutError):
+        if is_cluster(r):
+            body["cluster"] = _cluster(r)
+    except REDIS_FAULTS:  # on a cluster also a slot without a master, mid-failover
         body.update(redis="down", status="degraded")
         return body, False
-    last_tick = int(status.get("last_tick_ms") or 0)
     body["last_tick"] = clock.ms_to_iso(last_tick) if last_tick else None
     body["missing"] = processes.missing(body["processes"])
     healthy = (body["monitoring"]["status"] == "ok" and body["circuit"]["state"] != OPEN
-               and not body["missing"])
+               and not body["missing"] and body.get("cluster", {}).get("state", "ok") == "ok")
     body["status"] = "ok" if healthy else "degraded"
     return body, healthy
 

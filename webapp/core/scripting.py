@@ -10,24 +10,34 @@ def run_all(r, script, calls):
     returns the replies in order and raises the first error.
 
     On a cluster the pipeline splits by node, and redis-py neither loads scripts for it nor
-    lets a Script run in it: EVALSHA goes in as a plain command, and a node that does not
-    know the script yet (first use, a restart, a replica promoted by a failover) answers
-    NOSCRIPT; those calls run again one by one, which loads it.
+    lets a Script run in it: EVALSHA goes in as a plain command, sent to the node that owns
+    its first key (named, or redis-py asks the server for every command's keys). A node that
+    does not know the script yet (first use, a restart, a replica promoted by a failover)
+    answers NOSCRIPT: the script is loaded on every master and those calls run again.
     """
     calls = list(calls)
     if not calls:
         return []
+    replies = _pipelined(r, script, calls)
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        r.script_load(script.script)
+        again = _pipelined(r, script, [calls[i] for i in missing])
+        for i, reply in zip(missing, again, strict=True):
+            replies[i] = reply
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+def _pipelined(r, script, calls):
     cluster = is_cluster(r)
     with r.pipeline(transaction=False) as pipe:
         for script_keys, args in calls:
             if cluster:
-                pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
+                pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys,
+                                     *args, target_nodes=r.get_node_from_key(script_keys[0]))
             else:
                 script(keys=script_keys, args=args, client=pipe)
-        replies = pipe.execute(raise_on_error=False)
-    for i, reply in enumerate(replies):
-        if isinstance(reply, NoScriptError):
-            replies[i] = script(keys=calls[i][0], args=calls[i][1])
-        elif isinstance(reply, Exception):
-            raise reply
-    return replies
+        return pipe.execute(raise_on_error=False)

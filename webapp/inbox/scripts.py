@@ -11,12 +11,14 @@ matcher's hot path stays one XADD). Read state is kept on the reading side:
                  the entries still in the stream up to `id`
 so the unread count is XLEN - n - ZCARD(read), O(1), once expired entries are trimmed.
 Every script takes KEYS 1 tb:replay:U  2 tb:read:U  3 tb:readmark:U  4 tb:user:U (the channel),
-from webapp/keys.py.
+from webapp/keys.py, and as its last ARGV the publish command (webapp/core/pubsub.py command():
+SPUBLISH on a Redis Cluster, so a message stays on the user's shard; PUBLISH on one Redis).
 """
 
 # The shared part: entry id order, the exact trim that keeps `n` right, the count.
 _COMMON = """
 local S, R, M, C = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local PUBLISH = ARGV[#ARGV]
 local function split(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
@@ -54,7 +56,7 @@ local function entry_data(id)
   for i = 1, #f, 2 do if f[i] == 'data' then return f[i + 1] end end
 end
 local function publish_count()
-  redis.call('PUBLISH', C, '{"event":"unread","data":' .. unread_count() .. '}')
+  redis.call(PUBLISH, C, '{"event":"unread","data":' .. unread_count() .. '}')
 end
 local function keep(ttl)
   for _, key in ipairs({S, R, M}) do redis.call('PEXPIRE', key, ttl) end
@@ -72,7 +74,7 @@ if type(eid) == 'table' then
 end
 trim(tonumber(ARGV[4]))
 keep(ARGV[5])
-redis.call('PUBLISH', C, '{"id":"' .. eid .. '","event":"notification",'
+redis.call(PUBLISH, C, '{"id":"' .. eid .. '","event":"notification",'
   .. '"data":{"id":"' .. eid .. '-' .. ARGV[1] .. '",' .. string.sub(ARGV[3], 2) .. '}')
 return eid
 """

@@ -13,6 +13,7 @@ import re
 from redis.commands.core import Script
 
 from webapp import clock, keys
+from webapp.core import pubsub, scripting
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import get_redis
 from webapp.inbox import scripts as inbox_lua
@@ -32,12 +33,17 @@ NID_RE = re.compile(r"(\d{1,15}-\d{1,9})-(\d{1,12})", re.ASCII)  # '<entry id>-<
 _scripts = {}
 
 
-def _run(name, keys, args, redis=None):
-    client = redis or get_redis()
+def _script(name, client):
     script = _scripts.get(name)
     if script is None:  # the sha is computed once; any client serves as the encoder
         script = _scripts[name] = Script(client, getattr(inbox_lua, name))
-    return script(keys=keys, args=args, client=client)
+    return script
+
+
+def _run(name, keys, args, redis=None):
+    """Run one inbox script; its last argument is the publish command (scripts.py)."""
+    client = redis or get_redis()
+    return _script(name, client)(keys=keys, args=[*args, pubsub.command(client)], client=client)
 
 
 def _keys(user_id):
@@ -98,10 +104,10 @@ def store(notification, now_ms=None):
 def store_many(notifications, now_ms=None, redis=None):
     """store() for many in one round trip (each one atomic); returns [(nid, event id)]."""
     calls = [_store_call(n, now_ms or clock.now_ms()) for n in notifications]
-    with (redis or get_redis()).pipeline(transaction=False) as pipe:
-        for keys, args in calls:
-            _run("STORE", keys, args, redis=pipe)
-        eids = [str(eid) for eid in pipe.execute()]
+    client = redis or get_redis()
+    publish = pubsub.command(client)
+    eids = [str(eid) for eid in scripting.run_all(
+        client, _script("STORE", client), [(keys, [*args, publish]) for keys, args in calls])]
     return [(f"{eid}-{args[0]}", eid) for eid, (_, args) in zip(eids, calls, strict=True)]
 
 

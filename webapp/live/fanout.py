@@ -1,36 +1,43 @@
-"""One Redis pub/sub connection per web process, fanned out in memory to every live stream.
+"""One Redis pub/sub link per web process, fanned out in memory to every live stream.
 
-The hub pattern-subscribes to every user channel and every tick channel once (PSUBSCRIBE
-`tb:user:*`, `tb:ticks:*`) instead of subscribing per connected user: the subscription never
-changes, so there is no race between a stream starting and its channel becoming live, and no
-subscribe traffic when 10k browsers reconnect at once. The cost is that each web process sees
-every user's messages and drops those of users it does not serve (a dict lookup);
-docs/scaling.md says when to switch to per-user SUBSCRIBE.
+The hub subscribes only to what its streams need (webapp/live/channels.py): each served
+user's channel and watch channel, each watched symbol's tick channel, counted per stream, so a
+message reaches only the processes serving its user and a user with no page open costs a
+publish nothing. On a Redis Cluster the channels are sharded (SSUBSCRIBE through redis-py's
+ClusterPubSub, one connection per node holding one of them), so a message also stays on the
+node that owns its slot. A stream reads its replay only once its channels are live, so nothing
+published between the replay and the live feed is lost (docs/scaling.md, "Web").
 
-Runs in a thread, which the gevent worker's monkey-patching turns into a greenlet. When the
-pub/sub connection drops, every stream is ended so browsers reconnect with Last-Event-ID and
-replay what the gap cost them. A stream is anything with `user_id`, `symbols`, `credential`,
-`put()` and `close()`: a `Client` queue drained by its request's greenlet (/ws, the dev
-server), or a `webapp.live.handoff.SocketStream` the hub writes to directly (SSE under
-gunicorn). A `revoked` event on a user's channel (see webapp/accounts/sessions.py) closes
-that user's streams whose `credential` it lists, and goes no further.
+The reader runs in a thread, which the gevent worker's monkey-patching turns into a greenlet,
+and alone talks on the link: streams only count their channels and wake it through a pipe,
+because a stream is often closed inside the event loop where nothing may block. It sends what
+piled up meanwhile as few commands with many channels each. When the link drops, every stream
+is ended so browsers reconnect with Last-Event-ID and replay what the gap cost them; the next
+link subscribes what the streams still open need. A stream is anything with `user_id`,
+`symbols`, `credential`, `closed`, `put()` and `close()`: a `Client` queue drained by its
+request's greenlet (/ws, the dev server), or a `webapp.live.handoff.SocketStream` the hub
+writes to directly (SSE under gunicorn). A `revoked` event on a user's channel (see
+webapp/accounts/sessions.py) closes that user's streams whose `credential` it lists, and goes
+no further.
 """
 
 import json
 import logging
 import threading
+import time
 
 import redis
 
 from webapp import keys
 from webapp.core.outage import Outage
+from webapp.extensions import data_redis
+from webapp.live.channels import Subscriptions
+from webapp.live.link import Link
 
 log = logging.getLogger(__name__)
 
 REVOKED = "revoked"  # {"event": "revoked", "data": [credential, ...]}: a logout, a revoked key
-PATTERNS = (keys.user_channel("*"), keys.ticks_channel("*"), keys.watch_channel("*"))
 DEFAULT_READY_TIMEOUT = 5.0
-DEFAULT_POLL = 10.0  # seconds between pub/sub health checks while idle
 FAILURE_PAUSE_S = 1.0  # after an unexpected reader error; Redis outages back off (Outage)
 DEFAULT_KEEPALIVE_S = 15.0
 # The hub beats this many times per keep-alive period, and a stream sends a keep-alive on the
@@ -99,41 +106,53 @@ class Client:
 class Hub:
     """The process's pub/sub reader and the index of local streams by user and symbol."""
 
-    def __init__(self, url, name="tb-hub", keepalive=DEFAULT_KEEPALIVE_S):
-        self.url, self.name, self.keepalive = url, name, keepalive
+    def __init__(self, config, name="tb-hub", keepalive=DEFAULT_KEEPALIVE_S):
+        self.config, self.name, self.keepalive = config, name, keepalive
         self.beat_s = keepalive / BEATS_PER_KEEPALIVE
         self.by_user, self.by_symbol, self.clients = {}, {}, set()
-        self.ready, self._stop = threading.Event(), threading.Event()
+        self.subscriptions = Subscriptions()
+        self._stop = threading.Event()
         # The indexes' lock is never held across anything that can yield: under gevent a
         # SocketStream detaches from inside the event loop, where waiting for it is an error
         # (BlockingSwitchOutError) that leaves the stream attached for good. Starting the
         # threads yields (Thread.is_alive() and start() switch under gevent): its own lock.
         self._lock, self._starting = threading.Lock(), threading.Lock()
-        self._thread = self._beat_thread = self._conn = None
-        # Stream set-up reads (replay, unread count) share one connection: a burst of
-        # reconnecting browsers queues for it instead of opening hundreds.
-        self.reader = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
-            url, max_connections=1, timeout=10, decode_responses=True,
-            client_name=f"{name}-reader", socket_connect_timeout=2, socket_timeout=5))
+        self._thread = self._beat_thread = self._link = None
+        # Stream set-up reads (replay, unread count) share one connection (one a node on a
+        # cluster): a burst of reconnecting browsers queues for it instead of opening hundreds.
+        self.reader = data_redis(config, max_connections=1, client_name=f"{name}-reader")
 
     def attach(self, client, timeout=DEFAULT_READY_TIMEOUT):
-        """Index a stream; raises redis.ConnectionError when the pub/sub link is not up."""
+        """Index a stream and wait until its channels are live on the pub/sub link.
+
+        Raises redis.ConnectionError when they are not within `timeout` (Redis is away) or
+        the link dropped meanwhile (the stream was ended); the caller detaches it.
+        """
         self._start()
-        if not self.ready.wait(timeout):
-            raise redis.ConnectionError("the live feed is not connected to Redis")
         with self._lock:
             self.clients.add(client)
             self.by_user.setdefault(client.user_id, set()).add(client)
             for symbol in client.symbols:
                 self.by_symbol.setdefault(symbol, set()).add(client)
+        waits = self.subscriptions.want(_channels(client.user_id, client.symbols))
+        deadline = time.monotonic() + timeout
+        for event in waits:
+            if not event.wait(max(0.0, deadline - time.monotonic())):
+                raise redis.ConnectionError("the live feed is not connected to Redis")
+        if client.closed or client not in self.clients:
+            raise redis.ConnectionError("the live feed lost Redis while the stream started")
         return client
 
     def detach(self, client):
+        """Unindex a stream (any greenlet, the event loop included: never blocks)."""
         with self._lock:
+            if client not in self.clients:
+                return
             self.clients.discard(client)
             _remove(self.by_user, client.user_id, client)
             for symbol in client.symbols:
                 _remove(self.by_symbol, symbol, client)
+        self.subscriptions.unwant(_channels(client.user_id, client.symbols))
 
     def _rewatch_user(self, user_id, raw):
         """The user's alerts changed: their open streams follow these symbols' ticks."""
@@ -153,11 +172,15 @@ class Hub:
         with self._lock:
             if client not in self.clients:
                 return
-            for symbol in client.symbols - symbols:
+            gone, new = client.symbols - symbols, symbols - client.symbols
+            for symbol in gone:
                 _remove(self.by_symbol, symbol, client)
-            for symbol in symbols - client.symbols:
+            for symbol in new:
                 self.by_symbol.setdefault(symbol, set()).add(client)
             client.symbols = symbols
+        # ticks are state, not history: nobody waits for these to turn live
+        self.subscriptions.want(keys.ticks_channel(s) for s in new)
+        self.subscriptions.unwant(keys.ticks_channel(s) for s in gone)
 
     def _start(self):
         with self._starting:
@@ -179,14 +202,16 @@ class Hub:
             client.put(KEEPALIVE)
 
     def stop(self):
-        """End the reader and every stream (tests, shutdown)."""
+        """End the reader and every stream, for good (tests, shutdown)."""
         self._stop.set()
+        self.subscriptions.wake()
         self._hang_up()
         for thread in (self._thread, self._beat_thread):
             if thread is not None:
                 thread.join(5)
         self._drop_all()
         self.reader.close()
+        self.subscriptions.close()
 
     def _run(self):
         outage = Outage("web-live-feed")
@@ -201,52 +226,37 @@ class Hub:
                 if not self._stop.is_set():
                     log.exception("live feed reader failed")
                 wait = FAILURE_PAUSE_S
-            self.ready.clear()
+            self.subscriptions.unlink()
             self._hang_up()
             self._drop_all()
             self._stop.wait(wait)
 
     def _listen(self, outage):
-        conn = redis.Redis.from_url(self.url, decode_responses=True, client_name=self.name,
-                                    socket_connect_timeout=2, socket_keepalive=True,
-                                    health_check_interval=30)
-        pubsub = self._conn = conn.pubsub()
+        link = self._link = Link(self.config, self.name, self.subscriptions)
         try:
-            pubsub.psubscribe(*PATTERNS)
-            confirmed = 0
+            outage.recovered()
             while not self._stop.is_set():
-                message = pubsub.get_message(timeout=DEFAULT_POLL)
-                if message is None:
-                    continue
-                if message["type"] == "psubscribe":
-                    confirmed += 1
-                    if confirmed == len(PATTERNS):
-                        self.ready.set()
-                        outage.recovered()
-                    continue
-                self.dispatch(message["channel"], message["data"])
+                link.send()
+                link.read(self.dispatch)
+                link.wait()
         finally:
-            pubsub.close()
-            conn.close()
+            link.close()
 
     def _hang_up(self):
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.connection and conn.connection.disconnect()
-            except (OSError, AttributeError):
-                pass
+        link, self._link = self._link, None
+        if link is not None:
+            link.hang_up()
 
     def dispatch(self, channel, raw):
         """Hand one published message to the local streams it concerns."""
-        if channel.startswith(keys.USER_CHANNEL_PREFIX):
-            targets = self.by_user.get(channel[len(keys.USER_CHANNEL_PREFIX):])
+        if (user := keys.tagged_id(channel, keys.USER_CHANNEL_PREFIX)) is not None:
+            targets = self.by_user.get(user)
             make = Message.parse
-        elif channel.startswith(keys.TICKS_CHANNEL_PREFIX):
-            targets = self.by_symbol.get(channel[len(keys.TICKS_CHANNEL_PREFIX):])
+        elif (symbol := keys.tagged_id(channel, keys.TICKS_CHANNEL_PREFIX)) is not None:
+            targets = self.by_symbol.get(symbol)
             make = _tick
-        elif channel.startswith(keys.WATCH_CHANNEL_PREFIX):
-            self._rewatch_user(channel[len(keys.WATCH_CHANNEL_PREFIX):], raw)
+        elif (user := keys.tagged_id(channel, keys.WATCH_CHANNEL_PREFIX)) is not None:
+            self._rewatch_user(user, raw)
             return
         else:
             return
@@ -279,13 +289,18 @@ def _remove(index, key, client):
             del index[key]
 
 
+def _channels(user_id, symbols):
+    """The channels one stream needs: its user's, its user's watch list, its symbols' ticks."""
+    return (keys.user_channel(user_id), keys.watch_channel(user_id),
+            *(keys.ticks_channel(s) for s in symbols))
+
+
 def get_hub(app):
     """The app's hub, made on first use (it connects only when a stream attaches)."""
     hub = app.extensions.get("fanout")
     if hub is None:
         keepalive = float(app.config.get("STREAM_KEEPALIVE_S", DEFAULT_KEEPALIVE_S))
-        hub = app.extensions.setdefault("fanout", Hub(app.config["REDIS_URL"],
-                                                      keepalive=keepalive))
+        hub = app.extensions.setdefault("fanout", Hub(app.config, keepalive=keepalive))
     return hub
 
 

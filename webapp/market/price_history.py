@@ -11,11 +11,11 @@ def sample(now_ms=None):
     r = get_redis()
     now_ms = now_ms or clock.now_ms()
     symbols = sorted(r.hkeys(keys.SYMBOLS))
-    pipe = r.pipeline()
+    pipe = r.pipeline(transaction=False)
     for symbol in symbols:
         pipe.hmget(keys.price(symbol), "price", "ts")
     recorded = 0
-    write = r.pipeline()
+    write = r.pipeline(transaction=False)
     for symbol, (price, ts) in zip(symbols, pipe.execute(), strict=True):
         if price is None:
             continue

@@ -89,6 +89,8 @@ class Listener:
         wait, why = self._breaker_wait(), "breaker_open"
         if not wait:
             wait, why = self.attempts.take(), "attempt_budget"
+            if wait:  # shards waiting on one shared budget spread out by their backoff
+                wait = max(wait, self.backoff.next())
         if wait:
             logline("connect_deferred", reason=why, in_s=wait)
             self._wait(wait)

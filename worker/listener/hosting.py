@@ -1,8 +1,10 @@
-"""Hosting the listener: a never-ending RQ job on the `stream` queue, one at a time.
+"""Hosting the listener: a never-ending RQ job on the `stream` queue, one per shard.
 
-The job runs under a fixed id and holds a Redis lease it renews every second; a second
-copy waits for the lease instead of running. A periodic watchdog enqueues the job again
-when the lease has lapsed and the job is neither queued nor just starting.
+Each shard's job runs under a fixed id and holds the shard's Redis lease, renewed every
+second; a second copy waits for the lease instead of running. A periodic watchdog enqueues
+a shard's job again when its lease has lapsed and the job is neither queued nor just
+starting. One job occupies one `flask listener` process, so killing a process stops one
+shard and no other (LISTENER_SHARDS=N wants N of them; `make run` starts N).
 """
 
 import logging
@@ -26,6 +28,8 @@ from webapp.core.processes import Heartbeat
 from webapp.core.queues import STREAM_QUEUE, enqueue, get_queue, rq_connection
 from webapp.extensions import data_redis, get_redis
 from worker import slowpath
+from worker.listener import shards
+from worker.listener.connect_budget import ConnectBudget
 from worker.listener.connection import logline
 from worker.listener.lease import Lease
 from worker.listener.pacing import Backoff
@@ -33,28 +37,31 @@ from worker.listener.pool import ListenerPool
 from worker.matcher import Matcher
 from worker.runner import work_forever
 
-JOB_ID = "tickerbell-listener"
+JOB_ID = shards.JOB_ID  # shard 0's, the single listener's
 RQ_HEARTBEAT_S = 60  # SimpleWorker does not heartbeat while its job runs: we do it
 
 log = logging.getLogger(__name__)
 
 
-def run_listener():
-    """The RQ job (and `flask listener --direct`): take the lease, then listen until stopped."""
+def run_listener(shard=0):
+    """The RQ job (and `flask listener --direct`): take the shard's lease, then listen."""
     app = current_app._get_current_object()
+    if shard >= shards.count(app.config):  # queued before LISTENER_SHARDS went down
+        logline("shard_retired", shard=shard, shards=shards.count(app.config))
+        return "retired"
     r = get_redis()
     stop = threading.Event()
     restore = _stop_on_signals(stop)
-    lease = Lease(r, ttl_s=app.config["LISTENER_LEASE_TTL_S"])
+    lease = Lease(r, key=keys.listener_lease(shard), ttl_s=app.config["LISTENER_LEASE_TTL_S"])
     try:
         if lease.wait(stop):
-            _listen(app, r, lease, stop)
+            _listen(app, r, lease, stop, shard)
     finally:
         restore()
     return "stopped"
 
 
-def _listen(app, r, lease, stop):
+def _listen(app, r, lease, stop, shard):
     slow = None
     try:
         rebuild_alert_index(r)
@@ -68,6 +75,9 @@ def _listen(app, r, lease, stop):
             r, Matcher(r), config["BINANCE_WS_URL"], lease=lease,
             breaker=Breaker("binance", redis=r), max_age_s=config["LISTENER_MAX_AGE_S"],
             backoff=lambda: Backoff(*backoff),  # one each: a drop delays only its connection
+            attempts=ConnectBudget(r, budget=config["LISTENER_CONNECT_BUDGET"],
+                                   window_s=config["LISTENER_CONNECT_WINDOW_S"]),
+            shard=shard, shards=shards.count(config),
             heartbeat_s=min(1.0, config["LISTENER_LEASE_TTL_S"] / 3))  # renew well in time
         pool.run(stop)
     finally:
@@ -118,21 +128,29 @@ def _stop_on_signals(stop):
 
 
 def listener_watchdog():
-    """Periodic job: enqueue the listener unless it runs, waits in its queue, or is starting."""
-    freed = Lease(get_redis()).break_if_dead()  # its job died with it: no need to wait
-    if freed is None and get_redis().exists(keys.LISTENER_LEASE):
+    """Periodic job: each shard's outcome (`running`, `queued`, `starting`, `enqueued`),
+    comma-separated in shard order; one shard: just its own."""
+    return ",".join(watch_shard(shard) for shard in range(shards.count(current_app.config)))
+
+
+def watch_shard(shard):
+    """Enqueue the shard's job unless it runs, waits in its queue, or is starting."""
+    lease = Lease(get_redis(), key=keys.listener_lease(shard))
+    freed = lease.break_if_dead()  # its job died with it: no need to wait
+    if freed is None and get_redis().exists(lease.key):
         return "running"
-    job = _fetch_job()
+    job_id = shards.job_id(shard)
+    job = _fetch_job(job_id)
     status = job.get_status(refresh=False) if job is not None else None
-    if status == JobStatus.QUEUED and JOB_ID in get_queue(STREAM_QUEUE).job_ids:
+    if status == JobStatus.QUEUED and job_id in get_queue(STREAM_QUEUE).job_ids:
         return "queued"
     if (status == JobStatus.STARTED and freed is None
             and _age_s(job) < current_app.config["LISTENER_LEASE_TTL_S"]):
         return "starting"
     if job is not None:
         _delete(job)  # finished, failed, or started by a worker that has since died
-    enqueue(run_listener, queue=STREAM_QUEUE, job_id=JOB_ID, timeout=-1)
-    logline("listener_enqueued", previous=str(status or "none"))
+    enqueue(run_listener, queue=STREAM_QUEUE, job_id=job_id, timeout=-1, shard=shard)
+    logline("listener_enqueued", shard=shard, previous=str(status or "none"))
     return "enqueued"
 
 
@@ -144,9 +162,9 @@ def _delete(job):
         pass
 
 
-def _fetch_job():
+def _fetch_job(job_id):
     try:
-        return Job.fetch(JOB_ID, connection=rq_connection())
+        return Job.fetch(job_id, connection=rq_connection())
     except NoSuchJobError:
         return None
 
@@ -175,16 +193,23 @@ def _keep_rq_heartbeat(current, stop):
 
 
 @click.command("listener")
-@click.option("--direct", is_flag=True, help="Run the listener here, without RQ.")
+@click.option("--direct", is_flag=True, help="Run the listener (shard 0) here, without RQ.")
+@click.option("--shard", type=int, default=None,
+              help="Run this shard (0 to LISTENER_SHARDS - 1) here, without RQ.")
 @with_appcontext
-def listener_command(direct):
-    """Host the Binance listener: an RQ worker on the `stream` queue (or --direct)."""
+def listener_command(direct, shard):
+    """Host the Binance listener: an RQ worker on the `stream` queue running one shard's job
+    (or one shard here, with --direct or --shard)."""
+    count = shards.count(current_app.config)
+    if shard is not None and not 0 <= shard < count:
+        raise click.BadParameter(f"LISTENER_SHARDS is {count}: 0 to {count - 1}",
+                                 param_hint="--shard")
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     beat = Heartbeat(get_redis(), "listener").start()
     try:
-        if direct:
-            run_listener()
+        if direct or shard is not None:
+            run_listener(shard or 0)
             return
         stop, current = threading.Event(), {}
         threading.Thread(target=_keep_rq_heartbeat, args=(current, stop), daemon=True).start()

@@ -52,6 +52,11 @@ class AttemptBudget:
                 return 0.0
             return (1 - self.tokens) / self.per_s
 
+    def refund(self):
+        """Give back an attempt taken but not made (the shared budget said to wait)."""
+        with self.lock:
+            self.tokens = min(self.burst, self.tokens + 1)
+
 
 class MessageBudget:
     """At most `limit` messages in any sliding window of `window` seconds."""

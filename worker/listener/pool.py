@@ -5,8 +5,9 @@ connection at or under `max_streams`: a symbol stays on the connection it is on,
 goes to the first connection with room, another connection opens when all are full, and an
 extra one left empty is closed. Each connection runs in its own thread with its own message
 budget, backoff, pongs, reconnects and ticks held through a Redis outage; they share one
-breaker and one connection attempt budget, which keeps the process under Binance's 300
-connection attempts per 5 minutes.
+breaker and one connection attempt budget, which keeps the process (and, through Redis,
+every shard of the host: `connect_budget.py`) under Binance's 300 connection attempts per
+5 minutes. With shards, a pool follows only its shard's symbols and writes its own status.
 """
 
 import threading
@@ -59,8 +60,10 @@ class ListenerPool:
 
     def __init__(self, redis_client, handler, url, *, lease=None, breaker=None,
                  backoff=None, attempts=None, max_streams=DEFAULT_POOL_MAX_STREAMS, poll_s=0.5,
-                 heartbeat_s=1.0, **settings):
+                 heartbeat_s=1.0, shard=0, shards=1, **settings):
         self.redis, self.handler, self.url = redis_client, handler, url
+        self.shard, self.shards = shard, shards  # this pool follows only its shard's symbols
+        self.status_key = keys.listener_status(shard)
         self.lease, self.breaker = lease, breaker
         self.make_backoff = backoff or Backoff
         self.attempts = attempts or AttemptBudget()
@@ -91,7 +94,8 @@ class ListenerPool:
     # -- the shares ------------------------------------------------------------------
     def _reconcile(self):
         current = [c.share for c in self.conns]
-        shares = assign(current, wanted_symbols(self.redis), self.per_connection) or [set()]
+        wanted = wanted_symbols(self.redis, self.shard, self.shards)
+        shares = assign(current, wanted, self.per_connection) or [set()]
         for conn, share in zip(self.conns, shares, strict=False):
             conn.share = frozenset(share)
         for share in shares[len(self.conns):]:
@@ -162,7 +166,7 @@ class ListenerPool:
         return status
 
     def _set_status(self, **fields):
-        self.redis.hset(keys.LISTENER, mapping={**fields, "heartbeat": now_ms()})
+        self.redis.hset(self.status_key, mapping={**fields, "heartbeat": now_ms()})
 
     # Shares and status wait for Redis: the connections keep reading and hold their ticks.
     # One line when it goes and one when it is back, not one a poll.

@@ -4,7 +4,8 @@ import itertools
 import re
 import time
 
-from webapp import keys
+from webapp.alerts import index as alert_index
+from worker.listener.shards import shard_of
 
 DEFAULT_MAX_STREAMS = 1024
 BATCH = 200  # streams per SUBSCRIBE / UNSUBSCRIBE message
@@ -15,13 +16,10 @@ REJECT_RETRY_S = 60.0  # a refused stream is asked for again after this long
 SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
 
 
-def wanted_symbols(redis):
-    """Upper-case symbols with at least one indexed alert (the hash `tb:symbols`)."""
-    found = set()
-    for symbol, count in redis.hgetall(keys.SYMBOLS).items():
-        if SYMBOL.match(symbol) and count.lstrip("-").isdigit() and int(count) > 0:
-            found.add(symbol)
-    return found
+def wanted_symbols(redis, shard=0, shards=1):
+    """Upper-case symbols with at least one indexed alert that the shard follows."""
+    return {symbol for symbol in alert_index.symbols(redis)
+            if SYMBOL.match(symbol) and shard_of(symbol, shards) == shard}
 
 
 def streams_for(symbols):

@@ -1,0 +1,91 @@
+"""The hub's pub/sub link: one connection to Redis, or one a node on a Redis Cluster.
+
+Only the hub's reader uses it. Each turn it sends the (un)subscribes the streams' counts call
+for (webapp/live/channels.py), many channels to a command, reads everything that arrived, then
+waits on every connection and the streams' wake-up pipe at once.
+"""
+
+import select
+
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from webapp.extensions import data_redis, is_cluster
+
+DEFAULT_POLL = 10.0  # seconds between pub/sub health checks while idle
+SUBSCRIBE_BATCH = 1000  # channels in one SUBSCRIBE (a cluster takes one SSUBSCRIBE a channel)
+REPLIES = ("subscribe", "unsubscribe", "ssubscribe", "sunsubscribe")
+MESSAGES = ("message", "smessage")
+
+
+class Link:
+    """A connected pub/sub client; raises redis.RedisError (or OSError) once it drops."""
+
+    def __init__(self, config, name, subscriptions):
+        # No retries: redis-py would reconnect and resubscribe behind our back, losing what
+        # was published in the gap; a dropped link must end the streams (they replay).
+        self.client = data_redis(config, max_connections=1, client_name=name,
+                                 socket_keepalive=True, retry=Retry(NoBackoff(), 0))
+        self.cluster = is_cluster(self.client)
+        self.subscriptions = subscriptions
+        self.pubsub = self.client.pubsub()
+        self.client.ping()  # up: what the streams need is subscribed on it from now on
+        subscriptions.relink()
+
+    def send(self):
+        """Subscribe and unsubscribe what the streams' counts changed since the last turn."""
+        subscribe, unsubscribe = self.subscriptions.changes()
+        p = self.pubsub
+        on, off = (p.ssubscribe, p.sunsubscribe) if self.cluster else (p.subscribe, p.unsubscribe)
+        for i in range(0, len(unsubscribe), SUBSCRIBE_BATCH):
+            off(*unsubscribe[i:i + SUBSCRIBE_BATCH])
+        for i in range(0, len(subscribe), SUBSCRIBE_BATCH):
+            on(*subscribe[i:i + SUBSCRIBE_BATCH])
+
+    def read(self, dispatch):
+        """Hand `dispatch(channel, data)` every message that has arrived; note the replies."""
+        for name, node in self.nodes():
+            while node.subscribed and node.connection is not None:
+                if self.cluster:  # ClusterPubSub forgets a node's channels as they go
+                    message = self.pubsub.get_sharded_message(
+                        target_node=self.client.get_node(node_name=name))
+                else:
+                    message = node.get_message()
+                if message is None:
+                    # None with more to read: a health-check reply was taken
+                    if node.connection is None or not node.connection.can_read(timeout=0):
+                        break
+                elif message["type"] in MESSAGES:
+                    dispatch(message["channel"], message["data"])
+                elif message["type"] in REPLIES:
+                    self.subscriptions.replied(message["channel"])
+
+    def wait(self, timeout=DEFAULT_POLL):
+        """Until a message arrives, a stream wakes the reader, or the health-check time."""
+        if self.subscriptions.pending():
+            return
+        # redis-py names no public way to the socket; select needs it to wait on all at once
+        socks = [node.connection._sock for _, node in self.nodes()
+                 if node.subscribed and node.connection is not None
+                 and node.connection._sock is not None]
+        readable, _, _ = select.select([self.subscriptions, *socks], [], [], timeout)
+        if self.subscriptions in readable:
+            self.subscriptions.woke()
+
+    def nodes(self):
+        """(node name, PubSub) of each connection: one on a single Redis; on a cluster, one
+        for each node holding one of our channels (ClusterPubSub's own)."""
+        nodes = getattr(self.pubsub, "node_pubsub_mapping", None)
+        return tuple(nodes.items()) if nodes is not None else ((None, self.pubsub),)
+
+    def hang_up(self):
+        """Pull the sockets away (any greenlet): a read in progress fails."""
+        for _, node in self.nodes():
+            try:
+                node.connection and node.connection.disconnect()
+            except (OSError, AttributeError):
+                pass
+
+    def close(self):
+        self.pubsub.close()
+        self.client.close()

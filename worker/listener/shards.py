@@ -1,0 +1,25 @@
+"""Which listener shard follows a symbol, and the names each shard runs under.
+
+With LISTENER_SHARDS=N the symbols are split by CRC-32 of the upper-case symbol, mod N:
+the same on every host and every Python run (Python's own `hash()` of a str is salted per
+process). Shard 0 keeps the single listener's job id, lease and status key, so N=1 is the
+listener as it always was.
+"""
+
+import zlib
+
+JOB_ID = "tickerbell-listener"
+
+
+def shard_of(symbol, shards):
+    """The shard in [0, shards) that follows `symbol`."""
+    return zlib.crc32(symbol.upper().encode()) % shards if shards > 1 else 0
+
+
+def job_id(shard):
+    """The RQ job id of the shard's listener job (fixed, so the watchdog finds it)."""
+    return JOB_ID if shard == 0 else f"{JOB_ID}-{shard}"
+
+
+def count(config):
+    return max(1, int(config.get("LISTENER_SHARDS") or 1))
