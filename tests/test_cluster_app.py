@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 from rq import Queue
 
+from tests.cluster import nodes_config
 from tests.conftest import AuthActions
 from webapp import clock, keys
 from webapp.core.queues import rq_connection
@@ -79,6 +80,15 @@ def test_the_inbox_contract_holds_on_a_cluster(app, client, users, rc):
     assert after.headers["X-Unread-Count"] == "0"
     assert [n["id"] for n in after.get_json()][:2] == [third, second]
     assert rc.exists(keys.replay(uid), keys.readmark(uid)) == 2  # in the user's slot
+
+
+def test_one_notification_reads_on_a_cluster(app, client, users):
+    # inbox.get reads in a MULTI, where redis-py 8.1's cluster pipeline leaves XRANGE's
+    # reply unparsed (a list where a dict is expected): this pins the fix
+    (headers, uid), _ = users
+    [nid] = store(app, uid, "one")
+    one = client.get(f"/api/v1/notifications/{nid}", headers=headers)
+    assert one.status_code == 200 and one.get_json()["title"] == "one"
 
 
 def test_a_user_never_sees_another_users_notifications(app, client, users):
@@ -178,6 +188,17 @@ def test_health_reports_the_cluster_and_the_queues_of_redis_url(app, client):
     assert body["redis"] == "ok"
     assert body["cluster"] == {"state": "ok", "nodes": 6, "up": 6, "masters": 3}
     assert body["queues"]["default"] == 1
+
+
+def test_an_app_made_while_the_cluster_is_down_answers_503_then_recovers(make_app, redis_cluster):
+    from devtools.redisd import free_port
+
+    nowhere = [("127.0.0.1", free_port())]  # no node answers there
+    app = make_app(REDIS_CLUSTER_NODES=nowhere)
+    response = app.test_client().get("/api/v1/health")
+    assert response.status_code == 503 and response.get_json()["redis"] != "ok"
+    app.config["REDIS_CLUSTER_NODES"] = nodes_config(redis_cluster)  # the cluster is back
+    assert app.test_client().get("/api/v1/health").get_json()["redis"] == "ok"
 
 
 def test_the_cleanup_job_trims_inboxes_on_a_cluster(app, users, rc):

@@ -43,10 +43,14 @@ def data_redis(config, max_connections=REDIS_POOL_SIZE, **options):
         # redis-py 6 deprecates this on the cluster's node clients (a warning, an error under
         # pytest); the cluster's own Retry decides on timeouts there
         options.pop("retry_on_timeout", None)
-        return redis.RedisCluster(
-            startup_nodes=[redis.cluster.ClusterNode(host, port) for host, port in nodes],
-            connection_pool_class=partial(redis.BlockingConnectionPool, timeout=REDIS_POOL_WAIT_S),
-            max_connections=max_connections, **options)
+        try:  # it reads the cluster's slot map now: a cluster down is a Redis down
+            return redis.RedisCluster(
+                startup_nodes=[redis.cluster.ClusterNode(host, port) for host, port in nodes],
+                connection_pool_class=partial(redis.BlockingConnectionPool,
+                                              timeout=REDIS_POOL_WAIT_S),
+                max_connections=max_connections, **options)
+        except redis.exceptions.RedisClusterException as error:
+            raise redis.ConnectionError(f"Redis Cluster unreachable: {error}") from error
     pool = redis.BlockingConnectionPool.from_url(
         config["REDIS_URL"], max_connections=max_connections, timeout=REDIS_POOL_WAIT_S,
         **options)
@@ -58,9 +62,16 @@ def is_cluster(r):
 
 
 def init_redis(app):
-    """One data-plane client per process, made when the app is."""
-    app.extensions["redis"] = data_redis(app.config, retry_on_timeout=False)
+    """One data-plane client per process. A cluster client connects when made, so it is made
+    on first use: a process must start, and answer 503, while the cluster is down."""
+    cluster = app.config.get("REDIS_CLUSTER_NODES")
+    app.extensions["redis"] = None if cluster else data_redis(app.config, retry_on_timeout=False)
 
 
 def get_redis() -> redis.Redis:
-    return current_app.extensions["redis"]
+    """The process's data-plane client; redis.ConnectionError while it cannot be made."""
+    client = current_app.extensions.get("redis")
+    if client is None:
+        client = data_redis(current_app.config, retry_on_timeout=False)
+        current_app.extensions["redis"] = client
+    return client

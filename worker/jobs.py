@@ -6,7 +6,7 @@ from datetime import timedelta
 from sqlalchemy import delete, select
 
 from webapp.delivery import audit
-from webapp.extensions import db, get_redis, is_cluster
+from webapp.extensions import db
 from webapp.inbox import service as inbox
 from webapp.models import DeliveryLog, DeliveryStatus, DigestRun, User, utcnow
 
@@ -22,15 +22,9 @@ CHUNK = 500
 def prune_redis(now_ms=None):
     """Drop inbox entries (and their read marks) older than the notification lifetime."""
     user_ids = db.session.scalars(select(User.id).order_by(User.id)).all()
-    r, removed = get_redis(), 0
-    if is_cluster(r):
-        # redis-py runs no script in a cluster pipeline: a round trip a user, once an hour
-        return sum(int(inbox.trim(uid, now_ms)[0]) for uid in user_ids)
+    removed = 0
     for start in range(0, len(user_ids), CHUNK):
-        with r.pipeline(transaction=False) as pipe:
-            for uid in user_ids[start:start + CHUNK]:
-                inbox.trim(uid, now_ms, redis=pipe)
-            removed += sum(int(n) for n, _ in pipe.execute())
+        removed += sum(int(n) for n, *_ in inbox.trim_many(user_ids[start:start + CHUNK], now_ms))
     return removed
 
 

@@ -101,10 +101,7 @@ def refresh_ttls(r, items):
 
     The inbox's own writes do both; the matcher's script leaves them to this, off the hot path.
     """
-    with r.pipeline(transaction=False) as pipe:
-        for uid in {user_id for _, _, user_id, _ in items}:
-            inbox.trim(uid, ttl_ms=inbox.DEFAULT_TTL_MS, redis=pipe)
-        pipe.execute()
+    inbox.trim_many(sorted({user_id for _, _, user_id, _ in items}), ttl_ms=inbox.DEFAULT_TTL_MS)
 
 
 def handle(r, entries):

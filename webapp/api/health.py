@@ -12,7 +12,7 @@ from webapp.live import fanout
 
 @bp.get("/health", endpoint="health")
 def health_check():
-    body, healthy = health.report(get_redis(), streams=fanout.stream_count(current_app))
+    body, healthy = health.report(get_redis, streams=fanout.stream_count(current_app))
     body["deliveries"] = delivery_stats() if body["redis"] == "ok" else None  # per channel, 24 h
     response = jsonify(body)
     response.status_code = 200 if healthy else 503

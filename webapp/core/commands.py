@@ -46,8 +46,13 @@ def _explain_redis_errors(command):
             get_redis().ping()  # before any change: its notices must reach the right Redis
             return callback(*args, **kwargs)
         except REDIS_DOWN as exc:
-            url = current_app.config["REDIS_URL"]
-            raise click.ClickException(no_redis_message(url)) from exc
+            nodes = current_app.config["REDIS_CLUSTER_NODES"]
+            if nodes:
+                where = ",".join(f"{host}:{port}" for host, port in nodes)
+                raise click.ClickException(
+                    f"The Redis Cluster at {where} (REDIS_CLUSTER_NODES) does not answer, "
+                    "or is failing over: start it, or wait for its state to be ok.") from exc
+            raise click.ClickException(no_redis_message(current_app.config["REDIS_URL"])) from exc
 
     run.explains_redis_errors = True
     command.callback = with_appcontext(run)

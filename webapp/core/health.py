@@ -95,13 +95,15 @@ def _cluster(r):
 
 def report(r, streams=None, now_ms=None, shards=None):
     """(report, healthy?): degraded if Redis is down, the feed is down (any listener shard),
-    the breaker open, or no worker, listener or scheduler process beats."""
+    the breaker open, or no worker, listener or scheduler process beats. `r` is the data
+    plane's client, or a function making it (a cluster's fails while the cluster is down)."""
     now_ms = now_ms or clock.now_ms()
     shards = shards or _shard_count()
     body = {"status": "ok", "redis": "ok", "monitoring": None, "circuit": None,
             "uptime_s": uptime_s(), "version": VERSION, "queues": None,
             "last_tick": None, "streams": streams, "processes": None, "missing": []}
     try:
+        r = r() if callable(r) else r
         r.ping()
         body["monitoring"], last_tick = _listener(r, shards, now_ms)
         body["circuit"] = Breaker("binance", redis=r).state()

@@ -11,7 +11,10 @@ import time
 
 import redis
 
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+# On a Redis Cluster also a failover under way: a slot whose master is gone and not yet
+# replaced (CLUSTERDOWN, MASTERDOWN, TRYAGAIN, or redis-py finding no node for a slot).
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError,
+              redis.exceptions.TryAgainError, redis.exceptions.SlotNotCoveredError)
 DEFAULT_BASE_S, DEFAULT_CAP_S = 0.1, 5.0
 
 log = logging.getLogger(__name__)

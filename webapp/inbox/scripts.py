@@ -79,11 +79,13 @@ redis.call(PUBLISH, C, '{"id":"' .. eid .. '","event":"notification",'
 return eid
 """
 
-# ARGV: 1 cutoff ms  2 key TTL ms ('' = leave it)   Returns {entries removed, unread count}.
+# ARGV: 1 cutoff ms  2 key TTL ms ('' = leave it)
+# Returns {entries removed, unread count, the newest entry id or ''}.
 TRIM = _COMMON + """
 local removed = trim(tonumber(ARGV[1]))
 if ARGV[2] ~= '' then keep(ARGV[2]) end
-return {removed, unread_count()}
+local newest = redis.call('XREVRANGE', S, '+', '-', 'COUNT', 1)[1]
+return {removed, unread_count(), newest and newest[1] or ''}
 """
 
 # What a reconnecting stream missed, each with its read state now, and the unread count.
