@@ -105,10 +105,19 @@ class Matcher:
                 raise
             if self.mode == INLINE:
                 fired.extend(str(n) for n in rest)
-            elif rest:  # a lost reply here leaves the batch to Outbox.sweep
-                fired.extend(self.outbox.complete(symbol, rest[0], args[2], args[3], rest[1]))
+            elif rest:
+                fired.extend(self._complete(symbol, args, rest))
             if int(left) >= 0:  # only now: the sweep finds a batch left by the registry
                 prune_symbol(self.redis, symbol, int(left))
             if not int(more):
                 return fired
             args = [*args[:-1], CONTINUE]  # the same tick goes on: no ordering check
+
+    def _complete(self, symbol, args, step):
+        """The users' step of a batch; if it fails, Outbox.sweep finishes the batch and the
+        tick is retried before the next, so its later batches still fire."""
+        try:
+            return self.outbox.complete(symbol, step[0], args[2], args[3], step[1])
+        except RedisError:
+            self._failed[(symbol, args[1])] = [*args[:-1], RETRY]
+            raise

@@ -12,6 +12,8 @@ the same entry ids; COMMIT remembers for a day the batches it handed on.
 
 import logging
 
+from redis.exceptions import RedisError
+
 from webapp import clock, keys
 from webapp.alerts.index import prune_symbol
 from webapp.core import pubsub
@@ -19,20 +21,24 @@ from webapp.core.scripting import run_all
 
 log = logging.getLogger(__name__)
 
-APPLIED_KEPT = 64  # batches remembered per user: a retry comes within seconds, not 64 batches
-APPLIED_TTL_S = 24 * 3600
+# A user's batches are remembered a day: a retry or a sweep comes within seconds. Past
+# APPLIED_TRIM_AT of them, each write drops those older than that.
+APPLIED_KEPT_MS = 24 * 3600 * 1000
+APPLIED_TRIM_AT = 256
 COMMITTED_KEPT_MS = 24 * 3600 * 1000
 SWEEP_AGE_MS = 5000  # a batch older than this was left by a listener that died or lost Redis
 SWEEP_COUNT = 100  # batches per symbol and sweep
 
 # KEYS: 1 the user's stream  2 the user's channel  3 tb:applied:{uid}
-# ARGV: 1 publish command  2 batch  3 uid  4 batches kept  5 their TTL (s), then each
-# notification's body (its JSON after '{"user_id":'). Returns the entry ids, joined by commas.
+# ARGV: 1 publish command  2 batch  3 uid  4 batches from before this ms are forgotten
+#       5 ms the hash is kept  6 how many batches it holds before the old ones are dropped,
+#       then each notification's body (its JSON after '{"user_id":').
+# Returns the entry ids, joined by commas.
 DELIVER = """
 local done = redis.call('HGET', KEYS[3], ARGV[2])
 if done then return done end
 local uid, eids = ARGV[3], {}
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   local eid = redis.call('XADD', KEYS[1], '*', 'event', 'notification',
     'data', '{"user_id":' .. ARGV[i])
   redis.call(ARGV[1], KEYS[2], '{"id":"' .. eid .. '","event":"notification",'
@@ -41,14 +47,14 @@ for i = 6, #ARGV do
 end
 local text = table.concat(eids, ',')
 redis.call('HSET', KEYS[3], ARGV[2], text)
-local kept = tonumber(ARGV[4])
-if redis.call('HLEN', KEYS[3]) > kept then
-  -- a batch's name starts with its outbox entry id, milliseconds first: oldest sort first
-  local names = redis.call('HKEYS', KEYS[3])
-  table.sort(names)
-  for i = 1, #names - kept do redis.call('HDEL', KEYS[3], names[i]) end
+if redis.call('HLEN', KEYS[3]) > tonumber(ARGV[6]) then
+  -- a batch's name starts with its outbox entry id, milliseconds first
+  local before = tonumber(ARGV[4])
+  for _, name in ipairs(redis.call('HKEYS', KEYS[3])) do
+    if tonumber(string.match(name, '^(%d+)')) < before then redis.call('HDEL', KEYS[3], name) end
+  end
 end
-redis.call('EXPIRE', KEYS[3], ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
 return text
 """
 
@@ -78,7 +84,10 @@ class Outbox:
     def complete(self, symbol, entry_id, price, ts, notes):
         """Write a batch's users' side and hand it to the slow path; returns its notification
         ids in the batch's order. Safe to call again for the same batch."""
-        batch = f"{entry_id}:{symbol}"
+        batch, now = f"{entry_id}:{symbol}", clock.now_ms()
+        if int(entry_id.split("-")[0]) < now - APPLIED_KEPT_MS:
+            log.error("matcher: batch %s of %s is older than its users remember: a user who "
+                      "had it may get it twice", entry_id, symbol)
         by_user = {}  # uid -> [(position, type, alert id, mode, body)]
         lines = notes.split("\n")
         for i, line in enumerate(lines):
@@ -86,14 +95,15 @@ class Outbox:
             by_user.setdefault(uid, []).append((i, ntype, alert_id, mode, body))
         replies = run_all(self.redis, self._deliver, [
             ([keys.replay(uid), keys.user_channel(uid), keys.applied(uid)],
-             [self._publish, batch, uid, APPLIED_KEPT, APPLIED_TTL_S, *(n[4] for n in notes_)])
+             [self._publish, batch, uid, now - APPLIED_KEPT_MS, APPLIED_KEPT_MS, APPLIED_TRIM_AT,
+              *(n[4] for n in notes_)])
             for uid, notes_ in by_user.items()])
         nids, items = [None] * len(lines), {}
         for (uid, notes_), eids in zip(by_user.items(), replies, strict=True):
             for (i, ntype, alert_id, mode, _), eid in zip(notes_, eids.split(","), strict=True):
                 nids[i] = f"{eid}-{uid}"
                 items.setdefault(ntype, []).append(f"{nids[i]}:{alert_id}:{uid}:{mode}")
-        args = [batch, clock.now_ms(), COMMITTED_KEPT_MS, price, ts, symbol]
+        args = [batch, now, COMMITTED_KEPT_MS, price, ts, symbol]
         for ntype, typed in items.items():
             args += [ntype, ",".join(typed)]
         self._commit(keys=[keys.FIRED, keys.FIRED_BATCHES], args=args)
@@ -113,11 +123,20 @@ class Outbox:
             found = pipe.execute()
         done = 0
         for symbol, entries in zip(symbols, found, strict=True):
-            for entry_id, fields in entries:
-                log.warning("matcher: completing batch %s of %s left by an earlier run",
-                            entry_id, symbol)
-                done += len(self.complete(symbol, entry_id, fields["price"], fields["ts"],
-                                          fields["notes"]))
-            if entries:  # the matcher kept the symbol followed for this batch: no longer
-                prune_symbol(self.redis, symbol, self.redis.hlen(keys.alerts(symbol)))
+            try:
+                done += self._finish(symbol, entries)
+            except RedisError:  # one symbol's trouble must not hold back the others'
+                log.exception("matcher: batches of %s not finished; the next sweep retries",
+                              symbol)
+        return done
+
+    def _finish(self, symbol, entries):
+        done = 0
+        for entry_id, fields in entries:
+            log.warning("matcher: completing batch %s of %s left by an earlier run",
+                        entry_id, symbol)
+            done += len(self.complete(symbol, entry_id, fields["price"], fields["ts"],
+                                      fields["notes"]))
+        if entries:  # the registry kept the symbol for these batches: maybe no longer
+            prune_symbol(self.redis, symbol, self.redis.hlen(keys.alerts(symbol)))
         return done

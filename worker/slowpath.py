@@ -150,6 +150,7 @@ def reclaim(consumer, min_idle_ms=DEFAULT_MIN_IDLE_MS, count=DEFAULT_COUNT):
 def settle(consumer=None):
     """Handle every waiting or pending entry, so SQL knows what fired before a rebuild."""
     consumer, settled = consumer or consumer_name(), 0
+    Outbox(get_redis()).sweep(alert_index.registered())  # batches a dead matcher left
     while (n := reclaim(consumer, min_idle_ms=0) + drain(consumer)) > 0:
         settled += n
     return settled
@@ -175,7 +176,7 @@ def safety_net():
     waiting, expire due alerts."""
     consumer = "safety-net"
     r = get_redis()
-    Outbox(r).sweep(alert_index.symbols(r))
+    Outbox(r).sweep(alert_index.registered(r))
     ensure_group(r)
     bury_poison()
     handled = reclaim(consumer)
@@ -199,7 +200,7 @@ def run_forever(stop_event, app=None, consumer=None, block_ms=DEFAULT_BLOCK_MS):
         while not stop_event.is_set():
             try:
                 if time.monotonic() - swept >= SWEEP_EVERY_S:
-                    outbox.sweep(alert_index.symbols())
+                    outbox.sweep(alert_index.registered())
                     swept = time.monotonic()
                 drain(consumer, block_ms=block_ms)
                 outage.recovered()

@@ -196,15 +196,32 @@ def prune_symbol(r, symbol, count):
 
     An empty symbol leaves the registry, then is put back if an alert came in meanwhile:
     the registry and the index are in different slots, so this is the order that never
-    leaves a symbol with alerts unfollowed.
+    leaves a symbol with alerts unfollowed. A symbol whose outbox still holds a fired batch
+    (a cluster's matcher between its two steps) stays, at 0, for the sweep to find it.
     """
     if count > 0:
         r.hset(keys.SYMBOLS, symbol, count)
         return
-    r.hdel(keys.SYMBOLS, symbol)
-    left = r.hlen(keys.alerts(symbol))
-    if left:
-        r.hset(keys.SYMBOLS, symbol, left)
+    for remove in (True, False):  # and once more after the removal
+        alerts, batches = _left(r, symbol)
+        if alerts or batches:
+            r.hset(keys.SYMBOLS, symbol, alerts)
+            return
+        if remove:
+            r.hdel(keys.SYMBOLS, symbol)
+
+
+def _left(r, symbol):
+    """(indexed alerts, batches waiting in the outbox) of a symbol, read together."""
+    with r.pipeline(transaction=False) as pipe:
+        pipe.hlen(keys.alerts(symbol))
+        pipe.xlen(keys.outbox(symbol))
+        return tuple(pipe.execute())
+
+
+def registered(r=None):
+    """Every symbol in tb:symbols, those at 0 alerts with a batch to finish included."""
+    return (r or get_redis()).hkeys(keys.SYMBOLS)
 
 
 

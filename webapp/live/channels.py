@@ -119,19 +119,23 @@ class Subscriptions:
         return subscribe, unsubscribe
 
     def replied(self, channel):
-        """A subscribe or unsubscribe reply for `channel` arrived on the link."""
+        """A subscribe or unsubscribe reply for `channel` arrived on the link; False when no
+        command of ours awaited one (the server dropped the channel: its slot moved)."""
+        if channel not in self._replies:
+            return False
         left = self._replies.get(channel, 0) - 1
         if left > 0:
             self._replies[channel] = left
-            return
+            return True
         self._replies.pop(channel, None)
         if channel not in self._issued:
-            return
+            return True
         with self._lock:
             self.live.add(channel)
             event = self._waiters.pop(channel, None)
         if event is not None:
             event.set()
+        return True
 
     def relink(self):
         """A new link: nothing is live on it, and everything wanted is to be subscribed."""

@@ -7,6 +7,7 @@ waits on every connection and the streams' wake-up pipe at once.
 
 import select
 
+import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -58,7 +59,11 @@ class Link:
                 elif message["type"] in MESSAGES:
                     dispatch(message["channel"], message["data"])
                 elif message["type"] in REPLIES:
-                    self.subscriptions.replied(message["channel"])
+                    if not self.subscriptions.replied(message["channel"]):
+                        # Redis unsubscribes a shard channel whose slot changed master (a
+                        # failover, a resharding): the streams end and replay on a new link
+                        raise redis.ConnectionError(
+                            f"{message['channel']} was unsubscribed by the server")
 
     def wait(self, timeout=DEFAULT_POLL):
         """Until a message arrives, a stream wakes the reader, or the health-check time."""
