@@ -126,6 +126,23 @@ def test_the_watchdog_keeps_one_job_per_shard(sharded):
         assert listener_watchdog().startswith("running,")
 
 
+def test_a_second_job_of_a_held_shard_gives_its_process_back(sharded):
+    """The watchdog re-queued shard 1's job during an outage while its listener lived on:
+    the copy does not wait on the lease for ever, holding a process another shard needs."""
+    with sharded.app_context():
+        get_redis().set(keys.listener_lease(1), "another-host:1:x", px=60_000)
+        outcome = []
+        thread = threading.Thread(target=lambda: outcome.append(_run_in(sharded, 1)))
+        thread.start()
+        thread.join(10)  # gives up after 3 lease TTLs (1.8 s here)
+        assert outcome == ["standby"]
+
+
+def _run_in(app, shard):
+    with app.app_context():
+        return run_listener(shard)
+
+
 def test_a_shard_number_past_the_count_is_refused(sharded):
     result = sharded.test_cli_runner().invoke(args=["listener", "--shard", "2"])
     assert result.exit_code != 0 and "LISTENER_SHARDS is 2" in result.output

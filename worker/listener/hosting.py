@@ -38,6 +38,7 @@ from worker.matcher import Matcher
 from worker.runner import work_forever
 
 JOB_ID = shards.JOB_ID  # shard 0's, the single listener's
+STANDBY_TTLS = 3  # with shards, a job whose lease stays held this many TTLs gives up
 RQ_HEARTBEAT_S = 60  # SimpleWorker does not heartbeat while its job runs: we do it
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,16 @@ def run_listener(shard=0):
     r = get_redis()
     stop = threading.Event()
     restore = _stop_on_signals(stop)
-    lease = Lease(r, key=keys.listener_lease(shard), ttl_s=app.config["LISTENER_LEASE_TTL_S"])
+    ttl_s = app.config["LISTENER_LEASE_TTL_S"]
+    lease = Lease(r, key=keys.listener_lease(shard), ttl_s=ttl_s)
+    # One listener process per shard: a second job of a shard whose lease stays held (the
+    # watchdog re-queued it during an outage) must not hold a process another shard needs.
+    # A single listener waits as a hot standby, as ever.
+    give_up_s = None if shards.count(app.config) == 1 else STANDBY_TTLS * ttl_s
     try:
-        if lease.wait(stop):
-            _listen(app, r, lease, stop, shard)
+        if not lease.wait(stop, give_up_s=give_up_s):
+            return "stopped" if stop.is_set() else "standby"
+        _listen(app, r, lease, stop, shard)
     finally:
         restore()
     return "stopped"

@@ -3,6 +3,7 @@
 import logging
 import os
 import socket
+import time
 import uuid
 
 from webapp import keys
@@ -67,11 +68,13 @@ class Lease:
             return holder
         return None
 
-    def wait(self, stop, poll_s=None):
-        """Block until the lease is ours (True) or `stop` is set (False); rides out Redis."""
+    def wait(self, stop, poll_s=None, give_up_s=None):
+        """Block until the lease is ours (True), or `stop` is set or `give_up_s` passed
+        (False); rides out Redis."""
         poll_s = poll_s or self.ttl_ms / 3000
         told, outage = False, Outage("listener-lease")
-        while not stop.is_set():
+        deadline = None if give_up_s is None else time.monotonic() + give_up_s
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             try:
                 self.break_if_dead()
                 if self.acquire():
