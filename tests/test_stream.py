@@ -6,6 +6,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import AuthActions
+from tests.hub import poll
 from tests.sse_helpers import EventReader
 from webapp import keys
 from webapp.alerts import service as alerts
@@ -202,8 +203,10 @@ def test_an_alert_made_while_the_stream_is_open_brings_its_ticks_and_a_pause_end
     reader.until(has_unread)
     with app.app_context():
         eth = alerts.create_alert(uid, {"symbol": "ETHUSDT", "type": "crossing", "price": 4000}).id
-        tick = '{"symbol":"ETHUSDT","price":3000,"ts":1}'
-        get_redis().publish(keys.ticks_channel("ETHUSDT"), tick)
+        # the hub subscribes the new symbol's ticks on its reader, a moment later
+        r = get_redis()
+        assert poll(lambda: r.pubsub_numsub(keys.ticks_channel("ETHUSDT"))[0][1])
+        r.publish(keys.ticks_channel("ETHUSDT"), '{"symbol":"ETHUSDT","price":3000,"ts":1}')
     reader.until(lambda ev: reader.named("tick"))
     assert [json.loads(t["data"])["symbol"] for t in reader.named("tick")] == ["ETHUSDT"]
     with app.app_context():
