@@ -96,7 +96,7 @@ def drop_fired(symbol, once, done):
         alert_index.forget_fired(symbol, once - done)  # retries, deleted alerts
 
 
-def refresh_ttls(r, items):
+def refresh_ttls(items):
     """Give the notified users' inbox keys their 7-day TTL and trim entries past 7 days.
 
     The inbox's own writes do both; the matcher's script leaves them to this, off the hot path.
@@ -114,7 +114,7 @@ def handle(r, entries):
             db.session.commit()
             # only now: a rebuild must never see it active and unmarked
             drop_fired(fields.get("symbol"), once, inactive)
-            refresh_ttls(r, items)
+            refresh_ttls(items)
             router.route_fired([(nid, int(uid)) for nid, _, uid, _ in items])
             done.append(entry_id)
             handled += len(items)
