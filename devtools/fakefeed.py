@@ -158,6 +158,13 @@ class FakeFeed:
         """One trade on both `@aggTrade` and `@trade`; returns how many connections got it."""
         return self._call(self._publish_trade, symbol.upper(), price, qty, ts_ms or now_ms())
 
+    def trades(self, trades, ts_ms=None):
+        """[(symbol, price)] sent back to back in one turn of the loop, so they reach a
+        client's socket together (a market-wide burst); returns the frames sent."""
+        ts = ts_ms or now_ms()
+        return self._call(lambda: sum(self._publish_trade(symbol.upper(), price, 1.0, ts)
+                                      for symbol, price in trades))
+
     def mini_ticker(self, symbol, close, volume, quote_volume=None, ts_ms=None):
         """One `@miniTicker` event (rolling 24 h volume)."""
         data = mini_ticker_payload(symbol.upper(), close, volume, quote_volume, ts_ms)

@@ -1,5 +1,7 @@
 """Exceptions the domain code raises and the views translate."""
 
+from redis.exceptions import RedisError
+
 
 class InvalidInput(ValueError):
     """Bad input: `errors` maps a field name to what was wrong with it."""
@@ -15,3 +17,11 @@ class NotFound(LookupError):
 
 class DeliveryRejected(Exception):
     """A provider refused a message for good (bad number, gone subscription): no retry."""
+
+
+class TicksNotMatched(RedisError):
+    """Redis failed part way through ticks matched together: `unmatched` are left, in order."""
+
+    def __init__(self, unmatched):
+        self.unmatched = unmatched
+        super().__init__(f"{len(unmatched)} ticks not matched")

@@ -7,12 +7,13 @@ idempotent step writes the users' side in theirs (worker/outbox.py).
 import math
 from pathlib import Path
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from webapp import keys
 from webapp.alerts import scripts
 from webapp.alerts.index import WINDOWS_S, fmt_num, idx_key, prune_symbol, rearm_key
 from webapp.core import pubsub
+from webapp.exceptions import TicksNotMatched
 from webapp.extensions import is_cluster
 from worker.outbox import Outbox
 
@@ -73,6 +74,62 @@ class Matcher:
         """Record a 24 h base volume and fire the volume alerts it meets."""
         return self._tick(symbol, "volume", volume, ts_ms, seq)
 
+    def on_ticks(self, ticks) -> list[str]:
+        """Match ticks read together, (kind, symbol, value, ts_ms, seq) each, in order.
+
+        On one Redis they go in one pipelined round trip for each tick a stream has (a
+        stream's ticks stay in order); on a cluster, or with a failed tick to retry first,
+        one by one. On a Redis error, raises TicksNotMatched with those not matched.
+        """
+        if self.mode != INLINE or self._failed:
+            return self._one_by_one(ticks)
+        fired = []
+        rounds = _rounds([self._args(s, k, v, t, q) for k, s, v, t, q in ticks])
+        for n, calls in enumerate(rounds):
+            try:
+                fired += self._pipelined(calls)
+            except RedisError as exc:
+                for _, args in calls:
+                    self._failed[(args[0], args[1])] = [*args[:-1], RETRY]
+                left = sorted(i for later in rounds[n:] for i, _ in later)
+                raise TicksNotMatched([ticks[i] for i in left]) from exc
+        return fired
+
+    def _one_by_one(self, ticks):
+        fired = []
+        for done, (kind, symbol, value, ts_ms, seq) in enumerate(ticks):
+            try:
+                fired += self._tick(symbol, kind, value, ts_ms, seq)
+            except RedisError as exc:
+                raise TicksNotMatched(ticks[done:]) from exc
+        return fired
+
+    def _pipelined(self, calls):
+        """One round trip for calls on different streams; a storm's next batches after."""
+        results = self._evalsha_all([(self._keys(a[0], a[1]), a) for _, a in calls])
+        fired = []
+        for (_, args), (more, left, *rest) in zip(calls, results, strict=True):
+            fired.extend(str(n) for n in rest)
+            if int(left) >= 0:
+                prune_symbol(self.redis, args[0], int(left))
+            if int(more):
+                fired += self._run(self._keys(args[0], args[1]), [*args[:-1], CONTINUE])
+        return fired
+
+    def _evalsha_all(self, calls):
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for names, args in calls:
+                pipe.evalsha(self._script.sha, len(names), *names, *args, *self._tail)
+            results = pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+                self.redis.script_load(self._script.script)  # Redis restarted: load, again
+                continue  # the calls that ran anyway are seen as done and dropped
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return results
+
     def _keys(self, symbol, kind):
         keys = self._key_cache.get((symbol, kind))
         if keys is None:
@@ -80,13 +137,10 @@ class Matcher:
         return keys
 
     def _tick(self, symbol, kind, value, ts_ms, seq):
-        value = float(value)
-        # A garbled tick must never fire anything; a trade at 0 would meet every `below`.
-        if not math.isfinite(value) or value < 0 or (kind == "price" and value == 0):
+        args = self._args(symbol, kind, value, ts_ms, seq)
+        if args is None:
             return []
-        symbol = symbol.upper()
-        keys = self._keys(symbol, kind)
-        args = [symbol, kind, fmt_num(value), int(ts_ms), self.batch, int(seq), 0]
+        symbol, keys = args[0], self._keys(args[0], kind)
         fired = []
         failed = self._failed.pop((symbol, kind), None)
         if failed is not None:
@@ -94,6 +148,14 @@ class Matcher:
             if failed[:-1] == args[:-1]:
                 return fired  # the very tick that failed: done now
         return fired + self._run(keys, args)
+
+    def _args(self, symbol, kind, value, ts_ms, seq):
+        """match.lua's ARGV up to its tail; None for a tick that must never fire anything
+        (a trade at 0 would meet every `below`)."""
+        value = float(value)
+        if not math.isfinite(value) or value < 0 or (kind == "price" and value == 0):
+            return None
+        return [symbol.upper(), kind, fmt_num(value), int(ts_ms), self.batch, int(seq), 0]
 
     def _run(self, keys, args):
         fired, symbol = [], args[0]
@@ -121,3 +183,17 @@ class Matcher:
         except RedisError:
             self._failed[(symbol, args[1])] = [*args[:-1], RETRY]
             raise
+
+
+def _rounds(calls):
+    """[(index, args)] lists in which no stream repeats: a stream's k-th tick in round k.
+    Ticks that must not fire (args None) are left out."""
+    rounds, seen = [], {}
+    for i, args in enumerate(calls):
+        if args is None:
+            continue
+        k = seen[(args[0], args[1])] = seen.get((args[0], args[1]), -1) + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append((i, args))
+    return rounds

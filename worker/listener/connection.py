@@ -1,8 +1,9 @@
 """The Binance listener: one combined stream for every symbol in `tb:symbols`, ticks to a handler.
 
-The handler (the matcher) gets `on_price(symbol, price, ts_ms, seq)` for each trade and
-`on_volume(symbol, volume, ts_ms)` for each miniTicker. One thread does everything, so
-control messages, pongs and reads never race, and the message budget is exact.
+The handler (the matcher) gets the ticks of the frames read in one go, `on_ticks([(kind,
+symbol, value, ts_ms, seq)])`, so a market-wide burst costs one round trip to Redis, not one
+a tick (a handler without `on_ticks` gets `on_price` / `on_volume` for each). One thread does
+everything, so control messages, pongs and reads never race, and the message budget is exact.
 
 Never deaf: a connection that worked (it received a frame) and drops is replaced at once;
 only attempts failing in a row back off, and every attempt spends from a budget kept under
@@ -11,6 +12,7 @@ high and last per stream) while the socket keeps being read, and applied when Re
 """
 
 import json
+import select
 import threading
 import time
 
@@ -19,7 +21,9 @@ import websocket
 from websocket import ABNF, WebSocketException, WebSocketTimeoutException
 
 from webapp import keys
-from worker.listener.heldticks import HeldTicks, RedisGate
+from webapp.exceptions import TicksNotMatched
+from worker.listener import messages
+from worker.listener.heldticks import HeldTicks, RedisGate, apply_tick, match_ticks
 from worker.listener.loglines import logline, now_ms
 from worker.listener.pacing import DEFAULT_CONTROL_PER_S, AttemptBudget, Backoff, MessageBudget
 from worker.listener.subscriptions import (
@@ -35,7 +39,7 @@ __all__ = ["Listener", "logline", "now_ms"]
 DEFAULT_MAX_AGE_S = 23 * 3600 + 50 * 60  # Binance cuts connections at 24 h: leave first
 DEFAULT_SILENCE_S = 65.0  # Binance pings every 20 s: this much quiet means a dead link
 DEFAULT_REDIS_RETRY_S = 0.2  # while Redis is down: how often held ticks try to get through
-PRICE_EVENTS = ("aggTrade", "trade")
+MAX_BATCH = 200  # ticks read in one go: bounds the wait of the first behind the last
 CONNECT_ERRORS = (OSError, WebSocketException)
 
 
@@ -66,6 +70,7 @@ class Listener:
         self.opened_at = self.last_rx = self.replace_at = 0.0
         self.working = False  # this connection has received a frame
         self.last_tick_ms = 0
+        self._ticks = []  # read, not yet matched
         self.state = "connecting"
         self.held, self.gate = HeldTicks(), RedisGate(redis_retry_s)
         self._wanted = []  # the streams last read: a reconnect asks for them while Redis is down
@@ -208,6 +213,23 @@ class Listener:
         return "stopped"
 
     def _receive(self):
+        """Read a frame, and the frames already waiting behind it (up to MAX_BATCH ticks):
+        their ticks are matched together, in one round trip to Redis."""
+        try:
+            why = self._read_frame()
+            while why is None and 0 < len(self._ticks) < MAX_BATCH and self._readable():
+                why = self._read_frame()
+        finally:
+            self._match_read()
+        return why
+
+    def _readable(self):
+        sock = self.ws.sock
+        if hasattr(sock, "pending") and sock.pending():  # TLS: bytes already decrypted
+            return True
+        return bool(select.select([sock], [], [], 0)[0])
+
+    def _read_frame(self):
         try:
             opcode, frame = self.ws.recv_data_frame(True)
         except WebSocketTimeoutException:
@@ -226,41 +248,37 @@ class Listener:
 
     def _on_text(self, raw):
         try:
-            msg = json.loads(raw)
-            data = msg.get("data", msg)
-            event = data.get("e") if isinstance(data, dict) else None
-            if event in PRICE_EVENTS:
-                self.last_tick_ms = int(data["T"])
-                seq = int(data.get("a") or data.get("t") or 0)
-                self._tick("price", data["s"], float(data["p"]), self.last_tick_ms, seq)
-            elif event == "24hrMiniTicker":
-                self._tick("volume", data["s"], float(data["v"]), int(data["E"]))
-            elif event == "serverShutdown":
-                logline("server_shutdown")
-                return "server_shutdown"
-            elif "id" in msg and self.subs is not None:
-                error = self.subs.on_reply(msg)
-                if error:
-                    logline("control_refused", error=error)
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            what, body = messages.parse(raw)
+        except messages.BAD_MESSAGE as exc:
             logline("bad_message", error=repr(exc), message=raw[:200])
+            return None
+        if what == "tick":
+            if body[0] == "price":
+                self.last_tick_ms = body[3]
+            self._ticks.append(body)
+        elif what == "shutdown":
+            logline("server_shutdown")
+            return "server_shutdown"
+        elif what == "reply" and self.subs is not None:
+            error = self.subs.on_reply(body)
+            if error:
+                logline("control_refused", error=error)
         return None
 
-    def _tick(self, kind, symbol, value, ts_ms, seq=0):
-        """Match a tick now; while Redis is down, hold it (behind those held, in order)."""
-        if not self.gate.down:
+    def _match_read(self):
+        """Match the ticks read; while Redis is down, hold them (behind those held, in order)."""
+        ticks, self._ticks = self._ticks, []
+        if ticks and not self.gate.down:
             try:
-                self._apply(kind, symbol, value, ts_ms, seq)
-                return
-            except redis.RedisError as exc:
-                self.gate.failed(exc)
-        self.held.add(kind, symbol, value, ts_ms, seq)
+                ticks = match_ticks(self.handler, ticks)
+            except TicksNotMatched as exc:
+                self.gate.failed(exc.__cause__ or exc)
+                ticks = exc.unmatched
+        for tick in ticks:
+            self.held.add(*tick)
 
     def _apply(self, kind, symbol, value, ts_ms, seq):
-        if kind == "price":
-            self.handler.on_price(symbol, value, ts_ms, seq)
-        else:
-            self.handler.on_volume(symbol, value, ts_ms)
+        apply_tick(self.handler, kind, symbol, value, ts_ms, seq)
 
     def _housekeep(self):
         now = time.monotonic()

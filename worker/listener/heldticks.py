@@ -11,7 +11,29 @@ import time
 
 import redis
 
+from webapp.exceptions import TicksNotMatched
 from worker.listener.loglines import logline
+
+
+def match_ticks(handler, ticks):
+    """Hand ticks read together to the handler; returns those left (none), or raises
+    TicksNotMatched. A handler without `on_ticks` gets them one by one."""
+    if hasattr(handler, "on_ticks"):
+        handler.on_ticks(ticks)
+        return []
+    for done, tick in enumerate(ticks):
+        try:
+            apply_tick(handler, *tick)
+        except redis.RedisError as exc:
+            raise TicksNotMatched(ticks[done:]) from exc
+    return []
+
+
+def apply_tick(handler, kind, symbol, value, ts_ms, seq):
+    if kind == "price":
+        handler.on_price(symbol, value, ts_ms, seq)
+    else:
+        handler.on_volume(symbol, value, ts_ms)
 
 
 class HeldTicks:

@@ -1,0 +1,126 @@
+"""Ticks read together are matched together: one round trip for each tick a stream has,
+each stream's ticks in order, each crossing fired once, through a lost reply and a restart."""
+
+import itertools
+import json
+import threading
+import time
+
+import pytest
+import redis
+
+from tests.test_listener import eventually
+from webapp import keys
+from webapp.alerts import index as alert_index
+from webapp.exceptions import TicksNotMatched
+from webapp.models import Alert
+from worker.listener.connection import Listener
+from worker.listener.pacing import Backoff
+from worker.matcher import Matcher
+
+T0 = int(time.time() * 1000)
+_ids = itertools.count(1)
+
+
+def arm(r, symbol, condition, target, mode="recurring", user_id=7):
+    alert = Alert(id=next(_ids), user_id=user_id, symbol=symbol, condition=condition,
+                  target=target, mode=mode, buffer=1.0, buffer_is_pct=False, expires_at=None,
+                  note="", active=True)
+    alert_index.index(alert, r)
+    return alert.id
+
+
+def fired(r, user_id=7):
+    """(alert id, price) of each notification in the user's stream, oldest first."""
+    return [(int(d["alert_id"]), d["data"]["price"]) for d in (
+        json.loads(f["data"]) for _, f in r.xrange(keys.replay(user_id)))]
+
+
+def batch(*prices):
+    return [("price", symbol, price, T0 + i, i + 1) for i, (symbol, price) in enumerate(prices)]
+
+
+def test_a_batch_fires_what_its_ticks_fire_one_by_one_in_each_streams_order(r):
+    up, down = arm(r, "AAAUSDT", "above", 100), arm(r, "BBBUSDT", "below", 50)
+    ids = Matcher(r).on_ticks(batch(
+        ("AAAUSDT", 101), ("BBBUSDT", 49), ("AAAUSDT", 98), ("AAAUSDT", 102),
+        ("BBBUSDT", 52), ("BBBUSDT", 48), ("AAAUSDT", 101.5)))
+    assert len(ids) == 4
+    notes = fired(r)
+    assert [p for a, p in notes if a == up] == [101, 102]  # re-armed at 98, not again at 101.5
+    assert [p for a, p in notes if a == down] == [49, 48]
+
+
+def test_a_storm_inside_a_batch_finishes_before_its_streams_next_tick(r):
+    storm = [arm(r, "AAAUSDT", "above", 100 + i / 10, mode="once") for i in range(7)]
+    other = arm(r, "BBBUSDT", "below", 50, mode="once")
+    ids = Matcher(r, batch=2).on_ticks(batch(("AAAUSDT", 101), ("BBBUSDT", 49),
+                                              ("AAAUSDT", 99)))
+    assert len(ids) == 8
+    assert sorted(a for a, _ in fired(r)) == sorted([*storm, other])
+    assert {p for a, p in fired(r) if a in storm} == {101}  # all at the storm's own tick
+
+
+def test_garbled_ticks_in_a_batch_fire_nothing_and_leave_the_rest(r):
+    up = arm(r, "AAAUSDT", "above", 100)
+    ticks = batch(("AAAUSDT", float("nan")), ("AAAUSDT", -5), ("AAAUSDT", 0), ("AAAUSDT", 101))
+    assert len(Matcher(r).on_ticks(ticks)) == 1
+    assert fired(r) == [(up, 101)]
+
+
+def test_a_batch_after_redis_forgot_the_script_loads_it_and_fires_once(r):
+    up = arm(r, "AAAUSDT", "above", 100)
+    matcher = Matcher(r)
+    matcher.on_ticks(batch(("AAAUSDT", 99)))
+    r.script_flush()
+    assert len(matcher.on_ticks(batch(("BBBUSDT", 5), ("AAAUSDT", 101)))) == 1
+    assert fired(r) == [(up, 101)]
+
+
+def test_a_timed_out_batch_leaves_every_tick_unmatched_and_the_retry_fires_each_once(
+        r, redis_url):
+    up, down = arm(r, "AAAUSDT", "above", 100), arm(r, "BBBUSDT", "below", 50)
+    impatient = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=0.2)
+    matcher = Matcher(impatient)
+    matcher.on_ticks(batch(("AAAUSDT", 99)))
+    ticks = batch(("AAAUSDT", 101), ("BBBUSDT", 49), ("AAAUSDT", 98), ("AAAUSDT", 102))
+    r.client_pause(600, all=True)  # a frozen Redis: the matcher's reads time out
+    with pytest.raises(TicksNotMatched) as lost:
+        matcher.on_ticks(ticks)
+    assert lost.value.unmatched == ticks  # every round counts as not done, in order
+    r.ping()  # waits out the pause
+    for kind, symbol, value, ts_ms, seq in lost.value.unmatched:  # as the held ticks replay
+        matcher.on_price(symbol, value, ts_ms, seq) if kind == "price" else None
+    assert sorted(fired(r)) == sorted([(up, 101), (down, 49), (up, 102)])
+    impatient.close()
+
+
+def test_a_burst_on_the_wire_reaches_the_matcher_in_batches_and_fires_each_crossing_once(
+        r, feed):
+    up = arm(r, "AAAUSDT", "above", 100)
+    others = [f"S{i:02d}USDT" for i in range(30)]
+    for symbol in others:
+        arm(r, symbol, "below", 1)
+    matcher = Matcher(r)
+    calls = []
+    on_ticks = matcher.on_ticks
+    matcher.on_ticks = lambda ticks: calls.append(len(ticks)) or on_ticks(ticks)
+    listener = Listener(r, matcher, feed.url, poll_s=0.02, heartbeat_s=0.05,
+                        recv_timeout_s=0.02, backoff=Backoff(0.01, 0.1))
+    thread = threading.Thread(target=listener.run, daemon=True)
+    thread.start()
+    try:
+        assert feed.wait_for_subscription("aaausdt@aggTrade")
+        assert eventually(lambda: all(f"{s.lower()}@aggTrade" in feed.subscriptions()
+                                      for s in others))
+        crossings = [("AAAUSDT", 101.0), ("AAAUSDT", 98.0)] * 20
+        burst = [t for crossing, other in zip(crossings, itertools.cycle(others))
+                 for t in (crossing, (other, 5.0))]
+        assert feed.trades(burst)
+        assert eventually(lambda: len(fired(r)) >= 20, timeout=10)
+        assert sum(calls) == len(burst)
+        assert max(calls) > 1  # read together, matched together
+        assert [p for a, p in fired(r)] == [101.0] * 20 and {a for a, _ in fired(r)} == {up}
+    finally:
+        listener.stop.set()
+        thread.join(5)
