@@ -12,7 +12,7 @@ from tests.hub import make_user, run_jobs
 from webapp.delivery import statements
 from webapp.extensions import db
 from webapp.market import price_history
-from webapp.models import Alert, DeliveryLog, DigestRun, StatementEntry
+from webapp.models import Alert, DeliveryLog, Destination, DigestRun, StatementEntry
 from webapp.notify import router
 from webapp.preferences import service as preferences
 
@@ -56,7 +56,11 @@ def seed_berlin_october(app, uid):
     on the 27th): activity just inside and just outside both ends."""
     with app.app_context():
         db.session.add(Alert(user_id=uid, symbol="BTCUSDT", condition="above", target=65000))
+        desk = Destination(user_id=uid, kind="webhook", name="Desk <b>bot</b>",
+                           url_encrypted="unused here", url_masked="https://example.invalid/")
+        db.session.add(desk)
         db.session.commit()
+        delivery(uid, desk.channel, "sent", utc(2030, 10, 5))
         notify(uid, "ORDER_EXECUTED", utc(2030, 9, 30, 21, 30))  # 23:30 on 30 Sep: out
         notify(uid, "ORDER_EXECUTED", utc(2030, 9, 30, 22, 30))  # 00:30 on 1 Oct: in
         notify(uid, "PRICE_ALERT", utc(2030, 10, 15, 12), symbol="BTCUSDT", condition="above",
@@ -104,10 +108,12 @@ def test_statement_counts_the_local_month_across_a_dst_change(app, smtp_server):
     assert "  Email: 3 (2 sent, 1 failed)\n" in text
     assert "  Push: 1 (1 being retried)\n" in text
     assert "  A destination since removed: 1 (1 failed)\n" in text
+    assert "  Desk <b>bot</b>: 1 (1 sent)\n" in text
     assert "SMS" not in text  # its one delivery was on 1 November
     assert "  - BTCUSDT: 60000.0 -> 66000.0 (+10.00%)\n" in text
     html = msg.get_body(("html",)).get_content()
     assert "65010.5" in html and "+10.00%" in html and "2 sent, 1 failed" in html
+    assert "Desk &lt;b&gt;bot&lt;/b&gt;" in html and "<b>bot" not in html
     assert 'href="http' in html.split("notification settings")[0][-200:]  # footer link
 
 

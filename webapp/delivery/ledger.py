@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from webapp import clock
 from webapp.core.database import insert_ignore
 from webapp.extensions import db
-from webapp.models import DeliveryLog, StatementEntry
+from webapp.models import DeliveryLog, Destination, StatementEntry
 
 ALERT_TYPES = ("PRICE_ALERT", "VOLUME_ALERT")
 ALERT_FIELDS = ("symbol", "condition", "target", "price")
@@ -70,3 +70,11 @@ def deliveries(user_id, start, end):
     for channel, status, count in rows:
         found.setdefault(channel, {})[status] = count
     return found
+
+
+def destination_names(user_id):
+    """{"dest:<id>": name} of the user's destinations (read here: the destinations service
+    leads back to the delivery job, which renders statements)."""
+    rows = db.session.execute(select(Destination.id, Destination.name).where(
+        Destination.user_id == user_id)).all()
+    return {f"dest:{dest_id}": name for dest_id, name in rows}

@@ -10,7 +10,6 @@ from flask import current_app, render_template
 
 from webapp.delivery import digest_email, ledger
 from webapp.delivery.channels import email
-from webapp.destinations import service as destinations
 from webapp.notify import types as notification_types
 from webapp.preferences import service as preferences
 
@@ -80,7 +79,7 @@ def _fired(user_id, start, end, tz):
 
 def _deliveries(user_id, start, end):
     """[{channel, total, outcomes: [(label, count)]}], email, SMS, push, then destinations."""
-    names = destinations.channel_names(user_id)
+    names = ledger.destination_names(user_id)
     found = ledger.deliveries(user_id, start, end)
     order = [c for c in CHANNELS if c in found] + sorted(c for c in found if c not in CHANNELS)
     return [{"channel": CHANNELS.get(c) or names.get(c) or "A destination since removed",
