@@ -11,10 +11,12 @@ import pytest
 from tests.hub import make_user, run_jobs
 from webapp.delivery import statements
 from webapp.extensions import db
+from webapp.inbox import service as inbox
 from webapp.market import price_history
 from webapp.models import Alert, DeliveryLog, Destination, DigestRun, StatementEntry
 from webapp.notify import router
 from webapp.preferences import service as preferences
+from worker import jobs
 
 pytestmark = pytest.mark.both_databases
 BERLIN = ZoneInfo("Europe/Berlin")  # summer time ends on 27 October 2030
@@ -90,6 +92,8 @@ def test_statement_counts_the_local_month_across_a_dst_change(app, smtp_server):
     seed_berlin_october(app, uid)
     before = len(smtp_server.messages)
     with app.app_context():
+        jobs.prune_redis(now_ms=ms(utc(2030, 11, 9)))  # the inbox keeps 7 days: all gone
+        assert inbox.between(uid, 0, ms(utc(2031, 1, 1)), 10) == []
         assert len(statements.send_due(datetime(2030, 11, 1, 8, tzinfo=BERLIN))) == 1
     run_jobs(app)
     [mail] = statement_mails(smtp_server, before + 1)
@@ -223,6 +227,24 @@ def test_entries_are_written_once_however_often_the_slow_steps_run(app):
         [entry] = db.session.scalars(db.select(StatementEntry)).all()
         assert (entry.user_id, entry.type) == (uid, "PRICE_ALERT")
         assert entry.data == {"symbol": "BTCUSDT", "price": 1.5, "title": "BTC up"}
+
+
+def test_cleanup_keeps_a_statements_month_of_entries_and_deliveries(app):
+    uid = make_user(app, "keep@example.com")
+    now = utc(2030, 11, 3, 12)
+    with app.app_context():
+        for days in (34, 36):
+            when = now - timedelta(days=days)
+            router.process_many([{"id": f"{ms(when)}-0", "user_id": uid, "type": "SYSTEM_ERROR",
+                                  "title": "x", "created_at": ms(when)}])
+            delivery(uid, "email", "sent", when)
+            db.session.execute(db.update(DeliveryLog).where(DeliveryLog.created_at == when.replace(
+                tzinfo=None)).values(updated_at=when.replace(tzinfo=None)))
+        db.session.commit()
+        pruned = jobs.prune_sql(now=now.replace(tzinfo=None))
+        assert (pruned["statement_entries"], pruned["deliveries"]) == (1, 1)
+        kept = db.session.scalars(db.select(StatementEntry.created_at)).all()
+        assert kept == [(now - timedelta(days=34)).replace(tzinfo=None)]
 
 
 # The preview page
