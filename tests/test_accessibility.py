@@ -26,7 +26,8 @@ WIDTHS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 375, "he
 VISITOR_PAGES = ["/auth/login", "/auth/register"]
 USER_PAGES = ["/dashboard", "/alerts/", "/notifications/", "/settings/notifications/",
               "/settings/destinations/",
-              "/deliveries", "/audit", "/digest-preview", "/settings/api-keys", "/settings/hooks",
+              "/deliveries", "/audit", "/digest-preview", "/statement-preview",
+              "/settings/api-keys", "/settings/hooks",
               "/settings/password", "/admin/broadcast"]
 
 

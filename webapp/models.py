@@ -219,9 +219,25 @@ class DigestRun(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(10))  # daily | weekly
+    kind: Mapped[str] = mapped_column(String(10))  # daily | weekly | monthly (statements)
     period_start: Mapped[datetime]
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StatementEntry(db.Model):
+    """A routed notification as the monthly statement counts it: the inbox keeps 7 days, these
+    rows STATEMENT_ENTRY_DAYS (worker/jobs.py)."""
+
+    __tablename__ = "statement_entries"
+
+    # the key leads with the user: a statement reads one user's month
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the notification's
+    type: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    # a fired alert's symbol, condition, target and price; empty for other types
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
 class KnownDevice(db.Model):

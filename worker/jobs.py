@@ -8,11 +8,13 @@ from sqlalchemy import delete, select
 from webapp.delivery import audit
 from webapp.extensions import db
 from webapp.inbox import service as inbox
-from webapp.models import DeliveryLog, DeliveryStatus, DigestRun, User, utcnow
+from webapp.models import DeliveryLog, DeliveryStatus, DigestRun, StatementEntry, User, utcnow
 
 log = logging.getLogger(__name__)
 
-DELIVERY_LOG_DAYS = 30
+# A monthly statement, sent up to 3 days into the next month, reads a month of both.
+DELIVERY_LOG_DAYS = 35
+STATEMENT_ENTRY_DAYS = 35
 DIGEST_RUN_DAYS = 60  # longer than any digest period, so none is sent twice
 FINAL = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.OUTBOX, DeliveryStatus.DIGEST,
          DeliveryStatus.SKIPPED)
@@ -29,7 +31,8 @@ def prune_redis(now_ms=None):
 
 
 def prune_sql(now=None):
-    """Audit rows past expiry; finished delivery rows and digest runs past their use."""
+    """Audit rows past expiry; finished delivery rows, digest runs, statement entries past
+    their use."""
     now = now or utcnow()
     expired = audit.cleanup(now)
     deliveries = db.session.execute(delete(DeliveryLog).where(
@@ -37,8 +40,11 @@ def prune_sql(now=None):
         DeliveryLog.updated_at < now - timedelta(days=DELIVERY_LOG_DAYS))).rowcount
     runs = db.session.execute(delete(DigestRun).where(
         DigestRun.sent_at < now - timedelta(days=DIGEST_RUN_DAYS))).rowcount
+    entries = db.session.execute(delete(StatementEntry).where(
+        StatementEntry.created_at < now - timedelta(days=STATEMENT_ENTRY_DAYS))).rowcount
     db.session.commit()
-    return {"audit": expired, "deliveries": deliveries, "digest_runs": runs}
+    return {"audit": expired, "deliveries": deliveries, "digest_runs": runs,
+            "statement_entries": entries}
 
 
 def cleanup():

@@ -37,6 +37,7 @@ PERIODIC = [
     Periodic("deliveries-sweep", "webapp.delivery.sweep.sweep", 30),
     Periodic("insist-run-due", "webapp.insist.service.run_due", 30, queue="high"),
     Periodic("digests-send-due", "webapp.delivery.digests.send_due", 900, queue="low"),
+    Periodic("statements-send-due", "webapp.delivery.statements.send_due", 900, queue="low"),
     Periodic("prices-sample", "webapp.market.price_history.sample", 900, queue="low"),
     Periodic("cleanup", "worker.jobs.cleanup", 3600, queue="low"),
     # checks every 5 min, fetches when the list is missing, a day old or wanted after a miss

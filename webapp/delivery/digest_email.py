@@ -48,7 +48,8 @@ def _notifications(user_id, start, end):
     return inbox.between(user_id, clock.to_ms(start), clock.to_ms(end), MAX_READ)
 
 
-def _watched(user_id, start, end):
+def watched(user_id, start, end):
+    """The change of each symbol the user has alerts on over the period (the statement's too)."""
     symbols = db.session.scalars(select(Alert.symbol).where(Alert.user_id == user_id)
                                  .distinct().order_by(Alert.symbol)).all()
     rows = []
@@ -74,7 +75,7 @@ def build(user, pref, kind, start_day):
         "fired": [n for n in items if n.get("type") in ALERT_TYPES][:DEFAULT_MAX_LISTED],
         "critical": [n for n in items if notification_types.is_critical(n)][:DEFAULT_MAX_LISTED],
         "held": [n for n in items if n["id"] in held_ids][:DEFAULT_MAX_LISTED],
-        "watched": _watched(user.id, start, end),
+        "watched": watched(user.id, start, end),
         "base_url": current_app.config["PUBLIC_URL"],
     }
 

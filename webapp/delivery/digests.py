@@ -1,6 +1,7 @@
 """Daily summary and weekly performance emails, sent at each user's local morning, once a period.
 
-What they say: webapp/delivery/digest_email.py.
+What they say: webapp/delivery/digest_email.py. The monthly statement (statements.py) claims
+its periods with the same helpers.
 """
 
 from datetime import UTC, datetime, time, timedelta
@@ -47,25 +48,36 @@ def send_due(now=None):
             start_day = due_period(pref, kind, now) if getattr(pref, toggle) else None
             log_id = _claim(user, pref, kind, start_day) if start_day else None
             if log_id:
-                queued.append(log_id)
-                enqueue(dispatch.send, log_id, queue="low", job_id=f"delivery-{log_id}")
+                queued.append(queue(log_id))
     return queued
 
 
 def _claim(user, pref, kind, start_day):
-    """One DigestRun row per period (unique), with its delivery row, in one transaction."""
-    exists = db.session.scalar(select(DigestRun.id).where(
-        DigestRun.user_id == user.id, DigestRun.kind == kind,
-        DigestRun.period_start == datetime.combine(start_day, time())))
-    if exists:
+    if claimed(user.id, kind, start_day):
         return None
     digest = digest_email.build(user, pref, kind, start_day)
-    empty = not (digest["total"] or digest["watched"])
+    return claim(user.id, kind, start_day, digest_email.digest_id(kind, start_day),
+                 empty=not (digest["total"] or digest["watched"]))
+
+
+def claimed(user_id, kind, start_day):
+    """Whether this period's email (of any kind, the monthly statement too) was claimed."""
+    return db.session.scalar(select(DigestRun.id).where(
+        DigestRun.user_id == user_id, DigestRun.kind == kind,
+        DigestRun.period_start == datetime.combine(start_day, time()))) is not None
+
+
+def claim(user_id, kind, start_day, notification_id, empty):
+    """One DigestRun row per period (unique), with its delivery row, in one transaction.
+
+    Returns the delivery row's id to send; None if another run claimed the period first or
+    there is nothing to say (the row is then recorded as skipped).
+    """
     try:
-        db.session.add(DigestRun(user_id=user.id, kind=kind,
+        db.session.add(DigestRun(user_id=user_id, kind=kind,
                                  period_start=datetime.combine(start_day, time())))
         row = DeliveryLog(
-            notification_id=digest_email.digest_id(kind, start_day), user_id=user.id,
+            notification_id=notification_id, user_id=user_id,
             channel="email", status=DeliveryStatus.SKIPPED if empty else DeliveryStatus.QUEUED,
             error="nothing happened in this period" if empty else "")
         db.session.add(row)
@@ -74,3 +86,9 @@ def _claim(user, pref, kind, start_day):
         db.session.rollback()
         return None
     return None if empty else row.id
+
+
+def queue(log_id):
+    """Queue the send job of a claimed period's delivery row; returns the row's id."""
+    enqueue(dispatch.send, log_id, queue="low", job_id=f"delivery-{log_id}")
+    return log_id

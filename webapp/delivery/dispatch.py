@@ -16,7 +16,7 @@ from webapp.alerts import messages
 from webapp.core import database
 from webapp.core.breaker import Breaker
 from webapp.core.queues import enqueue
-from webapp.delivery import audit, channels, digest_email, outbox
+from webapp.delivery import audit, channels, digest_email, outbox, statement_email
 from webapp.exceptions import DeliveryRejected
 from webapp.extensions import db
 from webapp.insist import links as insist_links
@@ -120,6 +120,8 @@ def build(row):
     """The channel's message for a log row, rendered now; DeliveryRejected if it cannot exist."""
     user = db.session.get(User, row.user_id)
     pref = preferences.preferences_for(row.user_id)
+    if statement_email.is_statement(row.notification_id):
+        return statement_email.message(user, pref, row.notification_id)
     if digest_email.is_digest(row.notification_id):
         return digest_email.message(user, pref, row.notification_id)
     notification = audit.load(row.notification_id, row.user_id)

@@ -1,11 +1,12 @@
-"""Pages about what went out: the deliveries log, the audit trail and the digest preview."""
+"""Pages about what went out: the deliveries log, the audit trail, the digest and statement
+previews."""
 
 from flask import Blueprint, abort, render_template, request
 from flask_login import current_user
 from sqlalchemy import select
 
 from webapp.accounts import service as accounts
-from webapp.delivery import audit, digest_email, digests
+from webapp.delivery import audit, digest_email, digests, statements
 from webapp.delivery.stats import delivery_stats
 from webapp.destinations import service as destinations
 from webapp.exceptions import InvalidInput
@@ -13,6 +14,7 @@ from webapp.extensions import db
 from webapp.inbox import service as inbox
 from webapp.insist import service as insist
 from webapp.models import DeliveryLog
+from webapp.preferences import service as preferences
 
 bp = Blueprint("delivery", __name__)
 bp.before_request(accounts.require_login)
@@ -53,3 +55,11 @@ def digest_preview():
     subject, text, html = digests.preview(current_user, kind)
     return render_template("delivery/digest_preview.html", kind=kind, kinds=digest_email.TITLES,
                            subject=subject, text=text, html=html)
+
+
+@bp.get("/statement-preview")
+def statement_preview():
+    subject, text, html = statements.preview(current_user)
+    enabled = preferences.preferences_for(current_user.id).email_monthly_statements
+    return render_template("delivery/statement_preview.html", subject=subject, text=text,
+                           html=html, enabled=enabled)

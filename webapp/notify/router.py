@@ -12,7 +12,7 @@ import logging
 
 from webapp import clock
 from webapp.core.queues import enqueue
-from webapp.delivery import audit, plan
+from webapp.delivery import audit, ledger, plan
 from webapp.extensions import db
 from webapp.inbox import service as inbox
 from webapp.notify import types as notification_types
@@ -90,5 +90,6 @@ def process_many(notifications):
     plan; each user's settings read once. Returns the ids of the delivery rows queued now."""
     settings = plan.settings(int(n["user_id"]) for n in notifications)
     kept = [n for n in notifications if int(n["user_id"]) in settings]  # others' user is gone
+    ledger.record(kept)  # what monthly statements count, kept past the inbox's 7 days
     audit.record(kept)
     return plan.record(kept, settings)
