@@ -1,5 +1,6 @@
-"""Matching benchmark: per-tick cost with 1k..1M armed alerts, a naive baseline, a fire storm,
-and a mix of every alert kind.
+"""Matching benchmark: per-tick cost with 1k..1M armed alerts, a naive baseline, a mix of
+every alert kind, a fire storm (bench/storm.py: with and without the append-only file and a
+subscribed hub), and the ticks one listener sustains from a loopback feed (bench/sustained.py).
 
 Runs against a private redis-server (devtools/redisd.py); the index is loaded directly, not
 through SQL. Prints a table, then the figures as JSON on the last line.
@@ -20,6 +21,10 @@ from types import SimpleNamespace
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import storm  # noqa: E402
+import sustained  # noqa: E402
 
 from devtools import redisd  # noqa: E402
 from webapp import keys  # noqa: E402
@@ -126,45 +131,6 @@ def summary(samples, elapsed):
         "median_ms": statistics.median(samples) * 1000,
         "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000,
         "ticks_per_s": len(samples) / elapsed,
-    }
-
-
-def _command(entry):
-    command = entry["command"]
-    return (command.decode() if isinstance(command, bytes) else command).upper()
-
-
-def storm(r, n):
-    """One tick fires n alerts on one symbol: notifications created per second."""
-    r.flushall()
-    pipe = r.pipeline(transaction=False)
-    for i in range(1, n + 1):
-        pipe.hset(keys.alerts("BTCUSDT"), i, pack_row({
-            "user_id": i % 1000, "symbol": "BTCUSDT", "condition": "above",
-            "target": i, "mode": "once", "rearm": i - 0.5, "expires_at": 0, "note": ""}))
-        if i % LOAD_CHUNK == 0:
-            pipe.execute()
-    pipe.zadd(idx_key("BTCUSDT", "above"), {i: i for i in range(1, n + 1)})
-    pipe.hset(keys.SYMBOLS, "BTCUSDT", n)
-    pipe.execute()
-    # Commands inside a script are slow-logged too: only log what takes over 5 ms, so the
-    # storm's own script calls show and the inner commands cost nothing extra.
-    r.config_set("slowlog-log-slower-than", 5000)
-    r.config_set("slowlog-max-len", 10_000)
-    r.slowlog_reset()
-    matcher = Matcher(r)
-    t0 = time.perf_counter()
-    nids = matcher.on_price("BTCUSDT", n + 1, int(time.time() * 1000))
-    elapsed = time.perf_counter() - t0
-    calls = [e["duration"] for e in r.slowlog_get(10_000) if _command(e).startswith("EVALSHA")]
-    r.config_set("slowlog-log-slower-than", 10_000)
-    slow = sum(len(f["items"].split(",")) for _, f in r.xrange(keys.FIRED))
-    assert len(nids) == len(set(nids)) == n == slow, "storm lost or duplicated"
-    assert r.hlen(keys.SYMBOLS) == 0
-    return {
-        "alerts": n, "seconds": elapsed, "notifications_per_s": n / elapsed,
-        "script_calls": len(nids) // matcher.batch + 1,
-        "longest_call_ms": max(calls, default=0) / 1000,
     }
 
 
@@ -367,11 +333,11 @@ def _run(data_dir, sizes, ticks, storm_size, mix_sizes):
             row["naive"] = naive_run(r, max(3, min(500, 2_000_000 // n)), rng)
             rows.append(row)
             print_row(row)
-        result = {"ping": floor, "sizes": rows,
-                  "storm": storm(r, storm_size) if storm_size else None}
-        if result["storm"]:
-            print_storm(result["storm"])
+        result = {"ping": floor, "sizes": rows}
         result["mix"] = mix(r, mix_sizes, ticks, rng, floor) if mix_sizes else None
+        if storm_size:
+            print()
+            result["storm"] = storm.variants(url, storm_size)
         return result
     finally:
         redisd.stop(process)
@@ -388,12 +354,6 @@ def print_row(row):
           f"{i['server_us']:>5.1f} µs {i['ticks_per_s']:>9,.0f} | {nv['median_ms']:>9.2f} ms "
           f"{nv['p99_ms']:>6.1f} ms {nv['ticks_per_s']:>8,.1f} | {row['load_s']:.1f} s "
           f"{row['memory']}", flush=True)
-
-
-def print_storm(s):
-    print(f"\nfire storm: {s['alerts']:,} alerts fired by one tick in {s['seconds']:.2f} s = "
-          f"{s['notifications_per_s']:,.0f} notifications/s "
-          f"({s['script_calls']} script calls, longest {s['longest_call_ms']:.1f} ms)")
 
 
 def print_mix_header(floor):
@@ -424,9 +384,13 @@ def main():
     parser.add_argument("--ticks", type=int, default=20_000)
     parser.add_argument("--storm", type=int, default=100_000)
     parser.add_argument("--mix", default="1000,10000,100000,1000000")
+    parser.add_argument("--no-sustained", dest="sustained", action="store_false")
     args = parser.parse_args()
     result = run([int(s) for s in args.sizes.split(",")], args.ticks, args.storm,
                  [int(s) for s in args.mix.split(",") if s])
+    if args.sustained:
+        print()
+        result["sustained"] = sustained.report(sustained.run())
     print(json.dumps(result))
 
 

@@ -9,11 +9,12 @@ def run_all(r, script, calls):
     """Run `script` (from r.register_script) once per (keys, args) of `calls`, pipelined;
     returns the replies in order and raises the first error.
 
-    On a cluster the pipeline splits by node, and redis-py neither loads scripts for it nor
-    lets a Script run in it: EVALSHA goes in as a plain command, sent to the node that owns
-    its first key (named, or redis-py asks the server for every command's keys). A node that
-    does not know the script yet (first use, a restart, a replica promoted by a failover)
-    answers NOSCRIPT: the script is loaded on every master and those calls run again.
+    EVALSHA goes in as a plain command: a Script in a pipeline would cost a SCRIPT EXISTS
+    round trip on every execute, and on a cluster redis-py lets no Script run in one (there
+    the command goes to the node that owns its first key, named, or redis-py would ask the
+    server for every command's keys). A server that does not know the script yet (first
+    use, a restart, a replica promoted by a failover) answers NOSCRIPT: the script is loaded
+    (on every master) and those calls run again.
     """
     calls = list(calls)
     if not calls:
@@ -35,9 +36,7 @@ def _pipelined(r, script, calls):
     cluster = is_cluster(r)
     with r.pipeline(transaction=False) as pipe:
         for script_keys, args in calls:
-            if cluster:
-                pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys,
-                                     *args, target_nodes=r.get_node_from_key(script_keys[0]))
-            else:
-                script(keys=script_keys, args=args, client=pipe)
+            route = {"target_nodes": r.get_node_from_key(script_keys[0])} if cluster else {}
+            pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys,
+                                 *args, **route)
         return pipe.execute(raise_on_error=False)

@@ -1,0 +1,144 @@
+"""A fire storm: one tick fires n alerts on one symbol. Notifications created per second,
+with the append-only file off, on (everysec) and on as `make run` keeps it (fsync before each
+answer), alone and with a hub subscribed to every notified user's channel and reading.
+    python bench/storm.py [--alerts 100000]
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from devtools import redisd  # noqa: E402
+from webapp import keys  # noqa: E402
+from webapp.alerts.index import idx_key, pack_row  # noqa: E402
+from worker.matcher import Matcher  # noqa: E402
+
+USERS = 1000
+LOAD_CHUNK = 10_000
+# (name, appendonly, appendfsync, hub subscribed)
+VARIANTS = [("no AOF, no hub", "no", "everysec", False),
+            ("no AOF, hub", "no", "everysec", True),
+            ("AOF everysec, hub", "yes", "everysec", True),
+            ("AOF always, hub", "yes", "always", True)]
+
+
+def load(r, n):
+    r.flushall()
+    pipe = r.pipeline(transaction=False)
+    for i in range(1, n + 1):
+        pipe.hset(keys.alerts("BTCUSDT"), i, pack_row({
+            "user_id": i % USERS, "symbol": "BTCUSDT", "condition": "above",
+            "target": i, "mode": "once", "rearm": i - 0.5, "expires_at": 0, "note": ""}))
+        if i % LOAD_CHUNK == 0:
+            pipe.execute()
+    pipe.zadd(idx_key("BTCUSDT", "above"), {i: i for i in range(1, n + 1)})
+    pipe.hset(keys.SYMBOLS, "BTCUSDT", n)
+    pipe.execute()
+
+
+def _command(entry):
+    command = entry["command"]
+    return (command.decode() if isinstance(command, bytes) else command).upper()
+
+
+def storm(r, n):
+    """Fire n alerts with one tick on `r` as it is configured; the figures."""
+    load(r, n)
+    # Commands inside a script are slow-logged too: only log what takes over 5 ms, so the
+    # storm's own script calls show and the inner commands cost nothing extra.
+    r.config_set("slowlog-log-slower-than", 5000)
+    r.config_set("slowlog-max-len", 10_000)
+    r.slowlog_reset()
+    matcher = Matcher(r)
+    t0 = time.perf_counter()
+    nids = matcher.on_price("BTCUSDT", n + 1, int(time.time() * 1000))
+    elapsed = time.perf_counter() - t0
+    calls = [e["duration"] for e in r.slowlog_get(10_000) if _command(e).startswith("EVALSHA")]
+    r.config_set("slowlog-log-slower-than", 10_000)
+    slow = sum(len(f["items"].split(",")) for _, f in r.xrange(keys.FIRED))
+    assert len(nids) == len(set(nids)) == n == slow, "storm lost or duplicated"
+    assert r.hlen(keys.SYMBOLS) == 0
+    return {
+        "alerts": n, "seconds": elapsed, "notifications_per_s": n / elapsed,
+        "script_calls": len(nids) // matcher.batch + 1,
+        "longest_call_ms": max(calls, default=0) / 1000,
+    }
+
+
+class Hub:
+    """A web process's reader: subscribed to every user's channel, reading as they come."""
+
+    def __init__(self, url):
+        self.pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(*[keys.user_channel(uid) for uid in range(USERS)])
+        self.received, self.stop = 0, threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        while not self.stop.is_set():
+            if self.pubsub.get_message(timeout=0.2) is not None:
+                self.received += 1
+
+    def wait(self, n, timeout=60):
+        deadline = time.monotonic() + timeout
+        while self.received < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.stop.set()
+        self.thread.join(5)
+        self.pubsub.close()
+        return self.received
+
+
+def configure(r, appendonly, fsync):
+    r.config_set("appendfsync", fsync)
+    if r.config_get("appendonly")["appendonly"] != appendonly:
+        r.config_set("appendonly", appendonly)  # turning it on rewrites the file first
+    while int(r.info("persistence")["aof_rewrite_in_progress"]):
+        time.sleep(0.05)
+
+
+def variants(url, n):
+    """The storm in every variant on one Redis (the one at `url`), in one run."""
+    r, rows = redis.Redis.from_url(url, decode_responses=True), []
+    for name, appendonly, fsync, subscribed in VARIANTS:
+        configure(r, appendonly, fsync)
+        hub = Hub(url) if subscribed else None
+        row = {"variant": name, **storm(r, n)}
+        if hub is not None:
+            row["hub_received"] = hub.wait(n)
+        rows.append(row)
+        print_row(row)
+    return rows
+
+
+def print_row(s):
+    heard = f", hub heard {s['hub_received']:,}" if "hub_received" in s else ""
+    print(f"fire storm, {s['variant']:18}: {s['alerts']:,} alerts in {s['seconds']:.2f} s = "
+          f"{s['notifications_per_s']:>9,.0f} notifications/s ({s['script_calls']} calls, "
+          f"longest {s['longest_call_ms']:.1f} ms{heard})", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--alerts", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tb-storm-") as data_dir:
+        process, url = redisd.start(data_dir, appendonly=False)
+        try:
+            rows = variants(url, args.alerts)
+        finally:
+            redisd.stop(process)
+    print(json.dumps({"storm": rows}))
+
+
+if __name__ == "__main__":
+    main()
