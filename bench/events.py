@@ -2,7 +2,9 @@
 POST to the user's SSE stream, against gunicorn with the gevent worker as `make run` serves it.
 
 The RQ worker is not running: the figures are the web side (validate, store in the inbox,
-publish, queue the slow steps). Prints a table, then the figures as JSON on the last line.
+publish, queue the slow steps). The framework floor, a bare Flask JSON endpoint under the same
+gunicorn gevent worker (bench/floor_app.py), is measured in the same run with the same client.
+Prints a table, then the figures as JSON on the last line.
     python bench/events.py [--single 2000] [--batches 20] [--e2e 300] [--concurrency 16]
 """
 
@@ -82,6 +84,28 @@ async def end_to_end(session, url, headers, port, uid, cookie, count, concurrenc
     return sorted(latencies), burst
 
 
+async def floor(args, port):
+    """Single events/s against the bare endpoint, as the app's singles are measured."""
+    url = f"http://127.0.0.1:{port}/api/v1/events"
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await post_all(session, url, {}, [event(1, "warm-up")] * 100, args.concurrency)
+        bodies = [event(1, f"single {i}") for i in range(args.single)]
+        seconds, latencies = await post_all(session, url, {}, bodies, args.concurrency)
+    return {"floor_events_per_s": round(args.single / seconds),
+            "floor_request_p50_ms": round(statistics.median(latencies), 2)}
+
+
+def measure_floor(args, tmp):
+    port = common.free_port()
+    server = common.gunicorn(Path(sys.executable).parent, "floor_app:app", port, {},
+                             tmp / "floor.log", cwd=Path(__file__).resolve().parent)
+    try:
+        return asyncio.run(floor(args, port))
+    finally:
+        common.stop(server)
+
+
 async def run(args, port, token, users):
     url = f"http://127.0.0.1:{port}/api/v1/events"
     headers = {"Authorization": f"Bearer {token}"}
@@ -129,15 +153,21 @@ def main():
         server = common.gunicorn(Path(sys.executable).parent, "wsgi:app", port, env,
                                  tmp / "gunicorn.log")
         try:
-            figures = asyncio.run(run(args, port, token, users))
+            figures = measure_floor(args, tmp)
+            figures.update(asyncio.run(run(args, port, token, users)))
         except Exception:
             print((tmp / "gunicorn.log").read_text()[-3000:], file=sys.stderr)
             raise
         finally:
             common.stop(server)
             common.stop(redis_process)
+    figures["single_share_of_floor"] = round(
+        figures["single_events_per_s"] / figures["floor_events_per_s"], 3)
     for name, value in figures.items():
         print(f"{name:28} {value}")
+    print(f"single events: {figures['single_share_of_floor']:.1%} of the framework floor "
+          f"(target >= 50 %); batched: {figures['batched_events_per_s']:,} events/s "
+          f"(target >= 100,000)")
     print(json.dumps(figures))
 
 
