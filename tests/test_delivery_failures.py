@@ -1,6 +1,7 @@
 """Deliveries that go wrong: a provider down (email, push) behind its breaker, the last retry,
 a message that cannot be built, and push to several devices when some of them fail."""
 
+import socket
 from datetime import datetime
 
 import pytest
@@ -34,9 +35,13 @@ def step(app, nid):
 def late_smtp():
     """A port no SMTP server listens on yet, and start() to open one there."""
     box, controllers = Mailbox(), []
-    box.port = free_port()
+    # bound but not listening: connections are refused, and no other process takes the port
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    box.port = holder.getsockname()[1]
 
     def start():
+        holder.close()
         controller = Controller(box, hostname="127.0.0.1", port=box.port)
         controller.start()
         controllers.append(controller)
@@ -44,6 +49,7 @@ def late_smtp():
 
     box.start = start
     yield box
+    holder.close()
     for controller in controllers:
         controller.stop()
 
