@@ -32,7 +32,7 @@ def _name(text):
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
 
 
-def _cert(subject, issuer, key, signer, ca):
+def _cert(subject, issuer, key, signer, ca, address="127.0.0.1"):
     now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer))
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -41,7 +41,7 @@ def _cert(subject, issuer, key, signer, ca):
                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
     if not ca:
         builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            [x509.IPAddress(ipaddress.ip_address(address))]), critical=False)
     return builder.sign(signer, hashes.SHA256())
 
 
@@ -52,17 +52,24 @@ def _pem(obj):
                              serialization.NoEncryption())
 
 
-def throwaway_ca(folder, name):
-    """(CA certificate file, server context) for a CA that lives only in this test's tmp dir."""
-    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
-        ec.SECP256R1())
-    ca = _cert(f"{name} CA", f"{name} CA", ca_key, ca_key, ca=True)
-    leaf = _cert("127.0.0.1", f"{name} CA", leaf_key, ca_key, ca=False)
-    (folder / f"{name}-ca.pem").write_bytes(_pem(ca))
-    (folder / f"{name}-server.pem").write_bytes(_pem(leaf) + _pem(leaf_key))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(folder / f"{name}-server.pem")
-    return folder / f"{name}-ca.pem", context
+def _key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def throwaway_ca(folder, name, addresses):
+    """(CA certificate file, {address: server context}) for a CA that lives only in this
+    test's tmp dir, with a server certificate for each address."""
+    ca_key = _key()
+    (folder / f"{name}-ca.pem").write_bytes(_pem(_cert(f"{name} CA", f"{name} CA", ca_key,
+                                                       ca_key, ca=True)))
+    contexts = {}
+    for address in addresses:
+        leaf_key, pem = _key(), folder / f"{name}-{address}.pem"
+        leaf = _cert(address, f"{name} CA", leaf_key, ca_key, ca=False, address=address)
+        pem.write_bytes(_pem(leaf) + _pem(leaf_key))
+        contexts[address] = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        contexts[address].load_cert_chain(pem)
+    return folder / f"{name}-ca.pem", contexts
 
 
 class Relay(Mailbox):
@@ -84,11 +91,13 @@ class Relay(Mailbox):
 
 @pytest.fixture
 def certs(tmp_path, monkeypatch):
-    """The trusted CA's file (set as SSL_CERT_FILE) and contexts of a trusted and a rogue CA."""
-    ca_file, trusted = throwaway_ca(tmp_path, "trusted")
-    _, rogue = throwaway_ca(tmp_path, "rogue")
+    """Server contexts; only the trusted CA's file is set as SSL_CERT_FILE."""
+    ca_file, trusted = throwaway_ca(tmp_path, "trusted", ["127.0.0.1", "127.0.0.2"])
+    _, rogue = throwaway_ca(tmp_path, "rogue", ["127.0.0.1"])
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
-    return {"trusted": trusted, "rogue": rogue}
+    # misnamed: from the trusted CA, but for another address than the one the app dials
+    return {"trusted": trusted["127.0.0.1"], "misnamed": trusted["127.0.0.2"],
+            "rogue": rogue["127.0.0.1"]}
 
 
 @pytest.fixture
@@ -165,13 +174,16 @@ def test_auto_mode_uses_starttls_when_a_user_is_set(make_app, relay, certs):
 
 
 @pytest.mark.parametrize("mode", ["starttls", "ssl"])
-def test_a_certificate_from_an_untrusted_ca_is_never_sent_to(make_app, relay, certs, mode):
-    box = relay(mode, certs["rogue"])
+@pytest.mark.parametrize("cert, reason", [("rogue", "unable to get local issuer certificate"),
+                                          ("misnamed", "IP address mismatch")])
+def test_a_certificate_that_does_not_verify_is_never_sent_to(make_app, relay, certs, mode,
+                                                             cert, reason):
+    box = relay(mode, certs[cert])
     app = email_app(make_app, box, mode)
     row = row_of(app, notify(app))
     assert (row.status, row.attempts) == ("retrying", 1)
-    assert "CERTIFICATE_VERIFY_FAILED" in row.error
-    assert box.messages == []
+    assert "CERTIFICATE_VERIFY_FAILED" in row.error and reason in row.error
+    assert box.messages == [] and box.logins == []  # the password never left the client
 
 
 def test_a_wrong_password_fails_after_the_last_retry_without_sending(make_app, relay, certs):
