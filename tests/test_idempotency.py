@@ -66,8 +66,10 @@ def table_lock(table, mode):
     with psycopg.connect(PG_URL) as holder, psycopg.connect(PG_URL, autocommit=True) as spy:
         holder.execute(f"LOCK TABLE {table} IN {mode} MODE")
 
-        def waiting():
-            return spy.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]
+        def waiting():  # in this database only: the server is shared with others
+            return spy.execute(
+                "SELECT count(*) FROM pg_locks JOIN pg_stat_activity USING (pid) "
+                "WHERE NOT granted AND datname = current_database()").fetchone()[0]
 
         yield waiting
         holder.rollback()
@@ -151,7 +153,8 @@ def test_two_scheduler_runs_racing_for_one_digest_send_one_email(make_app, db_ba
             db.session.remove()
             return queued
 
-    # both runs find no claim yet, then both wait to write theirs
+    # both runs find no claim yet, then both wait to write theirs: one on the lock, the
+    # other (its delivery row's unique key) on the first one's transaction
     with table_lock("digest_runs", "EXCLUSIVE") as waiting:
         runs = [in_thread(scheduler_run) for _ in range(2)]
         assert poll(lambda: waiting() == 2), "the runs never both reached their claim"
