@@ -79,6 +79,20 @@ def test_quiet_hours_on_the_night_the_clocks_change(app, zone, hours, cases):
         assert sweep(now=end.replace(tzinfo=None)) == len(cases) - 2
 
 
+@pytest.mark.parametrize("zone, quiet_end, routed, released", [
+    ("Europe/London", "01:30", utc(3, 31, 0, 50), utc(3, 31, 1, 0)),
+    ("America/New_York", "02:30", utc(3, 10, 6, 30), utc(3, 10, 7, 0)),
+], ids=["London", "New_York"])
+def test_quiet_hours_ending_in_the_skipped_hour_end_when_the_clocks_jump(
+        app, zone, quiet_end, routed, released):
+    # the local clock never reads the end; it passes it when it jumps an hour forward, and a
+    # notification routed after the jump goes at once: the held one must not come later
+    uid = make_user(app, "skip@example.com", timezone=zone, quiet_start="23:00",
+                    quiet_end=quiet_end)
+    assert held_until(app, uid, routed) == released.replace(tzinfo=None)
+    assert held_until(app, uid, released + timedelta(minutes=5)) is None
+
+
 def ticks(first, last, step=timedelta(minutes=15)):
     while first <= last:
         yield first
