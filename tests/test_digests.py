@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from freezegun import freeze_time
 from rq_scheduler import Scheduler
 
 from tests.hub import make_user, run_jobs
@@ -99,20 +100,21 @@ def test_two_scheduler_runs_one_digest_and_no_duplicate_jobs(make_app, smtp_serv
     app = make_app(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port, SMTP_TLS="none",
                    DIGEST_HOUR=0)
     uid = make_user(app, "s@example.com", email_weekly_performance=False)
-    yesterday = datetime.now(UTC) - timedelta(days=1)
     with app.app_context():
         inbox.store({"user_id": uid, "type": "STRATEGY_STATUS", "title": "momo resumed"},
-                    now_ms=ms(yesterday.replace(hour=12)))
-    for _ in range(2):  # each start: reconcile, queue what is due, run the worker
-        with app.app_context():
-            scheduler = Scheduler(queue_name="default", connection=rq_connection())
-            ids = reconcile(scheduler)
-            assert ids == sorted(p.id for p in PERIODIC)
-            scheduler.enqueue_jobs()
-            digests.send_due()  # the digest job's next tick on the same day
-        run_jobs(app)
+                    now_ms=ms(datetime(2030, 1, 14, 12, tzinfo=UTC)))
+    # the scheduled digest job reads the clock: a fixed morning, so no run crosses midnight
+    with freeze_time("2030-01-15 09:00:00", tick=True):
+        for _ in range(2):  # each start: reconcile, queue what is due, run the worker
+            with app.app_context():
+                scheduler = Scheduler(queue_name="default", connection=rq_connection())
+                ids = reconcile(scheduler)
+                assert ids == sorted(p.id for p in PERIODIC)
+                scheduler.enqueue_jobs()
+                digests.send_due()  # the digest job's next tick on the same day
+            run_jobs(app)
     [mail] = smtp_server.wait_for(1)
-    assert mail["msg"]["Subject"].startswith("Tickerbell daily summary")
+    assert mail["msg"]["Subject"] == "Tickerbell daily summary: 2030-01-14"
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(DigestRun.id))) == 1
         assert len(list(Scheduler(connection=rq_connection()).get_jobs())) == len(PERIODIC)

@@ -199,8 +199,27 @@ def quiet_until(pref, when):
     if not inside:
         return None
     end_day = local.date() if now < end else local.date() + timedelta(days=1)
-    ends = datetime.combine(end_day, end, tzinfo=zone(pref))
-    return ends.astimezone(UTC)
+    return _first_reading(datetime.combine(end_day, end, tzinfo=zone(pref)))
+
+
+def _first_reading(local):
+    """The aware UTC instant the local clock first reads `local` or later.
+
+    A time the clocks skip (spring forward) is passed when they jump, which is found by
+    halving the interval between its two readings: fold=0 alone is up to an hour late.
+    """
+    wall, utc = local.replace(tzinfo=None), local.astimezone(UTC)
+    if utc.astimezone(local.tzinfo).replace(tzinfo=None) == wall:
+        return utc
+    early = int(local.replace(fold=1).timestamp())  # read with the later offset: before the jump
+    late = int(local.timestamp())  # fold=0: read with the earlier offset, after the jump
+    while late - early > 1:
+        middle = (early + late) // 2
+        if datetime.fromtimestamp(middle, local.tzinfo).replace(tzinfo=None) >= wall:
+            late = middle
+        else:
+            early = middle
+    return datetime.fromtimestamp(late, UTC)
 
 
 def follow(user_id, strategy_id):

@@ -1,0 +1,211 @@
+"""Deliveries that go wrong: a provider down (email, push) behind its breaker, the last retry,
+a message that cannot be built, and push to several devices when some of them fail."""
+
+import socket
+from datetime import datetime
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from devtools.redisd import free_port
+from tests.hub import Mailbox, make_user, poll, run_jobs
+from tests.test_deliveries import logs, providers, send, subscriber
+from webapp import clock
+from webapp.delivery import dispatch
+from webapp.delivery.channels import push
+from webapp.delivery.dispatch import breaker
+from webapp.delivery.sweep import sweep
+from webapp.extensions import db
+from webapp.inbox import service as inbox
+from webapp.models import DeliveryLog, PushSubscription
+from webapp.notify import router
+
+pytestmark = pytest.mark.both_databases
+
+
+def step(app, nid):
+    """One sweep and the jobs it queued: every due retry gets its next attempt."""
+    with app.app_context():
+        sweep()
+    run_jobs(app)
+    return logs(app, notification_id=nid)[0]
+
+
+@pytest.fixture
+def late_smtp():
+    """A port no SMTP server listens on yet, and start() to open one there."""
+    box, controllers = Mailbox(), []
+    # bound but not listening: connections are refused, and no other process takes the port
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    box.port = holder.getsockname()[1]
+
+    def start():
+        holder.close()
+        controller = Controller(box, hostname="127.0.0.1", port=box.port)
+        controller.start()
+        controllers.append(controller)
+        return box
+
+    box.start = start
+    yield box
+    holder.close()
+    for controller in controllers:
+        controller.stop()
+
+
+def test_email_relay_down_retries_opens_the_breaker_and_recovers(make_app, late_smtp):
+    app = make_app(**providers(smtp=late_smtp))
+    uid = make_user(app, "ann@example.com")
+    nid = send(app, user_id=uid, title="BTC above 65000")
+    run_jobs(app)
+    row = logs(app, notification_id=nid)[0]
+    assert (row.status, row.attempts) == ("retrying", 1) and "Connection refused" in row.error
+    row = step(app, nid)  # the second failure reaches the threshold (2)
+    with app.app_context():
+        assert breaker("email").state()["state"] == "open"
+    row = step(app, nid)  # open: no connection is tried, no attempt is spent
+    assert row.attempts == 2 and "circuit open" in row.error
+    late_smtp.start()
+    row = poll(lambda: (r := step(app, nid)).status == "sent" and r)
+    assert row.attempts == 3 and len(late_smtp.wait_for(1)) == 1
+    with app.app_context():
+        assert breaker("email").state()["state"] == "closed"
+
+
+def test_email_gives_up_after_its_last_retry(make_app, late_smtp):
+    app = make_app(**providers(smtp=late_smtp, DELIVERY_MAX_ATTEMPTS=3,
+                               DELIVERY_BREAKER_THRESHOLD=100))
+    uid = make_user(app, "bo@example.com")
+    nid = send(app, user_id=uid)
+    run_jobs(app)
+    assert [step(app, nid).status for _ in range(2)] == ["retrying", "failed"]
+    row = step(app, nid)
+    assert (row.status, row.attempts) == ("failed", 3) and "Connection refused" in row.error
+    assert row.next_attempt_at is None
+    late_smtp.start()
+    assert step(app, nid).status == "failed" and late_smtp.messages == []
+
+
+def vapid_app(make_app, **extra):
+    private, public = push.generate_vapid_keys()
+    return make_app(**providers(VAPID_PRIVATE_KEY=private, VAPID_PUBLIC_KEY=public, **extra))
+
+
+def test_push_service_down_retries_opens_the_breaker_and_recovers(make_app, http_recorder):
+    service = http_recorder()
+    service.failures = 3
+    app = vapid_app(make_app)
+    uid = make_user(app, "cy@example.com", email_alerts=False)
+    subscriber(app, uid, service.url + "/push/one")
+    nid = send(app, user_id=uid)
+    run_jobs(app)
+    row = logs(app, notification_id=nid)[0]
+    assert (row.status, row.attempts) == ("retrying", 1) and "503" in row.error
+    step(app, nid)
+    with app.app_context():
+        assert breaker("push").state()["state"] == "open"
+    row = step(app, nid)
+    assert row.attempts == 2 and len(service.requests) == 2 and "circuit open" in row.error
+    row = poll(lambda: (r := step(app, nid)).status == "sent" and r)
+    assert row.attempts == 4 and len(service.requests) == 4  # 3 failures, then the success
+    with app.app_context():
+        assert breaker("push").state()["state"] == "closed"
+
+
+def test_push_gives_up_after_its_last_retry_and_keeps_the_subscription(make_app, http_recorder):
+    service = http_recorder(status=500)
+    app = vapid_app(make_app, DELIVERY_MAX_ATTEMPTS=2, DELIVERY_BREAKER_THRESHOLD=100)
+    uid = make_user(app, "dee@example.com", email_alerts=False)
+    subscriber(app, uid, service.url + "/push/flaky")
+    nid = send(app, user_id=uid)
+    run_jobs(app)
+    row = step(app, nid)
+    assert (row.status, row.attempts) == ("failed", 2) and "500" in row.error
+    assert step(app, nid).attempts == 2 and len(service.requests) == 2
+    with app.app_context():  # a server error is not "gone": the device stays subscribed
+        assert db.session.scalar(db.select(db.func.count(PushSubscription.id))) == 1
+
+
+def devices(app):
+    with app.app_context():
+        return sorted(db.session.scalars(db.select(PushSubscription.endpoint)))
+
+
+def test_push_to_several_devices_when_some_fail(make_app, http_recorder):
+    ok, broken, gone = http_recorder(), http_recorder(status=500), http_recorder(status=410)
+    app = vapid_app(make_app)
+    uid = make_user(app, "eve@example.com", email_alerts=False)
+    for service, name in ((ok, "phone"), (broken, "laptop"), (gone, "old-tablet")):
+        subscriber(app, uid, f"{service.url}/push/{name}")
+    with app.app_context():
+        [phone_id] = db.session.scalars(db.select(PushSubscription.id).where(
+            PushSubscription.endpoint.endswith("/phone")))
+    nid = send(app, user_id=uid, title="ETH below 3000")
+    run_jobs(app)
+    row = logs(app, notification_id=nid)[0]
+    # one device took it: the delivery is sent (not retried for the broken one) ...
+    assert (row.status, row.attempts, row.provider_id) == ("sent", 1, f"devices {phone_id}")
+    assert [len(s.requests) for s in (ok, broken, gone)] == [1, 1, 1]
+    # ... and the device its push service calls gone is unsubscribed; the broken one stays
+    assert devices(app) == sorted([f"{ok.url}/push/phone", f"{broken.url}/push/laptop"])
+    step(app, nid)
+    assert [len(s.requests) for s in (ok, broken, gone)] == [1, 1, 1]
+
+
+def test_push_when_every_device_fails_retries_without_the_gone_one(make_app, http_recorder):
+    broken, gone = http_recorder(status=500), http_recorder(status=410)
+    app = vapid_app(make_app, DELIVERY_BREAKER_THRESHOLD=100)
+    uid = make_user(app, "fay@example.com", email_alerts=False)
+    subscriber(app, uid, f"{broken.url}/push/laptop")
+    subscriber(app, uid, f"{gone.url}/push/old-tablet")
+    nid = send(app, user_id=uid)
+    run_jobs(app)
+    row = logs(app, notification_id=nid)[0]
+    assert (row.status, row.attempts) == ("retrying", 1) and "500" in row.error
+    assert devices(app) == [f"{broken.url}/push/laptop"]
+    broken.status = 201
+    row = step(app, nid)
+    assert (row.status, row.attempts) == ("sent", 2)
+    assert (len(broken.requests), len(gone.requests)) == (2, 1)
+
+
+def test_a_notification_deleted_before_its_retry_fails_without_an_attempt(make_app, late_smtp):
+    app = make_app(**providers(smtp=late_smtp))
+    uid = make_user(app, "gus@example.com")
+    nid = send(app, user_id=uid)
+    run_jobs(app)
+    assert logs(app, notification_id=nid)[0].status == "retrying"
+    with app.app_context():
+        inbox.delete(uid, nid)
+    late_smtp.start()
+    row = step(app, nid)
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert row.error == "the notification was deleted before it could be sent"
+    assert late_smtp.messages == []
+
+
+def test_a_message_that_cannot_be_built_is_retried_then_given_up(make_app, smtp_server):
+    # the same database, its Redis gone: the inbox entry the email is built from is out of
+    # reach (made first: on PostgreSQL each new app starts the schema afresh)
+    cut_off = make_app(create_tables=False, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+                       **providers(smtp=smtp_server, DELIVERY_MAX_ATTEMPTS=2))
+    app = make_app(**providers(smtp=smtp_server, DELIVERY_MAX_ATTEMPTS=2))
+    uid = make_user(app, "hal@example.com", quiet_start="10:00", quiet_end="14:00")
+    with app.app_context():  # at noon, in quiet hours: the delivery row waits, unsent
+        nid = router.route({"type": "PRICE_ALERT", "user_id": uid, "title": "t"},
+                           now_ms=clock.to_ms(datetime(2030, 1, 15, 12, 0)))[0]
+    run_jobs(app)
+    row = logs(app, notification_id=nid)[0]
+    assert row.status == "held"
+    with cut_off.app_context():
+        # quiet hours over, as the sweep releases it
+        db.session.execute(db.update(DeliveryLog).values(status="queued"))
+        db.session.commit()
+        for attempt in (1, 2):
+            assert dispatch.send(row.id) == ("retrying", "failed")[attempt - 1]  # as RQ runs it
+            row = logs(cut_off, notification_id=nid)[0]
+            assert row.attempts == attempt and "ConnectionError" in row.error
+    assert smtp_server.messages == []
+    with app.app_context():
+        assert breaker("email").state()["failures"] == 0  # the relay was never called
