@@ -26,7 +26,7 @@ def create_app(config=None):
     os.makedirs(app.instance_path, exist_ok=True)  # SQLite and the outbox live here
 
     from webapp import errors, extensions, models  # noqa: F401  (models register tables)
-    from webapp.core import database
+    from webapp.core import database, logs
     from webapp.destinations import service as destinations
 
     database.init_app(app)  # binds extensions.db, with the backend's engine options
@@ -37,6 +37,7 @@ def create_app(config=None):
     extensions.sock.init_app(app)
     extensions.init_redis(app)
     errors.init_app(app)
+    logs.init_app(app)  # the request id, before any request logs
     destinations.init_app(app)
     _register_blueprints(app)
     _register_commands(app)

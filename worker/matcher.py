@@ -12,8 +12,9 @@ from redis.exceptions import RedisError
 from webapp import keys
 from webapp.alerts import scripts
 from webapp.alerts.index import WINDOWS_S, fmt_num, idx_key, prune_symbol, rearm_key
-from webapp.core import pubsub
+from webapp.core import logs, pubsub
 from webapp.extensions import is_cluster
+from worker.listener.loglines import logline
 from worker.outbox import Outbox
 
 SCRIPT = scripts.USES + (Path(__file__).with_name("match.lua")).read_text()
@@ -110,6 +111,9 @@ class Matcher:
             if int(left) >= 0:  # only now: the sweep finds a batch left by the registry
                 prune_symbol(self.redis, symbol, int(left))
             if not int(more):
+                if fired:  # the id the slow path and the deliveries log it under
+                    logline("alerts_fired", symbol=symbol, kind=args[1], notifications=len(fired),
+                            request_id=logs.tick_id(symbol, args[3]))
                 return fired
             args = [*args[:-1], CONTINUE]  # the same tick goes on: no ordering check
 
