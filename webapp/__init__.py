@@ -78,6 +78,7 @@ def _register_blueprints(app):
 
 def _register_commands(app):
     from webapp.accounts import cli as accounts_cli
+    from webapp.admin import cli as admin_cli
     from webapp.alerts import cli as alerts_cli
     from webapp.core import commands, keymigration
     from webapp.delivery import cli as delivery_cli
@@ -85,4 +86,4 @@ def _register_commands(app):
 
     commands.register(app, (*accounts_cli.COMMANDS, *alerts_cli.COMMANDS,
                             *notify_cli.COMMANDS, *delivery_cli.COMMANDS,
-                            *keymigration.COMMANDS))
+                            *keymigration.COMMANDS, *admin_cli.COMMANDS))
