@@ -27,7 +27,7 @@ VISITOR_PAGES = ["/auth/login", "/auth/register"]
 USER_PAGES = ["/dashboard", "/alerts/", "/notifications/", "/settings/notifications/",
               "/settings/destinations/",
               "/deliveries", "/audit", "/digest-preview", "/settings/api-keys", "/settings/hooks",
-              "/settings/password", "/admin/broadcast"]
+              "/settings/password", "/admin/broadcast", "/admin/ops"]
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,7 @@ def test_admins_find_it_in_the_nav(admin):
 def test_a_healthy_product_reads_ok_with_the_listener_s_connections_and_lag(app, admin):
     beating(app, lag_ms=1500)
     page = admin.get("/admin/ops").get_data(as_text=True)
-    assert "Everything answers." in page and "status-sent\">ok<" in page
+    assert "Everything answers." in page and "ops-ok\">ok<" in page
     assert "2 connections · 4 streams · lag 1.5 s ago" in page
 
 
@@ -109,7 +109,7 @@ def test_an_open_breaker_shows_with_its_error_and_degrades_the_status(app, admin
     assert states["delivery-sms"] == "open" and states["delivery-email"] == "closed"
     assert states["binance"] == "closed" and states["delivery-dest:9"] == "closed"
     page = admin.get("/admin/ops").get_data(as_text=True)
-    assert "Twilio answered 503" in page and 'status-failed">open<' in page
+    assert "Twilio answered 503" in page and 'ops-bad">open<' in page
 
 
 @pytest.mark.both_databases
