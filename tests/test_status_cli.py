@@ -61,6 +61,14 @@ def test_a_redis_that_does_not_answer_is_reported_not_raised(make_app):
     assert "Traceback" not in result.output
 
 
+def test_a_database_that_does_not_answer_is_reported(make_app):
+    app = make_app(create_tables=False)  # every query fails, as with the server away
+    beating(app)
+    result = app.test_cli_runner().invoke(args=["status"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[1:2] == ["  ! database: not answering"]
+
+
 @pytest.fixture(scope="module")
 def product(tmp_path_factory):
     with FakeFeed() as feed:

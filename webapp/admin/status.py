@@ -2,7 +2,8 @@
 them. The listener's connections and lag, the processes, circuit breakers, queues with their
 failed jobs, and delivery success rates per channel; `problems` says what is unhealthy."""
 
-from flask import current_app
+import logging
+
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp import clock, keys
@@ -12,9 +13,11 @@ from webapp.core.breaker import OPEN, Breaker
 from webapp.delivery.channels import CHANNELS
 from webapp.delivery.dispatch import breaker as delivery_breaker
 from webapp.errors import REDIS_FAULTS
-from webapp.extensions import get_redis
+from webapp.extensions import db, get_redis
 
 BREAKER_PREFIX = keys.breaker("")
+
+log = logging.getLogger(__name__)
 
 
 def gather(now_ms=None):
@@ -86,7 +89,8 @@ def deliveries():
                                   for channel, slots in table.items()}
         return found
     except SQLAlchemyError:
-        current_app.logger.exception("event=ops_deliveries_failed")
+        db.session.rollback()
+        log.exception("event=ops_deliveries_failed")
         return None
 
 
