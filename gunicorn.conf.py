@@ -3,10 +3,11 @@
 `make run` uses it, and so does a plain `gunicorn wsgi:app` run from the repository.
 """
 
-import logging
 import os
 
 from gunicorn.glogging import Logger
+
+from webapp.core import logs
 
 bind = f"127.0.0.1:{os.environ.get('PORT', '8000')}"
 worker_class = "gevent"  # live streams are greenlets, handed off to the hub
@@ -34,6 +35,23 @@ class AccessLogger(Logger):
             atoms["U"] = path[:len("/hooks/") + 10] + "..."
         return atoms
 
+    def access(self, resp, req, environ, request_time):
+        """The access line carries the request id the app answered with."""
+        answered = {name.lower(): value for name, value in resp.headers}
+        token = logs.bind(answered.get(logs.HEADER.lower()))
+        try:
+            super().access(resp, req, environ, request_time)
+        finally:
+            logs.unbind(token)
+
+    def setup(self, cfg):
+        """LOG_FORMAT=json: gunicorn's own lines (its errors, the access log) too."""
+        super().setup(cfg)
+        if logs.format_name(os.environ) != "json":
+            return  # text: gunicorn's usual lines
+        for handler in (*self.error_log.handlers, *self.access_log.handlers):
+            handler.setFormatter(logs.formatter(os.environ, "web"))
+
 
 logger_class = AccessLogger
 
@@ -43,14 +61,5 @@ def post_worker_init(worker):
     from webapp.core.processes import Heartbeat
 
     Heartbeat(worker.wsgi.extensions["redis"], "web").start()
-    _app_events_to_stderr()
-
-
-def _app_events_to_stderr():
-    """The app's INFO lines (`event=hook_received ...`: who sent a webhook what) reach the
-    log; without this only warnings would."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    app_log = logging.getLogger("webapp")
-    app_log.setLevel(logging.INFO)
-    app_log.addHandler(handler)
+    # the app's INFO lines (`event=hook_received ...`: who sent a webhook what) reach the log
+    logs.configure(worker.wsgi.config, "web")

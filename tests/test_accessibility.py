@@ -28,7 +28,7 @@ USER_PAGES = ["/dashboard", "/alerts/", "/notifications/", "/settings/notificati
               "/settings/destinations/",
               "/deliveries", "/audit", "/digest-preview", "/statement-preview",
               "/settings/api-keys", "/settings/hooks",
-              "/settings/password", "/admin/broadcast"]
+              "/settings/password", "/admin/broadcast", "/admin/ops"]
 
 
 @pytest.fixture(scope="module")

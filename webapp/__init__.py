@@ -26,7 +26,7 @@ def create_app(config=None):
     os.makedirs(app.instance_path, exist_ok=True)  # SQLite and the outbox live here
 
     from webapp import errors, extensions, models  # noqa: F401  (models register tables)
-    from webapp.core import database
+    from webapp.core import database, logs
     from webapp.destinations import service as destinations
 
     database.init_app(app)  # binds extensions.db, with the backend's engine options
@@ -37,6 +37,7 @@ def create_app(config=None):
     extensions.sock.init_app(app)
     extensions.init_redis(app)
     errors.init_app(app)
+    logs.init_app(app)  # the request id, before any request logs
     destinations.init_app(app)
     _register_blueprints(app)
     _register_commands(app)
@@ -77,6 +78,7 @@ def _register_blueprints(app):
 
 def _register_commands(app):
     from webapp.accounts import cli as accounts_cli
+    from webapp.admin import cli as admin_cli
     from webapp.alerts import cli as alerts_cli
     from webapp.core import commands, keymigration
     from webapp.delivery import cli as delivery_cli
@@ -84,4 +86,4 @@ def _register_commands(app):
 
     commands.register(app, (*accounts_cli.COMMANDS, *alerts_cli.COMMANDS,
                             *notify_cli.COMMANDS, *delivery_cli.COMMANDS,
-                            *keymigration.COMMANDS))
+                            *keymigration.COMMANDS, *admin_cli.COMMANDS))

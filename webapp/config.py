@@ -74,6 +74,7 @@ class Config:
         self.LISTENER_CONNECT_BUDGET = _int("LISTENER_CONNECT_BUDGET", 300)
         self.LISTENER_CONNECT_WINDOW_S = float(env.get("LISTENER_CONNECT_WINDOW_S", 300))
         self.INSTANCE_PATH = str(INSTANCE)
+        self.LOG_FORMAT = env.get("LOG_FORMAT", "text")  # text | json (webapp/core/logs.py)
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", self.ENV == "production")

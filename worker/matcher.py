@@ -12,9 +12,10 @@ from redis.exceptions import NoScriptError, RedisError
 from webapp import keys
 from webapp.alerts import scripts
 from webapp.alerts.index import WINDOWS_S, fmt_num, idx_key, prune_symbol, rearm_key
-from webapp.core import pubsub
+from webapp.core import logs, pubsub
 from webapp.exceptions import TicksNotMatched
 from webapp.extensions import is_cluster
+from worker.listener.loglines import logline
 from worker.outbox import Outbox
 
 SCRIPT = scripts.USES + (Path(__file__).with_name("match.lua")).read_text()
@@ -109,11 +110,14 @@ class Matcher:
         results = self._evalsha_all([(self._keys(a[0], a[1]), a) for _, a in calls])
         fired = []
         for (_, args), (more, left, *rest) in zip(calls, results, strict=True):
-            fired.extend(str(n) for n in rest)
+            ids = [str(n) for n in rest]
             if int(left) >= 0:
                 prune_symbol(self.redis, args[0], int(left))
             if int(more):
-                fired += self._run(self._keys(args[0], args[1]), [*args[:-1], CONTINUE])
+                ids = self._run(self._keys(args[0], args[1]), [*args[:-1], CONTINUE], ids)
+            else:
+                _log_fired(args, ids)
+            fired += ids
         return fired
 
     def _evalsha_all(self, calls):
@@ -157,8 +161,8 @@ class Matcher:
             return None
         return [symbol.upper(), kind, fmt_num(value), int(ts_ms), self.batch, int(seq), 0]
 
-    def _run(self, keys, args):
-        fired, symbol = [], args[0]
+    def _run(self, keys, args, fired=()):
+        fired, symbol = list(fired), args[0]
         while True:
             try:
                 more, left, *rest = self._script(keys=keys, args=[*args, *self._tail])
@@ -172,6 +176,7 @@ class Matcher:
             if int(left) >= 0:  # only now: the sweep finds a batch left by the registry
                 prune_symbol(self.redis, symbol, int(left))
             if not int(more):
+                _log_fired(args, fired)
                 return fired
             args = [*args[:-1], CONTINUE]  # the same tick goes on: no ordering check
 
@@ -183,6 +188,12 @@ class Matcher:
         except RedisError:
             self._failed[(symbol, args[1])] = [*args[:-1], RETRY]
             raise
+
+
+def _log_fired(args, fired):
+    if fired:  # under the id the slow path and the deliveries log it with
+        logline("alerts_fired", symbol=args[0], kind=args[1], notifications=len(fired),
+                request_id=logs.tick_id(args[0], args[3]))
 
 
 def _rounds(calls):

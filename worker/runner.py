@@ -2,13 +2,14 @@
 
 import logging
 import signal
-import sys
 import threading
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 from rq import SimpleWorker
 
+from webapp.core import logs
 from webapp.core.outage import REDIS_DOWN, Outage
 from webapp.core.processes import Heartbeat
 from webapp.core.queues import QUEUES, rq_connection
@@ -18,18 +19,13 @@ from worker.renamed_jobs import rename_waiting_jobs
 RESTART_PAUSE_S = 0.5
 
 
-def setup_logging():
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
-
 @click.command("worker")
 @click.argument("queues", nargs=-1)
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 @with_appcontext
 def run_worker(queues, burst):
     """Run an RQ worker on QUEUES (default: high, default, low)."""
-    setup_logging()
+    logs.configure(current_app.config, "worker")
     # SimpleWorker runs jobs in this process, inside the app context made once here. RQ's own
     # scheduler (a forked process holding only Redis) re-queues jobs whose retry waits.
     beat = Heartbeat(get_redis(), "worker").start()

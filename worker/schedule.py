@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 from rq_scheduler import Scheduler
 
+from webapp.core import logs
 from webapp.core.outage import REDIS_DOWN, Outage
 from webapp.core.processes import Heartbeat
 from webapp.core.queues import rq_connection
@@ -71,7 +73,7 @@ def reconcile(scheduler, periodic=None):
 @with_appcontext
 def run_scheduler(interval):
     """Run rq-scheduler after reconciling the periodic jobs; rides out Redis outages."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(current_app.config, "scheduler")
     stop, outage, previous = threading.Event(), Outage("scheduler"), None
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from webapp import clock, keys
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
+from webapp.core import logs
 from webapp.core.outage import REDIS_DOWN, Outage
 from webapp.extensions import db, get_redis
 from webapp.inbox import service as inbox
@@ -108,6 +109,8 @@ def handle(r, entries):
     """Record, route and acknowledge entries; a failing one stays pending for a retry."""
     done, handled = [], 0
     for entry_id, fields in entries:
+        # the matcher's id for the batch: its delivery jobs carry it on
+        bound = logs.bind(logs.tick_id(fields.get("symbol", ""), fields.get("ts", "")))
         try:
             items = parse(fields)
             once, inactive = record(fields, items)
@@ -121,6 +124,8 @@ def handle(r, entries):
         except Exception:  # one bad entry must not stop the rest; it stays pending
             db.session.rollback()
             log.exception("slow path: entry %s failed; it will be retried", entry_id)
+        finally:
+            logs.unbind(bound)
     if done:
         with r.pipeline() as pipe:
             pipe.xack(STREAM, GROUP, *done)

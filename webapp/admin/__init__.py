@@ -1,1 +1,2 @@
-"""Admin pages: broadcast a system notification to every user."""
+"""Admin pages: broadcast a system notification to every user; the operations page and
+`flask status`."""

@@ -5,6 +5,8 @@ from flask import current_app
 from redis import Redis
 from rq import Queue, Retry
 
+from webapp.core import logs
+
 DEFAULT_JOB_TIMEOUT = 60
 DEFAULT_RESULT_TTL = 3600
 DEFAULT_FAILURE_TTL = 7 * 24 * 3600
@@ -28,9 +30,14 @@ def get_queue(name="default"):
 
 def enqueue(func, *args, queue="default", job_id=None, timeout=DEFAULT_JOB_TIMEOUT,
             retries=0, **kwargs):
-    """Enqueue `func` by reference with our timeouts; retries back off 1, 4, 16 ... s."""
+    """Enqueue `func` by reference with our timeouts; retries back off 1, 4, 16 ... s.
+
+    The job carries the current request id, so its log lines (and the jobs it queues) share
+    it with what queued it."""
+    request_id = logs.current()
     retry = Retry(max=retries, interval=[4**i for i in range(retries)]) if retries else None
     return get_queue(queue).enqueue(
         func, args=args, kwargs=kwargs, job_id=job_id, job_timeout=timeout,
         result_ttl=DEFAULT_RESULT_TTL, failure_ttl=DEFAULT_FAILURE_TTL, retry=retry,
+        meta={logs.META_KEY: request_id} if request_id else None,
     )

@@ -81,6 +81,9 @@ def _finish(row, status, error="", provider_id=""):
     row.status, row.error, row.next_attempt_at = status, error[:2000], None
     row.provider_id = (provider_id or "")[:200]
     db.session.commit()
+    log.info("event=delivery_finished delivery=%s channel=%s status=%s", row.id, row.channel,
+             status, extra={"delivery_id": row.id, "notification_id": row.notification_id,
+                            "user_id": row.user_id, "channel": row.channel, "status": str(status)})
     return status
 
 

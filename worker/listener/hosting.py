@@ -9,7 +9,6 @@ shard and no other (LISTENER_SHARDS=N wants N of them; `make run` starts N).
 
 import logging
 import signal
-import sys
 import threading
 from datetime import UTC, datetime
 
@@ -22,6 +21,7 @@ from rq.job import Job, JobStatus
 
 from webapp import keys
 from webapp.alerts import index as alert_index
+from webapp.core import logs
 from webapp.core.breaker import Breaker
 from webapp.core.outage import Outage
 from webapp.core.processes import Heartbeat
@@ -211,8 +211,7 @@ def listener_command(direct, shard):
     if shard is not None and not 0 <= shard < count:
         raise click.BadParameter(f"LISTENER_SHARDS is {count}: 0 to {count - 1}",
                                  param_hint="--shard")
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(current_app.config, "listener")
     beat = Heartbeat(get_redis(), "listener").start()
     try:
         if direct or shard is not None:

@@ -4,6 +4,7 @@ import json
 import logging
 
 from webapp import clock
+from webapp.core.logs import STANDARD
 
 log = logging.getLogger("worker.listener")
 
@@ -17,7 +18,10 @@ def logline(event, **fields):
         elif isinstance(value, str) and (not value or any(c in value for c in ' "=')):
             value = json.dumps(value)
         parts.append(f"{key}={value}")
-    log.info(" ".join(parts))
+    # the fields again as the record's own, for LOG_FORMAT=json (a name LogRecord uses stays
+    # in the message only)
+    extra = {key: value for key, value in fields.items() if key not in STANDARD}
+    log.info(" ".join(parts), extra={"event": event, **extra})
 
 
 now_ms = clock.now_ms  # the listener's modules take it from here

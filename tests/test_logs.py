@@ -1,0 +1,217 @@
+"""Structured logs: LOG_FORMAT=json lines, the request id taken or made on the web side,
+carried by RQ jobs and fired batches, and followed through the real processes from a tick
+(and from an events POST) to the email that went out."""
+
+import io
+import json
+import logging
+import re
+
+import pytest
+import requests
+from rq.job import Job
+
+from devtools.fakefeed import FakeFeed
+from tests.hub import Mailbox, make_user, run_jobs
+from tests.product import SYMBOLS, Product, until
+from webapp.core import logs
+from webapp.core.queues import enqueue, rq_connection
+from webapp.extensions import db
+from webapp.models import DeliveryLog
+from webapp.notify import service_tokens
+
+PROCESSES = ("web", "worker", "listener", "scheduler")
+
+
+def record_line(config, role, emit):
+    """What the formatter of `config` writes for the records `emit(logger)` makes."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logs.formatter(config, role))
+    logger = logging.getLogger("tests.logs")
+    logger.addHandler(handler)
+    logger.propagate, logger.level = False, logging.INFO
+    try:
+        emit(logger)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate, logger.level = True, logging.NOTSET
+    return out.getvalue().splitlines()
+
+
+def test_a_json_line_holds_the_call_s_fields_and_the_bound_request_id():
+    token = logs.bind("req-7")
+    try:
+        [line] = record_line({"LOG_FORMAT": "json"}, "worker", lambda log: log.info(
+            "sent %s", "it", extra={"notification_id": "1-2", "channel": "email"}))
+    finally:
+        logs.unbind(token)
+    entry = json.loads(line)
+    assert entry["message"] == "sent it" and entry["level"] == "INFO"
+    assert entry["logger"] == "tests.logs" and entry["role"] == "worker"
+    assert entry["request_id"] == "req-7"
+    assert entry["notification_id"] == "1-2" and entry["channel"] == "email"
+    assert entry["time"].endswith("+00:00")
+
+
+def test_an_exception_goes_into_the_exc_field_of_its_one_line():
+    def fail(log):
+        try:
+            raise ValueError("bad tick")
+        except ValueError:
+            log.exception("it broke")
+
+    [line] = record_line({"LOG_FORMAT": "json"}, "listener", fail)
+    entry = json.loads(line)
+    assert entry["message"] == "it broke"
+    assert "Traceback" in entry["exc"] and "ValueError: bad tick" in entry["exc"]
+
+
+def test_text_stays_the_familiar_line_and_a_typo_is_refused():
+    [line] = record_line({}, "web", lambda log: log.warning("careful"))
+    assert re.fullmatch(r"\S+ \S+ WARNING tests\.logs careful", line)
+    with pytest.raises(ValueError, match="LOG_FORMAT"):
+        logs.formatter({"LOG_FORMAT": "jsn"}, "web")
+
+
+@pytest.mark.parametrize("sent, kept", [
+    ("abc-123", True), ("trace:9.1_a", True), ("x" * 64, True),
+    ("x" * 65, False), ("has space", False), ("<script>", False), ("", False)])
+def test_a_sane_request_id_is_kept_and_any_other_replaced(client, sent, kept):
+    answer = client.get("/auth/login", headers={"X-Request-ID": sent})
+    got = answer.headers["X-Request-ID"]
+    assert (got == sent) is kept
+    assert re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", got)
+
+
+def test_each_request_without_an_id_gets_a_new_one(client):
+    first = client.get("/auth/login").headers["X-Request-ID"]
+    second = client.get("/auth/login").headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first) and first != second
+
+
+def test_jobs_carry_the_id_of_what_queued_them_down_to_each_delivery(app, client):
+    uid = make_user(app, "ids@example.com")
+    with app.app_context():
+        _, token = service_tokens.create("ids")
+    posted = client.post("/api/v1/events", headers={"Authorization": f"Bearer {token}",
+                                                    "X-Request-ID": "abc-123"},
+                         json={"type": "ORDER_EXECUTED", "user_id": uid, "title": "Bought"})
+    assert posted.status_code == 202 and posted.headers["X-Request-ID"] == "abc-123"
+    run_jobs(app)  # the route job, then the delivery jobs it queued
+    with app.app_context():
+        rows = db.session.scalars(db.select(DeliveryLog)).all()
+        assert rows, "the event planned no delivery"
+        for row in rows:
+            job = Job.fetch(f"delivery-{row.id}", connection=rq_connection())
+            assert job.meta[logs.META_KEY] == "abc-123"
+
+
+def test_a_job_queued_outside_any_request_carries_no_id(app):
+    with app.app_context():
+        job = enqueue(logs.current)
+        assert logs.META_KEY not in Job.fetch(job.id, connection=rq_connection()).meta
+
+
+# --- the real processes, as `make run` starts them, with LOG_FORMAT=json ---------------------
+
+@pytest.fixture(scope="module")
+def mailbox():
+    from aiosmtpd.controller import Controller
+
+    from devtools.redisd import free_port
+
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    box.port = controller.port
+    yield box
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def product(tmp_path_factory, mailbox):
+    with FakeFeed() as feed:
+        running = Product(tmp_path_factory.mktemp("jsonlogs"), feed, env={
+            "LOG_FORMAT": "json", "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(mailbox.port),
+            "SMTP_TLS": "none"})
+        running.start()
+        yield running
+        assert running.stop() == 0, running.output()
+
+
+def process_lines(product):
+    """(process, text) of each line the supervised processes wrote (launch.log's prefix off)."""
+    found = []
+    for line in (product.tmp / "launch.log").read_text(errors="replace").splitlines():
+        match = re.match(r"\S+ ([\w-]+)(?:\.\d+)?\s*\| (.*)$", line)
+        if match and match.group(1).split("-")[0] in PROCESSES:
+            found.append((match.group(1), match.group(2)))
+    return found
+
+
+def entries(product):
+    """The lines that parse (test_every_line_... fails on any other)."""
+    found = []
+    for _, text in process_lines(product):
+        try:
+            found.append(json.loads(text))
+        except ValueError:
+            continue
+    return found
+
+
+def with_id(product, request_id):
+    return [e for e in entries(product) if e.get("request_id") == request_id]
+
+
+def delivered_by_email(product, request_id):
+    return [e for e in with_id(product, request_id)
+            if e["message"].startswith("event=delivery_finished") and e.get("channel") == "email"
+            and e.get("status") == "sent"]
+
+
+def test_json_logs_followed_from_a_tick_to_an_email(product, mailbox):
+    symbol = next(SYMBOLS)
+    product.arm(1, symbol, 100)
+    sent_before = len(mailbox.messages)
+    product.feed.trade(symbol, 101)
+    assert len(mailbox.wait_for(sent_before + 1, timeout=60)) > sent_before
+    fired = until(lambda: [e for e in entries(product) if e.get("event") == "alerts_fired"
+                           and e.get("symbol") == symbol], 30)
+    assert fired, product.output()
+    [line] = fired
+    request_id = line["request_id"]
+    assert line["process"].startswith("listener") and request_id.startswith(f"tick-{symbol}-")
+    delivered = until(lambda: delivered_by_email(product, request_id), 30)
+    assert delivered, with_id(product, request_id)
+    assert delivered[0]["process"] == "worker" and delivered[0]["logger"].startswith("webapp")
+
+
+def test_json_logs_followed_from_an_events_post_to_an_email(product, mailbox):
+    with product.app.app_context():
+        _, token = service_tokens.create("json-logs")
+    sent_before = len(mailbox.messages)
+    posted = requests.post(product.base + "/api/v1/events", timeout=5, json={
+        "type": "ORDER_EXECUTED", "user_id": product.uid, "title": "Bought 0.5 BTC"},
+        headers={"Authorization": f"Bearer {token}", "X-Request-ID": "abc-123"})
+    assert posted.status_code == 202 and posted.headers["X-Request-ID"] == "abc-123"
+    assert len(mailbox.wait_for(sent_before + 1, timeout=60)) > sent_before
+    delivered = until(lambda: delivered_by_email(product, "abc-123"), 30)
+    assert delivered, with_id(product, "abc-123")
+    web = [e for e in with_id(product, "abc-123") if e["process"] == "web"]
+    assert any("/api/v1/events" in e["message"] for e in web)  # gunicorn's access line
+
+
+def test_every_line_each_process_writes_parses_as_json(product):
+    lines = process_lines(product)
+    assert {name.split("-")[0] for name, _ in lines} >= set(PROCESSES)
+    loose = []
+    for name, text in lines:
+        try:
+            entry = json.loads(text)
+        except ValueError:
+            loose.append(f"{name}: {text[:300]}")
+            continue
+        assert {"time", "level", "logger", "message", "process"} <= set(entry), text
+    assert not loose, "\n".join(loose)

@@ -1,0 +1,173 @@
+"""The operations page (/admin/ops): admins only; the listener, processes, real breaker
+state, queues, delivery success rates per channel from the delivery log, and RQ's failed
+jobs with a Retry that requeues through RQ."""
+
+from datetime import timedelta
+
+import pytest
+from rq import Queue
+from rq.registry import FailedJobRegistry
+
+from tests.conftest import csrf_token
+from tests.hub import run_jobs
+from webapp import clock, keys
+from webapp.accounts import service as accounts
+from webapp.admin import rates, status
+from webapp.core.breaker import Breaker
+from webapp.core.processes import Heartbeat
+from webapp.core.queues import enqueue, rq_connection
+from webapp.delivery.dispatch import breaker as delivery_breaker
+from webapp.extensions import db, get_redis
+from webapp.models import DeliveryLog, DeliveryStatus, User
+
+ADMIN = ("root@example.com", "correct horse")
+
+
+def explode(reason):
+    """A job that fails as a real one would."""
+    raise RuntimeError(f"provider said no: {reason}")
+
+
+@pytest.fixture
+def admin(app, client, auth):
+    with app.app_context():
+        accounts.create_user(*ADMIN, is_admin=True)
+    auth.login(*ADMIN)
+    return client
+
+
+def beating(app, lag_ms=1500):
+    """A connected listener and a live process of every role, as their heartbeats say."""
+    with app.app_context():
+        r, now = get_redis(), clock.now_ms()
+        r.hset(keys.listener_status(0), mapping={
+            "state": "connected", "heartbeat": now, "streams": 4, "connections": 2,
+            "last_tick_ms": now - lag_ms})
+        for role in ("web", "worker", "listener", "scheduler"):
+            Heartbeat(r, role).beat()
+
+
+def deliveries(app, channel, sent, failed, ago=timedelta(minutes=10)):
+    when = clock.utcnow() - ago
+    with app.app_context():
+        uid = db.session.scalar(db.select(User.id).where(User.email == ADMIN[0]))
+        db.session.add_all(
+            DeliveryLog(notification_id=f"{channel}-{i}-{ago.total_seconds()}", user_id=uid,
+                        channel=channel, status=status_, attempts=1, created_at=when,
+                        updated_at=when)
+            for i, status_ in enumerate([DeliveryStatus.SENT] * sent
+                                        + [DeliveryStatus.FAILED] * failed))
+        db.session.commit()
+
+
+def test_logged_out_visitors_go_to_the_login_page(client):
+    answer = client.get("/admin/ops")
+    assert answer.status_code == 302 and "/auth/login" in answer.headers["Location"]
+
+
+def test_the_page_and_its_link_do_not_exist_for_other_users(app, client, auth):
+    auth.create()
+    auth.login()
+    assert client.get("/admin/ops").status_code == 404
+    assert client.post("/admin/ops/jobs/x/retry",
+                       data={"csrf_token": csrf_token(client, "/dashboard")}).status_code == 404
+    assert "/admin/ops" not in client.get("/dashboard").get_data(as_text=True)
+
+
+def test_admins_find_it_in_the_nav(admin):
+    assert 'href="/admin/ops"' in admin.get("/dashboard").get_data(as_text=True)
+
+
+def test_a_healthy_product_reads_ok_with_the_listener_s_connections_and_lag(app, admin):
+    beating(app, lag_ms=1500)
+    page = admin.get("/admin/ops").get_data(as_text=True)
+    assert "Everything answers." in page and "ops-ok\">ok<" in page
+    assert "2 connections · 4 streams · lag 1.5 s ago" in page
+
+
+def test_what_is_down_is_named(app, admin):
+    with app.app_context():
+        facts = status.gather()
+    assert facts["status"] == "degraded"
+    assert "listener shard 0: unknown, heartbeat stale" in facts["problems"]
+    assert {"process missing: no live worker", "process missing: no live scheduler"} <= set(
+        facts["problems"])
+    page = admin.get("/admin/ops").get_data(as_text=True)
+    assert "process missing: no live worker" in page
+
+
+def test_an_open_breaker_shows_with_its_error_and_degrades_the_status(app, admin):
+    beating(app)
+    with app.app_context():
+        gate = delivery_breaker("sms")
+        for _ in range(gate.threshold):
+            gate.failure("Twilio answered 503")
+        Breaker("delivery-dest:9").failure("timeout")  # a destination's, found by its key
+        facts = status.gather()
+    assert facts["problems"] == ["breaker open: delivery-sms (Twilio answered 503)"]
+    states = {b["name"]: b["state"] for b in facts["breakers"]}
+    assert states["delivery-sms"] == "open" and states["delivery-email"] == "closed"
+    assert states["binance"] == "closed" and states["delivery-dest:9"] == "closed"
+    page = admin.get("/admin/ops").get_data(as_text=True)
+    assert "Twilio answered 503" in page and 'ops-bad">open<' in page
+
+
+@pytest.mark.both_databases
+def test_success_rates_per_channel_over_the_hour_and_the_day(app, admin):
+    deliveries(app, "email", sent=3, failed=1)
+    deliveries(app, "sms", sent=1, failed=1)
+    deliveries(app, "email", sent=0, failed=4, ago=timedelta(hours=3))  # the day's only
+    deliveries(app, "dest:4", sent=2, failed=0, ago=timedelta(minutes=40))
+    with app.app_context():
+        hour = status.gather()["deliveries"]["hour"]
+        day = status.gather()["deliveries"]["day"]
+        slots = rates.success_rates(rates.HOUR)["email"]
+    assert (hour["email"]["rate"], hour["email"]["finished"]) == (0.75, 4)
+    assert (hour["sms"]["rate"], hour["destinations"]["rate"]) == (0.5, 1.0)
+    assert hour["push"]["rate"] is None
+    assert (day["email"]["rate"], day["email"]["finished"]) == (0.375, 8)
+    assert len(slots) == 12 and len(day["email"]["slots"]) == 24
+    filled = [cell for cell in slots if cell["rate"] is not None]
+    assert [(c["ok"], c["failed"]) for c in filled] == [(3, 1)]
+    assert slots.index(filled[0]) in (9, 10)  # 10 minutes ago: the third or second slot back
+    page = admin.get("/admin/ops").get_data(as_text=True)
+    assert "75% of 4" in page and "38% of 8" in page
+    assert 'aria-label="email: 75% of 4 delivered over the last hour, per 5 minutes"' in page
+
+
+def test_a_failed_job_is_listed_and_retried_through_the_page(app, admin):
+    with app.app_context():
+        job = enqueue(explode, "quota")
+    run_jobs(app)
+    with app.app_context():
+        assert job.id in FailedJobRegistry("default", connection=rq_connection())
+    page = admin.get("/admin/ops").get_data(as_text=True)
+    assert "tests.test_ops_page.explode" in page
+    assert "RuntimeError: provider said no: quota" in page
+    token = csrf_token(admin, "/admin/ops")
+    refused = admin.post(f"/admin/ops/jobs/{job.id}/retry", headers={"HX-Request": "true"})
+    assert refused.status_code == 400  # no CSRF token
+    answer = admin.post(f"/admin/ops/jobs/{job.id}/retry",
+                        headers={"HX-Request": "true", "X-CSRFToken": token})
+    assert answer.status_code == 200
+    fragment = answer.get_data(as_text=True)
+    assert 'id="ops"' in fragment and "<html" not in fragment
+    assert f"Job {job.id} is queued again." in fragment
+    assert "No failed jobs." in fragment
+    with app.app_context():
+        assert job.id not in FailedJobRegistry("default", connection=rq_connection())
+        assert job.id in Queue("default", connection=rq_connection()).job_ids
+
+
+def test_retrying_a_job_that_is_not_failed_says_so(app, admin):
+    token = csrf_token(admin, "/admin/ops")
+    answer = admin.post("/admin/ops/jobs/nope/retry", data={"csrf_token": token})
+    assert answer.status_code == 303
+    assert "Job nope is no longer among the failed jobs." in admin.get(
+        "/admin/ops").get_data(as_text=True)
+
+
+def test_the_htmx_refresh_gets_the_partial_alone(app, admin):
+    fragment = admin.get("/admin/ops", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert 'id="ops"' in fragment and 'hx-trigger="every 10s"' in fragment
+    assert "<html" not in fragment

@@ -1,0 +1,89 @@
+"""`flask status`: the operations page's facts as text or JSON, exit status 1 naming what is
+unhealthy; it also answers from a second shell while `make run` runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devtools.fakefeed import FakeFeed
+from devtools.redisd import free_port
+from tests.hub import run_jobs
+from tests.product import ROOT, Product
+from tests.test_ops_page import beating, explode
+from webapp.core.queues import enqueue
+from webapp.delivery.dispatch import breaker as delivery_breaker
+
+
+def test_a_healthy_product_exits_0_with_the_facts(app, runner):
+    beating(app, lag_ms=2500)
+    result = runner.invoke(args=["status"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("Tickerbell ") and ": ok (checked " in lines[0]
+    assert "Listener: 2 connections, 4 streams, lag 2.5 s ago" in lines
+    assert any(line.startswith("  delivery-email ") and "closed" in line for line in lines)
+    assert "Failed jobs: 0" in lines
+
+
+def test_something_unhealthy_exits_1_and_says_which(app, runner):
+    beating(app)
+    with app.app_context():
+        gate = delivery_breaker("email")
+        for _ in range(gate.threshold):
+            gate.failure("SMTP 421 try later")
+    result = runner.invoke(args=["status"])
+    assert result.exit_code == 1
+    assert "  ! breaker open: delivery-email (SMTP 421 try later)" in result.output.splitlines()
+
+
+def test_json_holds_the_same_facts_and_the_failed_jobs(app, runner):
+    with app.app_context():
+        job = enqueue(explode, "json")
+    run_jobs(app)
+    result = runner.invoke(args=["status", "--json"])
+    assert result.exit_code == 1  # nothing beats here: no listener, no worker
+    facts = json.loads(result.output)
+    assert facts["status"] == "degraded" and "process missing: no live worker" in facts["problems"]
+    [failed] = facts["failed_jobs"]
+    assert failed["id"] == job.id and failed["error"] == "RuntimeError: provider said no: json"
+    assert facts["queues"]["default"] == {"waiting": 0, "failed": 1}
+    assert set(facts["deliveries"]) == {"hour", "day"}
+
+
+def test_a_redis_that_does_not_answer_is_reported_not_raised(make_app):
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    result = app.test_cli_runner().invoke(args=["status"])
+    assert result.exit_code == 1
+    assert "  ! redis: not answering" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_database_that_does_not_answer_is_reported(make_app):
+    app = make_app(create_tables=False)  # every query fails, as with the server away
+    beating(app)
+    result = app.test_cli_runner().invoke(args=["status"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[1:2] == ["  ! database: not answering"]
+
+
+@pytest.fixture(scope="module")
+def product(tmp_path_factory):
+    with FakeFeed() as feed:
+        running = Product(tmp_path_factory.mktemp("status"), feed)
+        running.start()
+        yield running
+        assert running.stop() == 0, running.output()
+
+
+def test_it_answers_from_a_second_shell_while_make_run_runs(product):
+    """As an operator types it: the private Redis found through the instance folder."""
+    flask = Path(sys.executable).parent / "flask"
+    env = {k: v for k, v in product.env.items() if k != "REDIS_URL"}
+    done = subprocess.run([str(flask), "--app", "wsgi", "status"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ": ok (checked " in done.stdout
+    assert "  shard 0: connected, 1 connections" in done.stdout

@@ -1,0 +1,73 @@
+"""`flask status`: the operations page's facts on the command line, for a second shell beside
+`make run` or a monitoring check (exit 1 when something is unhealthy, and it says what)."""
+
+import json
+
+import click
+from flask.cli import with_appcontext
+
+from webapp.admin import status as ops
+
+
+def _age(ms):
+    if ms is None:
+        return "never"
+    return f"{ms / 1000:.1f} s ago" if ms < 60_000 else f"{ms // 60_000} min ago"
+
+
+def _rate(line):
+    if line["rate"] is None:
+        return "nothing finished"
+    return f"{line['rate'] * 100:.0f}% of {line['finished']}"
+
+
+def lines(facts):
+    """The facts as text, a section a block."""
+    out = [f"Tickerbell {facts['version']}: {facts['status']} (checked {facts['checked_at']})"]
+    out += [f"  ! {problem}" for problem in facts["problems"]]
+    listener = facts["listener"]
+    if listener:
+        out.append(f"Listener: {listener['connections']} connections, {listener['streams']} "
+                   f"streams, lag {_age(listener['lag_ms'])}")
+        out += [f"  shard {s['shard']}: {s['state']}, {s['connections']} connections, heartbeat "
+                f"{_age(s['heartbeat_age_ms'])}, last trade {_age(s['lag_ms'])}"
+                for s in listener["shards"]]
+    if facts["processes"]:
+        out.append("Processes: " + ", ".join(f"{role} {r['alive']} alive ({r['restarts']} "
+                                             "restarts)" for role, r in facts["processes"].items()))
+    if facts["breakers"]:
+        out.append("Breakers:")
+        out += [f"  {b['name']:<24} {b['state']:<9} {b['failures']} failures"
+                + (f"  {b['last_error'][:80]}" if b["last_error"] else "")
+                for b in facts["breakers"]]
+    if facts["queues"]:
+        out.append("Queues: " + ", ".join(f"{name} {q['waiting']} waiting / {q['failed']} failed"
+                                          for name, q in facts["queues"].items()))
+    if facts["deliveries"]:
+        out.append("Deliveries (success, last hour | last day):")
+        hour, day = facts["deliveries"]["hour"], facts["deliveries"]["day"]
+        out += [f"  {channel:<14} {_rate(hour.get(channel) or day[channel]):<18} | "
+                f"{_rate(day[channel])}" for channel in day]
+    out.append(f"Failed jobs: {len(facts['failed_jobs'])}")
+    out += [f"  {j['ended_at'] or '?'}  {j['queue']:<8} {j['id']}  {j['function']}  {j['error']}"
+            for j in facts["failed_jobs"]]
+    return out
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="The facts as one JSON document.")
+@with_appcontext
+def status_command(as_json):
+    """Listener, processes, breakers, queues, delivery success and failed jobs; exit status 1
+    when something is unhealthy."""
+    facts = ops.gather()
+    if as_json:
+        click.echo(json.dumps(facts, default=str, indent=2))
+    else:
+        click.echo("\n".join(lines(facts)))
+    if facts["problems"]:
+        raise SystemExit(1)
+
+
+status_command.callback.explains_redis_errors = True  # a Redis away is a fact it reports
+COMMANDS = (status_command,)

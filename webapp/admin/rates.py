@@ -1,0 +1,89 @@
+"""Delivery success rates per channel over time, for the operations page's charts.
+
+One grouped query per window: the delivery log's finished rows counted by channel, outcome
+and time slot (the slot worked out in SQL, so a busy day is never read row by row).
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Integer, cast, func, select
+
+from webapp import clock
+from webapp.delivery.channels import CHANNELS
+from webapp.delivery.channels.destination import PREFIX as DESTINATION
+from webapp.extensions import db
+from webapp.models import DeliveryLog, DeliveryStatus
+
+OK = (DeliveryStatus.SENT, DeliveryStatus.OUTBOX)  # handed over (or kept, unconfigured)
+FAILED = (DeliveryStatus.FAILED,)
+EPOCH = clock.ms_to_sql(0)
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    span: timedelta
+    slot: timedelta
+
+    @property
+    def slots(self):
+        return int(self.span / self.slot)
+
+
+HOUR = Window("hour", timedelta(hours=1), timedelta(minutes=5))
+DAY = Window("day", timedelta(days=1), timedelta(hours=1))
+WINDOWS = (HOUR, DAY)
+
+
+def _seconds(column):
+    """Whole seconds since 1970 of a naive UTC column, in the backend's own words."""
+    if db.engine.dialect.name == "postgresql":
+        return cast(func.floor(func.extract("epoch", column)), Integer)
+    return cast(func.strftime("%s", column), Integer)
+
+
+def _start(window, now):
+    """The first slot's start: slots end on a slot boundary, the last one holding now."""
+    size = int(window.slot.total_seconds())
+    now_s = int((now - EPOCH).total_seconds())
+    return EPOCH + timedelta(seconds=(now_s // size + 1) * size) - window.span
+
+
+def channel_group(channel):
+    """Each user's destinations count as one line: the page is about providers."""
+    return "destinations" if channel.startswith(DESTINATION) else channel
+
+
+def success_rates(window, now=None):
+    """{channel: [{start, ok, failed, rate}] one per slot, oldest first}; rate is None in a
+    slot where nothing finished. Built-in channels are always listed."""
+    start = _start(window, now or clock.utcnow())
+    size = int(window.slot.total_seconds())
+    slot = (_seconds(DeliveryLog.updated_at) - int((start - EPOCH).total_seconds())) // size
+    query = (select(DeliveryLog.channel, DeliveryLog.status, slot, func.count())
+             .where(DeliveryLog.updated_at >= start, DeliveryLog.status.in_(OK + FAILED))
+             .group_by(DeliveryLog.channel, DeliveryLog.status, slot))
+    table = {channel: _empty(window, start) for channel in CHANNELS}
+    for channel, status, index, n in db.session.execute(query):
+        if not 0 <= index < window.slots:
+            continue  # written a moment after `now` was read
+        cell = table.setdefault(channel_group(channel), _empty(window, start))[index]
+        cell["ok" if status in OK else "failed"] += n
+    for slots in table.values():
+        for cell in slots:
+            done = cell["ok"] + cell["failed"]
+            cell["rate"] = round(cell["ok"] / done, 4) if done else None
+    return table
+
+
+def _empty(window, start):
+    return [{"start": start + window.slot * i, "ok": 0, "failed": 0}
+            for i in range(window.slots)]
+
+
+def overall(slots):
+    """(rate or None, finished) over a channel's slots."""
+    ok = sum(cell["ok"] for cell in slots)
+    done = ok + sum(cell["failed"] for cell in slots)
+    return (round(ok / done, 4) if done else None), done

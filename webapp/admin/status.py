@@ -1,0 +1,113 @@
+"""The operations facts, gathered once: the admin page renders them and `flask status` prints
+them. The listener's connections and lag, the processes, circuit breakers, queues with their
+failed jobs, and delivery success rates per channel; `problems` says what is unhealthy."""
+
+import logging
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from webapp import clock, keys
+from webapp.admin import jobs, rates
+from webapp.core import health
+from webapp.core.breaker import OPEN, Breaker
+from webapp.delivery.channels import CHANNELS
+from webapp.delivery.dispatch import breaker as delivery_breaker
+from webapp.errors import REDIS_FAULTS
+from webapp.extensions import db, get_redis
+
+BREAKER_PREFIX = keys.breaker("")
+
+log = logging.getLogger(__name__)
+
+
+def gather(now_ms=None):
+    """Every fact the page and the command show, and `problems`: empty when all is well."""
+    now_ms = now_ms or clock.now_ms()
+    body, _ = health.report(get_redis, now_ms=now_ms)
+    facts = {"status": "ok", "redis": body["redis"], "version": body["version"],
+             "checked_at": clock.ms_to_iso(now_ms), "listener": None, "processes": None,
+             "missing": body["missing"], "cluster": body.get("cluster"), "breakers": [],
+             "queues": {}, "failed_jobs": [], "deliveries": None}
+    if body["redis"] == "ok":
+        try:
+            facts.update(listener=listener(body, now_ms), processes=body["processes"],
+                         breakers=breakers(), queues=queues(body["queues"]),
+                         failed_jobs=jobs.failed())
+        except REDIS_FAULTS:  # went away between the report and these reads
+            facts["redis"] = "down"
+    facts["deliveries"] = deliveries()
+    facts["problems"] = problems(facts)
+    facts["status"] = "degraded" if facts["problems"] else "ok"
+    return facts
+
+
+def listener(body, now_ms):
+    """The health report's listener, each shard with its lag: how long since its last trade."""
+    monitoring = dict(body["monitoring"])
+    r = get_redis()
+    with r.pipeline(transaction=False) as pipe:
+        for shard in monitoring["shards"]:
+            pipe.hget(keys.listener_status(shard["shard"]), "last_tick_ms")
+        ticks = pipe.execute()
+    monitoring["shards"] = [
+        {**shard, "lag_ms": now_ms - int(tick) if tick and int(tick) else None}
+        for shard, tick in zip(monitoring["shards"], ticks, strict=True)]
+    lags = [shard["lag_ms"] for shard in monitoring["shards"] if shard["lag_ms"] is not None]
+    monitoring["lag_ms"] = max(lags) if lags else None
+    monitoring["breaker"] = body["circuit"]
+    return monitoring
+
+
+def breakers():
+    """The feed's breaker, each built-in channel's, and any destination's that has a state."""
+    found = {"binance": Breaker("binance").state()}
+    for channel in CHANNELS:
+        found[f"delivery-{channel}"] = delivery_breaker(channel).state()
+    for key in sorted(get_redis().scan_iter(match=keys.breaker("*"), count=500)):
+        name = key[len(BREAKER_PREFIX):]
+        if name not in found and name.startswith("delivery-"):
+            found[name] = delivery_breaker(name[len("delivery-"):]).state()
+    return list(found.values())
+
+
+def queues(lengths):
+    """{queue: {waiting, failed}}."""
+    failed = jobs.counts()
+    return {name: {"waiting": n, "failed": failed.get(name, 0)} for name, n in lengths.items()}
+
+
+def deliveries():
+    """{window: {channel: {slots, rate, finished}}} for the last hour and day; None if SQL
+    does not answer."""
+    now = clock.utcnow()
+    try:
+        found = {}
+        for window in rates.WINDOWS:
+            table = rates.success_rates(window, now)
+            found[window.name] = {channel: dict(zip(("rate", "finished"), rates.overall(slots),
+                                                    strict=True), slots=slots)
+                                  for channel, slots in table.items()}
+        return found
+    except SQLAlchemyError:
+        db.session.rollback()
+        log.exception("event=ops_deliveries_failed")
+        return None
+
+
+def problems(facts):
+    """What is unhealthy, one sentence each, most serious first."""
+    if facts["redis"] != "ok":
+        return ["redis: not answering (queues, the live feed and the alert index are down)"]
+    found = []
+    for shard in facts["listener"]["shards"]:
+        if shard["status"] != "ok":
+            why = "heartbeat stale" if shard["listener"] != "alive" else "not connected"
+            found.append(f"listener shard {shard['shard']}: {shard['state']}, {why}")
+    found += [f"process missing: no live {role}" for role in facts["missing"]]
+    found += [f"breaker open: {b['name']} ({b['last_error'] or 'failing'})"
+              for b in facts["breakers"] if b["state"] == OPEN]
+    if (facts["cluster"] or {}).get("state", "ok") != "ok":
+        found.append(f"redis cluster: state {facts['cluster']['state']}")
+    if facts["deliveries"] is None:
+        found.append("database: not answering")
+    return found

@@ -1,0 +1,142 @@
+"""Logging for every process, set up in one place: `configure(config, role)` at each start.
+
+LOG_FORMAT=text (the default) keeps the familiar `time LEVEL logger message` lines;
+LOG_FORMAT=json writes one JSON object a line, for a log shipper. Either way each line knows
+its request id: the web side takes a sane `X-Request-ID` or makes one, RQ jobs carry it in
+their meta (webapp/core/queues.py), and the slow path derives one per fired batch, so one id
+follows a notification from the POST or the tick to each of its deliveries.
+"""
+
+import contextvars
+import json
+import logging
+import os
+import re
+import sys
+import uuid
+from datetime import UTC, datetime
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+FORMATS = ("text", "json")
+HEADER = "X-Request-ID"
+META_KEY = "request_id"  # where an RQ job keeps the id of what queued it
+SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # a caller's id, kept only when it fits this
+# What every LogRecord has: the rest of a record's attributes are a call's `extra` fields.
+STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName"}
+
+_request_id = contextvars.ContextVar("request_id", default=None)
+
+
+def configure(config, role):
+    """Send every logger's lines to stdout in LOG_FORMAT, tagged with the process's role."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter(config, role))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    # without a handler of its own, warnings.warn would print plain text to stderr
+    logging.captureWarnings(True)
+    return handler
+
+
+def formatter(config, role):
+    """The formatter LOG_FORMAT names; gunicorn's own loggers take it too (gunicorn.conf.py)."""
+    if format_name(config) == "json":
+        return JsonFormatter(role)
+    return logging.Formatter(TEXT_FORMAT)
+
+
+def format_name(config):
+    """LOG_FORMAT, checked: a typo must not fall back to text silently."""
+    kind = (config.get("LOG_FORMAT") or "text").lower()
+    if kind not in FORMATS:
+        raise ValueError(f"LOG_FORMAT must be one of {', '.join(FORMATS)}, not {kind!r}")
+    return kind
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, process, request id, the
+    call's extra fields, and an exception's traceback in `exc` (never loose lines)."""
+
+    def __init__(self, role):
+        super().__init__()
+        self.role = role
+
+    def format(self, record):
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "process": os.environ.get("TICKERBELL_PROCESS") or self.role,
+            "role": self.role,
+            "pid": record.process,
+            "request_id": getattr(record, "request_id", None) or current(),
+        }
+        entry.update((k, v) for k, v in vars(record).items()
+                     if k not in STANDARD and k not in entry)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str)
+
+
+def current():
+    """The request id of what runs now: the request's, the batch's, or the RQ job's (RQ
+    keeps the running job in memory: no Redis call)."""
+    found = _request_id.get()
+    if found:
+        return found
+    # rq not imported means no job runs here; importing it would load redis into gunicorn's
+    # master (which logs through this too) before gevent patches ssl in the workers
+    rq_job = sys.modules.get("rq.job")
+    job = rq_job.get_current_job() if rq_job is not None else None
+    return job.meta.get(META_KEY) if job is not None else None
+
+
+def bind(request_id):
+    """Make `request_id` the current one; returns a token for `unbind`."""
+    return _request_id.set(request_id)
+
+
+def unbind(token):
+    _request_id.reset(token)
+
+
+def tick_id(symbol, ts_ms):
+    """A fired batch's request id: the listener logs it, and the slow path derives the same
+    one from the batch's entry (its symbol and tick time), so no id is stored to carry it."""
+    return f"tick-{symbol}-{ts_ms}"
+
+
+def accept(header_value):
+    """The caller's id when it is sane (short, plain characters), else a new one."""
+    if header_value and SANE_ID.fullmatch(header_value):
+        return header_value
+    return uuid.uuid4().hex
+
+
+def init_app(app):
+    """Each request gets its id before anything logs, and answers with it."""
+    from flask import g, request
+
+    @app.before_request
+    def _take_request_id():
+        g.request_id_token = bind(accept(request.headers.get(HEADER)))
+
+    @app.after_request
+    def _answer_request_id(response):
+        response.headers[HEADER] = current() or ""
+        return response
+
+    @app.teardown_request
+    def _drop_request_id(_exc):
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            unbind(token)
