@@ -46,6 +46,13 @@ def post_worker_init(worker):
     _app_events_to_stderr()
 
 
+def child_exit(server, worker):
+    """A worker's open streams leave /metrics with it (PROMETHEUS_MULTIPROC_DIR's files)."""
+    from webapp.core import metrics
+
+    metrics.process_dead(worker.pid)
+
+
 def _app_events_to_stderr():
     """The app's INFO lines (`event=hook_received ...`: who sent a webhook what) reach the
     log; without this only warnings would."""

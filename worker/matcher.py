@@ -6,13 +6,14 @@ idempotent step writes the users' side in theirs (worker/outbox.py).
 
 import math
 from pathlib import Path
+from time import perf_counter
 
 from redis.exceptions import RedisError
 
 from webapp import keys
 from webapp.alerts import scripts
 from webapp.alerts.index import WINDOWS_S, fmt_num, idx_key, prune_symbol, rearm_key
-from webapp.core import pubsub
+from webapp.core import metrics, pubsub
 from webapp.extensions import is_cluster
 from worker.outbox import Outbox
 
@@ -91,15 +92,17 @@ class Matcher:
         failed = self._failed.pop((symbol, kind), None)
         if failed is not None:
             fired = self._run(keys, failed)
-            if failed[:-1] == args[:-1]:
-                return fired  # the very tick that failed: done now
-        return fired + self._run(keys, args)
+            if failed[:-1] == args[:-1]:  # the very tick that failed: done now
+                return metrics.tick_matched(symbol, kind, fired)
+        return metrics.tick_matched(symbol, kind, fired + self._run(keys, args))
 
     def _run(self, keys, args):
         fired, symbol = [], args[0]
         while True:
             try:
+                started = perf_counter()
                 more, left, *rest = self._script(keys=keys, args=[*args, *self._tail])
+                metrics.MATCHER_CALL.observe(perf_counter() - started)
             except RedisError:
                 self._failed[(symbol, args[1])] = [*args[:-1], RETRY]
                 raise

@@ -19,6 +19,7 @@ import websocket
 from websocket import ABNF, WebSocketException, WebSocketTimeoutException
 
 from webapp import keys
+from webapp.core import metrics
 from worker.listener.heldticks import HeldTicks, RedisGate
 from worker.listener.loglines import logline, now_ms
 from worker.listener.pacing import DEFAULT_CONTROL_PER_S, AttemptBudget, Backoff, MessageBudget
@@ -150,6 +151,7 @@ class Listener:
 
     def _failed(self, error):
         """An attempt failed, or its connection ended before a frame: back off."""
+        metrics.reconnect("failed")
         delay = self.backoff.next()
         if self.breaker is not None and self.gate.call(lambda: self.breaker.failure(error)):
             delay = max(delay, self.gate.call(self.breaker.retry_in, default=0.0))
@@ -169,6 +171,7 @@ class Listener:
             self._failed(why)
             return
         logline("reconnecting", in_s=0.0, attempt=0)  # a drop is no failure: no backoff
+        metrics.reconnect("dropped")
         self._set_state("connecting", last_error=why)
 
     def _close(self, graceful):
@@ -248,6 +251,7 @@ class Listener:
 
     def _tick(self, kind, symbol, value, ts_ms, seq=0):
         """Match a tick now; while Redis is down, hold it (behind those held, in order)."""
+        metrics.tick_received(symbol)
         if not self.gate.down:
             try:
                 self._apply(kind, symbol, value, ts_ms, seq)
@@ -327,6 +331,7 @@ class Listener:
         except CONNECT_ERRORS:
             pass
         logline("replaced", reason=why)
+        metrics.reconnect("replaced")
         self._connected()
         return True
 
