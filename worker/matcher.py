@@ -102,7 +102,7 @@ class Matcher:
             try:
                 started = perf_counter()
                 more, left, *rest = self._script(keys=keys, args=[*args, *self._tail])
-                metrics.MATCHER_CALL.observe(perf_counter() - started)
+                metrics.matcher_call(perf_counter() - started)
             except RedisError:
                 self._failed[(symbol, args[1])] = [*args[:-1], RETRY]
                 raise
