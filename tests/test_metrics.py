@@ -19,9 +19,12 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools import launch
+from devtools.fakefeed import FakeFeed
 from devtools.redisd import free_port
 from tests.hub import make_user, poll, run_jobs, twilio_answer
 from tests.live_server import cookie_header, login
+from tests.product import Product, until
 from tests.sse_helpers import EventReader, open_stream
 from tests.test_deliveries import providers
 from tests.test_listener_e2e import Tap
@@ -219,6 +222,24 @@ def test_volume_ticks_fire_volume_alerts(app, client, feed, listen):
                  source="alert") == 1
     assert delta("tickerbell_alerts_fired_total", type="PRICE_ALERT") == 0
     assert tap.ticks == 0  # Tap counts price ticks: this was a volume tick
+
+
+def test_listener_reconnects_count_by_reason(app, client, feed, listen):
+    uid = make_user(app, "drops@example.com")
+    with app.app_context():
+        alerts.create_alert(uid, {"symbol": "METRICUSDT", "type": "above", "price": 100})
+    tap = listen()
+    assert feed.wait_for_subscription("metricusdt@aggTrade")
+    feed.trade("METRICUSDT", 50)
+    assert tap.wait_ticks(1)  # a frame came: the connection worked
+    delta = Delta(client)
+    feed.refuse(times=1)
+    feed.drop_all()  # dropped; then the at-once reconnect is refused: failed
+    assert feed.wait_for_subscription("metricusdt@aggTrade", timeout=10)
+    assert poll(lambda: delta.after()("tickerbell_listener_reconnects_total", reason="failed"))
+    assert delta("tickerbell_listener_reconnects_total", reason="dropped") == 1
+    assert delta("tickerbell_listener_reconnects_total", reason="failed") == 1
+    assert delta("tickerbell_listener_reconnects_total", reason="replaced") == 0
 
 
 @pytest.fixture
@@ -437,3 +458,40 @@ def test_a_killed_workers_streams_leave_the_sum(served):
                                   transport="sse") == 0, timeout=30)
     finally:
         sock.close()
+
+
+def test_the_launcher_gives_each_start_a_metrics_folder_without_old_values(tmp_path):
+    shared = tmp_path / "prom"
+    shared.mkdir()
+    (shared / "counter_123.db").write_bytes(b"old")
+    (shared / "notes.txt").write_text("not ours")
+    assert launch.fresh_metrics_dir({"PROMETHEUS_MULTIPROC_DIR": str(shared)}) == str(shared)
+    assert sorted(p.name for p in shared.iterdir()) == ["notes.txt"]
+
+
+@pytest.fixture
+def product(tmp_path):
+    with FakeFeed() as feed:
+        product = Product(tmp_path, feed)
+        product.start()
+        yield product
+        assert product.stop() == 0, product.output()
+
+
+def test_make_run_sums_the_listener_worker_and_web_processes(product):
+    """`make run`'s processes write to one folder: the listener's ticks reach the web's scrape."""
+    folder = product.tmp / "metrics"
+    assert product.fresh_alert_fires()
+
+    def fired_and_counted():
+        samples = parse(requests.get(product.base + "/metrics", timeout=10).text)
+        matched = sum(v for (name, _), v in samples.items()
+                      if name == "tickerbell_ticks_matched_total")
+        fired = value(samples, "tickerbell_alerts_fired_total", type="PRICE_ALERT")
+        return samples if matched >= 1 and fired == 1 else None
+
+    scraped = until(fired_and_counted, 30)
+    assert scraped, product.output()
+    assert value(scraped, "tickerbell_listener_up", shard="0") == 1
+    assert value(scraped, "tickerbell_listener_connections", shard="0") == 1
+    assert len({p.stem.rpartition("_")[2] for p in folder.glob("*.db")}) >= 3  # web, listener..
