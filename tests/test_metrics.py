@@ -203,7 +203,11 @@ def test_a_tick_through_the_listener_counts_its_group_and_what_it_fired(app, cli
     assert delta("tickerbell_notifications_total", type="PRICE_ALERT",
                  source="alert") == 3
     assert delta("tickerbell_matcher_call_seconds_count") == 1
-    assert delta("tickerbell_matcher_call_seconds_sum") > 0
+    took = delta("tickerbell_matcher_call_seconds_sum")
+    assert took > 0
+    for bound in (*metrics.CALL_BUCKETS, float("inf")):  # cumulative: in every bucket from its own
+        le = "+Inf" if bound == float("inf") else str(bound)
+        assert delta("tickerbell_matcher_call_seconds_bucket", le=le) == (took <= bound), le
     with app.app_context():
         assert len(inbox.list_page(uid, limit=10)[0]) == 3  # what the counters say happened
 
