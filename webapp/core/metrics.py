@@ -135,9 +135,10 @@ def tick_matched(symbol, kind, fired):
     return fired
 
 
-def flush_ticks():
-    """Push this thread's tick counts when due: the listener calls it while idle too."""
-    if time.monotonic() >= _tally.due:
+def flush_ticks(now=False):
+    """Push this thread's tick counts when due (or `now`): the listener calls it while idle
+    too, and as a connection's thread ends."""
+    if now or time.monotonic() >= _tally.due:
         _tally.flush()
 
 

@@ -67,7 +67,6 @@ def _registry():
 def scrape():
     if not (_token_ok() or _loopback()):
         abort(404)
-    response = Response(generate_latest(_registry()), mimetype=None)
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    response = Response(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
     response.headers["Cache-Control"] = "no-store"
     return response

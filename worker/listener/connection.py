@@ -83,6 +83,7 @@ class Listener:
         finally:
             self._close(graceful=True)
             self._last_flush()
+            metrics.flush_ticks(now=True)
             self._set_state("stopped")
 
     def _open(self):
