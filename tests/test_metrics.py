@@ -14,9 +14,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
+import websocket
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools import launch
@@ -29,12 +31,16 @@ from tests.sse_helpers import EventReader, open_stream
 from tests.test_deliveries import providers
 from tests.test_listener_e2e import Tap
 from webapp import create_app, keys
+from webapp.accounts import security_events
+from webapp.accounts import service as accounts
 from webapp.alerts import service as alerts
 from webapp.core import metrics
 from webapp.core.breaker import Breaker
 from webapp.core.queues import enqueue
 from webapp.extensions import db, get_redis
+from webapp.hooks import service as hooks
 from webapp.inbox import service as inbox
+from webapp.models import User
 from webapp.notify import router, service_tokens
 from worker.listener.connection import Listener
 from worker.listener.pacing import Backoff
@@ -281,6 +287,25 @@ def test_events_intake_counts_each_outcome(app, client, token):
                  source="events") == 3
 
 
+def test_each_source_of_notifications_is_told_apart(app, client, runner):
+    uid = make_user(app, "sources@example.com")
+    with app.app_context():
+        _, url = hooks.create(uid, "TradingView")
+    delta = Delta(client)
+    assert client.post(urlsplit(url).path, data=b"BTC breakout",
+                       headers={"Content-Type": "text/plain"}).status_code == 202
+    result = runner.invoke(args=["notify", "sources@example.com", "SYSTEM_ERROR", "t", "m"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        security_events.raise_event(uid, "New sign-in", "from somewhere")
+    delta.after()
+    assert delta("tickerbell_notifications_total", type="WEBHOOK_ALERT", source="hook") == 1
+    assert delta("tickerbell_notifications_total", type="SYSTEM_ERROR", source="cli") == 1
+    assert delta("tickerbell_notifications_total", type="ACCOUNT_SECURITY",
+                 source="security") == 1
+    assert delta("tickerbell_notifications_total", type="SYSTEM_ERROR", source="events") == 0
+
+
 def test_deliveries_count_outcomes_by_channel_and_time_the_sent_ones(make_app, smtp_server,
                                                                      http_recorder):
     twilio = http_recorder(twilio_answer)
@@ -461,6 +486,21 @@ def test_a_killed_workers_streams_leave_the_sum(served):
                                   transport="sse") == 0, timeout=30)
     finally:
         sock.close()
+
+
+def test_websocket_streams_count_as_ws(served):
+    uid = make_user(served.app, "socket@example.com")
+    with served.app.app_context():
+        key = accounts.create_api_key(db.session.get(User, uid), "metrics")[1]
+    ws = websocket.create_connection(f"ws://127.0.0.1:{served.port}/ws",
+                                     header=[f"X-API-Key: {key}"], timeout=10)
+    try:
+        assert json.loads(ws.recv())["event"] == "unread"  # attached: its opening came
+        assert value(served.scrape(), "tickerbell_live_streams", transport="ws") == 1
+        assert value(served.scrape(), "tickerbell_live_streams", transport="sse") == 0
+    finally:
+        ws.close()
+    assert poll(lambda: value(served.scrape(), "tickerbell_live_streams", transport="ws") == 0)
 
 
 def test_the_launcher_gives_each_start_a_metrics_folder_without_old_values(tmp_path):
