@@ -63,3 +63,10 @@ def post_worker_init(worker):
     Heartbeat(worker.wsgi.extensions["redis"], "web").start()
     # the app's INFO lines (`event=hook_received ...`: who sent a webhook what) reach the log
     logs.configure(worker.wsgi.config, "web")
+
+
+def child_exit(server, worker):
+    """A worker's open streams leave /metrics with it (PROMETHEUS_MULTIPROC_DIR's files)."""
+    from webapp.core import metrics
+
+    metrics.process_dead(worker.pid)

@@ -150,6 +150,16 @@ def shard_count(env):
     return max(1, int(env.get("LISTENER_SHARDS") or 1))
 
 
+def fresh_metrics_dir(env):
+    """PROMETHEUS_MULTIPROC_DIR (instance/metrics unless set), rid of its value files: every
+    process of this start writes its values there; a previous start's must not be summed."""
+    path = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or INSTANCE / "metrics")
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):  # prometheus_client's files only: the folder may be shared
+        stale.unlink(missing_ok=True)
+    return str(path)
+
+
 def private_redis(printer, env):
     """A supervised redis-server on a free port, data under instance/redis; waits for PING."""
     data_dir = INSTANCE / "redis"
@@ -246,6 +256,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     port = int(os.environ.get("PORT", "8000"))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir(env)
     printer = Printer(sys.stdout)
     stopping = threading.Event()
     give_back = take_the_terminal()

@@ -65,6 +65,7 @@ def _register_blueprints(app):
     from webapp.insist import api as _insist_api  # noqa: F401
     from webapp.insist.views import bp as insist_bp
     from webapp.live.views import bp as live_bp
+    from webapp.metrics.views import bp as metrics_bp
     from webapp.notify import api as _notify_api  # noqa: F401
     from webapp.preferences import api as _preferences_api  # noqa: F401
     from webapp.preferences.views import bp as preferences_bp
@@ -72,7 +73,8 @@ def _register_blueprints(app):
     extensions.csrf.exempt(api_bp)  # the API checks CSRF itself for session callers
     extensions.csrf.exempt(hooks_views.receive)  # a webhook's secret URL is its credential
     for bp in (dashboard_bp, auth_bp, settings_bp, api_bp, alerts_bp, preferences_bp, delivery_bp,
-               admin_bp, inbox_bp, live_bp, destinations_bp, insist_bp, hooks_views.bp):
+               admin_bp, inbox_bp, live_bp, destinations_bp, insist_bp, hooks_views.bp,
+               metrics_bp):
         app.register_blueprint(bp)
 
 

@@ -73,6 +73,9 @@ class Config:
         self.LISTENER_SHARDS = max(1, _int("LISTENER_SHARDS", 1))
         self.LISTENER_CONNECT_BUDGET = _int("LISTENER_CONNECT_BUDGET", 300)
         self.LISTENER_CONNECT_WINDOW_S = float(env.get("LISTENER_CONNECT_WINDOW_S", 300))
+        # A bearer token that lets Prometheus scrape /metrics from off the host; empty:
+        # loopback callers only.
+        self.METRICS_TOKEN = env.get("METRICS_TOKEN", "")
         self.INSTANCE_PATH = str(INSTANCE)
         self.LOG_FORMAT = env.get("LOG_FORMAT", "text")  # text | json (webapp/core/logs.py)
         self.SESSION_COOKIE_HTTPONLY = True

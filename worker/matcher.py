@@ -6,13 +6,14 @@ idempotent step writes the users' side in theirs (worker/outbox.py).
 
 import math
 from pathlib import Path
+from time import perf_counter
 
 from redis.exceptions import NoScriptError, RedisError
 
 from webapp import keys
 from webapp.alerts import scripts
 from webapp.alerts.index import WINDOWS_S, fmt_num, idx_key, prune_symbol, rearm_key
-from webapp.core import logs, pubsub
+from webapp.core import logs, metrics, pubsub
 from webapp.exceptions import TicksNotMatched
 from webapp.extensions import is_cluster
 from worker.listener.loglines import logline
@@ -117,7 +118,7 @@ class Matcher:
                 ids = self._run(self._keys(args[0], args[1]), [*args[:-1], CONTINUE], ids)
             else:
                 _log_fired(args, ids)
-            fired += ids
+            fired += metrics.tick_matched(args[0], args[1], ids)
         return fired
 
     def _evalsha_all(self, calls):
@@ -125,7 +126,9 @@ class Matcher:
             pipe = self.redis.pipeline(transaction=False)
             for names, args in calls:
                 pipe.evalsha(self._script.sha, len(names), *names, *args, *self._tail)
+            started = perf_counter()
             results = pipe.execute(raise_on_error=False)
+            metrics.matcher_call(perf_counter() - started)  # a round: one call on the wire
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
                 self.redis.script_load(self._script.script)  # Redis restarted: load, again
                 continue  # the calls that ran anyway are seen as done and dropped
@@ -149,9 +152,9 @@ class Matcher:
         failed = self._failed.pop((symbol, kind), None)
         if failed is not None:
             fired = self._run(keys, failed)
-            if failed[:-1] == args[:-1]:
-                return fired  # the very tick that failed: done now
-        return fired + self._run(keys, args)
+            if failed[:-1] == args[:-1]:  # the very tick that failed: done now
+                return metrics.tick_matched(symbol, kind, fired)
+        return metrics.tick_matched(symbol, kind, fired + self._run(keys, args))
 
     def _args(self, symbol, kind, value, ts_ms, seq):
         """match.lua's ARGV up to its tail; None for a tick that must never fire anything
@@ -165,7 +168,9 @@ class Matcher:
         fired, symbol = list(fired), args[0]
         while True:
             try:
+                started = perf_counter()
                 more, left, *rest = self._script(keys=keys, args=[*args, *self._tail])
+                metrics.matcher_call(perf_counter() - started)
             except RedisError:
                 self._failed[(symbol, args[1])] = [*args[:-1], RETRY]
                 raise

@@ -22,7 +22,7 @@ def raise_event(user_id, title, message, **data):
     """Route one security notification; a failure here must not undo the user's action."""
     try:
         router.route({"user_id": user_id, "type": "ACCOUNT_SECURITY", "priority": "critical",
-                      "title": title, "message": message, "data": data})
+                      "title": title, "message": message, "data": data}, source="security")
     except Exception:  # noqa: BLE001 - logged loudly; the account change itself stands
         log.exception("could not raise security event %r for user %s", title, user_id)
 

@@ -24,7 +24,7 @@ def broadcast():
     errors = {}
     if request.method == "POST":
         item = {**{k: v for k, v in form.items() if v}, "target": "system"}
-        result = events.publish([item])[0]
+        result = events.publish([item], source="broadcast")[0]
         if result["status"] == "accepted":
             flash(f"Sent to {len(result['ids'])} users.", "success")
             return redirect(url_for("admin.broadcast"), 303)

@@ -13,7 +13,7 @@ from sqlalchemy import or_, select, update
 
 from webapp import clock
 from webapp.alerts import messages
-from webapp.core import database
+from webapp.core import database, metrics
 from webapp.core.breaker import Breaker
 from webapp.core.queues import enqueue
 from webapp.delivery import audit, channels, digest_email, outbox, statement_email
@@ -104,6 +104,10 @@ def send(log_id):
     row = _claim(log_id, clock.utcnow())
     if row is None:
         return None
+    return metrics.delivered(row.channel, row.notification_id, _send(row))
+
+
+def _send(row):
     channel = channels.lookup(row.channel)
     try:
         message = build(row)

@@ -143,7 +143,7 @@ def _deliver(hook, raw, fields):
         nid, _ = router.route({
             "user_id": hook.user_id, "type": NOTIFICATION_TYPE,
             "title": fields["title"] or hook.name, "message": fields["message"],
-            "priority": fields["priority"], "data": fields["data"]})
+            "priority": fields["priority"], "data": fields["data"]}, source="hook")
     except BaseException:
         r.delete(seen)  # nothing was made: a resend must not be taken for a duplicate
         raise

@@ -29,6 +29,7 @@ import time
 import redis
 
 from webapp import keys
+from webapp.core import metrics
 from webapp.core.outage import Outage
 from webapp.extensions import data_redis
 from webapp.live.channels import Subscriptions
@@ -75,11 +76,12 @@ class Client:
     lock instead of a deque each, and no timer per stream (the hub's beat wakes them).
     """
 
-    __slots__ = ("user_id", "symbols", "credential", "pending", "wake", "closed")
+    __slots__ = ("user_id", "symbols", "credential", "transport", "pending", "wake", "closed")
 
-    def __init__(self, user_id, symbols=(), credential=None):
+    def __init__(self, user_id, symbols=(), credential=None, transport="sse"):
         self.user_id, self.symbols = str(user_id), frozenset(symbols)
         self.credential = credential  # the session or API key that opened it
+        self.transport = transport  # sse | ws: the open-streams gauge's label
         self.pending = []
         self.wake = threading.Event()
         self.closed = False
@@ -134,6 +136,7 @@ class Hub:
             self.by_user.setdefault(client.user_id, set()).add(client)
             for symbol in client.symbols:
                 self.by_symbol.setdefault(symbol, set()).add(client)
+        metrics.stream_opened(client)
         waits = self.subscriptions.want(_channels(client.user_id, client.symbols))
         deadline = time.monotonic() + timeout
         for event in waits:
@@ -152,6 +155,7 @@ class Hub:
             _remove(self.by_user, client.user_id, client)
             for symbol in client.symbols:
                 _remove(self.by_symbol, symbol, client)
+        metrics.stream_closed(client)
         self.subscriptions.unwant(_channels(client.user_id, client.symbols))
 
     def _rewatch_user(self, user_id, raw):
@@ -261,6 +265,7 @@ class Hub:
         else:
             return
         message = make(raw) if targets else None
+        metrics.hub_message(message)
         if message is not None and message.event == REVOKED:
             ended = message.data if isinstance(message.data, list) else ()
             for client in tuple(targets):

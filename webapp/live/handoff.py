@@ -43,6 +43,8 @@ class HandedOff(Response):
 class SocketStream:
     """A live stream written by the hub; same interface as fanout.Client for the hub."""
 
+    transport = "sse"
+
     __slots__ = ("user_id", "symbols", "credential", "hub", "state", "sock", "backlog",
                  "pending", "limit", "loop", "reader", "writer", "closed")
 

@@ -124,7 +124,8 @@ def websocket(ws):
     uid, key_id = g.ws_user_id, g.ws_key_id
     tag = sessions.key_credential(key_id)
     opened = _open(uid, request.args.get("last_event_id"),
-                   lambda hub, symbols: fanout.Client(uid, symbols, credential=tag),
+                   lambda hub, symbols: fanout.Client(uid, symbols, credential=tag,
+                                                      transport="ws"),
                    lambda: accounts.api_key_is_live(key_id))
     if opened is None:
         return  # the key was revoked while connecting: the socket closes

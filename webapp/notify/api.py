@@ -3,6 +3,7 @@
 from flask import g, jsonify, request
 
 from webapp.api.blueprint import bp
+from webapp.core import metrics
 from webapp.notify import intake as events
 
 MAX_KEY = 200
@@ -17,6 +18,7 @@ def post_events():
         return response, 422
     request.max_content_length = events.MAX_BODY  # a full batch: more than other routes take
     status, body = events.handle(request.get_data(cache=False), f"svc{g.service_token.id}", key)
+    metrics.events_intake(status, body)
     response = jsonify(body)
     if body.get("replayed"):
         response.headers["Idempotent-Replayed"] = "true"

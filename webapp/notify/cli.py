@@ -63,7 +63,7 @@ def notify(args, system, strategy, priority):
         item["user_id"] = db.session.scalar(db.select(User.id).where(User.email == email))
         if item["user_id"] is None:
             raise click.ClickException(f"no user with email {args[0]}")
-    result = events.publish([item])[0]
+    result = events.publish([item], source="cli")[0]
     if result["status"] != "accepted":
         raise click.ClickException(f"rejected: {result['errors']}")
     click.echo(f"sent {len(result['ids'])} notification(s): {' '.join(result['ids'])}")

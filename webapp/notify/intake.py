@@ -160,7 +160,7 @@ def recipients(target, known_users, cache):
     return cache[target]
 
 
-def publish(raw_items):
+def publish(raw_items, source="events"):
     """Validate every event, route the good ones, and report per item."""
     checked = [validate(item) for item in raw_items]
     wanted = {t[1] for t, _, e in checked if t and t[0] == "user" and not e}
@@ -175,7 +175,7 @@ def publish(raw_items):
             continue
         results.append({"index": index, "status": "accepted", "ids": []})
         outgoing += [(index, {**notification, "user_id": uid}) for uid in users]
-    routed = router.route_many([n for _, n in outgoing]) if outgoing else []
+    routed = router.route_many([n for _, n in outgoing], source=source) if outgoing else []
     for (index, _), (nid, _) in zip(outgoing, routed, strict=True):
         results[index]["ids"].append(nid)
     return results

@@ -11,6 +11,7 @@ delivery plan) run from an RQ job or the slow-path consumer, idempotent by notif
 import logging
 
 from webapp import clock
+from webapp.core import metrics
 from webapp.core.queues import enqueue
 from webapp.delivery import audit, ledger, plan
 from webapp.extensions import db
@@ -23,19 +24,20 @@ DEFAULT_RETRIES = 3  # the slow steps are idempotent, so a failed batch simply r
 log = logging.getLogger(__name__)
 
 
-def route(notification, now_ms=None):
+def route(notification, now_ms=None, source="app"):
     """Store one notification in its user's inbox and live feed; queue its slow steps."""
-    return route_many([notification], now_ms=now_ms)[0]
+    return route_many([notification], now_ms=now_ms, source=source)[0]
 
 
-def route_many(notifications, now_ms=None):
+def route_many(notifications, now_ms=None, source="app"):
     """Store all or none (InvalidInput before any write), queue the slow steps in batches.
 
-    Returns [(nid, event_id)] in the order given.
+    Returns [(nid, event_id)] in the order given. `source` labels them in /metrics.
     """
     created = now_ms or clock.now_ms()
     filled = [with_defaults(n) for n in notifications]
     results = inbox.store_many(filled, now_ms=created)
+    metrics.notifications_created(filled, source)
     stored = [{**n, "id": nid, "created_at": created}
               for n, (nid, _) in zip(filled, results, strict=True)]
     for start in range(0, len(stored), DEFAULT_BATCH):

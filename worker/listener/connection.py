@@ -21,6 +21,7 @@ import websocket
 from websocket import ABNF, WebSocketException, WebSocketTimeoutException
 
 from webapp import keys
+from webapp.core import metrics
 from webapp.exceptions import TicksNotMatched
 from worker.listener import messages
 from worker.listener.heldticks import HeldTicks, RedisGate, apply_tick, match_ticks
@@ -87,6 +88,7 @@ class Listener:
         finally:
             self._close(graceful=True)
             self._last_flush()
+            metrics.flush_ticks(now=True)
             self._set_state("stopped")
 
     def _open(self):
@@ -155,6 +157,7 @@ class Listener:
 
     def _failed(self, error):
         """An attempt failed, or its connection ended before a frame: back off."""
+        metrics.reconnect("failed")
         delay = self.backoff.next()
         if self.breaker is not None and self.gate.call(lambda: self.breaker.failure(error)):
             delay = max(delay, self.gate.call(self.breaker.retry_in, default=0.0))
@@ -174,6 +177,7 @@ class Listener:
             self._failed(why)
             return
         logline("reconnecting", in_s=0.0, attempt=0)  # a drop is no failure: no backoff
+        metrics.reconnect("dropped")
         self._set_state("connecting", last_error=why)
 
     def _close(self, graceful):
@@ -255,6 +259,7 @@ class Listener:
         if what == "tick":
             if body[0] == "price":
                 self.last_tick_ms = body[3]
+            metrics.tick_received(body[1])
             self._ticks.append(body)
         elif what == "shutdown":
             logline("server_shutdown")
@@ -282,6 +287,7 @@ class Listener:
 
     def _housekeep(self):
         now = time.monotonic()
+        metrics.flush_ticks()  # the counts of the last ticks before a quiet spell
         if now >= self._next_poll and not self.gate.down:
             self._next_poll = now + self.poll_s
             self._want(self._poll_streams())
@@ -345,6 +351,7 @@ class Listener:
         except CONNECT_ERRORS:
             pass
         logline("replaced", reason=why)
+        metrics.reconnect("replaced")
         self._connected()
         return True
 
