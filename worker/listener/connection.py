@@ -19,6 +19,7 @@ import websocket
 from websocket import ABNF, WebSocketException, WebSocketTimeoutException
 
 from webapp import keys
+from worker.listener.frames import market_value
 from worker.listener.heldticks import HeldTicks, RedisGate
 from worker.listener.loglines import logline, now_ms
 from worker.listener.pacing import DEFAULT_CONTROL_PER_S, AttemptBudget, Backoff, MessageBudget
@@ -222,28 +223,41 @@ class Listener:
             return self._on_text(frame.data)
         if opcode == ABNF.OPCODE_PING:
             self.budget.spend()  # websocket-client has already sent the pong
+        elif opcode == ABNF.OPCODE_BINARY:  # Binance sends text only
+            logline("bad_message", error="binary frame", bytes=len(frame.data))
         return None
 
     def _on_text(self, raw):
         try:
             msg = json.loads(raw)
-            data = msg.get("data", msg)
-            event = data.get("e") if isinstance(data, dict) else None
-            if event in PRICE_EVENTS:
-                self.last_tick_ms = int(data["T"])
-                seq = int(data.get("a") or data.get("t") or 0)
-                self._tick("price", data["s"], float(data["p"]), self.last_tick_ms, seq)
-            elif event == "24hrMiniTicker":
-                self._tick("volume", data["s"], float(data["v"]), int(data["E"]))
-            elif event == "serverShutdown":
-                logline("server_shutdown")
-                return "server_shutdown"
-            elif "id" in msg and self.subs is not None:
-                error = self.subs.on_reply(msg)
-                if error:
-                    logline("control_refused", error=error)
+            if not isinstance(msg, dict):
+                raise TypeError(f"a JSON {type(msg).__name__}, not an object")
+            return self._on_message(msg, raw)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            logline("bad_message", error=repr(exc), message=raw[:200])
+            logline("bad_message", error=repr(exc)[:200], message=raw[:200])
+        return None
+
+    def _on_message(self, msg, raw):
+        data = msg.get("data", msg)
+        event = data.get("e") if isinstance(data, dict) else None
+        if event in PRICE_EVENTS:
+            ts_ms, seq = int(data["T"]), int(data.get("a") or data.get("t") or 0)
+            self._tick("price", data["s"], market_value(data["p"], positive=True), ts_ms, seq)
+            self.last_tick_ms = ts_ms
+        elif event == "24hrMiniTicker":
+            self._tick("volume", data["s"], market_value(data["v"]), int(data["E"]))
+        elif event == "serverShutdown":
+            logline("server_shutdown")
+            return "server_shutdown"
+        elif "id" in msg and self.subs is not None:
+            error = self.subs.on_reply(msg)
+            if error:
+                logline("control_refused", error=error)
+        elif "code" in msg:  # an error with no request to settle
+            logline("server_error", code=str(msg["code"])[:40], msg=str(msg.get("msg"))[:200])
+        else:  # a stream or an event we never asked for
+            logline("unhandled_message", stream=str(msg.get("stream"))[:100],
+                    message=raw[:200])
         return None
 
     def _tick(self, kind, symbol, value, ts_ms, seq=0):
@@ -379,3 +393,4 @@ class Listener:
         if self.status_key:
             self.gate.call(lambda: self.redis.hset(
                 self.status_key, mapping={"state": state, "heartbeat": now_ms(), **fields}))
+
