@@ -1,18 +1,23 @@
-"""A slow SSE client that keeps reading: a small receive buffer, reads in bursts, far enough
-behind that the server holds part of what it owes in its own backlog, yet within the allowed
-lag. It gets every event in order, none twice, and stays connected. (The client that stops
-reading altogether and is dropped: tests/test_stream_server.py.)"""
+"""Slow clients that keep reading: a small receive buffer, reads in bursts, far enough behind
+that the server holds part of what it owes in its own backlog (SSE) or blocks in its writes
+(WebSocket), yet within the allowed lag. They get every event whole, in order, none twice, and
+stay connected. (The client that stops reading altogether and is dropped:
+tests/test_stream_server.py.)"""
 
+import json
 import re
 import socket
 from pathlib import Path
 
 import pytest
 import requests
+import websocket
 
 from tests.hub import poll
 from tests.live_server import cookie_header, login
 from tests.sse_helpers import EventReader, socket_chunks
+from webapp.accounts import service as accounts
+from webapp.extensions import db
 from webapp.inbox import service as inbox
 from webapp.live.handoff import MAX_BACKLOG
 
@@ -140,3 +145,29 @@ def inbox_store(live, uid):
         return inbox.store({"user_id": uid, "type": "PRICE_ALERT", "title": "caught up",
                             "message": "m"})
 
+
+def test_a_slow_websocket_reader_gets_every_message_whole_once_in_order(site):
+    live, _, _ = site
+    uid = live.user("slow-ws@example.com", PASSWORD)
+    with live.app.app_context():
+        key = accounts.create_api_key(db.session.get(accounts.User, uid), "ws")[1]
+        db.session.remove()
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{live.server.port}/ws?api_key={key}", timeout=20,
+        sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
+    try:
+        while json.loads(ws.recv())["event"] != "unread":  # the opening
+            pass
+        sent = burst(live, uid, 2000, "ws")  # ~3.5 MB: more than the kernel buffers hold
+        got, counts = [], []
+        while len(got) < len(sent) or counts[-1] != len(sent) + 1:
+            message = json.loads(ws.recv())  # a frame cut short fails to parse, or worse
+            if message["event"] == "notification":
+                assert message["data"]["message"] == BODY
+                got.append(message["id"])
+            elif message["event"] == "unread":
+                counts.append(message["data"])
+        assert got == sent  # all, in order, none twice
+        assert counts == list(range(2, len(sent) + 2))  # after the key's security notice
+    finally:
+        ws.close()

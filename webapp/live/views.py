@@ -19,7 +19,7 @@ from webapp.inbox import service as inbox
 from webapp.insist import service as insist
 from webapp.live import fanout, handoff
 from webapp.live.sse import Renderer, SseState, SseStream
-from webapp.live.ws import WsState
+from webapp.live.ws import WholeSends, WsState
 from webapp.market import tickers
 
 bp = Blueprint("live", __name__)
@@ -121,6 +121,7 @@ def _close_when_gone(ws, client):
 
 @sock.route("/ws", bp=bp)
 def websocket(ws):
+    ws.sock = WholeSends(ws.sock)
     uid, key_id = g.ws_user_id, g.ws_key_id
     tag = sessions.key_credential(key_id)
     opened = _open(uid, request.args.get("last_event_id"),

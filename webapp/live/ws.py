@@ -6,6 +6,7 @@ change: a new notification, read, read all, delete), `tick` and `keepalive`. The
 """
 
 import json
+import threading
 
 from webapp.live.fanout import Message
 from webapp.live.feed import Feed, message_item
@@ -64,3 +65,24 @@ def _texts(events):
         else:
             out.append(unread_text(payload))
     return out
+
+
+class WholeSends:
+    """The socket under a simple-websocket connection, writing each frame whole.
+
+    simple-websocket 1.1 writes with `socket.send` and ignores a short write, so a reader
+    that fell behind got frames cut short (miguelgrinberg/simple-websocket#45, fixed after
+    1.1.0). `sendall` goes on until all is written, and the lock keeps a ping from the
+    connection's own reader from landing inside a frame meanwhile.
+    """
+
+    def __init__(self, sock):
+        self._sock, self._lock = sock, threading.Lock()
+
+    def send(self, data):
+        with self._lock:
+            self._sock.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name):  # recv, fileno, close: the socket's own
+        return getattr(self._sock, name)
