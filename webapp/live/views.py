@@ -121,7 +121,8 @@ def _close_when_gone(ws, client):
 
 @sock.route("/ws", bp=bp)
 def websocket(ws):
-    ws.sock = WholeSends(ws.sock)
+    ping_s = current_app.config.get("SOCK_SERVER_OPTIONS", {}).get("ping_interval")
+    ws.sock = WholeSends(ws.sock, timeout=ping_s)  # a peer that takes nothing that long goes
     uid, key_id = g.ws_user_id, g.ws_key_id
     tag = sessions.key_credential(key_id)
     opened = _open(uid, request.args.get("last_event_id"),
@@ -142,5 +143,7 @@ def websocket(ws):
                 return
             for text in state.texts(batch):
                 ws.send(text)
+    except TimeoutError:
+        return  # WholeSends gave the peer up: the socket is shut, the stream ends
     finally:
         hub.detach(client)
