@@ -136,6 +136,25 @@ def test_reading_on_a_page_of_one_worker_updates_the_stream_on_the_other(site):
         sock.close()
 
 
+def test_an_sse_reconnect_landing_on_the_other_worker_replays_each_missed_once(site):
+    one, two = site.server.worker_pids()
+    uid = site.user("hopper@example.com", PASSWORD)
+    page = browser(site, "hopper@example.com")
+    sock, reader = stream_on(site, one, page)
+    _, seen = store(site, uid, "seen on one")
+    reader.until(lambda ev: seen in notifications(ev))
+    sock.close()
+    missed = [store(site, uid, f"missed {i}")[1] for i in range(3)]
+    sock, reader = stream_on(site, two, page, headers={"Last-Event-ID": seen})
+    try:
+        assert notifications(reader.events) == missed
+        _, live = store(site, uid, "live on two")
+        events = reader.until(lambda ev: live in notifications(ev))
+        assert notifications(events) == [*missed, live]
+    finally:
+        sock.close()
+
+
 def test_logging_out_on_one_worker_ends_that_sessions_stream_on_the_other(site):
     one, two = site.server.worker_pids()
     uid = site.user("leaver@example.com", PASSWORD)
