@@ -170,6 +170,10 @@ class FakeFeed:
         data = mini_ticker_payload(symbol.upper(), close, volume, quote_volume, ts_ms)
         return self._call(self.publish, f"{symbol.lower()}@miniTicker", data)
 
+    def send_raw(self, message):
+        """One frame as is to every connection (str: text, bytes: binary): garbled input."""
+        return self._call(lambda: self._broadcast_raw(message))
+
     def drop_all(self, code=None, reset=False):
         """Cut every connection: abruptly (as a network failure) or with a close code.
 
@@ -325,6 +329,11 @@ class FakeFeed:
         message = combined(stream, data)
         targets = [c.ws for c in list(self._clients.values()) if stream in c.streams]
         self.last_sent = time.perf_counter()  # for benchmarks: the moment it leaves
+        broadcast(targets, message)
+        return len(targets)
+
+    def _broadcast_raw(self, message):
+        targets = [c.ws for c in self._clients.values()]
         broadcast(targets, message)
         return len(targets)
 

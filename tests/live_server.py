@@ -45,6 +45,8 @@ class LiveServer:
 
     def __init__(self, env, log_path, port=None):
         self.port = port or redisd.free_port()
+        # one worker unless the test's own env asks for more (not the caller's shell)
+        self.workers = str(env.get("WEB_CONCURRENCY") or 1)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         self.log_path = log_path
         self.process = None
@@ -57,7 +59,7 @@ class LiveServer:
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [gunicorn, "--worker-class", "gevent", "--workers", "1",
+            [gunicorn, "--worker-class", "gevent", "--workers", self.workers,
              "--worker-connections", "2000", "--bind", f"127.0.0.1:{self.port}",
              "--graceful-timeout", "2", "--no-control-socket", "--access-logfile", "-",
              "wsgi:app"],
@@ -83,9 +85,15 @@ class LiveServer:
 
     def worker_pid(self):
         """The gevent worker's pid (the arbiter's only child)."""
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
+        pids = self.worker_pids()
+        return pids[0] if pids else None
+
+    def worker_pids(self):
+        """The gevent workers' pids, oldest first."""
+        out = subprocess.run(["ps", "-o", "pid=", "--sort", "start_time", "--ppid",
+                              str(self.process.pid)],
                              capture_output=True, text=True, check=False).stdout.split()
-        return int(out[0]) if out else None
+        return [int(pid) for pid in out]
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:

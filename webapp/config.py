@@ -63,6 +63,10 @@ class Config:
         self.BINANCE_API_URL = env.get("BINANCE_API_URL", "https://api.binance.com").rstrip("/")
         # Seconds between keep-alive comments on an idle /stream (and messages on /ws).
         self.STREAM_KEEPALIVE_S = float(env.get("STREAM_KEEPALIVE_S", 15))
+        # /ws pings its peer this often and closes it when the next ping finds no pong: a
+        # vanished peer would otherwise hold its stream until TCP gives up. 0: no pings.
+        ping_s = float(env.get("WS_PING_INTERVAL_S", 25))
+        self.SOCK_SERVER_OPTIONS = {"ping_interval": ping_s or None}
         # The listener: lease TTL, proactive reconnect before Binance's 24 h cut, backoff.
         self.LISTENER_LEASE_TTL_S = float(env.get("LISTENER_LEASE_TTL_S", 10))
         self.LISTENER_MAX_AGE_S = float(env.get("LISTENER_MAX_AGE_S", 23 * 3600 + 50 * 60))

@@ -45,11 +45,15 @@ def _http_error(exc: HTTPException):
     return render_template(template, error=exc), exc.code
 
 
-def _unavailable(detail):
+def _rollback():
     try:
         db.session.rollback()  # a failed flush leaves the session unusable, even for the page
     except SQL_FAULTS:
         log.warning("rollback failed; the pool will replace the connection", exc_info=True)
+
+
+def _unavailable(detail):
+    _rollback()
     if wants_json():
         response = json_error(503, "service_unavailable", detail)
     else:
@@ -87,6 +91,7 @@ def _sql_error(exc):
 
 def _internal(exc):
     log.exception("unhandled error")
+    _rollback()  # the layout loads the user: a transaction the error broke would fail it too
     if wants_json():
         return json_error(500, "internal_error", "Something went wrong on our side.")
     return render_template("errors/500.html"), 500

@@ -19,7 +19,7 @@ from webapp.inbox import service as inbox
 from webapp.insist import service as insist
 from webapp.live import fanout, handoff
 from webapp.live.sse import Renderer, SseState, SseStream
-from webapp.live.ws import WsState
+from webapp.live.ws import WholeSends, WsState
 from webapp.market import tickers
 
 bp = Blueprint("live", __name__)
@@ -121,6 +121,8 @@ def _close_when_gone(ws, client):
 
 @sock.route("/ws", bp=bp)
 def websocket(ws):
+    ping_s = current_app.config.get("SOCK_SERVER_OPTIONS", {}).get("ping_interval")
+    ws.sock = WholeSends(ws.sock, timeout=ping_s)  # a peer that takes nothing that long goes
     uid, key_id = g.ws_user_id, g.ws_key_id
     tag = sessions.key_credential(key_id)
     opened = _open(uid, request.args.get("last_event_id"),
@@ -142,5 +144,7 @@ def websocket(ws):
                 return
             for text in state.texts(batch):
                 ws.send(text)
+    except TimeoutError:
+        return  # WholeSends gave the peer up: the socket is shut, the stream ends
     finally:
         hub.detach(client)

@@ -5,7 +5,10 @@ change: a new notification, read, read all, delete), `tick` and `keepalive`. The
 `toast` is left out: a WebSocket client shows a notification however it likes.
 """
 
+import contextlib
 import json
+import socket
+import threading
 
 from webapp.live.fanout import Message
 from webapp.live.feed import Feed, message_item
@@ -64,3 +67,39 @@ def _texts(events):
         else:
             out.append(unread_text(payload))
     return out
+
+
+class WholeSends:
+    """The socket under a simple-websocket connection, writing each frame whole, in time.
+
+    simple-websocket 1.1 writes with `socket.send` and ignores a short write, so a reader
+    that fell behind got frames cut short (miguelgrinberg/simple-websocket#45, fixed after
+    1.1.0). `sendall` goes on until all is written, and the lock keeps a ping from the
+    connection's own reader from landing inside a frame meanwhile. A peer that takes nothing
+    for `timeout` seconds is given up (TimeoutError): a blocked write would hold its stream,
+    and the hub would queue its messages, for as long as TCP keeps the connection.
+    """
+
+    def __init__(self, sock, timeout=None):
+        self._sock, self._lock, self.timeout = sock, threading.Lock(), timeout
+        self.given_up = False
+
+    def send(self, data):
+        with self._lock:
+            if self.given_up:
+                raise TimeoutError("the WebSocket peer stopped reading")
+            before = self._sock.gettimeout()
+            self._sock.settimeout(self.timeout)
+            try:
+                self._sock.sendall(data)
+            except TimeoutError:
+                self.given_up = True
+                with contextlib.suppress(OSError):  # its reader sees the end and stops
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                raise
+            finally:
+                self._sock.settimeout(before)
+        return len(data)
+
+    def __getattr__(self, name):  # recv, fileno, close: the socket's own
+        return getattr(self._sock, name)

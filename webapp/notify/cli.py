@@ -4,7 +4,7 @@ import click
 from flask.cli import AppGroup, with_appcontext
 
 from webapp.accounts import service as accounts
-from webapp.exceptions import InvalidInput
+from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import db
 from webapp.models import User
 from webapp.notify import intake as events
@@ -29,9 +29,11 @@ def create_token(name):
 @click.argument("name")
 def revoke_token(name):
     """Revoke the service token called NAME."""
-    if service_tokens.revoke(name) is None:
-        raise click.ClickException(f"no live token named {name!r}")
-    click.echo(f"revoked {name!r}")
+    try:
+        token = service_tokens.revoke(name)
+    except (InvalidInput, NotFound) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"revoked {token.name!r}")
 
 
 @tokens.command("list")

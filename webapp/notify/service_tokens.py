@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from webapp.accounts import service as accounts
 from webapp.errors import json_error
-from webapp.exceptions import InvalidInput
+from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import db
 from webapp.models import ServiceToken, utcnow
 
@@ -24,7 +24,10 @@ def create(name):
     name = (name or "").strip()
     if not name or len(name) > 80:
         raise InvalidInput({"name": "Name the token in 1-80 characters."})
-    if db.session.scalar(select(ServiceToken.id).where(ServiceToken.name == name)):
+    taken = db.session.scalar(select(ServiceToken).where(ServiceToken.name == name))
+    if taken is not None and taken.revoked_at is not None:  # names are unique, revoked or not
+        raise InvalidInput({"name": f"The revoked token was named {name!r}; pick another name."})
+    if taken is not None:
         raise InvalidInput({"name": f"A token named {name!r} exists; revoke it or pick another."})
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ServiceToken(name=name, prefix=plaintext[:10], token_hash=_hash(plaintext))
@@ -34,10 +37,14 @@ def create(name):
 
 
 def revoke(name):
-    token = db.session.scalar(select(ServiceToken).where(
-        ServiceToken.name == name, ServiceToken.revoked_at.is_(None)))
+    """Revoke the token called NAME: NotFound if there is none, InvalidInput if revoked."""
+    name = (name or "").strip()  # as create() stored it
+    token = db.session.scalar(select(ServiceToken).where(ServiceToken.name == name))
     if token is None:
-        return None
+        raise NotFound(f"no service token named {name!r}")
+    if token.revoked_at is not None:
+        raise InvalidInput({"name": f"{name!r} was already revoked "
+                                    f"({token.revoked_at:%Y-%m-%d %H:%M} UTC)"})
     token.revoked_at = utcnow()
     db.session.commit()
     return token

@@ -23,8 +23,7 @@ from websocket import ABNF, WebSocketException, WebSocketTimeoutException
 from webapp import keys
 from webapp.core import metrics
 from webapp.exceptions import TicksNotMatched
-from worker.listener import messages
-from worker.listener.heldticks import HeldTicks, RedisGate, apply_tick, match_ticks
+from worker.listener import heldticks, messages
 from worker.listener.loglines import logline, now_ms
 from worker.listener.pacing import DEFAULT_CONTROL_PER_S, AttemptBudget, Backoff, MessageBudget
 from worker.listener.subscriptions import (
@@ -73,7 +72,8 @@ class Listener:
         self.last_tick_ms = 0
         self._ticks = []  # read, not yet matched
         self.state = "connecting"
-        self.held, self.gate = HeldTicks(), RedisGate(redis_retry_s)
+        self.held, self.gate = heldticks.HeldTicks(), heldticks.RedisGate(redis_retry_s)
+        self.breakers = heldticks.GatedBreaker(breaker, self.gate, heartbeat_s)
         self._wanted = []  # the streams last read: a reconnect asks for them while Redis is down
         self._next_poll = self._next_beat = 0.0
         self._capped_logged = 0
@@ -93,7 +93,7 @@ class Listener:
 
     def _open(self):
         """Connect once, if the breaker and the attempt budget allow; True when open."""
-        wait, why = self._breaker_wait(), "breaker_open"
+        wait, why = self.breakers.wait(), "breaker_open"
         if not wait:
             wait, why = self.attempts.take(), "attempt_budget"
             if wait:  # shards waiting on one shared budget spread out by their backoff
@@ -140,28 +140,12 @@ class Listener:
         """The first frame: the server serves us, so the failures in a row are over."""
         self.working = True
         self.backoff.reset()
-        if self.breaker is not None:
-            self.gate.call(self._close_breaker)
-
-    def _close_breaker(self):
-        was = self.breaker.state()
-        if was["state"] != "closed" or was["failures"]:  # else nothing to write
-            self.breaker.success()
-        if was["state"] != "closed":
-            logline("breaker_closed", breaker=self.breaker.name)
-
-    def _breaker_wait(self):
-        if self.breaker is None or self.gate.call(self.breaker.allow, default=True):
-            return 0.0
-        return self.gate.call(self.breaker.retry_in, default=0.0) or self.heartbeat_s
+        self.breakers.success()
 
     def _failed(self, error):
         """An attempt failed, or its connection ended before a frame: back off."""
         metrics.reconnect("failed")
-        delay = self.backoff.next()
-        if self.breaker is not None and self.gate.call(lambda: self.breaker.failure(error)):
-            delay = max(delay, self.gate.call(self.breaker.retry_in, default=0.0))
-            logline("breaker_opened", breaker=self.breaker.name, retry_in_s=delay)
+        delay = self.breakers.failure(error, self.backoff.next())
         logline("reconnecting", in_s=delay, attempt=self.backoff.attempt, error=error)
         self._set_state("backoff", last_error=error)
         self._wait(delay)
@@ -248,13 +232,15 @@ class Listener:
             return self._on_text(frame.data)
         if opcode == ABNF.OPCODE_PING:
             self.budget.spend()  # websocket-client has already sent the pong
+        elif opcode == ABNF.OPCODE_BINARY:  # Binance sends text only
+            logline("bad_message", error="binary frame", bytes=len(frame.data))
         return None
 
     def _on_text(self, raw):
         try:
             what, body = messages.parse(raw)
         except messages.BAD_MESSAGE as exc:
-            logline("bad_message", error=repr(exc), message=raw[:200])
+            logline("bad_message", error=repr(exc)[:200], message=raw[:200])
             return None
         if what == "tick":
             if body[0] == "price":
@@ -268,6 +254,8 @@ class Listener:
             error = self.subs.on_reply(body)
             if error:
                 logline("control_refused", error=error)
+        else:
+            messages.log_other(what, body, raw)
         return None
 
     def _match_read(self):
@@ -275,7 +263,7 @@ class Listener:
         ticks, self._ticks = self._ticks, []
         if ticks and not self.gate.down:
             try:
-                ticks = match_ticks(self.handler, ticks)
+                ticks = heldticks.match_ticks(self.handler, ticks)
             except TicksNotMatched as exc:
                 self.gate.failed(exc.__cause__ or exc)
                 ticks = exc.unmatched
@@ -283,7 +271,7 @@ class Listener:
             self.held.add(*tick)
 
     def _apply(self, kind, symbol, value, ts_ms, seq):
-        apply_tick(self.handler, kind, symbol, value, ts_ms, seq)
+        heldticks.apply_tick(self.handler, kind, symbol, value, ts_ms, seq)
 
     def _housekeep(self):
         now = time.monotonic()
@@ -373,8 +361,8 @@ class Listener:
         except redis.RedisError:
             return  # still down: said once already
         self.gate.back(ticks_held=held, applied=applied)
-        if self.working and self.breaker is not None:
-            self.gate.call(self._close_breaker)  # its success came while Redis was away
+        if self.working:
+            self.breakers.success()  # its success came while Redis was away
 
     def _last_flush(self):
         if self.held:
@@ -404,3 +392,4 @@ class Listener:
         if self.status_key:
             self.gate.call(lambda: self.redis.hset(
                 self.status_key, mapping={"state": state, "heartbeat": now_ms(), **fields}))
+

@@ -1,4 +1,5 @@
-"""Riding out Redis in the listener: the gate that notices it gone, and the ticks held meanwhile.
+"""Riding out Redis in the listener: the gate that notices it gone, the ticks held meanwhile,
+and the breaker read and written through the gate.
 
 Held per symbol and kind are the low, the high and the last tick. Applied in time order when
 Redis answers again, they fire every alert whose target the market reached meanwhile, while
@@ -115,3 +116,35 @@ class RedisGate:
     def back(self, **fields):
         logline("redis_back", down_s=time.monotonic() - self.since, **fields)
         self.since = None
+
+
+class GatedBreaker:
+    """The `binance` breaker as one listener thread sees it: read and written through the
+    Redis gate, so a Redis outage neither blocks a connect nor loses the breaker's story."""
+
+    def __init__(self, breaker, gate, idle_s):
+        self.breaker, self.gate, self.idle_s = breaker, gate, idle_s
+
+    def wait(self):
+        """Seconds to wait before connecting: 0 while closed (or with no breaker)."""
+        if self.breaker is None or self.gate.call(self.breaker.allow, default=True):
+            return 0.0
+        return self.gate.call(self.breaker.retry_in, default=0.0) or self.idle_s
+
+    def success(self):
+        if self.breaker is not None:
+            self.gate.call(self._close)
+
+    def _close(self):
+        was = self.breaker.state()
+        if was["state"] != "closed" or was["failures"]:  # else nothing to write
+            self.breaker.success()
+        if was["state"] != "closed":
+            logline("breaker_closed", breaker=self.breaker.name)
+
+    def failure(self, error, delay):
+        """Count a failed attempt; returns `delay`, or the breaker's wait if it opened."""
+        if self.breaker is not None and self.gate.call(lambda: self.breaker.failure(error)):
+            delay = max(delay, self.gate.call(self.breaker.retry_in, default=0.0))
+            logline("breaker_opened", breaker=self.breaker.name, retry_in_s=delay)
+        return delay

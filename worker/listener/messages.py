@@ -1,25 +1,53 @@
-"""What a text frame from Binance's combined stream says: a tick, a shutdown, or a reply."""
+"""What a text frame from Binance's combined stream says, checked before the matcher sees it."""
 
 import json
+
+from worker.listener.loglines import logline
 
 PRICE_EVENTS = ("aggTrade", "trade")
 # A frame that parses but says nothing usable raises one of these.
 BAD_MESSAGE = (AttributeError, KeyError, TypeError, ValueError)
+# No price or 24 h volume on Binance comes near it (the most traded meme coins see ~1e14 a
+# day); a garbled exponent does, and would meet every `above` alert.
+MAX_MARKET_VALUE = 1e18
 
 
 def parse(raw):
-    """("tick", (kind, symbol, value, ts_ms, seq)), ("shutdown", None), ("reply", msg),
-    or (None, None) for what we do not use."""
+    """(what, body): ("tick", (kind, symbol, value, ts_ms, seq)), ("shutdown", None),
+    ("reply", msg), ("error", msg) for an error settling no request, or ("unhandled", msg)
+    for a stream or an event we never asked for. Raises one of BAD_MESSAGE."""
     msg = json.loads(raw)
+    if not isinstance(msg, dict):
+        raise TypeError(f"a JSON {type(msg).__name__}, not an object")
     data = msg.get("data", msg)
     event = data.get("e") if isinstance(data, dict) else None
     if event in PRICE_EVENTS:
         seq = int(data.get("a") or data.get("t") or 0)
-        return "tick", ("price", data["s"], float(data["p"]), int(data["T"]), seq)
+        price = market_value(data["p"], positive=True)
+        return "tick", ("price", data["s"], price, int(data["T"]), seq)
     if event == "24hrMiniTicker":
-        return "tick", ("volume", data["s"], float(data["v"]), int(data["E"]), 0)
+        return "tick", ("volume", data["s"], market_value(data["v"]), int(data["E"]), 0)
     if event == "serverShutdown":
         return "shutdown", None
     if "id" in msg:
         return "reply", msg
-    return None, None
+    return ("error" if "code" in msg else "unhandled"), msg
+
+
+def log_other(what, body, raw):
+    """A line for what no one waits for: an error settling no request, an unasked stream."""
+    if what == "error":
+        logline("server_error", code=str(body["code"])[:40], msg=str(body.get("msg"))[:200])
+    elif what == "unhandled":
+        logline("unhandled_message", stream=str(body.get("stream"))[:100], message=raw[:200])
+
+
+def market_value(text, positive=False):
+    """A price (> 0) or a volume (>= 0) from Binance's string; ValueError if no market has it."""
+    if isinstance(text, bool):  # float(True) is 1.0
+        raise TypeError(f"not a number: {text!r}")
+    value = float(text)
+    low_ok = value > 0 if positive else value >= 0
+    if not (low_ok and value < MAX_MARKET_VALUE):  # NaN fails both
+        raise ValueError(f"out of range: {text!r}")
+    return value
