@@ -116,6 +116,12 @@ def rss_kb(pid):
     return 0
 
 
+def cpu_ms(pid):
+    """CPU time the process has used (user + system), in milliseconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def stop(process):
     process.terminate()
     try:

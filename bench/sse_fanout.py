@@ -8,7 +8,8 @@ Flask-SSE lives only in bench/.venv-flasksse, made on first run.
 
 Figures per run: delivery latency p50/p99 from publishing a user's event (its chunk of
 CHUNK, pipelined) to the event read by its client (the whole burst published at once), how
-long publishing took and when the last event arrived (from the first publish), the workers'
+long publishing took and when the last event arrived (from the first publish), the CPU the
+web workers used meanwhile (less shaken by a loaded machine than latency), their
 RSS growth per connection, and the Redis connections open. The clients are read by a forked
 process (sse_common.ForkedReader), so their own cost is not counted; still, the publisher,
 that reader, the servers and Redis share this machine's cores.
@@ -131,10 +132,11 @@ async def run_size(target, users, ports, r, pids):
     rss = sum(common.rss_kb(pid) for pid in pids)
     conns = web_connections(r)
     reader = common.ForkedReader(clients, target.marker)
-    start = time.perf_counter()
+    cpu, start = sum(common.cpu_ms(pid) for pid in pids), time.perf_counter()
     sent = publish(target, r, users)
     publish_ms = (time.perf_counter() - start) * 1000
     received = reader.result()
+    cpu = sum(common.cpu_ms(pid) for pid in pids) - cpu  # the workers' CPU for the burst
     for c in clients:
         c.close()
     latencies = sorted((t - sent[uid]) * 1000 for uid, t in received.items())
@@ -143,7 +145,7 @@ async def run_size(target, users, ports, r, pids):
             "p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
             "p99_ms": round(percentile(latencies, 99), 1) if latencies else None,
             "kb_per_conn": round((rss - base) / len(users), 1), "rss_mb": round(rss / 1024, 1),
-            "publish_ms": round(publish_ms),
+            "publish_ms": round(publish_ms), "cpu_ms": round(cpu),
             "last_ms": round((max(received.values()) - start) * 1000) if received else None,
             "redis_conns": conns, "connect_s": round(connect_s, 1), "note": note}
 
@@ -188,13 +190,14 @@ async def warm_up(target, user, port):
 
 def table(rows):
     head = (f"{'impl':<11}{'procs':>6}{'clients':>8}{'delivered':>10}{'p50 ms':>9}{'p99 ms':>9}"
-            f"{'publish ms':>11}{'last ms':>8}"
+            f"{'publish ms':>11}{'last ms':>8}{'CPU ms':>8}"
             f"{'KB/conn':>9}{'RSS MB':>8}{'redis conns':>12}{'connect s':>10}")
     lines = [head]
     for row in rows:
         lines.append(f"{row['impl']:<11}{row['procs']:>6}{row['clients']:>8}{row['delivered']:>10}"
                      f"{row['p50_ms'] or '-':>9}{row['p99_ms'] or '-':>9}"
-                     f"{row['publish_ms']:>11}{row['last_ms'] or '-':>8}{row['kb_per_conn']:>9}"
+                     f"{row['publish_ms']:>11}{row['last_ms'] or '-':>8}{row['cpu_ms']:>8}"
+                     f"{row['kb_per_conn']:>9}"
                      f"{row['rss_mb']:>8}{row['redis_conns']:>12}{row['connect_s']:>10}"
                      + (f"  {row['note']}" if row.get("note") else ""))
     return "\n".join(lines)
