@@ -6,9 +6,13 @@ port, the clients split between them, as behind a load balancer), side by side w
 Flask-SSE 1.0 (a pub/sub connection per client, one PUBLISH per user) on one worker.
 Flask-SSE lives only in bench/.venv-flasksse, made on first run.
 
-Figures per run: delivery latency p50/p99 from publishing to the event read by its client
-(the whole burst published at once), the workers' RSS growth per connection, and the Redis
-connections open. Client, servers and Redis share this machine's cores.
+Figures per run: delivery latency p50/p99 from publishing a user's event (its chunk of
+CHUNK, pipelined) to the event read by its client (the whole burst published at once), how
+long publishing took and when the last event arrived (from the first publish), the CPU the
+web workers used meanwhile (less shaken by a loaded machine than latency), their
+RSS growth per connection, and the Redis connections open. The clients are read by a forked
+process (sse_common.ForkedReader), so their own cost is not counted; still, the publisher,
+that reader, the servers and Redis share this machine's cores.
     python bench/sse_fanout.py [--sizes 1000 5000 10000 | --users N] [--processes 1 2]
                                [--only tickerbell|flasksse]
 """
@@ -114,11 +118,11 @@ async def run_size(target, users, ports, r, pids):
     cookies = dict(users)
     base = sum(common.rss_kb(pid) for pid in pids)
     started = time.perf_counter()
-    await asyncio.gather(*(
+    retried = sum(await asyncio.gather(*(
         common.connect_all(clients[i::len(ports)], port, target.path,
                            lambda c: cookies[c.uid], target.ready)
-        for i, port in enumerate(ports)))
-    note = ""
+        for i, port in enumerate(ports))))
+    note = f"{retried} streams connected again (503 while set-up queued)" if retried else ""
     if target.ready is None:
         ready = await subscribed(r, len(users))
         if ready < len(users):
@@ -127,13 +131,12 @@ async def run_size(target, users, ports, r, pids):
     await asyncio.sleep(1.0)  # let the workers settle before reading their memory
     rss = sum(common.rss_kb(pid) for pid in pids)
     conns = web_connections(r)
-    waits = [asyncio.ensure_future(c.wait_for(target.marker)) for c in clients]
-    sent = await asyncio.to_thread(publish, target, r, users)
-    done, pending = await asyncio.wait(waits, timeout=120)
-    received = {c.uid: w.result() for c, w in zip(clients, waits, strict=True)
-                if w in done and w.exception() is None}
-    for w in pending:
-        w.cancel()
+    reader = common.ForkedReader(clients, target.marker)
+    cpu, start = sum(common.cpu_ms(pid) for pid in pids), time.perf_counter()
+    sent = publish(target, r, users)
+    publish_ms = (time.perf_counter() - start) * 1000
+    received = reader.result()
+    cpu = sum(common.cpu_ms(pid) for pid in pids) - cpu  # the workers' CPU for the burst
     for c in clients:
         c.close()
     latencies = sorted((t - sent[uid]) * 1000 for uid, t in received.items())
@@ -142,6 +145,8 @@ async def run_size(target, users, ports, r, pids):
             "p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
             "p99_ms": round(percentile(latencies, 99), 1) if latencies else None,
             "kb_per_conn": round((rss - base) / len(users), 1), "rss_mb": round(rss / 1024, 1),
+            "publish_ms": round(publish_ms), "cpu_ms": round(cpu),
+            "last_ms": round((max(received.values()) - start) * 1000) if received else None,
             "redis_conns": conns, "connect_s": round(connect_s, 1), "note": note}
 
 
@@ -185,11 +190,14 @@ async def warm_up(target, user, port):
 
 def table(rows):
     head = (f"{'impl':<11}{'procs':>6}{'clients':>8}{'delivered':>10}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'publish ms':>11}{'last ms':>8}{'CPU ms':>8}"
             f"{'KB/conn':>9}{'RSS MB':>8}{'redis conns':>12}{'connect s':>10}")
     lines = [head]
     for row in rows:
         lines.append(f"{row['impl']:<11}{row['procs']:>6}{row['clients']:>8}{row['delivered']:>10}"
-                     f"{row['p50_ms'] or '-':>9}{row['p99_ms'] or '-':>9}{row['kb_per_conn']:>9}"
+                     f"{row['p50_ms'] or '-':>9}{row['p99_ms'] or '-':>9}"
+                     f"{row['publish_ms']:>11}{row['last_ms'] or '-':>8}{row['cpu_ms']:>8}"
+                     f"{row['kb_per_conn']:>9}"
                      f"{row['rss_mb']:>8}{row['redis_conns']:>12}{row['connect_s']:>10}"
                      + (f"  {row['note']}" if row.get("note") else ""))
     return "\n".join(lines)

@@ -6,6 +6,8 @@ listener's JSON, no id: prices are state, not history).
 """
 
 import json
+import re
+import secrets
 
 from webapp.live.fanout import Message
 from webapp.live.feed import Feed, message_item
@@ -14,6 +16,14 @@ RETRY_MS = 2000  # EventSource reconnect delay
 RETRY_FRAME = f"retry: {RETRY_MS}\n\n".encode()
 KEEPALIVE_FRAME = b": keepalive\n\n"
 PENDING = {"ended": "", "acked_at": None}  # a notification that insists: Acknowledge shows
+# Stands for the id in a rendering shared by notifications alike but for it (one event to
+# every user: one per user, each with its own id). Random per process, so no text sent to
+# us can hold it; lower-case hex, so a template's `lower` cannot make it from other text
+# either (a shape whose text holds it, in any case, is not shared).
+ID_TOKEN = secrets.token_hex(16)
+_ID_TOKEN_BYTES = ID_TOKEN.encode()
+PLAIN_ID = re.compile(r"\d+-\d+-\d+", re.ASCII)  # entry id - user id: the same escaped or not
+SHARED_MAX = 512  # shared renderings kept; a storm of all-different notifications just misses
 
 
 def frame(event, data, event_id=None):
@@ -24,7 +34,10 @@ def frame(event, data, event_id=None):
 
 
 class Renderer:
-    """Renders the partials once per message; every stream of that user reuses the bytes."""
+    """Renders the partials once per message (every stream of that user reuses the bytes),
+    and a notification's partials once per shape: one rendering, with ID_TOKEN for the id,
+    serves every notification alike but for its id (the one message each user gets when an
+    event reaches every user), each frame taking its own id in."""
 
     def __init__(self, app, inbox_url):
         env = app.jinja_env
@@ -32,7 +45,7 @@ class Renderer:
         self.toast = env.get_template("inbox/_toast.html")
         self.badge = env.get_template("inbox/_badge.html")
         self.inbox_url = inbox_url
-        self._badges = {}
+        self._badges, self._shared = {}, {}
 
     def message(self, event, m):
         """The frame of one of a message's events (its own, or a notification's toast)."""
@@ -40,13 +53,28 @@ class Renderer:
             return frame("tick", m.raw)  # the listener's JSON as is, no id: prices are state
         if m.event != "notification":
             return frame(event, json.dumps(m.data), m.id)
+        item, insists = message_item(m), bool(m.cache.get("insists"))
+        event_id = m.id if event == "notification" else None  # a toast is not replayed
+        shape = _shape(m, item)
+        if shape is None:
+            return self._notification(event, item, insists, event_id)
+        key = (event, insists, shape)
+        shared = self._shared.get(key)
+        if shared is None:
+            if len(self._shared) >= SHARED_MAX:
+                self._shared.clear()
+            shared = self._shared[key] = self._notification(
+                event, {**item, "id": ID_TOKEN}, insists, None)
+        shared = shared.replace(_ID_TOKEN_BYTES, item["id"].encode())
+        return f"id: {event_id}\n".encode() + shared if event_id else shared
+
+    def _notification(self, event, item, insists, event_id):
         if event == "toast":
-            return frame("toast", self.toast.render(n=message_item(m), inbox_url=self.inbox_url,
-                                                    insists=m.cache.get("insists")))
-        item = self.item.render(n=message_item(m), inbox_url=self.inbox_url,
-                                insist={message_item(m)["id"]: PENDING}
-                                if m.cache.get("insists") else None)
-        return frame("notification", item, m.id)
+            return frame("toast", self.toast.render(n=item, inbox_url=self.inbox_url,
+                                                    insists=insists))
+        html = self.item.render(n=item, inbox_url=self.inbox_url,
+                                insist={item["id"]: PENDING} if insists else None)
+        return frame("notification", html, event_id)
 
     def unread(self, count):
         cached = self._badges.get(count)
@@ -55,6 +83,21 @@ class Renderer:
             if len(self._badges) < 1000:
                 self._badges[count] = cached
         return cached
+
+
+def _shape(m, item):
+    """The notification's item without its id, as text (made once a message, for its item and
+    its toast); None when its rendering cannot be shared: an id that is not plain digits, or
+    text holding the token."""
+    shape = m.cache.get("shape", False)
+    if shape is False:
+        shape = None
+        if PLAIN_ID.fullmatch(item["id"]):
+            text = json.dumps({**item, "id": ""}, sort_keys=True, separators=(",", ":"))
+            if ID_TOKEN not in text.lower():
+                shape = text
+        m.cache["shape"] = shape
+    return shape
 
 
 class SseState:
