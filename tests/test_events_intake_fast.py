@@ -9,7 +9,7 @@ from sqlalchemy import event as sql_event
 from tests.hub import make_user, run_jobs
 from webapp import keys
 from webapp.core.queues import get_queue
-from webapp.extensions import db, get_redis
+from webapp.extensions import db, get_redis, is_cluster
 from webapp.models import CriticalNotification
 from webapp.notify import slowsteps
 
@@ -142,3 +142,16 @@ def test_a_batch_that_keeps_failing_is_parked(app):
         slowsteps.safety_net(min_idle_ms=0)
         assert r.xlen(keys.routed("default")) == 0
         assert [f["batch"] for _, f in r.xrange(keys.ROUTED_DEAD)] == ["not json"]
+
+
+def test_the_slow_steps_run_from_the_stream_on_a_cluster_data_plane(make_cluster_app):
+    app = make_cluster_app()
+    token = app.test_cli_runner().invoke(args=["tokens", "create", "o"]).output.split()[-1]
+    uid = make_user(app, "h@example.com")
+    client = app.test_client()
+    assert post(client, token, [critical(uid, "one"), critical(uid, "two")]).status_code == 202
+    assert post(client, token, critical(uid, "three")).status_code == 202
+    with app.app_context():
+        assert is_cluster(get_redis()) and get_redis().xlen(keys.routed("high")) == 2
+    run_jobs(app)  # RQ on REDIS_URL, the stream on the cluster
+    assert audited(app) == 3
