@@ -155,3 +155,15 @@ def test_the_slow_steps_run_from_the_stream_on_a_cluster_data_plane(make_cluster
         assert is_cluster(get_redis()) and get_redis().xlen(keys.routed("high")) == 2
     run_jobs(app)  # RQ on REDIS_URL, the stream on the cluster
     assert audited(app) == 3
+
+
+def test_a_request_never_holds_one_sql_connection_while_it_waits_for_another(make_app):
+    # 16 concurrent first requests on 15 connections waited on each other until the pool's
+    # timeout: each held the token lookup's while it asked for the known-users check's
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0,
+                                              "pool_timeout": 0.5})
+    token = app.test_cli_runner().invoke(args=["tokens", "create", "o"]).output.split()[-1]
+    uid = make_user(app, "i@example.com")
+    with app.app_context():
+        db.engine.dispose()  # the set-up's connection goes; the request has the pool's one
+    assert post(app.test_client(), token, critical(uid)).status_code == 202

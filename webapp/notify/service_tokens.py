@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 
 from flask import current_app, g
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from webapp import keys
 from webapp.accounts import service as accounts
@@ -20,6 +20,8 @@ from webapp.extensions import db, get_redis
 from webapp.models import ServiceToken, utcnow
 
 TOKEN_PREFIX = "tbs_"
+LIVE = select(ServiceToken.id, ServiceToken.name).where(
+    ServiceToken.token_hash == bindparam("digest"), ServiceToken.revoked_at.is_(None))
 
 
 def _hash(secret):
@@ -74,12 +76,14 @@ def token_for(plaintext):
     known = cache.get(digest)
     if known is not None and known[1] == generation:
         return known[0]
-    token = db.session.scalar(select(ServiceToken).where(
-        ServiceToken.token_hash == digest, ServiceToken.revoked_at.is_(None)))
-    if token is None:  # unknown secrets are not remembered: a guesser cannot fill the cache
+    # a connection of its own, handed back at once: one a request held while it asked the
+    # pool for another (intake.known_users) could leave every request waiting on the pool
+    with db.engine.connect() as connection:
+        row = connection.execute(LIVE, {"digest": digest}).first()
+    if row is None:  # unknown secrets are not remembered: a guesser cannot fill the cache
         cache.pop(digest, None)
         return None
-    cache[digest] = LiveToken(token.id, token.name), generation
+    cache[digest] = LiveToken(row.id, row.name), generation
     return cache[digest][0]
 
 
