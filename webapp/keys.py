@@ -16,6 +16,11 @@ ALERT_SYMBOLS = "tb:alerts:symbol"  # hash: alert id -> the symbol it is indexed
 FIRED = "tb:{fired}"  # stream: the slow path's work
 FIRED_DEAD = "tb:{fired}:dead"  # stream: slow-path entries that failed too often
 FIRED_BATCHES = "tb:{fired}:batches"  # zset: matcher batches already in FIRED (cluster mode)
+# routed notifications' slow steps (webapp/notify/slowsteps.py): one hash tag, so a request's
+# entries and the queue's kick flag go out in one pipeline on a cluster too
+ROUTED_PREFIX = "tb:{routed}:"  # + queue: stream of batches; + queue:kick: a drain job waits
+ROUTED_DEAD = "tb:{routed}:dead"  # stream: batches that failed too often
+SERVICE_TOKENS_GENERATION = "tb:service-tokens:gen"  # integer: bumped on every revoke
 
 # Lua builds a symbol's set names as PREFIX .. symbol .. TAG_END .. suffix
 INDEX_PREFIX = "tb:idx:{"  # + SYMBOL}:suffix
@@ -192,3 +197,13 @@ def listener_lease(shard=0):
 def connect_budget(host):
     """Zset: the Binance connection attempts of the last window from one egress host."""
     return f"tb:connects:{host}"
+
+
+def routed(queue):
+    """Stream: batches of routed notifications waiting for their slow steps on RQ `queue`."""
+    return f"{ROUTED_PREFIX}{queue}"
+
+
+def routed_kick(queue):
+    """String, with a TTL: a drain job for routed(queue) is queued and has not started."""
+    return f"{ROUTED_PREFIX}{queue}:kick"

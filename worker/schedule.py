@@ -36,6 +36,7 @@ class Periodic:
 PERIODIC = [
     Periodic("listener-watchdog", "worker.listener.hosting.listener_watchdog", 5),
     Periodic("slowpath-safety-net", "worker.slowpath.safety_net", 60),
+    Periodic("slowsteps-safety-net", "webapp.notify.slowsteps.safety_net", 60, queue="high"),
     Periodic("deliveries-sweep", "webapp.delivery.sweep.sweep", 30),
     Periodic("insist-run-due", "webapp.insist.service.run_due", 30, queue="high"),
     Periodic("digests-send-due", "webapp.delivery.digests.send_due", 900, queue="low"),

@@ -2,9 +2,10 @@
 
 Used by the events API, the app's own security events, broadcasts, the CLI and the matcher's
 slow path. The hot part (inbox, live feed) runs in the caller; the slow steps (SQL audit row,
-delivery plan) run from an RQ job or the slow-path consumer, idempotent by notification id.
+delivery plan) run from a drain job of the routed streams (webapp/notify/slowsteps.py) or the
+slow-path consumer, idempotent by notification id.
 
-    route_many  -> inbox.store_many                                   (in the caller)
+    route_many  -> inbox.store_many, slowsteps.add                    (in the caller)
     process_batch / route_fired -> audit.record -> plan.record -> dispatch.send jobs
 """
 
@@ -12,14 +13,13 @@ import logging
 
 from webapp import clock
 from webapp.core import metrics
-from webapp.core.queues import enqueue
 from webapp.delivery import audit, ledger, plan
 from webapp.extensions import db
 from webapp.inbox import service as inbox
+from webapp.notify import slowsteps
 from webapp.notify import types as notification_types
 
-DEFAULT_BATCH = 100  # notifications per slow-step job
-DEFAULT_RETRIES = 3  # the slow steps are idempotent, so a failed batch simply runs again
+DEFAULT_BATCH = 100  # notifications per slow-step batch (webapp/notify/slowsteps.py)
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,8 @@ def route_many(notifications, now_ms=None, source="app"):
     metrics.notifications_created(filled, source)
     stored = [{**n, "id": nid, "created_at": created}
               for n, (nid, _) in zip(filled, results, strict=True)]
-    for start in range(0, len(stored), DEFAULT_BATCH):
-        chunk = stored[start:start + DEFAULT_BATCH]
-        critical = any(notification_types.is_critical(n) for n in chunk)
-        enqueue(process_batch, chunk, queue="high" if critical else "default",
-                job_id=f"route-{chunk[0]['id']}", retries=DEFAULT_RETRIES)
+    slowsteps.add([stored[start:start + DEFAULT_BATCH]
+                   for start in range(0, len(stored), DEFAULT_BATCH)])
     return results
 
 
@@ -68,10 +65,11 @@ def route_fired(fired):
 
 
 def process_batch(notifications):
-    """RQ job: the slow steps for notifications the router stored, each on its own.
+    """The slow steps for notifications the router stored, each on its own.
 
     One bad notification must not cost the others their audit rows and deliveries; the job
-    still fails at the end, so RQ retries it (the steps are idempotent) and records it.
+    still fails at the end, so its batch stays pending and is retried (the steps are
+    idempotent).
     """
     results, failed = [], []
     for notification in notifications:

@@ -1,18 +1,27 @@
-"""Service tokens: internal systems publish events with them; they can read nothing."""
+"""Service tokens: internal systems publish events with them; they can read nothing.
+
+Each process remembers the live tokens it has looked up, with the generation in Redis it read
+before the lookup; a revoke sets a new (random) generation after its commit, so every process
+looks its tokens up again on the next request, and a revoked token stops working at once.
+"""
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 
-from flask import g
-from sqlalchemy import select
+from flask import current_app, g
+from sqlalchemy import bindparam, select
 
+from webapp import keys
 from webapp.accounts import service as accounts
 from webapp.errors import json_error
 from webapp.exceptions import InvalidInput, NotFound
-from webapp.extensions import db
+from webapp.extensions import db, get_redis
 from webapp.models import ServiceToken, utcnow
 
 TOKEN_PREFIX = "tbs_"
+LIVE = select(ServiceToken.id, ServiceToken.name).where(
+    ServiceToken.token_hash == bindparam("digest"), ServiceToken.revoked_at.is_(None))
 
 
 def _hash(secret):
@@ -47,6 +56,7 @@ def revoke(name):
                                     f"({token.revoked_at:%Y-%m-%d %H:%M} UTC)"})
     token.revoked_at = utcnow()
     db.session.commit()
+    _new_generation(get_redis(), replace=True)
     return token
 
 
@@ -55,12 +65,39 @@ def live_tokens():
                               .order_by(ServiceToken.name)).all()
 
 
+@dataclass(frozen=True)
+class LiveToken:
+    """What a request needs of a live token, kept between requests (never an ORM object)."""
+
+    id: int
+    name: str
+
+
 def token_for(plaintext):
-    """The live token with this secret, or None."""
+    """The live token with this secret (a LiveToken), or None."""
     if not plaintext or len(plaintext) > 200:
         return None
-    return db.session.scalar(select(ServiceToken).where(
-        ServiceToken.token_hash == _hash(plaintext), ServiceToken.revoked_at.is_(None)))
+    digest, r = _hash(plaintext), get_redis()
+    generation = r.get(keys.SERVICE_TOKENS_GENERATION) or _new_generation(r)
+    cache = current_app.extensions.setdefault("service_tokens", {})
+    known = cache.get(digest)
+    if known is not None and known[1] == generation:
+        return known[0]
+    # a connection of its own, handed back at once: one a request held while it asked the
+    # pool for another (intake.known_users) could leave every request waiting on the pool
+    with db.engine.connect() as connection:
+        row = connection.execute(LIVE, {"digest": digest}).first()
+    if row is None:  # unknown secrets are not remembered: a guesser cannot fill the cache
+        cache.pop(digest, None)
+        return None
+    cache[digest] = LiveToken(row.id, row.name), generation
+    return cache[digest][0]
+
+
+def _new_generation(r, replace=False):
+    """A random generation, so one lost with Redis's data can never come back and match."""
+    r.set(keys.SERVICE_TOKENS_GENERATION, secrets.token_hex(8), nx=not replace)
+    return r.get(keys.SERVICE_TOKENS_GENERATION)
 
 
 def presented():

@@ -1,0 +1,169 @@
+"""The events intake's fast path: service tokens remembered per process until a revoke, and
+the slow steps in a Redis stream drained by RQ jobs (webapp/notify/slowsteps.py)."""
+
+import json
+
+import pytest
+from sqlalchemy import event as sql_event
+
+from tests.hub import make_user, run_jobs
+from webapp import keys
+from webapp.core.queues import get_queue
+from webapp.extensions import db, get_redis, is_cluster
+from webapp.models import CriticalNotification
+from webapp.notify import slowsteps
+
+
+@pytest.fixture
+def token(runner):
+    result = runner.invoke(args=["tokens", "create", "order-system"])
+    assert result.exit_code == 0, result.output
+    return result.output.strip().splitlines()[-1]
+
+
+def post(client, token, body):
+    return client.post("/api/v1/events", data=json.dumps(body),
+                       headers={"Authorization": f"Bearer {token}"},
+                       content_type="application/json")
+
+
+def critical(uid, title="Limit hit"):
+    return {"type": "RISK_VIOLATION", "user_id": uid, "title": title}
+
+
+def audited(app):
+    with app.app_context():
+        return db.session.scalar(db.select(db.func.count(CriticalNotification.id)))
+
+
+def token_queries(app):
+    """A list that grows by one for every SQL statement that reads service_tokens."""
+    seen = []
+    with app.app_context():
+        sql_event.listen(db.engine, "before_cursor_execute",
+                         lambda *a: seen.append(1) if "service_tokens" in a[2] else None)
+    return seen
+
+
+def test_a_revoked_token_stops_working_at_once_in_another_process(app, make_app, runner, token):
+    other = make_app(create_tables=False)  # a second web process on the same SQL and Redis
+    uid = make_user(app, "a@example.com")
+    assert post(other.test_client(), token, critical(uid)).status_code == 202
+    assert post(other.test_client(), token, critical(uid)).status_code == 202  # remembered
+    assert runner.invoke(args=["tokens", "revoke", "order-system"]).exit_code == 0
+    assert post(other.test_client(), token, critical(uid)).status_code == 401
+    assert post(app.test_client(), token, critical(uid)).status_code == 401
+
+
+def test_a_known_token_is_read_from_sql_once_until_a_revoke(app, client, runner, token):
+    uid = make_user(app, "b@example.com")
+    queries = token_queries(app)
+    for _ in range(3):
+        assert post(client, token, critical(uid)).status_code == 202
+    assert len(queries) == 1
+    runner.invoke(args=["tokens", "create", "other"])
+    runner.invoke(args=["tokens", "revoke", "other"])  # any revoke: every token is read again
+    before = len(queries)
+    assert post(client, token, critical(uid)).status_code == 202
+    assert post(client, token, critical(uid)).status_code == 202
+    assert len(queries) == before + 1
+
+
+def test_a_lost_generation_cannot_bring_a_revoked_token_back(app, client, runner, token):
+    uid = make_user(app, "c@example.com")
+    assert post(client, token, critical(uid)).status_code == 202
+    with app.app_context():
+        remembered = get_redis().get(keys.SERVICE_TOKENS_GENERATION)
+        get_redis().delete(keys.SERVICE_TOKENS_GENERATION)  # Redis lost its data
+    assert runner.invoke(args=["tokens", "revoke", "order-system"]).exit_code == 0
+    with app.app_context():
+        assert get_redis().get(keys.SERVICE_TOKENS_GENERATION) != remembered
+    assert post(client, token, critical(uid)).status_code == 401
+
+
+def test_requests_add_to_the_stream_and_one_drain_job_runs_their_slow_steps(app, client,
+                                                                             token):
+    uid = make_user(app, "d@example.com")
+    for i in range(3):
+        assert post(client, token, critical(uid, f"limit {i}")).status_code == 202
+    with app.app_context():
+        assert get_redis().xlen(keys.routed("high")) == 3
+        assert len(get_queue("high").jobs) == 1  # the later requests found a drain waiting
+    run_jobs(app)
+    assert audited(app) == 3
+    with app.app_context():
+        assert get_redis().xlen(keys.routed("high")) == 0  # acknowledged and deleted
+        assert get_redis().exists(keys.routed_kick("high")) == 0
+    assert post(client, token, critical(uid, "after")).status_code == 202
+    run_jobs(app)  # the first batch after a drain started kicks a new one
+    assert audited(app) == 4
+
+
+def test_a_batch_of_1000_waits_in_batches_of_100(app, client, token):
+    uid = make_user(app, "e@example.com")
+    assert post(client, token, [critical(uid, f"l{i}") for i in range(1000)]).status_code == 202
+    with app.app_context():
+        entries = get_redis().xrange(keys.routed("high"))
+    assert [len(json.loads(fields["batch"])) for _, fields in entries] == [100] * 10
+    run_jobs(app)
+    assert audited(app) == 1000
+
+
+def test_the_safety_net_finishes_batches_of_a_drain_job_that_died(app, client, token):
+    uid = make_user(app, "f@example.com")
+    assert post(client, token, critical(uid)).status_code == 202
+    with app.app_context():
+        get_queue("high").empty()  # the kick's job is lost (its web process died, say)
+        slowsteps.ensure_group(get_redis(), "high")
+        taken = get_redis().xreadgroup(slowsteps.GROUP, "died", {keys.routed("high"): ">"})
+        assert len(taken[0][1]) == 1  # read by a drain job that died before its steps ran
+        assert slowsteps.safety_net() == 0  # not yet stale: a live drain may be at work
+        assert slowsteps.safety_net(min_idle_ms=0) == 1
+        assert get_redis().xlen(keys.routed("high")) == 0
+    assert audited(app) == 1
+
+
+def test_the_safety_net_drains_batches_whose_kick_was_lost(app, client, token):
+    uid = make_user(app, "g@example.com")
+    assert post(client, token, critical(uid)).status_code == 202
+    with app.app_context():
+        get_queue("high").empty()
+        assert slowsteps.safety_net() == 1
+    assert audited(app) == 1
+
+
+def test_a_batch_that_keeps_failing_is_parked(app):
+    with app.app_context():
+        r = get_redis()
+        r.xadd(keys.routed("default"), {"batch": "not json"})
+        for _ in range(slowsteps.MAX_DELIVERIES):
+            slowsteps.safety_net(min_idle_ms=0)
+        assert r.xlen(keys.routed("default")) == 1  # failed 5 times, parked at the next look
+        slowsteps.safety_net(min_idle_ms=0)
+        assert r.xlen(keys.routed("default")) == 0
+        assert [f["batch"] for _, f in r.xrange(keys.ROUTED_DEAD)] == ["not json"]
+
+
+def test_the_slow_steps_run_from_the_stream_on_a_cluster_data_plane(make_cluster_app):
+    app = make_cluster_app()
+    token = app.test_cli_runner().invoke(args=["tokens", "create", "o"]).output.split()[-1]
+    uid = make_user(app, "h@example.com")
+    client = app.test_client()
+    assert post(client, token, [critical(uid, "one"), critical(uid, "two")]).status_code == 202
+    assert post(client, token, critical(uid, "three")).status_code == 202
+    with app.app_context():
+        assert is_cluster(get_redis()) and get_redis().xlen(keys.routed("high")) == 2
+    run_jobs(app)  # RQ on REDIS_URL, the stream on the cluster
+    assert audited(app) == 3
+
+
+def test_a_request_never_holds_one_sql_connection_while_it_waits_for_another(make_app):
+    # 16 concurrent first requests on 15 connections waited on each other until the pool's
+    # timeout: each held the token lookup's while it asked for the known-users check's
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0,
+                                              "pool_timeout": 0.5})
+    token = app.test_cli_runner().invoke(args=["tokens", "create", "o"]).output.split()[-1]
+    uid = make_user(app, "i@example.com")
+    with app.app_context():
+        db.engine.dispose()  # the set-up's connection goes; the request has the pool's one
+    assert post(app.test_client(), token, critical(uid)).status_code == 202

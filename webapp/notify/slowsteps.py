@@ -1,0 +1,126 @@
+"""The routed notifications' slow steps: batches in a Redis stream per RQ queue, drained by
+RQ jobs.
+
+route_many stores notifications in the inbox, then adds their batches to the stream of their
+queue in one round trip. The batch that finds no drain job waiting sets the queue's kick flag
+and queues one; while it waits, later batches only join the stream, so a busy web process
+pays an XADD per request instead of an RQ job (a pickle and two transactions). A drain job
+(any `flask worker`) reads in a consumer group and acknowledges a batch once its slow steps
+ran; they are idempotent by notification id. The safety net (worker/schedule.py, every
+minute) drains what a lost kick left and takes over batches a dead drain job left pending.
+Nothing here depends on the market listener.
+"""
+
+import json
+import logging
+import uuid
+
+import redis
+
+from webapp import keys
+from webapp.core.queues import enqueue
+from webapp.extensions import get_redis
+from webapp.notify import router
+from webapp.notify import types as notification_types
+
+GROUP = "slow-steps"
+QUEUES = ("high", "default")  # critical notifications' batches go to "high"
+DEFAULT_COUNT = 20  # batches per read
+KICK_TTL_S = 60  # a kick whose job never got queued (its web process died) lapses
+DEFAULT_MIN_IDLE_MS = 60_000  # a drain job silent this long with batches is presumed dead
+MAX_DELIVERIES = 5  # a batch that failed this often is parked in keys.ROUTED_DEAD
+DRAIN_ROUNDS = 500  # reads per job at most, so one busy stream cannot hold a worker forever
+
+log = logging.getLogger(__name__)
+
+
+def queue_of(batch):
+    return "high" if any(notification_types.is_critical(n) for n in batch) else "default"
+
+
+def add(batches):
+    """Put batches of stored notifications in their queues' streams, and queue a drain job
+    for a queue that has none waiting; one round trip (plus an RQ job per kicked queue)."""
+    queues = [queue_of(batch) for batch in batches]
+    wanted = sorted(set(queues))
+    with get_redis().pipeline(transaction=False) as pipe:
+        for name, batch in zip(queues, batches, strict=True):
+            pipe.xadd(keys.routed(name), {"batch": json.dumps(batch, separators=(",", ":"))})
+        for name in wanted:
+            pipe.set(keys.routed_kick(name), "1", nx=True, ex=KICK_TTL_S)
+        kicked = pipe.execute()[len(batches):]
+    for name, kick in zip(wanted, kicked, strict=True):
+        if kick:
+            enqueue(drain, name, queue=name)
+
+
+def ensure_group(r, name):
+    """The group reads the stream from its start, so batches added before it are seen."""
+    try:
+        r.xgroup_create(keys.routed(name), GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def drain(name="default", consumer=None):
+    """RQ job: run the slow steps of every batch waiting in the queue's stream."""
+    r, consumer = get_redis(), consumer or f"drain-{uuid.uuid4().hex[:12]}"
+    r.delete(keys.routed_kick(name))  # before reading: a batch added after this kicks again
+    ensure_group(r, name)
+    handled = 0
+    for _ in range(DRAIN_ROUNDS):
+        reply = r.xreadgroup(GROUP, consumer, {keys.routed(name): ">"}, count=DEFAULT_COUNT)
+        entries = reply[0][1] if reply else []
+        if not entries:
+            break
+        handled += handle(r, name, entries)
+    return handled
+
+
+def handle(r, name, entries):
+    """Run each batch's slow steps; acknowledge (and delete) the ones that all went through.
+    A failed batch stays pending: the safety net retries it, its done steps are skipped."""
+    done, handled = [], 0
+    for entry_id, fields in entries:
+        try:
+            router.process_batch(json.loads(fields["batch"]))
+            done.append(entry_id)
+            handled += 1
+        except Exception:  # logged by process_batch; one bad batch must not stop the rest
+            log.warning("slow steps: batch %s of %s failed; it will be retried", entry_id, name)
+    if done:
+        with r.pipeline(transaction=False) as pipe:
+            pipe.xack(keys.routed(name), GROUP, *done)
+            pipe.xdel(keys.routed(name), *done)
+            pipe.execute()
+    return handled
+
+
+def reclaim(name, consumer, min_idle_ms=DEFAULT_MIN_IDLE_MS):
+    """Take over batches a dead or failed drain left pending (parking the hopeless ones)."""
+    r, stream = get_redis(), keys.routed(name)
+    ensure_group(r, name)
+    pending = r.xpending_range(stream, GROUP, min="-", max="+", count=DEFAULT_COUNT * 10,
+                               idle=min_idle_ms)
+    for dead in [p["message_id"] for p in pending if p["times_delivered"] >= MAX_DELIVERIES]:
+        for _, fields in r.xrange(stream, dead, dead):
+            r.xadd(keys.ROUTED_DEAD, {**fields, "entry": dead, "queue": name})
+            log.error("slow steps: batch %s of %s failed %d times; parked in %s",
+                      dead, name, MAX_DELIVERIES, keys.ROUTED_DEAD)
+        r.xack(stream, GROUP, dead)
+        r.xdel(stream, dead)
+    _, entries, *_ = r.xautoclaim(stream, GROUP, consumer, min_idle_ms, "0-0",
+                                  count=DEFAULT_COUNT)
+    entries = [(entry_id, fields) for entry_id, fields in entries if fields]
+    return handle(r, name, entries) if entries else 0
+
+
+def safety_net(min_idle_ms=DEFAULT_MIN_IDLE_MS):
+    """Periodic job: batches of stale drains, then whatever waits with no drain job queued."""
+    consumer = "safety-net"
+    handled = sum(reclaim(name, consumer, min_idle_ms) + drain(name, consumer)
+                  for name in QUEUES)
+    if handled:
+        log.info("slow steps safety net: handled=%d batches", handled)
+    return handled
