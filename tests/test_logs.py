@@ -17,6 +17,7 @@ from tests.product import SYMBOLS, Product, until
 from webapp.core import logs
 from webapp.core.queues import enqueue, rq_connection
 from webapp.extensions import db
+from webapp.inbox import service as inbox
 from webapp.models import DeliveryLog
 from webapp.notify import service_tokens
 
@@ -105,6 +106,26 @@ def test_jobs_carry_the_id_of_what_queued_them_down_to_each_delivery(app, client
         for row in rows:
             job = Job.fetch(f"delivery-{row.id}", connection=rq_connection())
             assert job.meta[logs.META_KEY] == "abc-123"
+
+
+def test_requests_drained_by_one_job_keep_their_own_ids_down_to_each_delivery(app, client):
+    uid = make_user(app, "two-ids@example.com")
+    with app.app_context():
+        _, token = service_tokens.create("two-ids")
+    for rid in ("req-a", "req-b"):  # the second finds the first's drain job waiting
+        assert client.post("/api/v1/events", headers={"Authorization": f"Bearer {token}",
+                                                      "X-Request-ID": rid},
+                           json={"type": "ORDER_EXECUTED", "user_id": uid,
+                                 "title": rid}).status_code == 202
+    run_jobs(app)
+    with app.app_context():
+        rows = db.session.scalars(db.select(DeliveryLog)).all()
+        seen = {}
+        for row in rows:
+            title = inbox.get(uid, row.notification_id)["title"]
+            job = Job.fetch(f"delivery-{row.id}", connection=rq_connection())
+            seen.setdefault(title, set()).add(job.meta[logs.META_KEY])
+        assert seen == {"req-a": {"req-a"}, "req-b": {"req-b"}}
 
 
 def test_a_job_queued_outside_any_request_carries_no_id(app):

@@ -18,6 +18,7 @@ import uuid
 import redis
 
 from webapp import keys
+from webapp.core import logs
 from webapp.core.queues import enqueue
 from webapp.extensions import get_redis
 from webapp.notify import router
@@ -43,9 +44,11 @@ def add(batches):
     for a queue that has none waiting; one round trip (plus an RQ job per kicked queue)."""
     queues = [queue_of(batch) for batch in batches]
     wanted = sorted(set(queues))
+    request_id = logs.current() or ""  # the drain logs each batch under its own request's id
     with get_redis().pipeline(transaction=False) as pipe:
         for name, batch in zip(queues, batches, strict=True):
-            pipe.xadd(keys.routed(name), {"batch": json.dumps(batch, separators=(",", ":"))})
+            pipe.xadd(keys.routed(name), {"batch": json.dumps(batch, separators=(",", ":")),
+                                          "request_id": request_id})
         for name in wanted:
             pipe.set(keys.routed_kick(name), "1", nx=True, ex=KICK_TTL_S)
         kicked = pipe.execute()[len(batches):]
@@ -83,12 +86,15 @@ def handle(r, name, entries):
     A failed batch stays pending: the safety net retries it, its done steps are skipped."""
     done, handled = [], 0
     for entry_id, fields in entries:
+        bound = logs.bind(fields.get("request_id") or logs.current())
         try:
             router.process_batch(json.loads(fields["batch"]))
             done.append(entry_id)
             handled += 1
         except Exception:  # logged by process_batch; one bad batch must not stop the rest
             log.warning("slow steps: batch %s of %s failed; it will be retried", entry_id, name)
+        finally:
+            logs.unbind(bound)
     if done:
         with r.pipeline(transaction=False) as pipe:
             pipe.xack(keys.routed(name), GROUP, *done)
