@@ -29,7 +29,7 @@ from webapp.core.queues import enqueue
 from webapp.extensions import get_redis
 from webapp.hooks import service as hooks
 from webapp.inbox import service as inbox
-from webapp.notify import router
+from webapp.notify import router, service_tokens
 from worker.listener.connection import Listener
 from worker.listener.pacing import Backoff
 from worker.matcher import Matcher
@@ -128,6 +128,22 @@ def test_queue_depths_and_failed_jobs_are_read_from_rq(app, client):
     assert value(samples, "tickerbell_queue_depth", queue="low") == 0
     assert value(samples, "tickerbell_queue_failed_jobs", queue="low") == 2
     assert value(samples, "tickerbell_redis_up") == 1
+
+
+def test_batches_waiting_for_their_slow_steps_are_counted_until_drained(app, client):
+    uid = make_user(app, "waiting@example.com")
+    with app.app_context():
+        _, token = service_tokens.create("waiting")
+    for title in ("one", "two"):
+        assert client.post("/api/v1/events", headers={"Authorization": f"Bearer {token}"},
+                           json={"type": "ORDER_EXECUTED", "user_id": uid,
+                                 "title": title}).status_code == 202
+    samples = scrape(client)
+    assert value(samples, "tickerbell_slow_steps_waiting", queue="default") == 2
+    assert value(samples, "tickerbell_slow_steps_waiting", queue="high") == 0
+    assert value(samples, "tickerbell_slow_steps_parked") == 0
+    run_jobs(app)
+    assert value(scrape(client), "tickerbell_slow_steps_waiting", queue="default") == 0
 
 
 def test_breakers_and_listener_status_are_read_from_redis(app, client):

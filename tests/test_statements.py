@@ -14,7 +14,7 @@ from webapp.extensions import db
 from webapp.inbox import service as inbox
 from webapp.market import price_history
 from webapp.models import Alert, DeliveryLog, Destination, DigestRun, StatementEntry
-from webapp.notify import router
+from webapp.notify import router, steps
 from webapp.preferences import service as preferences
 from worker import jobs
 
@@ -222,8 +222,8 @@ def test_entries_are_written_once_however_often_the_slow_steps_run(app):
         notification = {"id": "1900000000000-0", "user_id": uid, "type": "PRICE_ALERT",
                         "title": "BTC up", "created_at": 1_900_000_000_000,
                         "data": {"symbol": "BTCUSDT", "price": 1.5, "other": "dropped"}}
-        router.process_many([notification])
-        router.process_many([notification])
+        steps.process_many([notification])
+        steps.process_many([notification])
         [entry] = db.session.scalars(db.select(StatementEntry)).all()
         assert (entry.user_id, entry.type) == (uid, "PRICE_ALERT")
         assert entry.data == {"symbol": "BTCUSDT", "price": 1.5, "title": "BTC up"}
@@ -235,7 +235,7 @@ def test_cleanup_keeps_a_statements_month_of_entries_and_deliveries(app):
     with app.app_context():
         for days in (34, 36):
             when = now - timedelta(days=days)
-            router.process_many([{"id": f"{ms(when)}-0", "user_id": uid, "type": "SYSTEM_ERROR",
+            steps.process_many([{"id": f"{ms(when)}-0", "user_id": uid, "type": "SYSTEM_ERROR",
                                   "title": "x", "created_at": ms(when)}])
             delivery(uid, "email", "sent", when)
             db.session.execute(db.update(DeliveryLog).where(DeliveryLog.created_at == when.replace(

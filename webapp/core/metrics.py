@@ -57,6 +57,8 @@ EVENTS = Counter(PREFIX + "events", "POST /api/v1/events intake by outcome.", ["
 # Read from Redis at scrape time (webapp/metrics/collector.py); named here with the rest.
 QUEUE_DEPTH = PREFIX + "queue_depth"
 QUEUE_FAILED = PREFIX + "queue_failed_jobs"
+SLOW_STEPS_WAITING = PREFIX + "slow_steps_waiting"
+SLOW_STEPS_PARKED = PREFIX + "slow_steps_parked"
 BREAKER_STATE = PREFIX + "breaker_state"
 LISTENER_CONNECTIONS = PREFIX + "listener_connections"
 LISTENER_UP = PREFIX + "listener_up"

@@ -14,6 +14,7 @@ from webapp.core.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 from webapp.core.health import DEFAULT_LISTENER_STALE_MS
 from webapp.core.queues import QUEUES, STREAM_QUEUE
 from webapp.errors import REDIS_FAULTS
+from webapp.notify.slowsteps import QUEUES as SLOW_STEP_QUEUES
 
 # Fixed names only: a destination's breaker (delivery-dest:<id>) would be a label per row.
 BREAKERS = ("binance", "delivery-email", "delivery-sms", "delivery-push")
@@ -30,8 +31,8 @@ class RedisCollector:
     def collect(self):
         up = GaugeMetricFamily(metrics.REDIS_UP, "1 when Redis answered this scrape.")
         try:
-            families = [*self._queues(self.rq()), *self._breakers(self.data()),
-                        *self._listeners(self.data())]
+            families = [*self._queues(self.rq()), *self._slow_steps(self.data()),
+                        *self._breakers(self.data()), *self._listeners(self.data())]
         except REDIS_FAULTS:
             families = []
         up.add_metric([], 1 if families else 0)
@@ -52,6 +53,24 @@ class RedisCollector:
             depth.add_metric([name], counts[2 * i])
             failed.add_metric([name], counts[2 * i + 1])
         return depth, failed
+
+    def _slow_steps(self, r):
+        """Batches of routed notifications waiting for their slow steps (webapp/notify/
+        slowsteps.py), in the data plane, and those parked after failing too often."""
+        with r.pipeline(transaction=False) as pipe:
+            for name in SLOW_STEP_QUEUES:
+                pipe.xlen(keys.routed(name))
+            pipe.xlen(keys.ROUTED_DEAD)
+            *waiting, parked = pipe.execute()
+        family = GaugeMetricFamily(metrics.SLOW_STEPS_WAITING, "Batches of notifications "
+                                   "waiting for their slow steps (audit, deliveries).",
+                                   labels=["queue"])
+        for name, count in zip(SLOW_STEP_QUEUES, waiting, strict=True):
+            family.add_metric([name], count)
+        dead = GaugeMetricFamily(metrics.SLOW_STEPS_PARKED, "Batches parked after failing "
+                                 "their slow steps too often (tb:{routed}:dead).")
+        dead.add_metric([], parked)
+        return family, dead
 
     def _breakers(self, r):
         family = GaugeMetricFamily(metrics.BREAKER_STATE, "Circuit breaker: 0 closed, "

@@ -6,22 +6,20 @@ delivery plan) run from a drain job of the routed streams (webapp/notify/slowste
 slow-path consumer, idempotent by notification id.
 
     route_many  -> inbox.store_many, slowsteps.add                    (in the caller)
-    process_batch / route_fired -> audit.record -> plan.record -> dispatch.send jobs
+    steps.process_batch / route_fired -> audit.record -> plan.record -> dispatch.send jobs
 """
-
-import logging
 
 from webapp import clock
 from webapp.core import metrics
-from webapp.delivery import audit, ledger, plan
-from webapp.extensions import db
+from webapp.delivery import audit
 from webapp.inbox import service as inbox
-from webapp.notify import slowsteps
+from webapp.notify import slowsteps, steps
 from webapp.notify import types as notification_types
 
-DEFAULT_BATCH = 100  # notifications per slow-step batch (webapp/notify/slowsteps.py)
+# RQ jobs queued before the routed streams name it here (webapp.notify.router.process_batch)
+from webapp.notify.steps import process_batch  # noqa: F401
 
-log = logging.getLogger(__name__)
+DEFAULT_BATCH = 100  # notifications per slow-step batch (webapp/notify/slowsteps.py)
 
 
 def route(notification, now_ms=None, source="app"):
@@ -61,35 +59,4 @@ def route_fired(fired):
 
     Returns the ids of the delivery rows queued now.
     """
-    return process_many(audit.load_many(fired))
-
-
-def process_batch(notifications):
-    """The slow steps for notifications the router stored, each on its own.
-
-    One bad notification must not cost the others their audit rows and deliveries; the job
-    still fails at the end, so its batch stays pending and is retried (the steps are
-    idempotent).
-    """
-    results, failed = [], []
-    for notification in notifications:
-        try:
-            results.append(process_many([notification]))
-        except Exception:
-            db.session.rollback()
-            log.exception("event=route_process_failed nid=%s", notification.get("id"))
-            failed.append(str(notification.get("id")))
-            results.append(None)
-    if failed:
-        raise RuntimeError(f"slow steps failed for notification(s) {', '.join(failed)}")
-    return results
-
-
-def process_many(notifications):
-    """The slow steps, safe to run twice: audit rows for the critical ones, then the delivery
-    plan; each user's settings read once. Returns the ids of the delivery rows queued now."""
-    settings = plan.settings(int(n["user_id"]) for n in notifications)
-    kept = [n for n in notifications if int(n["user_id"]) in settings]  # others' user is gone
-    ledger.record(kept)  # what monthly statements count, kept past the inbox's 7 days
-    audit.record(kept)
-    return plan.record(kept, settings)
+    return steps.process_many(audit.load_many(fired))

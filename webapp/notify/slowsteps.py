@@ -21,7 +21,7 @@ from webapp import keys
 from webapp.core import logs
 from webapp.core.queues import enqueue
 from webapp.extensions import get_redis
-from webapp.notify import router
+from webapp.notify import steps
 from webapp.notify import types as notification_types
 
 GROUP = "slow-steps"
@@ -88,7 +88,7 @@ def handle(r, name, entries):
     for entry_id, fields in entries:
         bound = logs.bind(fields.get("request_id") or logs.current())
         try:
-            router.process_batch(json.loads(fields["batch"]))
+            steps.process_batch(json.loads(fields["batch"]))
             done.append(entry_id)
             handled += 1
         except Exception:  # logged by process_batch; one bad batch must not stop the rest
