@@ -79,6 +79,26 @@ redis.call(PUBLISH, C, '{"id":"' .. eid .. '","event":"notification",'
 return eid
 """
 
+# STORE for several notifications of one user, in order, with one trim and one TTL refresh.
+# ARGV: 1 uid  2 created_at ms  3 cutoff ms  4 key TTL ms  5.. the notifications' JSON
+# Returns their entry ids, in order.
+STORE_MANY = _COMMON + """
+local eids, first = {}, ARGV[2] .. '-0'
+for i = 5, #ARGV - 1 do
+  local eid = first and redis.pcall('XADD', S, first, 'event', 'notification', 'data', ARGV[i])
+  if not eid or type(eid) == 'table' then
+    eid = redis.call('XADD', S, '*', 'event', 'notification', 'data', ARGV[i])
+  end
+  first = nil
+  eids[#eids + 1] = eid
+  redis.call(PUBLISH, C, '{"id":"' .. eid .. '","event":"notification",'
+    .. '"data":{"id":"' .. eid .. '-' .. ARGV[1] .. '",' .. string.sub(ARGV[i], 2) .. '}')
+end
+trim(tonumber(ARGV[3]))
+keep(ARGV[4])
+return eids
+"""
+
 # ARGV: 1 cutoff ms  2 key TTL ms ('' = leave it)
 # Returns {entries removed, unread count, the newest entry id or ''}.
 TRIM = _COMMON + """

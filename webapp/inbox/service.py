@@ -102,13 +102,23 @@ def store(notification, now_ms=None):
 
 
 def store_many(notifications, now_ms=None, redis=None):
-    """store() for many in one round trip (each one atomic); returns [(nid, event id)]."""
-    calls = [_store_call(n, now_ms or clock.now_ms()) for n in notifications]
+    """store() for many in one round trip: one atomic call per user, each user's in the
+    order given; returns [(nid, event id)] in that order."""
+    created, cut = now_ms or clock.now_ms(), cutoff(None)
+    per_user = {}  # uid -> [(position, notification JSON)]
+    for position, notification in enumerate(notifications):
+        uid, _, body, *_ = _store_call(notification, created)[1]
+        per_user.setdefault(uid, []).append((position, body))
     client = redis or get_redis()
     publish = pubsub.command(client)
-    eids = [str(eid) for eid in scripting.run_all(
-        client, _script("STORE", client), [(keys, [*args, publish]) for keys, args in calls])]
-    return [(f"{eid}-{args[0]}", eid) for eid, (_, args) in zip(eids, calls, strict=True)]
+    replies = scripting.run_all(client, _script("STORE_MANY", client), [
+        (_keys(uid), [uid, created, cut, DEFAULT_TTL_MS, *(body for _, body in items), publish])
+        for uid, items in per_user.items()])
+    results = [None] * len(notifications)
+    for (uid, items), eids in zip(per_user.items(), replies, strict=True):
+        for (position, _), eid in zip(items, eids, strict=True):
+            results[position] = (f"{eid}-{uid}", str(eid))
+    return results
 
 
 def _load(eid, data, status):
