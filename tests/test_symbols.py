@@ -237,7 +237,10 @@ def test_suggestions_start_with_what_was_typed_popular_quotes_first(app, client,
 
 def test_suggestions_need_a_login(app, client):
     response = client.get("/alerts/symbols?symbol=BTC")
-    assert response.status_code in (302, 401)
+    assert response.status_code == 302 and response.location.startswith("/auth/login")
+    response = client.get("/alerts/symbols?symbol=BTC", headers={"HX-Request": "true"})
+    assert response.status_code == 401  # htmx would swap a login page into the datalist
+    assert response.headers["HX-Redirect"].startswith("/auth/login")
 
 
 def test_the_scheduler_fetches_the_list_through_a_worker(app, feed):
