@@ -1,5 +1,6 @@
 import os
 import re
+import socket
 
 import pytest
 import redis
@@ -175,6 +176,15 @@ def pytest_report_header(config):
     if skips.on_ci():
         return "PostgreSQL tests: MISSING, TEST_DATABASE_URL is not set: CI=true fails the run"
     return "PostgreSQL tests: SKIPPED, TEST_DATABASE_URL is not set"
+
+
+@pytest.fixture
+def refused_port():
+    """A loopback port where a connection is refused for the whole test: held bound but never
+    listening. (A port merely found free could be taken by another process meanwhile.)"""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,10 +42,14 @@ def skip_without_chromium():
 
 
 class LiveServer:
-    """`gunicorn --worker-class gevent wsgi:app` on a free port, with the given environment."""
+    """`gunicorn --worker-class gevent wsgi:app` with the given environment, on a socket this
+    process binds and holds, then hands over (`fd://`): no other process can take the port
+    between its choice and gunicorn's start."""
 
-    def __init__(self, env, log_path, port=None):
-        self.port = port or redisd.free_port()
+    def __init__(self, env, log_path):
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         self.log_path = log_path
         self.process = None
@@ -58,10 +63,11 @@ class LiveServer:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [gunicorn, "--worker-class", "gevent", "--workers", "1",
-             "--worker-connections", "2000", "--bind", f"127.0.0.1:{self.port}",
+             "--worker-connections", "2000", "--bind", f"fd://{self.socket.fileno()}",
              "--graceful-timeout", "2", "--no-control-socket", "--access-logfile", "-",
              "wsgi:app"],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            pass_fds=[self.socket.fileno()])
         try:
             self._wait_up(timeout)
         except BaseException:
@@ -96,6 +102,7 @@ class LiveServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        self.socket.close()
         if getattr(self, "_log", None):
             self._log.close()
 

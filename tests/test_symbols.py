@@ -148,10 +148,8 @@ def test_when_binance_says_slow_down_no_fetch_until_it_said(app, feed):
     assert len(feed.api_requests) == 1
 
 
-def test_an_unreachable_binance_leaves_symbols_unverified(make_app):
-    from devtools.redisd import free_port
-
-    app = make_app(BINANCE_API_URL=f"http://127.0.0.1:{free_port()}")  # nothing listens
+def test_an_unreachable_binance_leaves_symbols_unverified(make_app, refused_port):
+    app = make_app(BINANCE_API_URL=f"http://127.0.0.1:{refused_port}")  # nothing listens
     with app.app_context():
         assert symbols.refresh_due() is None
         assert symbols.verdicts(["FOOBARUSDT"]) == {"FOOBARUSDT": "unverified"}
