@@ -102,9 +102,14 @@ class LiveServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
-        self.socket.close()
         if getattr(self, "_log", None):
             self._log.close()
+
+    def close(self):
+        """Stop, and let go of the port. Until then a restart (`start()`) has the same port:
+        a stopped server's port is held, its connections wait in the backlog."""
+        self.stop()
+        self.socket.close()
 
 
 def login(base_url, email, password):
@@ -159,7 +164,7 @@ def serve(tmp, env=None, db_url=None, appendonly=False):
         cleanup.callback(_dispose, app)
         server = LiveServer({"DATABASE_URL": db_url, **settings, **(env or {})},
                             tmp / "gunicorn.log").start()
-        cleanup.callback(server.stop)
+        cleanup.callback(server.close)
         yield LiveSite(app, server, redis)
 
 

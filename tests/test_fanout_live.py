@@ -81,7 +81,7 @@ class _two_processes:  # noqa: N801 - a context manager used like a function
         servers = []
         for i in range(2):
             server = LiveServer(env, tmp / f"gunicorn{i}.log").start()
-            cleanup.callback(server.stop)
+            cleanup.callback(server.close)
             servers.append(server)
         data = self.data or app.extensions["redis"]
         return _Site(app, servers, data)
