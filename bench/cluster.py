@@ -143,7 +143,8 @@ def main():
     parser.add_argument("--replicas", type=int, default=1, help="per master")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tb-bench-cluster-") as base:
-        process, url = redisd.start(Path(base) / "single", appendonly=False)
+        process, url = redisd.start(Path(base) / "single", port=redisd.free_port(),
+                                    appendonly=False)
         cluster = rediscluster.start(Path(base) / "cluster", replicas_per_master=args.replicas)
         try:
             nodes = [(h, int(p)) for h, p in (n.split(":") for n in cluster.nodes)]

@@ -314,7 +314,7 @@ def run(sizes, ticks, storm_size, mix_sizes=()):
 
 
 def _run(data_dir, sizes, ticks, storm_size, mix_sizes):
-    process, url = redisd.start(data_dir, appendonly=False)
+    process, url = redisd.start(data_dir, port=redisd.free_port(), appendonly=False)
     try:
         r = redis.Redis.from_url(url, decode_responses=True)
         rng = random.Random(42)

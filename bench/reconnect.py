@@ -132,7 +132,7 @@ def floor(feed, streams, rounds):
 def run(rounds, n_symbols, budget):
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        process, url = redisd.start(Path(tmp) / "redis")
+        process, url = redisd.start(Path(tmp) / "redis", port=redisd.free_port())  # TCP
         r = redis.Redis.from_url(url, decode_responses=True)
         symbols = {f"C{n:03d}USDT" for n in range(n_symbols)}
         r.hset(SYMBOLS_KEY, mapping=dict.fromkeys(symbols, 1))

@@ -161,13 +161,12 @@ def fresh_metrics_dir(env):
 
 
 def private_redis(printer, env):
-    """A supervised redis-server on a free port, data under instance/redis; waits for PING."""
+    """A supervised redis-server on a Unix socket, data under instance/redis; waits for PING."""
     data_dir = INSTANCE / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = redisd.free_port()
-    child = Child("redis", redisd.command(data_dir, port), env, printer)
+    child = Child("redis", redisd.command(data_dir), env, printer)
     child.start()
-    url = redisd.url_for(port)
+    url = redisd.url_for(data_dir)
     with redis.Redis.from_url(url, socket_connect_timeout=0.5) as client:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and child.process.poll() is None:

@@ -1,5 +1,6 @@
 """A private redis-server for `make run` and the tests, when REDIS_URL is not set."""
 
+import hashlib
 import os
 import shutil
 import socket
@@ -29,13 +30,30 @@ def find_binary():
 
 
 def free_port():
+    """A port free a moment ago. Racy (another process may take it before it is used): only
+    for servers that must have a TCP port named up front (Redis Cluster nodes, benchmarks)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def command(data_dir, port, appendonly=True):
-    """The redis-server command line: loopback only, data and log under `data_dir`.
+# sun_path holds 108 bytes on Linux, 104 on macOS; a deep temporary directory can exceed it.
+MAX_SOCKET_PATH = 100
+
+
+def socket_path(data_dir):
+    """Where a private redis-server listens: a Unix socket in its data directory, or, when that
+    path is too long for one, under /tmp by a name made from it. The same on every restart."""
+    path = Path(data_dir).resolve() / "redis.sock"
+    if len(str(path)) <= MAX_SOCKET_PATH:
+        return path
+    return Path("/tmp") / f"tb-redis-{hashlib.sha256(str(path).encode()).hexdigest()[:16]}.sock"
+
+
+def command(data_dir, port=None, appendonly=True):
+    """The redis-server command line: a Unix socket (or loopback `port`), data and log under
+    `data_dir`. A socket file is ours alone: no other process can take it between a stop and a
+    restart, as it can a port.
 
     Every write reaches the disk before Redis answers (appendfsync always): a Redis killed
     mid-storm then loses no notification and forgets no claim, so no alert fires twice.
@@ -44,25 +62,29 @@ def command(data_dir, port, appendonly=True):
     binary = find_binary()
     if binary is None:
         raise RuntimeError(INSTALL_HINT)
+    listen = (["--port", "0", "--unixsocket", str(socket_path(data_dir)), "--unixsocketperm",
+               "700"] if port is None else ["--bind", "127.0.0.1", "--port", str(port)])
     return [
-        binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
+        binary, *listen, "--dir", str(data_dir),
         "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always", "--save", "",
         "--protected-mode", "yes", "--logfile", str(Path(data_dir) / "redis.log"),
     ]
 
 
-def url_for(port):
+def url_for(data_dir, port=None):
+    if port is None:
+        return f"unix://{socket_path(data_dir)}?db=0"
     return f"redis://127.0.0.1:{port}/0"
 
 
 def start(data_dir, port=None, appendonly=True, timeout=10.0):
-    """Start redis-server on 127.0.0.1; return (process, url) once it answers PING."""
+    """Start redis-server on a Unix socket in `data_dir` (or on loopback `port`); return
+    (process, url) once it answers PING. A restart on the same `data_dir` has the same url."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
     args = command(data_dir, port, appendonly)
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = url_for(port)
+    url = url_for(data_dir, port)
     _wait_for_ping(process, url, timeout)
     return process, url
 

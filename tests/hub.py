@@ -11,7 +11,6 @@ import pytest
 from aiosmtpd.controller import Controller
 from rq import SimpleWorker
 
-from devtools.redisd import free_port
 from webapp.core.queues import QUEUES, rq_connection
 from webapp.extensions import db
 from webapp.models import User
@@ -39,10 +38,20 @@ class Mailbox:
             return list(self.messages)
 
 
+class PortZeroController(Controller):
+    """aiosmtpd's Controller on port 0: the OS picks the port as the server binds it, so no
+    other process can take it first. The Controller then connects once to its own port to
+    start the protocol; it must learn which port that is before it does."""
+
+    def _trigger_server(self):
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()
+
+
 @pytest.fixture
 def smtp_server():
     box = Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=free_port())
+    controller = PortZeroController(box, hostname="127.0.0.1", port=0)
     controller.start()
     box.port = controller.port
     yield box

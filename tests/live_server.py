@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,10 +42,14 @@ def skip_without_chromium():
 
 
 class LiveServer:
-    """`gunicorn --worker-class gevent wsgi:app` on a free port, with the given environment."""
+    """`gunicorn --worker-class gevent wsgi:app` with the given environment, on a socket this
+    process binds and holds, then hands over (`fd://`): no other process can take the port
+    between its choice and gunicorn's start."""
 
-    def __init__(self, env, log_path, port=None):
-        self.port = port or redisd.free_port()
+    def __init__(self, env, log_path):
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
         # one worker unless the test's own env asks for more (not the caller's shell)
         self.workers = str(env.get("WEB_CONCURRENCY") or 1)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
@@ -60,10 +65,11 @@ class LiveServer:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [gunicorn, "--worker-class", "gevent", "--workers", self.workers,
-             "--worker-connections", "2000", "--bind", f"127.0.0.1:{self.port}",
+             "--worker-connections", "2000", "--bind", f"fd://{self.socket.fileno()}",
              "--graceful-timeout", "2", "--no-control-socket", "--access-logfile", "-",
              "wsgi:app"],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            pass_fds=[self.socket.fileno()])
         try:
             self._wait_up(timeout)
         except BaseException:
@@ -106,6 +112,12 @@ class LiveServer:
         self.process = None
         if getattr(self, "_log", None):
             self._log.close()
+
+    def close(self):
+        """Stop, and let go of the port. Until then a restart (`start()`) has the same port:
+        a stopped server's port is held, its connections wait in the backlog."""
+        self.stop()
+        self.socket.close()
 
 
 def login(base_url, email, password):
@@ -160,7 +172,7 @@ def serve(tmp, env=None, db_url=None, appendonly=False):
         cleanup.callback(_dispose, app)
         server = LiveServer({"DATABASE_URL": db_url, **settings, **(env or {})},
                             tmp / "gunicorn.log").start()
-        cleanup.callback(server.stop)
+        cleanup.callback(server.close)
         yield LiveSite(app, server, redis)
 
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -335,9 +336,18 @@ def walk(market, each=None):
             each()
 
 
+def other_db(url, db):
+    """The same server's database `db`: a unix:// url names it in the query, redis:// in the
+    path (and a url's own db wins over a `db=` argument to from_url)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":  # urlunsplit would drop the empty host's "//"
+        return f"unix://{parts.path}?db={db}"
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
 def reference(app, redis_url, market):
     """What a single matcher makes of the same alerts and ticks, in Redis db 1."""
-    ref = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/1", decode_responses=True)
+    ref = redis.Redis.from_url(other_db(redis_url, 1), decode_responses=True)
     assert ref.dbsize() == 0
     try:
         for alert in sql_alerts(app):

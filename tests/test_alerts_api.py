@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from devtools import redisd
 from tests.conftest import csrf_token
 from webapp import keys
 from webapp.alerts import service as alerts
@@ -172,8 +171,8 @@ def test_session_caller_needs_csrf_token(client, auth):
     assert response.status_code == 201
 
 
-def test_redis_down_is_503_and_nothing_is_written(make_app, tmp_path):
-    app = make_app(REDIS_URL=f"redis://127.0.0.1:{redisd.free_port()}/0")
+def test_redis_down_is_503_and_nothing_is_written(make_app, tmp_path, refused_port):
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{refused_port}/0")
     client = app.test_client()
     from tests.conftest import AuthActions
 

@@ -3,6 +3,7 @@ import re
 import pytest
 
 from tests.conftest import csrf_token
+from webapp.extensions import db
 
 pytestmark = pytest.mark.both_databases
 
@@ -48,22 +49,43 @@ def test_settings_page_creates_lists_prefix_and_revokes(client, auth):
     assert client.get("/api/v1/me", headers={"X-API-Key": key}).status_code == 401
 
 
+def key_ids(app, email):
+    from webapp.models import ApiKey, User
+
+    with app.app_context():
+        return db.session.scalars(db.select(ApiKey.id).join(User).where(
+            User.email == email, ApiKey.revoked_at.is_(None))).all()
+
+
 def test_cannot_revoke_another_users_key(app, client, auth):
     auth.create("other@example.com")
     other_key = auth.api_key("other@example.com")
+    [other_id] = key_ids(app, "other@example.com")
     auth.create()
     auth.login()
+    auth.api_key()  # a key of the caller's own, so "no key at all" is not why nothing happens
     token = csrf_token(client, "/settings/api-keys")
-    client.post("/settings/api-keys/1/revoke", data={"csrf_token": token})
+    response = client.post(f"/settings/api-keys/{other_id}/revoke",
+                           data={"csrf_token": token}, follow_redirects=True)
+    assert "No such key." in response.get_data(as_text=True)
+    assert key_ids(app, "other@example.com") == [other_id]
     assert client.get("/api/v1/me", headers={"X-API-Key": other_key}).status_code == 200
 
 
-def test_api_session_caller_needs_csrf_for_writes(client, auth):
+def test_api_session_caller_needs_csrf_for_writes_key_caller_does_not(client, auth):
     auth.create()
+    key = auth.api_key()
     auth.login()
-    assert client.get("/api/v1/me").status_code == 200
-    response = client.post("/api/v1/me")
-    assert response.status_code in (400, 405)
+    assert client.get("/api/v1/me").status_code == 200  # reads need no token
+    refused = client.post("/api/v1/notifications/read-all")
+    assert refused.status_code == 400 and refused.json["error"] == "bad_request"
+    token = csrf_token(client, "/dashboard")
+    sent = client.post("/api/v1/notifications/read-all", headers={"X-CSRFToken": token})
+    # The one unread item is the "API key created" notice; the refused post left it unread.
+    assert sent.status_code == 200 and sent.json == {"updated": 1, "unread_count": 0}
+    client.set_cookie("session", "", expires=0)  # a script with its key: no browser, no token
+    by_key = client.post("/api/v1/notifications/read-all", headers={"X-API-Key": key})
+    assert by_key.status_code == 200 and by_key.json["updated"] == 0
 
 
 @pytest.mark.parametrize("name", ["", "n" * 10_000])

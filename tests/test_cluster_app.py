@@ -190,10 +190,9 @@ def test_health_reports_the_cluster_and_the_queues_of_redis_url(app, client):
     assert body["queues"]["default"] == 1
 
 
-def test_an_app_made_while_the_cluster_is_down_answers_503_then_recovers(make_app, redis_cluster):
-    from devtools.redisd import free_port
-
-    nowhere = [("127.0.0.1", free_port())]  # no node answers there
+def test_an_app_made_while_the_cluster_is_down_answers_503_then_recovers(make_app, redis_cluster,
+                                                                        refused_port):
+    nowhere = [("127.0.0.1", refused_port)]  # no node answers there
     app = make_app(REDIS_CLUSTER_NODES=nowhere)
     response = app.test_client().get("/api/v1/health")
     assert response.status_code == 503 and response.get_json()["redis"] != "ok"

@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from devtools.redisd import free_port
 from tests.conftest import csrf_token
 from webapp.extensions import db
 from webapp.models import Destination
@@ -254,13 +253,13 @@ def test_switching_on_again_clears_the_count_and_the_reason(app, client, key):
     assert (on["enabled"], on["failures"], on["disabled_reason"]) == (True, 0, None)
 
 
-def test_tests_are_limited_per_minute(make_app, auth):
+def test_tests_are_limited_per_minute(make_app, auth, refused_port):
     app = make_app(DESTINATION_TESTS_PER_MINUTE=2, DESTINATIONS_ALLOW_PRIVATE=True)
     client = app.test_client()
     auth.__init__(client, app)
     auth.create()
     headers = {"X-API-Key": auth.api_key()}
-    closed = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens: each test fails
+    closed = f"http://127.0.0.1:{refused_port}/hook"  # nothing listens: each test fails
     dest = post(client, {**HOOK, "url": closed}, headers).get_json()
     path = f"/api/v1/destinations/{dest['id']}/test"
     for _ in range(2):

@@ -27,9 +27,12 @@ def count(app):
         return db.session.scalar(db.select(db.func.count(Destination.id)))
 
 
-def test_signed_out_visitors_are_sent_to_log_in(client):
+def test_signed_out_visitors_are_sent_to_log_in(app, client):
     assert client.get(PAGE).status_code == 302
-    assert client.post(PAGE, data=HOOK).status_code in (302, 400)
+    assert client.post(PAGE, data=HOOK).status_code == 400  # no CSRF token: refused first
+    added = client.post(PAGE, data={**HOOK, "csrf_token": csrf_token(client)})
+    assert added.status_code == 302 and added.location.startswith("/auth/login")
+    assert count(app) == 0
 
 
 def test_htmx_add_answers_the_panel_with_the_secret_once(client, token):

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,7 +10,6 @@ from websocket import ABNF, WebSocketBadStatusException, WebSocketException, cre
 
 from devtools.fakefeed import FakeFeed
 from devtools.fakefeed_demo import DEMO_MARKETS
-from devtools.redisd import free_port
 
 
 @pytest.fixture
@@ -199,14 +199,14 @@ def test_demo_mode_replays_prices_near_real_levels():
 
 
 def test_runs_as_a_process_and_stops_on_sigterm():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "devtools.fakefeed", "--port", str(port),
+    # Port 0: the feed binds a port of the OS's choice and says which; nothing can race it.
+    proc = subprocess.Popen([sys.executable, "-m", "devtools.fakefeed", "--port", "0",
                              "--demo"], stdout=subprocess.PIPE, text=True,
                             cwd=os.path.dirname(os.path.dirname(__file__)))
     try:
-        assert "fake Binance feed on ws://127.0.0.1:" in proc.stdout.readline()
-        ws = create_connection(f"ws://127.0.0.1:{port}/stream?streams=ethusdt@aggTrade",
-                               timeout=5)
+        url = re.fullmatch(r"fake Binance feed on (ws://127\.0\.0\.1:[1-9]\d*) \(demo prices\)",
+                           proc.stdout.readline().strip()).group(1)
+        ws = create_connection(f"{url}/stream?streams=ethusdt@aggTrade", timeout=5)
         OPEN.append(ws)
         assert recv_json(ws)["data"]["s"] == "ETHUSDT"
     finally:

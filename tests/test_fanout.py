@@ -125,8 +125,7 @@ def test_after_a_redis_restart_the_hub_subscribes_what_its_streams_still_need(tm
         staying = hub.attach(fanout.Client(11))
         redisd.stop(process)
         assert staying.next_batch() == [] and staying.closed  # ended: the browser reconnects
-        process, _ = redisd.start(tmp_path / "redis", port=int(url.rsplit(":", 1)[1].split("/")[0]),
-                                  appendonly=False)
+        process, _ = redisd.start(tmp_path / "redis", appendonly=False)  # the same socket
         with redis.Redis.from_url(url, decode_responses=True) as fresh:
             # the ended stream is still counted until its request lets go of it
             assert poll(lambda: keys.user_channel(11) in channels(fresh), timeout=20)

@@ -4,6 +4,7 @@ Redis (SUBSCRIBE) and on a real Redis Cluster (SSUBSCRIBE)."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -80,7 +81,7 @@ class _two_processes:  # noqa: N801 - a context manager used like a function
         servers = []
         for i in range(2):
             server = LiveServer(env, tmp / f"gunicorn{i}.log").start()
-            cleanup.callback(server.stop)
+            cleanup.callback(server.close)
             servers.append(server)
         data = self.data or app.extensions["redis"]
         return _Site(app, servers, data)
@@ -156,12 +157,13 @@ def test_make_run_starts_web_concurrency_workers(tmp_path, redis_url, setting, e
     env.update({"REDIS_URL": redis_url, "INSTANCE_PATH": str(tmp_path),
                 "DATABASE_URL": f"sqlite:///{tmp_path / 'site.db'}", **(
                     {"WEB_CONCURRENCY": setting} if setting else {})})
-    port = redisd.free_port()
-    with open(tmp_path / "gunicorn.log", "wb") as log:
+    with socket.socket() as held, open(tmp_path / "gunicorn.log", "wb") as log:
+        held.bind(("127.0.0.1", 0))  # held until gunicorn has it: no one else can take it
+        port = held.getsockname()[1]
         gunicorn = subprocess.Popen(
             [str(Path(sys.executable).parent / "gunicorn"), "--config",
-             str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+             str(ROOT / "gunicorn.conf.py"), "--bind", f"fd://{held.fileno()}", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=[held.fileno()])
         try:
             assert poll(lambda: _workers(gunicorn) == expected, timeout=30)
             assert poll(lambda: _answers(port), timeout=30)

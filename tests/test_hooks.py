@@ -7,7 +7,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from devtools.redisd import free_port
 from tests.conftest import AuthActions, csrf_token
 from tests.hub import run_jobs
 from webapp.accounts import service as accounts
@@ -362,8 +361,8 @@ def test_settings_page_needs_a_login_and_csrf(client, auth):
     assert client.post("/settings/hooks", data={"name": "x"}).status_code == 400
 
 
-def test_redis_down_answers_a_json_503_and_makes_nothing(make_app):
-    app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+def test_redis_down_answers_a_json_503_and_makes_nothing(make_app, refused_port):
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{refused_port}/0")  # nothing listens there
     with app.app_context():
         user = accounts.create_user("down@example.com", "correct horse")
         _, url = hooks.create(user.id, "TradingView")

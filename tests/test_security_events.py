@@ -1,5 +1,7 @@
 """Account security events the app raises itself, delivered by email to a real SMTP server."""
 
+import re
+
 import pytest
 
 from tests.conftest import csrf_token
@@ -57,7 +59,9 @@ def test_password_change_and_api_keys_are_reported(app, client, auth):
     auth.login()
     token = csrf_token(client, "/settings/api-keys")
     client.post("/settings/api-keys", data={"name": "bot", "csrf_token": token})
-    client.post("/settings/api-keys/1/revoke", data={"csrf_token": token})
+    listing = client.get("/settings/api-keys").get_data(as_text=True)
+    revoke = re.search(r"/settings/api-keys/\d+/revoke", listing).group(0)
+    assert client.post(revoke, data={"csrf_token": token}).status_code == 302
     client.post("/settings/password", data={
         "current_password": "correct horse", "new_password": "battery staple",
         "confirm": "battery staple", "csrf_token": token})

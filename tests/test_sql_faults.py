@@ -17,7 +17,6 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from devtools import redisd
 from tests.conftest import PG_URL, AuthActions, csrf_token, reset_postgres
 from webapp import create_app, keys
 from webapp.alerts import index as alert_index
@@ -228,9 +227,9 @@ def test_pages_and_api_answer_503_when_the_database_is_gone(site):
 
 
 @pytest.fixture
-def no_redis(make_app, site):
+def no_redis(make_app, site, refused_port):
     """A second app on the same database whose Redis is gone."""
-    return make_app(create_tables=False, REDIS_URL=f"redis://127.0.0.1:{redisd.free_port()}/0")
+    return make_app(create_tables=False, REDIS_URL=f"redis://127.0.0.1:{refused_port}/0")
 
 
 @pytest.mark.parametrize("call", [

@@ -14,7 +14,7 @@ import websocket
 
 from devtools import redisd
 from tests.hub import poll
-from tests.live_server import ROOT, cookie_header, login
+from tests.live_server import ROOT, cookie_header, login, serve
 from tests.sse_helpers import open_stream
 from webapp.accounts import service as accounts
 from webapp.extensions import db
@@ -25,10 +25,11 @@ STREAMS_PER_USER = 50
 PASSWORD = "correct horse"
 
 
-@pytest.fixture(scope="module")
-def site(make_live_site):
-    """A site of its own: this module stops its Redis and counts every stream."""
-    live = make_live_site(env={"STREAM_KEEPALIVE_S": "60"}, appendonly=True)
+SETTINGS = {"env": {"STREAM_KEEPALIVE_S": "60"}, "appendonly": True}
+
+
+def with_users(live):
+    """The site's users, logged in, and an API key for the first."""
     with live.app.app_context():
         users = [accounts.create_user(f"u{i}@example.com", PASSWORD) for i in range(USERS)]
         uids = [u.id for u in users]
@@ -38,6 +39,20 @@ def site(make_live_site):
                for i in range(USERS)]
     return {"app": live.app, "server": live.server, "redis": live.redis, "uids": uids,
             "key": key, "cookies": cookies}
+
+
+@pytest.fixture(scope="module")
+def site(make_live_site):
+    """A site for the tests that watch only their own streams and notifications."""
+    return with_users(make_live_site(**SETTINGS))
+
+
+@pytest.fixture
+def own_site(tmp_path):
+    """A site of the test's own: it counts every stream (another test's leftover would count)
+    or stops its Redis."""
+    with serve(tmp_path, **SETTINGS) as live:
+        yield with_users(live)
 
 
 def store(site, uid, title="ping"):
@@ -60,22 +75,22 @@ def has_unread(events):
     return any(e.get("event") == "unread" for e in events)
 
 
-def test_200_streams_share_one_pubsub_connection_and_stay_isolated(site):
+def test_200_streams_share_one_pubsub_connection_and_stay_isolated(own_site):
     opened = []
     for i in range(USERS):
         for _ in range(STREAMS_PER_USER):
-            opened.append((i, *open_stream(site["server"].port, site["cookies"][i])))
+            opened.append((i, *open_stream(own_site["server"].port, own_site["cookies"][i])))
     try:
         for _, _, reader in opened:
             reader.until(has_unread)
-        assert streams_open(site) == USERS * STREAMS_PER_USER
-        names = sorted(c["name"] for c in web_connections(site) if c["name"])
+        assert streams_open(own_site) == USERS * STREAMS_PER_USER
+        names = sorted(c["name"] for c in web_connections(own_site) if c["name"])
         assert names.count("tb-hub") == 1
-        subscribers = [c for c in web_connections(site) if int(c.get("sub", 0)) > 0]
+        subscribers = [c for c in web_connections(own_site) if int(c.get("sub", 0)) > 0]
         assert len(subscribers) == 1  # each user's channel and watch channel, once
         assert int(subscribers[0]["sub"]) == 2 * USERS
-        assert all(int(c.get("psub", 0)) == 0 for c in web_connections(site))
-        sent = [store(site, uid, f"for user {i}")[1] for i, uid in enumerate(site["uids"])]
+        assert all(int(c.get("psub", 0)) == 0 for c in web_connections(own_site))
+        sent = [store(own_site, uid, f"for user {i}")[1] for i, uid in enumerate(own_site["uids"])]
         for i, _, reader in opened:
             events = reader.until(lambda ev: any(e.get("event") == "notification" for e in ev))
             notes = [e for e in events if e.get("event") == "notification"]
@@ -84,18 +99,18 @@ def test_200_streams_share_one_pubsub_connection_and_stay_isolated(site):
     finally:
         for _, sock, _ in opened:
             sock.close()
-    assert poll(lambda: streams_open(site) == 0)
+    assert poll(lambda: streams_open(own_site) == 0)
 
 
-def test_a_client_that_goes_away_is_cleaned_up_at_once(site):
+def test_a_client_that_goes_away_is_cleaned_up_at_once(own_site):
     # Keep-alives are 60 s apart here: only noticing the closed socket can be this quick.
-    opened = [open_stream(site["server"].port, site["cookies"][1]) for _ in range(10)]
+    opened = [open_stream(own_site["server"].port, own_site["cookies"][1]) for _ in range(10)]
     for _, reader in opened:
         reader.until(has_unread)
-    assert streams_open(site) == 10
+    assert streams_open(own_site) == 10
     for sock, _ in opened:
         sock.close()
-    assert poll(lambda: streams_open(site) == 0, timeout=5)
+    assert poll(lambda: streams_open(own_site) == 0, timeout=5)
 
 
 # The gevent worker's event loop runs SocketStream.close when a client's socket turns readable;
@@ -126,11 +141,11 @@ def test_a_stream_the_event_loop_closes_while_another_attaches_is_released(redis
     assert "Traceback" not in done.stderr, done.stderr
 
 
-def test_head_answers_headers_only(site):
-    response = requests.head(site["server"].url + "/stream", timeout=5,
-                             headers={"Cookie": site["cookies"][0]})
+def test_head_answers_headers_only(own_site):
+    response = requests.head(own_site["server"].url + "/stream", timeout=5,
+                             headers={"Cookie": own_site["cookies"][0]})
     assert response.status_code == 200 and response.headers["Cache-Control"] == "no-cache"
-    assert streams_open(site) == 0
+    assert streams_open(own_site) == 0
 
 
 def test_stream_headers_on_the_wire(site):
@@ -196,19 +211,18 @@ def test_ws_refuses_a_session_cookie_alone(site):
         websocket.create_connection(ws_url(site, ""), cookie=site["cookies"][0], timeout=5)
 
 
-def test_streams_end_when_redis_goes_and_resume_with_replay_when_it_returns(site):
-    uid, box = site["uids"][2], site["redis"]
-    _, seen = store(site, uid, "before")
-    sock, reader = open_stream(site["server"].port, site["cookies"][2])
+def test_streams_end_when_redis_goes_and_resume_with_replay_when_it_returns(own_site):
+    uid, box = own_site["uids"][2], own_site["redis"]
+    _, seen = store(own_site, uid, "before")
+    sock, reader = open_stream(own_site["server"].port, own_site["cookies"][2])
     reader.until(has_unread)
     redisd.stop(box["process"])
     with pytest.raises(ConnectionError):  # the hub ends every stream so browsers reconnect
         reader.until(lambda ev: False)
     sock.close()
-    port = int(box["url"].rsplit(":", 1)[1].split("/")[0])
-    box["process"], _ = redisd.start(box["dir"], port=port, appendonly=True)
-    _, missed = store(site, uid, "while away")
-    sock, reader = open_stream(site["server"].port, site["cookies"][2],
+    box["process"], _ = redisd.start(box["dir"], appendonly=True)  # its socket: the same url
+    _, missed = store(own_site, uid, "while away")
+    sock, reader = open_stream(own_site["server"].port, own_site["cookies"][2],
                                headers={"Last-Event-ID": seen})
     try:
         events = reader.until(has_unread, timeout=15)
@@ -217,23 +231,23 @@ def test_streams_end_when_redis_goes_and_resume_with_replay_when_it_returns(site
         sock.close()
 
 
-def test_a_client_that_stops_reading_is_dropped_without_holding_up_others(site):
-    slow_uid, fast_uid = site["uids"][3], site["uids"][1]
+def test_a_client_that_stops_reading_is_dropped_without_holding_up_others(own_site):
+    slow_uid, fast_uid = own_site["uids"][3], own_site["uids"][1]
     slow = socket.socket()
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    slow.connect(("127.0.0.1", site["server"].port))
-    slow.sendall(f"GET /stream HTTP/1.1\r\nHost: x\r\nCookie: {site['cookies'][3]}\r\n\r\n"
+    slow.connect(("127.0.0.1", own_site["server"].port))
+    slow.sendall(f"GET /stream HTTP/1.1\r\nHost: x\r\nCookie: {own_site['cookies'][3]}\r\n\r\n"
                  .encode())
-    fast_sock, fast = open_stream(site["server"].port, site["cookies"][1])
+    fast_sock, fast = open_stream(own_site["server"].port, own_site["cookies"][1])
     fast.until(has_unread)
-    assert poll(lambda: streams_open(site) == 2)
-    with site["app"].app_context():  # ~10 MB for a client that reads nothing
+    assert poll(lambda: streams_open(own_site) == 2)
+    with own_site["app"].app_context():  # ~10 MB for a client that reads nothing
         for _ in range(4):
             inbox.store_many([{"user_id": slow_uid, "type": "PRICE_ALERT", "title": "flood",
                                "message": "x" * 2000} for _ in range(500)])
-    _, after = store(site, fast_uid, "still on time")
+    _, after = store(own_site, fast_uid, "still on time")
     fast.until(lambda ev: any(e.get("id") == after for e in ev))
-    assert poll(lambda: streams_open(site) == 1)  # the slow one was let go
+    assert poll(lambda: streams_open(own_site) == 1)  # the slow one was let go
     slow.close()
     fast_sock.close()
 

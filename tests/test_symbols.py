@@ -148,10 +148,8 @@ def test_when_binance_says_slow_down_no_fetch_until_it_said(app, feed):
     assert len(feed.api_requests) == 1
 
 
-def test_an_unreachable_binance_leaves_symbols_unverified(make_app):
-    from devtools.redisd import free_port
-
-    app = make_app(BINANCE_API_URL=f"http://127.0.0.1:{free_port()}")  # nothing listens
+def test_an_unreachable_binance_leaves_symbols_unverified(make_app, refused_port):
+    app = make_app(BINANCE_API_URL=f"http://127.0.0.1:{refused_port}")  # nothing listens
     with app.app_context():
         assert symbols.refresh_due() is None
         assert symbols.verdicts(["FOOBARUSDT"]) == {"FOOBARUSDT": "unverified"}
@@ -237,7 +235,10 @@ def test_suggestions_start_with_what_was_typed_popular_quotes_first(app, client,
 
 def test_suggestions_need_a_login(app, client):
     response = client.get("/alerts/symbols?symbol=BTC")
-    assert response.status_code in (302, 401)
+    assert response.status_code == 302 and response.location.startswith("/auth/login")
+    response = client.get("/alerts/symbols?symbol=BTC", headers={"HX-Request": "true"})
+    assert response.status_code == 401  # htmx would swap a login page into the datalist
+    assert response.headers["HX-Redirect"].startswith("/auth/login")
 
 
 def test_the_scheduler_fetches_the_list_through_a_worker(app, feed):

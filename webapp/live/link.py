@@ -25,8 +25,9 @@ class Link:
     def __init__(self, config, name, subscriptions):
         # No retries: redis-py would reconnect and resubscribe behind our back, losing what
         # was published in the gap; a dropped link must end the streams (they replay).
+        # TCP keepalive is redis-py 8's default on TCP; naming it would refuse a unix:// URL.
         self.client = data_redis(config, max_connections=1, client_name=name,
-                                 socket_keepalive=True, retry=Retry(NoBackoff(), 0))
+                                 retry=Retry(NoBackoff(), 0))
         self.cluster = is_cluster(self.client)
         self.subscriptions = subscriptions
         self.pubsub = self.client.pubsub()
