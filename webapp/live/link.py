@@ -51,8 +51,13 @@ class Link:
                 if self.cluster:  # ClusterPubSub forgets a node's channels as they go
                     message = self.pubsub.get_sharded_message(
                         target_node=self.client.get_node(node_name=name))
+                elif node.connection.can_read(timeout=0):
+                    # Wait for the rest of a message begun: with redis-py's default timeout
+                    # of 0 a message that arrives in pieces (a large one, under a flood)
+                    # fails the read as a timeout, and the link with it.
+                    message = node.get_message(timeout=node.connection.socket_timeout)
                 else:
-                    message = node.get_message()
+                    break
                 if message is None:
                     # None with more to read: a health-check reply was taken
                     if node.connection is None or not node.connection.can_read(timeout=0):
