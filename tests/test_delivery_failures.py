@@ -7,7 +7,6 @@ from datetime import datetime
 import pytest
 from aiosmtpd.controller import Controller
 
-from devtools.redisd import free_port
 from tests.hub import Mailbox, make_user, poll, run_jobs
 from tests.test_deliveries import logs, providers, send, subscriber
 from webapp import clock
@@ -185,10 +184,11 @@ def test_a_notification_deleted_before_its_retry_fails_without_an_attempt(make_a
     assert late_smtp.messages == []
 
 
-def test_a_message_that_cannot_be_built_is_retried_then_given_up(make_app, smtp_server):
+def test_a_message_that_cannot_be_built_is_retried_then_given_up(make_app, smtp_server,
+                                                                 refused_port):
     # the same database, its Redis gone: the inbox entry the email is built from is out of
     # reach (made first: on PostgreSQL each new app starts the schema afresh)
-    cut_off = make_app(create_tables=False, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    cut_off = make_app(create_tables=False, REDIS_URL=f"redis://127.0.0.1:{refused_port}/0",
                        **providers(smtp=smtp_server, DELIVERY_MAX_ATTEMPTS=2))
     app = make_app(**providers(smtp=smtp_server, DELIVERY_MAX_ATTEMPTS=2))
     uid = make_user(app, "hal@example.com", quiet_start="10:00", quiet_end="14:00")

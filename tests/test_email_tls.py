@@ -8,17 +8,17 @@ honour, so a certificate from any other CA must fail the handshake.
 import datetime
 import ipaddress
 import ssl
+from zoneinfo import ZoneInfo
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from devtools.redisd import free_port
-from tests.hub import Mailbox, make_user, run_jobs
+from tests.hub import Mailbox, PortZeroController, make_user, run_jobs
+from webapp.delivery import statements
 from webapp.delivery.dispatch import breaker
 from webapp.delivery.sweep import sweep
 from webapp.extensions import db
@@ -114,7 +114,7 @@ def relay():
         else:  # implicit TLS: the listening socket speaks TLS, which aiosmtpd's
             # auth_require_tls cannot see (it only knows STARTTLS), so it is left off
             options.update(ssl_context=context, auth_require_tls=False)
-        controller = Controller(box, hostname="127.0.0.1", port=free_port(), **options)
+        controller = PortZeroController(box, hostname="127.0.0.1", port=0, **options)
         controller.start()
         controllers.append(controller)
         box.port = controller.port
@@ -216,3 +216,26 @@ def test_a_refused_recipient_fails_the_delivery_once_without_retry(make_app, rel
     assert row_of(app, nid).attempts == 1 and box.messages == []
     with app.app_context():
         assert breaker("email").state()["failures"] == 0  # the relay is up: not its fault
+
+
+def test_a_monthly_statement_arrives_over_starttls_with_a_login(make_app, relay, certs):
+    box = relay("starttls", certs["trusted"])
+    app = email_app(make_app, box, "starttls")
+    uid = make_user(app, "month@example.com", timezone="Europe/Berlin",
+                    email_monthly_statements="on", email_daily_summary=False,
+                    email_weekly_performance=False)
+    traded = datetime.datetime(2030, 10, 15, 14, tzinfo=datetime.UTC)
+    with app.app_context():
+        router.route({"type": "ORDER_EXECUTED", "user_id": uid, "title": "Bought 0.5 BTC"},
+                     now_ms=int(traded.timestamp() * 1000))
+    run_jobs(app)  # the slow steps record what the statement counts
+    with app.app_context():
+        first = datetime.datetime(2030, 11, 1, 8, tzinfo=ZoneInfo("Europe/Berlin"))
+        assert len(statements.send_due(first)) == 1
+    run_jobs(app)
+    mails = [m for m in box.wait_for(len(box.messages) + 1)
+             if (m["msg"]["X-Tickerbell-Digest"] or "").startswith("monthly ")]
+    assert [m["rcpt"] for m in mails] == [["month@example.com"]]
+    assert mails[0]["msg"]["Subject"] == "Tickerbell monthly statement: October 2030"
+    assert "Order executed: 1" in mails[0]["msg"].get_body(("plain",)).get_content()
+    assert box.logins and all(box.logins)  # every message went in after a login over TLS

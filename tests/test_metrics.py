@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from devtools.redisd import free_port
 from tests.hub import make_user, poll, run_jobs, twilio_answer
 from tests.sse_helpers import EventReader
 from tests.test_deliveries import providers
@@ -165,8 +164,8 @@ def test_breakers_and_listener_status_are_read_from_redis(app, client):
     assert value(samples, "tickerbell_listener_connections", shard="0") == 0
 
 
-def test_a_scrape_answers_while_redis_is_down(make_app):
-    client = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").test_client()
+def test_a_scrape_answers_while_redis_is_down(make_app, refused_port):
+    client = make_app(REDIS_URL=f"redis://127.0.0.1:{refused_port}/0").test_client()
     samples = scrape(client)
     assert value(samples, "tickerbell_redis_up") == 0
     assert not any(name == "tickerbell_queue_depth" for name, _ in samples)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from devtools.fakefeed import FakeFeed
-from devtools.redisd import free_port
 from tests.hub import run_jobs
 from tests.product import ROOT, Product
 from tests.test_ops_page import beating, explode
@@ -53,8 +52,8 @@ def test_json_holds_the_same_facts_and_the_failed_jobs(app, runner):
     assert set(facts["deliveries"]) == {"hour", "day"}
 
 
-def test_a_redis_that_does_not_answer_is_reported_not_raised(make_app):
-    app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+def test_a_redis_that_does_not_answer_is_reported_not_raised(make_app, refused_port):
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{refused_port}/0")
     result = app.test_cli_runner().invoke(args=["status"])
     assert result.exit_code == 1
     assert "  ! redis: not answering" in result.output
