@@ -46,8 +46,9 @@ def listeners(flask, shards):
     return {f"listener-{n}": [*flask, "listener"] for n in range(1, shards + 1)}
 
 
-def commands(port, demo_port, shards=1):
-    """The processes, in start order (they stop in the reverse order)."""
+def commands(port, demo_port, shards=1, listen_fd=None):
+    """The processes, in start order (they stop in the reverse order). `listen_fd`: a bound
+    socket the web server takes instead of binding `port` itself."""
     bin_dir = Path(sys.executable).parent
     flask = [str(bin_dir / "flask"), "--app", "wsgi"]
     procs = {}
@@ -59,7 +60,7 @@ def commands(port, demo_port, shards=1):
         **listeners(flask, shards),
         "worker": [*flask, "worker"],
         "web": [str(bin_dir / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"),
-                "--bind", f"127.0.0.1:{port}", "wsgi:app"],
+                "--bind", f"fd://{listen_fd}" if listen_fd else f"127.0.0.1:{port}", "wsgi:app"],
     })
     return procs
 
@@ -67,8 +68,9 @@ def commands(port, demo_port, shards=1):
 class Child:
     """One supervised process: its command, its current run, and its restart bookkeeping."""
 
-    def __init__(self, name, argv, env, printer):
+    def __init__(self, name, argv, env, printer, pass_fds=()):
         self.name, self.argv, self.env, self.printer = name, argv, env, printer
+        self.pass_fds = pass_fds
         self.process = None
         self.restarts = 0
         self.quick_exits = 0  # exits in a row that came before STABLE_S: the backoff grows
@@ -81,7 +83,8 @@ class Child:
         # children in order instead of all at once.
         self.process = subprocess.Popen(
             self.argv, env=env, cwd=str(ROOT), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            pass_fds=self.pass_fds)
         self.started_at = time.monotonic()
         self.restart_at = None
         threading.Thread(target=self._relay, args=(self.process.stdout,), daemon=True).start()
@@ -249,12 +252,22 @@ def supervise(children, stopping):
         stopping.wait(POLL_S)
 
 
+def listen_socket():
+    """(fd, port): LISTEN_FD names a bound socket this process inherited (a test holds its
+    port that way, so no other process can take it first); else PORT, for gunicorn to bind."""
+    fd = os.environ.get("LISTEN_FD")
+    if not fd:
+        return None, int(os.environ.get("PORT", "8000"))
+    with socket.fromfd(int(fd), socket.AF_INET, socket.SOCK_STREAM) as held:  # a copy
+        return int(fd), held.getsockname()[1]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", action="store_true", help="use the built-in fake market feed")
     args = parser.parse_args(argv)
-    port = int(os.environ.get("PORT", "8000"))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    listen_fd, port = listen_socket()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PORT=str(port))  # PUBLIC_URL's default
     env["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir(env)
     printer = Printer(sys.stdout)
     stopping = threading.Event()
@@ -278,8 +291,9 @@ def main(argv=None):
         env = demo_env(env, demo_port)
         seed_demo(env)
     started = len(children)
-    children += [Child(name, argv, env, printer)
-                 for name, argv in commands(port, demo_port, shard_count(env)).items()]
+    web_fds = (listen_fd,) if listen_fd else ()
+    children += [Child(name, argv, env, printer, web_fds if name == "web" else ())
+                 for name, argv in commands(port, demo_port, shard_count(env), listen_fd).items()]
     try:
         for child in children[started:]:
             child.start()

@@ -4,6 +4,7 @@ Redis) against a loopback Binance feed, for tests that drive it from outside."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,6 @@ from pathlib import Path
 import redis
 import requests
 
-from devtools import redisd
 from webapp import create_app, keys
 from webapp.accounts import service as accounts
 from webapp.alerts import index as alert_index
@@ -39,29 +39,42 @@ def until(predicate, timeout, every=0.05):
     return None
 
 
+def _held_socket(port=0):
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.1", port))
+    return held
+
+
 class Product:
     """`python -m devtools.launch` (what `make run` starts) against a loopback feed."""
 
     def __init__(self, tmp, feed, env=None, cluster=None):
         """`cluster`: a devtools.rediscluster.Cluster for the data plane (REDIS_CLUSTER_NODES)."""
-        self.tmp, self.feed, self.port = tmp, feed, redisd.free_port()
+        # the web port, held bound here and handed down (LISTEN_FD): nothing else can take it
+        self.held = _held_socket()
+        self.tmp, self.feed, self.port = tmp, feed, self.held.getsockname()[1]
         self.env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
         self.env.update(**(env or {}))
         nodes = cluster.nodes if cluster else []
         self.nodes = [(host, int(port)) for host, port in (n.split(":") for n in nodes)]
         if nodes:
             self.env["REDIS_CLUSTER_NODES"] = ",".join(nodes)
-        self.env.update(PORT=str(self.port), INSTANCE_PATH=str(tmp), FLASK_APP="wsgi.py",
+        self.env.update(INSTANCE_PATH=str(tmp), FLASK_APP="wsgi.py",
                         DATABASE_URL=f"sqlite:///{tmp / 'tb.db'}", BINANCE_WS_URL=feed.url)
         self.base = f"http://127.0.0.1:{self.port}"
 
     def start(self):
+        if self.held.fileno() == -1:  # started again after a stop: the same port
+            self.held = _held_socket(self.port)
+        self.env["LISTEN_FD"] = str(self.held.fileno())
         bin_dir = Path(sys.executable).parent
         subprocess.run([bin_dir / "flask", "db", "upgrade"], env=self.env, cwd=ROOT,
                        check=True, capture_output=True)
         self.log = open(self.tmp / "launch.log", "wb")  # noqa: SIM115 (closed in stop)
         self.launcher = subprocess.Popen([sys.executable, "-m", "devtools.launch"], env=self.env,
-                                         cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+                                         cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+                                         pass_fds=[self.held.fileno()])
         url = until(lambda: (self.tmp / "redis.url").read_text().strip(), 30)
         assert url, "no private Redis address under the instance folder"
         self.app = create_app({"TESTING": True, "REDIS_URL": url, "INSTANCE_PATH": str(self.tmp),
@@ -76,6 +89,7 @@ class Product:
         self.launcher.send_signal(signal.SIGINT)
         code = self.launcher.wait(60)
         self.log.close()
+        self.held.close()
         return code
 
     def output(self):
