@@ -14,6 +14,7 @@ from webapp.hooks import service as hooks
 from webapp.inbox import service as inbox
 from webapp.insist import links
 from webapp.insist import service as insist
+from webapp.models import DeliveryLog, DeliveryStatus
 
 pytestmark = pytest.mark.browser
 
@@ -56,6 +57,11 @@ def site(live_site):
                                        "title": title, "message": "over 10x"})[0]
                           for title in ("Leverage 11x", "Leverage 12x"))
         insist.ack(user.id, acked, "link in the email")
+        # the deliveries page shows a badge per status: every one of them must read clearly
+        db.session.add_all([DeliveryLog(notification_id=waiting, user_id=user.id, round=i,
+                                        channel="email", status=status, error="relay said no")
+                            for i, status in enumerate(DeliveryStatus)])
+        db.session.commit()
         VISITOR_PAGES.append(f"/ack/{links.token(waiting, user.id, 'email')}")
         db.session.remove()
     return live_site
