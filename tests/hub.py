@@ -5,6 +5,7 @@ import email.policy
 import json
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -48,14 +49,23 @@ class PortZeroController(Controller):
         super()._trigger_server()
 
 
-@pytest.fixture
-def smtp_server():
+@contextmanager
+def serving_mailbox():
+    """A Mailbox behind a real SMTP server on loopback (box.port), for as long as it is used."""
     box = Mailbox()
     controller = PortZeroController(box, hostname="127.0.0.1", port=0)
     controller.start()
     box.port = controller.port
-    yield box
-    controller.stop()
+    try:
+        yield box
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp_server():
+    with serving_mailbox() as box:
+        yield box
 
 
 class Recorder(BaseHTTPRequestHandler):

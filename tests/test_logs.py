@@ -12,7 +12,7 @@ import requests
 from rq.job import Job
 
 from devtools.fakefeed import FakeFeed
-from tests.hub import Mailbox, PortZeroController, make_user, run_jobs
+from tests.hub import make_user, run_jobs, serving_mailbox
 from tests.product import SYMBOLS, Product, until
 from webapp.core import logs
 from webapp.core.queues import enqueue, rq_connection
@@ -138,12 +138,8 @@ def test_a_job_queued_outside_any_request_carries_no_id(app):
 
 @pytest.fixture(scope="module")
 def mailbox():
-    box = Mailbox()
-    controller = PortZeroController(box, hostname="127.0.0.1", port=0)
-    controller.start()
-    box.port = controller.port
-    yield box
-    controller.stop()
+    with serving_mailbox() as box:
+        yield box
 
 
 @pytest.fixture(scope="module")
