@@ -48,21 +48,20 @@ class Link:
         """Hand `dispatch(channel, data)` every message that has arrived; note the replies."""
         for name, node in self.nodes():
             while node.subscribed and node.connection is not None:
+                if not node.connection.can_read(timeout=0):
+                    break
+                # Wait for the rest of a message begun: with redis-py's default timeout of 0
+                # a message that arrives in pieces (a large one, under a flood) fails the
+                # read as a timeout, and the link with it.
+                rest = node.connection.socket_timeout
                 if self.cluster:  # ClusterPubSub forgets a node's channels as they go
                     message = self.pubsub.get_sharded_message(
-                        target_node=self.client.get_node(node_name=name))
-                elif node.connection.can_read(timeout=0):
-                    # Wait for the rest of a message begun: with redis-py's default timeout
-                    # of 0 a message that arrives in pieces (a large one, under a flood)
-                    # fails the read as a timeout, and the link with it.
-                    message = node.get_message(timeout=node.connection.socket_timeout)
+                        timeout=rest, target_node=self.client.get_node(node_name=name))
                 else:
-                    break
-                if message is None:
-                    # None with more to read: a health-check reply was taken
-                    if node.connection is None or not node.connection.can_read(timeout=0):
-                        break
-                elif message["type"] in MESSAGES:
+                    message = node.get_message(timeout=rest)
+                if message is None:  # a health-check reply was taken
+                    continue
+                if message["type"] in MESSAGES:
                     dispatch(message["channel"], message["data"])
                 elif message["type"] in REPLIES:
                     if not self.subscriptions.replied(message["channel"]):
