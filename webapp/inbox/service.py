@@ -13,7 +13,7 @@ import re
 from redis.commands.core import Script
 
 from webapp import clock, keys
-from webapp.core import pubsub, scripting
+from webapp.core import jsontext, pubsub, scripting
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import get_redis
 from webapp.inbox import scripts as inbox_lua
@@ -90,7 +90,7 @@ def _store_call(notification, created):
             "message": n["message"], "created_at": created, "status": "unread",
             **{f: n[f] for f in SOURCE_FIELDS}, "data": n["data"]}
     # the trim follows the real clock: a caller's own clock must never trim what it just wrote
-    return _keys(uid), [uid, created, json.dumps(body, separators=(",", ":")),
+    return _keys(uid), [uid, created, jsontext.dumps(body),
                         cutoff(None), DEFAULT_TTL_MS]
 
 
