@@ -73,6 +73,8 @@ def _text(item, field, limit, errors, required=True):
 
 def _user_id(value, errors):
     """An existing-looking user id as int (ASCII digits, in the id range), else None."""
+    if type(value) is int and 1 <= value <= MAX_ID:  # the usual id, as the rule below reads it
+        return value
     text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
     if not USER_ID.fullmatch(text) or not 1 <= int(text) <= MAX_ID:
         errors["user_id"] = "A user id (integer) or \"system\"."
@@ -133,7 +135,10 @@ def _refs(item, errors):
     refs = {}
     for field in REF_FIELDS:
         value = item.get(field)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
+        if value is None:  # most events name one reference at most
+            refs[field] = ""
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int):
             errors[field] = "A string or integer."
         refs[field] = str(value or "")[:REF_MAX] if field not in errors else ""
     return refs
@@ -141,7 +146,7 @@ def _refs(item, errors):
 
 def _type_and_priority(item, errors):
     kind, priority = item.get("type"), item.get("priority") or None
-    if not isinstance(kind, str) or notification_types.get(kind) is None:
+    if not isinstance(kind, str) or kind not in notification_types.TYPES:
         errors["type"] = f"Unknown type; one of {', '.join(notification_types.TYPES)}."
     if priority is not None and (not isinstance(priority, str)
                                  or priority not in notification_types.PRIORITIES):
@@ -154,8 +159,8 @@ def validate(item, from_json=False):
     was read from JSON text (so it holds nothing JSON cannot, such as NaN)."""
     if not isinstance(item, dict):
         return None, None, {"event": "Must be a JSON object."}
-    errors = {} if item.keys() <= FIELDS else {f: "Unknown field." for f in item
-                                               if f not in FIELDS}
+    errors = {} if FIELDS.issuperset(item) else {f: "Unknown field." for f in item
+                                                 if f not in FIELDS}
     kind, priority = _type_and_priority(item, errors)
     title = _text(item, "title", TITLE_MAX, errors)
     message = _text(item, "message", MESSAGE_MAX, errors, required=False)
