@@ -116,19 +116,24 @@ def store_many(notifications, now_ms=None, redis=None):
     """store() for many in one round trip: one atomic call per user, each user's in the
     order given; returns [(nid, event id)] in that order."""
     created, cut = now_ms or clock.now_ms(), cutoff(None)
-    per_user = {}  # uid -> [(position, notification JSON)]
+    per_user = {}  # uid -> ([positions], [notification JSON])
     for position, notification in enumerate(notifications):
         uid, body = _entry_json(notification, created)
-        per_user.setdefault(uid, []).append((position, body))
+        if uid not in per_user:
+            per_user[uid] = [], []
+        positions, bodies = per_user[uid]
+        positions.append(position)
+        bodies.append(body)
     client = redis or get_redis()
     publish = pubsub.command(client)
     replies = scripting.run_all(client, _script("STORE_MANY", client), [
-        (_keys(uid), [uid, created, cut, DEFAULT_TTL_MS, *(body for _, body in items), publish])
-        for uid, items in per_user.items()])
+        (_keys(uid), [uid, created, cut, DEFAULT_TTL_MS, *bodies, publish])
+        for uid, (_, bodies) in per_user.items()])
     results = [None] * len(notifications)
-    for (uid, items), eids in zip(per_user.items(), replies, strict=True):
-        for (position, _), eid in zip(items, eids, strict=True):
-            results[position] = (f"{eid}-{uid}", str(eid))
+    for (uid, (positions, _)), eids in zip(per_user.items(), replies, strict=True):
+        for position, eid in zip(positions, eids, strict=True):
+            eid = str(eid)
+            results[position] = (f"{eid}-{uid}", eid)
     return results
 
 
