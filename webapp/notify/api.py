@@ -19,7 +19,7 @@ def post_events():
     request.max_content_length = events.MAX_BODY  # a full batch: more than other routes take
     status, body = events.handle(request.get_data(cache=False), f"svc{g.service_token.id}", key)
     metrics.events_intake(status, body)
-    # as jsonify writes it (sorted keys, a newline), at a tenth of its cost for 1000 results
+    # as jsonify wrote it (sorted keys, a newline; text now in UTF-8), at a tenth of its cost
     response = Response(jsontext.dumps(body, sort_keys=True) + b"\n", mimetype="application/json")
     if body.get("replayed"):
         response.headers["Idempotent-Replayed"] = "true"

@@ -301,9 +301,9 @@ def _fast_loads(raw):
     """The body as orjson reads it, or None where the standard library's reading must decide.
 
     orjson refuses what the rules below refuse (NaN, Infinity, 1e999, lone surrogates, bad
-    UTF-8) but with its own messages, and reads what it refuses no more (a UTF-8 BOM,
-    UTF-16): any failure goes to _parse_exactly for the answer it always gave. It reads an
-    integer of 19 or more digits as a float: a body with such a run of digits goes there too.
+    UTF-8), with messages of its own, and some bodies the standard library reads (a UTF-8
+    BOM, UTF-16): any failure goes to _parse_exactly for the answer it always gave. orjson
+    reads an integer of 19 or more digits as a float: a body with such a run goes there too.
     """
     if LONG_NUMBER in raw.translate(DIGITS):
         return None
