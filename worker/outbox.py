@@ -37,12 +37,13 @@ SWEEP_COUNT = 100  # batches per symbol and sweep
 DELIVER = """
 local done = redis.call('HGET', KEYS[3], ARGV[2])
 if done then return done end
-local uid, eids = ARGV[3], {}
+local eids = {}
 for i = 7, #ARGV do
-  local eid = redis.call('XADD', KEYS[1], '*', 'event', 'notification',
-    'data', '{"user_id":' .. ARGV[i])
-  redis.call(ARGV[1], KEYS[2], '{"id":"' .. eid .. '","event":"notification",'
-    .. '"data":{"id":"' .. eid .. '-' .. uid .. '","user_id":' .. ARGV[i] .. '}')
+  -- published as stored, as match.lua's inline mode does: the hub adds the id
+  local data = '{"user_id":' .. ARGV[i]
+  local eid = redis.call('XADD', KEYS[1], '*', 'event', 'notification', 'data', data)
+  redis.call(ARGV[1], KEYS[2], '{"id":"' .. eid .. '","event":"notification","data":' .. data
+    .. '}')
   eids[#eids + 1] = eid
 end
 local text = table.concat(eids, ',')
