@@ -151,6 +151,16 @@ local function release(a)
   end
 end
 
+-- A level alert (no window, not COUNTED) counts in tb:inuse only with a cooldown: its
+-- table is made only then, which spares a storm of one-shot alerts a table each.
+local function release_level(id, cond, cool)
+  if cool > 0 then
+    release({id = id, cond = cond, win = '', cool = cool})
+  else
+    released[#released + 1] = id
+  end
+end
+
 local function expired(a)
   if a.exp > 0 and a.exp <= ts then
     release(a)
@@ -295,12 +305,12 @@ local function fire_levels(key, rearm, lo, hi)
         local id = ids[i + j - 1]
         exp, cool = tonumber(exp) or 0, tonumber(cool) or 0
         if exp > 0 and exp <= ts then
-          release({id = id, cond = cond, win = '', cool = cool})
+          release_level(id, cond, cool)
         else
           local w = LEVEL_WORDS[cond]
           emit(id, uid, cond, target, mode, note, w[1], w[2], w[3], '', target)
           if mode ~= 'recurring' then
-            release({id = id, cond = cond, win = '', cool = cool})
+            release_level(id, cond, cool)
             marked[#marked + 1] = id
             marked[#marked + 1] = tstext
           elseif cool > 0 then
