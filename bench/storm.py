@@ -1,12 +1,13 @@
 """A fire storm: one tick fires n alerts on one symbol. Notifications created per second,
 with the append-only file off, on (everysec) and on as `make run` keeps it (fsync before each
 answer), alone and with a hub subscribed to every notified user's channel and reading.
-    python bench/storm.py [--alerts 100000]
+    python bench/storm.py [--alerts 100000] [--instructions]
 """
 
 import argparse
 import json
 import multiprocessing
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,9 +50,10 @@ def _command(entry):
     return (command.decode() if isinstance(command, bytes) else command).upper()
 
 
-def storm(r, n):
+def storm(r, n, loaded=False):
     """Fire n alerts with one tick on `r` as it is configured; the figures."""
-    load(r, n)
+    if not loaded:
+        load(r, n)
     # Commands inside a script are slow-logged too: only log what takes over 5 ms, so the
     # storm's own script calls show and the inner commands cost nothing extra.
     r.config_set("slowlog-log-slower-than", 5000)
@@ -146,18 +148,52 @@ def configure(r, appendonly, fsync):
         time.sleep(0.05)
 
 
-def variants(url, n):
+def variants(url, n, counter=None):
     """The storm in every variant on one Redis (the one at `url`), in one run."""
-    r, rows = redis.Redis.from_url(url, decode_responses=True), []
+    # no read timeout: under callgrind one script call takes seconds
+    r, rows = redis.Redis.from_url(url, decode_responses=True, socket_timeout=None), []
     for name, appendonly, fsync, subscribed in VARIANTS:
         configure(r, appendonly, fsync)
         hub = Hub(url) if subscribed else None
-        row = {"variant": name, **storm(r, n)}
+        if counter is not None:
+            load(r, n)  # not counted
+            counter.start()
+        row = {"variant": name, **storm(r, n, loaded=counter is not None)}
         if hub is not None:
             row["hub_received"], row["hub_dropped"] = hub.wait(n)
+        if counter is not None:
+            row["instructions"] = counter.stop() / n
         rows.append(row)
         print_row(row)
     return rows
+
+
+class Callgrind:
+    """Instructions redis-server runs, counted by valgrind's callgrind: the one figure here
+    that other work on the machine does not move (the server runs ~50 times slower)."""
+
+    def __init__(self, data_dir):
+        self.out = Path(data_dir) / "callgrind.out"
+        self.wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                        f"--callgrind-out-file={self.out}"]
+        self.pid = None
+
+    def _control(self, *args):
+        subprocess.run(["callgrind_control", *args, str(self.pid)], check=True,
+                       capture_output=True)
+
+    def start(self):
+        self._control("--zero")
+        self._control("--instr=on")
+
+    def stop(self):
+        """The instructions since start()."""
+        self._control("--instr=off")
+        self._control("--dump")
+        newest = max(self.out.parent.glob(f"{self.out.name}*"), key=lambda f: f.stat().st_mtime)
+        totals = [line for line in newest.read_text().splitlines()
+                  if line.startswith(("summary:", "totals:"))]
+        return int(totals[-1].split()[1])
 
 
 def print_row(s):
@@ -167,17 +203,26 @@ def print_row(s):
     print(f"fire storm, {s['variant']:18}: {s['alerts']:,} alerts in {s['seconds']:.2f} s = "
           f"{s['notifications_per_s']:>9,.0f} notifications/s ({s['script_calls']} calls, "
           f"longest {s['longest_call_ms']:.1f} ms{heard}); Redis µs a notification: "
-          f"{s['script_us']:.2f} in scripts, {s['redis_cpu_us']:.2f} of CPU", flush=True)
+          f"{s['script_us']:.2f} in scripts, {s['redis_cpu_us']:.2f} of CPU"
+          + (f", {s['instructions']:,.0f} instructions" if "instructions" in s else ""),
+          flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alerts", type=int, default=100_000)
+    parser.add_argument("--instructions", action="store_true",
+                        help="run Redis under callgrind and count its instructions a "
+                             "notification (slow: try --alerts 20000)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tb-storm-") as data_dir:
-        process, url = redisd.start(data_dir, appendonly=False)
+        counter = Callgrind(data_dir) if args.instructions else None
+        process, url = redisd.start(data_dir, appendonly=False, timeout=60,
+                                    wrapper=counter.wrapper if counter else ())
+        if counter is not None:
+            counter.pid = process.pid
         try:
-            rows = variants(url, args.alerts)
+            rows = variants(url, args.alerts, counter)
         finally:
             redisd.stop(process)
     print(json.dumps({"storm": rows}))
