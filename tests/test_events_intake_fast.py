@@ -105,6 +105,29 @@ def test_a_known_token_needs_no_redis_read_per_request(app, client, token):
     assert "cmdstat_get" not in commands  # the inbox script and the routed XADD only
 
 
+def user_queries(app):
+    """A list that grows by one for every SQL statement that reads users by id."""
+    seen = []
+    with app.app_context():
+        sql_event.listen(db.engine, "before_cursor_execute",
+                         lambda *a: seen.append(1) if "users.id IN" in a[2] else None)
+    return seen
+
+
+def test_a_user_seen_to_exist_is_read_from_sql_once(app, client, token):
+    uid = make_user(app, "l@example.com")
+    queries = user_queries(app)
+    for _ in range(3):
+        assert post(client, token, critical(uid)).status_code == 202
+    assert len(queries) == 1
+
+
+def test_an_unknown_user_is_not_remembered_and_is_accepted_once_made(app, client, token):
+    assert post(client, token, critical(1)).status_code == 422  # no user 1 yet
+    assert make_user(app, "m@example.com") == 1
+    assert post(client, token, critical(1)).status_code == 202
+
+
 def test_requests_add_to_the_stream_and_one_drain_job_runs_their_slow_steps(app, client,
                                                                              token):
     uid = make_user(app, "d@example.com")
