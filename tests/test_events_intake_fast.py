@@ -105,6 +105,26 @@ def test_a_known_token_needs_no_redis_read_per_request(app, client, token):
     assert "cmdstat_get" not in commands  # the inbox script and the routed XADD only
 
 
+def test_one_redis_stores_and_queues_an_event_in_one_script_call(app, client, token):
+    uid = make_user(app, "n@example.com")
+    with app.app_context():
+        get_redis().config_resetstat()
+    posted = client.post("/api/v1/events", data=json.dumps(critical(uid, "one call")),
+                         headers={"Authorization": f"Bearer {token}", "X-Request-ID": "r-1"},
+                         content_type="application/json")
+    assert posted.status_code == 202
+    with app.app_context():
+        stats = get_redis().info("commandstats")
+        (_, fields), = get_redis().xrange(keys.routed("high"))
+    assert stats["cmdstat_evalsha"]["calls"] == 1  # the inbox script, which queued it too
+    batch = json.loads(fields["batch"])
+    assert fields["request_id"] == "r-1"
+    assert [(n["id"], n["title"], n["user_id"]) for n in batch] == [
+        (posted.json["ids"][0], "one call", uid)]
+    run_jobs(app)
+    assert audited(app) == 1
+
+
 def user_queries(app):
     """A list that grows by one for every SQL statement that reads users by id."""
     seen = []
