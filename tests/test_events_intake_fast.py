@@ -234,3 +234,16 @@ def test_a_request_never_holds_one_sql_connection_while_it_waits_for_another(mak
     with app.app_context():
         db.engine.dispose()  # the set-up's connection goes; the request has the pool's one
     assert post(app.test_client(), token, critical(uid)).status_code == 202
+
+
+def test_tokens_are_remembered_and_revoked_at_once_on_a_cluster_data_plane(make_cluster_app):
+    app = make_cluster_app()
+    runner = app.test_cli_runner()
+    token = runner.invoke(args=["tokens", "create", "o"]).output.split()[-1]
+    uid = make_user(app, "o@example.com")
+    client, queries = app.test_client(), token_queries(app)
+    for _ in range(2):
+        assert post(client, token, critical(uid)).status_code == 202
+    assert len(queries) == 1  # the subscription is up on the cluster too
+    assert runner.invoke(args=["tokens", "revoke", "o"]).exit_code == 0
+    assert post(client, token, critical(uid)).status_code == 401
