@@ -18,6 +18,7 @@ from webapp import keys
 
 PING_S = 1  # a PING on the subscription this often, sent by a request that finds it due
 STALE_S = 3  # no answer for this long: the subscription is not known to be up
+MAX_READS = 1000  # messages one request reads at most
 
 
 class TokenCache:
@@ -63,8 +64,17 @@ class TokenCache:
             self.pubsub.connection.register_connect_callback(self._reconnected)
             self.pinged = now
             self._handle(self.pubsub.get_message(timeout=STALE_S), now)  # its confirmation
-        while (message := self.pubsub.get_message(timeout=0)) is not None:
-            self._handle(message, now)
+        for _ in range(MAX_READS):
+            message = self.pubsub.get_message(timeout=0)
+            if message is not None:
+                self._handle(message, now)
+            # None also stands for a health-check reply redis-py swallowed: read on while
+            # anything waits, or a revoke behind it would be left for a later request
+            elif not self.pubsub.connection.can_read(timeout=0):
+                break
+        else:  # never the case unless something floods the channel: trust nothing
+            self._close()
+            return
         if self.pinged > self.answered and now - self.pinged > STALE_S:
             self._close()  # the subscription or the last PING went unanswered
         elif now - self.pinged > PING_S:
