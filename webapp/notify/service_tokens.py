@@ -57,7 +57,11 @@ def revoke(name):
                                     f"({token.revoked_at:%Y-%m-%d %H:%M} UTC)"})
     token.revoked_at = utcnow()
     db.session.commit()
-    get_redis().publish(keys.SERVICE_TOKENS_REVOKED, token.name)  # every process forgets
+    r = get_redis()
+    r.publish(keys.SERVICE_TOKENS_REVOKED, token.name)  # every process forgets its tokens
+    # answered only once Redis has written that message to every subscriber's socket (its
+    # replies go out together, after the command): from here a process cannot miss it
+    r.ping()
     return token
 
 

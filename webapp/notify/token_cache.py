@@ -65,12 +65,13 @@ class TokenCache:
             self.pinged = now
             self._handle(self.pubsub.get_message(timeout=STALE_S), now)  # its confirmation
         for _ in range(MAX_READS):
+            checking = self.pubsub.health_check_response_counter > 0  # redis-py's own PING
             message = self.pubsub.get_message(timeout=0)
             if message is not None:
                 self._handle(message, now)
-            # None also stands for a health-check reply redis-py swallowed: read on while
+            # None may then stand for the PING's reply, which redis-py swallows: read on while
             # anything waits, or a revoke behind it would be left for a later request
-            elif not self.pubsub.connection.can_read(timeout=0):
+            elif not checking or not self.pubsub.connection.can_read(timeout=0):
                 break
         else:  # never the case unless something floods the channel: trust nothing
             self._close()
