@@ -10,8 +10,8 @@ from tests.hub import make_user, run_jobs
 from webapp import keys
 from webapp.core.queues import get_queue
 from webapp.extensions import db, get_redis, is_cluster
-from webapp.models import CriticalNotification
-from webapp.notify import slowsteps
+from webapp.models import CriticalNotification, ServiceToken, utcnow
+from webapp.notify import slowsteps, token_cache
 
 
 @pytest.fixture
@@ -69,16 +69,83 @@ def test_a_known_token_is_read_from_sql_once_until_a_revoke(app, client, runner,
     assert len(queries) == before + 1
 
 
-def test_a_lost_generation_cannot_bring_a_revoked_token_back(app, client, runner, token):
+def revoke_in_sql_only(app, name):
+    """A revoke whose message no process heard (sent while their subscriptions were down)."""
+    with app.app_context():
+        db.session.execute(db.update(ServiceToken).where(ServiceToken.name == name)
+                           .values(revoked_at=utcnow()))
+        db.session.commit()
+
+
+def test_a_lost_subscription_cannot_keep_a_revoked_token_alive(app, client, token):
     uid = make_user(app, "c@example.com")
     assert post(client, token, critical(uid)).status_code == 202
-    with app.app_context():
-        remembered = get_redis().get(keys.SERVICE_TOKENS_GENERATION)
-        get_redis().delete(keys.SERVICE_TOKENS_GENERATION)  # Redis lost its data
-    assert runner.invoke(args=["tokens", "revoke", "order-system"]).exit_code == 0
-    with app.app_context():
-        assert get_redis().get(keys.SERVICE_TOKENS_GENERATION) != remembered
+    revoke_in_sql_only(app, "order-system")
+    assert post(client, token, critical(uid)).status_code == 202  # remembered: no message
+    with app.app_context():  # Redis restarted, say: the subscription's connection is gone
+        assert get_redis().client_kill_filter(_type="pubsub") >= 1
     assert post(client, token, critical(uid)).status_code == 401
+
+
+def test_a_subscription_silent_too_long_is_not_trusted(app, client, token):
+    uid = make_user(app, "j@example.com")
+    assert post(client, token, critical(uid)).status_code == 202
+    revoke_in_sql_only(app, "order-system")
+    app.extensions["service_tokens"].answered -= token_cache.STALE_S + 1  # no answer lately
+    assert post(client, token, critical(uid)).status_code == 401
+
+
+def test_a_known_token_needs_no_redis_read_per_request(app, client, token):
+    uid = make_user(app, "k@example.com")
+    assert post(client, token, critical(uid)).status_code == 202
+    with app.app_context():
+        get_redis().config_resetstat()
+        assert post(client, token, critical(uid)).status_code == 202
+        commands = get_redis().info("commandstats")
+    assert "cmdstat_get" not in commands  # the inbox script and the routed XADD only
+
+
+def test_one_redis_stores_and_queues_an_event_in_one_script_call(app, client, token):
+    uid = make_user(app, "n@example.com")
+    with app.app_context():
+        get_redis().config_resetstat()
+    posted = client.post("/api/v1/events", data=json.dumps(critical(uid, "one call")),
+                         headers={"Authorization": f"Bearer {token}", "X-Request-ID": "r-1"},
+                         content_type="application/json")
+    assert posted.status_code == 202
+    with app.app_context():
+        stats = get_redis().info("commandstats")
+        (_, fields), = get_redis().xrange(keys.routed("high"))
+    assert stats["cmdstat_evalsha"]["calls"] == 1  # the inbox script, which queued it too
+    batch = json.loads(fields["batch"])
+    assert fields["request_id"] == "r-1"
+    assert [(n["id"], n["title"], n["user_id"]) for n in batch] == [
+        (posted.json["ids"][0], "one call", uid)]
+    run_jobs(app)
+    assert audited(app) == 1
+
+
+def user_queries(app):
+    """A list that grows by one for every SQL statement that reads users by id."""
+    seen = []
+    with app.app_context():
+        sql_event.listen(db.engine, "before_cursor_execute",
+                         lambda *a: seen.append(1) if "users.id IN" in a[2] else None)
+    return seen
+
+
+def test_a_user_seen_to_exist_is_read_from_sql_once(app, client, token):
+    uid = make_user(app, "l@example.com")
+    queries = user_queries(app)
+    for _ in range(3):
+        assert post(client, token, critical(uid)).status_code == 202
+    assert len(queries) == 1
+
+
+def test_an_unknown_user_is_not_remembered_and_is_accepted_once_made(app, client, token):
+    assert post(client, token, critical(1)).status_code == 422  # no user 1 yet
+    assert make_user(app, "m@example.com") == 1
+    assert post(client, token, critical(1)).status_code == 202
 
 
 def test_requests_add_to_the_stream_and_one_drain_job_runs_their_slow_steps(app, client,
@@ -167,3 +234,16 @@ def test_a_request_never_holds_one_sql_connection_while_it_waits_for_another(mak
     with app.app_context():
         db.engine.dispose()  # the set-up's connection goes; the request has the pool's one
     assert post(app.test_client(), token, critical(uid)).status_code == 202
+
+
+def test_tokens_are_remembered_and_revoked_at_once_on_a_cluster_data_plane(make_cluster_app):
+    app = make_cluster_app()
+    runner = app.test_cli_runner()
+    token = runner.invoke(args=["tokens", "create", "o"]).output.split()[-1]
+    uid = make_user(app, "o@example.com")
+    client, queries = app.test_client(), token_queries(app)
+    for _ in range(2):
+        assert post(client, token, critical(uid)).status_code == 202
+    assert len(queries) == 1  # the subscription is up on the cluster too
+    assert runner.invoke(args=["tokens", "revoke", "o"]).exit_code == 0
+    assert post(client, token, critical(uid)).status_code == 401

@@ -26,6 +26,7 @@ def create_app(config=None):
     os.makedirs(app.instance_path, exist_ok=True)  # SQLite and the outbox live here
 
     from webapp import errors, extensions, models  # noqa: F401  (models register tables)
+    from webapp.accounts import sessions
     from webapp.core import database, logs
     from webapp.destinations import service as destinations
 
@@ -33,6 +34,7 @@ def create_app(config=None):
     extensions.migrate.init_app(app, extensions.db, directory=str(ROOT / "migrations"),
                                 render_as_batch=True)  # SQLite needs batch ALTERs
     extensions.login_manager.init_app(app)
+    app.session_interface = sessions.CookieSessions()
     extensions.csrf.init_app(app)
     extensions.sock.init_app(app)
     extensions.init_redis(app)

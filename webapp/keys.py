@@ -20,7 +20,7 @@ FIRED_BATCHES = "tb:{fired}:batches"  # zset: matcher batches already in FIRED (
 # entries and the queue's kick flag go out in one pipeline on a cluster too
 ROUTED_PREFIX = "tb:{routed}:"  # + queue: stream of batches; + queue:kick: a drain job waits
 ROUTED_DEAD = "tb:{routed}:dead"  # stream: batches that failed too often
-SERVICE_TOKENS_GENERATION = "tb:service-tokens:gen"  # integer: bumped on every revoke
+SERVICE_TOKENS_REVOKED = "tb:service-tokens:revoked"  # channel: a token was revoked
 
 # Lua builds a symbol's set names as PREFIX .. symbol .. TAG_END .. suffix
 INDEX_PREFIX = "tb:idx:{"  # + SYMBOL}:suffix

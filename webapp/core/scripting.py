@@ -19,6 +19,9 @@ def run_all(r, script, calls):
     calls = list(calls)
     if not calls:
         return []
+    if len(calls) == 1:  # one user's call (a single event): no pipeline to build and read
+        script_keys, args = calls[0]
+        return [script(keys=script_keys, args=args, client=r)]  # it loads itself on NOSCRIPT
     replies = _pipelined(r, script, calls)
     missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if missing:

@@ -82,21 +82,42 @@ return eid
 # STORE for several notifications of one user, in order, with one trim and one TTL refresh.
 # ARGV: 1 uid  2 created_at ms  3 cutoff ms  4 key TTL ms  5.. the notifications' JSON
 # Returns their entry ids, in order.
+# On one Redis (never on a cluster: another slot) the call may also queue their slow steps
+# (webapp/notify/slowsteps.py), saving a round trip: KEYS 5 the routed stream  6 its kick
+# flag; before the publish command, ARGV also ends with the request id, the batch size and
+# the flag's TTL (s). The stream gets batches of at most that size, as JSON lists of the
+# notifications with their ids, and the flag is set unless set.
+# Returns {entry ids, 1 if this call set the flag, else 0}.
 STORE_MANY = _COMMON + """
-local eids, first = {}, ARGV[2] .. '-0'
-for i = 5, #ARGV - 1 do
+local routed, last = KEYS[5], #ARGV - 1
+if routed then last = #ARGV - 4 end
+local request_id, size, kick_ttl = ARGV[#ARGV - 3], tonumber(ARGV[#ARGV - 2]), ARGV[#ARGV - 1]
+local eids, first, batch = {}, ARGV[2] .. '-0', {}
+local function add_batch()
+  redis.call('XADD', routed, '*', 'batch', '[' .. table.concat(batch, ',') .. ']',
+    'request_id', request_id)
+  batch = {}
+end
+for i = 5, last do
   local eid = first and redis.pcall('XADD', S, first, 'event', 'notification', 'data', ARGV[i])
   if not eid or type(eid) == 'table' then
     eid = redis.call('XADD', S, '*', 'event', 'notification', 'data', ARGV[i])
   end
   first = nil
   eids[#eids + 1] = eid
-  redis.call(PUBLISH, C, '{"id":"' .. eid .. '","event":"notification",'
-    .. '"data":{"id":"' .. eid .. '-' .. ARGV[1] .. '",' .. string.sub(ARGV[i], 2) .. '}')
+  local n = '{"id":"' .. eid .. '-' .. ARGV[1] .. '",' .. string.sub(ARGV[i], 2)
+  redis.call(PUBLISH, C, '{"id":"' .. eid .. '","event":"notification","data":' .. n .. '}')
+  if routed then
+    batch[#batch + 1] = n
+    if #batch == size then add_batch() end
+  end
 end
 trim(tonumber(ARGV[3]))
 keep(ARGV[4])
-return eids
+if not routed then return eids end
+if #batch > 0 then add_batch() end
+local kicked = redis.call('SET', KEYS[6], '1', 'NX', 'EX', kick_ttl)
+return {eids, kicked and 1 or 0}
 """
 
 # ARGV: 1 cutoff ms  2 key TTL ms ('' = leave it)

@@ -112,9 +112,14 @@ def store(notification, now_ms=None):
     return f"{eid}-{args[0]}", eid
 
 
-def store_many(notifications, now_ms=None, redis=None):
+def store_many(notifications, now_ms=None, redis=None, route=None):
     """store() for many in one round trip: one atomic call per user, each user's in the
-    order given; returns [(nid, event id)] in that order."""
+    order given; returns [(nid, event id)] in that order.
+
+    With `route` (one Redis only), each call also queues its notifications' slow steps:
+    route(the user's notifications) gives (queue name, extra keys, extra args) for the
+    script (webapp/notify/slowsteps.py in_script); then returns (the results, the names of
+    the queues whose kick flag a call set)."""
     created, cut = now_ms or clock.now_ms(), cutoff(None)
     per_user = {}  # uid -> ([positions], [notification JSON])
     for position, notification in enumerate(notifications):
@@ -124,17 +129,25 @@ def store_many(notifications, now_ms=None, redis=None):
         positions, bodies = per_user[uid]
         positions.append(position)
         bodies.append(body)
+    routes = {uid: route([notifications[p] for p in positions]) if route else (None, [], [])
+              for uid, (positions, _) in per_user.items()}
     client = redis or get_redis()
     publish = pubsub.command(client)
     replies = scripting.run_all(client, _script("STORE_MANY", client), [
-        (_keys(uid), [uid, created, cut, DEFAULT_TTL_MS, *bodies, publish])
+        ([*_keys(uid), *routes[uid][1]],
+         [uid, created, cut, DEFAULT_TTL_MS, *bodies, *routes[uid][2], publish])
         for uid, (_, bodies) in per_user.items()])
-    results = [None] * len(notifications)
-    for (uid, (positions, _)), eids in zip(per_user.items(), replies, strict=True):
+    results, kicked = [None] * len(notifications), set()
+    for (uid, (positions, _)), reply in zip(per_user.items(), replies, strict=True):
+        eids = reply
+        if route:
+            eids, kick = reply
+            if kick:
+                kicked.add(routes[uid][0])
         for position, eid in zip(positions, eids, strict=True):
             eid = str(eid)
             results[position] = (f"{eid}-{uid}", eid)
-    return results
+    return (results, kicked) if route else results
 
 
 def _load(eid, data, status):

@@ -4,8 +4,10 @@ import hashlib
 import json
 import math
 import re
+import time
 
 import orjson
+from flask import current_app
 from sqlalchemy import bindparam, select
 
 from webapp import keys
@@ -38,6 +40,7 @@ DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))  # for b
 LONG_NUMBER = b"0" * 19
 # built once: building the statement per request cost more CPU than running it
 KNOWN_USERS = select(User.id).where(User.id.in_(bindparam("ids", expanding=True)))
+KNOWN_USERS_TTL_S = 60  # how long a process trusts that a user id it saw exists
 
 
 def items_of(body):
@@ -188,13 +191,28 @@ def recipients(target, known_users, cache):
 
 
 def known_users(ids):
-    """Those of the user ids that exist, read on a connection of its own and handed back at
-    once: a request holding one through its Redis writes made the pool open and close
-    connections under concurrency."""
+    """Those of the user ids that exist. Ids seen to exist are remembered per process for
+    KNOWN_USERS_TTL_S (the app deletes no user; one deleted by hand in SQL is refused after
+    that at most). The rest are read on a connection of its own, handed back at once: a
+    request holding one through its Redis writes made the pool open and close connections
+    under concurrency."""
     if not ids:
         return set()
-    with db.engine.connect() as connection:
-        return set(connection.scalars(KNOWN_USERS, {"ids": sorted(ids)}))
+    memory = _remembered_users()
+    missing = ids - memory
+    if missing:
+        with db.engine.connect() as connection:
+            memory.update(connection.scalars(KNOWN_USERS, {"ids": sorted(missing)}))
+    return ids & memory
+
+
+def _remembered_users():
+    """The process's set of user ids known to exist, emptied every KNOWN_USERS_TTL_S."""
+    since, memory = current_app.extensions.get("known_users") or (0.0, set())
+    if time.monotonic() - since > KNOWN_USERS_TTL_S:
+        since, memory = time.monotonic(), set()
+        current_app.extensions["known_users"] = since, memory
+    return memory
 
 
 def publish(raw_items, source="events", from_json=False):

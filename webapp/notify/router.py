@@ -5,21 +5,20 @@ slow path. The hot part (inbox, live feed) runs in the caller; the slow steps (S
 delivery plan) run from a drain job of the routed streams (webapp/notify/slowsteps.py) or the
 slow-path consumer, idempotent by notification id.
 
-    route_many  -> inbox.store_many, slowsteps.add                    (in the caller)
+    route_many  -> inbox.store_many (+ slowsteps.in_script on one Redis, else slowsteps.add)
     steps.process_batch / route_fired -> audit.record -> plan.record -> dispatch.send jobs
 """
 
 from webapp import clock
 from webapp.core import metrics
 from webapp.delivery import audit
+from webapp.extensions import get_redis, is_cluster
 from webapp.inbox import service as inbox
 from webapp.notify import slowsteps, steps
 from webapp.notify import types as notification_types
 
 # RQ jobs queued before the routed streams name it here (webapp.notify.router.process_batch)
 from webapp.notify.steps import process_batch  # noqa: F401
-
-DEFAULT_BATCH = 100  # notifications per slow-step batch (webapp/notify/slowsteps.py)
 
 
 def route(notification, now_ms=None, source="app"):
@@ -34,12 +33,16 @@ def route_many(notifications, now_ms=None, source="app"):
     """
     created = now_ms or clock.now_ms()
     filled = [with_defaults(n) for n in notifications]
-    results = inbox.store_many(filled, now_ms=created)
+    if is_cluster(get_redis()):  # the routed streams live in another slot than the inboxes
+        results = inbox.store_many(filled, now_ms=created)
+        for n, (nid, _) in zip(filled, results, strict=True):  # our own copies: no copy again
+            n["id"], n["created_at"] = nid, created
+        slowsteps.add([filled[start:start + slowsteps.DEFAULT_BATCH]
+                       for start in range(0, len(filled), slowsteps.DEFAULT_BATCH)])
+    else:  # one round trip: the inbox's script adds the batches to the routed streams
+        results, kicked = inbox.store_many(filled, now_ms=created, route=slowsteps.in_script)
+        slowsteps.kick(kicked)
     metrics.notifications_created(filled, source)
-    for n, (nid, _) in zip(filled, results, strict=True):  # our own copies: no copy again
-        n["id"], n["created_at"] = nid, created
-    slowsteps.add([filled[start:start + DEFAULT_BATCH]
-                   for start in range(0, len(filled), DEFAULT_BATCH)])
     return results
 
 

@@ -1,8 +1,8 @@
 """Service tokens: internal systems publish events with them; they can read nothing.
 
-Each process remembers the live tokens it has looked up, with the generation in Redis it read
-before the lookup; a revoke sets a new (random) generation after its commit, so every process
-looks its tokens up again on the next request, and a revoked token stops working at once.
+Each process remembers the live tokens it has looked up (webapp/notify/token_cache.py); a
+revoke publishes after its commit, and every process forgets them all before its next request,
+so a revoked token stops working at once without a Redis read per request.
 """
 
 import hashlib
@@ -18,6 +18,7 @@ from webapp.errors import json_error
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import db, get_redis
 from webapp.models import ServiceToken, utcnow
+from webapp.notify.token_cache import TokenCache
 
 TOKEN_PREFIX = "tbs_"
 LIVE = select(ServiceToken.id, ServiceToken.name).where(
@@ -56,7 +57,11 @@ def revoke(name):
                                     f"({token.revoked_at:%Y-%m-%d %H:%M} UTC)"})
     token.revoked_at = utcnow()
     db.session.commit()
-    _new_generation(get_redis(), replace=True)
+    r = get_redis()
+    r.publish(keys.SERVICE_TOKENS_REVOKED, token.name)  # every process forgets its tokens
+    # answered only once Redis has written that message to every subscriber's socket (its
+    # replies go out together, after the command): from here a process cannot miss it
+    r.ping()
     return token
 
 
@@ -77,27 +82,28 @@ def token_for(plaintext):
     """The live token with this secret (a LiveToken), or None."""
     if not plaintext or len(plaintext) > 200:
         return None
-    digest, r = _hash(plaintext), get_redis()
-    generation = r.get(keys.SERVICE_TOKENS_GENERATION) or _new_generation(r)
-    cache = current_app.extensions.setdefault("service_tokens", {})
-    known = cache.get(digest)
-    if known is not None and known[1] == generation:
-        return known[0]
+    digest, cache = _hash(plaintext), _cache()
+    epoch = cache.current()  # before the lookup: a revoke during it makes what it read stale
+    known = cache.get(digest, epoch)
+    if known is not None:
+        return known
     # a connection of its own, handed back at once: one a request held while it asked the
     # pool for another (intake.known_users) could leave every request waiting on the pool
     with db.engine.connect() as connection:
         row = connection.execute(LIVE, {"digest": digest}).first()
     if row is None:  # unknown secrets are not remembered: a guesser cannot fill the cache
-        cache.pop(digest, None)
+        cache.forget(digest)
         return None
-    cache[digest] = LiveToken(row.id, row.name), generation
-    return cache[digest][0]
+    token = LiveToken(row.id, row.name)
+    cache.remember(digest, token, epoch)
+    return token
 
 
-def _new_generation(r, replace=False):
-    """A random generation, so one lost with Redis's data can never come back and match."""
-    r.set(keys.SERVICE_TOKENS_GENERATION, secrets.token_hex(8), nx=not replace)
-    return r.get(keys.SERVICE_TOKENS_GENERATION)
+def _cache():
+    cache = current_app.extensions.get("service_tokens")
+    if cache is None:
+        cache = current_app.extensions["service_tokens"] = TokenCache(get_redis())
+    return cache
 
 
 def presented():

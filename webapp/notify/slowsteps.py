@@ -2,9 +2,10 @@
 RQ jobs.
 
 route_many stores notifications in the inbox, then adds their batches to the stream of their
-queue in one round trip. The batch that finds no drain job waiting sets the queue's kick flag
-and queues one; while it waits, later batches only join the stream, so a busy web process
-pays an XADD per request instead of an RQ job (a pickle and two transactions). A drain job
+queue in one round trip; on one Redis the inbox's script adds them itself (in_script), in the
+round trip that stores them. The batch that finds no drain job waiting sets the queue's kick
+flag and queues one; while it waits, later batches only join the stream, so a busy web
+process pays an XADD per request instead of an RQ job (a pickle and two transactions). A drain job
 (any `flask worker`) reads in a consumer group and acknowledges a batch once its slow steps
 ran; they are idempotent by notification id. The safety net (worker/schedule.py, every
 minute) drains what a lost kick left and takes over batches a dead drain job left pending.
@@ -26,6 +27,7 @@ from webapp.notify import types as notification_types
 
 GROUP = "slow-steps"
 QUEUES = ("high", "default")  # critical notifications' batches go to "high"
+DEFAULT_BATCH = 100  # notifications per batch
 DEFAULT_COUNT = 20  # batches per read
 KICK_TTL_S = 60  # a kick whose job never got queued (its web process died) lapses
 DEFAULT_MIN_IDLE_MS = 60_000  # a drain job silent this long with batches is presumed dead
@@ -55,6 +57,21 @@ def add(batches):
     for name, kick in zip(wanted, kicked, strict=True):
         if kick:
             enqueue(drain, name, queue=name)
+
+
+def in_script(notifications):
+    """(queue, keys, args) with which the inbox's script adds these notifications' batches
+    to their queue's stream itself, in the round trip that stores them (one Redis only:
+    inbox.store_many's `route`; the kick flag is set there too, kick() queues the jobs)."""
+    name = queue_of(notifications)
+    return name, [keys.routed(name), keys.routed_kick(name)], [
+        logs.current() or "", DEFAULT_BATCH, KICK_TTL_S]
+
+
+def kick(names):
+    """Queue a drain job for each queue whose kick flag the caller set."""
+    for name in sorted(names):
+        enqueue(drain, name, queue=name)
 
 
 def ensure_group(r, name):
