@@ -152,15 +152,19 @@ class Matcher:
 
     def _keys(self, symbol, kind):
         """The keys of the symbol's next call: its level keys unless it has other kinds."""
+        level, every = self._both_keys(symbol, kind)
+        return every if self._all_keys.get((symbol, kind), 0.0) > monotonic() else level
+
+    def _every_key(self, symbol, kind):
+        self._all_keys[(symbol, kind)] = monotonic() + ALL_KEYS_S
+        return self._both_keys(symbol, kind)[1]
+
+    def _both_keys(self, symbol, kind):
         both = self._key_cache.get((symbol, kind))
         if both is None:
             every = _keys(symbol, kind, self.mode)
             both = self._key_cache[(symbol, kind)] = ([every[i] for i in LEVEL_KEYS], every)
-        return both[1] if self._all_keys.get((symbol, kind), 0.0) > monotonic() else both[0]
-
-    def _every_key(self, symbol, kind):
-        self._all_keys[(symbol, kind)] = monotonic() + ALL_KEYS_S
-        return self._keys(symbol, kind)
+        return both
 
     def _tick(self, symbol, kind, value, ts_ms, seq):
         args = self._args(symbol, kind, value, ts_ms, seq)
