@@ -21,8 +21,9 @@
 --       8, 9 the prefixes of a user's stream and channel (tb:replay:{, tb:user:{), closed
 --       by '}'  10 'inline' | 'outbox'  11 the publish command (PUBLISH, or SPUBLISH)
 -- Returns {more, left, ...}: more = 1 when a batch was full and the caller should call
--- again, 2 when a 13-key call did nothing as the symbol has other kinds; left = the symbol's indexed alerts after some left the index, else -1. Then, inline:
--- the new notification ids; outbox: the outbox entry's id and its `notes` (or nothing).
+-- again, 2 when a 13-key call did nothing as the symbol has other kinds; left = the
+-- symbol's indexed alerts after some left the index, else -1. Then, inline: the new
+-- notification ids; outbox: the outbox entry's id and its `notes` (or nothing).
 -- `uses` and `count_uses` come first (webapp/alerts/scripts.py USES).
 local sym, kind, vtext, tstext = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ts, batch = tonumber(tstext), tonumber(ARGV[5])
@@ -83,7 +84,8 @@ local INLINE, PUBLISH = ARGV[10] == 'inline', ARGV[11]
 -- continuation (or a retry that ran) finds it where the first call of the tick left it.
 local prev = nil
 if kind == 'price' then
-  local before = new_tick and state[3] or state[4]
+  local before = state[4] -- pp: as the first call of this tick found it
+  if new_tick then before = state[3] end
   prev = tonumber(before)
   local pub = tonumber(state[5] or '0') or 0
   local n = #record
