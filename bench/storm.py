@@ -1,14 +1,15 @@
 """A fire storm: one tick fires n alerts on one symbol. Notifications created per second,
 with the append-only file off, on (everysec) and on as `make run` keeps it (fsync before each
 answer), alone and with a hub subscribed to every notified user's channel and reading.
-    python bench/storm.py [--alerts 100000]
+    python bench/storm.py [--alerts 100000] [--instructions]
 """
 
 import argparse
 import json
+import multiprocessing
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -49,20 +50,25 @@ def _command(entry):
     return (command.decode() if isinstance(command, bytes) else command).upper()
 
 
-def storm(r, n):
+def storm(r, n, loaded=False):
     """Fire n alerts with one tick on `r` as it is configured; the figures."""
-    load(r, n)
+    if not loaded:
+        load(r, n)
     # Commands inside a script are slow-logged too: only log what takes over 5 ms, so the
     # storm's own script calls show and the inner commands cost nothing extra.
     r.config_set("slowlog-log-slower-than", 5000)
     r.config_set("slowlog-max-len", 10_000)
     r.slowlog_reset()
     matcher = Matcher(r)
+    r.config_resetstat()
+    cpu = redis_cpu(r)
     t0 = time.perf_counter()
     nids = matcher.on_price("BTCUSDT", n + 1, int(time.time() * 1000))
     elapsed = time.perf_counter() - t0
     calls = [e["duration"] for e in r.slowlog_get(10_000) if _command(e).startswith("EVALSHA")]
     r.config_set("slowlog-log-slower-than", 10_000)
+    cpu = redis_cpu(r) - cpu
+    script_us = r.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0)
     slow = sum(len(f["items"].split(",")) for _, f in r.xrange(keys.FIRED))
     assert len(nids) == len(set(nids)) == n == slow, "storm lost or duplicated"
     assert r.hlen(keys.SYMBOLS) == 0
@@ -70,32 +76,68 @@ def storm(r, n):
         "alerts": n, "seconds": elapsed, "notifications_per_s": n / elapsed,
         "script_calls": len(nids) // matcher.batch + 1,
         "longest_call_ms": max(calls, default=0) / 1000,
+        # Redis's own time a notification: the scripts alone, and its main thread's CPU
+        # for the storm (the scripts, reading calls, writing replies and pub/sub messages,
+        # the append-only file's writes), which a loaded machine moves less than the wall
+        "script_us": script_us / n, "redis_cpu_us": cpu * 1e6 / n,
     }
 
 
+def redis_cpu(r):
+    """Seconds of CPU Redis's main thread has used (user and system)."""
+    info = r.info("cpu")
+    return info["used_cpu_user_main_thread"] + info["used_cpu_sys_main_thread"]
+
+
 class Hub:
-    """A web process's reader: subscribed to every user's channel, reading as they come."""
+    """A web process's reader, in a process of its own as a web process is: subscribed to
+    every user's channel, reading and decoding each message as it comes (as
+    webapp/live/link.py does: a message begun is waited for, not failed as a timeout)."""
 
     def __init__(self, url):
-        self.pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
-        self.pubsub.subscribe(*[keys.user_channel(uid) for uid in range(USERS)])
-        self.received, self.stop = 0, threading.Event()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
+        self.url = url
+        ready, self.stop = multiprocessing.Event(), multiprocessing.Event()
+        self.heard, child = multiprocessing.Pipe(duplex=False)
+        self.process = multiprocessing.Process(target=self._read, args=(ready, child))
+        self.process.start()
+        ready.wait(30)
 
-    def _read(self):
+    def _read(self, ready, out):
+        pubsub = redis.Redis.from_url(self.url).pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(*[keys.user_channel(uid) for uid in range(USERS)])
+        while pubsub.get_message(timeout=1) is None and len(pubsub.channels) < USERS:
+            pass  # until every channel's subscription is confirmed
+        ready.set()
+        received, dropped = 0, False
         while not self.stop.is_set():
-            if self.pubsub.get_message(timeout=0.2) is not None:
-                self.received += 1
+            try:
+                if not pubsub.connection.can_read(timeout=0.2):
+                    continue
+                message = pubsub.get_message(timeout=None)
+            except redis.ConnectionError:  # past its output buffer's limit: Redis hung up
+                dropped = True
+                break
+            if message is not None and message["type"] == "message":
+                json.loads(message["data"])
+                received += 1
+                if received % 1000 == 0:
+                    out.send((received, dropped))
+        out.send((received, dropped))
 
     def wait(self, n, timeout=60):
-        deadline = time.monotonic() + timeout
-        while self.received < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.stop.set()
-        self.thread.join(5)
-        self.pubsub.close()
-        return self.received
+        """(messages heard, whether Redis dropped the link) once n arrived or it stopped."""
+        deadline, heard = time.monotonic() + timeout, (0, False)
+        try:
+            while heard[0] < n and time.monotonic() < deadline:
+                if self.heard.poll(0.5):
+                    heard = self.heard.recv()
+            self.stop.set()
+            while True:  # its last count, then the end of the pipe as it exits
+                heard = self.heard.recv()
+        except EOFError:
+            pass
+        self.process.join(10)
+        return heard
 
 
 def configure(r, appendonly, fsync):
@@ -106,35 +148,81 @@ def configure(r, appendonly, fsync):
         time.sleep(0.05)
 
 
-def variants(url, n):
+def variants(url, n, counter=None):
     """The storm in every variant on one Redis (the one at `url`), in one run."""
-    r, rows = redis.Redis.from_url(url, decode_responses=True), []
+    # no read timeout: under callgrind one script call takes seconds
+    r, rows = redis.Redis.from_url(url, decode_responses=True, socket_timeout=None), []
     for name, appendonly, fsync, subscribed in VARIANTS:
         configure(r, appendonly, fsync)
         hub = Hub(url) if subscribed else None
-        row = {"variant": name, **storm(r, n)}
+        if counter is not None:
+            load(r, n)  # not counted
+            counter.start()
+        row = {"variant": name, **storm(r, n, loaded=counter is not None)}
         if hub is not None:
-            row["hub_received"] = hub.wait(n)
+            row["hub_received"], row["hub_dropped"] = hub.wait(n)
+        if counter is not None:
+            row["instructions"] = counter.stop() / n
         rows.append(row)
         print_row(row)
     return rows
 
 
+class Callgrind:
+    """Instructions redis-server runs, counted by valgrind's callgrind: the one figure here
+    that other work on the machine does not move (the server runs ~50 times slower)."""
+
+    def __init__(self, data_dir):
+        self.out = Path(data_dir) / "callgrind.out"
+        self.wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                        f"--callgrind-out-file={self.out}"]
+        self.pid = None
+
+    def _control(self, *args):
+        subprocess.run(["callgrind_control", *args, str(self.pid)], check=True,
+                       capture_output=True)
+
+    def start(self):
+        self._control("--zero")
+        self._control("--instr=on")
+
+    def stop(self):
+        """The instructions since start()."""
+        self._control("--instr=off")
+        self._control("--dump")
+        newest = max(self.out.parent.glob(f"{self.out.name}*"), key=lambda f: f.stat().st_mtime)
+        totals = [line for line in newest.read_text().splitlines()
+                  if line.startswith(("summary:", "totals:"))]
+        return int(totals[-1].split()[1])
+
+
 def print_row(s):
     heard = f", hub heard {s['hub_received']:,}" if "hub_received" in s else ""
+    if s.get("hub_dropped"):
+        heard += " then was dropped"
     print(f"fire storm, {s['variant']:18}: {s['alerts']:,} alerts in {s['seconds']:.2f} s = "
           f"{s['notifications_per_s']:>9,.0f} notifications/s ({s['script_calls']} calls, "
-          f"longest {s['longest_call_ms']:.1f} ms{heard})", flush=True)
+          f"longest {s['longest_call_ms']:.1f} ms{heard}); Redis µs a notification: "
+          f"{s['script_us']:.2f} in scripts, {s['redis_cpu_us']:.2f} of CPU"
+          + (f", {s['instructions']:,.0f} instructions" if "instructions" in s else ""),
+          flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alerts", type=int, default=100_000)
+    parser.add_argument("--instructions", action="store_true",
+                        help="run Redis under callgrind and count its instructions a "
+                             "notification (slow: try --alerts 20000)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tb-storm-") as data_dir:
-        process, url = redisd.start(data_dir, appendonly=False)
+        counter = Callgrind(data_dir) if args.instructions else None
+        process, url = redisd.start(data_dir, appendonly=False, timeout=60,
+                                    wrapper=counter.wrapper if counter else ())
+        if counter is not None:
+            counter.pid = process.pid
         try:
-            rows = variants(url, args.alerts)
+            rows = variants(url, args.alerts, counter)
         finally:
             redisd.stop(process)
     print(json.dumps({"storm": rows}))

@@ -77,12 +77,13 @@ def url_for(data_dir, port=None):
     return f"redis://127.0.0.1:{port}/0"
 
 
-def start(data_dir, port=None, appendonly=True, timeout=10.0):
+def start(data_dir, port=None, appendonly=True, timeout=10.0, wrapper=()):
     """Start redis-server on a Unix socket in `data_dir` (or on loopback `port`); return
-    (process, url) once it answers PING. A restart on the same `data_dir` has the same url."""
+    (process, url) once it answers PING. A restart on the same `data_dir` has the same url.
+    `wrapper`: a command line that runs it (a profiler, for a benchmark)."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    args = command(data_dir, port, appendonly)
+    args = [*wrapper, *command(data_dir, port, appendonly)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = url_for(data_dir, port)
     _wait_for_ping(process, url, timeout)

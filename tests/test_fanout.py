@@ -168,3 +168,15 @@ def test_on_a_cluster_the_hub_shard_subscribes_and_a_dropped_link_is_resubscribe
         assert [m.data for m in second.next_batch()] == [4]
     finally:
         hub.stop()
+
+
+def test_a_notification_published_without_its_id_gets_the_id_its_replay_has():
+    # the matcher publishes the stored entry as it is (worker/match.lua); the hub adds the id
+    published = fanout.Message.parse(
+        '{"id":"1700000000000-3","event":"notification","data":{"user_id":42,"title":"t"}}')
+    assert published.id == "1700000000000-3"
+    assert published.data == {"id": "1700000000000-3-42", "user_id": 42, "title": "t"}
+    with_id = fanout.Message.parse(
+        '{"id":"5-0","event":"notification","data":{"id":"5-0-7","user_id":7}}')
+    assert with_id.data == {"id": "5-0-7", "user_id": 7}
+    assert fanout.Message.parse('{"id":"1-0","event":"notification","data":{}}').data == {}

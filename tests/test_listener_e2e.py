@@ -10,6 +10,7 @@ from tests.test_listener import eventually
 from webapp import keys
 from webapp.accounts import service as accounts
 from webapp.alerts import service as alerts
+from webapp.live.fanout import Message
 from worker.listener.connection import Listener
 from worker.listener.pacing import Backoff
 from worker.matcher import Matcher
@@ -86,8 +87,9 @@ def next_message(pubsub, timeout=5.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         msg = pubsub.get_message(timeout=0.1)
-        if msg is not None:
-            return json.loads(msg["data"])
+        if msg is not None:  # as the hub reads it (a notification's id added)
+            message = Message.parse(msg["data"])
+            return {"id": message.id, "event": message.event, "data": message.data}
     return None
 
 

@@ -12,6 +12,7 @@ import redis
 from webapp import keys
 from webapp.alerts import index as alert_index
 from webapp.inbox import service as inbox
+from webapp.live.fanout import Message
 from webapp.models import Alert
 from worker import matcher as matching
 
@@ -169,9 +170,10 @@ def test_notification_layout_matches_the_contract(r, Matcher):
     message = pubsub.get_message(timeout=2)
     payload = json.loads(message["data"])
     assert payload["id"] == entry_id and payload["event"] == "notification"
-    assert payload["data"] == {"id": nid, **json.loads(fields["data"])}
-    assert payload["data"]["id"] == nid and payload["data"]["created_at"] == T0
-    assert payload["data"]["data"]["price"] == 65010.5
+    assert payload["data"] == json.loads(fields["data"])  # published as stored
+    live = Message.parse(message["data"])  # what the hub hands a browser: the id added
+    assert live.id == entry_id and live.data == {"id": nid, **json.loads(fields["data"])}
+    assert live.data["created_at"] == T0 and live.data["data"]["price"] == 65010.5
     [(_, slow)] = r.xrange(keys.FIRED)
     assert slow == {"type": "PRICE_ALERT", "price": "65010.5", "ts": str(T0),
                     "symbol": "BTCUSDT", "items": f"{nid}:{alert.id}:42:once"}

@@ -8,6 +8,7 @@ import time
 
 from webapp import keys
 from webapp.alerts import index as alert_index
+from webapp.live.fanout import Message
 from webapp.models import Alert
 from worker.matcher import OUTBOX, Matcher
 from worker.outbox import Outbox
@@ -72,7 +73,7 @@ def test_the_user_hears_it_on_the_sharded_channel_of_the_users_slot(rc):
     [nid] = Matcher(rc).on_price(symbol, 100, T0)
     message = pubsub.get_sharded_message(timeout=2)
     assert message["channel"] == keys.user_channel(7)
-    assert json.loads(message["data"])["data"]["id"] == nid
+    assert Message.parse(message["data"]).data["id"] == nid  # as the hub reads it
     pubsub.close()
 
 

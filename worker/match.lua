@@ -196,6 +196,16 @@ local function release(a)
   end
 end
 
+-- A level alert (no window, not COUNTED) counts in tb:inuse only with a cooldown: its
+-- table is made only then, which spares a storm of one-shot alerts a table each.
+local function release_level(id, cond, cool)
+  if cool > 0 then
+    release({id = id, cond = cond, win = '', cool = cool})
+  else
+    released[#released + 1] = id
+  end
+end
+
 local function expired(a)
   if a.exp > 0 and a.exp <= ts then
     release(a)
@@ -250,22 +260,27 @@ end
 
 local DATA_HEAD = {} -- condition -> the data's first fields up to the target
 local PRICE_TAIL = ',"price":' .. vtext .. ',"mode":"'
-local function emit(id, uid, cond, target, mode, note, ntype, title, message, extra)
+local function emit(id, uid, cond, target, mode, note, ntype, title, message, extra, tail)
   local head = DATA_HEAD[cond]
   if not head then
     head = '{"symbol":"' .. sym .. '","condition":"' .. cond .. '","target":'
     DATA_HEAD[cond] = head
   end
-  local data = head .. target .. PRICE_TAIL .. mode .. '"' .. extra
+  -- One concatenation makes one string, and Lua hashes every string it makes, byte by
+  -- byte: a storm makes hundreds of thousands, so a notification's text is built in one
+  -- expression (`tail`, a level alert's target, ends both its title and its message).
+  -- Inline, that is the stored entry itself, published as it is; the outbox's notes carry
+  -- it without its head (worker/outbox.py).
+  local quote, note_field, mtail = '"', '', tail
   if note ~= '' then
-    message = cjson.encode(message .. ' - ' .. note)
-    data = data .. ',"note":' .. cjson.encode(note)
-  else
-    message = '"' .. message .. '"'
+    message, quote, mtail = cjson.encode(message .. tail .. ' - ' .. note), '', ''
+    note_field = ',"note":' .. cjson.encode(note)
   end
-  local body = uid .. ',"type":"' .. ntype .. '","priority":"normal","title":"' .. title
-    .. '","message":' .. message .. ',"created_at":' .. tstext .. ',"status":"unread",'
-    .. '"alert_id":"' .. id .. '","data":' .. data .. '}}'
+  local body = (INLINE and '{"user_id":' or '') .. uid .. ',"type":"' .. ntype
+    .. '","priority":"normal","title":"' .. title .. tail .. '","message":' .. quote
+    .. message .. mtail .. quote .. ',"created_at":' .. tstext .. ',"status":"unread",'
+    .. '"alert_id":"' .. id .. '","data":' .. head .. target .. PRICE_TAIL .. mode .. '"'
+    .. extra .. note_field .. '}}'
   if not INLINE then -- JSON text holds no raw tab or newline: cjson escapes the note's
     notes[#notes + 1] = uid .. '\t' .. ntype .. '\t' .. id .. '\t' .. mode .. '\t' .. body
     return
@@ -276,14 +291,15 @@ local function emit(id, uid, cond, target, mode, note, ntype, title, message, ex
     per_user[uid] = u
   end
   -- the notification id is '<entry id>-<uid>' (entry ids are only unique per stream); the
-  -- stored JSON leaves it out, the publish adds it. A new entry is unread by definition
-  -- (read state is kept by the reader, webapp/inbox/scripts.py); entries past 7 days and
-  -- the keys' TTL are the slow path's, off the hot path.
-  local eid = redis.call('XADD', u.replay, '*', 'event', 'notification',
-    'data', '{"user_id":' .. body)
+  -- stored JSON leaves it out, and so does the publish: the hub adds it as the inbox's reader
+  -- does (webapp/live/fanout.py Message.parse), sparing Lua a third copy of the text. A new
+  -- entry is unread by definition (read state is kept by the reader,
+  -- webapp/inbox/scripts.py); entries past 7 days and the keys' TTL are the slow path's,
+  -- off the hot path.
+  local eid = redis.call('XADD', u.replay, '*', 'event', 'notification', 'data', body)
   local nid = eid .. '-' .. uid
-  redis.call(PUBLISH, u.channel, '{"id":"' .. eid .. '","event":"notification",'
-    .. '"data":{"id":"' .. nid .. '","user_id":' .. body .. '}')
+  redis.call(PUBLISH, u.channel, '{"id":"' .. eid .. '","event":"notification","data":' .. body
+    .. '}')
   out[#out + 1] = nid
   local items = fired_items[ntype]
   if not items then
@@ -296,7 +312,7 @@ end
 -- title and message hold only the symbol, numbers and our words, so they go in as they are;
 -- a note is the user's text and is encoded. `extra`: more data fields, as JSON text.
 local function notify(a, ntype, title, message, extra)
-  emit(a.id, a.uid, a.cond, a.target, a.mode, a.note, ntype, title, message, extra)
+  emit(a.id, a.uid, a.cond, a.target, a.mode, a.note, ntype, title, message, extra, '')
   after_firing(a)
 end
 
@@ -334,12 +350,12 @@ local function fire_levels(key, rearm, lo, hi)
         local id = ids[i + j - 1]
         exp, cool = tonumber(exp) or 0, tonumber(cool) or 0
         if exp > 0 and exp <= ts then
-          release({id = id, cond = cond, win = '', cool = cool})
+          release_level(id, cond, cool)
         else
           local w = LEVEL_WORDS[cond]
-          emit(id, uid, cond, target, mode, note, w[1], w[2] .. target, w[3] .. target, '')
+          emit(id, uid, cond, target, mode, note, w[1], w[2], w[3], '', target)
           if mode ~= 'recurring' then
-            release({id = id, cond = cond, win = '', cool = cool})
+            release_level(id, cond, cool)
             marked[#marked + 1] = id
             marked[#marked + 1] = tstext
           elseif cool > 0 then

@@ -30,31 +30,32 @@ SWEEP_AGE_MS = 5000  # a batch older than this was left by a listener that died 
 SWEEP_COUNT = 100  # batches per symbol and sweep
 
 # KEYS: 1 the user's stream  2 the user's channel  3 tb:applied:{uid}
-# ARGV: 1 publish command  2 batch  3 uid  4 batches from before this ms are forgotten
-#       5 ms the hash is kept  6 how many batches it holds before the old ones are dropped,
+# ARGV: 1 publish command  2 batch  3 batches from before this ms are forgotten
+#       4 ms the hash is kept  5 how many batches it holds before the old ones are dropped,
 #       then each notification's body (its JSON after '{"user_id":').
 # Returns the entry ids, joined by commas.
 DELIVER = """
 local done = redis.call('HGET', KEYS[3], ARGV[2])
 if done then return done end
-local uid, eids = ARGV[3], {}
-for i = 7, #ARGV do
-  local eid = redis.call('XADD', KEYS[1], '*', 'event', 'notification',
-    'data', '{"user_id":' .. ARGV[i])
-  redis.call(ARGV[1], KEYS[2], '{"id":"' .. eid .. '","event":"notification",'
-    .. '"data":{"id":"' .. eid .. '-' .. uid .. '","user_id":' .. ARGV[i] .. '}')
+local eids = {}
+for i = 6, #ARGV do
+  -- published as stored, as match.lua's inline mode does: the hub adds the id
+  local data = '{"user_id":' .. ARGV[i]
+  local eid = redis.call('XADD', KEYS[1], '*', 'event', 'notification', 'data', data)
+  redis.call(ARGV[1], KEYS[2], '{"id":"' .. eid .. '","event":"notification","data":' .. data
+    .. '}')
   eids[#eids + 1] = eid
 end
 local text = table.concat(eids, ',')
 redis.call('HSET', KEYS[3], ARGV[2], text)
-if redis.call('HLEN', KEYS[3]) > tonumber(ARGV[6]) then
+if redis.call('HLEN', KEYS[3]) > tonumber(ARGV[5]) then
   -- a batch's name starts with its outbox entry id, milliseconds first
-  local before = tonumber(ARGV[4])
+  local before = tonumber(ARGV[3])
   for _, name in ipairs(redis.call('HKEYS', KEYS[3])) do
     if tonumber(string.match(name, '^(%d+)')) < before then redis.call('HDEL', KEYS[3], name) end
   end
 end
-redis.call('PEXPIRE', KEYS[3], ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return text
 """
 
@@ -95,7 +96,7 @@ class Outbox:
             by_user.setdefault(uid, []).append((i, ntype, alert_id, mode, body))
         calls = [
             ([keys.replay(uid), keys.user_channel(uid), keys.applied(uid)],
-             [self._publish, batch, uid, now - APPLIED_KEPT_MS, APPLIED_KEPT_MS, APPLIED_TRIM_AT,
+             [self._publish, batch, now - APPLIED_KEPT_MS, APPLIED_KEPT_MS, APPLIED_TRIM_AT,
               *(n[4] for n in notes_)])
             for uid, notes_ in by_user.items()]
         # one user (most ticks): a plain call, cheaper than redis-py's cluster pipeline

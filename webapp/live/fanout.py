@@ -60,7 +60,14 @@ class Message:
     def parse(cls, raw):
         try:
             body = json.loads(raw)
-            return cls(body["event"], body.get("data"), raw, body.get("id"))
+            data, id_ = body.get("data"), body.get("id")
+            if (body["event"] == "notification" and isinstance(data, dict)
+                    and "id" not in data and "user_id" in data):
+                # The matcher publishes a notification as stored, its id left out (Lua
+                # would copy the whole text once more to add it): added as the inbox does
+                # when it reads an entry (webapp/inbox/service.py).
+                data["id"] = f"{id_}-{data['user_id']}"
+            return cls(body["event"], data, raw, id_)
         except (ValueError, KeyError, TypeError):
             log.warning("dropped a malformed message: %.200s", raw)
             return None

@@ -36,10 +36,10 @@ def route_many(notifications, now_ms=None, source="app"):
     filled = [with_defaults(n) for n in notifications]
     results = inbox.store_many(filled, now_ms=created)
     metrics.notifications_created(filled, source)
-    stored = [{**n, "id": nid, "created_at": created}
-              for n, (nid, _) in zip(filled, results, strict=True)]
-    slowsteps.add([stored[start:start + DEFAULT_BATCH]
-                   for start in range(0, len(stored), DEFAULT_BATCH)])
+    for n, (nid, _) in zip(filled, results, strict=True):  # our own copies: no copy again
+        n["id"], n["created_at"] = nid, created
+    slowsteps.add([filled[start:start + DEFAULT_BATCH]
+                   for start in range(0, len(filled), DEFAULT_BATCH)])
     return results
 
 
@@ -47,11 +47,13 @@ def with_defaults(notification):
     """The registry's default priority and empty source references filled in."""
     ntype = notification.get("type")
     kind = notification_types.get(ntype) if isinstance(ntype, str) else None
-    filled = {field: notification.get(field) or "" for field in inbox.SOURCE_FIELDS}
+    filled = dict(notification)  # a copy of its own: route_many adds the id to it
+    for field in inbox.SOURCE_FIELDS:
+        filled[field] = notification.get(field) or ""
     filled["priority"] = notification.get("priority") or (kind.default_priority if kind else
                                                            "normal")
     filled["data"] = notification.get("data") or {}
-    return {**notification, **filled}
+    return filled
 
 
 def route_fired(fired):

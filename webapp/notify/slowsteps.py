@@ -18,7 +18,7 @@ import uuid
 import redis
 
 from webapp import keys
-from webapp.core import logs
+from webapp.core import jsontext, logs
 from webapp.core.queues import enqueue
 from webapp.extensions import get_redis
 from webapp.notify import steps
@@ -47,7 +47,7 @@ def add(batches):
     request_id = logs.current() or ""  # the drain logs each batch under its own request's id
     with get_redis().pipeline(transaction=False) as pipe:
         for name, batch in zip(queues, batches, strict=True):
-            pipe.xadd(keys.routed(name), {"batch": json.dumps(batch, separators=(",", ":")),
+            pipe.xadd(keys.routed(name), {"batch": jsontext.dumps(batch),
                                           "request_id": request_id})
         for name in wanted:
             pipe.set(keys.routed_kick(name), "1", nx=True, ex=KICK_TTL_S)
