@@ -129,18 +129,31 @@ class Probes:
             return list(self.arrivals)
 
 
+def _redis_cpu_s(r):
+    cpu = r.info("cpu")
+    return cpu["used_cpu_user"] + cpu["used_cpu_sys"]
+
+
 def phase(conn, probes, batch, rate):
+    """One run of `batch`. CPU figures (µs a tick) move less with the machine's load than
+    rates do: Redis's own (user + system, fsyncs included) and this process's, which is
+    the listener's (the probes' reader thread costs next to nothing)."""
     probes.redis.config_resetstat()
     before = len(probes.arrivals)
+    redis_cpu, listener_cpu = _redis_cpu_s(probes.redis), time.process_time()
     conn.send((batch, rate))
     sent, feed_s = conn.recv()
     arrived = probes.wait(before + len(sent))[before:]
+    listener_cpu = time.process_time() - listener_cpu
+    redis_cpu = _redis_cpu_s(probes.redis) - redis_cpu
     latencies = sorted((a - s) * 1000 for s, a in zip(sent, arrived, strict=False))
     span = (arrived[-1] - sent[0]) if arrived else float("nan")
     evalsha = probes.redis.info("commandstats").get("cmdstat_evalsha", {})
     return {
         "ticks": len(batch), "feed_per_s": round(len(batch) / feed_s),
         "server_us_per_tick": evalsha.get("usec_per_call"),
+        "redis_cpu_us_per_tick": round(redis_cpu * 1e6 / len(batch), 1),
+        "listener_cpu_us_per_tick": round(listener_cpu * 1e6 / len(batch), 1),
         "listener_per_s": round(len(batch) / span) if arrived else 0,
         "probes": len(sent), "lost": len(sent) - len(arrived),
         "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
@@ -203,12 +216,14 @@ def main(argv=None):
 def report(results):
     """Print the table; returns the figures."""
     print(f"{'':8} {'ticks':>7} {'feed/s':>8} {'listener/s':>11} {'probes':>7} "
-          f"{'lost':>5} {'p50 ms':>7} {'p99 ms':>7} {'Redis µs/tick':>13}")
+          f"{'lost':>5} {'p50 ms':>7} {'p99 ms':>7} {'Redis µs/tick':>13} "
+          f"{'CPU µs/tick: Redis':>18} {'listener':>8}")
     for name in ("burst", "paced"):
         row = results[name]
         print(f"{name:8} {row['ticks']:>7} {row['feed_per_s']:>8} {row['listener_per_s']:>11} "
               f"{row['probes']:>7} {row['lost']:>5} {row['p50_ms']!s:>7} {row['p99_ms']!s:>7} "
-              f"{row['server_us_per_tick']!s:>13}")
+              f"{row['server_us_per_tick']!s:>13} {row['redis_cpu_us_per_tick']!s:>18} "
+              f"{row['listener_cpu_us_per_tick']!s:>8}")
     floor = 1000 / results["ping_ms"]
     print(f"floor: one round trip a tick (PING {results['ping_ms']} ms) = {floor:,.0f} ticks/s")
     print(f"target: >= 20,000 ticks/s, p99 <= 10 ms: burst "

@@ -124,3 +124,35 @@ def test_a_burst_on_the_wire_reaches_the_matcher_in_batches_and_fires_each_cross
     finally:
         listener.stop.set()
         thread.join(5)
+
+
+def test_a_level_only_symbol_that_gains_a_crossing_is_matched_with_every_key_at_once(r):
+    """A symbol with level alerts only is called with its level keys; the tick after it
+    gains another kind does nothing on that short call and runs whole on the full one."""
+    up = arm(r, "AAAUSDT", "above", 100)
+    matcher = Matcher(r)
+    matcher.on_ticks(batch(("AAAUSDT", 99), ("BBBUSDT", 5)))
+    cross = arm(r, "AAAUSDT", "crossing_up", 105)
+    ticks = [("price", "AAAUSDT", price, T0 + 10 + i, 10 + i) for i, price in
+             enumerate([104, 99, 106])]
+    matcher.on_ticks(ticks[:2])  # in one batch; placed by 104, re-armed by 99
+    matcher.on_price("AAAUSDT", 106, ticks[2][3], ticks[2][4])  # one by one too
+    assert fired(r) == [(up, 104), (up, 106), (cross, 106)]
+
+
+def test_every_tick_of_a_symbol_with_other_kinds_fires_as_it_would_with_every_key(
+        r, monkeypatch):
+    """With no memory of which symbols need every key, each tick of a crossing symbol goes
+    short first, then whole: still each crossing once, in order, batched or not."""
+    monkeypatch.setattr("worker.matcher.ALL_KEYS_S", 0.0)
+    cross = arm(r, "AAAUSDT", "crossing", 100, mode="recurring")
+    down = arm(r, "BBBUSDT", "below", 50)
+    matcher = Matcher(r)
+    prices = [99, 101, 99.5, 98, 102, 103]
+    ticks = [("price", "AAAUSDT", p, T0 + i, i + 1) for i, p in enumerate(prices)]
+    matcher.on_ticks([*ticks[:3], ("price", "BBBUSDT", 49, T0, 1)])
+    for _, symbol, value, ts_ms, seq in ticks[3:]:
+        matcher.on_price(symbol, value, ts_ms, seq)
+    # placed by 99; through 100 at 101 (a buffer past it: armed again), at 99.5 (armed
+    # again at 98, a buffer below), and at 102
+    assert fired(r) == [(down, 49), (cross, 101), (cross, 99.5), (cross, 102)]

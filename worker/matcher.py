@@ -6,7 +6,7 @@ idempotent step writes the users' side in theirs (worker/outbox.py).
 
 import math
 from pathlib import Path
-from time import perf_counter
+from time import monotonic, perf_counter
 
 from redis.exceptions import NoScriptError, RedisError
 
@@ -26,6 +26,12 @@ CONTINUE, RETRY = 1, 2  # ARGV[7] of match.lua
 # ARGV[8], ARGV[9]: the notified users' keys are known only inside the script
 USER_PREFIXES = [keys.REPLAY_PREFIX, keys.USER_CHANNEL_PREFIX]
 INLINE, OUTBOX = "inline", "outbox"  # ARGV[10]
+# A symbol with level alerts only (the most, and the quiet ticks' cost is mostly the keys
+# named) is called with these of its keys; match.lua answers ALL_KEYS, having done nothing,
+# when the symbol has other kinds, and it is then called with every key for ALL_KEYS_S
+# before 13 are tried again (its other alerts may have gone).
+LEVEL_KEYS = (*range(11), 23, 24)
+ALL_KEYS, ALL_KEYS_S = 2, 60.0
 
 
 def _keys(symbol, kind, mode):
@@ -63,7 +69,8 @@ class Matcher:
         # (symbol, kind) -> the args of a tick whose call failed: it is retried before the
         # next tick of its stream, as a retry, so a batch left by a lost reply still fires
         self._failed = {}
-        self._key_cache = {}
+        self._key_cache = {}  # (symbol, kind) -> (its level keys, every key)
+        self._all_keys = {}  # (symbol, kind) -> until when it is called with every key
 
     def on_price(self, symbol: str, price: float, ts_ms: int, seq: int = 0) -> list[str]:
         """Record a trade price and fire what it meets; returns the new notification ids.
@@ -109,6 +116,12 @@ class Matcher:
     def _pipelined(self, calls):
         """One round trip for calls on different streams; a storm's next batches after."""
         results = self._evalsha_all([(self._keys(a[0], a[1]), a) for _, a in calls])
+        again = [i for i, result in enumerate(results) if int(result[0]) == ALL_KEYS]
+        if again:  # these did nothing: all in one more round, with every key
+            redone = self._evalsha_all(
+                [(self._every_key(a[0], a[1]), a) for a in (calls[i][1] for i in again)])
+            for i, result in zip(again, redone, strict=True):
+                results[i] = result
         fired = []
         for (_, args), (more, left, *rest) in zip(calls, results, strict=True):
             ids = [str(n) for n in rest]
@@ -138,23 +151,33 @@ class Matcher:
             return results
 
     def _keys(self, symbol, kind):
-        keys = self._key_cache.get((symbol, kind))
-        if keys is None:
-            keys = self._key_cache[(symbol, kind)] = _keys(symbol, kind, self.mode)
-        return keys
+        """The keys of the symbol's next call: its level keys unless it has other kinds."""
+        level, every = self._both_keys(symbol, kind)
+        return every if self._all_keys.get((symbol, kind), 0.0) > monotonic() else level
+
+    def _every_key(self, symbol, kind):
+        self._all_keys[(symbol, kind)] = monotonic() + ALL_KEYS_S
+        return self._both_keys(symbol, kind)[1]
+
+    def _both_keys(self, symbol, kind):
+        both = self._key_cache.get((symbol, kind))
+        if both is None:
+            every = _keys(symbol, kind, self.mode)
+            both = self._key_cache[(symbol, kind)] = ([every[i] for i in LEVEL_KEYS], every)
+        return both
 
     def _tick(self, symbol, kind, value, ts_ms, seq):
         args = self._args(symbol, kind, value, ts_ms, seq)
         if args is None:
             return []
-        symbol, keys = args[0], self._keys(args[0], kind)
+        symbol = args[0]
         fired = []
         failed = self._failed.pop((symbol, kind), None)
         if failed is not None:
-            fired = self._run(keys, failed)
+            fired = self._run(self._keys(symbol, kind), failed)
             if failed[:-1] == args[:-1]:  # the very tick that failed: done now
                 return metrics.tick_matched(symbol, kind, fired)
-        return metrics.tick_matched(symbol, kind, fired + self._run(keys, args))
+        return metrics.tick_matched(symbol, kind, fired + self._run(self._keys(symbol, kind), args))
 
     def _args(self, symbol, kind, value, ts_ms, seq):
         """match.lua's ARGV up to its tail; None for a tick that must never fire anything
@@ -174,6 +197,9 @@ class Matcher:
             except RedisError:
                 self._failed[(symbol, args[1])] = [*args[:-1], RETRY]
                 raise
+            if int(more) == ALL_KEYS:  # nothing done: the same call, with every key
+                keys = self._every_key(symbol, args[1])
+                continue
             if self.mode == INLINE:
                 fired.extend(str(n) for n in rest)
             elif rest:
