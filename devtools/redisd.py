@@ -58,6 +58,9 @@ def command(data_dir, port=None, appendonly=True):
     Every write reaches the disk before Redis answers (appendfsync always): a Redis killed
     mid-storm then loses no notification and forgets no claim, so no alert fires twice.
     It costs about 0.2 ms a write on a laptop SSD (docs/operations.md has the figures).
+    A subscriber may fall up to 128 MB behind (64 MB for a minute) before Redis drops it: a
+    storm of 100,000 notifications is ~50 MB on a web process's pub/sub link, over the
+    default 32 MB, and a dropped link ends every stream of that process.
     """
     binary = find_binary()
     if binary is None:
@@ -67,6 +70,7 @@ def command(data_dir, port=None, appendonly=True):
     return [
         binary, *listen, "--dir", str(data_dir),
         "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always", "--save", "",
+        "--client-output-buffer-limit", "pubsub 128mb 64mb 60",
         "--protected-mode", "yes", "--logfile", str(Path(data_dir) / "redis.log"),
     ]
 
