@@ -92,8 +92,8 @@ def _shape(m):
     plain digits, or text holding the token.
 
     Read from the published fields, not the API item: a rendering shared by 10k users then
-    costs each of them no item at all. The item is made of these fields alone (to_api reads
-    neither the user id nor anything else), so equal text means an equal item but for its id.
+    costs each of them no item at all. The item is made of these fields alone, never of the
+    user id (inbox.to_api), so equal text means an equal item but for its id.
     """
     shape = m.cache.get("shape", False)
     if shape is False:
