@@ -168,8 +168,9 @@ async def connect_all(clients, port, path_of, cookie_of, ready=None):
     many had to connect again.
 
     On a loaded machine a stream's set-up can wait longer than REDIS_POOL_WAIT_S for the
-    hub's one set-up connection and is answered 503: it connects again after a pause, as
-    a browser's reconnect would (up to CONNECT_ATTEMPTS times).
+    hub's one set-up connection and is answered 503, or its opening takes longer than the
+    client waits: it connects again after a pause, as a browser's reconnect would (up to
+    CONNECT_ATTEMPTS times).
     """
     gate, retried = asyncio.Semaphore(CONNECT_CONCURRENCY), 0
 
@@ -179,7 +180,7 @@ async def connect_all(clients, port, path_of, cookie_of, ready=None):
             async with gate:
                 try:
                     return await client.connect(port, path_of(client), cookie_of(client), ready)
-                except ConnectionError:
+                except (ConnectionError, TimeoutError):
                     client.close()
                     client.tail = b""
                     if attempt == CONNECT_ATTEMPTS - 1:

@@ -113,3 +113,26 @@ def test_a_replayed_notification_sends_the_same_item_as_its_live_copy(app, r, re
             replay, unread = inbox.snapshot(uid, "0")
             opening = SseState(render, unread).opening(replay)
             assert live_frames(render, m) in opening
+
+
+def test_notifications_alike_but_for_their_user_share_one_rendering(app, r, render):
+    messages = published(app, r, [note(uid) for uid in UIDS])
+    with app.app_context():
+        for m in messages:
+            live_frames(render, m)
+    assert len(render._shared) == 2  # the item and the toast, for all three users
+
+
+@pytest.mark.parametrize("field, one, other", [
+    ("priority", "normal", "high"),
+    ("message", "traded at 65010.5", "traded at 65010.6"),
+    ("data", {"symbol": "BTCUSDT"}, {"symbol": "ETHUSDT"}),
+])
+def test_notifications_differing_in_any_other_field_are_rendered_apart(app, r, render, field,
+                                                                        one, other):
+    first, second = published(app, r, [note(UIDS[0], **{field: one}),
+                                       note(UIDS[1], **{field: other})])
+    with app.app_context():
+        assert live_frames(render, first) == alone(app, first)
+        assert live_frames(render, second) == alone(app, second)
+    assert len(render._shared) == 4

@@ -23,6 +23,7 @@ PENDING = {"ended": "", "acked_at": None}  # a notification that insists: Acknow
 ID_TOKEN = secrets.token_hex(16)
 _ID_TOKEN_BYTES = ID_TOKEN.encode()
 PLAIN_ID = re.compile(r"\d+-\d+-\d+", re.ASCII)  # entry id - user id: the same escaped or not
+UNSHAPED = frozenset(("id", "user_id"))  # what a shared rendering leaves out
 SHARED_MAX = 512  # shared renderings kept; a storm of all-different notifications just misses
 
 
@@ -53,19 +54,19 @@ class Renderer:
             return frame("tick", m.raw)  # the listener's JSON as is, no id: prices are state
         if m.event != "notification":
             return frame(event, json.dumps(m.data), m.id)
-        item, insists = message_item(m), bool(m.cache.get("insists"))
+        insists = bool(m.cache.get("insists"))
         event_id = m.id if event == "notification" else None  # a toast is not replayed
-        shape = _shape(m, item)
+        shape = _shape(m)
         if shape is None:
-            return self._notification(event, item, insists, event_id)
+            return self._notification(event, message_item(m), insists, event_id)
         key = (event, insists, shape)
         shared = self._shared.get(key)
         if shared is None:
             if len(self._shared) >= SHARED_MAX:
                 self._shared.clear()
             shared = self._shared[key] = self._notification(
-                event, {**item, "id": ID_TOKEN}, insists, None)
-        shared = shared.replace(_ID_TOKEN_BYTES, item["id"].encode())
+                event, {**message_item(m), "id": ID_TOKEN}, insists, None)
+        shared = shared.replace(_ID_TOKEN_BYTES, m.cache["nid"])
         return f"id: {event_id}\n".encode() + shared if event_id else shared
 
     def _notification(self, event, item, insists, event_id):
@@ -85,17 +86,25 @@ class Renderer:
         return cached
 
 
-def _shape(m, item):
-    """The notification's item without its id, as text (made once a message, for its item and
-    its toast); None when its rendering cannot be shared: an id that is not plain digits, or
-    text holding the token."""
+def _shape(m):
+    """The notification's fields but its id and user id, as text (made once a message, for
+    its item and its toast); None when its rendering cannot be shared: an id that is not
+    plain digits, or text holding the token.
+
+    Read from the published fields, not the API item: a rendering shared by 10k users then
+    costs each of them no item at all. The item is made of these fields alone, never of the
+    user id (inbox.to_api), so equal text means an equal item but for its id.
+    """
     shape = m.cache.get("shape", False)
     if shape is False:
-        shape = None
-        if PLAIN_ID.fullmatch(item["id"]):
-            text = json.dumps({**item, "id": ""}, sort_keys=True, separators=(",", ":"))
+        shape, data = None, m.data
+        nid = str(data.get("id")) if isinstance(data, dict) else ""
+        if PLAIN_ID.fullmatch(nid):
+            text = json.dumps({k: v for k, v in data.items() if k not in UNSHAPED},
+                              separators=(",", ":"))
             if ID_TOKEN not in text.lower():
                 shape = text
+                m.cache["nid"] = nid.encode()
         m.cache["shape"] = shape
     return shape
 
