@@ -127,6 +127,14 @@ def runner(app):
     return app.test_cli_runner()
 
 
+@pytest.fixture
+def token(runner):
+    """A service token for the events API, made as an operator makes one (flask tokens)."""
+    result = runner.invoke(args=["tokens", "create", "order-system"])
+    assert result.exit_code == 0, result.output
+    return result.output.strip().splitlines()[-1]
+
+
 def csrf_token(client, path="/auth/login"):
     """The session's CSRF token, read from the page's meta tag as the browser does."""
     page = client.get(path).get_data(as_text=True)

@@ -15,13 +15,6 @@ from webapp.notify import intake as events
 pytestmark = pytest.mark.both_databases
 
 
-@pytest.fixture
-def token(runner):
-    result = runner.invoke(args=["tokens", "create", "order-system"])
-    assert result.exit_code == 0, result.output
-    return result.output.strip().splitlines()[-1]
-
-
 def post(client, token, body, key=None, header="Authorization"):
     headers = {header: f"Bearer {token}" if header == "Authorization" else token}
     if key:

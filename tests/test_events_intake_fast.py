@@ -3,7 +3,6 @@ the slow steps in a Redis stream drained by RQ jobs (webapp/notify/slowsteps.py)
 
 import json
 
-import pytest
 from sqlalchemy import event as sql_event
 
 from tests.hub import make_user, run_jobs
@@ -12,13 +11,6 @@ from webapp.core.queues import get_queue
 from webapp.extensions import db, get_redis, is_cluster
 from webapp.models import CriticalNotification, ServiceToken, utcnow
 from webapp.notify import slowsteps, token_cache
-
-
-@pytest.fixture
-def token(runner):
-    result = runner.invoke(args=["tokens", "create", "order-system"])
-    assert result.exit_code == 0, result.output
-    return result.output.strip().splitlines()[-1]
 
 
 def post(client, token, body):

@@ -13,13 +13,6 @@ from webapp.notify import intake as events
 pytestmark = pytest.mark.both_databases
 
 
-@pytest.fixture
-def token(runner):
-    result = runner.invoke(args=["tokens", "create", "order-system"])
-    assert result.exit_code == 0, result.output
-    return result.output.strip().splitlines()[-1]
-
-
 def post_raw(client, token, raw, key=None):
     headers = {"Authorization": f"Bearer {token}"}
     if key:

@@ -28,13 +28,6 @@ pytestmark = pytest.mark.both_databases
 LOCK_WAIT_MS = WAIT * 3 * 1000  # a held request must not give up before the test lets it go
 
 
-@pytest.fixture
-def token(runner):
-    result = runner.invoke(args=["tokens", "create", "order-system"])
-    assert result.exit_code == 0, result.output
-    return result.output.strip().splitlines()[-1]
-
-
 def post(app, token, body, key):
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
     return app.test_client().post("/api/v1/events", data=json.dumps(body), headers=headers,

@@ -254,13 +254,6 @@ def test_listener_reconnects_count_by_reason(app, client, feed, listen):
     assert delta("tickerbell_listener_reconnects_total", reason="replaced") == 0
 
 
-@pytest.fixture
-def token(runner):
-    result = runner.invoke(args=["tokens", "create", "order-system"])
-    assert result.exit_code == 0, result.output
-    return result.output.strip().splitlines()[-1]
-
-
 def post_events(client, token, body, key=None):
     headers = {"Authorization": f"Bearer {token}", **({"Idempotency-Key": key} if key else {})}
     data = body if isinstance(body, bytes) else json.dumps(body)
