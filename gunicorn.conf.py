@@ -66,9 +66,16 @@ def post_worker_init(worker):
     logs.configure(worker.wsgi.config, "web")
     # The app is loaded: its ~140,000 objects (modules, SQLAlchemy's, Flask's) live as long
     # as the worker, yet every full collection walked them all; a batch of 1000 events spent
-    # a quarter of its CPU there. Frozen, the collector leaves them out (docs/scaling.md).
+    # a quarter of its CPU there. Frozen, the collector leaves them out (docs/performance.md).
     gc.collect()
     gc.freeze()
+
+
+def worker_exit(server, worker):
+    """Thawed before the worker's interpreter ends: frozen objects are otherwise finalized
+    after gevent's modules are torn down, and logging's handler callbacks print tracebacks."""
+    gc.unfreeze()
+    gc.collect()
 
 
 def child_exit(server, worker):
