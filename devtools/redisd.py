@@ -70,7 +70,7 @@ def command(data_dir, port=None, appendonly=True):
     return [
         binary, *listen, "--dir", str(data_dir),
         "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always", "--save", "",
-        "--client-output-buffer-limit", "pubsub 128mb 64mb 60",
+        "--client-output-buffer-limit", "pubsub", "128mb", "64mb", "60",  # Redis 6 too
         "--protected-mode", "yes", "--logfile", str(Path(data_dir) / "redis.log"),
     ]
 
