@@ -28,13 +28,17 @@ def audited(app):
         return db.session.scalar(db.select(db.func.count(CriticalNotification.id)))
 
 
-def token_queries(app):
-    """A list that grows by one for every SQL statement that reads service_tokens."""
+def queries_with(app, text):
+    """A list that grows by one for every SQL statement holding `text`."""
     seen = []
     with app.app_context():
         sql_event.listen(db.engine, "before_cursor_execute",
-                         lambda *a: seen.append(1) if "service_tokens" in a[2] else None)
+                         lambda *a: seen.append(1) if text in a[2] else None)
     return seen
+
+
+def token_queries(app):
+    return queries_with(app, "service_tokens")
 
 
 def test_a_revoked_token_stops_working_at_once_in_another_process(app, make_app, runner, token):
@@ -118,12 +122,7 @@ def test_one_redis_stores_and_queues_an_event_in_one_script_call(app, client, to
 
 
 def user_queries(app):
-    """A list that grows by one for every SQL statement that reads users by id."""
-    seen = []
-    with app.app_context():
-        sql_event.listen(db.engine, "before_cursor_execute",
-                         lambda *a: seen.append(1) if "users.id IN" in a[2] else None)
-    return seen
+    return queries_with(app, "users.id IN")
 
 
 def test_a_user_seen_to_exist_is_read_from_sql_once(app, client, token):
