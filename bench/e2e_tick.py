@@ -29,6 +29,7 @@ from webapp.extensions import data_redis, is_cluster  # noqa: E402
 from webapp.models import Alert  # noqa: E402
 from worker.listener.connection import Listener  # noqa: E402
 from worker.matcher import Matcher  # noqa: E402
+from worker.outbox import DEFAULT_HAND_OFF_QUEUE  # noqa: E402
 
 USER_ID = 1
 WARMUP = 100
@@ -111,13 +112,15 @@ def through(r, ticks):
             receive = lambda: pubsub.get_message(timeout=5)  # noqa: E731
         receive()  # reads the subscribe confirmation (and returns None)
         with FakeFeed() as feed:
-            listener = Listener(r, Matcher(r), feed.url)
+            matcher = Matcher(r, hand_off_queue=DEFAULT_HAND_OFF_QUEUE)  # as `flask listener`
+            listener = Listener(r, matcher, feed.url)
             thread = threading.Thread(target=listener.run, args=(stop,), daemon=True)
             thread.start()
             wait_for(lambda: "btcusdt@aggTrade" in feed.subscriptions())
             result = summary(measure(feed, receive, ticks))
             stop.set()
             thread.join(5)
+            matcher.close()
         pubsub.close()
     finally:
         r.close()

@@ -109,8 +109,8 @@ def first_step_only(rc, symbol, price, ts):
     """What a listener killed between the two steps leaves: the symbol's step, no users' side."""
     matcher = Matcher(rc)
     args = [symbol, "price", str(price), ts, 2000, 0, 0, *matcher._tail]
-    more, left, entry_id, notes = matcher._script(keys=matcher._keys(symbol, "price"), args=args)
-    return entry_id, notes
+    more, left, *batch = matcher._script(keys=matcher._keys(symbol, "price"), args=args)
+    return batch or None
 
 
 def test_a_batch_a_dead_listener_left_is_finished_once_by_racing_sweeps(rc):
@@ -142,3 +142,41 @@ def test_completing_a_batch_again_changes_nothing(rc):
     assert first == again and len(set(first)) == len(USERS)
     assert all(len(inbox(rc, u)) == 1 for u in USERS)
     assert sorted(nid for nid, *_ in slow_path_items(rc)) == sorted(first)
+
+
+def test_a_users_batches_are_remembered_a_day_and_found_however_many(rc):
+    """tb:applied:{uid} holds every batch of the day (a retry of the first answers the same
+    ids after 300 more) and forgets, on the next write, one from before the day."""
+    [symbol, *_] = symbol_per_master(rc)
+    arm(rc, symbol, 1, mode="recurring")
+    outbox, first = Outbox(rc), None
+    for n in range(0, 602, 2):  # the alert rearms below 99.5
+        assert first_step_only(rc, symbol, 99, T0 + n) is None
+        entry_id, notes = first_step_only(rc, symbol, 101, T0 + n + 1)
+        nids = outbox.complete(symbol, entry_id, "101", T0 + n + 1, notes)
+        first = first or (entry_id, notes, nids)
+    assert rc.zcard(keys.applied(1)) == len(inbox(rc, 1)) == 301
+    entry_id, notes, nids = first
+    assert outbox.complete(symbol, entry_id, "101", T0, notes) == nids
+    assert rc.xlen(keys.replay(1)) == rc.zcard(keys.applied(1))
+    two_days_ago = int(time.time() * 1000) - 2 * 24 * 3600 * 1000
+    rc.zadd(keys.applied(1), {f"{two_days_ago}-0:{symbol}=1-0": two_days_ago})
+    first_step_only(rc, symbol, 99, T0 + 1000)
+    entry_id, notes = first_step_only(rc, symbol, 101, T0 + 1001)
+    outbox.complete(symbol, entry_id, "101", T0 + 1001, notes)
+    assert rc.zcount(keys.applied(1), "-inf", two_days_ago) == 0
+
+
+def test_a_batch_remembered_in_the_old_hash_is_not_written_twice(rc):
+    """Before December 2026 tb:applied:{uid} was a hash (batch -> ids): a batch finished
+    then and retried after the upgrade answers its ids, and the hash becomes a sorted set."""
+    [symbol, *_] = symbol_per_master(rc)
+    arm(rc, symbol, 1)
+    entry_id, notes = first_step_only(rc, symbol, 101, T0)
+    nids = Outbox(rc).complete(symbol, entry_id, "101", T0, notes)
+    [member] = rc.zrange(keys.applied(1), 0, -1)
+    batch, ids = member.split("=")
+    rc.delete(keys.applied(1))
+    rc.hset(keys.applied(1), batch, ids)
+    assert Outbox(rc).complete(symbol, entry_id, "101", T0, notes) == nids
+    assert len(inbox(rc, 1)) == 1 and rc.type(keys.applied(1)) == "zset"

@@ -74,7 +74,8 @@ def outbox(symbol):
 
 
 def applied(user_id):
-    """Hash: matcher batch -> the stream entries it made for the user (cluster mode)."""
+    """Sorted set: `<batch>=<the stream entries it made for the user>` scored by the batch's
+    ms, kept a day (cluster mode)."""
     return f"tb:applied:{{{user_id}}}"
 
 

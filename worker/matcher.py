@@ -17,7 +17,7 @@ from webapp.core import logs, metrics, pubsub
 from webapp.exceptions import TicksNotMatched
 from webapp.extensions import is_cluster
 from worker.listener.loglines import logline
-from worker.outbox import Outbox
+from worker.outbox import HandOff, Outbox
 
 SCRIPT = scripts.USES + (Path(__file__).with_name("match.lua")).read_text()
 # Alerts fired per script call: a storm is split so no single call holds Redis for long.
@@ -59,11 +59,17 @@ def _keys(symbol, kind, mode):
 class Matcher:
     """Matches ticks against the alert index; safe to run twice on the same feed."""
 
-    def __init__(self, redis, batch=DEFAULT_BATCH, mode=None):
+    def __init__(self, redis, batch=DEFAULT_BATCH, mode=None, hand_off_queue=0):
+        """`hand_off_queue` (the listener's): in outbox mode, delivered batches wait in a
+        queue of this size to be handed to the slow path by a thread of their own
+        (worker/outbox.py `HandOff`), which `close` ends; 0: handed on before returning."""
         self.redis = redis
         self.batch = batch
         self.mode = mode or (OUTBOX if is_cluster(redis) else INLINE)
         self.outbox = Outbox(redis)
+        self.hand_off = (HandOff(self.outbox, hand_off_queue)
+                         if hand_off_queue and self.mode == OUTBOX else None)
+        self._hand_on = self.hand_off.put if self.hand_off else self.outbox.hand_on
         self._script = redis.register_script(SCRIPT)
         self._tail = [*USER_PREFIXES, self.mode, pubsub.command(redis)]
         # (symbol, kind) -> the args of a tick whose call failed: it is retried before the
@@ -71,6 +77,10 @@ class Matcher:
         self._failed = {}
         self._key_cache = {}  # (symbol, kind) -> (its level keys, every key)
         self._all_keys = {}  # (symbol, kind) -> until when it is called with every key
+
+    def close(self):
+        if self.hand_off:
+            self.hand_off.close()
 
     def on_price(self, symbol: str, price: float, ts_ms: int, seq: int = 0) -> list[str]:
         """Record a trade price and fire what it meets; returns the new notification ids.
@@ -215,7 +225,9 @@ class Matcher:
         """The users' step of a batch; if it fails, Outbox.sweep finishes the batch and the
         tick is retried before the next, so its later batches still fire."""
         try:
-            return self.outbox.complete(symbol, step[0], args[2], args[3], step[1])
+            nids, commit = self.outbox.deliver(symbol, step[0], args[2], args[3], step[1])
+            self._hand_on(symbol, step[0], commit)
+            return nids
         except RedisError:
             self._failed[(symbol, args[1])] = [*args[:-1], RETRY]
             raise

@@ -11,34 +11,51 @@ the same entry ids; COMMIT remembers for a day the batches it handed on.
 """
 
 import logging
+import queue
+import threading
 
 from redis.exceptions import RedisError
 
 from webapp import clock, keys
 from webapp.alerts.index import prune_symbol
 from webapp.core import pubsub
+from webapp.core.outage import Outage
 from webapp.core.scripting import run_all
 
 log = logging.getLogger(__name__)
 
-# A user's batches are remembered a day: a retry or a sweep comes within seconds. Past
-# APPLIED_TRIM_AT of them, each write drops those older than that.
+# A user's batches are remembered a day: a retry or a sweep comes within seconds, or once
+# Redis is back from an outage.
 APPLIED_KEPT_MS = 24 * 3600 * 1000
-APPLIED_TRIM_AT = 256
 COMMITTED_KEPT_MS = 24 * 3600 * 1000
 SWEEP_AGE_MS = 5000  # a batch older than this was left by a listener that died or lost Redis
 SWEEP_COUNT = 100  # batches per symbol and sweep
+DEFAULT_HAND_OFF_QUEUE = 10_000  # batches delivered, waiting for their COMMIT
+HAND_OFF_CLOSE_S = 5.0
 
 # KEYS: 1 the user's stream  2 the user's channel  3 tb:applied:{uid}
 # ARGV: 1 publish command  2 batch  3 batches from before this ms are forgotten
-#       4 ms the hash is kept  5 how many batches it holds before the old ones are dropped,
-#       then each notification's body (its JSON after '{"user_id":').
+#       4 ms the set is kept, then each notification's body (its JSON after '{"user_id":').
 # Returns the entry ids, joined by commas.
+# tb:applied:{uid} is a sorted set of '<batch>=<entry ids>' scored by the batch's ms (its name
+# starts with its outbox entry id), so finding a batch and forgetting the old ones cost a
+# lookup, however many batches the user had that day.
 DELIVER = """
-local done = redis.call('HGET', KEYS[3], ARGV[2])
-if done then return done end
+local at = tonumber(string.match(ARGV[2], '^(%d+)'))
+if redis.call('TYPE', KEYS[3]).ok == 'hash' then
+  -- written as a hash (batch -> ids) before December 2026: made a sorted set, once
+  local old = redis.call('HGETALL', KEYS[3])
+  redis.call('DEL', KEYS[3])
+  for i = 1, #old, 2 do
+    redis.call('ZADD', KEYS[3], string.match(old[i], '^(%d+)'), old[i] .. '=' .. old[i + 1])
+  end
+end
+local prefix = ARGV[2] .. '='
+for _, member in ipairs(redis.call('ZRANGE', KEYS[3], at, at, 'BYSCORE')) do
+  if string.sub(member, 1, #prefix) == prefix then return string.sub(member, #prefix + 1) end
+end
 local eids = {}
-for i = 6, #ARGV do
+for i = 5, #ARGV do
   -- published as stored, as match.lua's inline mode does: the hub adds the id
   local data = '{"user_id":' .. ARGV[i]
   local eid = redis.call('XADD', KEYS[1], '*', 'event', 'notification', 'data', data)
@@ -47,14 +64,8 @@ for i = 6, #ARGV do
   eids[#eids + 1] = eid
 end
 local text = table.concat(eids, ',')
-redis.call('HSET', KEYS[3], ARGV[2], text)
-if redis.call('HLEN', KEYS[3]) > tonumber(ARGV[5]) then
-  -- a batch's name starts with its outbox entry id, milliseconds first
-  local before = tonumber(ARGV[3])
-  for _, name in ipairs(redis.call('HKEYS', KEYS[3])) do
-    if tonumber(string.match(name, '^(%d+)')) < before then redis.call('HDEL', KEYS[3], name) end
-  end
-end
+redis.call('ZADD', KEYS[3], at, prefix .. text)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return text
 """
@@ -85,6 +96,13 @@ class Outbox:
     def complete(self, symbol, entry_id, price, ts, notes):
         """Write a batch's users' side and hand it to the slow path; returns its notification
         ids in the batch's order. Safe to call again for the same batch."""
+        nids, commit = self.deliver(symbol, entry_id, price, ts, notes)
+        self.hand_on(symbol, entry_id, commit)
+        return nids
+
+    def deliver(self, symbol, entry_id, price, ts, notes):
+        """Write a batch's users' side; returns its notification ids in the batch's order
+        and what `hand_on` needs. Safe to call again for the same batch."""
         batch, now = f"{entry_id}:{symbol}", clock.now_ms()
         if int(entry_id.split("-")[0]) < now - APPLIED_KEPT_MS:
             log.error("matcher: batch %s of %s is older than its users remember: a user who "
@@ -96,7 +114,7 @@ class Outbox:
             by_user.setdefault(uid, []).append((i, ntype, alert_id, mode, body))
         calls = [
             ([keys.replay(uid), keys.user_channel(uid), keys.applied(uid)],
-             [self._publish, batch, now - APPLIED_KEPT_MS, APPLIED_KEPT_MS, APPLIED_TRIM_AT,
+             [self._publish, batch, now - APPLIED_KEPT_MS, APPLIED_KEPT_MS,
               *(n[4] for n in notes_)])
             for uid, notes_ in by_user.items()]
         # one user (most ticks): a plain call, cheaper than redis-py's cluster pipeline
@@ -110,9 +128,13 @@ class Outbox:
         args = [batch, now, COMMITTED_KEPT_MS, price, ts, symbol]
         for ntype, typed in items.items():
             args += [ntype, ",".join(typed)]
-        self._commit(keys=[keys.FIRED, keys.FIRED_BATCHES], args=args)
+        return nids, args
+
+    def hand_on(self, symbol, entry_id, commit):
+        """Hand a delivered batch to the slow path, then drop it from the outbox: only then,
+        so a batch that was not handed on is still there for the sweep."""
+        self._commit(keys=[keys.FIRED, keys.FIRED_BATCHES], args=commit)
         self.redis.xdel(keys.outbox(symbol), entry_id)
-        return nids
 
     def sweep(self, symbols, now_ms=None, age_ms=SWEEP_AGE_MS):
         """Complete the batches older than `age_ms` left in the symbols' outboxes; returns
@@ -144,3 +166,39 @@ class Outbox:
         if entries:  # the registry kept the symbol for these batches: maybe no longer
             prune_symbol(self.redis, symbol, self.redis.hlen(keys.alerts(symbol)))
         return done
+
+
+class HandOff:
+    """A listener's `Outbox.hand_on`, in a thread of its own and in order: the next tick
+    waits for neither COMMIT nor the XDEL after it (two round trips on two other masters).
+
+    A batch whose hand-on fails, or that finds the queue full, or that a killed process
+    still held, stays in the outbox: the sweep finishes it 5 s later, writing no user's side
+    twice. Its emails and pushes are late by that much, the browser's notification not."""
+
+    def __init__(self, outbox, size):
+        self.outbox = outbox
+        self.queue = queue.Queue(maxsize=size)
+        self.outage = Outage("outbox-hand-off")
+        self.thread = threading.Thread(target=self._run, name="outbox-hand-off", daemon=True)
+        self.thread.start()
+
+    def put(self, symbol, entry_id, commit):
+        try:
+            self.queue.put_nowait((symbol, entry_id, commit))
+        except queue.Full:
+            log.warning("matcher: %d batches wait to be handed on; batch %s of %s is left "
+                        "to the sweep", self.queue.qsize(), entry_id, symbol)
+
+    def close(self, timeout=HAND_OFF_CLOSE_S):
+        """Hand on what is queued (for up to `timeout`), then end the thread."""
+        self.queue.put(None)
+        self.thread.join(timeout)
+
+    def _run(self):
+        while (item := self.queue.get()) is not None:
+            try:
+                self.outbox.hand_on(*item)
+                self.outage.recovered()
+            except RedisError as exc:  # the batch stays in the outbox, for the sweep
+                self.outage.failed(exc)

@@ -35,6 +35,7 @@ from worker.listener.lease import Lease
 from worker.listener.pacing import Backoff
 from worker.listener.pool import ListenerPool
 from worker.matcher import Matcher
+from worker.outbox import DEFAULT_HAND_OFF_QUEUE
 from worker.runner import work_forever
 
 JOB_ID = shards.JOB_ID  # shard 0's, the single listener's
@@ -69,7 +70,7 @@ def run_listener(shard=0):
 
 
 def _listen(app, r, lease, stop, shard):
-    slow = None
+    slow = matcher = None
     try:
         rebuild_alert_index(r)
         slow = start_slowpath(app, stop)
@@ -78,8 +79,9 @@ def _listen(app, r, lease, stop, shard):
         # A client of its own with a short timeout: a frozen Redis costs the tick path a
         # second per retry, not the 5 s the pages wait, so the socket keeps being read.
         r = data_redis(config, socket_connect_timeout=1, socket_timeout=1)
+        matcher = Matcher(r, hand_off_queue=DEFAULT_HAND_OFF_QUEUE)
         pool = ListenerPool(
-            r, Matcher(r), config["BINANCE_WS_URL"], lease=lease,
+            r, matcher, config["BINANCE_WS_URL"], lease=lease,
             breaker=Breaker("binance", redis=r), max_age_s=config["LISTENER_MAX_AGE_S"],
             backoff=lambda: Backoff(*backoff),  # one each: a drop delays only its connection
             attempts=ConnectBudget(r, budget=config["LISTENER_CONNECT_BUDGET"],
@@ -89,6 +91,8 @@ def _listen(app, r, lease, stop, shard):
         pool.run(stop)
     finally:
         stop.set()
+        if matcher is not None:
+            matcher.close()
         if slow is not None:
             slow.join(10)
         lease.release()
