@@ -34,28 +34,31 @@ DEFAULT_HAND_OFF_QUEUE = 10_000  # batches delivered, waiting for their COMMIT
 HAND_OFF_CLOSE_S = 5.0
 
 # KEYS: 1 the user's stream  2 the user's channel  3 tb:applied:{uid}
-# ARGV: 1 publish command  2 batch  3 batches from before this ms are forgotten
-#       4 ms the set is kept, then each notification's body (its JSON after '{"user_id":').
+# ARGV: 1 publish command  2 batch  3 its ms  4 batches from before this ms are forgotten
+#       5 ms the set is kept, then each notification's body (its JSON after '{"user_id":').
 # Returns the entry ids, joined by commas.
-# tb:applied:{uid} is a sorted set of '<batch>=<entry ids>' scored by the batch's ms (its name
-# starts with its outbox entry id), so finding a batch and forgetting the old ones cost a
-# lookup, however many batches the user had that day.
+# tb:applied:{uid} is a sorted set of '<batch>=<entry ids>' scored by the batch's ms (its
+# outbox entry id's), so finding a batch and forgetting the old ones cost a lookup, however
+# many batches the user had that day.
 DELIVER = """
-local at = tonumber(string.match(ARGV[2], '^(%d+)'))
-if redis.call('TYPE', KEYS[3]).ok == 'hash' then
+local at, prefix = ARGV[3], ARGV[2] .. '='
+local ok, found = pcall(redis.call, 'ZRANGE', KEYS[3], at, at, 'BYSCORE')
+if not ok and redis.call('TYPE', KEYS[3]).ok == 'hash' then
   -- written as a hash (batch -> ids) before December 2026: made a sorted set, once
   local old = redis.call('HGETALL', KEYS[3])
   redis.call('DEL', KEYS[3])
   for i = 1, #old, 2 do
     redis.call('ZADD', KEYS[3], string.match(old[i], '^(%d+)'), old[i] .. '=' .. old[i + 1])
   end
+  found = redis.call('ZRANGE', KEYS[3], at, at, 'BYSCORE')
+elseif not ok then
+  return redis.error_reply(found.err)
 end
-local prefix = ARGV[2] .. '='
-for _, member in ipairs(redis.call('ZRANGE', KEYS[3], at, at, 'BYSCORE')) do
+for _, member in ipairs(found) do
   if string.sub(member, 1, #prefix) == prefix then return string.sub(member, #prefix + 1) end
 end
 local eids = {}
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   -- published as stored, as match.lua's inline mode does: the hub adds the id
   local data = '{"user_id":' .. ARGV[i]
   local eid = redis.call('XADD', KEYS[1], '*', 'event', 'notification', 'data', data)
@@ -65,8 +68,8 @@ for i = 5, #ARGV do
 end
 local text = table.concat(eids, ',')
 redis.call('ZADD', KEYS[3], at, prefix .. text)
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
 return text
 """
 
@@ -103,8 +106,8 @@ class Outbox:
     def deliver(self, symbol, entry_id, price, ts, notes):
         """Write a batch's users' side; returns its notification ids in the batch's order
         and what `hand_on` needs. Safe to call again for the same batch."""
-        batch, now = f"{entry_id}:{symbol}", clock.now_ms()
-        if int(entry_id.split("-")[0]) < now - APPLIED_KEPT_MS:
+        batch, batch_ms, now = f"{entry_id}:{symbol}", int(entry_id.split("-")[0]), clock.now_ms()
+        if batch_ms < now - APPLIED_KEPT_MS:
             log.error("matcher: batch %s of %s is older than its users remember: a user who "
                       "had it may get it twice", entry_id, symbol)
         by_user = {}  # uid -> [(position, type, alert id, mode, body)]
@@ -114,7 +117,7 @@ class Outbox:
             by_user.setdefault(uid, []).append((i, ntype, alert_id, mode, body))
         calls = [
             ([keys.replay(uid), keys.user_channel(uid), keys.applied(uid)],
-             [self._publish, batch, now - APPLIED_KEPT_MS, APPLIED_KEPT_MS,
+             [self._publish, batch, batch_ms, now - APPLIED_KEPT_MS, APPLIED_KEPT_MS,
               *(n[4] for n in notes_)])
             for uid, notes_ in by_user.items()]
         # one user (most ticks): a plain call, cheaper than redis-py's cluster pipeline
