@@ -205,3 +205,6 @@ class HandOff:
                 self.outage.recovered()
             except RedisError as exc:  # the batch stays in the outbox, for the sweep
                 self.outage.failed(exc)
+            except Exception:  # as must any batch: the thread outlives each failure
+                log.exception("matcher: batch %s of %s not handed on; left to the sweep",
+                              item[1], item[0])
