@@ -34,7 +34,7 @@ def ctx(make_app, rc, redis_cluster):
 
 
 def break_users_step(r, uid):
-    """DELIVER's HGET on tb:applied:{uid} now fails with WRONGTYPE."""
+    """DELIVER's lookup in tb:applied:{uid} now fails with WRONGTYPE."""
     r.set(keys.applied(uid), "x")
 
 

@@ -6,6 +6,9 @@ import json
 import threading
 import time
 
+import pytest
+from redis.exceptions import ResponseError
+
 from webapp import keys
 from webapp.alerts import index as alert_index
 from webapp.live.fanout import Message
@@ -180,3 +183,14 @@ def test_a_batch_remembered_in_the_old_hash_is_not_written_twice(rc):
     rc.hset(keys.applied(1), batch, ids)
     assert Outbox(rc).complete(symbol, entry_id, "101", T0, notes) == nids
     assert len(inbox(rc, 1)) == 1 and rc.type(keys.applied(1)) == "zset"
+    assert rc.pttl(keys.applied(1)) > 0  # still forgotten within the day
+
+
+def test_a_users_step_on_a_key_of_another_type_fails_with_redis_own_error(rc):
+    [symbol, *_] = symbol_per_master(rc)
+    arm(rc, symbol, 1)
+    entry_id, notes = first_step_only(rc, symbol, 101, T0)
+    rc.set(keys.applied(1), "x")
+    with pytest.raises(ResponseError, match="^WRONGTYPE"):
+        Outbox(rc).complete(symbol, entry_id, "101", T0, notes)
+    assert inbox(rc, 1) == []

@@ -6,6 +6,7 @@ import itertools
 import time
 
 from webapp import keys
+from webapp.alerts import index as alert_index
 from worker.matcher import Matcher
 from worker.outbox import SWEEP_AGE_MS, Outbox
 
@@ -77,3 +78,15 @@ def test_a_failed_hand_on_stops_no_tick_and_the_sweep_hands_it_on_once(rc):
     sweep_later(rc, symbol)
     assert sorted(nid for nid, *_ in slow_path_items(rc)) == sorted(first + second)
     assert len(inbox(rc, uid)) == 2 and rc.xlen(keys.outbox(symbol)) == 0
+
+
+def test_a_symbol_whose_last_alert_fired_leaves_the_registry_once_handed_on(rc):
+    """The matcher keeps the symbol in tb:symbols while its batch waits in the outbox; the
+    hand-off, once the batch is gone, lets it go (or the sweep would read it forever)."""
+    symbol, uid = away_from_fired(rc)
+    arm(rc, symbol, uid)
+    matcher = Matcher(rc, hand_off_queue=100)
+    assert len(matcher.on_price(symbol, 101, T0)) == 1
+    matcher.close()
+    assert rc.xlen(keys.outbox(symbol)) == 0 and len(slow_path_items(rc)) == 1
+    assert symbol not in alert_index.registered(rc)

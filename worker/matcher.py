@@ -69,7 +69,6 @@ class Matcher:
         self.outbox = Outbox(redis)
         self.hand_off = (HandOff(self.outbox, hand_off_queue)
                          if hand_off_queue and self.mode == OUTBOX else None)
-        self._hand_on = self.hand_off.put if self.hand_off else self.outbox.hand_on
         self._script = redis.register_script(SCRIPT)
         self._tail = [*USER_PREFIXES, self.mode, pubsub.command(redis)]
         # (symbol, kind) -> the args of a tick whose call failed: it is retried before the
@@ -213,7 +212,7 @@ class Matcher:
             if self.mode == INLINE:
                 fired.extend(str(n) for n in rest)
             elif rest:
-                fired.extend(self._complete(symbol, args, rest))
+                fired.extend(self._complete(symbol, args, rest, int(left) == 0))
             if int(left) >= 0:  # only now: the sweep finds a batch left by the registry
                 prune_symbol(self.redis, symbol, int(left))
             if not int(more):
@@ -221,12 +220,15 @@ class Matcher:
                 return fired
             args = [*args[:-1], CONTINUE]  # the same tick goes on: no ordering check
 
-    def _complete(self, symbol, args, step):
+    def _complete(self, symbol, args, step, emptied):
         """The users' step of a batch; if it fails, Outbox.sweep finishes the batch and the
         tick is retried before the next, so its later batches still fire."""
         try:
             nids, commit = self.outbox.deliver(symbol, step[0], args[2], args[3], step[1])
-            self._hand_on(symbol, step[0], commit)
+            if self.hand_off:
+                self.hand_off.put(symbol, step[0], commit, emptied)
+            else:
+                self.outbox.hand_on(symbol, step[0], commit)
             return nids
         except RedisError:
             self._failed[(symbol, args[1])] = [*args[:-1], RETRY]

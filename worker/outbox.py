@@ -30,7 +30,7 @@ APPLIED_KEPT_MS = 24 * 3600 * 1000
 COMMITTED_KEPT_MS = 24 * 3600 * 1000
 SWEEP_AGE_MS = 5000  # a batch older than this was left by a listener that died or lost Redis
 SWEEP_COUNT = 100  # batches per symbol and sweep
-DEFAULT_HAND_OFF_QUEUE = 10_000  # batches delivered, waiting for their COMMIT
+DEFAULT_HAND_OFF_QUEUE = 1000  # batches delivered, waiting for their COMMIT
 HAND_OFF_CLOSE_S = 5.0
 
 # KEYS: 1 the user's stream  2 the user's channel  3 tb:applied:{uid}
@@ -50,9 +50,10 @@ if not ok and redis.call('TYPE', KEYS[3]).ok == 'hash' then
   for i = 1, #old, 2 do
     redis.call('ZADD', KEYS[3], string.match(old[i], '^(%d+)'), old[i] .. '=' .. old[i + 1])
   end
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
   found = redis.call('ZRANGE', KEYS[3], at, at, 'BYSCORE')
-elseif not ok then
-  return redis.error_reply(found.err)
+elseif not ok then  -- the error, as redis.call would have raised it
+  return redis.error_reply(type(found) == 'table' and found.err or tostring(found))
 end
 for _, member in ipairs(found) do
   if string.sub(member, 1, #prefix) == prefix then return string.sub(member, #prefix + 1) end
@@ -183,28 +184,45 @@ class HandOff:
         self.outbox = outbox
         self.queue = queue.Queue(maxsize=size)
         self.outage = Outage("outbox-hand-off")
+        self.closing = threading.Event()
+        self.left = 0  # batches left to the sweep since the queue was last found full
         self.thread = threading.Thread(target=self._run, name="outbox-hand-off", daemon=True)
         self.thread.start()
 
-    def put(self, symbol, entry_id, commit):
+    def put(self, symbol, entry_id, commit, emptied=False):
+        """Queue a delivered batch; `emptied`: it fired the symbol's last alert."""
         try:
-            self.queue.put_nowait((symbol, entry_id, commit))
+            self.queue.put_nowait((symbol, entry_id, commit, emptied))
         except queue.Full:
-            log.warning("matcher: %d batches wait to be handed on; batch %s of %s is left "
-                        "to the sweep", self.queue.qsize(), entry_id, symbol)
+            if not self.left:
+                log.warning("matcher: %d batches wait to be handed on; the next are left "
+                            "to the sweep", self.queue.maxsize)
+            self.left += 1
+            return
+        if self.left:
+            log.warning("matcher: %d batches were left to the sweep", self.left)
+            self.left = 0
 
     def close(self, timeout=HAND_OFF_CLOSE_S):
-        """Hand on what is queued (for up to `timeout`), then end the thread."""
-        self.queue.put(None)
+        """Hand on what is queued, for up to `timeout`; what is not stays for the sweep."""
+        self.closing.set()
+        try:
+            self.queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
         self.thread.join(timeout)
 
     def _run(self):
         while (item := self.queue.get()) is not None:
+            symbol, entry_id, commit, emptied = item
             try:
-                self.outbox.hand_on(*item)
+                self.outbox.hand_on(symbol, entry_id, commit)
+                if emptied:  # the matcher kept the symbol registered for this batch
+                    prune_symbol(self.outbox.redis, symbol, 0)
                 self.outage.recovered()
             except RedisError as exc:  # the batch stays in the outbox, for the sweep
-                self.outage.failed(exc)
+                if not self.closing.is_set():
+                    self.closing.wait(self.outage.failed(exc))
             except Exception:  # as must any batch: the thread outlives each failure
                 log.exception("matcher: batch %s of %s not handed on; left to the sweep",
-                              item[1], item[0])
+                              entry_id, symbol)
