@@ -4,11 +4,11 @@ match.lua runs in the symbol's slot, so in `outbox` mode it writes no user's key
 the batch in the symbol's outbox stream (tb:outbox:{S}), durable and atomic with the claim.
 `Outbox.complete` then writes each notified user's stream entry and publishes it in the user's
 slot (DELIVER, one call per user, pipelined by node), hands the slow path its entries (COMMIT,
-in tb:{fired}'s slot) and drops the outbox entry; the listener does these two in a thread of
-their own (HandOff), so its next tick waits for neither. Each step may run again — a retry, a lost
-reply, two listeners, the sweep finishing a batch a dead listener left — and changes nothing
-the second time: DELIVER remembers per user the batches it wrote (tb:applied:{uid}) and answers
-the same entry ids; COMMIT remembers for a day the batches it handed on.
+in tb:{fired}'s slot) and drops the outbox entry; the listener does these last two in a thread
+of their own (HandOff), so its next tick waits for neither. Each step may run again — a retry,
+a lost reply, two listeners, the sweep finishing a batch a dead listener left — and changes
+nothing the second time: DELIVER remembers per user the batches it wrote (tb:applied:{uid})
+and answers the same entry ids; COMMIT remembers for a day the batches it handed on.
 """
 
 import logging
