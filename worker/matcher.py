@@ -18,6 +18,7 @@ from webapp.exceptions import TicksNotMatched
 from webapp.extensions import is_cluster
 from worker.listener.loglines import logline
 from worker.outbox import HandOff, Outbox
+from worker.packed import PackedCalls
 
 SCRIPT = scripts.USES + (Path(__file__).with_name("match.lua")).read_text()
 # Alerts fired per script call: a storm is split so no single call holds Redis for long.
@@ -71,6 +72,8 @@ class Matcher:
                          if hand_off_queue and self.mode == OUTBOX else None)
         self._script = redis.register_script(SCRIPT)
         self._tail = [*USER_PREFIXES, self.mode, pubsub.command(redis)]
+        self._packed = None if self.mode != INLINE else PackedCalls(
+            redis, self._script.sha, self._tail)
         # (symbol, kind) -> the args of a tick whose call failed: it is retried before the
         # next tick of its stream, as a retry, so a batch left by a lost reply still fires
         self._failed = {}
@@ -145,11 +148,8 @@ class Matcher:
 
     def _evalsha_all(self, calls):
         for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            for names, args in calls:
-                pipe.evalsha(self._script.sha, len(names), *names, *args, *self._tail)
             started = perf_counter()
-            results = pipe.execute(raise_on_error=False)
+            results = self._packed.execute(calls)
             metrics.matcher_call(perf_counter() - started)  # a round: one call on the wire
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
                 self.redis.script_load(self._script.script)  # Redis restarted: load, again

@@ -23,9 +23,11 @@ from websocket import ABNF, WebSocketException, WebSocketTimeoutException
 from webapp import keys
 from webapp.core import metrics
 from webapp.exceptions import TicksNotMatched
+from worker import packed
 from worker.listener import heldticks, messages
 from worker.listener.loglines import logline, now_ms
 from worker.listener.pacing import DEFAULT_CONTROL_PER_S, AttemptBudget, Backoff, MessageBudget
+from worker.listener.readahead import ReadAhead
 from worker.listener.subscriptions import (
     BATCH,
     DEFAULT_MAX_STREAMS,
@@ -40,6 +42,7 @@ DEFAULT_MAX_AGE_S = 23 * 3600 + 50 * 60  # Binance cuts connections at 24 h: lea
 DEFAULT_SILENCE_S = 65.0  # Binance pings every 20 s: this much quiet means a dead link
 DEFAULT_REDIS_RETRY_S = 0.2  # while Redis is down: how often held ticks try to get through
 MAX_BATCH = 200  # ticks read in one go: bounds the wait of the first behind the last
+READ_AHEAD = 8  # frames read ahead between looks at Redis's answer
 CONNECT_ERRORS = (OSError, WebSocketException)
 
 
@@ -71,6 +74,7 @@ class Listener:
         self.working = False  # this connection has received a frame
         self.last_tick_ms = 0
         self._ticks = []  # read, not yet matched
+        self._why_ahead = None  # the connection's end, met reading ahead
         self.state = "connecting"
         self.held, self.gate = heldticks.HeldTicks(), heldticks.RedisGate(redis_retry_s)
         self.breakers = heldticks.GatedBreaker(breaker, self.gate, heartbeat_s)
@@ -120,6 +124,7 @@ class Listener:
                                          timeout=self.connect_timeout_s,
                                          skip_utf8_validation=True)
         ws.settimeout(self.recv_timeout_s)
+        ws.sock = ReadAhead(ws.sock)  # frames read from memory, not a system call a part
         return ws, subs
 
     def _message_budget(self):
@@ -204,12 +209,31 @@ class Listener:
         """Read a frame, and the frames already waiting behind it (up to MAX_BATCH ticks):
         their ticks are matched together, in one round trip to Redis."""
         try:
-            why = self._read_frame()
+            why, self._why_ahead = self._why_ahead, None
+            if why is None and not self._ticks:
+                why = self._read_frame()
             while why is None and 0 < len(self._ticks) < MAX_BATCH and self._readable():
                 why = self._read_frame()
         finally:
-            self._match_read()
-        return why
+            with packed.meanwhile(self._read_ahead):
+                self._match_read()
+        return why  # an end met reading ahead is returned next time, its ticks matched first
+
+    def _read_ahead(self):
+        """While Redis matches the ticks read: read the frames already here for the next
+        round (a few at a time between looks at Redis). False when there is nothing to do."""
+        if self._why_ahead is not None:
+            return False
+        for _ in range(READ_AHEAD):
+            if len(self._ticks) >= MAX_BATCH or not self._readable():
+                return False
+            try:
+                self._why_ahead = self._read_frame()
+            except CONNECT_ERRORS as exc:
+                self._why_ahead = f"{type(exc).__name__}: {exc}"
+            if self._why_ahead is not None:
+                return False
+        return True
 
     def _readable(self):
         sock = self.ws.sock

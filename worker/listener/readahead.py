@@ -1,0 +1,44 @@
+"""The market connection's socket, read in large pieces.
+
+websocket-client reads a frame with a `recv` for exactly each of its parts (the header, the
+length, the payload): three system calls for a trade of 200 bytes, and the listener's
+`select` before each frame makes four. Under a market-wide burst the kernel already holds
+hundreds of frames; this socket takes up to READ_SIZE bytes of them at once and hands out
+the parts from memory, and `pending()` tells the listener a frame is there without asking
+the kernel (docs/performance.md, "Ticks sustained by one listener").
+"""
+
+READ_SIZE = 65536
+
+
+class ReadAhead:
+    """Wraps a socket (plain or TLS); everything but reading goes to the socket itself."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self._data, self._at = b"", 0
+
+    def recv(self, size):
+        """Up to `size` bytes: from what was read ahead, else one read of the socket."""
+        if self._at >= len(self._data):
+            data = self._sock.recv(max(size, READ_SIZE))
+            if len(data) <= size:  # all of it asked for (b"" at the end: the peer closed)
+                return data
+            self._data, self._at = data, 0
+        start = self._at
+        self._at = end = min(start + size, len(self._data))
+        return self._data[start:end]
+
+    def pending(self):
+        """Bytes readable without waiting: read ahead here, or decrypted by TLS."""
+        left = len(self._data) - self._at
+        if left:
+            return left
+        inner = getattr(self._sock, "pending", None)
+        return inner() if inner is not None else 0
+
+    def gettimeout(self):  # websocket-client asks before every read
+        return self._sock.gettimeout()
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
