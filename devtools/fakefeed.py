@@ -174,6 +174,12 @@ class FakeFeed:
         """One frame as is to every connection (str: text, bytes: binary): garbled input."""
         return self._call(lambda: self._broadcast_raw(message))
 
+    def send_frames(self, raw):
+        """Bytes as they are on every connection's socket: frames built by hand (fragments,
+        a ping amid them, a frame cut in two), which the server's own sending never makes."""
+        return self._call(lambda: sum(c.ws.transport.write(raw) is None
+                                      for c in self._clients.values()))
+
     def drop_all(self, code=None, reset=False):
         """Cut every connection: abruptly (as a network failure) or with a close code.
 

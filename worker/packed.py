@@ -64,9 +64,10 @@ class PackedCalls:
 
 @contextmanager
 def meanwhile(work):
-    """Within the block, a round sent by this thread calls `work()` while Redis answers,
-    until the answer is there or `work()` returns False. `work` must not raise: the
-    connection is cut if it does (its replies would be left unread)."""
+    """Within the block, a round sent by this thread calls `work()` once sent, before it reads
+    the replies: Redis runs the round meanwhile, and the notifications it publishes wait for
+    nothing (the replies only say what was done). `work` must not raise: the connection is
+    cut if it does (its replies would be left unread for the next command)."""
     before, _thread.work = getattr(_thread, "work", None), work
     try:
         yield
@@ -79,8 +80,7 @@ def _round(conn, packed, n):
     work = getattr(_thread, "work", None)
     if work is not None:
         try:
-            while not conn.can_read(timeout=0) and work():
-                pass
+            work()
         except BaseException:
             conn.disconnect()
             raise

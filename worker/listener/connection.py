@@ -42,7 +42,6 @@ DEFAULT_MAX_AGE_S = 23 * 3600 + 50 * 60  # Binance cuts connections at 24 h: lea
 DEFAULT_SILENCE_S = 65.0  # Binance pings every 20 s: this much quiet means a dead link
 DEFAULT_REDIS_RETRY_S = 0.2  # while Redis is down: how often held ticks try to get through
 MAX_BATCH = 200  # ticks read in one go: bounds the wait of the first behind the last
-READ_AHEAD = 8  # frames read ahead between looks at Redis's answer
 CONNECT_ERRORS = (OSError, WebSocketException)
 
 
@@ -75,6 +74,7 @@ class Listener:
         self.last_tick_ms = 0
         self._ticks = []  # read, not yet matched
         self._why_ahead = None  # the connection's end, met reading ahead
+        self._on_edge = False  # websocket-client ended on a message's edge (_read_frame)
         self.state = "connecting"
         self.held, self.gate = heldticks.HeldTicks(), heldticks.RedisGate(redis_retry_s)
         self.breakers = heldticks.GatedBreaker(breaker, self.gate, heartbeat_s)
@@ -125,6 +125,8 @@ class Listener:
                                          skip_utf8_validation=True)
         ws.settimeout(self.recv_timeout_s)
         ws.sock = ReadAhead(ws.sock)  # frames read from memory, not a system call a part
+        self._why_ahead = None  # the last connection's end is not this one's
+        self._on_edge = True  # no frame begun: whole ones may be taken from memory
         return ws, subs
 
     def _message_budget(self):
@@ -207,33 +209,30 @@ class Listener:
 
     def _receive(self):
         """Read a frame, and the frames already waiting behind it (up to MAX_BATCH ticks):
-        their ticks are matched together, in one round trip to Redis."""
+        their ticks are matched together, in one round trip to Redis. While Redis matches
+        them, the frames that came meanwhile are read for the next round."""
+        why, self._why_ahead = self._why_ahead, None
+        going = False
         try:
-            why, self._why_ahead = self._why_ahead, None
-            if why is None and not self._ticks:
+            if why is None and not self._ticks:  # none read ahead: wait for one
                 why = self._read_frame()
             while why is None and 0 < len(self._ticks) < MAX_BATCH and self._readable():
                 why = self._read_frame()
+            going = why is None
         finally:
-            with packed.meanwhile(self._read_ahead):
+            with packed.meanwhile(self._read_ahead if going else None):
                 self._match_read()
-        return why  # an end met reading ahead is returned next time, its ticks matched first
+        return why
 
     def _read_ahead(self):
-        """While Redis matches the ticks read: read the frames already here for the next
-        round (a few at a time between looks at Redis). False when there is nothing to do."""
-        if self._why_ahead is not None:
-            return False
-        for _ in range(READ_AHEAD):
-            if len(self._ticks) >= MAX_BATCH or not self._readable():
-                return False
-            try:
+        """The frames already here, up to a round's ticks. An end met is kept for the next
+        `_receive`, which matches what was read before it first."""
+        try:
+            while (self._why_ahead is None and len(self._ticks) < MAX_BATCH
+                   and self._readable()):
                 self._why_ahead = self._read_frame()
-            except CONNECT_ERRORS as exc:
-                self._why_ahead = f"{type(exc).__name__}: {exc}"
-            if self._why_ahead is not None:
-                return False
-        return True
+        except CONNECT_ERRORS as exc:
+            self._why_ahead = f"{type(exc).__name__}: {exc}"
 
     def _readable(self):
         sock = self.ws.sock
@@ -242,10 +241,21 @@ class Listener:
         return bool(select.select([sock], [], [], 0)[0])
 
     def _read_frame(self):
+        # A whole trade already read is taken as is; anything else (a control frame, a
+        # fragment, a frame not all here) is websocket-client's, which must have ended on a
+        # message's edge: a data frame returned, not a ping amid fragments or a timeout.
+        raw = self.ws.sock.text_frame() if self._on_edge else None
+        if raw is not None:
+            self.last_rx = time.monotonic()
+            if not self.working:
+                self._worked()
+            return self._on_text(raw)
+        self._on_edge = False
         try:
             opcode, frame = self.ws.recv_data_frame(True)
         except WebSocketTimeoutException:
             return None
+        self._on_edge = opcode in (ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY)
         self.last_rx = time.monotonic()
         if opcode == ABNF.OPCODE_CLOSE:
             code = int.from_bytes(frame.data[:2], "big") if len(frame.data) >= 2 else None
