@@ -12,6 +12,7 @@ run it. Prints a table, then the figures as JSON.
 """
 
 import argparse
+import gc
 import json
 import multiprocessing
 import random
@@ -198,6 +199,8 @@ def run(burst=60_000, rate=20_000, seconds=4.0):
             arm(r)
             probes = Probes(r, url)
             listener = Listener(r, Matcher(r), parent.recv())
+            gc.collect()  # as the listener's host does (worker/listener/hosting.py)
+            gc.freeze()
             threading.Thread(target=listener.run, args=(stop,), daemon=True).start()
             _wait(lambda: r.hget(keys.LISTENER, "streams") == str(2 * SYMBOLS), listener)
             phase(parent, probes, trades(2000, rng), None)  # warm up
