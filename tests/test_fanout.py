@@ -1,5 +1,7 @@
 """The hub's per-user subscriptions on a real Redis: what is subscribed, when, and for how long."""
 
+import time
+
 import pytest
 import redis
 
@@ -182,3 +184,45 @@ def test_a_notification_published_without_its_id_gets_the_id_its_replay_has():
         '{"id":"5-0","event":"notification","data":{"id":"5-0-7","user_id":7}}')
     assert with_id.data == {"id": "5-0-7", "user_id": 7}
     assert fanout.Message.parse('{"id":"1-0","event":"notification","data":{}}').data == {}
+
+
+def test_a_burst_read_in_large_pieces_reaches_every_stream_in_order(hub, r):
+    """Thousands of messages land in one read of the socket; the hub hands on what hiredis
+    already holds before asking the socket again, and none is left waiting there."""
+    clients = [hub.attach(fanout.Client(uid)) for uid in range(1, 51)]
+    with r.pipeline(transaction=False) as pipe:
+        for n in range(100):
+            for uid in range(1, 51):
+                pipe.publish(keys.user_channel(uid),
+                             f'{{"id":"{n + 1}-0","event":"notification","data":{{}}}}')
+        pipe.execute()
+    for client in clients:
+        got = []
+        while len(got) < 100:
+            got += [m.id for m in client.next_batch()]
+        assert got == [f"{n + 1}-0" for n in range(100)]
+
+
+def test_health_checks_amid_messages_go_out_and_their_replies_stay_off_the_streams(
+        redis_url, r):
+    """redis-py's health check (a PING on the link when due, sent as a message is read)
+    still goes out, and its reply is not taken for a message."""
+    hub = fanout.Hub({"REDIS_URL": redis_url}, name="tb-hub-test")
+    try:
+        client = hub.attach(fanout.Client(5))
+        link = hub._link
+        link.pubsub.connection.health_check_interval = 0.01
+        before = r.info("commandstats").get("cmdstat_ping", {}).get("calls", 0)
+        got = []
+        for n in range(30):
+            r.publish(keys.user_channel(5), f'{{"id":"{n + 1}-0","event":"notification",'
+                                            f'"data":{{}}}}')
+            time.sleep(0.02)
+            got += client.next_batch() if client.pending else []
+        while len(got) < 30:
+            got += client.next_batch()
+        assert [m.id for m in got] == [f"{n + 1}-0" for n in range(30)]
+        assert r.info("commandstats")["cmdstat_ping"]["calls"] > before
+        assert hub._link is link  # the same link: no reply broke it
+    finally:
+        hub.stop()

@@ -9,6 +9,7 @@ import json
 import re
 import secrets
 
+from webapp.core import jsontext
 from webapp.live.fanout import Message
 from webapp.live.feed import Feed, message_item
 
@@ -87,7 +88,7 @@ class Renderer:
 
 
 def _shape(m):
-    """The notification's fields but its id and user id, as text (made once a message, for
+    """The notification's fields but its id and user id, as JSON (made once a message, for
     its item and its toast); None when its rendering cannot be shared: an id that is not
     plain digits, or text holding the token.
 
@@ -100,9 +101,8 @@ def _shape(m):
         shape, data = None, m.data
         nid = str(data.get("id")) if isinstance(data, dict) else ""
         if PLAIN_ID.fullmatch(nid):
-            text = json.dumps({k: v for k, v in data.items() if k not in UNSHAPED},
-                              separators=(",", ":"))
-            if ID_TOKEN not in text.lower():
+            text = jsontext.dumps({k: v for k, v in data.items() if k not in UNSHAPED})
+            if _ID_TOKEN_BYTES not in text.lower():
                 shape = text
                 m.cache["nid"] = nid.encode()
         m.cache["shape"] = shape
