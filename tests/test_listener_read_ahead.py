@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from tests.test_listener import eventually
+from tests.test_listener_redis import OwnRedis
 from tests.test_tick_batches import T0, arm, batch, fired
 from webapp import keys
 from webapp.exceptions import TicksNotMatched
@@ -266,3 +267,55 @@ def test_a_trade_cut_in_two_is_finished_as_one_frame_not_misread_from_memory(
     assert eventually(lambda: len(fired(r)) == 2, timeout=5)
     assert fired(r) == [(up, 101), (up, 103)]
     assert feed.connection_count == 1  # the same connection: nothing misread
+
+
+def test_a_burst_over_many_symbols_through_a_redis_kill_and_a_dropped_market_fires_each_once(
+        tmp_path, feed):
+    """Ten groups of ten symbols, each group's burst 300 trades climbing through its five
+    one-shot alerts (rounds big enough to read ahead; a group's top comes last, so a burst
+    lost in part leaves alerts unfired). Redis is killed while a round waits in it (paused),
+    frames of the burst behind it, and started again from its append-only file; then the
+    market connection drops. Every alert fires, none twice."""
+    server = OwnRedis(tmp_path / "redis")
+    r = server.client(timeout_s=2)
+    symbols = [f"D{i:03d}USDT" for i in range(100)]
+    alerts = {arm(r, s, "above", 100 + t, mode="once") for s in symbols for t in range(1, 6)}
+    matcher = Matcher(server.client())
+    listener = Listener(server.client(), matcher, feed.url, poll_s=0.02, heartbeat_s=0.05,
+                        recv_timeout_s=0.02, backoff=Backoff(0.01, 0.1), redis_retry_s=0.05)
+    thread = threading.Thread(target=listener.run, daemon=True)
+    thread.start()
+    bursts = [[(s, round(100.5 + rep * 5 / 29, 4)) for rep in range(30)
+               for s in symbols[group * 10:group * 10 + 10]] for group in range(10)]
+    try:
+        assert eventually(lambda: all(f"{s.lower()}@aggTrade" in feed.subscriptions()
+                                      for s in symbols), timeout=10)
+        for burst in bursts[:3]:
+            assert feed.trades(burst)
+        assert eventually(lambda: len(fired(r)) == 150, timeout=10)
+        # a round waits in Redis while more of its burst comes: then Redis dies
+        r.client_pause(5000, all=False)
+        assert feed.trades(bursts[3])
+        time.sleep(0.3)
+        server.kill()
+        assert feed.trades(bursts[4])  # read while Redis is away: held
+        time.sleep(0.2)
+        server.restart()
+        for burst in bursts[5:7]:
+            assert feed.trades(burst)
+        dropped = listener.status.get("connected_at")
+        feed.drop_all()
+        # a new connection; a symbol whose alerts have all fired is let go, the rest return
+        assert eventually(lambda: listener.status.get("connected_at") != dropped and all(
+            f"{s.lower()}@aggTrade" in feed.subscriptions() for s in symbols[70:]), timeout=10)
+        for burst in bursts[7:]:
+            assert feed.trades(burst)
+        r = server.client(timeout_s=2)
+        assert eventually(lambda: len(fired(r)) >= len(alerts), timeout=20)
+        time.sleep(0.3)  # nothing more comes
+        assert sorted(a for a, _ in fired(r)) == sorted(alerts)  # each once
+    finally:
+        listener.stop.set()
+        thread.join(5)
+        matcher.close()
+        server.close()
