@@ -149,7 +149,7 @@ def probe_process(url, conn):
     while (job := conn.recv()) is not None:
         n, timeout = job
         with changed:
-            changed.wait_for(lambda: len(arrivals) >= n, timeout)
+            changed.wait_for(lambda n=n: len(arrivals) >= n, timeout)
             conn.send(list(arrivals))
 
 

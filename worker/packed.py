@@ -42,10 +42,8 @@ class PackedCalls:
             head = self._heads[key] = b"".join(parts)
         return head
 
-    def execute(self, calls):
-        """Send `calls`, [(names, args)], in one write; their replies in order, a
-        ResponseError in place of a call that failed. Raises redis.ConnectionError (or
-        TimeoutError) when the round could not be made."""
+    def pack(self, calls):
+        """`calls`, [(names, args)], as the bytes of one write."""
         tail, words, parts = self._tail, self._words, []
         for names, args in calls:
             parts += (b"*%d\r\n" % (words + len(names) + len(args)), self._head(names, args))
@@ -53,11 +51,27 @@ class PackedCalls:
                 data = str(arg).encode()
                 parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
             parts.append(tail)
-        packed = b"".join(parts)
-        conn = self.pool.get_connection()
-        try:
+        return b"".join(parts)
+
+    def execute(self, calls):
+        """Send `calls`, [(names, args)], in one write; their replies in order, a
+        ResponseError in place of a call that failed. Raises redis.ConnectionError (or
+        TimeoutError) when the round could not be made."""
+        packed = self.pack(calls)
+        with self.connection() as conn:
             return conn.retry.call_with_retry(lambda: _round(conn, packed, len(calls)),
                                               lambda error: conn.disconnect())
+
+    @contextmanager
+    def connection(self):
+        """A connection of the pool, for calls sent ahead of their replies: cut if the block
+        ends in an error, as replies may be left unread on it."""
+        conn = self.pool.get_connection()
+        try:
+            yield conn
+        except BaseException:
+            conn.disconnect()
+            raise
         finally:
             self.pool.release(conn)
 
