@@ -12,13 +12,12 @@ high and last per stream) while the socket keeps being read, and applied when Re
 """
 
 import json
-import select
 import threading
 import time
 
 import redis
 import websocket
-from websocket import ABNF, WebSocketException, WebSocketTimeoutException
+from websocket import ABNF, WebSocketException
 
 from webapp import keys
 from webapp.core import metrics
@@ -27,7 +26,7 @@ from worker import packed
 from worker.listener import heldticks, messages
 from worker.listener.loglines import logline, now_ms
 from worker.listener.pacing import DEFAULT_CONTROL_PER_S, AttemptBudget, Backoff, MessageBudget
-from worker.listener.readahead import ReadAhead
+from worker.listener.readahead import Frames
 from worker.listener.subscriptions import (
     BATCH,
     DEFAULT_MAX_STREAMS,
@@ -74,7 +73,7 @@ class Listener:
         self.last_tick_ms = 0
         self._ticks = []  # read, not yet matched
         self._why_ahead = None  # the connection's end, met reading ahead
-        self._on_edge = False  # websocket-client ended on a message's edge (_read_frame)
+        self.frames = None  # the connection's frames (readahead.py)
         self.state = "connecting"
         self.held, self.gate = heldticks.HeldTicks(), heldticks.RedisGate(redis_retry_s)
         self.breakers = heldticks.GatedBreaker(breaker, self.gate, heartbeat_s)
@@ -124,9 +123,8 @@ class Listener:
                                          timeout=self.connect_timeout_s,
                                          skip_utf8_validation=True)
         ws.settimeout(self.recv_timeout_s)
-        ws.sock = ReadAhead(ws.sock)  # frames read from memory, not a system call a part
+        self.frames = Frames(ws)  # read from memory, not a system call a part
         self._why_ahead = None  # the last connection's end is not this one's
-        self._on_edge = True  # no frame begun: whole ones may be taken from memory
         return ws, subs
 
     def _message_budget(self):
@@ -216,7 +214,7 @@ class Listener:
         try:
             if why is None and not self._ticks:  # none read ahead: wait for one
                 why = self._read_frame()
-            while why is None and 0 < len(self._ticks) < MAX_BATCH and self._readable():
+            while why is None and 0 < len(self._ticks) < MAX_BATCH and self.frames.readable():
                 why = self._read_frame()
             going = why is None
         finally:
@@ -229,45 +227,28 @@ class Listener:
         `_receive`, which matches what was read before it first."""
         try:
             while (self._why_ahead is None and len(self._ticks) < MAX_BATCH
-                   and self._readable()):
+                   and self.frames.readable()):
                 self._why_ahead = self._read_frame()
         except CONNECT_ERRORS as exc:
             self._why_ahead = f"{type(exc).__name__}: {exc}"
 
-    def _readable(self):
-        sock = self.ws.sock
-        if hasattr(sock, "pending") and sock.pending():  # TLS: bytes already decrypted
-            return True
-        return bool(select.select([sock], [], [], 0)[0])
-
     def _read_frame(self):
-        # A whole trade already read is taken as is; anything else (a control frame, a
-        # fragment, a frame not all here) is websocket-client's, which must have ended on a
-        # message's edge: a data frame returned, not a ping amid fragments or a timeout.
-        raw = self.ws.sock.text_frame() if self._on_edge else None
-        if raw is not None:
-            self.last_rx = time.monotonic()
-            if not self.working:
-                self._worked()
-            return self._on_text(raw)
-        self._on_edge = False
-        try:
-            opcode, frame = self.ws.recv_data_frame(True)
-        except WebSocketTimeoutException:
+        got = self.frames.next()
+        if got is None:  # the read timed out
             return None
-        self._on_edge = opcode in (ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY)
+        opcode, data = got
         self.last_rx = time.monotonic()
         if opcode == ABNF.OPCODE_CLOSE:
-            code = int.from_bytes(frame.data[:2], "big") if len(frame.data) >= 2 else None
-            return f"closed by server: {code} {frame.data[2:].decode(errors='replace')}"
+            code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+            return f"closed by server: {code} {data[2:].decode(errors='replace')}"
         if not self.working:
             self._worked()
         if opcode == ABNF.OPCODE_TEXT:
-            return self._on_text(frame.data)
+            return self._on_text(data)
         if opcode == ABNF.OPCODE_PING:
             self.budget.spend()  # websocket-client has already sent the pong
         elif opcode == ABNF.OPCODE_BINARY:  # Binance sends text only
-            logline("bad_message", error="binary frame", bytes=len(frame.data))
+            logline("bad_message", error="binary frame", bytes=len(data))
         return None
 
     def _on_text(self, raw):

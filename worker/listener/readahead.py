@@ -9,6 +9,10 @@ the kernel. The commonest frame, a whole trade, is even taken in one step (`text
 without websocket-client's parser (docs/performance.md, "Ticks sustained by one listener").
 """
 
+import select
+
+from websocket import ABNF, WebSocketTimeoutException
+
 READ_SIZE = 65536
 FIN_TEXT = 0x81  # a frame's first byte: final, no extension bits, text
 
@@ -62,3 +66,33 @@ class ReadAhead:
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
+
+
+class Frames:
+    """The frames of one connection: whole trades taken from memory, the rest websocket-
+    client's (pings answered, fragments joined, closes), in the order they came."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        ws.sock = self.sock = ReadAhead(ws.sock)
+        # websocket-client has ended on a message's edge: a data frame returned, not a ping
+        # amid fragments, nor a read that timed out within a frame
+        self._on_edge = True
+
+    def readable(self):
+        """A frame, or part of one, is here to read without waiting."""
+        return bool(self.sock.pending()) or bool(select.select([self.sock], [], [], 0)[0])
+
+    def next(self):
+        """(opcode, payload) of the next frame, or None when the read timed out."""
+        if self._on_edge:
+            raw = self.sock.text_frame()
+            if raw is not None:
+                return ABNF.OPCODE_TEXT, raw
+        self._on_edge = False
+        try:
+            opcode, frame = self.ws.recv_data_frame(True)
+        except WebSocketTimeoutException:
+            return None
+        self._on_edge = opcode in (ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY)
+        return opcode, frame.data
