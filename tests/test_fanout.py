@@ -1,5 +1,7 @@
 """The hub's per-user subscriptions on a real Redis: what is subscribed, when, and for how long."""
 
+import os
+import resource
 import time
 
 import pytest
@@ -206,7 +208,8 @@ def test_a_burst_read_in_large_pieces_reaches_every_stream_in_order(hub, r):
 def test_health_checks_amid_messages_go_out_and_their_replies_stay_off_the_streams(
         redis_url, r):
     """redis-py's health check (a PING on the link when due, sent as a message is read)
-    still goes out, and its reply is not taken for a message."""
+    still goes out, and the link reads its replies amid the messages, each message once and
+    in order, on the same link."""
     hub = fanout.Hub({"REDIS_URL": redis_url}, name="tb-hub-test")
     try:
         client = hub.attach(fanout.Client(5))
@@ -226,3 +229,24 @@ def test_health_checks_amid_messages_go_out_and_their_replies_stay_off_the_strea
         assert hub._link is link  # the same link: no reply broke it
     finally:
         hub.stop()
+
+
+def test_a_link_on_a_descriptor_past_1023_reads_and_waits(redis_url, r):
+    """A web process with thousands of streams open makes its link again (after an outage)
+    on a high descriptor, which select() refuses; the link uses poll."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1300:
+        pytest.skip(f"the descriptor limit ({hard}) is too low to test")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1300), hard))
+    taken = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    hub = fanout.Hub({"REDIS_URL": redis_url}, name="tb-hub-test")
+    try:
+        client = hub.attach(fanout.Client(9))
+        assert hub._link.pubsub.connection._sock.fileno() > 1023
+        r.publish(keys.user_channel(9), '{"id":"1-0","event":"notification","data":{}}')
+        assert [m.id for m in client.next_batch()] == ["1-0"]
+    finally:
+        hub.stop()
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

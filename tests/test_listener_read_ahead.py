@@ -319,3 +319,26 @@ def test_a_burst_over_many_symbols_through_a_redis_kill_and_a_dropped_market_fir
         thread.join(5)
         matcher.close()
         server.close()
+
+
+def test_ticks_read_ahead_when_the_listener_stops_are_matched_before_it_ends(
+        r, feed, monkeypatch):
+    """(What is still on the socket when it stops is never read: Binance replays nothing,
+    and the next listener starts from the market's next trades.)"""
+    monkeypatch.setattr("worker.listener.connection.MAX_BATCH", 5)
+    others = [f"S{i:03d}USDT" for i in range(10)]
+    alerts = {arm(r, symbol, "above", 100, mode="once") for symbol in others}
+    listener = Listener(r, Matcher(r), feed.url, poll_s=0.02, heartbeat_s=0.05,
+                        recv_timeout_s=0.02, backoff=Backoff(0.01, 0.1))
+    thread = threading.Thread(target=listener.run, daemon=True)
+    thread.start()
+    assert eventually(lambda: all(f"{s.lower()}@aggTrade" in feed.subscriptions()
+                                  for s in others), timeout=10)
+    # The listener's heartbeat (a write) waits out a pause while the trades land and it is
+    # told to stop: it then reads one round of 5, reads the other 5 ahead, and stops.
+    r.client_pause(400, all=False)
+    time.sleep(0.15)
+    assert feed.trades([(s, 101) for s in others])
+    listener.stop.set()
+    thread.join(10)
+    assert sorted(a for a, _ in fired(r)) == sorted(alerts)

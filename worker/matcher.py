@@ -16,6 +16,7 @@ from webapp.alerts.index import WINDOWS_S, fmt_num, idx_key, prune_symbol, rearm
 from webapp.core import logs, metrics, pubsub
 from webapp.exceptions import TicksNotMatched
 from webapp.extensions import is_cluster
+from worker import packed
 from worker.listener.loglines import logline
 from worker.outbox import HandOff, Outbox
 from worker.packed import PackedCalls
@@ -140,7 +141,7 @@ class Matcher:
             if int(left) >= 0:
                 prune_symbol(self.redis, args[0], int(left))
             if int(more):
-                ids = self._storm(self._keys(args[0], args[1]), args, ids)
+                ids = self._run(self._keys(args[0], args[1]), [*args[:-1], CONTINUE], ids)
             else:
                 _log_fired(args, ids)
             fired += metrics.tick_matched(args[0], args[1], ids)
@@ -150,7 +151,8 @@ class Matcher:
         for attempt in (1, 2):
             started = perf_counter()
             results = self._packed.execute(calls)
-            metrics.matcher_call(perf_counter() - started)  # a round: one call on the wire
+            # a round: one call on the wire, less the frames read meanwhile
+            metrics.matcher_call(perf_counter() - started - packed.took_meanwhile())
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
                 self.redis.script_load(self._script.script)  # Redis restarted: load, again
                 continue  # the calls that ran anyway are seen as done and dropped
@@ -218,43 +220,7 @@ class Matcher:
             if not int(more):
                 _log_fired(args, fired)
                 return fired
-            if self._packed is not None:
-                return self._storm(keys, args, fired)
             args = [*args[:-1], CONTINUE]  # the same tick goes on: no ordering check
-
-    def _storm(self, keys, args, fired):
-        """A storm's next batches on one Redis, after a call that left some: continuation
-        calls (no ordering check: the same tick goes on) with the next always queued behind
-        the one Redis runs, so Redis never waits while this process reads a reply of 2,000
-        ids. The one queued after the last batch fires what the tick still meets (nothing,
-        unless an alert came meanwhile) and says so."""
-        symbol, kind, fired = args[0], args[1], list(fired)
-        args = [*args[:-1], CONTINUE]
-        call = self._packed.pack([(keys, args)])
-        try:
-            with self._packed.connection() as conn:
-                conn.send_packed_command([call + call])
-                queued, started = 2, perf_counter()
-                while queued:
-                    more, left, *rest = conn.read_response()
-                    queued -= 1
-                    metrics.matcher_call(perf_counter() - started)
-                    started = perf_counter()
-                    if int(more) == ALL_KEYS:  # gained other kinds: one by one, every key
-                        if queued:
-                            conn.read_response()  # the same answer: nothing done
-                        return self._run(self._every_key(symbol, kind), args, fired)
-                    if int(more):
-                        conn.send_packed_command([call])
-                        queued += 1
-                    fired.extend(str(n) for n in rest)
-                    if int(left) >= 0:
-                        prune_symbol(self.redis, symbol, int(left))
-        except RedisError:
-            self._failed[(symbol, kind)] = [*args[:-1], RETRY]
-            raise
-        _log_fired(args, fired)
-        return fired
 
     def _complete(self, symbol, args, step, emptied):
         """The users' step of a batch; if it fails, Outbox.sweep finishes the batch and the

@@ -10,6 +10,7 @@ redis-py retries a pipeline (the matcher's calls may run twice: a tick seen is d
 
 import threading
 from contextlib import contextmanager
+from time import perf_counter
 
 from redis.exceptions import ResponseError
 
@@ -89,15 +90,24 @@ def meanwhile(work):
         _thread.work = before
 
 
+def took_meanwhile():
+    """Seconds this thread's rounds spent in `meanwhile`'s work since the last ask: not
+    Redis's time, which a round's duration is meant to show."""
+    spent, _thread.work_s = getattr(_thread, "work_s", 0.0), 0.0
+    return spent
+
+
 def _round(conn, packed, n):
     conn.send_packed_command([packed])
     work = getattr(_thread, "work", None)
     if work is not None:
+        started = perf_counter()
         try:
             work()
         except BaseException:
             conn.disconnect()
             raise
+        _thread.work_s = getattr(_thread, "work_s", 0.0) + perf_counter() - started
     replies = []
     for _ in range(n):
         try:

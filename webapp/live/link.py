@@ -14,7 +14,7 @@ from redis.retry import Retry
 
 from webapp.extensions import data_redis, is_cluster
 
-_select = monkey.get_original("select", "select")  # the kernel's, even under gevent
+_poll = monkey.get_original("select", "poll")  # the kernel's, even under gevent
 DEFAULT_POLL = 10.0  # seconds between pub/sub health checks while idle
 SUBSCRIBE_BATCH = 1000  # channels in one SUBSCRIBE (a cluster takes one SSUBSCRIBE a channel)
 REPLIES = ("subscribe", "unsubscribe", "ssubscribe", "sunsubscribe")
@@ -79,12 +79,16 @@ class Link:
         """Until a message arrives, a stream wakes the reader, or the health-check time."""
         if self.subscriptions.pending():
             return
-        # redis-py names no public way to the socket; select needs it to wait on all at once
-        socks = [node.connection._sock for _, node in self.nodes()
-                 if node.subscribed and node.connection is not None
-                 and node.connection._sock is not None]
-        readable, _, _ = select.select([self.subscriptions, *socks], [], [], timeout)
-        if self.subscriptions in readable:
+        # redis-py names no public way to the socket; poll needs it to wait on all at once.
+        # poll, not select: a link made again while thousands of streams are open gets a
+        # descriptor past 1023, which select refuses (gevent's poll under the web worker).
+        poller = select.poll()
+        poller.register(self.subscriptions, select.POLLIN)
+        for _, node in self.nodes():
+            if node.subscribed and node.connection is not None and node.connection._sock:
+                poller.register(node.connection._sock, select.POLLIN)
+        woken = self.subscriptions.fileno()
+        if any(fd == woken for fd, _ in poller.poll(timeout * 1000)):
             self.subscriptions.woke()
 
     def nodes(self):
@@ -124,14 +128,16 @@ def _ready(conn):
     `can_read`, polls the socket twice through gevent's emulated poll whenever hiredis holds
     nothing: in a 10k-user burst, as much of the hub's CPU as the messages themselves. This
     one asks the kernel directly (a zero timeout never blocks, so gevent is not needed)."""
+    sock = conn._sock
+    if sock is None:  # hung up: never let redis-py reconnect (and resubscribe) behind us
+        return False
     reader = getattr(conn._parser, "_reader", None)  # hiredis's, pinned in requirements.txt
-    if reader is None:
+    if reader is None or hasattr(sock, "pending"):
+        # no hiredis, or TLS, where bytes on the socket may be a record with no message
+        # in it: redis-py's own check, which reads them without waiting
         return conn.can_read(timeout=0)
     if reader.has_data():
         return True
-    sock = conn._sock
-    if sock is None:
-        return False
-    if hasattr(sock, "pending") and sock.pending():  # TLS: bytes already decrypted
-        return True
-    return bool(_select([sock], [], [], 0)[0])
+    poller = _poll()  # poll, not select: a web process's sockets go past descriptor 1023
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))

@@ -90,6 +90,7 @@ class Listener:
                     self._after(self._serve())
         finally:
             self._close(graceful=True)
+            self._match_read()  # ticks read ahead of a round (held if Redis is away)
             self._last_flush()
             metrics.flush_ticks(now=True)
             self._set_state("stopped")
