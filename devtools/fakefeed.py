@@ -175,8 +175,7 @@ class FakeFeed:
         return self._call(lambda: self._broadcast_raw(message))
 
     def send_frames(self, raw):
-        """Bytes as they are on every connection's socket: frames built by hand (fragments,
-        a ping amid them, a frame cut in two), which the server's own sending never makes."""
+        """Bytes as they are on every connection: hand-built frames (fragments, a cut one)."""
         return self._call(lambda: sum(c.ws.transport.write(raw) is None
                                       for c in self._clients.values()))
 
