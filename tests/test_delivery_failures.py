@@ -94,7 +94,9 @@ def vapid_app(make_app, **extra):
 def test_push_service_down_retries_opens_the_breaker_and_recovers(make_app, http_recorder):
     service = http_recorder()
     service.failures = 3
-    app = vapid_app(make_app)
+    # open for 2 s: the step right after must find it still open on a loaded machine (with
+    # 0.3 s a CI run once took longer between the two, and the step went through)
+    app = vapid_app(make_app, DELIVERY_BREAKER_RESET=2.0)
     uid = make_user(app, "cy@example.com", email_alerts=False)
     subscriber(app, uid, service.url + "/push/one")
     nid = send(app, user_id=uid)
