@@ -11,6 +11,8 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
 
+from webapp.core.quickread import PARSER
+
 
 class Base(DeclarativeBase):
     pass
@@ -47,13 +49,13 @@ def data_redis(config, max_connections=REDIS_POOL_SIZE, **options):
             return redis.RedisCluster(
                 startup_nodes=[redis.cluster.ClusterNode(host, port) for host, port in nodes],
                 connection_pool_class=partial(redis.BlockingConnectionPool,
-                                              timeout=REDIS_POOL_WAIT_S),
+                                              timeout=REDIS_POOL_WAIT_S, **PARSER),
                 max_connections=max_connections, **options)
         except redis.exceptions.RedisClusterException as error:
             raise redis.ConnectionError(f"Redis Cluster unreachable: {error}") from error
     pool = redis.BlockingConnectionPool.from_url(
         config["REDIS_URL"], max_connections=max_connections, timeout=REDIS_POOL_WAIT_S,
-        **options)
+        **PARSER, **options)
     return redis.Redis(connection_pool=pool)
 
 

@@ -22,6 +22,7 @@ from flask_login import login_user, logout_user
 
 from webapp import keys
 from webapp.core import pubsub
+from webapp.core.quickread import PARSER
 from webapp.extensions import get_redis
 from webapp.live.fanout import REVOKED
 
@@ -51,7 +52,7 @@ def _redis():
         pool = redis.BlockingConnectionPool.from_url(
             app.config["REDIS_URL"], max_connections=DEFAULT_POOL_SIZE,
             timeout=DEFAULT_POOL_WAIT_S, decode_responses=True, socket_connect_timeout=2,
-            socket_timeout=5, health_check_interval=30)
+            socket_timeout=5, health_check_interval=30, **PARSER)
         client = app.extensions.setdefault("sessions_redis", redis.Redis(connection_pool=pool))
     return client
 

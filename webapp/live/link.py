@@ -8,13 +8,12 @@ waits on every connection and the streams' wake-up pipe at once.
 import select
 
 import redis
-from gevent import monkey
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from webapp.core.quickread import socket_readable
 from webapp.extensions import data_redis, is_cluster
 
-_poll = monkey.get_original("select", "poll")  # the kernel's, even under gevent
 DEFAULT_POLL = 10.0  # seconds between pub/sub health checks while idle
 SUBSCRIBE_BATCH = 1000  # channels in one SUBSCRIBE (a cluster takes one SSUBSCRIBE a channel)
 REPLIES = ("subscribe", "unsubscribe", "ssubscribe", "sunsubscribe")
@@ -136,8 +135,4 @@ def _ready(conn):
         # no hiredis, or TLS, where bytes on the socket may be a record with no message
         # in it: redis-py's own check, which reads them without waiting
         return conn.can_read(timeout=0)
-    if reader.has_data():
-        return True
-    poller = _poll()  # poll, not select: a web process's sockets go past descriptor 1023
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
+    return reader.has_data() or socket_readable(sock)
