@@ -29,7 +29,7 @@ import time
 import redis
 
 from webapp import keys
-from webapp.core import metrics
+from webapp.core import jsontext, metrics
 from webapp.core.outage import Outage
 from webapp.extensions import data_redis
 from webapp.live.channels import Subscriptions
@@ -59,7 +59,9 @@ class Message:
     @classmethod
     def parse(cls, raw):
         try:
-            body = json.loads(raw)
+            body = jsontext.fast_loads(raw)
+            if body is None:  # what orjson refuses or may misread
+                body = json.loads(raw)
             data, id_ = body.get("data"), body.get("id")
             if (body["event"] == "notification" and isinstance(data, dict)
                     and "id" not in data and "user_id" in data):
@@ -68,7 +70,7 @@ class Message:
                 # when it reads an entry (webapp/inbox/service.py).
                 data["id"] = f"{id_}-{data['user_id']}"
             return cls(body["event"], data, raw, id_)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):  # AttributeError: not an object
             log.warning("dropped a malformed message: %.200s", raw)
             return None
 

@@ -34,10 +34,6 @@ FIELDS = {"type", "user_id", "strategy_id", "target", "channel", "title", "messa
           "data", "order_id", "alert_id"}
 REF_FIELDS = ("strategy_id", "order_id", "alert_id")
 USER_ID = re.compile(r"[0-9]{1,10}")
-# A run of 19 digits in a body, found as b"0" * 19 in it with every digit made "0" and all
-# else a space (a regex took 20 times as long): orjson reads some such integers as floats.
-DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))  # for bytes.translate
-LONG_NUMBER = b"0" * 19
 # built once: building the statement per request cost more CPU than running it
 KNOWN_USERS = select(User.id).where(User.id.in_(bindparam("ids", expanding=True)))
 KNOWN_USERS_TTL_S = 60  # how long a process trusts that a user id it saw exists
@@ -302,7 +298,8 @@ def _finite(text):
 def parse(raw, digest=True):
     """(the event list, or the 422 to answer; a digest of the content for idempotency, or
     None when not asked for: sorting a batch's keys costs more than reading it)."""
-    body = _fast_loads(raw)
+    # orjson first; what it refuses or may misread gets the standard library's answer
+    body = jsontext.fast_loads(raw)
     if body is None:
         return _parse_exactly(raw)
     try:
@@ -313,22 +310,6 @@ def parse(raw, digest=True):
         return items, None
     # canonical form: the digest ignores key order and spacing
     return items, hashlib.sha256(jsontext.dumps(body, sort_keys=True)).hexdigest()
-
-
-def _fast_loads(raw):
-    """The body as orjson reads it, or None where the standard library's reading must decide.
-
-    orjson refuses what the rules below refuse (NaN, Infinity, 1e999, lone surrogates, bad
-    UTF-8), with messages of its own, and some bodies the standard library reads (a UTF-8
-    BOM, UTF-16): any failure goes to _parse_exactly for the answer it always gave. orjson
-    reads an integer of 19 or more digits as a float: a body with such a run goes there too.
-    """
-    if LONG_NUMBER in raw.translate(DIGITS):
-        return None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
 
 
 def _parse_exactly(raw):
