@@ -34,9 +34,8 @@ class AccessLogger(Logger):
     page shows) and drops the rest."""
 
     def atoms(self, resp, req, environ, request_time):
-        """With our format, only the atoms it names. gunicorn's own add every request and
-        response header and environ entry, which with its logging took a seventh of the web
-        worker's CPU for one event posted to the API (docs/performance.md)."""
+        """With our format, only the atoms it names: gunicorn's own add every request and
+        response header and environ entry to each line's (docs/performance.md)."""
         if self.cfg.access_log_format != ACCESS_FORMAT:  # an operator's own format
             atoms = super().atoms(resp, req, environ, request_time)
         else:

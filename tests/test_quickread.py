@@ -8,7 +8,9 @@ import time
 
 import pytest
 import redis
+from redis._parsers import hiredis as hiredis_parser
 
+from tests.cluster import connect, data_plane
 from webapp.core.quickread import QuickParser
 from webapp.extensions import data_redis
 
@@ -33,6 +35,20 @@ def until(check, seconds=3):
     while not (answer := check()) and time.monotonic() < deadline:
         time.sleep(0.01)
     return answer
+
+
+def test_an_idle_connection_is_answered_without_redis_pys_own_check(client, monkeypatch):
+    """The fast path is taken: redis-py's gevent-bound poll is never reached when idle."""
+    def refused(*_):
+        raise AssertionError("redis-py's readiness poll was used")
+
+    monkeypatch.setattr(hiredis_parser, "_socket_can_read", refused)
+    pool, connection = checked_out(client)
+    try:
+        assert connection.can_read(timeout=0) is False
+        assert client.ping() and client.echo("fast") == "fast"
+    finally:
+        pool.release(connection)
 
 
 def test_an_idle_connection_has_nothing_to_read_and_a_sent_command_has(client):
@@ -78,9 +94,9 @@ def test_a_connection_past_descriptor_1023_is_read(redis_url):
     if hard != resource.RLIM_INFINITY and hard < 1300:
         pytest.skip("this machine allows fewer than 1300 descriptors")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1300), hard))
-    taken = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
-    client = data_redis({"REDIS_URL": redis_url}, max_connections=1)
+    taken, client = [], data_redis({"REDIS_URL": redis_url}, max_connections=1)
     try:
+        taken += (os.open(os.devnull, os.O_RDONLY) for _ in range(1100))
         assert client.ping()
         pool, connection = checked_out(client)
         assert connection._sock.fileno() > 1023
@@ -126,3 +142,27 @@ def test_without_data_or_socket_the_parser_is_redis_pys(client):
         connection._parser.can_read(timeout=0)
     pool.release(connection)
     assert client.ping()
+
+
+def test_a_cluster_s_node_pools_block_and_read_quickly(redis_cluster):
+    """Each node's pool is the one data_redis names: blocking, with QuickParser."""
+    client = data_plane(redis_cluster)
+    try:
+        client.set("{quick}k", "v")
+        assert client.get("{quick}k") == "v"
+        nodes = client.get_nodes()
+        assert {n.name for n in nodes} == {n.name for n in connect(redis_cluster).get_nodes()}
+        assert len(client.get_primaries()) == 3
+        for node in nodes:
+            pool = node.redis_connection.connection_pool
+            assert isinstance(pool, redis.BlockingConnectionPool)
+            assert pool.connection_kwargs["parser_class"] is QuickParser
+        node = client.get_node_from_key("{quick}k")
+        connection = node.redis_connection.connection_pool.get_connection()
+        try:
+            assert isinstance(connection._parser, QuickParser)
+            assert connection.can_read(timeout=0) is False
+        finally:
+            node.redis_connection.connection_pool.release(connection)
+    finally:
+        client.close()

@@ -45,9 +45,15 @@ def data_redis(config, max_connections=REDIS_POOL_SIZE, **options):
         # redis-py 6 deprecates this on the cluster's node clients (a warning, an error under
         # pytest); the cluster's own Retry decides on timeouts there
         options.pop("retry_on_timeout", None)
+        # redis-py makes each node's pool with connection_pool_class only for a client made
+        # from a URL (else a plain pool, with its node options filtered: no parser_class),
+        # so the first node is given as one. Its node clients run no health check, as before.
+        (host, port), rest = nodes[0], nodes[1:]
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address, in a URL
         try:  # it reads the cluster's slot map now: a cluster down is a Redis down
             return redis.RedisCluster(
-                startup_nodes=[redis.cluster.ClusterNode(host, port) for host, port in nodes],
+                url=f"redis://{host}:{port}",
+                startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in rest],
                 connection_pool_class=partial(redis.BlockingConnectionPool,
                                               timeout=REDIS_POOL_WAIT_S, **PARSER),
                 max_connections=max_connections, **options)

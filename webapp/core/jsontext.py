@@ -40,4 +40,3 @@ def fast_loads(text):
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-

@@ -4,6 +4,7 @@ redis-py asks before every command it sends on a pooled connection (to catch one
 unread) and on every non-blocking pub/sub read. Under gevent its `poll` is gevent's emulation,
 which sets up and tears down watchers each time: for one event posted to the API, a tenth of
 the web worker's CPU. A zero-timeout poll never blocks, so the kernel's own serves as well.
+(gevent's also let other greenlets run at each check; the wait for a reply still does.)
 """
 
 import select
