@@ -16,7 +16,7 @@ from webapp.exceptions import TicksNotMatched
 from webapp.models import Alert
 from worker.listener.connection import Listener
 from worker.listener.pacing import Backoff
-from worker.matcher import Matcher
+from worker.matcher import OUTBOX, Matcher
 
 T0 = int(time.time() * 1000)
 _ids = itertools.count(1)
@@ -165,3 +165,35 @@ def test_a_storm_in_many_batches_fires_each_alert_once_and_none_again(r):
     assert len(ids) == len(set(ids)) == 95
     assert sorted(a for a, _ in fired(r)) == sorted(storm)
     assert matcher.on_price("AAAUSDT", 102, T0 + 1, 2) == []  # all gone: none twice
+
+
+@pytest.mark.parametrize("path", ["one tick", "a batch of ticks", "outbox"])
+def test_a_storm_continued_after_a_second_listeners_newer_tick_fires_every_crossing_once(
+        r, path):
+    """Two listeners on one stream (a lease handed over mid-storm): listener B matches a
+    newer trade between two batches of A's storm. A's later batches still fire the levels
+    its own trade crossed, at its price, and leave the newer trade as the stream's last."""
+    levels = [arm(r, "AAAUSDT", "crossing_up", 100 + i) for i in range(1, 11)]
+    mode = OUTBOX if path == "outbox" else None  # a cluster's two steps, here on one Redis
+    first = Matcher(r, batch=3, mode=mode)
+    second = Matcher(r, mode=mode)
+    assert first.on_price("AAAUSDT", 100, T0, 1) == []
+    script, raced = first._script, []
+
+    def second_listener_between_batches(*args, **kwargs):
+        reply = script(*args, **kwargs)
+        if not raced:
+            raced.append(second.on_price("AAAUSDT", 112, T0 + 2, 3))
+        return reply
+
+    first._script = second_listener_between_batches
+    if path != "a batch of ticks":
+        ids = first.on_price("AAAUSDT", 111, T0 + 1, 2)
+    else:  # the first batch goes out packed with the round, the rest one call at a time
+        ids = first.on_ticks([("price", "AAAUSDT", 111, T0 + 1, 2)])
+    assert raced == [[]]  # B's trade crossed nothing new: A's trade was its trade before
+    assert len(ids) == 10 and sorted(a for a, _ in fired(r)) == sorted(levels)
+    assert {price for _, price in fired(r)} == {111}
+    state = r.hgetall(keys.price("AAAUSDT"))
+    assert (state["price"], state["mts"], state["mtsq"]) == ("112", str(T0 + 2), "3")
+    assert second.on_price("AAAUSDT", 113, T0 + 3, 4) == []  # none of them twice

@@ -20,10 +20,12 @@
 --       '2' on a retry of a tick whose call failed (it may have run, its reply lost)
 --       8, 9 the prefixes of a user's stream and channel (tb:replay:{, tb:user:{), closed
 --       by '}'  10 'inline' | 'outbox'  11 the publish command (PUBLISH, or SPUBLISH)
+--       12 on a continuation: the trade before, as the reply before it gave it
 -- Returns {more, left, ...}: more = 1 when a batch was full and the caller should call
 -- again, 2 when a 13-key call did nothing as the symbol has other kinds; left = the
 -- symbol's indexed alerts after some left the index, else -1. Then, inline: the new
--- notification ids; outbox: the outbox entry's id and its `notes` (or nothing).
+-- notification ids; outbox: the outbox entry's id and its `notes` (or nothing). When more
+-- is 1, last: the trade before ('' for none), for the continuation's ARGV[12].
 -- `uses` and `count_uses` come first (webapp/alerts/scripts.py USES).
 local sym, kind, vtext, tstext = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ts, batch = tonumber(tstext), tonumber(ARGV[5])
@@ -64,8 +66,14 @@ local record = {}
 -- Ticks must only move forward: a second listener replaying a tick (or one lagging
 -- behind) would otherwise re-arm and fire the same crossing again.
 local new_tick = ARGV[7] ~= '1' -- false on a continuation, and on a retry that already ran
-if ARGV[7] ~= '1' then
-  local lts, lseq = tonumber(state[1]), tonumber(state[2]) or 0
+-- A continuation whose stream has moved on (a second listener matched a newer trade between
+-- two batches, as when a lease is handed over) still fires what its own trade met, but
+-- records nothing: the newer trade stays the stream's last.
+local superseded = false
+local lts, lseq = tonumber(state[1]), tonumber(state[2]) or 0
+if ARGV[7] == '1' then
+  superseded = lts ~= nil and (lts > ts or (lts == ts and seq > 0 and lseq > seq))
+else
   -- (ts, trade id) order ticks; the id breaks ties within a millisecond
   if lts and (ts < lts or (ts == lts and seq > 0 and seq <= lseq)) then
     -- a retried tick that is the last one recorded did run: carry on with it, since a
@@ -80,13 +88,16 @@ if ARGV[7] ~= '1' then
 end
 
 local INLINE, PUBLISH = ARGV[10] == 'inline', ARGV[11]
--- the trade before this one: crossings fire for levels between it and this one. A
--- continuation (or a retry that ran) finds it where the first call of the tick left it.
-local prev = nil
-if kind == 'price' then
-  local before = state[4] -- pp: as the first call of this tick found it
+-- the trade before this one: crossings fire for levels between it and this one. A retry
+-- that ran finds it where the first call of the tick left it; a continuation is given it
+-- (ARGV[12]), as a newer trade matched meanwhile moves that.
+local before = nil
+if superseded then -- nothing recorded: the newer trade stays the stream's last
+  before = ARGV[12]
+elseif kind == 'price' then
+  before = state[4] -- pp: as the first call of this tick found it
   if new_tick then before = state[3] end
-  prev = tonumber(before)
+  if ARGV[12] then before = ARGV[12] end
   local pub = tonumber(state[5] or '0') or 0
   local n = #record
   record[n + 1], record[n + 2], record[n + 3], record[n + 4] = 'price', vtext, 'ts', tstext
@@ -105,7 +116,8 @@ else
   local n = #record
   record[n + 1], record[n + 2], record[n + 3], record[n + 4] = 'volume', vtext, 'vts', tstext
 end
-redis.call('HSET', KEYS[1], unpack(record))
+local prev = kind == 'price' and tonumber(before) or nil
+if #record > 0 then redis.call('HSET', KEYS[1], unpack(record)) end
 
 -- A quiet tick, by far the most common: a symbol with no cooldown, crossing, channel or move
 -- alert, whose level indexes hold nothing this value meets (none to fire, none to re-arm:
@@ -623,4 +635,5 @@ if #notes > 0 then
   out[4] = text
 end
 out[1], out[2] = more, left
+if more == 1 then out[#out + 1] = before or '' end -- for the continuation (ARGV[12])
 return out

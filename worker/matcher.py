@@ -137,11 +137,13 @@ class Matcher:
                 results[i] = result
         fired = []
         for (_, args), (more, left, *rest) in zip(calls, results, strict=True):
+            before = rest.pop() if int(more) else None  # a continuation is given it
             ids = [str(n) for n in rest]
             if int(left) >= 0:
                 prune_symbol(self.redis, args[0], int(left))
             if int(more):
-                ids = self._run(self._keys(args[0], args[1]), [*args[:-1], CONTINUE], ids)
+                ids = self._run(self._keys(args[0], args[1]), [*args[:-1], CONTINUE], ids,
+                                before)
             else:
                 _log_fired(args, ids)
             fired += metrics.tick_matched(args[0], args[1], ids)
@@ -198,12 +200,15 @@ class Matcher:
             return None
         return [symbol.upper(), kind, fmt_num(value), int(ts_ms), self.batch, int(seq), 0]
 
-    def _run(self, keys, args, fired=()):
+    def _run(self, keys, args, fired=(), before=None):
+        """Call match.lua for a tick until its storm is done; `before`: on a continuation,
+        the trade before, as the last reply gave it."""
         fired, symbol = list(fired), args[0]
         while True:
+            given = [] if before is None else [before]
             try:
                 started = perf_counter()
-                more, left, *rest = self._script(keys=keys, args=[*args, *self._tail])
+                more, left, *rest = self._script(keys=keys, args=[*args, *self._tail, *given])
                 metrics.matcher_call(perf_counter() - started)
             except RedisError:
                 self._failed[(symbol, args[1])] = [*args[:-1], RETRY]
@@ -211,6 +216,8 @@ class Matcher:
             if int(more) == ALL_KEYS:  # nothing done: the same call, with every key
                 keys = self._every_key(symbol, args[1])
                 continue
+            if int(more):  # the trade before, for the continuation
+                before = rest.pop()
             if self.mode == INLINE:
                 fired.extend(str(n) for n in rest)
             elif rest:
@@ -220,7 +227,7 @@ class Matcher:
             if not int(more):
                 _log_fired(args, fired)
                 return fired
-            args = [*args[:-1], CONTINUE]  # the same tick goes on: no ordering check
+            args = [*args[:-1], CONTINUE]  # the same tick goes on (match.lua: superseded)
 
     def _complete(self, symbol, args, step, emptied):
         """The users' step of a batch; if it fails, Outbox.sweep finishes the batch and the
