@@ -20,12 +20,12 @@
 --       '2' on a retry of a tick whose call failed (it may have run, its reply lost)
 --       8, 9 the prefixes of a user's stream and channel (tb:replay:{, tb:user:{), closed
 --       by '}'  10 'inline' | 'outbox'  11 the publish command (PUBLISH, or SPUBLISH)
---       12 on a continuation: the trade before, as the reply before it gave it
 -- Returns {more, left, ...}: more = 1 when a batch was full and the caller should call
--- again, 2 when a 13-key call did nothing as the symbol has other kinds; left = the
--- symbol's indexed alerts after some left the index, else -1. Then, inline: the new
--- notification ids; outbox: the outbox entry's id and its `notes` (or nothing). When more
--- is 1, last: the trade before ('' for none), for the continuation's ARGV[12].
+-- again, 2 when a 13-key call did nothing as the symbol has other kinds, 3 when it did
+-- nothing as another tick's storm is open (then: that tick's ts, seq and value: the caller
+-- finishes it with continuations, then calls again); left = the symbol's indexed alerts
+-- after some left the index, else -1. Then, inline: the new notification ids; outbox: the
+-- outbox entry's id and its `notes` (or nothing).
 -- `uses` and `count_uses` come first (webapp/alerts/scripts.py USES).
 local sym, kind, vtext, tstext = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ts, batch = tonumber(tstext), tonumber(ARGV[5])
@@ -60,20 +60,24 @@ end
 -- The symbol's tick state in one read: this kind's last (ts, trade id), and for a price the
 -- trade before and when the price was last published. This tick's fields go in one HSET.
 local f = kind == 'price' and 'mts' or 'mvts'
-local state = redis.call('HMGET', KEYS[1], f, f .. 'q', 'price', 'pp', 'pub')
+local state = redis.call('HMGET', KEYS[1], f, f .. 'q', 'price', 'pp', 'pub', f .. 'open')
 local record = {}
+
+-- A storm (a tick firing more than a batch: continuations follow) is open from its first
+-- call to its last, marked with its tick. A second listener on the stream (a lease handed
+-- over mid-storm) must not record a newer trade meanwhile: the storm's crossings need its
+-- trade before, and alerts it fired must not be re-armed before it ends. So a newer tick
+-- finishes the open storm first (its caller continues it: answer 3), and a continuation
+-- finding its storm finished by such a caller does nothing.
+local this = tstext .. ':' .. ARGV[6] .. ':' .. vtext
+local open = state[6]
+if ARGV[7] == '1' and open ~= this then return {0, -1} end
 
 -- Ticks must only move forward: a second listener replaying a tick (or one lagging
 -- behind) would otherwise re-arm and fire the same crossing again.
 local new_tick = ARGV[7] ~= '1' -- false on a continuation, and on a retry that already ran
--- A continuation whose stream has moved on (a second listener matched a newer trade between
--- two batches, as when a lease is handed over) still fires what its own trade met, but
--- records nothing: the newer trade stays the stream's last.
-local superseded = false
-local lts, lseq = tonumber(state[1]), tonumber(state[2]) or 0
-if ARGV[7] == '1' then
-  superseded = lts ~= nil and (lts > ts or (lts == ts and seq > 0 and lseq > seq))
-else
+if ARGV[7] ~= '1' then
+  local lts, lseq = tonumber(state[1]), tonumber(state[2]) or 0
   -- (ts, trade id) order ticks; the id breaks ties within a millisecond
   if lts and (ts < lts or (ts == lts and seq > 0 and seq <= lseq)) then
     -- a retried tick that is the last one recorded did run: carry on with it, since a
@@ -85,23 +89,25 @@ else
   else
     record = {f, tstext, f .. 'q', seq}
   end
+  if open and open ~= this then
+    local ots, oseq, ovalue = string.match(open, '^(%d+):(%d+):(.+)$')
+    return {3, -1, ots, oseq, ovalue}
+  end
 end
 
 local INLINE, PUBLISH = ARGV[10] == 'inline', ARGV[11]
--- the trade before this one: crossings fire for levels between it and this one. A retry
--- that ran finds it where the first call of the tick left it; a continuation is given it
--- (ARGV[12]), as a newer trade matched meanwhile moves that.
-local before = nil
-if superseded then -- nothing recorded: the newer trade stays the stream's last
-  before = ARGV[12]
-elseif kind == 'price' then
-  before = state[4] -- pp: as the first call of this tick found it
+-- the trade before this one: crossings fire for levels between it and this one. A
+-- continuation (or a retry that ran) finds it where the first call of the tick left it.
+local prev = nil
+if kind == 'price' then
+  local before = state[4] -- pp: as the first call of this tick found it
   if new_tick then before = state[3] end
-  if ARGV[12] then before = ARGV[12] end
+  prev = tonumber(before)
   local pub = tonumber(state[5] or '0') or 0
   local n = #record
   record[n + 1], record[n + 2], record[n + 3], record[n + 4] = 'price', vtext, 'ts', tstext
   if new_tick then -- kept as it came, so a continuation or a retry reads the same one
+    -- (no newer trade is recorded while a storm is open)
     record[n + 5], record[n + 6] = 'pp', before or ''
   end
   if ts - pub >= 1000 then
@@ -116,15 +122,14 @@ else
   local n = #record
   record[n + 1], record[n + 2], record[n + 3], record[n + 4] = 'volume', vtext, 'vts', tstext
 end
-local prev = kind == 'price' and tonumber(before) or nil
-if #record > 0 then redis.call('HSET', KEYS[1], unpack(record)) end
+redis.call('HSET', KEYS[1], unpack(record))
 
 -- A quiet tick, by far the most common: a symbol with no cooldown, crossing, channel or move
 -- alert, whose level indexes hold nothing this value meets (none to fire, none to re-arm:
 -- the bounds of fire_levels and rearm_back below). Recorded above, it is done here, before
 -- the rest of the script is set up (its functions cost more than the tick): the rest would
 -- find nothing and give this same reply.
-if (in_use.cd or 0) == 0 and not (crossings or channels_used or moves)
+if not open and (in_use.cd or 0) == 0 and not (crossings or channels_used or moves)
     and redis.call('ZCOUNT', KEYS[2], '-inf', vtext) == 0
     and redis.call('ZCOUNT', KEYS[3], vtext, '+inf') == 0
     and (kind ~= 'price' or (redis.call('ZCOUNT', KEYS[4], vtext, '+inf') == 0
@@ -634,6 +639,10 @@ if #notes > 0 then
   out[3] = redis.call('XADD', KEYS[6], '*', 'price', vtext, 'ts', tstext, 'notes', text)
   out[4] = text
 end
+if more == 1 and open ~= this then
+  redis.call('HSET', KEYS[1], f .. 'open', this)
+elseif more == 0 and open == this then
+  redis.call('HDEL', KEYS[1], f .. 'open') -- the storm's last call
+end
 out[1], out[2] = more, left
-if more == 1 then out[#out + 1] = before or '' end -- for the continuation (ARGV[12])
 return out

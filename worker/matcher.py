@@ -34,6 +34,9 @@ INLINE, OUTBOX = "inline", "outbox"  # ARGV[10]
 # before 13 are tried again (its other alerts may have gone).
 LEVEL_KEYS = (*range(11), 23, 24)
 ALL_KEYS, ALL_KEYS_S = 2, 60.0
+# match.lua's answer, having done nothing, when another tick's storm is open (a second
+# listener's, mid-storm when a lease was handed over): the caller finishes it, then calls again
+STORM_OPEN = 3
 
 
 def _keys(symbol, kind, mode):
@@ -137,13 +140,15 @@ class Matcher:
                 results[i] = result
         fired = []
         for (_, args), (more, left, *rest) in zip(calls, results, strict=True):
-            before = rest.pop() if int(more) else None  # a continuation is given it
+            if int(more) == STORM_OPEN:  # nothing done: the open storm first, then this tick
+                ids = self._run(self._keys(args[0], args[1]), args)
+                fired += metrics.tick_matched(args[0], args[1], ids)
+                continue
             ids = [str(n) for n in rest]
             if int(left) >= 0:
                 prune_symbol(self.redis, args[0], int(left))
             if int(more):
-                ids = self._run(self._keys(args[0], args[1]), [*args[:-1], CONTINUE], ids,
-                                before)
+                ids = self._run(self._keys(args[0], args[1]), [*args[:-1], CONTINUE], ids)
             else:
                 _log_fired(args, ids)
             fired += metrics.tick_matched(args[0], args[1], ids)
@@ -200,15 +205,14 @@ class Matcher:
             return None
         return [symbol.upper(), kind, fmt_num(value), int(ts_ms), self.batch, int(seq), 0]
 
-    def _run(self, keys, args, fired=(), before=None):
-        """Call match.lua for a tick until its storm is done; `before`: on a continuation,
-        the trade before, as the last reply gave it."""
-        fired, symbol = list(fired), args[0]
+    def _run(self, keys, args, fired=()):
+        """Call match.lua for a tick until it is done (a storm takes several calls); returns
+        the notification ids, those of another tick's storm it finished first included."""
+        fired, symbol, finished = list(fired), args[0], []
         while True:
-            given = [] if before is None else [before]
             try:
                 started = perf_counter()
-                more, left, *rest = self._script(keys=keys, args=[*args, *self._tail, *given])
+                more, left, *rest = self._script(keys=keys, args=[*args, *self._tail])
                 metrics.matcher_call(perf_counter() - started)
             except RedisError:
                 self._failed[(symbol, args[1])] = [*args[:-1], RETRY]
@@ -216,8 +220,11 @@ class Matcher:
             if int(more) == ALL_KEYS:  # nothing done: the same call, with every key
                 keys = self._every_key(symbol, args[1])
                 continue
-            if int(more):  # the trade before, for the continuation
-                before = rest.pop()
+            if int(more) == STORM_OPEN:  # nothing done: finish that storm, then call again
+                ts_ms, seq, value = rest
+                finished += self._run(keys, [symbol, args[1], value, int(ts_ms), self.batch,
+                                             int(seq), CONTINUE])
+                continue
             if self.mode == INLINE:
                 fired.extend(str(n) for n in rest)
             elif rest:
@@ -226,8 +233,8 @@ class Matcher:
                 prune_symbol(self.redis, symbol, int(left))
             if not int(more):
                 _log_fired(args, fired)
-                return fired
-            args = [*args[:-1], CONTINUE]  # the same tick goes on (match.lua: superseded)
+                return finished + fired
+            args = [*args[:-1], CONTINUE]  # the same tick goes on, its storm marked open
 
     def _complete(self, symbol, args, step, emptied):
         """The users' step of a batch; if it fails, Outbox.sweep finishes the batch and the
