@@ -1,6 +1,7 @@
 """Ticks read together are matched together: one round trip for each tick a stream has,
 each stream's ticks in order, each crossing fired once, through a lost reply and a restart."""
 
+import collections
 import itertools
 import json
 import threading
@@ -243,3 +244,68 @@ def test_a_storm_whose_listener_died_after_one_batch_is_finished_by_the_next_tra
     assert {price for _, price in fired(r)} == {111}
     first._script = script  # back: its tick retried fires nothing again
     assert first.on_price("AAAUSDT", 113, T0 + 3, 4) == [] and len(fired(r)) == 10
+
+
+@pytest.mark.parametrize("dies", [False, True])
+def test_a_level_storm_of_whole_batches_closes_its_mark(r, dies):
+    """Six one-shot levels, batches of 3: the last call finds nothing left (a quiet tick's
+    answer) and must still close the storm, or every later trade would wait on it."""
+    levels = [arm(r, "AAAUSDT", "above", 100 + i, mode="once") for i in range(1, 7)]
+    first, second = Matcher(r, batch=3), Matcher(r)
+    script, calls = first._script, []
+
+    def call(*args, **kwargs):
+        calls.append(1)
+        if dies and len(calls) > 1:
+            raise redis.ConnectionError("the listener's process was killed")
+        return script(*args, **kwargs)
+
+    first._script = call
+    if dies:
+        with pytest.raises(redis.ConnectionError):
+            first.on_price("AAAUSDT", 110, T0, 1)
+        assert len(second.on_price("AAAUSDT", 111, T0 + 1, 2)) == 3  # the storm's rest
+    else:
+        assert len(first.on_price("AAAUSDT", 110, T0, 1)) == 6
+    assert sorted(a for a, _ in fired(r)) == sorted(levels)
+    assert "mtsopen" not in r.hgetall(keys.price("AAAUSDT"))
+    assert second.on_price("AAAUSDT", 112, T0 + 2, 3) == []
+
+
+def test_a_newer_trade_in_a_batch_of_ticks_finishes_the_open_storm_first(r):
+    """The second listener reads its ticks in a batch (one packed round): the newer trade
+    answered "storm open" is finished and matched before that stream's next tick."""
+    levels = [arm(r, "AAAUSDT", "crossing_up", 100 + i) for i in range(1, 11)]
+    first, second = Matcher(r, batch=3), Matcher(r)
+    first.on_price("AAAUSDT", 100, T0, 1)
+    script, raced = first._script, []
+
+    def call(*args, **kwargs):
+        reply = script(*args, **kwargs)
+        if not raced:
+            raced.append(second.on_ticks([("price", "AAAUSDT", 112, T0 + 2, 3),
+                                          ("price", "AAAUSDT", 100.5, T0 + 3, 4),
+                                          ("price", "AAAUSDT", 111, T0 + 4, 5)]))
+        return reply
+
+    first._script = call
+    ids = first.on_price("AAAUSDT", 111, T0 + 1, 2)
+    # A's storm: all 10 once; then 112 (nothing), 100.5 re-arms 9, 111 fires those 9
+    assert len(ids) + len(raced[0]) == 19
+    prices = [price for _, price in fired(r)]
+    assert sorted(prices) == [111] * 19
+    counts = collections.Counter(a for a, _ in fired(r))
+    assert counts == {alert: 1 if alert == levels[0] else 2 for alert in levels}
+    assert r.hget(keys.price("AAAUSDT"), "price") == "111"
+
+
+@pytest.mark.parametrize("mark", [f"{T0 - 5}:1:99", "not a tick"])
+def test_a_mark_of_no_last_trade_is_dropped_not_obeyed(r, mark):
+    """A storm mark whose tick is not the last trade recorded (code that knew no mark
+    recorded a newer one: a rollback), or unreadable, is dropped; the trade is matched."""
+    up = arm(r, "AAAUSDT", "above", 100)
+    matcher = Matcher(r)
+    assert matcher.on_price("AAAUSDT", 99, T0, 1) == []
+    r.hset(keys.price("AAAUSDT"), "mtsopen", mark)
+    assert len(matcher.on_price("AAAUSDT", 101, T0 + 1, 2)) == 1 and fired(r) == [(up, 101)]
+    assert "mtsopen" not in r.hgetall(keys.price("AAAUSDT"))

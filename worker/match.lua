@@ -91,7 +91,13 @@ if ARGV[7] ~= '1' then
   end
   if open and open ~= this then
     local ots, oseq, ovalue = string.match(open, '^(%d+):(%d+):(.+)$')
-    return {3, -1, ots, oseq, ovalue}
+    if ots and tonumber(ots) == lts and tonumber(oseq) == lseq then
+      return {3, -1, ots, oseq, ovalue}
+    end
+    -- not the last trade recorded (code that knew no mark recorded a newer one), or
+    -- unreadable: a storm no longer to finish
+    redis.call('HDEL', KEYS[1], f .. 'open')
+    open = false
   end
 end
 
