@@ -172,16 +172,35 @@ def racing(first, second, price, ts, seq):
     """first's match.lua calls, with `second` matching a trade after the first of them
     (two listeners on one stream: a lease handed over mid-storm); its answers land in the
     list returned."""
-    script, raced = first._script, []
+    return meanwhile(first, lambda: second.on_price("AAAUSDT", price, ts, seq))
+
+
+def meanwhile(first, work):
+    """After first's next match.lua call, `work()` once; its answer lands in the list."""
+    script, done = first._script, []
 
     def call(*args, **kwargs):
         reply = script(*args, **kwargs)
-        if not raced:
-            raced.append(second.on_price("AAAUSDT", price, ts, seq))
+        if not done:
+            done.append(work())
         return reply
 
     first._script = call
-    return raced
+    return done
+
+
+def dies_after_one_call(first):
+    """first's match.lua calls fail after the first, as if its process was killed."""
+    script, calls = first._script, []
+
+    def call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise redis.ConnectionError("the listener's process was killed")
+        return script(*args, **kwargs)
+
+    first._script = call
+    return script
 
 
 @pytest.mark.parametrize("path", ["one tick", "a batch of ticks", "outbox"])
@@ -227,15 +246,7 @@ def test_a_storm_whose_listener_died_after_one_batch_is_finished_by_the_next_tra
     levels = [arm(r, "AAAUSDT", "crossing_up", 100 + i) for i in range(1, 11)]
     first, second = Matcher(r, batch=3, mode=mode), Matcher(r, mode=mode)
     first.on_price("AAAUSDT", 100, T0, 1)
-    script, calls = first._script, []
-
-    def dies_after_one_call(*args, **kwargs):
-        calls.append(1)
-        if len(calls) > 1:
-            raise redis.ConnectionError("the listener's process was killed")
-        return script(*args, **kwargs)
-
-    first._script = dies_after_one_call
+    script = dies_after_one_call(first)
     with pytest.raises(redis.ConnectionError):
         first.on_price("AAAUSDT", 111, T0 + 1, 2)
     assert len(fired(r)) == 3
@@ -252,16 +263,8 @@ def test_a_level_storm_of_whole_batches_closes_its_mark(r, dies):
     answer) and must still close the storm, or every later trade would wait on it."""
     levels = [arm(r, "AAAUSDT", "above", 100 + i, mode="once") for i in range(1, 7)]
     first, second = Matcher(r, batch=3), Matcher(r)
-    script, calls = first._script, []
-
-    def call(*args, **kwargs):
-        calls.append(1)
-        if dies and len(calls) > 1:
-            raise redis.ConnectionError("the listener's process was killed")
-        return script(*args, **kwargs)
-
-    first._script = call
     if dies:
+        dies_after_one_call(first)
         with pytest.raises(redis.ConnectionError):
             first.on_price("AAAUSDT", 110, T0, 1)
         assert len(second.on_price("AAAUSDT", 111, T0 + 1, 2)) == 3  # the storm's rest
@@ -278,17 +281,9 @@ def test_a_newer_trade_in_a_batch_of_ticks_finishes_the_open_storm_first(r):
     levels = [arm(r, "AAAUSDT", "crossing_up", 100 + i) for i in range(1, 11)]
     first, second = Matcher(r, batch=3), Matcher(r)
     first.on_price("AAAUSDT", 100, T0, 1)
-    script, raced = first._script, []
-
-    def call(*args, **kwargs):
-        reply = script(*args, **kwargs)
-        if not raced:
-            raced.append(second.on_ticks([("price", "AAAUSDT", 112, T0 + 2, 3),
-                                          ("price", "AAAUSDT", 100.5, T0 + 3, 4),
-                                          ("price", "AAAUSDT", 111, T0 + 4, 5)]))
-        return reply
-
-    first._script = call
+    raced = meanwhile(first, lambda: second.on_ticks([("price", "AAAUSDT", 112, T0 + 2, 3),
+                                                      ("price", "AAAUSDT", 100.5, T0 + 3, 4),
+                                                      ("price", "AAAUSDT", 111, T0 + 4, 5)]))
     ids = first.on_price("AAAUSDT", 111, T0 + 1, 2)
     # A's storm: all 10 once; then 112 (nothing), 100.5 re-arms 9, 111 fires those 9
     assert len(ids) + len(raced[0]) == 19

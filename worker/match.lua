@@ -69,8 +69,9 @@ local record = {}
 -- trade before, and alerts it fired must not be re-armed before it ends. So a newer tick
 -- finishes the open storm first (its caller continues it: answer 3), and a continuation
 -- finding its storm finished by such a caller does nothing.
-local this = tstext .. ':' .. ARGV[6] .. ':' .. vtext
 local open = state[6]
+local function tick_mark() return tstext .. ':' .. ARGV[6] .. ':' .. vtext end
+local this = (open or ARGV[7] == '1') and tick_mark() -- made only when a storm may be open
 if ARGV[7] == '1' and open ~= this then return {0, -1} end
 
 -- Ticks must only move forward: a second listener replaying a tick (or one lagging
@@ -645,9 +646,9 @@ if #notes > 0 then
   out[3] = redis.call('XADD', KEYS[6], '*', 'price', vtext, 'ts', tstext, 'notes', text)
   out[4] = text
 end
-if more == 1 and open ~= this then
-  redis.call('HSET', KEYS[1], f .. 'open', this)
-elseif more == 0 and open == this then
+if more == 1 and open ~= (this or tick_mark()) then
+  redis.call('HSET', KEYS[1], f .. 'open', this or tick_mark())
+elseif more == 0 and open and open == this then
   redis.call('HDEL', KEYS[1], f .. 'open') -- the storm's last call
 end
 out[1], out[2] = more, left
