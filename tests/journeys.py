@@ -102,7 +102,7 @@ def step_done(page, site):
 
 
 def publish_tick(site, symbol, price, ts_ms):
-    """A trade as the matcher's script records and publishes it (worker/match.lua): the last
+    """A trade as the matcher's script records and publishes it (worker/match/): the last
     price in keys.price(symbol), then the JSON on keys.ticks_channel(symbol), price as text."""
     with redis.Redis.from_url(site.app.config["REDIS_URL"]) as r:
         r.hset(keys.price(symbol), mapping={"price": price, "ts": ts_ms})

@@ -51,7 +51,7 @@ def _change(price):
 
 
 def _tick(site, price, ts):
-    """A price as the matcher's script publishes it (worker/match.lua): the trade's text."""
+    """A price as the matcher's script publishes it (worker/match/): the trade's text."""
     with redis.Redis.from_url(site.app.config["REDIS_URL"]) as r:
         r.publish(keys.ticks_channel(SYMBOL), f'{{"symbol":"{SYMBOL}","price":{price},"ts":{ts}}}')
 

@@ -178,7 +178,7 @@ def test_on_a_cluster_the_hub_shard_subscribes_and_a_dropped_link_is_resubscribe
 
 
 def test_a_notification_published_without_its_id_gets_the_id_its_replay_has():
-    # the matcher publishes the stored entry as it is (worker/match.lua); the hub adds the id
+    # the matcher publishes the stored entry as it is (worker/match/); the hub adds the id
     published = fanout.Message.parse(
         '{"id":"1700000000000-3","event":"notification","data":{"user_id":42,"title":"t"}}')
     assert published.id == "1700000000000-3"

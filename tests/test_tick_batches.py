@@ -169,14 +169,14 @@ def test_a_storm_in_many_batches_fires_each_alert_once_and_none_again(r):
 
 
 def racing(first, second, price, ts, seq):
-    """first's match.lua calls, with `second` matching a trade after the first of them
+    """first's match script calls, with `second` matching a trade after the first of them
     (two listeners on one stream: a lease handed over mid-storm); its answers land in the
     list returned."""
     return meanwhile(first, lambda: second.on_price("AAAUSDT", price, ts, seq))
 
 
 def meanwhile(first, work):
-    """After first's next match.lua call, `work()` once; its answer lands in the list."""
+    """After first's next match script call, `work()` once; its answer lands in the list."""
     script, done = first._script, []
 
     def call(*args, **kwargs):
@@ -190,7 +190,7 @@ def meanwhile(first, work):
 
 
 def dies_after_one_call(first):
-    """first's match.lua calls fail after the first, as if its process was killed."""
+    """first's match script calls fail after the first, as if its process was killed."""
     script, calls = first._script, []
 
     def call(*args, **kwargs):

@@ -10,7 +10,7 @@ inbox stream, read state, channels). On one Redis the braces are only characters
 
 import hashlib
 
-# the alert index (webapp/alerts/index.py) and matching (worker/matcher.py, worker/match.lua)
+# the alert index (webapp/alerts/index.py) and matching (worker/matcher.py, worker/match/)
 SYMBOLS = "tb:symbols"  # hash: symbol -> indexed alerts (a hint); the listener follows these
 ALERT_SYMBOLS = "tb:alerts:symbol"  # hash: alert id -> the symbol it is indexed under
 FIRED = "tb:{fired}"  # stream: the slow path's work

@@ -21,26 +21,29 @@ from worker.listener.loglines import logline
 from worker.outbox import HandOff, Outbox
 from worker.packed import PackedCalls
 
-SCRIPT = scripts.USES + (Path(__file__).with_name("match.lua")).read_text()
+# the match script: its parts, in order, as one chunk (worker/match/tick.lua says why)
+PARTS = ("tick.lua", "notify.lua", "kinds.lua", "finish.lua")
+SCRIPT = scripts.USES + "".join((Path(__file__).with_name("match") / part).read_text()
+                                for part in PARTS)
 # Alerts fired per script call: a storm is split so no single call holds Redis for long.
 DEFAULT_BATCH = 2000
-CONTINUE, RETRY = 1, 2  # ARGV[7] of match.lua
+CONTINUE, RETRY = 1, 2  # ARGV[7] of the match script
 # ARGV[8], ARGV[9]: the notified users' keys are known only inside the script
 USER_PREFIXES = [keys.REPLAY_PREFIX, keys.USER_CHANNEL_PREFIX]
 INLINE, OUTBOX = "inline", "outbox"  # ARGV[10]
 # A symbol with level alerts only (the most, and the quiet ticks' cost is mostly the keys
-# named) is called with these of its keys; match.lua answers ALL_KEYS, having done nothing,
+# named) is called with these of its keys; the script answers ALL_KEYS, having done nothing,
 # when the symbol has other kinds, and it is then called with every key for ALL_KEYS_S
 # before 13 are tried again (its other alerts may have gone).
 LEVEL_KEYS = (*range(11), 23, 24)
 ALL_KEYS, ALL_KEYS_S = 2, 60.0
-# match.lua's answer, having done nothing, when another tick's storm is open (a second
+# the match script's answer, having done nothing, when another tick's storm is open (a second
 # listener's, mid-storm when a lease was handed over): the caller finishes it, then calls again
 STORM_OPEN = 3
 
 
 def _keys(symbol, kind, mode):
-    """match.lua's KEYS, in its order (listed at the top of the script)."""
+    """The match script's KEYS, in its order (listed at the top of match/tick.lua)."""
     up = "above" if kind == "price" else "volume_above"
     windows = [key for window_s in WINDOWS_S for key in (
         keys.index(symbol, f"pctup:{window_s}"), keys.rearm(symbol, f"pctup:{window_s}"),
@@ -198,7 +201,7 @@ class Matcher:
         return metrics.tick_matched(symbol, kind, fired + self._run(self._keys(symbol, kind), args))
 
     def _args(self, symbol, kind, value, ts_ms, seq):
-        """match.lua's ARGV up to its tail; None for a tick that must never fire anything
+        """The match script's ARGV up to its tail; None for a tick that must never fire anything
         (a trade at 0 would meet every `below`)."""
         value = float(value)
         if not math.isfinite(value) or value < 0 or (kind == "price" and value == 0):
@@ -206,7 +209,7 @@ class Matcher:
         return [symbol.upper(), kind, fmt_num(value), int(ts_ms), self.batch, int(seq), 0]
 
     def _run(self, keys, args, fired=()):
-        """Call match.lua for a tick until it is done (a storm takes several calls); returns
+        """Call the match script for a tick until it is done (a storm takes several calls); returns
         the notification ids, those of another tick's storm it finished first included."""
         fired, symbol, finished = list(fired), args[0], []
         while True:

@@ -1,6 +1,6 @@
 """The matcher's second step on a Redis Cluster: a fired batch's users' side, exactly once.
 
-match.lua runs in the symbol's slot, so in `outbox` mode it writes no user's key: it records
+The match script runs in the symbol's slot, so in `outbox` mode it writes no user's key: it records
 the batch in the symbol's outbox stream (tb:outbox:{S}), durable and atomic with the claim.
 `Outbox.complete` then writes each notified user's stream entry and publishes it in the user's
 slot (DELIVER, one call per user, pipelined by node), hands the slow path its entries (COMMIT,
@@ -61,7 +61,7 @@ for _, member in ipairs(found) do
 end
 local eids = {}
 for i = 6, #ARGV do
-  -- published as stored, as match.lua's inline mode does: the hub adds the id
+  -- published as stored, as the match script's inline mode does: the hub adds the id
   local data = '{"user_id":' .. ARGV[i]
   local eid = redis.call('XADD', KEYS[1], '*', 'event', 'notification', 'data', data)
   redis.call(ARGV[1], KEYS[2], '{"id":"' .. eid .. '","event":"notification","data":' .. data
@@ -77,7 +77,7 @@ return text
 
 # KEYS: 1 tb:{fired}  2 tb:{fired}:batches
 # ARGV: 1 batch  2 now (ms)  3 how long batches are remembered (ms)  4 price  5 tick ms
-#       6 symbol, then per notification type: type, items (as match.lua's inline mode)
+#       6 symbol, then per notification type: type, items (as the match script's inline mode)
 COMMIT = """
 if redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1]) == 0 then return 0 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[3]))
@@ -90,7 +90,7 @@ return 1
 
 
 class Outbox:
-    """Completes fired batches recorded by match.lua in outbox mode."""
+    """Completes fired batches recorded by the match script in outbox mode."""
 
     def __init__(self, redis):
         self.redis = redis

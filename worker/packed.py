@@ -24,7 +24,7 @@ def bulk(value):
 
 
 class PackedCalls:
-    """EVALSHA calls of one script, each with match.lua's ARGV 1-7 then a fixed tail."""
+    """EVALSHA calls of one script, each with the match script's ARGV 1-7 then a fixed tail."""
 
     def __init__(self, redis, sha, tail):
         self.pool = redis.connection_pool

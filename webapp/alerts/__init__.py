@@ -4,4 +4,4 @@ its message template, checked when saved and rendered when it fires), CRUD (serv
 their Redis index that the matcher reads (index.py, its Lua in scripts.py), where each
 stands against the market (readings.py), the alerts page and its chart (views.py,
 chart.py), the JSON API (api.py) and `flask alerts list` (cli.py). The matching itself
-runs in the worker (worker/matcher.py, worker/match.lua)."""
+runs in the worker (worker/matcher.py, worker/match/)."""

@@ -16,7 +16,7 @@ from webapp.core.scripting import run_all
 from webapp.extensions import db, get_redis
 from webapp.models import Alert
 
-# Where each kind waits (webapp/keys.py index/rearm suffixes; semantics in match.lua and
+# Where each kind waits (webapp/keys.py index/rearm suffixes; semantics in worker/match/ and
 # the README): level alerts are armed at once, crossings and channels wait for the next
 # trade to find their state (`pend`), moves are armed on their window's sets.
 SUFFIX = {"above": "above", "below": "below", "volume_above": "vol"}
@@ -28,7 +28,7 @@ REBUILD_ATTEMPTS = 5
 # An indexed alert is one field of its symbol's tb:alerts:{S} hash (field = id), its value these
 # fields joined by tabs: a packed row, so the matcher reads a whole batch in one HMGET and
 # splits each row with one string.match. The note goes last because it may hold tabs
-# itself. The Lua scripts here and in worker/match.lua split rows in this same order.
+# itself. The Lua scripts here and in worker/match/ split rows in this same order.
 ROW_FIELDS = ("user_id", "symbol", "condition", "target", "mode", "rearm", "expires_at",
               "cooldown_ms", "high", "window_s", "note")
 ROW_DEFAULTS = {"cooldown_ms": 0, "high": "", "window_s": ""}

@@ -135,7 +135,7 @@ def problem(text, values):
 
 
 def values(notification):
-    """The placeholders' values from a fired notification (worker/match.lua's `data`)."""
+    """The placeholders' values from a fired notification (worker/match/notify.lua's `data`)."""
     data = notification.get("data") or {}
     move = data.get("move_pct")
     return {"symbol": data.get("symbol", ""), "price": data.get("price", ""),

@@ -1,4 +1,4 @@
-"""The alert index's Lua scripts (the matcher's own is worker/match.lua). Layout and
+"""The alert index's Lua scripts (the matcher's own is worker/match/). Layout and
 semantics: docs/architecture.md, "Alert matching"; the row's fields: ROW_FIELDS in index.py.
 """
 
@@ -33,7 +33,7 @@ end
 
 # The kinds in use per symbol (keys.kinds_in_use): the matcher skips what no alert needs.
 # Fields: a window's seconds (move alerts on it), `x` crossings, `ch` channels, `cd` alerts
-# with a cooldown. match.lua shares this function (worker/matcher.py prepends it).
+# with a cooldown. The match script shares this function (worker/matcher.py prepends it).
 USES = """
 local function uses(cond, win, cool)
   local out = {}

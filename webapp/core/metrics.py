@@ -23,7 +23,7 @@ PREFIX = "tickerbell_"
 SYMBOL_GROUPS = 8  # ticks are counted per CRC-32 bucket of the symbol, the shards' hash
 MAX_CACHED_SYMBOLS = 10_000  # the symbol -> group cache starts over past this
 FLUSH_S = 1.0  # a thread's tick counts reach /metrics this long after at most
-ALERT_TYPES = {"price": "PRICE_ALERT", "volume": "VOLUME_ALERT"}  # match.lua's, per tick kind
+ALERT_TYPES = {"price": "PRICE_ALERT", "volume": "VOLUME_ALERT"}  # the matcher's, per tick kind
 CHANNELS = ("email", "sms", "push")  # anything else is a destination (dest:<id>)
 OTHER = "other"
 # A tick's Lua call takes ~0.3 ms; a storm's batches take longer.
@@ -35,7 +35,7 @@ DELIVERY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.
 
 TICKS_RECEIVED = Counter(PREFIX + "ticks_received", "Ticks read from Binance.", ["group"])
 TICKS_MATCHED = Counter(PREFIX + "ticks_matched", "Ticks the matcher has run.", ["group"])
-MATCHER_CALL = Histogram(PREFIX + "matcher_call_seconds", "Duration of one match.lua call.",
+MATCHER_CALL = Histogram(PREFIX + "matcher_call_seconds", "Duration of one matcher call.",
                          buckets=CALL_BUCKETS)
 ALERTS_FIRED = Counter(PREFIX + "alerts_fired", "Alerts the matcher fired.", ["type"])
 NOTIFICATIONS = Counter(PREFIX + "notifications", "Notifications created (stored in an inbox).",
