@@ -75,8 +75,13 @@ logger_class = AccessLogger
 def post_worker_init(worker):
     """Each web worker beats in tb:processes, so /api/v1/health lists it."""
     from webapp.core.processes import Heartbeat
+    from webapp.extensions import get_redis
 
-    Heartbeat(worker.wsgi.extensions["redis"], "web").start()
+    def data_plane():  # on a cluster, made on first use (None until then)
+        with worker.wsgi.app_context():
+            return get_redis()
+
+    Heartbeat(data_plane, "web").start()
     # the app's INFO lines (`event=hook_received ...`: who sent a webhook what) reach the log
     logs.configure(worker.wsgi.config, "web")
     # The app is loaded: its ~140,000 objects (modules, SQLAlchemy's, Flask's) live as long

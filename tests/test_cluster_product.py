@@ -53,6 +53,14 @@ def test_alerts_on_every_master_fire_once_through_the_listener(clustered):
     assert product.health()["status"] == "ok"
 
 
+def test_every_process_beats_on_a_cluster_the_web_workers_too(clustered):
+    """A web worker's cluster client is made on first use: its heartbeat makes it."""
+    product, _ = clustered
+    for role in ("web", "worker", "listener", "scheduler"):
+        assert until(lambda role=role: product.pids(role), 15), (role, product.output())
+    assert "Traceback" not in (product.tmp / "launch.log").read_text(errors="replace")
+
+
 def test_a_master_killed_mid_storm_is_replaced_and_the_product_goes_on(clustered):
     product, cluster = clustered
     fired = product.redis.get_node_from_key(keys.FIRED).name  # the next test's victim

@@ -166,3 +166,14 @@ def test_a_cluster_s_node_pools_block_and_read_quickly(redis_cluster):
             node.redis_connection.connection_pool.release(connection)
     finally:
         client.close()
+
+
+def test_closing_a_cluster_client_closes_its_nodes_sockets(redis_cluster):
+    """redis-py's node clients never close a pool handed to them: DataCluster does."""
+    client = data_plane(redis_cluster)
+    client.ping(target_nodes=client.ALL_NODES)
+    connections = [c for n in client.get_nodes()
+                   for c in n.redis_connection.connection_pool._connections]
+    assert len(connections) >= 3 and all(c._sock is not None for c in connections)
+    client.close()
+    assert all(c._sock is None for c in connections)

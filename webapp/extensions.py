@@ -51,7 +51,7 @@ def data_redis(config, max_connections=REDIS_POOL_SIZE, **options):
         (host, port), rest = nodes[0], nodes[1:]
         host = f"[{host}]" if ":" in host else host  # an IPv6 address, in a URL
         try:  # it reads the cluster's slot map now: a cluster down is a Redis down
-            return redis.RedisCluster(
+            return DataCluster(
                 url=f"redis://{host}:{port}",
                 startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in rest],
                 connection_pool_class=partial(redis.BlockingConnectionPool,
@@ -63,6 +63,16 @@ def data_redis(config, max_connections=REDIS_POOL_SIZE, **options):
         config["REDIS_URL"], max_connections=max_connections, timeout=REDIS_POOL_WAIT_S,
         **PARSER, **options)
     return redis.Redis(connection_pool=pool)
+
+
+class DataCluster(redis.RedisCluster):
+    """redis-py's cluster client, whose close() also closes its nodes' pools: those made
+    with connection_pool_class are handed to their node clients, which never close a pool
+    handed to them, so their sockets stayed open until collected."""
+
+    def close(self):
+        self.disconnect_connection_pools()
+        super().close()
 
 
 def is_cluster(r):

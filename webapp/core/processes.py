@@ -29,12 +29,18 @@ class Heartbeat:
     """Beats every `every_s` seconds from a daemon thread (a greenlet under gevent)."""
 
     def __init__(self, redis, role, every_s=DEFAULT_BEAT_S):
-        self.redis, self.every_s = redis, every_s
+        """`redis`: the data plane's client, or a function giving it (a web worker's, on a
+        cluster, is made on first use, which fails while the cluster is down)."""
+        self._redis, self.every_s = redis, every_s
         self.field = f"{role}:{socket.gethostname()}:{os.getpid()}"
         self.body = {"role": role, "host": socket.gethostname(), "pid": os.getpid(),
                      "started_ms": clock.now_ms(),
                      "restarts": int(os.environ.get("TICKERBELL_RESTARTS") or 0)}
         self.stop = threading.Event()
+
+    @property
+    def redis(self):
+        return self._redis() if callable(self._redis) else self._redis
 
     def beat(self):
         self.redis.hset(KEY, self.field, json.dumps({**self.body, "beat_ms": clock.now_ms()}))
