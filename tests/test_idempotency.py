@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+import redis
 
+from devtools import redisd
 from tests.conftest import PG_URL
 from tests.hub import WAIT, make_user, poll, run_jobs
 from webapp import keys
@@ -21,8 +23,9 @@ from webapp.delivery import digests
 from webapp.extensions import db, get_redis
 from webapp.inbox import service as inbox
 from webapp.models import DeliveryLog, DigestRun, ServiceToken
+from webapp.notify import idempotency
 from webapp.notify.api import MAX_KEY
-from webapp.notify.intake import PENDING_TTL
+from webapp.notify.idempotency import PENDING_TTL
 
 pytestmark = pytest.mark.both_databases
 LOCK_WAIT_MS = WAIT * 3 * 1000  # a held request must not give up before the test lets it go
@@ -127,6 +130,44 @@ def test_a_request_that_dies_mid_way_frees_its_key(make_app, db_backend):
     retry = post(app, token, event(uid), "order-78")
     assert retry.status_code == 202 and "Idempotent-Replayed" not in retry.headers
     assert inbox_size(app, uid) == 1
+
+
+def test_a_request_failing_with_redis_frees_its_key_once_redis_is_back(make_app, db_backend,
+                                                                      tmp_path):
+    """Redis killed while the request waits on the database: its publish fails, and so does
+    freeing its key. The key is freed once Redis is back (its pending record survived in the
+    append-only file), so the retry is taken at once, not refused 409 for PENDING_TTL."""
+    needs_postgres(db_backend)
+    process, url = redisd.start(tmp_path / "redis")  # append-only, as make run keeps it
+    try:
+        app = make_app(REDIS_URL=url, PG_LOCK_TIMEOUT_MS=LOCK_WAIT_MS)
+        token = app.test_cli_runner().invoke(args=["tokens", "create", "o"]).output.split()[-1]
+        uid = make_user(app, "blip@example.com")
+        store = keys.idempotency(f"svc{token_id(app)}", "order-79")
+        with table_lock("users", "ACCESS EXCLUSIVE") as waiting:
+            first = in_thread(lambda: post(app, token, event(uid), "order-79"))
+            assert poll(lambda: waiting() == 1), "the request never reached the lock"
+            process.kill()
+            redisd.stop(process)  # reaped, its pipe closed
+        assert first().status_code == 503
+        process, _ = redisd.start(tmp_path / "redis")
+        with redis.Redis.from_url(url) as fresh:
+            assert poll(lambda: fresh.exists(store) == 0), "the key stayed claimed"
+        retry = post(app, token, event(uid), "order-79")
+        assert retry.status_code == 202 and "Idempotent-Replayed" not in retry.headers
+        assert inbox_size(app, uid) == 1
+    finally:
+        redisd.stop(process)
+
+
+def test_a_failed_request_frees_only_its_own_claim(r):
+    """Past PENDING_TTL a retry may have claimed the key: a late release leaves it alone."""
+    idempotency.release(r, "tb:idem:t:1", '{"state": "pending", "request": "old"}')
+    r.set("tb:idem:t:1", '{"state": "pending", "request": "new"}')
+    idempotency.release(r, "tb:idem:t:1", '{"state": "pending", "request": "old"}')
+    assert r.get("tb:idem:t:1") is not None
+    idempotency.release(r, "tb:idem:t:1", '{"state": "pending", "request": "new"}')
+    assert r.get("tb:idem:t:1") is None
 
 
 def test_two_scheduler_runs_racing_for_one_digest_send_one_email(make_app, db_backend,

@@ -14,7 +14,7 @@ from webapp import keys
 from webapp.core import jsontext
 from webapp.extensions import db, get_redis
 from webapp.models import MAX_ID, User
-from webapp.notify import router
+from webapp.notify import idempotency, router
 from webapp.notify import types as notification_types
 from webapp.preferences import service as preferences
 
@@ -28,8 +28,6 @@ REF_MAX = 64
 # every batch the limits allow fits (text sent as \u escapes takes more room: send fewer).
 MAX_EVENT_BYTES = (TITLE_MAX + MESSAGE_MAX) * 4 + DATA_MAX + 1024
 MAX_BODY = MAX_BATCH * MAX_EVENT_BYTES  # 18,016,000 bytes, about 17 MiB
-IDEMPOTENCY_TTL = 24 * 3600
-PENDING_TTL = 120  # a crashed request frees its key after this
 FIELDS = {"type", "user_id", "strategy_id", "target", "channel", "title", "message", "priority",
           "data", "order_id", "alert_id"}
 REF_FIELDS = ("strategy_id", "order_id", "alert_id")
@@ -258,30 +256,8 @@ def handle(raw, scope, key=None):
     items, digest = parse(raw, digest=bool(key))
     if not key:
         return _publish(items)
-    r = get_redis()
-    store = keys.idempotency(scope, key)
-    if not r.set(store, json.dumps({"state": "pending", "hash": digest}), nx=True,
-                 ex=PENDING_TTL):
-        return _replay(r.get(store), digest)
-    try:
-        status, body = _publish(items)
-    except BaseException:
-        r.delete(store)
-        raise
-    r.set(store, jsontext.dumps({"state": "done", "hash": digest, "status": status, "body": body}),
-          ex=IDEMPOTENCY_TTL)
-    return status, body
-
-
-def _replay(saved, digest):
-    saved = json.loads(saved or '{"state": "pending"}')
-    if saved.get("hash") != digest:
-        return 422, {"error": "idempotency_key_reused",
-                     "detail": "This Idempotency-Key was used with a different body."}
-    if saved["state"] == "pending":
-        return 409, {"error": "conflict",
-                     "detail": "A request with this Idempotency-Key is still in progress."}
-    return saved["status"], {**saved["body"], "replayed": True}
+    return idempotency.once(get_redis(), keys.idempotency(scope, key), digest,
+                            lambda: _publish(items))
 
 
 def _no_constant(name):
