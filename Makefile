@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi.py
 
-.PHONY: run demo test coverage lint bench migrate clean browser
+.PHONY: run demo cluster test coverage lint bench migrate clean browser
 
 run: $(VENV)/.runtime
 	$(BIN)/flask db upgrade
@@ -13,6 +13,10 @@ run: $(VENV)/.runtime
 demo: $(VENV)/.runtime
 	$(BIN)/flask db upgrade
 	$(BIN)/python -m devtools.launch --demo
+
+# a Redis Cluster on loopback for trying REDIS_CLUSTER_NODES (README); ARGS="--dir D" keeps it
+cluster: $(VENV)/.runtime
+	$(BIN)/python -m devtools.rediscluster $(ARGS)
 
 test: $(VENV)/.dev browser
 	$(BIN)/ruff check .
