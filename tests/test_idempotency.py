@@ -117,7 +117,7 @@ def test_a_duplicate_while_the_first_is_in_flight_gets_409(make_app, db_backend)
     assert again.json["ids"] == first.json["ids"] and inbox_size(app, uid) == 1
 
 
-def test_a_request_that_dies_mid_way_frees_its_key(make_app, db_backend):
+def test_a_request_that_dies_mid_way_leaves_its_key_to_the_retry(make_app, db_backend):
     needs_postgres(db_backend)
     app = make_app(PG_LOCK_TIMEOUT_MS=50)  # the first one gives up on the lock: it raises
     token = app.test_cli_runner().invoke(args=["tokens", "create", "orders"]).output.split()[-1]
@@ -126,16 +126,17 @@ def test_a_request_that_dies_mid_way_frees_its_key(make_app, db_backend):
         died = post(app, token, event(uid), "order-78")
     assert died.status_code == 503 and died.json["error"] == "service_unavailable"
     with app.app_context():
-        assert get_redis().exists(keys.idempotency(f"svc{token_id(app)}", "order-78")) == 0
+        saved = get_redis().get(keys.idempotency(f"svc{token_id(app)}", "order-78"))
+        assert json.loads(saved)["state"] == "failed"
     retry = post(app, token, event(uid), "order-78")
     assert retry.status_code == 202 and "Idempotent-Replayed" not in retry.headers
     assert inbox_size(app, uid) == 1
 
 
-def test_a_request_failing_with_redis_frees_its_key_once_redis_is_back(make_app, db_backend,
-                                                                      tmp_path):
+def test_a_request_failing_with_redis_leaves_its_key_to_the_retry_once_it_is_back(
+        make_app, db_backend, tmp_path):
     """Redis killed while the request waits on the database: its publish fails, and so does
-    freeing its key. The key is freed once Redis is back (its pending record survived in the
+    marking its claim failed. That is done once Redis is back (the claim survived in the
     append-only file), so the retry is taken at once, not refused 409 for PENDING_TTL."""
     needs_postgres(db_backend)
     process, url = redisd.start(tmp_path / "redis")  # append-only, as make run keeps it
@@ -152,7 +153,8 @@ def test_a_request_failing_with_redis_frees_its_key_once_redis_is_back(make_app,
         assert first().status_code == 503
         process, _ = redisd.start(tmp_path / "redis")
         with redis.Redis.from_url(url) as fresh:
-            assert poll(lambda: fresh.exists(store) == 0), "the key stayed claimed"
+            assert poll(lambda: json.loads(fresh.get(store))["state"] == "failed"), \
+                "the key stayed claimed"
         retry = post(app, token, event(uid), "order-79")
         assert retry.status_code == 202 and "Idempotent-Replayed" not in retry.headers
         assert inbox_size(app, uid) == 1
@@ -160,14 +162,16 @@ def test_a_request_failing_with_redis_frees_its_key_once_redis_is_back(make_app,
         redisd.stop(process)
 
 
-def test_a_failed_request_frees_only_its_own_claim(r):
-    """Past PENDING_TTL a retry may have claimed the key: a late release leaves it alone."""
-    idempotency.release(r, "tb:idem:t:1", '{"state": "pending", "request": "old"}')
-    r.set("tb:idem:t:1", '{"state": "pending", "request": "new"}')
-    idempotency.release(r, "tb:idem:t:1", '{"state": "pending", "request": "old"}')
-    assert r.get("tb:idem:t:1") is not None
-    idempotency.release(r, "tb:idem:t:1", '{"state": "pending", "request": "new"}')
+def test_a_failed_request_marks_only_its_own_claim(r):
+    """Past PENDING_TTL a retry may have claimed the key: a late mark leaves it alone."""
+    old, new = '{"state": "pending", "tag": "old"}', '{"state": "pending", "tag": "new"}'
+    idempotency.failed(r, "tb:idem:t:1", old, "failed")
     assert r.get("tb:idem:t:1") is None
+    r.set("tb:idem:t:1", new)
+    idempotency.failed(r, "tb:idem:t:1", old, "failed")
+    assert r.get("tb:idem:t:1") == new
+    idempotency.failed(r, "tb:idem:t:1", new, "failed")
+    assert r.get("tb:idem:t:1") == "failed"
 
 
 def test_two_scheduler_runs_racing_for_one_digest_send_one_email(make_app, db_backend,

@@ -176,6 +176,12 @@ def delivery_rate(user_id):
     return f"tb:rate:{user_id}"
 
 
+def took(user_id):
+    """Sorted set: `<request tag>=<the stream entries it made for the user>` scored by the
+    request's created ms, kept a day: keyed events requests, each written once per user."""
+    return f"tb:took:{{{user_id}}}"
+
+
 def idempotency(scope, key):
     """An `Idempotency-Key` of the events API; the key itself is stored only hashed."""
     return f"tb:idem:{scope}:{hashlib.sha256(key.encode()).hexdigest()}"

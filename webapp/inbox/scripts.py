@@ -88,7 +88,7 @@ return eid
 # the flag's TTL (s). The stream gets batches of at most that size, as JSON lists of the
 # notifications with their ids, and the flag is set unless set.
 # Returns {entry ids, 1 if this call set the flag, else 0}.
-STORE_MANY = _COMMON + """
+_STORE_MANY = """
 local routed, last = KEYS[5], #ARGV - 1
 if routed then last = #ARGV - 4 end
 local request_id, size, kick_ttl = ARGV[#ARGV - 3], tonumber(ARGV[#ARGV - 2]), ARGV[#ARGV - 1]
@@ -118,6 +118,37 @@ if not routed then return eids end
 if #batch > 0 then add_batch() end
 local kicked = redis.call('SET', KEYS[6], '1', 'NX', 'EX', kick_ttl)
 return {eids, kicked and 1 or 0}
+"""
+STORE_MANY = _COMMON + _STORE_MANY
+
+# STORE_MANY for a request with an Idempotency-Key, once per user. A request that failed
+# part way (Redis down, or one master of several failing over) ran some users' calls; its
+# retry, with the same tag and created ms (webapp/notify/idempotency.py), writes nothing
+# again for those, and answers the entry ids their call made (routed: their batches went with
+# it). KEYS: STORE_MANY's, then tb:took:{uid}, a sorted set of '<tag>=<entry ids>' scored by
+# the created ms, kept a day. ARGV: the tag, then STORE_MANY's.
+STORE_MANY_ONCE = """
+local took, tag = table.remove(KEYS), table.remove(ARGV, 1)
+""" + _COMMON + """
+local at, prefix, day = ARGV[2], tag .. '=', 86400000
+for _, member in ipairs(redis.call('ZRANGE', took, at, at, 'BYSCORE')) do
+  if string.sub(member, 1, #prefix) == prefix then
+    local eids = {}
+    for eid in string.gmatch(string.sub(member, #prefix + 1), '[^,]+') do
+      eids[#eids + 1] = eid
+    end
+    if KEYS[5] then return {eids, 0} end
+    return eids
+  end
+end
+local function store()
+""" + _STORE_MANY + """
+end
+local result = store()
+redis.call('ZADD', took, at, prefix .. table.concat(KEYS[5] and result[1] or result, ','))
+redis.call('ZREMRANGEBYSCORE', took, '-inf', '(' .. (tonumber(at) - day))
+redis.call('PEXPIRE', took, day)
+return result
 """
 
 # ARGV: 1 cutoff ms  2 key TTL ms ('' = leave it)

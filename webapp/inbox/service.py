@@ -112,9 +112,12 @@ def store(notification, now_ms=None):
     return f"{eid}-{args[0]}", eid
 
 
-def store_many(notifications, now_ms=None, redis=None, route=None):
+def store_many(notifications, now_ms=None, redis=None, route=None, once=None):
     """store() for many in one round trip: one atomic call per user, each user's in the
     order given; returns [(nid, event id)] in that order.
+
+    With `once` (a keyed request's tag; `now_ms` its first try's), a user whose call ran
+    before under that tag gets the entries it made, written nothing again (STORE_MANY_ONCE).
 
     With `route` (one Redis only), each call also queues its notifications' slow steps:
     route(the user's notifications) gives (queue name, extra keys, extra args) for the
@@ -133,10 +136,14 @@ def store_many(notifications, now_ms=None, redis=None, route=None):
               for uid, (positions, _) in per_user.items()}
     client = redis or get_redis()
     publish = pubsub.command(client)
-    replies = scripting.run_all(client, _script("STORE_MANY", client), [
-        ([*_keys(uid), *routes[uid][1]],
-         [uid, created, cut, DEFAULT_TTL_MS, *bodies, *routes[uid][2], publish])
-        for uid, (_, bodies) in per_user.items()])
+    calls = [([*_keys(uid), *routes[uid][1]],
+              [uid, created, cut, DEFAULT_TTL_MS, *bodies, *routes[uid][2], publish])
+             for uid, (_, bodies) in per_user.items()]
+    if once:
+        calls = [([*call_keys, keys.took(uid)], [once, *args])
+                 for uid, (call_keys, args) in zip(per_user, calls, strict=True)]
+    script = _script("STORE_MANY_ONCE" if once else "STORE_MANY", client)
+    replies = scripting.run_all(client, script, calls)
     results, kicked = [None] * len(notifications), set()
     for (uid, (positions, _)), reply in zip(per_user.items(), replies, strict=True):
         eids = reply

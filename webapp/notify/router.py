@@ -26,21 +26,23 @@ def route(notification, now_ms=None, source="app"):
     return route_many([notification], now_ms=now_ms, source=source)[0]
 
 
-def route_many(notifications, now_ms=None, source="app"):
+def route_many(notifications, now_ms=None, source="app", once=None):
     """Store all or none (InvalidInput before any write), queue the slow steps in batches.
 
-    Returns [(nid, event_id)] in the order given. `source` labels them in /metrics.
+    Returns [(nid, event_id)] in the order given. `source` labels them in /metrics. `once`:
+    a keyed request's tag, which stores each user's part once (inbox.store_many).
     """
     created = now_ms or clock.now_ms()
     filled = [with_defaults(n) for n in notifications]
     if is_cluster(get_redis()):  # the routed streams live in another slot than the inboxes
-        results = inbox.store_many(filled, now_ms=created)
+        results = inbox.store_many(filled, now_ms=created, once=once)
         for n, (nid, _) in zip(filled, results, strict=True):  # our own copies: no copy again
             n["id"], n["created_at"] = nid, created
         slowsteps.add([filled[start:start + slowsteps.DEFAULT_BATCH]
                        for start in range(0, len(filled), slowsteps.DEFAULT_BATCH)])
     else:  # one round trip: the inbox's script adds the batches to the routed streams
-        results, kicked = inbox.store_many(filled, now_ms=created, route=slowsteps.in_script)
+        results, kicked = inbox.store_many(filled, now_ms=created, route=slowsteps.in_script,
+                                           once=once)
         slowsteps.kick(kicked)
     metrics.notifications_created(filled, source)
     return results
