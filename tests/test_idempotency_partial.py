@@ -66,3 +66,33 @@ def test_the_same_key_with_other_content_after_a_failure_is_refused(hub_app):
     other = post(app, token, "fill-2", [uid, uid])
     assert other.status_code == 422 and other.json["error"] == "idempotency_key_reused"
     assert inbox_ids(app, uid) == []
+
+
+def test_a_retry_whose_recipients_changed_writes_the_changed_part_as_new(hub_app):
+    """A strategy's followers are read again on the retry: a user who followed it meanwhile
+    gets a part of another size, written as new, not an error on every retry."""
+    from webapp.preferences import service as preferences
+
+    app = hub_app
+    token = app.test_cli_runner().invoke(args=["tokens", "create", "o"]).output.split()[-1]
+    joins, failing = make_user(app, "joins@example.com"), make_user(app, "f@example.com")
+    with app.app_context():
+        preferences.follow(failing, "grid-1")
+        get_redis().set(keys.replay(failing), "in the way")
+    body = [{"type": "ORDER_EXECUTED", "target": "strategy:grid-1", "title": "Grid filled"},
+            {"type": "ORDER_EXECUTED", "user_id": joins, "title": "Filled"}]
+
+    def send():
+        return app.test_client().post(
+            "/api/v1/events", data=json.dumps(body), content_type="application/json",
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "grid-fill"})
+
+    assert send().status_code >= 500
+    assert len(inbox_ids(app, joins)) == 1
+    with app.app_context():
+        get_redis().delete(keys.replay(failing))
+        preferences.follow(joins, "grid-1")
+    retry = send()
+    assert retry.status_code == 202
+    assert len(inbox_ids(app, joins)) == 3 and len(inbox_ids(app, failing)) == 1
+    assert set(retry.json["ids"]) <= set(inbox_ids(app, joins) + inbox_ids(app, failing))

@@ -1,5 +1,6 @@
 """Extensions, created unbound here and bound to the app in create_app."""
 
+import threading
 from functools import partial
 
 import redis
@@ -84,12 +85,17 @@ def init_redis(app):
     on first use: a process must start, and answer 503, while the cluster is down."""
     cluster = app.config.get("REDIS_CLUSTER_NODES")
     app.extensions["redis"] = None if cluster else data_redis(app.config, retry_on_timeout=False)
+    # made with the app, so under gevent after the patching: a lock taken across I/O
+    app.extensions["redis_making"] = threading.Lock()
 
 
 def get_redis() -> redis.Redis:
     """The process's data-plane client; redis.ConnectionError while it cannot be made."""
     client = current_app.extensions.get("redis")
     if client is None:
-        client = data_redis(current_app.config, retry_on_timeout=False)
-        current_app.extensions["redis"] = client
+        with current_app.extensions["redis_making"]:  # a first request and a heartbeat
+            client = current_app.extensions.get("redis")
+            if client is None:
+                client = data_redis(current_app.config, retry_on_timeout=False)
+                current_app.extensions["redis"] = client
     return client

@@ -123,22 +123,27 @@ STORE_MANY = _COMMON + _STORE_MANY
 
 # STORE_MANY for a request with an Idempotency-Key, once per user. A request that failed
 # part way (Redis down, or one master of several failing over) ran some users' calls; its
-# retry, with the same tag and created ms (webapp/notify/idempotency.py), writes nothing
-# again for those, and answers the entry ids their call made (routed: their batches went with
-# it). KEYS: STORE_MANY's, then tb:took:{uid}, a sorted set of '<tag>=<entry ids>' scored by
-# the created ms, kept a day. ARGV: the tag, then STORE_MANY's.
+# retry, with the same tag (webapp/notify/idempotency.py), writes nothing again for those,
+# and answers the entry ids their call made (routed: their batches went with it). Who gets a
+# strategy's or everyone's events is read again on the retry: a user's part of another size
+# than the one recorded is written as new. KEYS: STORE_MANY's, then tb:took:{uid}, a sorted
+# set of '<tag>=<entry ids>' scored by the request's first try's ms (`at`), kept a day.
+# ARGV: the tag, `at`, then STORE_MANY's.
 STORE_MANY_ONCE = """
-local took, tag = table.remove(KEYS), table.remove(ARGV, 1)
+local took, tag, at = table.remove(KEYS), table.remove(ARGV, 1), table.remove(ARGV, 1)
 """ + _COMMON + """
-local at, prefix, day = ARGV[2], tag .. '=', 86400000
+local prefix, day = tag .. '=', 86400000
+local count = #ARGV - 4 - (KEYS[5] and 4 or 1) -- the user's notifications in this call
 for _, member in ipairs(redis.call('ZRANGE', took, at, at, 'BYSCORE')) do
   if string.sub(member, 1, #prefix) == prefix then
     local eids = {}
     for eid in string.gmatch(string.sub(member, #prefix + 1), '[^,]+') do
       eids[#eids + 1] = eid
     end
-    if KEYS[5] then return {eids, 0} end
-    return eids
+    if #eids == count then
+      if KEYS[5] then return {eids, 0} end
+      return eids
+    end
   end
 end
 local function store()

@@ -116,8 +116,8 @@ def store_many(notifications, now_ms=None, redis=None, route=None, once=None):
     """store() for many in one round trip: one atomic call per user, each user's in the
     order given; returns [(nid, event id)] in that order.
 
-    With `once` (a keyed request's tag; `now_ms` its first try's), a user whose call ran
-    before under that tag gets the entries it made, written nothing again (STORE_MANY_ONCE).
+    With `once` (a keyed request's tag and its first try's ms), a user whose call ran before
+    under that tag gets the entries it made, written nothing again (STORE_MANY_ONCE).
 
     With `route` (one Redis only), each call also queues its notifications' slow steps:
     route(the user's notifications) gives (queue name, extra keys, extra args) for the
@@ -140,7 +140,7 @@ def store_many(notifications, now_ms=None, redis=None, route=None, once=None):
               [uid, created, cut, DEFAULT_TTL_MS, *bodies, *routes[uid][2], publish])
              for uid, (_, bodies) in per_user.items()]
     if once:
-        calls = [([*call_keys, keys.took(uid)], [once, *args])
+        calls = [([*call_keys, keys.took(uid)], [*once, *args])
                  for uid, (call_keys, args) in zip(per_user, calls, strict=True)]
     script = _script("STORE_MANY_ONCE" if once else "STORE_MANY", client)
     replies = scripting.run_all(client, script, calls)

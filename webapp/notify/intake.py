@@ -209,9 +209,9 @@ def _remembered_users():
     return memory
 
 
-def publish(raw_items, source="events", from_json=False, once=None, now_ms=None):
-    """Validate every event, route the good ones, and report per item. `once`, `now_ms`: a
-    keyed request's tag and first try's time (route_many)."""
+def publish(raw_items, source="events", from_json=False, once=None):
+    """Validate every event, route the good ones, and report per item. `once`: a keyed
+    request's (tag, first try's ms) (route_many)."""
     checked = [validate(item, from_json) for item in raw_items]
     known = known_users({t[1] for t, _, e in checked if t and t[0] == "user" and not e})
     cache = {}
@@ -228,8 +228,8 @@ def publish(raw_items, source="events", from_json=False, once=None, now_ms=None)
             outgoing.append((index, notification))
         else:
             outgoing += [(index, {**notification, "user_id": uid}) for uid in users]
-    routed = (router.route_many([n for _, n in outgoing], now_ms=now_ms, source=source,
-                                once=once) if outgoing else [])
+    routed = (router.route_many([n for _, n in outgoing], source=source, once=once)
+              if outgoing else [])
     for (index, _), (nid, _) in zip(outgoing, routed, strict=True):
         results[index]["ids"].append(nid)
     return results
@@ -259,7 +259,7 @@ def handle(raw, scope, key=None):
     if not key:
         return _publish(items)
     return idempotency.once(get_redis(), keys.idempotency(scope, key), digest,
-                            lambda tag, created: _publish(items, tag, created))
+                            lambda tagged: _publish(items, tagged))
 
 
 def _no_constant(name):
@@ -313,7 +313,7 @@ def _invalid(message, raw):
     return (422, {"error": "invalid_input", "detail": message}), hashlib.sha256(raw).hexdigest()
 
 
-def _publish(items, once=None, now_ms=None):
+def _publish(items, once=None):
     if isinstance(items, tuple):  # the 422 parse() made
         return items
-    return summary(publish(items, from_json=True, once=once, now_ms=now_ms))
+    return summary(publish(items, from_json=True, once=once))

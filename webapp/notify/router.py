@@ -30,7 +30,7 @@ def route_many(notifications, now_ms=None, source="app", once=None):
     """Store all or none (InvalidInput before any write), queue the slow steps in batches.
 
     Returns [(nid, event_id)] in the order given. `source` labels them in /metrics. `once`:
-    a keyed request's tag, which stores each user's part once (inbox.store_many).
+    a keyed request's (tag, first try's ms), which store each user's part once (inbox.store_many).
     """
     created = now_ms or clock.now_ms()
     filled = [with_defaults(n) for n in notifications]
