@@ -81,7 +81,7 @@ def post_worker_init(worker):
         with worker.wsgi.app_context():
             return get_redis()
 
-    Heartbeat(data_plane, "web").start()
+    worker.heartbeat = Heartbeat(data_plane, "web").start()
     # the app's INFO lines (`event=hook_received ...`: who sent a webhook what) reach the log
     logs.configure(worker.wsgi.config, "web")
     # The app is loaded: its ~140,000 objects (modules, SQLAlchemy's, Flask's) live as long
@@ -92,8 +92,11 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Thawed before the worker's interpreter ends: frozen objects are otherwise finalized
-    after gevent's modules are torn down, and logging's handler callbacks print tracebacks."""
+    """The worker leaves the processes' list (else it shows as silent for FORGET_MS), and is
+    thawed before its interpreter ends: frozen objects are otherwise finalized after gevent's
+    modules are torn down, and logging's handler callbacks print tracebacks."""
+    if getattr(worker, "heartbeat", None) is not None:
+        worker.heartbeat.end()
     gc.unfreeze()
     gc.collect()
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import redis
 import requests
+from sqlalchemy import select
 
 from webapp import create_app, keys
 from webapp.accounts import service as accounts
 from webapp.alerts import index as alert_index
 from webapp.extensions import data_redis, db
-from webapp.models import Alert
+from webapp.models import Alert, User
 
 ROOT = Path(__file__).resolve().parent.parent
 SYMBOLS = (f"DRILL{n}USDT" for n in count())
@@ -81,8 +82,9 @@ class Product:
                                "SQLALCHEMY_DATABASE_URI": self.env["DATABASE_URL"],
                                "REDIS_CLUSTER_NODES": self.nodes})
         self.redis = data_redis(self.app.config, socket_timeout=2)  # the data plane
-        with self.app.app_context():
-            self.uid = accounts.create_user("drill@example.com", "correct horse").id
+        with self.app.app_context():  # started again: the same user
+            known = db.session.scalar(select(User.id).where(User.email == "drill@example.com"))
+            self.uid = known or accounts.create_user("drill@example.com", "correct horse").id
         assert self.wait_healthy(60), self.output()
 
     def stop(self):

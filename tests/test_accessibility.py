@@ -57,9 +57,12 @@ def site(live_site):
                                        "title": title, "message": "over 10x"})[0]
                           for title in ("Leverage 11x", "Leverage 12x"))
         insist.ack(user.id, acked, "link in the email")
-        # the deliveries page shows a badge per status: every one of them must read clearly
+        # the deliveries page shows a badge per status: every one of them must read clearly;
+        # a relay's Message-ID is long and unbroken, yet the page must not scroll sideways
         db.session.add_all([DeliveryLog(notification_id=waiting, user_id=user.id, round=i,
-                                        channel="email", status=status, error="relay said no")
+                                        channel="email", status=status, error="relay said no",
+                                        provider_id="<177345678901.4242.9876543210987654321"
+                                                    "@relay.tickerbell.example.com>")
                             for i, status in enumerate(DeliveryStatus)])
         db.session.commit()
         VISITOR_PAGES.append(f"/ack/{links.token(waiting, user.id, 'email')}")

@@ -26,6 +26,8 @@ from tests.journeys import PASSWORD, WAIT_MS, signed_in, sound  # noqa: E402
 from tests.test_accessibility import WIDTHS, _violations  # noqa: E402
 
 EMAIL = "ops-walker@example.com"
+LONG_REASON = ("http://127.0.0.1:9/api/v3/exchangeInfo?permissions=SPOT&symbolStatus=TRADING"
+               "&showPermissionSets=false&symbols=BTCUSDT,ETHUSDT,SOLUSDT,BNBUSDT,XRPUSDT")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,8 @@ def site(make_live_site):
         gate = delivery_breaker("sms")
         for _ in range(gate.threshold):
             gate.failure("Twilio answered 503")
-        site.jobs = [enqueue(explode, reason).id for reason in ("first", "second")]
+        # the second's error holds a long URL, as a failed fetch's does: it must wrap on a phone
+        site.jobs = [enqueue(explode, reason).id for reason in ("first", LONG_REASON)]
     run_jobs(site.app)
     return site
 

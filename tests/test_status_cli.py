@@ -86,3 +86,16 @@ def test_it_answers_from_a_second_shell_while_make_run_runs(product):
     assert done.returncode == 0, done.stdout + done.stderr
     assert ": ok (checked " in done.stdout
     assert "  shard 0: connected, 1 connections" in done.stdout
+
+
+def test_after_ctrl_c_and_a_start_again_only_the_live_processes_are_listed(product):
+    """Every process, the web workers too, leaves the list as it stops: none shows as silent
+    for the hour a dead one is kept."""
+    before = {role: product.pids(role) for role in ("web", "worker", "listener", "scheduler")}
+    assert all(before.values()), before
+    assert product.stop() == 0, product.output()
+    product.start()
+    assert product.wait_healthy(60), product.output()
+    listed = {p["pid"] for role in before
+              for p in product.health()["processes"][role]["processes"]}
+    assert not listed & set().union(*before.values()), product.output()
