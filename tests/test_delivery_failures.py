@@ -1,6 +1,7 @@
 """Deliveries that go wrong: a provider down (email, push) behind its breaker, the last retry,
 a message that cannot be built, and push to several devices when some of them fail."""
 
+import logging
 import socket
 from datetime import datetime
 
@@ -53,7 +54,7 @@ def late_smtp():
         controller.stop()
 
 
-def test_email_relay_down_retries_opens_the_breaker_and_recovers(make_app, late_smtp):
+def test_email_relay_down_retries_opens_the_breaker_and_recovers(make_app, late_smtp, caplog):
     app = make_app(**providers(smtp=late_smtp))
     uid = make_user(app, "ann@example.com")
     nid = send(app, user_id=uid, title="BTC above 65000")
@@ -63,8 +64,11 @@ def test_email_relay_down_retries_opens_the_breaker_and_recovers(make_app, late_
     row = step(app, nid)  # the second failure reaches the threshold (2)
     with app.app_context():
         assert breaker("email").state()["state"] == "open"
+    caplog.set_level(logging.INFO, logger="webapp.delivery.dispatch")
     row = step(app, nid)  # open: no connection is tried, no attempt is spent
     assert row.attempts == 2 and "circuit open" in row.error
+    assert f"event=delivery_deferred delivery={row.id} channel=email reason=breaker_open" \
+        in caplog.text  # a request id followed to its deliveries ends here, not in silence
     late_smtp.start()
     row = poll(lambda: (r := step(app, nid)).status == "sent" and r)
     assert row.attempts == 3 and len(late_smtp.wait_for(1)) == 1

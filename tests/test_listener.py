@@ -149,7 +149,8 @@ def test_connections_dropped_before_a_frame_are_backed_off_more_each_time(r, fee
     assert feed.wait_for_subscription("btcusdt@aggTrade")  # streams come back each time
 
 
-def test_breaker_opens_after_repeated_refusals_and_closes_on_recovery(r, feed, start, events):
+def test_breaker_opens_after_repeated_refusals_and_closes_on_recovery(r, feed, start, events,
+                                                                      caplog):
     r.hset(SYMBOLS_KEY, "BTCUSDT", 1)
     breaker = Breaker("binance", threshold=3, reset_timeout=0.2, redis=r)
     feed.refuse()
@@ -165,6 +166,14 @@ def test_breaker_opens_after_repeated_refusals_and_closes_on_recovery(r, feed, s
     assert eventually(lambda: breaker.state()["state"] == "closed")
     assert events("breaker_opened") and eventually(lambda: events("breaker_closed"))
     assert eventually(lambda: r.hget(STATUS_KEY, "state") == "connected")
+    # an operator's alert on WARNING sees the trouble, and not the recovery
+    levels = {}
+    for record in caplog.records:
+        event = re.match(r"event=(\w+)", record.getMessage())
+        if event:
+            levels.setdefault(event[1], set()).add(record.levelname)
+    assert levels["breaker_opened"] == levels["reconnecting"] == {"WARNING"}
+    assert levels["breaker_closed"] == levels["connected"] == {"INFO"}
 
 
 def test_server_shutdown_reconnects_at_once(r, feed, start, events):

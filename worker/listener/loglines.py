@@ -7,6 +7,9 @@ from webapp import clock
 from webapp.core.logs import STANDARD
 
 log = logging.getLogger("worker.listener")
+# what an operator's alert on WARNING must see: the market or Redis lost, ticks dropped
+TROUBLE = {"disconnected", "breaker_opened", "redis_down", "held_dropped", "lease_lost",
+           "replace_failed", "bad_message", "control_refused", "stream_cap"}
 
 
 def logline(event, **fields):
@@ -21,7 +24,9 @@ def logline(event, **fields):
     # the fields again as the record's own, for LOG_FORMAT=json (a name LogRecord uses stays
     # in the message only)
     extra = {key: value for key, value in fields.items() if key not in STANDARD}
-    log.info(" ".join(parts), extra={"event": event, **extra})
+    trouble = event in TROUBLE or (event == "reconnecting" and "error" in fields)
+    level = logging.WARNING if trouble else logging.INFO
+    log.log(level, " ".join(parts), extra={"event": event, **extra})
 
 
 now_ms = clock.now_ms  # the listener's modules take it from here
