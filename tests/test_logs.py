@@ -228,3 +228,38 @@ def test_every_line_each_process_writes_parses_as_json(product):
             continue
         assert {"time", "level", "logger", "message", "process"} <= set(entry), text
     assert not loose, "\n".join(loose)
+
+
+def failing_job():
+    raise RuntimeError("relay said no")
+
+
+def test_a_failed_job_s_line_carries_its_request_id_and_its_traceback_apart(app):
+    """As `flask worker` runs jobs: RQ's failure line, in JSON, has the id of what queued the
+    job and the traceback in `exc`, not in the message."""
+    import threading
+
+    from webapp.core.outage import Outage
+    from worker.runner import JobWorker, work_forever
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logs.formatter({"LOG_FORMAT": "json"}, "worker"))
+    rq_log = logging.getLogger("rq.worker")
+    rq_log.addHandler(handler)
+    try:
+        with app.app_context():
+            token = logs.bind("fail-77")
+            job = enqueue(failing_job)
+            logs.unbind(token)
+            work_forever(lambda: JobWorker(["default"], connection=rq_connection()),
+                         Outage("test"), threading.Event(), burst=True)
+    finally:
+        rq_log.removeHandler(handler)
+    failed = [entry for entry in map(json.loads, out.getvalue().splitlines())
+              if "exception raised while executing" in entry["message"]]
+    assert len(failed) == 1, out.getvalue()
+    assert failed[0]["request_id"] == "fail-77" and failed[0]["level"] == "ERROR"
+    assert failed[0]["message"].endswith(f"job {job.id}: exception raised while executing "
+                                         "(tests.test_logs.failing_job)")
+    assert "Traceback" in failed[0]["exc"] and "RuntimeError: relay said no" in failed[0]["exc"]

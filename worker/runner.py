@@ -30,7 +30,7 @@ def run_worker(queues, burst):
     # scheduler (a forked process holding only Redis) re-queues jobs whose retry waits.
     beat = Heartbeat(get_redis(), "worker").start()
     try:
-        work_forever(lambda: SimpleWorker(queues or QUEUES, connection=rq_connection()),
+        work_forever(lambda: JobWorker(queues or QUEUES, connection=rq_connection()),
                      Outage("worker"), threading.Event(), burst=burst, with_scheduler=True)
     finally:
         beat.end()
@@ -48,6 +48,7 @@ def work_forever(make_worker, outage, stop, **work_kwargs):
     r = rq_connection()
     for name in ("rq.worker", "rq.scheduler"):
         logging.getLogger(name).addFilter(_no_redis_traceback)
+    logging.getLogger("rq.worker").addFilter(_failure_traceback_apart)
     renamed = False
     while not stop.is_set():
         if not outage.wait_until_up(r, stop):
@@ -66,6 +67,30 @@ def work_forever(make_worker, outage, stop, **work_kwargs):
             return
         _catch_stop_signals(stop)  # RQ's handlers belong to the worker that just quit
         stop.wait(RESTART_PAUSE_S)  # RQ quit on its own (it logged why): a fresh worker next
+
+
+class JobWorker(SimpleWorker):
+    """RQ's SimpleWorker, whose line for a failed job carries the job's request id."""
+
+    def handle_exception(self, job, *exc_info):
+        token = logs.bind(job.meta.get(logs.META_KEY))
+        try:
+            return super().handle_exception(job, *exc_info)
+        finally:
+            logs.unbind(token)
+
+
+# RQ's line for a failed job (rq 2.12), its traceback in the message
+JOB_FAILED = "Worker %s: job %s: exception raised while executing (%s)\n%s"
+
+
+def _failure_traceback_apart(record):
+    """A failed job's traceback goes where every other line's goes (JSON: `exc`)."""
+    if record.msg == JOB_FAILED and isinstance(record.args, tuple) and len(record.args) == 4:
+        *args, record.exc_text = record.args
+        record.msg, record.args = JOB_FAILED.rsplit("\n", 1)[0], tuple(args)
+        record.exc_text = record.exc_text.rstrip("\n")
+    return True
 
 
 def _no_redis_traceback(record):
