@@ -156,7 +156,8 @@ class ListenerPool:
         state = ("connected" if states == {"connected"}
                  else "backoff" if "backoff" in states else "connecting")
         self.last_tick_ms = max([self.last_tick_ms] + [lis.last_tick_ms for lis in listeners])
-        status = {"state": state, "connections": len(listeners), "last_tick_ms": self.last_tick_ms,
+        status = {"state": state, "connections": sum(lis.state == "connected" for lis in listeners),
+                  "last_tick_ms": self.last_tick_ms,
                   "streams": sum(listener.streams for listener in listeners),
                   "connected_at": max([0] + [lis.status.get("connected_at", 0)
                                              for lis in listeners])}
