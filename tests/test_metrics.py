@@ -271,6 +271,7 @@ def test_events_intake_counts_each_outcome(app, client, token):
     batch = [order(uid), order(uid), {"type": "NOPE", "user_id": uid, "title": "x"}]
     assert post_events(client, token, batch, key="k1").status_code == 422
     assert post_events(client, token, batch, key="k1").headers["Idempotent-Replayed"] == "true"
+    assert post_events(client, token, batch[:1], key="k1").status_code == 422  # other content
     assert post_events(client, token, b"{not json").status_code == 422
     assert post_events(client, token, order(uid, target="system")).status_code == 202
     delta.after()
@@ -278,6 +279,7 @@ def test_events_intake_counts_each_outcome(app, client, token):
     assert delta("tickerbell_events_total", outcome="rejected") == 1
     assert delta("tickerbell_events_total", outcome="replayed") == 1
     assert delta("tickerbell_events_total", outcome="invalid") == 1
+    assert delta("tickerbell_events_total", outcome="conflict") == 1
     # the system event reached the one user there is
     assert delta("tickerbell_notifications_total", type="ORDER_EXECUTED",
                  source="events") == 3

@@ -195,7 +195,7 @@ def events_intake(status, body):
     """Each event accepted or rejected; a whole request replayed, conflicting or unreadable."""
     if body.get("replayed"):
         EVENTS.labels("replayed").inc()
-    elif status == 409:
+    elif status == 409 or body.get("error") == "idempotency_key_reused":
         EVENTS.labels("conflict").inc()
     elif "accepted" in body:
         EVENTS.labels("accepted").inc(body["accepted"])
