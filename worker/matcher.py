@@ -14,7 +14,6 @@ from webapp import keys
 from webapp.alerts import scripts
 from webapp.alerts.index import WINDOWS_S, fmt_num, idx_key, prune_symbol, rearm_key
 from webapp.core import logs, metrics, pubsub
-from webapp.core.scripting import SlotCalls
 from webapp.exceptions import TicksNotMatched
 from webapp.extensions import is_cluster
 from worker import packed
@@ -79,7 +78,6 @@ class Matcher:
         self.hand_off = (HandOff(self.outbox, hand_off_queue)
                          if hand_off_queue and self.mode == OUTBOX else None)
         self._script = redis.register_script(SCRIPT)
-        self._call = SlotCalls(redis)
         self._tail = [*USER_PREFIXES, self.mode, pubsub.command(redis)]
         self._packed = None if self.mode != INLINE else PackedCalls(
             redis, self._script.sha, self._tail)
@@ -217,7 +215,7 @@ class Matcher:
         while True:
             try:
                 started = perf_counter()
-                more, left, *rest = self._call(self._script, keys, [*args, *self._tail])
+                more, left, *rest = self._script(keys=keys, args=[*args, *self._tail])
                 metrics.matcher_call(perf_counter() - started)
             except RedisError:
                 self._failed[(symbol, args[1])] = [*args[:-1], RETRY]

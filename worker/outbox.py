@@ -21,7 +21,7 @@ from webapp import clock, keys
 from webapp.alerts.index import prune_symbol
 from webapp.core import pubsub
 from webapp.core.outage import Outage
-from webapp.core.scripting import SlotCalls, run_all
+from webapp.core.scripting import run_all
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,6 @@ class Outbox:
     def __init__(self, redis):
         self.redis = redis
         self._deliver = redis.register_script(DELIVER)
-        self._call = SlotCalls(redis)
         self._commit = redis.register_script(COMMIT)
         self._publish = pubsub.command(redis)
 
@@ -124,7 +123,7 @@ class Outbox:
               *(n[4] for n in notes_)])
             for uid, notes_ in by_user.items()]
         # one user (most ticks): a plain call, cheaper than redis-py's cluster pipeline
-        replies = ([self._call(self._deliver, *calls[0])] if len(calls) == 1
+        replies = ([self._deliver(keys=calls[0][0], args=calls[0][1])] if len(calls) == 1
                    else run_all(self.redis, self._deliver, calls))
         nids, items = [None] * len(lines), {}
         for (uid, notes_), eids in zip(by_user.items(), replies, strict=True):

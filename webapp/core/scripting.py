@@ -1,7 +1,6 @@
-"""Running a Lua script many times in one round trip, or once straight to its node, on one
-Redis or a Redis Cluster."""
+"""Running one Lua script many times in one round trip, on one Redis or a Redis Cluster."""
 
-from redis.exceptions import AskError, MovedError, NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from webapp.extensions import is_cluster
 
@@ -44,31 +43,3 @@ def _pipelined(r, script, calls):
             pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys,
                                  *args, **route)
         return pipe.execute(raise_on_error=False)
-
-
-class SlotCalls:
-    """Single script calls, on a Redis Cluster sent straight to the node that owns the first
-    key's slot: RedisCluster's own routing costs 40-130 µs of Python a call (it finds every
-    key's slot), as much as a tick's round trip. A redirection (MOVED, ASK: the call did not
-    run) goes through the cluster client, which follows it and learns the new map. Any other
-    error is raised as it is (the call may have run), and the next call goes through the
-    cluster client too, which finds a failed master's replacement. On one Redis, plain calls.
-    """
-
-    def __init__(self, r):
-        self.r = r
-        self.direct = is_cluster(r)
-
-    def __call__(self, script, keys, args):
-        if not self.direct:
-            result = script(keys=keys, args=args, client=self.r)
-            self.direct = is_cluster(self.r)
-            return result
-        node = self.r.get_node_from_key(keys[0]).redis_connection
-        try:
-            return script(keys=keys, args=args, client=node)
-        except (MovedError, AskError):
-            return script(keys=keys, args=args, client=self.r)
-        except RedisError:
-            self.direct = False
-            raise
