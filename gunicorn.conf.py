@@ -95,10 +95,12 @@ def worker_exit(server, worker):
     """The worker leaves the processes' list (else it shows as silent for FORGET_MS), and is
     thawed before its interpreter ends: frozen objects are otherwise finalized after gevent's
     modules are torn down, and logging's handler callbacks print tracebacks."""
-    if getattr(worker, "heartbeat", None) is not None:
-        worker.heartbeat.end()
-    gc.unfreeze()
-    gc.collect()
+    try:
+        if getattr(worker, "heartbeat", None) is not None:
+            worker.heartbeat.end()
+    finally:
+        gc.unfreeze()
+        gc.collect()
 
 
 def child_exit(server, worker):

@@ -86,7 +86,8 @@ JOB_FAILED = "Worker %s: job %s: exception raised while executing (%s)\n%s"
 
 def _failure_traceback_apart(record):
     """A failed job's traceback goes where every other line's goes (JSON: `exc`)."""
-    if record.msg == JOB_FAILED and isinstance(record.args, tuple) and len(record.args) == 4:
+    if (record.msg == JOB_FAILED and isinstance(record.args, tuple) and len(record.args) == 4
+            and isinstance(record.args[3], str)):
         *args, record.exc_text = record.args
         record.msg, record.args = JOB_FAILED.rsplit("\n", 1)[0], tuple(args)
         record.exc_text = record.exc_text.rstrip("\n")

@@ -19,6 +19,7 @@ KEY = keys.PROCESSES
 ROLES = ("web", "worker", "listener", "scheduler")
 REQUIRED = ("worker", "listener", "scheduler")  # without one of these the product is degraded
 DEFAULT_BEAT_S = 5.0
+END_WAIT_S = 1.0  # how long a stopping process waits to leave the list
 STALE_MS = 15_000  # three missed beats: that process is gone
 FORGET_MS = 3_600_000  # a dead process stays listed for an hour, then its field goes
 
@@ -37,6 +38,7 @@ class Heartbeat:
                      "started_ms": clock.now_ms(),
                      "restarts": int(os.environ.get("TICKERBELL_RESTARTS") or 0)}
         self.stop = threading.Event()
+        self.thread = None
 
     @property
     def redis(self):
@@ -46,8 +48,9 @@ class Heartbeat:
         self.redis.hset(KEY, self.field, json.dumps({**self.body, "beat_ms": clock.now_ms()}))
 
     def start(self):
-        threading.Thread(target=self._run, name=f"heartbeat-{self.body['role']}",
-                         daemon=True).start()
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{self.body['role']}",
+                                       daemon=True)
+        self.thread.start()
         return self
 
     def _run(self):
@@ -57,15 +60,23 @@ class Heartbeat:
             except REDIS_DOWN:
                 pass  # the process's main loop reports the outage; a beat just waits
             if self.stop.wait(self.every_s):
-                return
+                break
+        self._leave()  # here, after the last beat: no beat still on its way lands after it
 
-    def end(self):
-        """Stop beating and leave the list (best effort: Redis may be gone)."""
-        self.stop.set()
+    def _leave(self):
         try:
             self.redis.hdel(KEY, self.field)
         except REDIS_DOWN:
             pass
+
+    def end(self, timeout=END_WAIT_S):
+        """Stop beating and leave the list: best effort, waiting at most `timeout` (Redis may
+        be gone; a process stopping must not hang on it)."""
+        self.stop.set()
+        if self.thread is None:
+            self._leave()
+        else:
+            self.thread.join(timeout)
 
 
 def report(redis, now_ms=None):

@@ -152,9 +152,10 @@ def _failed_attempt(row, exc):
 def _attempt(row, channel, message):
     gate = breaker(row.channel)
     if not gate.allow():  # logged, so a request id followed to its deliveries ends here
+        wait_s = gate.retry_in()
         log.info("event=delivery_deferred delivery=%s channel=%s reason=breaker_open in_s=%.1f",
-                 row.id, row.channel, gate.retry_in())
-        return _retry_later(row, f"{row.channel} provider circuit open", gate.retry_in())
+                 row.id, row.channel, wait_s)
+        return _retry_later(row, f"{row.channel} provider circuit open", wait_s)
     row.attempts += 1
     try:
         provider_id = channel.send(current_app.config, message)

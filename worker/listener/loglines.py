@@ -9,7 +9,8 @@ from webapp.core.logs import STANDARD
 log = logging.getLogger("worker.listener")
 # what an operator's alert on WARNING must see: the market or Redis lost, ticks dropped
 TROUBLE = {"disconnected", "breaker_opened", "redis_down", "held_dropped", "lease_lost",
-           "replace_failed", "bad_message", "control_refused", "stream_cap"}
+           "replace_failed", "bad_message", "control_refused", "stream_cap", "server_error",
+           "connection_failed"}
 
 
 def logline(event, **fields):
