@@ -1,0 +1,72 @@
+"""A web worker told to stop (SIGTERM, as systemd and gunicorn's own restarts send) while
+browsers hold live streams. A stream is served by the hub, not by a request greenlet
+(webapp/live/handoff.py), so the worker's pool is idle and it finishes at once: it runs its
+exit hook and leaves the processes' list, instead of being killed at the graceful timeout
+and listed as silent for an hour. The streams end with it; browsers reconnect and replay."""
+
+import json
+import os
+import signal
+from contextlib import contextmanager
+
+import pytest
+
+from tests.hub import poll
+from tests.live_server import cookie_header, login
+from tests.sse_helpers import open_stream
+from webapp import keys
+
+PASSWORD = "correct horse"
+
+
+@pytest.fixture
+def site(make_live_site):
+    live = make_live_site("shutdown", env={"WEB_CONCURRENCY": "2", "STREAM_KEEPALIVE_S": "60"})
+    assert poll(lambda: len(live.server.worker_pids()) == 2, timeout=30)
+    return live
+
+
+@contextmanager
+def only(server, pid):
+    """Connections made meanwhile are accepted by worker `pid`: the other is stopped."""
+    others = [p for p in server.worker_pids() if p != pid]
+    for other in others:
+        os.kill(other, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for other in others:
+            os.kill(other, signal.SIGCONT)
+
+
+def web_entries(site):
+    with site.app.app_context():
+        listed = site.app.extensions["redis"].hgetall(keys.PROCESSES)
+    return {json.loads(body)["pid"] for field, body in listed.items()
+            if (field.decode() if isinstance(field, bytes) else field).startswith("web:")}
+
+
+def test_a_stopping_worker_ends_its_streams_and_leaves_the_list(site):
+    site.user("closer@example.com", PASSWORD)
+    cookie = cookie_header(login(site.url, "closer@example.com", PASSWORD))
+    workers = site.server.worker_pids()
+    assert poll(lambda: web_entries(site) == set(workers), timeout=30)
+    streams = []
+    for pid in workers:  # a stream held by each worker
+        with only(site.server, pid):
+            sock, reader = open_stream(site.server.port, cookie)
+            reader.until(lambda ev: ev)  # its opening: the worker serves it
+        streams.append((sock, reader))
+    try:
+        site.server.stop()  # SIGTERM, as systemd sends
+        log = site.server.log_path.read_text(errors="replace")
+        assert "graceful timeout" not in log.lower(), log[-2000:]
+        assert "SIGKILL" not in log, log[-2000:]
+        assert not web_entries(site) & set(workers)
+        for _, reader in streams:  # each stream ended: the browser reconnects and replays
+            with pytest.raises((ConnectionError, OSError)):
+                reader.until(lambda ev: False, timeout=5)
+    finally:
+        for sock, _ in streams:
+            sock.close()
+        site.server.start()
