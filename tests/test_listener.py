@@ -166,6 +166,8 @@ def test_breaker_opens_after_repeated_refusals_and_closes_on_recovery(r, feed, s
     assert eventually(lambda: breaker.state()["state"] == "closed")
     assert events("breaker_opened") and eventually(lambda: events("breaker_closed"))
     assert eventually(lambda: r.hget(STATUS_KEY, "state") == "connected")
+    # connected again: the status (and the ops page beside "connected") drops the old error
+    assert eventually(lambda: not r.hget(STATUS_KEY, "last_error"))
     # an operator's alert on WARNING sees the trouble, and not the recovery
     levels = {}
     for record in caplog.records:

@@ -128,10 +128,12 @@ def test_one_breaker_is_fed_by_every_connection(r, feed, pool):
     assert eventually(lambda: breaker.state()["state"] == "open")
     assert eventually(lambda: r.hget(STATUS_KEY, "state") == "backoff")
     assert r.hget(STATUS_KEY, "connections") == "0"  # open ones: none while refused
+    assert "503" in r.hget(STATUS_KEY, "last_error")
     feed.accept()
     assert feed.wait(lambda f: f.connection_count == 2 and len(f.subscriptions()) == 16)
     assert eventually(lambda: r.hget(STATUS_KEY, "state") == "connected")
     assert r.hget(STATUS_KEY, "connections") == "2"
+    assert r.hget(STATUS_KEY, "last_error") == ""  # not the refusal's, beside "connected"
 
 
 def test_assign_is_stable_fills_the_first_with_room_and_opens_when_full():

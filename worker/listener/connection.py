@@ -140,7 +140,9 @@ class Listener:
         self.working = False
         self._next_poll = 0.0
         logline("connected", streams=len(self.subs.current))
-        self._set_state("connected", connected_at=now_ms(), streams=len(self.subs.current))
+        # "" clears the last failure's text: beside "connected" it would read as current
+        self._set_state("connected", connected_at=now_ms(), streams=len(self.subs.current),
+                        last_error="")
 
     def _worked(self):
         """The first frame: the server serves us, so the failures in a row are over."""

@@ -162,8 +162,7 @@ class ListenerPool:
                   "connected_at": max([0] + [lis.status.get("connected_at", 0)
                                              for lis in listeners])}
         errors = [lis.status.get("last_error") for lis in listeners if lis.state != "connected"]
-        if any(errors):
-            status["last_error"] = next(e for e in errors if e)
+        status["last_error"] = next((e for e in errors if e), "")  # "": none now
         return status
 
     def _set_status(self, **fields):
