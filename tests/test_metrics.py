@@ -9,6 +9,7 @@ import operator
 import re
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,15 +20,17 @@ from tests.hub import make_user, poll, run_jobs, twilio_answer
 from tests.sse_helpers import EventReader
 from tests.test_deliveries import providers
 from tests.test_listener_e2e import Tap
-from webapp import keys
+from webapp import clock, keys
 from webapp.accounts import security_events
 from webapp.alerts import service as alerts
 from webapp.core import metrics
 from webapp.core.breaker import Breaker
 from webapp.core.queues import enqueue
-from webapp.extensions import get_redis
+from webapp.delivery import dispatch
+from webapp.extensions import db, get_redis
 from webapp.hooks import service as hooks
 from webapp.inbox import service as inbox
+from webapp.models import CriticalNotification, DeliveryLog, DeliveryStatus
 from webapp.notify import router, service_tokens
 from worker.listener.connection import Listener
 from worker.listener.pacing import Backoff
@@ -326,6 +329,33 @@ def test_deliveries_count_outcomes_by_channel_and_time_the_sent_ones(make_app, s
     assert delta("tickerbell_delivery_latency_seconds_count", channel="sms") == 0
     assert delta("tickerbell_notifications_total", type="ORDER_EXECUTION_FAILED",
                  source="app") == 1
+
+
+def test_a_reminder_round_is_timed_from_when_it_was_queued(make_app, smtp_server):
+    """An insisting notification's reminders go out minutes after it by design: timed from
+    the notification, each would read as a delivery that many minutes late."""
+    app = make_app(**providers(smtp=smtp_server))
+    uid = make_user(app, "remind@example.com", delivery_email="desk@example.com")
+    hour_ago = clock.now_ms() - 3_600_000
+    nid = f"{hour_ago}-0-{uid}"
+    with app.app_context():
+        db.session.add(CriticalNotification(
+            id=nid, user_id=uid, type="RISK_LIMIT_BREACHED", priority="critical",
+            title="Leverage 12x", message="Over your 10x limit", data={},
+            created_at=clock.ms_to_sql(hour_ago), expires_at=clock.utcnow() + timedelta(days=1)))
+        rows = [DeliveryLog(notification_id=nid, user_id=uid, channel="email", round=k,
+                            status=DeliveryStatus.QUEUED) for k in (0, 1)]
+        db.session.add_all(rows)
+        db.session.commit()
+        first, reminder = (row.id for row in rows)
+    for log_id, least, most in ((reminder, 0, 60), (first, 3600, 7200)):
+        delta = Delta(app.test_client())
+        with app.app_context():
+            assert dispatch.send(log_id) == DeliveryStatus.SENT
+        delta.after()
+        assert delta("tickerbell_delivery_latency_seconds_count", channel="email") == 1
+        assert least <= delta("tickerbell_delivery_latency_seconds_sum", channel="email") < most
+    assert smtp_server.wait_for(2)
 
 
 def test_a_stream_counts_while_open_and_its_messages_time_the_hub(app, auth, client):

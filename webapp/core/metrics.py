@@ -50,7 +50,8 @@ RECONNECTS = Counter(PREFIX + "listener_reconnects", "Binance connections lost o
 DELIVERIES = Counter(PREFIX + "deliveries", "Delivery attempts by outcome.",
                      ["channel", "status"])
 DELIVERY_LATENCY = Histogram(PREFIX + "delivery_latency_seconds",
-                             "From a notification's creation to its delivery being sent.",
+                             "From a notification's creation (a reminder's: its round's "
+                             "queueing) to its delivery being sent.",
                              ["channel"], buckets=DELIVERY_BUCKETS)
 EVENTS = Counter(PREFIX + "events", "POST /api/v1/events intake by outcome.", ["outcome"])
 
@@ -179,13 +180,15 @@ def channel_label(channel):
     return channel if channel in CHANNELS else "destination"
 
 
-def delivered(channel, notification_id, status):
-    """Count one delivery attempt's outcome; a sent one's latency too. Returns `status`."""
+def delivered(channel, notification_id, status, since_ms=None):
+    """Count one delivery attempt's outcome; a sent one's latency too, from the notification's
+    creation or from `since_ms` (a reminder's round: minutes later by design). Returns
+    `status`."""
     if status is None:
         return None
     label = channel_label(channel)
     DELIVERIES.labels(label, str(status)).inc()
-    created_ms = _entry_ms(notification_id)
+    created_ms = since_ms or _entry_ms(notification_id)
     if status == "sent" and created_ms is not None:
         DELIVERY_LATENCY.labels(label).observe(max(0.0, time.time() - created_ms / 1000))
     return status

@@ -104,7 +104,9 @@ def send(log_id):
     row = _claim(log_id, clock.utcnow())
     if row is None:
         return None
-    return metrics.delivered(row.channel, row.notification_id, _send(row))
+    # a reminder's round (webapp/insist) is timed from when it was queued, not the notification
+    since_ms = clock.to_ms(row.created_at) if row.round else None
+    return metrics.delivered(row.channel, row.notification_id, _send(row), since_ms)
 
 
 def _send(row):
