@@ -338,6 +338,17 @@ def test_page_create_returns_the_new_row(client, logged_in):
     assert 'hx-swap-oob="outerHTML"' in html and 'hx-swap-oob="delete"' in html
 
 
+def test_page_create_answers_the_row_even_when_its_market_cannot_be_read(client, app,
+                                                                         logged_in):
+    """Written and armed: an error page now would have the user create it again."""
+    with app.app_context():  # reading the symbol's last values fails (WRONGTYPE)
+        get_redis().rpush(keys.price("ETHUSDT"), "not a price")
+    response = page_post(client, "/alerts/", {"symbol": "ethusdt", "type": "below",
+                                              "price": "2500", "mode": "once"})
+    assert response.status_code == 201
+    assert "ETHUSDT" in response.get_data(as_text=True)
+
+
 def test_page_create_shows_errors_beside_fields(client, logged_in):
     response = page_post(client, "/alerts/", {"symbol": "x", "type": "above", "price": "abc"})
     assert response.status_code == 422

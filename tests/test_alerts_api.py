@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import csrf_token
 from webapp import keys
 from webapp.alerts import service as alerts
-from webapp.extensions import db
+from webapp.extensions import db, get_redis
 from webapp.models import Alert
 
 GOOD = {"symbol": "BTCUSDT", "type": "above", "price": 65000}
@@ -128,6 +128,12 @@ BAD = [
     ({**GOOD, "note": "x" * 201}, "note"),
     ({**GOOD, "note": "line\nbreak"}, "note"),
     ({**GOOD, "note": 5}, "note"),
+    # fields no alert takes are refused, not ignored: each would make another alert
+    ({**GOOD, "mdoe": "recurring"}, "mdoe"),
+    ({**GOOD, "active": False}, "active"),
+    ({**GOOD, "id": 5}, "id"),
+    ({**GOOD, "user_id": 2}, "user_id"),
+    ({**GOOD, "\udc00": 1}, "\udc00"),
 ]
 
 
@@ -184,6 +190,22 @@ def test_redis_down_is_503_and_nothing_is_written(make_app, tmp_path, refused_po
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(Alert.id))) == 0
         db.engine.dispose()
+
+
+def test_a_written_alert_is_answered_even_when_its_market_cannot_be_read(client, key, app):
+    """The alert is in SQL and armed: a 503 now would have its client create it twice."""
+    with app.app_context():  # reading the symbol's last values fails (WRONGTYPE)
+        get_redis().rpush(keys.price("BTCUSDT"), "not a price")
+    created = post(client, GOOD, key)
+    assert created.status_code == 201, created.get_json()
+    assert created.get_json()["last_price"] is None
+    assert created.get_json()["status"] == "active"
+    listed = client.get("/api/v1/alerts", headers=key)
+    assert listed.status_code == 200
+    assert [a["id"] for a in listed.get_json()] == [created.get_json()["id"]]
+    changed = client.patch(f"/api/v1/alerts/{created.get_json()['id']}", headers=key,
+                           json={"price": 66000})
+    assert changed.status_code == 200 and changed.get_json()["price"] == 66000
 
 
 @pytest.mark.parametrize("body, field, says", [

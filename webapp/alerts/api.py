@@ -4,12 +4,11 @@ import json
 
 from flask import g, jsonify, request
 
+from webapp.alerts import readings
 from webapp.alerts import service as alerts
-from webapp.alerts.readings import readings
 from webapp.api.blueprint import bp
 from webapp.errors import json_error
 from webapp.exceptions import InvalidInput, NotFound
-from webapp.market import symbols
 
 MAX_BODY = 16 * 1024  # an alert is a few hundred bytes; anything near this is not one
 
@@ -46,9 +45,9 @@ def create_alert():
 @bp.get("/alerts")
 def list_alerts():
     rows = alerts.list_alerts(g.api_user.id)
-    checks = symbols.verdicts(a.symbol for a in rows)
-    market = readings(rows)
-    return jsonify([alerts.to_json(a, checks[a.symbol], market[a.id]) for a in rows])
+    shown = readings.looked_up(rows)
+    return jsonify([alerts.to_json(a, shown["checks"].get(a.symbol),
+                                   shown["readings"].get(a.id, {})) for a in rows])
 
 
 @bp.patch("/alerts/<int:alert_id>")

@@ -6,16 +6,38 @@ channel's level is its nearer bound; a move's distance is in percentage points o
 still missing.
 """
 
+import logging
 
+import redis
 
 from webapp import clock
 from webapp.alerts import index as alert_index
-from webapp.market import tickers
+from webapp.market import symbols, tickers
+
+log = logging.getLogger(__name__)
 
 LEVELS = ("above", "below", "crossing_up", "crossing_down", "crossing", "volume_above")
 CHANNELS = ("channel_exit", "channel_enter")
 MOVES = {"pct_up": "min", "pct_down": "max"}  # the window extreme a move is measured from
 DIGITS = 6  # of distance_pct: float noise (1.0000000000002) says nothing
+
+
+NOT_READ = {"last_price": None, "last_price_at": None, "distance_pct": None}
+
+
+def looked_up(alerts):
+    """What is shown beside alerts: {"prices": tickers.last_values, "checks":
+    symbols.verdicts, "readings": readings}. With Redis away, nothing known: the alerts
+    are SQL's, and the answer to a write already made must not be a 503, which its client
+    would retry, writing the alert twice."""
+    seen = {alert.symbol for alert in alerts}
+    try:
+        return {"prices": tickers.last_values(seen), "checks": symbols.verdicts(seen),
+                "readings": readings(alerts)}
+    except redis.RedisError as exc:
+        log.warning("event=market_not_read error=%s", f"{type(exc).__name__}: {exc}"[:200])
+        return {"prices": {}, "checks": {}, "readings": dict.fromkeys(
+            (alert.id for alert in alerts), NOT_READ)}
 
 
 def _float(text):

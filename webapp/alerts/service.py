@@ -13,7 +13,7 @@ from sqlalchemy import func, inspect, select
 
 from webapp import keys
 from webapp.alerts import index as alert_index
-from webapp.alerts.readings import readings
+from webapp.alerts import readings
 from webapp.alerts.validation import buffer_text, kind_fields, validate, validate_changes
 from webapp.core import pubsub
 from webapp.exceptions import NotFound
@@ -166,10 +166,13 @@ def to_json(alert, check=None, reading=None):
     """The API's view of an alert: the brief's fields (id, symbol, type, price) and ours.
 
     `check` is the symbol's verdict (symbols.verdicts) and `reading` the market's
-    (readings.readings), each looked up when not given.
+    (readings.readings), both looked up when not given (readings.looked_up: none while
+    Redis is away).
     """
-    check = check or symbols.verdicts([alert.symbol])[alert.symbol]
-    reading = reading or readings([alert])[alert.id]
+    if reading is None:
+        shown = readings.looked_up([alert])
+        check, reading = shown["checks"].get(alert.symbol), shown["readings"].get(alert.id)
+    reading = reading or readings.NOT_READ
     return {
         "id": alert.id, "symbol": alert.symbol, "type": alert.condition, **kind_fields(alert),
         "mode": alert.mode, "buffer": buffer_text(alert), "cooldown_s": alert.cooldown_s,

@@ -39,6 +39,7 @@ KIND_FIELDS = ("price", "pct", "window", "low", "high")
 COMMON = ("symbol", "type", "mode", "buffer", "cooldown_s", "expires_at", "note", "message",
           "channels")
 FIELD_ALIASES = {"condition": "type", "target": "price"}  # the model's names
+MAX_NAME = 40  # of an unknown field's name, as the answer repeats it
 
 
 def family(kind):
@@ -74,6 +75,14 @@ def _foreign(data, kind, text_ok, errors):
             errors[name] = f"{name} does not apply to type {kind}: it takes {takes}."
 
 
+def _unknown(data, what):
+    """Fields an alert does not have, refused, not ignored: a typo ("mdoe") or a field that
+    is only read ("active") would otherwise make another alert than the one meant."""
+    known = (*COMMON, *KIND_FIELDS)
+    return {name[:MAX_NAME]: f"{name[:MAX_NAME]} is not a field {what}: send any of "
+            f"{', '.join(known)}." for name in sorted(set(data) - set(known) - set(FIELD_ALIASES))}
+
+
 def canonical(data):
     """The input with the model's names for fields (condition, target) as the API's."""
     out = dict(data)
@@ -91,7 +100,7 @@ def validate(data, text_numbers=False, now=None, user_id=None):
     """
     if not isinstance(data, dict):
         raise InvalidInput({"body": "Send a JSON object."})
-    errors = {}
+    errors = _unknown(data, "of an alert")
     raw, data = data, canonical(data)
     fields = {
         "symbol": symbol(data.get("symbol"), errors),
@@ -190,9 +199,7 @@ def validate_changes(alert, changes, text_numbers=False, now=None, user_id=None)
     """
     if not isinstance(changes, dict):
         raise InvalidInput({"body": "Send a JSON object."})
-    editable = (*COMMON, *KIND_FIELDS)
-    errors = {name: f"{name} is not a field you can change: send any of {', '.join(editable)}."
-              for name in sorted(set(changes) - set(editable) - set(FIELD_ALIASES))}
+    errors = _unknown(changes, "you can change")
     changes = canonical(changes)
     merged = as_input(alert)
     kind = condition(changes.get("type", alert.condition), CONDITIONS, {})
@@ -205,7 +212,7 @@ def validate_changes(alert, changes, text_numbers=False, now=None, user_id=None)
     try:
         fields = validate(merged, text_numbers, now, user_id)
     except InvalidInput as exc:
-        errors.update(exc.errors)
+        errors = {**exc.errors, **errors}  # an unknown field: said as a PATCH says it
     if errors:
         raise InvalidInput(errors)
     for name in ("expires_at", "channels"):

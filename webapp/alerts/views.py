@@ -10,7 +10,7 @@ from webapp.accounts import service as accounts
 from webapp.alerts import chart, fields, routing, validation
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
-from webapp.alerts.readings import readings
+from webapp.alerts.readings import looked_up
 from webapp.errors import is_htmx
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.market import symbols, tickers
@@ -41,17 +41,9 @@ def alert_routes(alert):
     return routing.labels(alert, {dest.id: dest for dest in my_destinations()})
 
 
-def _looked_up(rows):
-    """What the rows show beside each alert: its symbol's last values and verdict, and how
-    far it is from firing."""
-    seen = {a.symbol for a in rows}
-    return {"prices": tickers.last_values(seen), "checks": symbols.verdicts(seen),
-            "readings": readings(rows)}
-
-
 def _page(form=None, errors=None, status=200):
     rows = alerts.list_alerts(current_user.id)
-    return render_template("alerts/index.html", alerts=rows, **_looked_up(rows),
+    return render_template("alerts/index.html", alerts=rows, **looked_up(rows),
                            form=form or {}, errors=errors or {}), status
 
 
@@ -101,7 +93,7 @@ def create():
         flash(f"Alert on {alert.symbol} created.", "success")
         return redirect(url_for("alerts.index"))
     first = alerts.count_alerts(current_user.id) == 1  # drop the "no alerts yet" row
-    row = render_template("alerts/_row.html", alert=alert, **_looked_up([alert]), first=first)
+    row = render_template("alerts/_row.html", alert=alert, **looked_up([alert]), first=first)
     # The response lands in the table body: bare, the <form> would be parsed in table
     # context, which empties it and strands its fields. A <template> keeps it whole.
     fresh_form = render_template("alerts/_form.html", form={}, errors={}, oob=True)
@@ -111,7 +103,7 @@ def create():
 def _row_or_redirect(alert):
     if not is_htmx():
         return redirect(url_for("alerts.index"))
-    return render_template("alerts/_row.html", alert=alert, **_looked_up([alert]))
+    return render_template("alerts/_row.html", alert=alert, **looked_up([alert]))
 
 
 @bp.get("/symbols")
