@@ -195,6 +195,29 @@ def test_odd_items_are_per_item_reasons_and_nothing_is_half_written(app, client,
     assert again.json["ids"] == body["ids"] and len(inbox_of(app, uid)) == 2
 
 
+@pytest.mark.parametrize("targets", [
+    {"channel": "system"}, {"target": "system"}, {"target": "user:{other}"},
+    {"channel": "strategy:momo"}, {"target": "system", "channel": "system", "user_id": None},
+])
+def test_an_event_naming_two_targets_is_refused_and_reaches_nobody(app, client, token,
+                                                                     targets):
+    """Which target was meant is a guess; a wrong one sends the event to other users."""
+    uid, other = make_user(app, "one@example.com"), make_user(app, "two@example.com")
+    with app.app_context():
+        db.session.add(StrategyFollow(user_id=other, strategy_id="momo"))
+        db.session.commit()
+    fields = {name: value.format(other=other) if isinstance(value, str) else value
+              for name, value in targets.items()}
+    response = post(client, token, event(uid, **fields))
+    assert response.status_code == 422, response.json
+    assert set(response.json["results"][0]["errors"]) == {"target"}
+    assert inbox_of(app, uid) == [] and inbox_of(app, other) == []
+    kept = post(client, token, event(uid, strategy_id="momo"))  # a reference beside user_id
+    assert kept.status_code == 202
+    assert [n["strategy_id"] for n in inbox_of(app, uid)] == ["momo"]
+    assert inbox_of(app, other) == []
+
+
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_nan_and_infinity_are_refused_as_invalid_json(app, client, token, number):
     uid = make_user(app, "nan@example.com")

@@ -80,7 +80,16 @@ def _user_id(value, errors):
 
 
 def target_of(item, errors):
-    """('user', id) | ('strategy', id) | ('system', None) from the item's target fields."""
+    """('user', id) | ('strategy', id) | ('system', None) from the item's target fields.
+
+    One of them: with two, which was meant is a guess, and a wrong one reaches users the
+    event was not for (a strategy_id beside a user_id is that user's reference, as documented).
+    """
+    named = [name for name in ("target", "channel", "user_id") if item.get(name) not in (None, "")]
+    if len(named) > 1:
+        errors["target"] = (f"Give one target, not {' and '.join(named)}: user_id, "
+                            "strategy_id or target.")
+        return None
     channel = item.get("target") or item.get("channel")
     user_id = item.get("user_id")
     if channel is not None and not isinstance(channel, str):
