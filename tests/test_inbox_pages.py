@@ -111,6 +111,30 @@ def test_read_all_returns_the_list_and_a_zero_badge(client, app, user):
     assert 'data-count="0"' in body
 
 
+def test_read_all_with_a_type_filter_reads_only_that_type(client, app, user):
+    """The button sits above a filtered list: "all" is what the user sees. Twice in a row,
+    and past one step's budget of entries (MARK_TYPE_READ goes through in steps)."""
+    with app.app_context():
+        inbox.mark_all_read(user)  # the mark: the entries after it are gone through
+    with app.app_context():
+        inbox.store_many([{"user_id": user, "type": "ORDER_EXECUTED", "title": f"o{i}"}
+                          for i in range(inbox.DEFAULT_SCAN_BUDGET + 5)])
+    orders = [store(app, user, "Bought", "ORDER_EXECUTED")[0] for _ in range(3)]
+    prices = [store(app, user)[0] for _ in range(2)]
+    for _ in range(2):
+        body = post(client, "/notifications/read-all?type=ORDER_EXECUTED", HTMX).get_data(
+            as_text=True)
+        assert all(f'id="n-{nid}" class="note read' in body for nid in orders)
+        assert not any(f'id="n-{nid}"' in body for nid in prices)
+        assert 'data-count="2"' in body
+    with app.app_context():
+        assert inbox.unread_count(user) == 2
+        listed = inbox.list_page(user, limit=5)[0]  # the newest: 2 prices, 3 orders
+    assert sorted(n["id"] for n in listed if n["status"] == "unread") == sorted(prices)
+    body = post(client, "/notifications/read-all", HTMX).get_data(as_text=True)
+    assert 'data-count="0"' in body
+
+
 def test_without_htmx_actions_redirect_back(client, app, user):
     nid, _ = store(app, user)
     response = post(client, f"/notifications/{nid}/read")

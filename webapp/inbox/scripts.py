@@ -260,3 +260,35 @@ if n > 0 then
 end
 return n
 """
+
+# "Mark all read" with the inbox filtered to one type: those entries are read one by one.
+# A long inbox is gone through in steps, each an atomic call of its own over at most
+# `budget` entries after the mark (so never one read before: that would count it twice).
+# ARGV: 1 uid  2 cutoff ms  3 key TTL ms  4 the type  5 the entry id to go on after ('' =
+#       from the mark)  6 entries examined at most
+# Returns {how many turned read, the last entry examined ('' = none), 1 if more may follow,
+#          the unread count}.
+MARK_TYPE_READ = _COMMON + """
+trim(tonumber(ARGV[2]))
+local mark, ftype, budget, from = redis.call('HGET', M, 'id'), ARGV[4], tonumber(ARGV[6]), ARGV[5]
+if mark and (from == '' or after(mark, from)) then from = mark end
+local rows = redis.call('XRANGE', S, from == '' and '-' or '(' .. from, '+', 'COUNT', budget)
+local n = 0
+for _, row in ipairs(rows) do
+  local id, f = row[1], row[2]
+  if not redis.call('ZSCORE', R, id) then
+    local data
+    for i = 1, #f, 2 do if f[i] == 'data' then data = f[i + 1] end end
+    local ok, note = pcall(cjson.decode, data or '')
+    if ok and type(note) == 'table' and note.type == ftype then
+      redis.call('ZADD', R, string.match(id, '^%d+'), id)
+      n = n + 1
+    end
+  end
+end
+if n > 0 then
+  keep(ARGV[3])
+  publish_count()
+end
+return {n, #rows > 0 and rows[#rows][1] or '', #rows == budget and 1 or 0, unread_count()}
+"""

@@ -300,6 +300,18 @@ def mark_all_read(user_id, now_ms=None):
     return int(_run("MARK_ALL_READ", _keys(user_id), [user_id, cutoff(now_ms), DEFAULT_TTL_MS]))
 
 
+def mark_type_read(user_id, ntype, now_ms=None):
+    """Mark the live unread notifications of one type read; returns (how many changed, the
+    unread count). A long inbox is gone through in steps (MARK_TYPE_READ)."""
+    changed, last = 0, ""
+    while True:
+        n, last, more, unread = _run("MARK_TYPE_READ", _keys(user_id), [
+            user_id, cutoff(now_ms), DEFAULT_TTL_MS, ntype, last, DEFAULT_SCAN_BUDGET])
+        changed += int(n)
+        if not int(more):
+            return changed, int(unread)
+
+
 def delete(user_id, nid, now_ms=None):
     """Delete one; NotFound if it is missing (already deleted), expired or not theirs."""
     eid = _entry(user_id, nid)

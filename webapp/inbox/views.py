@@ -108,8 +108,11 @@ def delete(nid):
 @bp.post("/read-all")
 @login_required
 def read_all():
-    inbox.mark_all_read(current_user.id)
-    filters = _filters(request.args)
+    filters, unread = _filters(request.args), 0
+    if filters["type"]:  # the page shows one type: only those
+        unread = inbox.mark_type_read(current_user.id, filters["type"])[1]
+    else:
+        inbox.mark_all_read(current_user.id)
     if not is_htmx():
         return redirect(url_for(".index", **_page(filters)["filters"]))
-    return render_template("inbox/_list.html", **_page(filters)) + _badge(0)
+    return render_template("inbox/_list.html", **_page(filters)) + _badge(unread)
