@@ -11,12 +11,20 @@ from webapp.errors import json_error
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.inbox import service as inbox
 from webapp.insist import service as insist
+from webapp.notify.types import TYPES
 
 TRUE = {"1", "true", "yes", "on"}
 
 
 def _not_found():
     return json_error(404, "not_found", "No such notification.")
+
+
+def _type(raw):
+    """A type filter: one of the registry's (a misspelt one would list nothing, as if none came)."""
+    if raw and raw not in TYPES:
+        raise InvalidInput({"type": f"One of {', '.join(TYPES)}."})
+    return raw or None
 
 
 def _limit(raw):
@@ -34,7 +42,7 @@ def list_notifications():
     try:
         items, cursor = inbox.list_page(
             g.api_user.id, limit=_limit(args.get("limit")), cursor=args.get("cursor") or None,
-            unread=unread, ntype=args.get("type") or None)
+            unread=unread, ntype=_type(args.get("type")))
     except InvalidInput as exc:
         return json_error(400, "invalid_input", exc.errors)
     response = jsonify([inbox.to_api(n) for n in items])
