@@ -9,12 +9,13 @@ import pytest
 from tests.live_server import launch_chromium, skip_without_chromium
 from webapp.accounts import service as accounts
 from webapp.alerts import service as alerts
+from webapp.core import secretbox
 from webapp.extensions import db
 from webapp.hooks import service as hooks
 from webapp.inbox import service as inbox
 from webapp.insist import links
 from webapp.insist import service as insist
-from webapp.models import DeliveryLog, DeliveryStatus
+from webapp.models import DeliveryLog, DeliveryStatus, Destination, StrategyFollow
 
 pytestmark = pytest.mark.browser
 
@@ -38,6 +39,16 @@ def site(live_site):
     with live_site.app.app_context():
         user = accounts.create_user("ally@example.com", "correct horse battery", is_admin=True)
         accounts.create_api_key(user, "laptop")
+        # what a user may type without a space, as long as each field takes: no page may
+        # scroll sideways for it (the key's name also comes back in a notification's title)
+        accounts.create_api_key(user, "K" * 80)
+        db.session.add_all([
+            StrategyFollow(user_id=user.id, strategy_id="s" * 64),
+            Destination(user_id=user.id, kind="webhook", name="D" * 80,
+                        url_masked="https://hooks.example.com/…",
+                        url_encrypted=secretbox.encrypt("https://hooks.example.com/x"),
+                        types=["PRICE_ALERT"])])
+        inbox.store({"user_id": user.id, "type": "ORDER_EXECUTED", "title": "W" * 200})
         hooks.create(user.id, "TradingView BTC breakouts")
         alerts.create_alert(user.id, {"symbol": "BTCUSDT", "type": "above", "price": 70000,
                                       "note": "breakout"})
@@ -49,9 +60,10 @@ def site(live_site):
                                                 "low": 60000, "high": 70000})
         inbox.store({"user_id": user.id, "type": "PRICE_ALERT", "title": "BTCUSDT left 60000-70000",
                      "alert_id": channel.id, "data": {"symbol": "BTCUSDT", "price": 59990}})
-        for title in ("Bought 0.5 BTC", "Risk limit at 80%"):
-            inbox.store({"user_id": user.id, "type": "ORDER_EXECUTED", "title": title,
-                         "message": "details"})
+        bought, _ = (inbox.store({"user_id": user.id, "type": "ORDER_EXECUTED", "title": title,
+                                  "message": "details"})[0]
+                     for title in ("Bought 0.5 BTC", "Risk limit at 80%"))
+        inbox.mark_read(user.id, bought)  # a read item reads as clearly as an unread one
         # alerts that insist: one acknowledged, one waiting, whose emailed link opens a page
         acked, waiting = (inbox.store({"user_id": user.id, "type": "RISK_LIMIT_BREACHED",
                                        "title": title, "message": "over 10x"})[0]

@@ -4,6 +4,9 @@
 import pytest
 
 from tests.live_server import launch_chromium, skip_without_chromium
+from webapp.extensions import db
+from webapp.models import User
+from webapp.notify import router
 
 pytestmark = pytest.mark.browser
 
@@ -20,6 +23,8 @@ def page(live_site):
         browser = launch_chromium(p)
         page = browser.new_context().new_page()
         page.on("dialog", lambda dialog: dialog.accept())  # the delete confirmation
+        page.errors = []  # the page's uncaught script errors: every test expects none
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
         page.goto(live_site.url + "/auth/register")
         page.fill("#email", "pat@example.com")
         page.fill("#password", "correct horse battery")
@@ -64,3 +69,10 @@ def test_alerts_page_inline_flow(page, live_site):
     row.get_by_role("button", name="Delete").click()
     expect(page.locator("#alert-rows tr", has_text="ETHUSDT")).to_have_count(0, timeout=WAIT_MS)
     assert page.evaluate("window.__sameDocument") is True  # all without a reload
+
+    # the live feed's swaps (a toast) on this page too, and no script fails on any of them
+    with live_site.app.app_context():
+        uid = db.session.scalar(db.select(User.id).where(User.email == "pat@example.com"))
+        router.route({"user_id": uid, "type": "SYSTEM_MAINTENANCE", "title": "Upgrade at 02:00"})
+    expect(page.locator(".toast", has_text="Upgrade at 02:00")).to_be_visible(timeout=WAIT_MS)
+    assert page.errors == []

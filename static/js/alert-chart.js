@@ -91,8 +91,10 @@
   });
   // a new alert (its row lands first in the table): chart its symbol
   document.addEventListener("htmx:afterSwap", (event) => {
-    if (event.detail.target.id !== "alert-rows" || !event.detail.elt.matches("#alert-form")) return;
-    const newest = event.detail.target.querySelector("tr[data-alert-id]");
+    // the live feed's swaps (toasts, the badge) carry no target: not ours
+    const { target, elt } = event.detail;
+    if (target?.id !== "alert-rows" || !elt?.matches?.("#alert-form")) return;
+    const newest = target.querySelector("tr[data-alert-id]");
     if (newest && newest.dataset.symbol !== symbol) show(newest.dataset.symbol);
   });
   sync();
