@@ -93,3 +93,31 @@ def test_the_types_that_insist_save_as_they_are_ticked_twice_over(live_site):
         browser.close()
     pref = saved_preferences(live_site.app, "insist@example.com")
     assert pref.insist_every_min == 2 and "RISK_LIMIT_BREACHED" in pref.insist_types
+
+
+def test_a_change_refused_as_stale_says_to_reload_and_shows_what_is_saved(live_site):
+    """A tab left open past its sign-in: the server refuses the change (CSRF); the box goes
+    back to what is saved and the page says what to do, for each of two tries."""
+    live_site.user("stale@example.com", PASSWORD)
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_context().new_page()
+        page.goto(live_site.url + "/auth/login")
+        page.fill("#email", "stale@example.com")
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/dashboard")
+        page.goto(live_site.url + "/settings/notifications/")
+        box = page.locator("#sms_risk_violations")
+        saved = box.is_checked()
+        page.evaluate("""() => {  // what a stale tab holds: a token of another sign-in
+            document.body.setAttribute('hx-headers', JSON.stringify({'X-CSRFToken': 'stale'}));
+            document.querySelectorAll('[name=csrf_token]').forEach((i) => { i.value = 'stale'; });
+        }""")
+        for tries in (1, 2):
+            box.click()
+            expect(page.locator("#flashes .flash-error")).to_have_count(tries)
+            expect(page.locator("#flashes .flash-error").first).to_contain_text("reload it")
+            expect(box).to_be_checked(checked=saved)
+        browser.close()
+    assert saved_preferences(live_site.app, "stale@example.com").sms_risk_violations == saved

@@ -5,6 +5,7 @@ import logging
 import redis
 import sqlalchemy.exc
 from flask import jsonify, make_response, render_template, request
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, UnprocessableEntity
 
 from webapp.extensions import db
@@ -16,6 +17,8 @@ REDIS_FAULTS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.Read
                 redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
 # Locked, read-only, full or unreachable database; lock_timeout; no pooled connection free.
 SQL_FAULTS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
+STALE_PAGE = ("This page is out of date (its security token expired or belongs to another "
+              "sign-in): reload it and try again. Nothing was changed.")
 FALLBACK_503 = "<!doctype html><title>Unavailable</title><h1>Temporarily unavailable</h1>"
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,9 @@ def json_error(status, error, detail=None):
 
 
 def _http_error(exc: HTTPException):
-    if wants_json():
+    if isinstance(exc, CSRFError):  # flask-wtf's words name the mechanism, not what to do
+        exc.description = STALE_PAGE
+    if wants_json() or is_htmx():  # htmx shows the detail in its error line (static/js/app.js)
         return json_error(exc.code, exc.name.lower().replace(" ", "_"), exc.description)
     template = "errors/404.html" if exc.code == 404 else "errors/error.html"
     return render_template(template, error=exc), exc.code

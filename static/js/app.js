@@ -38,7 +38,9 @@ document.addEventListener("click", (event) => {
   burger.setAttribute("aria-expanded", String(open));
 });
 document.addEventListener("htmx:responseError", (event) => {
-  const xhr = event.detail.xhr;
+  const xhr = event.detail.xhr, elt = event.detail.elt;
+  // a box saved as it is ticked (settings) shows again what is saved: nothing changed
+  if (elt instanceof HTMLInputElement && elt.type === "checkbox") elt.checked = !elt.checked;
   let message = "Something went wrong (" + xhr.status + ").";
   try { message = JSON.parse(xhr.responseText).detail || message; } catch (_) { /* not JSON */ }
   const box = document.getElementById("flashes");
