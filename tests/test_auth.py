@@ -135,6 +135,27 @@ def test_login_follows_a_local_next(client, auth):
     assert response.headers["Location"] == "/settings/api-keys"
 
 
+def test_log_out_from_a_tab_whose_session_already_ended_just_signs_out(client, auth):
+    """Two tabs: the first logs out, then the second's Log out. Its login page must not send
+    the user on to GET /auth/logout (a 405) once they sign in again."""
+    auth.create()
+    auth.login()
+    token = csrf_token(client, "/dashboard")
+    assert client.post("/auth/logout", data={"csrf_token": token}).status_code == 302
+    stale = client.post("/auth/logout", data={"csrf_token": token})
+    assert stale.status_code == 302 and stale.headers["Location"] == "/auth/login"
+    assert b"You are signed out." in client.get("/auth/login").data
+
+
+def test_a_form_posted_signed_out_comes_back_to_its_page_after_login(client, auth):
+    auth.create()
+    token = csrf_token(client)
+    response = client.post("/settings/api-keys/1/revoke", data={"csrf_token": token},
+                           headers={"Referer": "http://localhost/settings/api-keys"})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/auth/login?next=%2Fsettings%2Fapi-keys"
+
+
 def test_session_cookie_is_httponly_and_lax(client, auth):
     auth.create()
     cookie = auth.login().headers["Set-Cookie"]

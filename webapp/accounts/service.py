@@ -124,7 +124,10 @@ def unauthorized():
     instead of swapping the login page into a fragment of the old one."""
     flash(login_manager.login_message, login_manager.login_message_category)
     if request.headers.get("HX-Request") != "true":
-        return redirect(login_url(login_manager.login_view, next_url=request.url))
+        # back where the user was after signing in: a form posted goes back to its page
+        # (the form's own URL answers only POST: a GET of it after the login is a 405)
+        back = request.url if request.method == "GET" else request.referrer
+        return redirect(login_url(login_manager.login_view, next_url=back))
     page = request.headers.get("HX-Current-URL") or request.url
     response = make_response("", 401)
     response.headers["HX-Redirect"] = login_url(login_manager.login_view, next_url=page)
