@@ -112,6 +112,22 @@ def test_an_open_breaker_shows_with_its_error_and_degrades_the_status(app, admin
     assert "Twilio answered 503" in page and 'ops-bad">open<' in page
 
 
+def test_a_users_destination_failing_is_shown_but_does_not_degrade_the_install(app, admin):
+    """Any user can point a destination at a host that never answers: its breaker opens, and
+    the operator sees it, but the install is fine (as /api/v1/health says)."""
+    beating(app)
+    with app.app_context():
+        gate = Breaker("delivery-dest:6")
+        for _ in range(gate.threshold):
+            gate.failure("Name or service not known")
+        facts = status.gather()
+    assert {b["name"]: b["state"] for b in facts["breakers"]}["delivery-dest:6"] == "open"
+    assert facts["problems"] == [] and facts["status"] == "ok"
+    page = admin.get("/admin/ops").get_data(as_text=True)
+    assert "Name or service not known" in page
+    assert admin.get("/api/v1/health").get_json()["status"] == "ok"
+
+
 @pytest.mark.both_databases
 def test_success_rates_per_channel_over_the_hour_and_the_day(app, admin):
     deliveries(app, "email", sent=3, failed=1)

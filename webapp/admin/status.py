@@ -58,6 +58,9 @@ def listener(body, now_ms):
     return monitoring
 
 
+OURS = ("binance", *(f"delivery-{channel}" for channel in CHANNELS))  # the install's breakers
+
+
 def breakers():
     """The feed's breaker, each built-in channel's, and any destination's that has a state."""
     found = {"binance": Breaker("binance").state()}
@@ -104,8 +107,10 @@ def problems(facts):
             why = "heartbeat stale" if shard["listener"] != "alive" else "not connected"
             found.append(f"listener shard {shard['shard']}: {shard['state']}, {why}")
     found += [f"process missing: no live {role}" for role in facts["missing"]]
+    # a user's destination failing is theirs (shown, not the install's trouble): any user
+    # can point one at a host that never answers
     found += [f"breaker open: {b['name']} ({b['last_error'] or 'failing'})"
-              for b in facts["breakers"] if b["state"] == OPEN]
+              for b in facts["breakers"] if b["state"] == OPEN and b["name"] in OURS]
     if (facts["cluster"] or {}).get("state", "ok") != "ok":
         found.append(f"redis cluster: state {facts['cluster']['state']}")
     if facts["deliveries"] is None:
