@@ -160,6 +160,18 @@ def test_a_fired_one_shot_is_not_rearmed_by_a_rebuild_before_the_slow_path(ctx, 
     assert alert_index.symbols() == {"BTCUSDT": 1}
 
 
+def test_a_slow_path_retry_after_its_commit_finishes_unindexing_the_fired_one_shot(ctx, uid):
+    """The first try committed, then lost Redis (a failover) before unindexing: its retry
+    finds the alert already inactive and must still drop what the index holds of it."""
+    alert, r = make(uid), get_redis()
+    Matcher(r).on_price("BTCUSDT", 100, now_ms())
+    db.session.get(Alert, alert.id).active = False  # the first try's commit
+    db.session.commit()
+    assert slowpath.drain("test") == 1
+    assert not r.hexists(keys.ALERT_SYMBOLS, alert.id)
+    assert not r.exists(keys.alerts_fired("BTCUSDT")) and alert_index.symbols() == {}
+
+
 def test_a_one_shot_deleted_before_the_slow_path_leaves_nothing_behind(ctx, uid):
     alert = make(uid)
     Matcher(get_redis()).on_price("BTCUSDT", 100, now_ms())

@@ -73,7 +73,9 @@ def _alerts(ids):
 def record(fields, items):
     """The SQL side of fired alerts: last fired time and price; one-shot ones go inactive.
 
-    Returns the one-shot alert ids and those this call made inactive.
+    Returns the one-shot alert ids and those of them inactive now: made so by this call, or
+    by an earlier try that committed and then failed to unindex them (Redis lost after the
+    commit), which this retry finishes.
     """
     fired_at, price = _fired_at(fields), float(fields["price"])
     found = _alerts({int(alert_id) for _, alert_id, _, _ in items})
@@ -84,7 +86,7 @@ def record(fields, items):
             continue  # deleted meanwhile
         if alert.last_fired_at is None or alert.last_fired_at <= fired_at:
             alert.last_fired_at, alert.last_fired_price = fired_at, price
-        if mode == "once" and alert.active:
+        if mode == "once":
             alert.active = False
             done.add(alert.id)
     return once, done
