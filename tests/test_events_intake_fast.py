@@ -167,6 +167,22 @@ def test_a_batch_of_1000_waits_in_batches_of_100(app, client, token):
     assert audited(app) == 1000
 
 
+def test_a_drain_job_past_its_time_budget_hands_the_rest_to_the_next(app, client, token):
+    """Never cut off by RQ's job timeout mid-batch (that batch would wait for the safety net's
+    minute): it stops between reads and queues the next job, which goes on."""
+    uid = make_user(app, "budget@example.com")
+    for n in range(3):  # 30 batches of 100: more than one read takes
+        body = [critical(uid, f"b{n}-{i}") for i in range(1000)]
+        assert post(client, token, body).status_code == 202
+    with app.app_context():
+        get_queue("high").empty()  # the kicked job: this test runs the drain itself
+        assert slowsteps.drain("high", budget_s=0) == slowsteps.DEFAULT_COUNT
+        drains = [j for j in get_queue("high").jobs if j.func_name.endswith(".drain")]
+        assert len(drains) == 1  # the next, queued by the one that stopped
+    run_jobs(app)
+    assert audited(app) == 3000
+
+
 def test_the_safety_net_finishes_batches_of_a_drain_job_that_died(app, client, token):
     uid = make_user(app, "f@example.com")
     assert post(client, token, critical(uid)).status_code == 202

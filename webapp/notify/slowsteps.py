@@ -14,6 +14,7 @@ Nothing here depends on the market listener.
 
 import json
 import logging
+import time
 import uuid
 
 import redis
@@ -32,7 +33,10 @@ DEFAULT_COUNT = 20  # batches per read
 KICK_TTL_S = 60  # a kick whose job never got queued (its web process died) lapses
 DEFAULT_MIN_IDLE_MS = 60_000  # a drain job silent this long with batches is presumed dead
 MAX_DELIVERIES = 5  # a batch that failed this often is parked in keys.ROUTED_DEAD
-DRAIN_ROUNDS = 500  # reads per job at most, so one busy stream cannot hold a worker forever
+# A drain job stops reading after this long and queues the next to go on: well inside the
+# job timeout (DEFAULT_JOB_TIMEOUT, 60 s), which would cut a batch off mid-way and leave it
+# pending for the safety net's minute; and no busy stream holds a worker for good.
+DRAIN_BUDGET_S = 20.0
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +87,23 @@ def ensure_group(r, name):
             raise
 
 
-def drain(name="default", consumer=None):
-    """RQ job: run the slow steps of every batch waiting in the queue's stream."""
+def drain(name="default", consumer=None, budget_s=DRAIN_BUDGET_S):
+    """RQ job: run the slow steps of the batches waiting in the queue's stream, for at most
+    `budget_s` (then the next job goes on with the rest)."""
     r, consumer = get_redis(), consumer or f"drain-{uuid.uuid4().hex[:12]}"
     r.delete(keys.routed_kick(name))  # before reading: a batch added after this kicks again
     ensure_group(r, name)
-    handled = 0
-    for _ in range(DRAIN_ROUNDS):
+    handled, until = 0, time.monotonic() + budget_s
+    while True:
         reply = r.xreadgroup(GROUP, consumer, {keys.routed(name): ">"}, count=DEFAULT_COUNT)
         entries = reply[0][1] if reply else []
         if not entries:
-            break
+            return handled
         handled += handle(r, name, entries)
-    return handled
+        if time.monotonic() >= until:
+            if r.set(keys.routed_kick(name), "1", nx=True, ex=KICK_TTL_S):
+                enqueue(drain, name, queue=name)
+            return handled
 
 
 def handle(r, name, entries):
