@@ -189,6 +189,19 @@ def test_register_rejects_bad_input(client, form, message):
     assert b"<script>alert(1)" not in response.data
 
 
+@pytest.mark.parametrize("path", ["/auth/register", "/settings/password"])
+def test_a_new_passwords_boxes_both_take_any_length(client, auth, path):
+    """A browser cuts a pasted password at maxlength: cut in one box and not the other, the
+    page says they do not match instead of "Use 8 to 128 characters"."""
+    if path != "/auth/register":
+        auth.create()
+        auth.login()
+    page = client.get(path).get_data(as_text=True)
+    boxes = re.findall(r"<input[^>]*type=\"password\"[^>]*>", page)
+    new = [box for box in boxes if 'autocomplete="new-password"' in box]
+    assert len(new) == 2 and not any("maxlength" in box for box in new), new
+
+
 def test_register_accepts_a_unicode_password(client, auth):
     assert sign_up(client, "ünï@example.com", "пароль-密码-🔔").status_code == 302
     assert auth.login(email="ünï@example.com", password="пароль-密码-🔔").status_code == 302

@@ -1,6 +1,8 @@
 import pytest
 
 from webapp import create_app
+from webapp.extensions import db
+from webapp.models import User
 
 pytestmark = pytest.mark.both_databases
 
@@ -20,11 +22,15 @@ def test_users_create_then_login_and_apikey_last_line(runner, client, auth):
 @pytest.mark.parametrize("args", [
     ["users", "create", "ops@example.com", "--password", "short"],
     ["apikeys", "create", "nobody@example.com"],
+    ["users", "create", "bad", "--password", "a long password"],  # as the sign-up page says
+    ["users", "create", "two@@example.com", "--password", "a long password"],
 ])
-def test_cli_reports_bad_input_clearly(runner, args):
+def test_cli_reports_bad_input_clearly(runner, args, app):
     result = runner.invoke(args=args)
     assert result.exit_code != 0
     assert "Error" in result.output
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(User.id))) == 0
 
 
 def test_worker_burst_connects_and_exits_cleanly(runner):

@@ -17,6 +17,10 @@ class LoginForm(FlaskForm):
                                                      Length(max=PASSWORD_MAX)])
     remember = BooleanField("Keep me signed in")
     next = HiddenField()
+# A new password's box takes any length: with Length's maxlength the browser cuts a pasted
+# long password there and not in the repeat box, and the page says they do not match; the
+# server says "Use 8 to 128 characters." instead.
+NO_MAXLENGTH = {"maxlength": False}
 
 
 class RegisterForm(FlaskForm):
@@ -25,6 +29,7 @@ class RegisterForm(FlaskForm):
         "Password",
         validators=[DataRequired("Choose a password."),
                     Length(PASSWORD_MIN, PASSWORD_MAX, PASSWORD_LENGTH)],
+        render_kw=NO_MAXLENGTH,
     )
     confirm = PasswordField(
         "Repeat password", validators=[EqualTo("password", "The passwords do not match.")]
@@ -40,6 +45,7 @@ class ChangePasswordForm(FlaskForm):
         "New password",
         validators=[DataRequired("Choose a new password."),
                     Length(PASSWORD_MIN, PASSWORD_MAX, PASSWORD_LENGTH)],
+        render_kw=NO_MAXLENGTH,
     )
     confirm = PasswordField(
         "Repeat new password", validators=[EqualTo("new_password", "The passwords do not match.")]

@@ -3,6 +3,7 @@
 import hashlib
 import secrets
 
+from email_validator import EmailNotValidError, validate_email
 from flask import current_app, flash, make_response, redirect, request
 from flask_login import login_required, login_url
 from sqlalchemy import select
@@ -36,8 +37,13 @@ def check_password_rules(password):
 
 
 def create_user(email, password, is_admin=False):
-    """Create a user; raises InvalidInput if the email is taken or the password weak."""
+    """Create a user; raises InvalidInput if the email is not one, is taken, or the password
+    is weak (the command line's users too, not only the sign-up form's)."""
     email = normalise_email(email)
+    try:  # as the sign-up form checks it (wtforms' Email)
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError:
+        raise InvalidInput({"email": "Enter a valid email address."}) from None
     check_password_rules(password)
     if db.session.scalar(select(User.id).where(User.email == email)):
         raise InvalidInput({"email": "An account with this email already exists."})
