@@ -30,6 +30,20 @@ function kindForms(root) {
 document.addEventListener("DOMContentLoaded", () => kindForms(document));
 document.addEventListener("htmx:load", (event) => kindForms(event.detail.elt));
 
+// A setting's status line, replaced by its save's answer: its field says whether it is in
+// error (aria-invalid, and the wrapper's has-error), as the page did when it was drawn.
+document.addEventListener("htmx:load", (event) => {
+  const line = event.detail.elt;
+  if (!line.matches || !line.matches(".field-status[id]")) return;
+  const error = line.classList.contains("error");
+  document.querySelectorAll(`[aria-describedby~="${line.id}"]`).forEach((input) => {
+    if (error) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+    const wrapper = input.closest(".field");
+    if (wrapper) wrapper.classList.toggle("has-error", error);
+  });
+});
+
 // The phone menu: a real button, so keyboards and screen readers reach it.
 document.addEventListener("click", (event) => {
   const burger = event.target.closest(".nav-burger");
