@@ -169,6 +169,10 @@ def test_admin_broadcast_page(app, client, auth):
     bad = client.post("/admin/broadcast", data={"type": "SYSTEM_MAINTENANCE", "title": "",
                                                 "csrf_token": token})
     assert bad.status_code == 422 and b"Required" in bad.data
+    assert b'id="title-error"' in bad.data and b'aria-describedby="title-error"' in bad.data
+    odd = client.post("/admin/broadcast", data={"type": "SYSTEM_MAINTENANCE", "title": "Up",
+                                                "priority": "urgent", "csrf_token": token})
+    assert odd.status_code == 422 and b'id="priority-error"' in odd.data  # said, not hidden
     sent = client.post("/admin/broadcast", data={
         "type": "SYSTEM_MAINTENANCE", "title": "Upgrade tonight", "message": "02:00 UTC",
         "csrf_token": token}, follow_redirects=True)
