@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from webapp.core.queues import rq_connection
 from webapp.extensions import get_redis
 
 log = logging.getLogger(__name__)
+RECHECK_S = 60.0  # how often the running scheduler checks that every declared job is there
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,18 @@ PERIODIC = [
 
 
 def reconcile(scheduler, periodic=None):
-    """Make the scheduled jobs exactly the declared list: add missing, drop stale."""
+    """Make the scheduled jobs exactly the declared list: add missing, drop stale.
+
+    A periodic job's record is the one rq-scheduler reschedules each time, so it must never
+    expire (result_ttl -1, rq-scheduler's own default): with a TTL it lapsed when a run
+    waited in a busy queue, and rq-scheduler dropped the job for good without a word.
+    """
     periodic = PERIODIC if periodic is None else periodic
     wanted = {p.id: p for p in periodic}
     for job in scheduler.get_jobs():
         spec = wanted.get(job.id)
-        if spec is None or job.meta.get("interval") != spec.interval or job.func_name != spec.func:
+        if (spec is None or job.meta.get("interval") != spec.interval
+                or job.func_name != spec.func or job.result_ttl != -1):
             scheduler.cancel(job)
             job.delete()
     present = {job.id for job in scheduler.get_jobs()}
@@ -64,7 +72,7 @@ def reconcile(scheduler, periodic=None):
         scheduler.schedule(
             scheduled_time=datetime.now(UTC), func=spec.func, interval=spec.interval,
             repeat=None, id=spec.id, queue_name=spec.queue, timeout=spec.timeout,
-            meta={"interval": spec.interval}, result_ttl=spec.interval * 2,
+            meta={"interval": spec.interval}, result_ttl=-1,
         )
     return sorted(job.id for job in scheduler.get_jobs())
 
@@ -97,16 +105,28 @@ def run_scheduler(interval):
         beat.end()
 
 
-def _run(scheduler, stop, interval):
-    """rq-scheduler's loop, with our stop event: move due jobs to their queues each interval."""
+def _run(scheduler, stop, interval, check_s=RECHECK_S):
+    """rq-scheduler's loop, with our stop event: move due jobs to their queues each interval,
+    and every `check_s` put back any declared job that went missing."""
+    recheck = time.monotonic() + check_s
     while not stop.is_set():
         scheduler.heartbeat()
         if scheduler.acquire_lock():
             try:
+                if time.monotonic() >= recheck:
+                    _restore(scheduler)
+                    recheck = time.monotonic() + check_s
                 scheduler.enqueue_jobs()
             finally:
                 scheduler.remove_lock()
         stop.wait(interval)
+
+
+def _restore(scheduler):
+    had = {job.id for job in scheduler.get_jobs()}
+    back = sorted(set(reconcile(scheduler)) - had)
+    if back:  # a record gone (a flush, an old TTL): logged, as the runs it missed are lost
+        log.warning("event=periodic_restored jobs=%s", ",".join(back))
 
 
 def _retire(scheduler):
