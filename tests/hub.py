@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
-from rq import SimpleWorker
 
 from webapp.core.queues import QUEUES, rq_connection
 from webapp.extensions import db
 from webapp.models import User
+from worker.runner import JobWorker
 
 WAIT = 10.0  # seconds any wait on a real event may take at most
 
@@ -126,8 +126,8 @@ def http_recorder():
         server.server_close()
 
 
-class BurstWorker(SimpleWorker):
-    """RQ's SimpleWorker without its remote-command pubsub thread, whose join costs ~1 s."""
+class BurstWorker(JobWorker):
+    """`flask worker`'s without its remote-command pubsub thread, whose join costs ~1 s."""
 
     def subscribe(self):
         self.pubsub_thread = None

@@ -11,13 +11,14 @@ from aiosmtpd.controller import Controller
 from tests.hub import Mailbox, make_user, poll, run_jobs
 from tests.test_deliveries import logs, providers, send, subscriber
 from webapp import clock
+from webapp.core.queues import enqueue
 from webapp.delivery import dispatch
 from webapp.delivery.channels import push
 from webapp.delivery.dispatch import breaker
 from webapp.delivery.sweep import sweep
 from webapp.extensions import db
 from webapp.inbox import service as inbox
-from webapp.models import DeliveryLog, PushSubscription
+from webapp.models import DeliveryLog, PushSubscription, User
 from webapp.notify import router
 
 pytestmark = pytest.mark.both_databases
@@ -215,3 +216,26 @@ def test_a_message_that_cannot_be_built_is_retried_then_given_up(make_app, smtp_
     assert smtp_server.messages == []
     with app.app_context():
         assert breaker("email").state()["failures"] == 0  # the relay was never called
+
+
+def leave_a_failed_flush():
+    """A job that fails mid-transaction, as one meeting a locked database at its commit does."""
+    db.session.add(User(email=None))
+    db.session.flush()
+
+
+def test_a_job_failing_mid_transaction_leaves_the_jobs_after_it_working(make_app,
+                                                                          smtp_server):
+    """The worker's jobs share its app context: the failed one's session must not fail every
+    job after it at once (the drill: 141 emails stuck behind one locked commit)."""
+    app = make_app(**providers(smtp=smtp_server))
+    uid = make_user(app, "after@example.com", delivery_email="desk@example.com")
+    with app.app_context():
+        enqueue(leave_a_failed_flush, queue="high")  # runs first: the high queue's oldest
+        router.route({"user_id": uid, "type": "ORDER_EXECUTION_FAILED",
+                      "title": "Order failed", "message": "margin"})
+    run_jobs(app)
+    assert smtp_server.wait_for(1)
+    with app.app_context():
+        rows = db.session.scalars(db.select(DeliveryLog).where(DeliveryLog.user_id == uid))
+        assert [(row.channel, row.status) for row in rows] == [("email", "sent")]

@@ -13,7 +13,7 @@ from webapp.core import logs
 from webapp.core.outage import REDIS_DOWN, Outage
 from webapp.core.processes import Heartbeat
 from webapp.core.queues import QUEUES, rq_connection
-from webapp.extensions import get_redis
+from webapp.extensions import db, get_redis
 from worker.renamed_jobs import rename_waiting_jobs
 
 RESTART_PAUSE_S = 0.5
@@ -70,7 +70,16 @@ def work_forever(make_worker, outage, stop, **work_kwargs):
 
 
 class JobWorker(SimpleWorker):
-    """RQ's SimpleWorker, whose line for a failed job carries the job's request id."""
+    """RQ's SimpleWorker, whose line for a failed job carries the job's request id, and whose
+    every job starts with a fresh database session."""
+
+    def perform_job(self, job, queue):
+        try:
+            return super().perform_job(job, queue)
+        finally:
+            # the jobs share the worker's app context: a job that failed mid-transaction (a
+            # locked database at its commit) would leave every job after it failing at once
+            db.session.remove()
 
     def handle_exception(self, job, *exc_info):
         token = logs.bind(job.meta.get(logs.META_KEY))
