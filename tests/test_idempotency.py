@@ -7,6 +7,8 @@ so the held races run on PostgreSQL only.
 """
 
 import json
+import os
+import signal
 import threading
 import time
 from contextlib import contextmanager
@@ -159,6 +161,34 @@ def test_a_request_failing_with_redis_leaves_its_key_to_the_retry_once_it_is_bac
         retry = post(app, token, event(uid), "order-79")
         assert retry.status_code == 202 and "Idempotent-Replayed" not in retry.headers
         assert inbox_size(app, uid) == 1
+    finally:
+        redisd.stop(process)
+
+
+def test_a_claim_sent_to_a_frozen_redis_is_marked_failed_once_it_lands(make_app, tmp_path):
+    """Redis frozen (SIGSTOP): the request gives up (503), yet its claim's SET was sent and
+    runs when Redis thaws. It is marked failed then, so the retry is taken at once, not
+    refused 409 for PENDING_TTL."""
+    process, url = redisd.start(tmp_path / "redis")
+    try:
+        app = make_app(REDIS_URL=url)
+        token = app.test_cli_runner().invoke(args=["tokens", "create", "o"]).output.split()[-1]
+        uid = make_user(app, "frozen@example.com")
+        assert post(app, token, event(uid), "order-80-warm").status_code == 202  # caches warm
+        store = keys.idempotency(f"svc{token_id(app)}", "order-80")
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            first = post(app, token, event(uid), "order-80")
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        assert first.status_code == 503
+        with redis.Redis.from_url(url) as fresh:
+            assert fresh.get(store) is not None  # the claim landed after the request gave up
+            assert poll(lambda: json.loads(fresh.get(store)).get("failed")), \
+                "the key stayed claimed"
+        retry = post(app, token, event(uid), "order-80")
+        assert retry.status_code == 202 and "Idempotent-Replayed" not in retry.headers
+        assert inbox_size(app, uid) == 2
     finally:
         redisd.stop(process)
 

@@ -41,7 +41,15 @@ def once(r, store, digest, publish):
     claim = {"state": "pending", "hash": digest, "tag": uuid.uuid4().hex,
              "created": clock.now_ms()}
     pending = json.dumps(claim)
-    if not r.set(store, pending, nx=True, ex=PENDING_TTL):
+    try:
+        claimed = r.set(store, pending, nx=True, ex=PENDING_TTL)
+    except REDIS_DOWN:
+        # sent, perhaps, to a Redis that runs it once it answers again (frozen, or the
+        # reply lost): marked failed when it lands, else every retry would get 409
+        failed(r, store, pending, json.dumps({**claim, "failed": True}),
+               claim["created"] + TTL * 1000, outage=True, landing=True)
+        raise
+    if not claimed:
         saved = r.get(store)
         claim = _take_over(r, store, saved, digest)
         if claim is None:
@@ -74,29 +82,31 @@ def _take_over(r, store, saved, digest):
     return claim if _swap(r, store, saved, json.dumps(claim), ends_ms) else None
 
 
-def failed(r, store, pending, mark, ends_ms, outage=False):
+def failed(r, store, pending, mark, ends_ms, outage=False, landing=False):
     """Mark a failed request's claim, so its retry takes it over at once. While Redis refuses
     (`outage`: it did already), it is tried again from a thread of its own until done or the
-    claim has expired: else every retry would get 409 for PENDING_TTL."""
+    claim has expired: else every retry would get 409 for PENDING_TTL. `landing`: the claim
+    itself may not be there yet (its SET went unanswered), so it is looked for until then."""
     if not outage:
         try:
             _swap(r, store, pending, mark, ends_ms)
             return
         except redis.RedisError:
             pass
-    threading.Thread(target=_mark_later, args=(r, store, pending, mark, ends_ms),
+    threading.Thread(target=_mark_later, args=(r, store, pending, mark, ends_ms, landing),
                      name="idempotency-failed", daemon=True).start()
 
 
-def _mark_later(r, store, pending, mark, ends_ms):
+def _mark_later(r, store, pending, mark, ends_ms, landing=False):
     deadline, wait_s = time.monotonic() + PENDING_TTL, RETRY_S[0]
     while time.monotonic() + wait_s < deadline:
         time.sleep(wait_s * random.uniform(0.5, 1.5))  # a burst of failures spreads out
         try:
-            _swap(r, store, pending, mark, ends_ms)
-            return
+            if _swap(r, store, pending, mark, ends_ms) or not landing:
+                return
         except redis.RedisError:
-            wait_s = min(wait_s * 2, RETRY_S[1])
+            pass
+        wait_s = min(wait_s * 2, RETRY_S[1])
 
 
 def _swap(r, store, expected, new, ends_ms):
