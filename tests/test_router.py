@@ -8,6 +8,7 @@ import pytest
 from tests.hub import make_user, run_jobs
 from webapp import keys
 from webapp.core.queues import get_queue
+from webapp.delivery import plan
 from webapp.delivery.sweep import sweep
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db, get_redis
@@ -95,6 +96,23 @@ def test_over_the_per_minute_limit_waits_for_the_digest(app):
     assert statuses(app, later) == {"email": "outbox"}
     with app.app_context():
         assert len(inbox.list_page(uid, now_ms=ms(start))[0]) == 6  # the inbox keeps all
+
+
+def test_the_limit_holds_in_every_minute_whatever_order_they_are_planned_in(app):
+    """A batch's slow steps may run after a later event's: a notification planned late must
+    not slip past a minute already full after it (the drill: 11 and 12 emails in a minute
+    for a limit of 10)."""
+    uid = make_user(app, "order@example.com", max_per_minute="3")
+    with app.app_context():
+        pref = preferences.preferences_for(uid)
+        t0 = 1_800_000_000_000
+        assert [plan.over_limit(pref, f"n{s}", t0 + s * 1000) for s in (10, 20, 30)] == [
+            False] * 3
+        assert plan.over_limit(pref, "n5", t0 + 5_000)  # the minute from 5 s holds 3 after
+        assert plan.over_limit(pref, "n69", t0 + 69_000)  # the minute up to it holds 3
+        assert not plan.over_limit(pref, "n71", t0 + 71_000)  # the one up to 71 s: 20, 30
+        assert plan.over_limit(pref, "n72", t0 + 72_000)  # 20, 30, 71 s
+        assert not plan.over_limit(pref, "n10", t0 + 10_000)  # planned again: counted once
 
 
 def test_critical_always_goes_out(make_app, smtp_server):

@@ -116,22 +116,38 @@ def plan(notification, recipient, chosen=None):
 
 
 # Counts only what went out, so a flood that is held back does not block the next minute.
+# Notifications are planned in any order (a batch's slow steps after a later event's), so a
+# new one is checked against every minute that holds it, not only the one ending at it:
+# added, no window of `window` ms holds more than `limit`. Those windows start in
+# (at - window, at]; sliding one later, its count grows only as its end reaches a later
+# delivery, so the starts to check are the earliest and each such arrival's. Two pointers
+# count each window.
 # KEYS: 1 keys.delivery_rate(uid)   ARGV: 1 nid  2 at ms  3 window ms  4 limit
 RATE_SCRIPT = """
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
-local at, window = tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', at - 2 * window)
-if redis.call('ZCOUNT', KEYS[1], '(' .. (at - window), at) >= tonumber(ARGV[4]) then
-  return 1
+local at, window, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', at - 3 * window)
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (at - window), '(' .. (at + window),
+  'WITHSCORES')
+local t = {}
+for i = 2, #found, 2 do t[#t + 1] = tonumber(found[i]) end
+local starts = {at - window + 1}
+for _, v in ipairs(t) do if v > at then starts[#starts + 1] = v - window + 1 end end
+local first, past = 1, 1 -- t[first..past-1]: the deliveries in [start, start + window)
+for _, start in ipairs(starts) do
+  while first <= #t and t[first] < start do first = first + 1 end
+  if past < first then past = first end
+  while past <= #t and t[past] < start + window do past = past + 1 end
+  if past - first >= limit then return 1 end
 end
 redis.call('ZADD', KEYS[1], at, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], 2 * window)
+redis.call('PEXPIRE', KEYS[1], 3 * window)
 return 0
 """
 
 
 def over_limit(pref, nid, at_ms):
-    """True if the user already had max_per_minute deliveries in the minute up to `at_ms`."""
+    """True if one more delivery at `at_ms` would make more than max_per_minute in a minute."""
     over = get_redis().eval(RATE_SCRIPT, 1, keys.delivery_rate(pref.user_id), str(nid), at_ms,
                             RATE_WINDOW_MS, pref.max_per_minute)
     return bool(over)
