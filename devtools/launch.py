@@ -95,7 +95,7 @@ class Child:
         stream.close()
 
     def say(self, line, name=None):
-        self.printer.write(Message("line", line + "\n", datetime.now(), name or self.name, None))
+        show(self.printer, line, name or self.name)
 
     def check(self, now):
         """Notice an exit and plan the restart; start it when its time has come."""
@@ -193,8 +193,19 @@ def announce_when_up(port, printer, stopping):
     else:
         return
     banner = f"Tickerbell is running: open http://127.0.0.1:{port}/ (Ctrl-C stops it)"
-    printer.write(Message("line", banner + "\n", datetime.now(), "launch", None))
+    show(printer, banner, "launch")
 
+
+
+# honcho's Printer prints a line's text and its newline as two writes: two processes' relays
+# could interleave them, gluing two JSON log lines into one
+PRINTING = threading.Lock()
+
+
+def show(printer, line, name):
+    """One line of a process's (or our own) output, whole, under its name."""
+    with PRINTING:
+        printer.write(Message("line", line + "\n", datetime.now(), name, None))
 
 def demo_env(env, port):
     """The fake feed on `port` stands in for Binance: its streams and its exchangeInfo."""

@@ -1,3 +1,4 @@
+import json
 import os
 import platform
 import re
@@ -11,11 +12,47 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from honcho.printer import Printer
 
-from devtools import redisd
+from devtools import launch, redisd
+from tests.hub import poll
 from webapp import keys
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_children_talking_at_once_never_glue_their_lines():
+    """Each line reaches the terminal whole: `LOG_FORMAT=json | jq` reads one object a line.
+    honcho's Printer writes a line's text and its newline apart, and a terminal or pipe that
+    makes a write wait lets another relay's line in between."""
+
+    class Terminal:
+        """Slow to take each write, as a busy terminal or a full pipe is."""
+
+        def __init__(self):
+            self.text = []
+
+        def write(self, text):
+            time.sleep(0)  # the writer waits; another thread runs
+            self.text.append(text)
+
+        def flush(self):
+            pass
+
+    terminal = Terminal()
+    talk = ("import sys\nfor i in range(2000): print('{\"n\": %d, \"pad\": \"%s\"}' "
+            "% (i, 'x' * 40), flush=True)")
+    children = [launch.Child(f"c{i}", [sys.executable, "-c", talk], dict(os.environ),
+                             Printer(terminal)) for i in range(4)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.process.wait(60)
+    assert poll(lambda: "".join(terminal.text).count("\n") >= 8000)
+    lines = "".join(terminal.text).splitlines()
+    assert len(lines) == 8000
+    for line in lines:
+        json.loads(line.split("| ", 1)[1])
 
 
 def test_private_redis_starts_answers_ping_keeps_aof_and_stops(tmp_path):
