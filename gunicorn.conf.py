@@ -5,6 +5,8 @@
 
 import gc
 import os
+import threading
+import time
 
 from gunicorn.glogging import Logger
 
@@ -82,6 +84,8 @@ def post_worker_init(worker):
             return get_redis()
 
     worker.heartbeat = Heartbeat(data_plane, "web").start()
+    threading.Thread(target=_end_streams_on_stop, args=(worker,), name="streams-end",
+                     daemon=True).start()
     # the app's INFO lines (`event=hook_received ...`: who sent a webhook what) reach the log
     logs.configure(worker.wsgi.config, "web")
     # The app is loaded: its ~140,000 objects (modules, SQLAlchemy's, Flask's) live as long
@@ -89,6 +93,17 @@ def post_worker_init(worker):
     # a quarter of its CPU there. Frozen, the collector leaves them out (docs/performance.md).
     gc.collect()
     gc.freeze()
+
+
+def _end_streams_on_stop(worker, poll_s=0.2):
+    """A stopping worker waits for its open requests, and a WebSocket is one until it ends:
+    it would hold the worker until the graceful timeout kills it, exit hook and all. Its
+    streams end as soon as it is told to stop; the browsers reconnect to a live worker."""
+    while worker.alive:
+        time.sleep(poll_s)  # a greenlet's sleep: the worker is gevent's
+    hub = worker.wsgi.extensions.get("fanout")
+    if hub is not None:
+        hub.end_streams()
 
 
 def worker_exit(server, worker):

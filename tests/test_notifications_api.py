@@ -187,7 +187,7 @@ def test_health_names_a_missing_process_and_its_restarts(client, app, monkeypatc
         monkeypatch.setenv("TICKERBELL_RESTARTS", "3")
         _beat("listener", "scheduler")
         gone = processes.Heartbeat(get_redis(), "worker")
-        gone.body["pid"] = -1
+        gone.body["pid"], gone.body["restarts"] = -1, 7  # its own run's, not the live ones
         gone.field += ":old"
         get_redis().hset(processes.KEY, gone.field, json.dumps(
             {**gone.body, "beat_ms": clock.now_ms() - processes.STALE_MS - 1}))
@@ -196,6 +196,7 @@ def test_health_names_a_missing_process_and_its_restarts(client, app, monkeypatc
     assert response.status_code == 503 and body["missing"] == ["worker"]
     assert body["processes"]["worker"]["processes"][0]["alive"] is False
     assert body["processes"]["listener"]["restarts"] == 3
+    assert body["processes"]["worker"]["restarts"] == 0
 
 
 def test_health_is_503_when_the_breaker_is_open(client, app):

@@ -97,7 +97,8 @@ def report(redis, now_ms=None):
             continue
         alive = age <= STALE_MS
         role["alive"] += alive
-        role["restarts"] = max(role["restarts"], int(body.get("restarts") or 0))
+        if alive:  # a silent one's count is its own past run's (a make run before Ctrl-C)
+            role["restarts"] = max(role["restarts"], int(body.get("restarts") or 0))
         role["processes"].append({
             "host": body.get("host"), "pid": body.get("pid"), "alive": alive,
             "heartbeat_age_ms": age, "restarts": int(body.get("restarts") or 0),

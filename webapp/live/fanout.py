@@ -284,6 +284,10 @@ class Hub:
             for client in tuple(targets):
                 client.put(message)
 
+    def end_streams(self):
+        """End every open stream (SSE and WebSocket); their browsers reconnect and replay."""
+        self._drop_all()
+
     def _drop_all(self):
         with self._lock:
             clients = tuple(self.clients)
