@@ -2,17 +2,20 @@
 unhealthy; it also answers from a second shell while `make run` runs."""
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy.exc
+from rq import Queue
 
 from devtools.fakefeed import FakeFeed
 from tests.hub import run_jobs
 from tests.product import ROOT, Product
 from tests.test_ops_page import beating, explode
-from webapp.core.queues import enqueue
+from webapp.core.queues import enqueue, rq_connection
 from webapp.delivery.dispatch import breaker as delivery_breaker
 
 
@@ -50,6 +53,32 @@ def test_json_holds_the_same_facts_and_the_failed_jobs(app, runner):
     assert failed["id"] == job.id and failed["error"] == "RuntimeError: provider said no: json"
     assert facts["queues"]["default"] == {"waiting": 0, "failed": 1}
     assert set(facts["deliveries"]) == {"hour", "day"}
+
+
+def locked_commit():
+    """A job failing as one meeting a locked database does: SQLAlchemy's error ends with a
+    link to its docs, not with what went wrong."""
+    raise sqlalchemy.exc.OperationalError("UPDATE delivery_log", {},
+                                          sqlite3.OperationalError("database is locked"))
+
+
+def test_failed_jobs_are_retried_from_the_command_line(app, runner):
+    """Two shells: one lists what failed (flask status), the other retries it."""
+    with app.app_context():
+        one, two = enqueue(explode, "one"), enqueue(locked_commit)
+    run_jobs(app)
+    listed = runner.invoke(args=["status", "--json"])
+    errors = {j["id"]: j["error"] for j in json.loads(listed.output)["failed_jobs"]}
+    assert errors[two.id].endswith("database is locked")  # what went wrong, not a link
+    retried = runner.invoke(args=["jobs", "retry", one.id])
+    assert retried.exit_code == 0 and f"retried {one.id}" in retried.output
+    again = runner.invoke(args=["jobs", "retry", one.id])  # no longer failed: said, exit 1
+    assert again.exit_code == 1 and f"no failed job {one.id}" in again.output
+    every = runner.invoke(args=["jobs", "retry", "--all"])
+    assert every.exit_code == 0 and f"retried {two.id}" in every.output
+    assert runner.invoke(args=["jobs", "retry"]).exit_code == 2  # neither ids nor --all
+    with app.app_context():
+        assert set(Queue("default", connection=rq_connection()).job_ids) == {one.id, two.id}
 
 
 def test_a_redis_that_does_not_answer_is_reported_not_raised(make_app, refused_port):

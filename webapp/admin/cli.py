@@ -6,7 +6,9 @@ import json
 import click
 from flask.cli import with_appcontext
 
+from webapp.admin import jobs as failed_jobs
 from webapp.admin import status as ops
+from webapp.exceptions import NotFound
 
 
 def _age(ms):
@@ -70,4 +72,32 @@ def status_command(as_json):
 
 
 status_command.callback.explains_redis_errors = True  # a Redis away is a fact it reports
-COMMANDS = (status_command,)
+
+
+@click.group("jobs")
+def jobs_group():
+    """RQ's failed jobs, as the operations page shows them."""
+
+
+@jobs_group.command("retry")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every failed job listed by flask status.")
+@with_appcontext
+def retry_command(job_ids, every):
+    """Put failed jobs back on their queues (JOB_ID as flask status lists it), as the
+    operations page's Retry does."""
+    if every == bool(job_ids):
+        raise click.UsageError("give JOB_ID ... or --all")
+    missing = 0
+    for job_id in [j["id"] for j in failed_jobs.failed()] if every else job_ids:
+        try:
+            failed_jobs.retry(job_id)
+            click.echo(f"retried {job_id}")
+        except NotFound:
+            click.echo(f"no failed job {job_id}", err=True)
+            missing += 1
+    if missing:
+        raise SystemExit(1)
+
+
+COMMANDS = (status_command, jobs_group)

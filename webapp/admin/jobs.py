@@ -35,10 +35,19 @@ def failed(limit=DEFAULT_LIMIT):
 def _describe(job, queue):
     result = job.latest_result()
     error = result.exc_string if result is not None and result.type == Result.Type.FAILED else ""
-    lines = [line for line in (error or "").strip().splitlines() if line.strip()]
     return {"id": job.id, "queue": queue, "function": job.func_name,
-            "error": lines[-1].strip() if lines else "",
+            "error": _exception_line(error or ""),
             "ended_at": job.ended_at.isoformat(timespec="seconds") if job.ended_at else None}
+
+
+def _exception_line(traceback):
+    """The last exception's first line ("OperationalError: ... database is locked"): the
+    traceback's last line may be the message's tail (SQLAlchemy's ends with a link)."""
+    lines = traceback.strip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    after = lines[frames[-1] + 1:] if frames else lines
+    return next((line.strip() for line in after if line.strip() and not line[0].isspace()),
+                lines[-1].strip() if lines else "")
 
 
 def retry(job_id):
