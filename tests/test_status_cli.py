@@ -89,6 +89,15 @@ def test_a_redis_that_does_not_answer_is_reported_not_raised(make_app, refused_p
     assert "Traceback" not in result.output
 
 
+def test_a_cluster_that_does_not_answer_is_named_not_the_queues_redis(make_app, refused_port):
+    """On a cluster the queues' Redis (REDIS_URL) is another: the line names the cluster."""
+    app = make_app(REDIS_CLUSTER_NODES=[("127.0.0.1", refused_port)])
+    result = app.test_cli_runner().invoke(args=["status"])
+    assert result.exit_code == 1
+    assert "  ! redis cluster: not answering in every slot" in result.output
+    assert "queues, the live feed" not in result.output and "Traceback" not in result.output
+
+
 def test_a_database_that_does_not_answer_is_reported(make_app):
     app = make_app(create_tables=False)  # every query fails, as with the server away
     beating(app)

@@ -4,6 +4,7 @@ failed jobs, and delivery success rates per channel; `problems` says what is unh
 
 import logging
 
+from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp import clock, keys
@@ -26,7 +27,8 @@ def gather(now_ms=None):
     body, _ = health.report(get_redis, now_ms=now_ms)
     facts = {"status": "ok", "redis": body["redis"], "version": body["version"],
              "checked_at": clock.ms_to_iso(now_ms), "listener": None, "processes": None,
-             "missing": body["missing"], "cluster": body.get("cluster"), "breakers": [],
+             "missing": body["missing"], "cluster": body.get("cluster"),
+             "cluster_nodes": bool(current_app.config.get("REDIS_CLUSTER_NODES")), "breakers": [],
              "queues": {}, "failed_jobs": [], "deliveries": None}
     if body["redis"] == "ok":
         try:
@@ -99,6 +101,10 @@ def deliveries():
 
 def problems(facts):
     """What is unhealthy, one sentence each, most serious first."""
+    if facts["redis"] != "ok" and facts["cluster_nodes"]:  # the queues' Redis is another
+        state = (facts["cluster"] or {}).get("state", "unknown")
+        return [f"redis cluster: not answering in every slot (state {state}; the live feed, "
+                "inboxes and alert index are affected until it fails over)"]
     if facts["redis"] != "ok":
         return ["redis: not answering (queues, the live feed and the alert index are down)"]
     found = []
