@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 
@@ -18,11 +19,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_URL, AuthActions, csrf_token, reset_postgres
-from webapp import create_app, keys
+from tests.hub import Mailbox, PortZeroController, make_user, run_jobs
+from webapp import clock, create_app, keys
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
+from webapp.delivery.dispatch import STALE_SENDING
+from webapp.delivery.sweep import sweep
 from webapp.extensions import db
-from webapp.models import Alert
+from webapp.models import Alert, DeliveryLog
+from webapp.notify import router
 from worker.matcher import Matcher
 
 GOOD = {"symbol": "BTCUSDT", "type": "above", "price": 100}
@@ -305,3 +310,42 @@ def test_a_failed_commit_undoes_the_index_change(pg_site, first, request_):
     assert_503(request_(pg_site))
     assert sql_state(app) == before
     assert_agree(app, r)
+
+
+class LockingMailbox(Mailbox):
+    """Takes the database's write lock as it accepts a message and holds it `hold_s`: the
+    sender's next commit (its delivery's "sent") meets a locked database."""
+
+    def __init__(self, path, hold_s):
+        super().__init__()
+        self.path, self.hold_s = path, hold_s
+
+    async def handle_DATA(self, server, session, envelope):
+        holder = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+        threading.Timer(self.hold_s, lambda: (holder.execute("ROLLBACK"), holder.close())).start()
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_an_email_sent_as_the_database_locks_is_recorded_sent_and_never_sent_again(make_app):
+    """The relay took the email; the row's "sent" then waits out the lock instead of failing
+    the job, which left it "sending" for the sweep to send again (the drill's duplicate)."""
+    app = make_app(SQLITE_BUSY_TIMEOUT_MS=200)
+    box = LockingMailbox(db_path(app), hold_s=1.5)
+    smtp = PortZeroController(box, hostname="127.0.0.1")
+    smtp.start()
+    try:
+        app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port, SMTP_TLS="none")
+        uid = make_user(app, "locked@example.com", delivery_email="desk@example.com")
+        with app.app_context():
+            router.route({"user_id": uid, "type": "ORDER_EXECUTION_FAILED",
+                          "title": "Order failed", "message": "margin"})
+        run_jobs(app)
+        with app.app_context():
+            [row] = db.session.scalars(db.select(DeliveryLog).where(DeliveryLog.user_id == uid))
+            assert (row.channel, row.status, row.attempts) == ("email", "sent", 1)
+            sweep(now=clock.utcnow() + STALE_SENDING * 2)  # long after: nothing left to send
+        run_jobs(app)
+        assert len(box.wait_for(2, timeout=1)) == 1
+    finally:
+        smtp.stop()

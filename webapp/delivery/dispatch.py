@@ -6,10 +6,12 @@ durable in SQL and needs no RQ scheduler inside the worker.
 """
 
 import logging
+import time
 from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import OperationalError
 
 from webapp import clock
 from webapp.alerts import messages
@@ -31,6 +33,9 @@ DEFAULT_BACKOFF = 15  # seconds before the 2nd attempt; doubles after each failu
 DEFAULT_MAX_BACKOFF = 3600
 SQL_CHUNK = 500  # ids per IN (...) query
 STALE_SENDING = timedelta(minutes=10)  # a worker died mid-send: try again
+# A message the provider took is written "sent" patiently: left "sending", the sweep would
+# send it again. Each wait comes after a commit that already waited SQLite's busy timeout.
+FINISH_WAITS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 LOST_QUEUED = timedelta(minutes=5)  # queued but its job never ran (Redis lost it)
 
 
@@ -78,9 +83,21 @@ def _claim(log_id, now):
 
 
 def _finish(row, status, error="", provider_id=""):
-    row.status, row.error, row.next_attempt_at = status, error[:2000], None
-    row.provider_id = (provider_id or "")[:200]
-    db.session.commit()
+    outcome = {"status": status, "error": error[:2000], "next_attempt_at": None,
+               "provider_id": (provider_id or "")[:200], "attempts": row.attempts}
+    for wait_s in (*FINISH_WAITS_S, None):
+        for name, value in outcome.items():
+            setattr(row, name, value)
+        try:
+            db.session.commit()
+            break
+        except OperationalError:  # the database locked (or gone) a moment
+            db.session.rollback()
+            if wait_s is None:
+                raise
+            log.warning("event=delivery_finish_waits delivery=%s status=%s in_s=%.1f",
+                        row.id, status, wait_s)
+            time.sleep(wait_s)
     log.info("event=delivery_finished delivery=%s channel=%s status=%s", row.id, row.channel,
              status, extra={"delivery_id": row.id, "notification_id": row.notification_id,
                             "user_id": row.user_id, "channel": row.channel, "status": str(status)})
