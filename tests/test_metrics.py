@@ -276,7 +276,8 @@ def test_events_intake_counts_each_outcome(app, client, token):
     assert post_events(client, token, batch, key="k1").headers["Idempotent-Replayed"] == "true"
     assert post_events(client, token, batch[:1], key="k1").status_code == 422  # other content
     assert post_events(client, token, b"{not json").status_code == 422
-    assert post_events(client, token, order(uid, target="system")).status_code == 202
+    system = {"type": "ORDER_EXECUTED", "target": "system", "title": "Bought"}
+    assert post_events(client, token, system).status_code == 202
     delta.after()
     assert delta("tickerbell_events_total", outcome="accepted") == 3
     assert delta("tickerbell_events_total", outcome="rejected") == 1
