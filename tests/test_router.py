@@ -113,6 +113,12 @@ def test_the_limit_holds_in_every_minute_whatever_order_they_are_planned_in(app)
         assert not plan.over_limit(pref, "n71", t0 + 71_000)  # the one up to 71 s: 20, 30
         assert plan.over_limit(pref, "n72", t0 + 72_000)  # 20, 30, 71 s
         assert not plan.over_limit(pref, "n10", t0 + 10_000)  # planned again: counted once
+        late = t0 + 300_000  # a notification planned after a later one, minutes late
+        assert not plan.over_limit(pref, "m600", late + 300_000)
+        assert not plan.over_limit(pref, "m0", late)
+        assert not plan.over_limit(pref, "m1", late + 1_000)
+        assert plan.over_limit(pref, "m2", late + 2_000) is False
+        assert plan.over_limit(pref, "m3", late + 3_000)  # the minute from m0 holds three
 
 
 def test_critical_always_goes_out(make_app, smtp_server):

@@ -18,6 +18,7 @@ from webapp.notify import types as notification_types
 from webapp.preferences import service as preferences
 
 RATE_WINDOW_MS = 60_000
+LATE_WINDOWS = 10
 
 
 @dataclass(frozen=True)
@@ -122,11 +123,18 @@ def plan(notification, recipient, chosen=None):
 # (at - window, at]; sliding one later, its count grows only as its end reaches a later
 # delivery, so the starts to check are the earliest and each such arrival's. Two pointers
 # count each window.
+# Deliveries are remembered LATE_WINDOWS minutes, so one planned up to that late (a batch the
+# safety net took over: 1-2 minutes) is still counted right.
 # KEYS: 1 keys.delivery_rate(uid)   ARGV: 1 nid  2 at ms  3 window ms  4 limit
 RATE_SCRIPT = """
+local LATE_WINDOWS = """ + str(LATE_WINDOWS) + """
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 local at, window, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', at - 3 * window)
+-- forgotten LATE_WINDOWS windows back from now (Redis's clock), never from `at`: a later
+-- notification planned first must not drop what an earlier one planned late still needs
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - LATE_WINDOWS * window)
 local found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (at - window), '(' .. (at + window),
   'WITHSCORES')
 local t = {}
@@ -141,7 +149,7 @@ for _, start in ipairs(starts) do
   if past - first >= limit then return 1 end
 end
 redis.call('ZADD', KEYS[1], at, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], 3 * window)
+redis.call('PEXPIRE', KEYS[1], LATE_WINDOWS * window)
 return 0
 """
 
