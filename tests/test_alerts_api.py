@@ -200,6 +200,7 @@ def test_a_written_alert_is_answered_even_when_its_market_cannot_be_read(client,
     assert created.status_code == 201, created.get_json()
     assert created.get_json()["last_price"] is None
     assert created.get_json()["status"] == "active"
+    assert created.get_json()["symbol_check"] == "unverified"  # one of the documented three
     listed = client.get("/api/v1/alerts", headers=key)
     assert listed.status_code == 200
     assert [a["id"] for a in listed.get_json()] == [created.get_json()["id"]]

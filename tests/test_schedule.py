@@ -7,9 +7,10 @@ from rq.job import Job
 from rq_scheduler import Scheduler
 
 from tests.hub import poll, run_jobs
+from webapp.admin import jobs
 from webapp.core.queues import rq_connection
 from worker import schedule
-from worker.schedule import PERIODIC, reconcile
+from worker.schedule import PERIODIC, Periodic, reconcile
 
 
 def test_a_periodic_jobs_record_outlives_its_runs(app):
@@ -43,3 +44,25 @@ def test_the_running_scheduler_puts_back_a_job_gone_missing(app):
         finally:
             stop.set()
             loop.join(10)
+
+
+def flaky():
+    """A periodic job's run that fails the first time only."""
+    if rq_connection().incr("tb:test:flaky") == 1:
+        raise RuntimeError("first run")
+
+
+def test_a_periodic_job_working_again_leaves_the_failed_list(app):
+    """One record run again each interval: once it works, its old failure is not news (RQ
+    would list it for a year, with the last success's empty error)."""
+    with app.app_context():
+        scheduler = Scheduler(queue_name="default", connection=rq_connection())
+        reconcile(scheduler, [Periodic("flaky", "tests.test_schedule.flaky", 60)])
+        scheduler.enqueue_job(Job.fetch("flaky", connection=rq_connection()))
+    run_jobs(app)
+    with app.app_context():
+        assert [job["id"] for job in jobs.failed()] == ["flaky"]
+        scheduler.enqueue_job(Job.fetch("flaky", connection=rq_connection()))  # its next run
+    run_jobs(app)
+    with app.app_context():
+        assert jobs.failed() == [] and jobs.counts()["default"] == 0

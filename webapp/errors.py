@@ -14,7 +14,8 @@ RETRY_AFTER_S = 5
 # Faults of a dependency, not of our code: the same request may well succeed in a moment.
 REDIS_FAULTS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError,
                 redis.exceptions.OutOfMemoryError, redis.exceptions.MasterDownError,
-                redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
+                redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError,
+                redis.exceptions.SlotNotCoveredError)  # a cluster's slot mid-failover
 # Locked, read-only, full or unreachable database; lock_timeout; no pooled connection free.
 SQL_FAULTS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
 STALE_PAGE = ("This page is out of date (its security token expired or belongs to another "

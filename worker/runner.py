@@ -8,6 +8,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 from rq import SimpleWorker
+from rq.registry import FailedJobRegistry
 
 from webapp.core import logs
 from webapp.core.outage import REDIS_DOWN, Outage
@@ -75,11 +76,17 @@ class JobWorker(SimpleWorker):
 
     def perform_job(self, job, queue):
         try:
-            return super().perform_job(job, queue)
+            done = super().perform_job(job, queue)
         finally:
             # the jobs share the worker's app context: a job that failed mid-transaction (a
             # locked database at its commit) would leave every job after it failing at once
             db.session.remove()
+        if done and job.meta.get("interval"):  # a periodic job (worker/schedule.py) that
+            # failed once is one record, run again each interval: working now, it leaves
+            # the failed list, where RQ would keep it for a year
+            FailedJobRegistry(queue.name, connection=self.connection).remove(
+                job, delete_job=False)
+        return done
 
     def handle_exception(self, job, *exc_info):
         token = logs.bind(job.meta.get(logs.META_KEY))

@@ -12,6 +12,7 @@ import redis
 
 from webapp import clock
 from webapp.alerts import index as alert_index
+from webapp.core.outage import REDIS_DOWN
 from webapp.market import symbols, tickers
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,10 @@ def looked_up(alerts):
     try:
         return {"prices": tickers.last_values(seen), "checks": symbols.verdicts(seen),
                 "readings": readings(alerts)}
-    except redis.RedisError as exc:
+    except (redis.RedisError, *REDIS_DOWN) as exc:  # a cluster mid-failover's too
         log.warning("event=market_not_read error=%s", f"{type(exc).__name__}: {exc}"[:200])
-        return {"prices": {}, "checks": {}, "readings": dict.fromkeys(
-            (alert.id for alert in alerts), NOT_READ)}
+        return {"prices": {}, "checks": dict.fromkeys(seen, symbols.UNVERIFIED),
+                "readings": dict.fromkeys((alert.id for alert in alerts), NOT_READ)}
 
 
 def _float(text):
