@@ -98,12 +98,15 @@ def post_worker_init(worker):
 def _end_streams_on_stop(worker, poll_s=0.2):
     """A stopping worker waits for its open requests, and a WebSocket is one until it ends:
     it would hold the worker until the graceful timeout kills it, exit hook and all. Its
-    streams end as soon as it is told to stop; the browsers reconnect to a live worker."""
+    streams end as soon as it is told to stop, and so do any opened while it still accepts
+    (gunicorn looks once a second); the browsers reconnect to a live worker."""
     while worker.alive:
         time.sleep(poll_s)  # a greenlet's sleep: the worker is gevent's
-    hub = worker.wsgi.extensions.get("fanout")
-    if hub is not None:
-        hub.end_streams()
+    while True:  # until the process ends (a daemon thread)
+        hub = worker.wsgi.extensions.get("fanout")
+        if hub is not None:
+            hub.end_streams()
+        time.sleep(poll_s)
 
 
 def worker_exit(server, worker):

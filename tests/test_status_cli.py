@@ -15,6 +15,7 @@ from devtools.fakefeed import FakeFeed
 from tests.hub import run_jobs
 from tests.product import ROOT, Product
 from tests.test_ops_page import beating, explode
+from webapp.admin import jobs
 from webapp.core.queues import enqueue, rq_connection
 from webapp.delivery.dispatch import breaker as delivery_breaker
 
@@ -74,11 +75,17 @@ def test_failed_jobs_are_retried_from_the_command_line(app, runner):
     assert retried.exit_code == 0 and f"retried {one.id}" in retried.output
     again = runner.invoke(args=["jobs", "retry", one.id])  # no longer failed: said, exit 1
     assert again.exit_code == 1 and f"no failed job {one.id}" in again.output
+    with app.app_context():  # more than a page of them (flask status lists 50)
+        many = [enqueue(explode, f"many {i}").id for i in range(jobs.DEFAULT_LIMIT + 5)]
+    run_jobs(app)
     every = runner.invoke(args=["jobs", "retry", "--all"])
     assert every.exit_code == 0 and f"retried {two.id}" in every.output
+    assert all(f"retried {job_id}" in every.output for job_id in many)
     assert runner.invoke(args=["jobs", "retry"]).exit_code == 2  # neither ids nor --all
     with app.app_context():
-        assert set(Queue("default", connection=rq_connection()).job_ids) == {one.id, two.id}
+        assert set(Queue("default", connection=rq_connection()).job_ids) == {
+            one.id, two.id, *many}
+        assert jobs.failed_ids() == []
 
 
 def test_a_redis_that_does_not_answer_is_reported_not_raised(make_app, refused_port):

@@ -81,7 +81,7 @@ def jobs_group():
 
 @jobs_group.command("retry")
 @click.argument("job_ids", nargs=-1)
-@click.option("--all", "every", is_flag=True, help="Every failed job listed by flask status.")
+@click.option("--all", "every", is_flag=True, help="Every failed job, however many.")
 @with_appcontext
 def retry_command(job_ids, every):
     """Put failed jobs back on their queues (JOB_ID as flask status lists it), as the
@@ -89,7 +89,7 @@ def retry_command(job_ids, every):
     if every == bool(job_ids):
         raise click.UsageError("give JOB_ID ... or --all")
     missing = 0
-    for job_id in [j["id"] for j in failed_jobs.failed()] if every else job_ids:
+    for job_id in failed_jobs.failed_ids() if every else job_ids:
         try:
             failed_jobs.retry(job_id)
             click.echo(f"retried {job_id}")

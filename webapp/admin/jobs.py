@@ -32,6 +32,11 @@ def failed(limit=DEFAULT_LIMIT):
     return found[:limit]
 
 
+def failed_ids():
+    """Every failed job's id, over every queue (not only a page of them)."""
+    return [job_id for name in (*QUEUES, STREAM_QUEUE) for job_id in _registry(name).get_job_ids()]
+
+
 def _describe(job, queue):
     result = job.latest_result()
     error = result.exc_string if result is not None and result.type == Result.Type.FAILED else ""
