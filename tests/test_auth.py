@@ -154,6 +154,9 @@ def test_a_form_posted_signed_out_comes_back_to_its_page_after_login(client, aut
                            headers={"Referer": "http://localhost/settings/api-keys"})
     assert response.status_code == 302
     assert response.headers["Location"] == "/auth/login?next=%2Fsettings%2Fapi-keys"
+    elsewhere = client.post("/settings/api-keys/1/revoke", data={"csrf_token": token},
+                            headers={"Referer": "https://evil.example/settings/api-keys"})
+    assert elsewhere.headers["Location"] == "/auth/login"  # another site's page is no way back
 
 
 def test_session_cookie_is_httponly_and_lax(client, auth):

@@ -215,3 +215,13 @@ def test_the_cleanup_job_trims_inboxes_on_a_cluster(app, users, rc):
 def test_the_key_migration_leaves_a_cluster_alone(app, runner):
     result = runner.invoke(args=["redis-migrate"])
     assert result.exit_code == 0 and "nothing to migrate" in result.output
+
+
+def test_status_names_the_queues_redis_when_it_alone_is_down(make_cluster_app, refused_port):
+    """On a cluster the queues' Redis (REDIS_URL) is another: with it down and the cluster
+    answering, flask status names it, not the cluster."""
+    app = make_cluster_app(REDIS_URL=f"redis://127.0.0.1:{refused_port}/0")
+    result = app.test_cli_runner().invoke(args=["status"])
+    assert result.exit_code == 1
+    assert "  ! redis (REDIS_URL): not answering" in result.output
+    assert "redis cluster" not in result.output and "Traceback" not in result.output

@@ -2,6 +2,7 @@
 
 import hashlib
 import secrets
+from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app, flash, make_response, redirect, request
@@ -124,6 +125,13 @@ def load_user(user_id):
     return user
 
 
+def _own_page(url):
+    """A Referer naming a page of this site, else None (another site's path is no way back)."""
+    if url and urlsplit(url).netloc == request.host:
+        return url
+    return None
+
+
 @login_manager.unauthorized_handler
 def unauthorized():
     """To the login page; an htmx request (a stale tab's poll or form) takes the whole tab there
@@ -132,7 +140,7 @@ def unauthorized():
     if request.headers.get("HX-Request") != "true":
         # back where the user was after signing in: a form posted goes back to its page
         # (the form's own URL answers only POST: a GET of it after the login is a 405)
-        back = request.url if request.method == "GET" else request.referrer
+        back = request.url if request.method == "GET" else _own_page(request.referrer)
         return redirect(login_url(login_manager.login_view, next_url=back))
     page = request.headers.get("HX-Current-URL") or request.url
     response = make_response("", 401)

@@ -5,12 +5,14 @@ failed jobs, and delivery success rates per channel; `problems` says what is unh
 import logging
 
 from flask import current_app
+from redis.exceptions import RedisClusterException
 from sqlalchemy.exc import SQLAlchemyError
 
 from webapp import clock, keys
 from webapp.admin import jobs, rates
 from webapp.core import health
 from webapp.core.breaker import OPEN, Breaker
+from webapp.core.queues import rq_connection
 from webapp.delivery.channels import CHANNELS
 from webapp.delivery.dispatch import breaker as delivery_breaker
 from webapp.errors import REDIS_FAULTS
@@ -29,7 +31,7 @@ def gather(now_ms=None):
              "checked_at": clock.ms_to_iso(now_ms), "listener": None, "processes": None,
              "missing": body["missing"], "cluster": body.get("cluster"),
              "cluster_nodes": bool(current_app.config.get("REDIS_CLUSTER_NODES")), "breakers": [],
-             "queues": {}, "failed_jobs": [], "deliveries": None}
+             "queues": {}, "failed_jobs": [], "deliveries": None, "down": []}
     if body["redis"] == "ok":
         try:
             facts.update(listener=listener(body, now_ms), processes=body["processes"],
@@ -37,10 +39,24 @@ def gather(now_ms=None):
                          failed_jobs=jobs.failed())
         except REDIS_FAULTS:  # went away between the report and these reads
             facts["redis"] = "down"
+    if facts["redis"] != "ok" and facts["cluster_nodes"]:
+        facts["down"] = which_down()
     facts["deliveries"] = deliveries()
     facts["problems"] = problems(facts)
     facts["status"] = "degraded" if facts["problems"] else "ok"
     return facts
+
+
+def which_down():
+    """On a cluster, which of the two does not answer: "cluster" (the data plane) or
+    "queues" (REDIS_URL: RQ, the schedules, the sessions)."""
+    down = []
+    for name, client in (("cluster", get_redis), ("queues", rq_connection)):
+        try:
+            client().ping()
+        except (*REDIS_FAULTS, RedisClusterException):  # a cluster that cannot be made
+            down.append(name)
+    return down
 
 
 def listener(body, now_ms):
@@ -102,9 +118,15 @@ def deliveries():
 def problems(facts):
     """What is unhealthy, one sentence each, most serious first."""
     if facts["redis"] != "ok" and facts["cluster_nodes"]:  # the queues' Redis is another
-        state = (facts["cluster"] or {}).get("state", "unknown")
-        return [f"redis cluster: not answering in every slot (state {state}; the live feed, "
-                "inboxes and alert index are affected until it fails over)"]
+        found = []
+        if "cluster" in facts["down"]:
+            state = (facts["cluster"] or {}).get("state", "unknown")
+            found.append(f"redis cluster: not answering in every slot (state {state}; the live "
+                         "feed, inboxes and alert index are affected until it fails over)")
+        if "queues" in facts["down"]:
+            found.append("redis (REDIS_URL): not answering (queues, schedules and sign-ins "
+                         "are down)")
+        return found or ["redis: not answering"]
     if facts["redis"] != "ok":
         return ["redis: not answering (queues, the live feed and the alert index are down)"]
     found = []

@@ -43,9 +43,9 @@ def once(r, store, digest, publish):
     pending = json.dumps(claim)
     try:
         claimed = r.set(store, pending, nx=True, ex=PENDING_TTL)
-    except REDIS_DOWN:
-        # sent, perhaps, to a Redis that runs it once it answers again (frozen, or the
-        # reply lost): marked failed when it lands, else every retry would get 409
+    except redis.TimeoutError:
+        # sent to a Redis that runs it once it answers again (frozen, or the reply lost):
+        # marked failed when it lands, else every retry would get 409 for PENDING_TTL
         failed(r, store, pending, json.dumps({**claim, "failed": True}),
                claim["created"] + TTL * 1000, outage=True, landing=True)
         raise

@@ -83,9 +83,12 @@ def target_of(item, errors):
     """('user', id) | ('strategy', id) | ('system', None) from the item's target fields.
 
     One of them: with two, which was meant is a guess, and a wrong one reaches users the
-    event was not for (a strategy_id beside a user_id is that user's reference, as documented).
+    event was not for (a strategy_id beside a user's id is that user's reference, as
+    documented; beside anything else it is a target of its own).
     """
     named = [name for name in ("target", "channel", "user_id") if item.get(name) not in (None, "")]
+    if item.get("strategy_id") and item.get("user_id") in (None, "", "system"):
+        named.append("strategy_id")
     if len(named) > 1:
         errors["target"] = (f"Give one target, not {' and '.join(named)}: user_id, "
                             "strategy_id or target.")

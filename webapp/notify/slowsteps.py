@@ -100,9 +100,9 @@ def drain(name="default", consumer=None, budget_s=DRAIN_BUDGET_S):
         if not entries:
             return handled
         handled += handle(r, name, entries)
-        if time.monotonic() >= until:
-            if r.set(keys.routed_kick(name), "1", nx=True, ex=KICK_TTL_S):
-                enqueue(drain, name, queue=name)
+        if time.monotonic() >= until:  # the next goes on (a kick's job may also be waiting:
+            r.set(keys.routed_kick(name), "1", ex=KICK_TTL_S)  # two drains share the group)
+            enqueue(drain, name, queue=name)
             return handled
 
 
