@@ -24,6 +24,16 @@ def saved_preferences(app, email):
         return pref
 
 
+def settings_page(page, live_site, email):
+    """Signed in as `email`, on the notification settings."""
+    page.goto(live_site.url + "/auth/login")
+    page.fill("#email", email)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/dashboard")
+    page.goto(live_site.url + "/settings/notifications/")
+
+
 def test_settings_save_on_change_and_show_saved(live_site):
     with sync_playwright() as p:
         browser = launch_chromium(p)
@@ -69,12 +79,7 @@ def test_the_types_that_insist_save_as_they_are_ticked_twice_over(live_site):
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_context().new_page()
-        page.goto(live_site.url + "/auth/login")
-        page.fill("#email", "insist@example.com")
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url("**/dashboard")
-        page.goto(live_site.url + "/settings/notifications/")
+        settings_page(page, live_site, "insist@example.com")
         expect(page.locator("#insist-RISK_LIMIT_BREACHED")).to_be_checked()
         def tick(box, on):
             """Tick or untick one box and wait for its own "Saved" (the line is blanked first)."""
@@ -107,12 +112,7 @@ def test_a_change_refused_as_stale_says_to_reload_and_shows_what_is_saved(live_s
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_context().new_page()
-        page.goto(live_site.url + "/auth/login")
-        page.fill("#email", "stale@example.com")
-        page.fill("#password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url("**/dashboard")
-        page.goto(live_site.url + "/settings/notifications/")
+        settings_page(page, live_site, "stale@example.com")
         box = page.locator("#sms_risk_violations")
         saved = box.is_checked()
         page.evaluate("""() => {  // what a stale tab holds: a token of another sign-in

@@ -6,9 +6,6 @@ once: it runs its exit hook and leaves the processes' list, instead of being kil
 graceful timeout and listed as silent for an hour. Browsers reconnect and replay."""
 
 import json
-import os
-import signal
-from contextlib import contextmanager
 
 import pytest
 import websocket
@@ -16,6 +13,7 @@ import websocket
 from tests.hub import poll
 from tests.live_server import cookie_header, login
 from tests.sse_helpers import open_stream
+from tests.test_live_workers import on_worker
 from webapp import keys
 from webapp.accounts import service as accounts
 from webapp.extensions import db
@@ -29,19 +27,6 @@ def site(make_live_site):
     live = make_live_site("shutdown", env={"WEB_CONCURRENCY": "2", "STREAM_KEEPALIVE_S": "60"})
     assert poll(lambda: len(live.server.worker_pids()) == 2, timeout=30)
     return live
-
-
-@contextmanager
-def only(server, pid):
-    """Connections made meanwhile are accepted by worker `pid`: the other is stopped."""
-    others = [p for p in server.worker_pids() if p != pid]
-    for other in others:
-        os.kill(other, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for other in others:
-            os.kill(other, signal.SIGCONT)
 
 
 def web_entries(site):
@@ -62,7 +47,7 @@ def test_a_stopping_worker_ends_its_streams_and_leaves_the_list(site):
             "ws")
     streams, sockets = [], []
     for pid in workers:  # an SSE stream and a WebSocket held by each worker
-        with only(site.server, pid):
+        with on_worker(site.server, pid):
             sock, reader = open_stream(site.server.port, cookie)
             reader.until(lambda ev: ev)  # its opening: the worker serves it
             ws = websocket.create_connection(
