@@ -36,6 +36,9 @@ STALE_SENDING = timedelta(minutes=10)  # a worker died mid-send: try again
 # A message the provider took is written "sent" patiently: left "sending", the sweep would
 # send it again. Each wait comes after a commit that already waited SQLite's busy timeout.
 FINISH_WAITS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+# A send job that fails as a whole (its row not claimed: the database locked) is run again by
+# RQ after 1, 4 and 16 s, not left for the sweep's 5 minutes; a claimed row is never sent twice.
+SEND_RETRIES = 3
 LOST_QUEUED = timedelta(minutes=5)  # queued but its job never ran (Redis lost it)
 
 
@@ -66,7 +69,7 @@ def record_planned(planned):
             DeliveryLog.status == DeliveryStatus.QUEUED).order_by(DeliveryLog.id)).all()
     for log_id, nid in due_now:
         queue = "high" if notification_types.is_critical(owners[nid]) else "default"
-        enqueue(send, log_id, queue=queue, job_id=f"delivery-{log_id}")
+        enqueue(send, log_id, queue=queue, job_id=f"delivery-{log_id}", retries=SEND_RETRIES)
     return [log_id for log_id, _ in due_now]
 
 

@@ -7,7 +7,7 @@ from sqlalchemy import select, update
 from webapp import clock
 from webapp.core.queues import enqueue
 from webapp.delivery import plan
-from webapp.delivery.dispatch import LOST_QUEUED, STALE_SENDING, send
+from webapp.delivery.dispatch import LOST_QUEUED, SEND_RETRIES, STALE_SENDING, send
 from webapp.extensions import db
 from webapp.models import DeliveryLog, DeliveryStatus
 from webapp.preferences import service as preferences
@@ -37,7 +37,7 @@ def sweep(now=None):
     db.session.commit()
     jobs = [*released, *lost, *due]
     for log_id in jobs:
-        enqueue(send, log_id, job_id=f"delivery-{log_id}")
+        enqueue(send, log_id, job_id=f"delivery-{log_id}", retries=SEND_RETRIES)
     return len(jobs)
 
 
