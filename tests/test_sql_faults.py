@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_URL, AuthActions, csrf_token, reset_postgres
-from tests.hub import Mailbox, PortZeroController, make_user, run_jobs
+from tests.hub import Mailbox, PortZeroController, make_user, poll, run_jobs
 from webapp import clock, create_app, keys
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
@@ -30,6 +30,7 @@ from webapp.delivery.sweep import sweep
 from webapp.extensions import db
 from webapp.models import Alert, DeliveryLog
 from webapp.notify import router, slowsteps
+from worker import slowpath
 from worker.matcher import Matcher
 
 GOOD = {"symbol": "BTCUSDT", "type": "above", "price": 100}
@@ -378,3 +379,23 @@ def test_a_delivery_job_meeting_a_locked_database_runs_again_in_seconds(make_app
     with app.app_context():
         [row] = db.session.scalars(db.select(DeliveryLog).where(DeliveryLog.user_id == uid))
         assert row.status == "sent"
+
+
+def test_a_fired_batch_that_met_a_locked_database_is_recorded_seconds_later(site):
+    """The listener's slow-path thread tries a failed entry again once it has been pending
+    a while, not after the safety net's minute (the re-drill: 120 notifications ~95 s late)."""
+    app, r = site["app"], site["r"]
+    stop = threading.Event()
+    with locked(app):
+        Matcher(r).on_price("BTCUSDT", 101, next(_ticks))  # fires alert A
+        thread = threading.Thread(target=slowpath.run_forever, args=(stop, app, "t", 100, 300))
+        thread.start()
+        time.sleep(0.5)  # the first try meets the lock: the thing under test is what follows
+    try:
+        with app.app_context():
+            assert poll(lambda: not db.session.get(Alert, site["alert_id"]).active
+                        or db.session.rollback(), timeout=10)
+            assert poll(lambda: r.xlen(keys.FIRED) == 0)  # routed, then acknowledged
+    finally:
+        stop.set()
+        thread.join(10)

@@ -35,6 +35,10 @@ DEFAULT_BLOCK_MS = 1000
 DEFAULT_MIN_IDLE_MS = 60_000  # a consumer silent this long with entries is presumed dead
 SAFETY_NET_ROUNDS = 50
 SWEEP_EVERY_S = 2.0  # batches a matcher left in its outbox (a cluster) are finished this often
+# An entry that failed (the database locked) is tried again by the running consumer once it
+# has been pending this long, not left for the safety net's minute; longer than an entry
+# takes, locked commits' waits included, so one still being handled is not taken twice
+RETRY_IDLE_MS = 20_000
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +201,8 @@ def safety_net():
     return {"handled": handled, "expired": expired}
 
 
-def run_forever(stop_event, app=None, consumer=None, block_ms=DEFAULT_BLOCK_MS):
+def run_forever(stop_event, app=None, consumer=None, block_ms=DEFAULT_BLOCK_MS,
+                retry_idle_ms=RETRY_IDLE_MS):
     """Consume until `stop_event` is set; for a thread in the listener process."""
     app = app or current_app._get_current_object()
     consumer = consumer or consumer_name()
@@ -208,6 +213,7 @@ def run_forever(stop_event, app=None, consumer=None, block_ms=DEFAULT_BLOCK_MS):
             try:
                 if time.monotonic() - swept >= SWEEP_EVERY_S:
                     outbox.sweep(alert_index.registered())
+                    reclaim(consumer, min_idle_ms=retry_idle_ms)  # entries that failed
                     swept = time.monotonic()
                 drain(consumer, block_ms=block_ms)
                 outage.recovered()
