@@ -1,0 +1,84 @@
+"""Deliveries while the database is locked: a job that cannot claim its row runs again in
+seconds, and an email the relay took is written sent, never sent twice."""
+
+import sqlite3
+import threading
+import time
+
+from rq.job import Job
+
+from tests.hub import Mailbox, PortZeroController, make_user, run_jobs
+from tests.test_sql_faults import db_path, locked
+from webapp import clock
+from webapp.core.queues import get_queue, rq_connection
+from webapp.delivery.dispatch import STALE_SENDING
+from webapp.delivery.sweep import sweep
+from webapp.extensions import db
+from webapp.models import DeliveryLog
+from webapp.notify import router, slowsteps
+
+
+class LockingMailbox(Mailbox):
+    """Takes the database's write lock as it accepts a message and holds it `hold_s`: the
+    sender's next commit (its delivery's "sent") meets a locked database."""
+
+    def __init__(self, path, hold_s):
+        super().__init__()
+        self.path, self.hold_s = path, hold_s
+
+    async def handle_DATA(self, server, session, envelope):
+        holder = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+        threading.Timer(self.hold_s, lambda: (holder.execute("ROLLBACK"), holder.close())).start()
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_an_email_sent_as_the_database_locks_is_recorded_sent_and_never_sent_again(make_app):
+    """The relay took the email; the row's "sent" then waits out the lock instead of failing
+    the job, which left it "sending" for the sweep to send again (the drill's duplicate)."""
+    app = make_app(SQLITE_BUSY_TIMEOUT_MS=200)
+    box = LockingMailbox(db_path(app), hold_s=1.5)
+    smtp = PortZeroController(box, hostname="127.0.0.1")
+    smtp.start()
+    try:
+        app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port, SMTP_TLS="none")
+        uid = make_user(app, "locked@example.com", delivery_email="desk@example.com")
+        with app.app_context():
+            router.route({"user_id": uid, "type": "ORDER_EXECUTION_FAILED",
+                          "title": "Order failed", "message": "margin"})
+        run_jobs(app)
+        with app.app_context():
+            [row] = db.session.scalars(db.select(DeliveryLog).where(DeliveryLog.user_id == uid))
+            assert (row.channel, row.status, row.attempts) == ("email", "sent", 1)
+            sweep(now=clock.utcnow() + STALE_SENDING * 2)  # long after: nothing left to send
+        run_jobs(app)
+        assert len(box.wait_for(2, timeout=1)) == 1
+    finally:
+        smtp.stop()
+
+
+def test_a_delivery_job_meeting_a_locked_database_runs_again_in_seconds(make_app, smtp_server):
+    """Its row not claimed (the lock), the job fails whole: RQ runs it again after 1 s, not
+    the sweep after 5 minutes (the re-drill's rows queued for 5 min 3 s)."""
+    app = make_app(SQLITE_BUSY_TIMEOUT_MS=100, SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port,
+                   SMTP_TLS="none")
+    uid = make_user(app, "retried@example.com", delivery_email="desk@example.com")
+    with app.app_context():
+        router.route({"user_id": uid, "type": "ORDER_EXECUTION_FAILED", "title": "Order failed",
+                      "message": "margin"})
+        for name in slowsteps.QUEUES:
+            get_queue(name).empty()  # its drain job: run here, on its own
+            slowsteps.drain(name)  # the delivery planned, its send job queued
+        [job] = [j for name in slowsteps.QUEUES for j in get_queue(name).jobs
+                 if j.id.startswith("delivery-")]
+    with locked(app):
+        run_jobs(app)  # the claim meets the lock: the job fails, a retry is scheduled
+    with app.app_context():
+        assert Job.fetch(job.id, connection=rq_connection()).get_status() == "scheduled"
+    time.sleep(1.2)  # the retry's interval is the thing under test: RQ's 1 s
+    worked = app.test_cli_runner().invoke(args=["worker", "--burst"])  # with RQ's scheduler
+    assert worked.exit_code == 0, worked.output
+    assert len(smtp_server.wait_for(1)) == 1
+    with app.app_context():
+        [row] = db.session.scalars(db.select(DeliveryLog).where(DeliveryLog.user_id == uid))
+        assert row.status == "sent"
