@@ -20,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from devtools import redisd  # noqa: E402
 from webapp import keys  # noqa: E402
 from webapp.alerts.index import idx_key, pack_row  # noqa: E402
+from webapp.live.channels import Subscriptions  # noqa: E402
+from webapp.live.fanout import Message  # noqa: E402
+from webapp.live.link import Link  # noqa: E402
 from worker.matcher import Matcher  # noqa: E402
 
 USERS = 1000
@@ -91,8 +94,8 @@ def redis_cpu(r):
 
 class Hub:
     """A web process's reader, in a process of its own as a web process is: subscribed to
-    every user's channel, reading and decoding each message as it comes (as
-    webapp/live/link.py does: a message begun is waited for, not failed as a timeout)."""
+    every user's channel on the web's own link (webapp/live/link.py), each message read and
+    decoded as the web's hub does (webapp/live/fanout.py Message.parse), not fanned out."""
 
     def __init__(self, url):
         self.url = url
@@ -103,26 +106,28 @@ class Hub:
         ready.wait(30)
 
     def _read(self, ready, out):
-        pubsub = redis.Redis.from_url(self.url).pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(*[keys.user_channel(uid) for uid in range(USERS)])
-        while pubsub.get_message(timeout=1) is None and len(pubsub.channels) < USERS:
-            pass  # until every channel's subscription is confirmed
-        ready.set()
-        received, dropped = 0, False
-        while not self.stop.is_set():
-            try:
-                if not pubsub.connection.can_read(timeout=0.2):
-                    continue
-                message = pubsub.get_message(timeout=None)
-            except redis.ConnectionError:  # past its output buffer's limit: Redis hung up
-                dropped = True
-                break
-            if message is not None and message["type"] == "message":
-                json.loads(message["data"])
-                received += 1
-                if received % 1000 == 0:
-                    out.send((received, dropped))
-        out.send((received, dropped))
+        subscriptions = Subscriptions()
+        link = Link({"REDIS_URL": self.url}, "bench-hub", subscriptions)
+        waits = subscriptions.want(keys.user_channel(uid) for uid in range(USERS))
+        counts = {"received": 0}
+
+        def dispatch(channel, raw):
+            Message.parse(raw)
+            counts["received"] += 1
+            if counts["received"] % 1000 == 0:
+                out.send((counts["received"], False))
+
+        dropped = False
+        try:
+            while not self.stop.is_set():
+                link.send()
+                link.read(dispatch)
+                if not ready.is_set() and all(w.is_set() for w in waits):
+                    ready.set()  # every channel's subscription is confirmed
+                link.wait(0.2)
+        except redis.ConnectionError:  # past its output buffer's limit: Redis hung up
+            dropped = True
+        out.send((counts["received"], dropped))
 
     def wait(self, n, timeout=60):
         """(messages heard, whether Redis dropped the link) once n arrived or it stopped."""
