@@ -108,6 +108,21 @@ if ARGV[7] ~= '1' then
 end
 
 local INLINE, PUBLISH = ARGV[10] == 'inline', ARGV[11]
+
+-- A quiet tick, by far the most common: a symbol with no cooldown, crossing, channel or move
+-- alert, whose level indexes hold nothing this value meets (none to fire, none to re-arm:
+-- the bounds of fire_levels and rearm_back below). Recorded below, it is done then, before
+-- the rest of the script is set up (its functions cost more than the tick): the rest would
+-- find nothing and give this same reply. What it records (the price, the tick's order, the
+-- sparkline) goes to the replicas but not the append-only file: under `appendfsync always`
+-- each write there is a wait for the disk before the answer, and these only describe the
+-- market, which the next trade describes again; a level alert reads no trade before.
+local quiet = not open and (in_use.cd or 0) == 0 and not (crossings or channels_used or moves)
+  and redis.call('ZCOUNT', KEYS[2], '-inf', vtext) == 0
+  and redis.call('ZCOUNT', KEYS[3], vtext, '+inf') == 0
+  and (kind ~= 'price' or (redis.call('ZCOUNT', KEYS[4], vtext, '+inf') == 0
+    and redis.call('ZCOUNT', KEYS[5], '-inf', vtext) == 0))
+if quiet then redis.set_repl(redis.REPL_REPLICA) end
 -- the trade before this one: crossings fire for levels between it and this one. A
 -- continuation (or a retry that ran) finds it where the first call of the tick left it.
 local prev = nil
@@ -135,16 +150,5 @@ else
   record[n + 1], record[n + 2], record[n + 3], record[n + 4] = 'volume', vtext, 'vts', tstext
 end
 redis.call('HSET', KEYS[1], unpack(record))
+if quiet then return {0, -1} end
 
--- A quiet tick, by far the most common: a symbol with no cooldown, crossing, channel or move
--- alert, whose level indexes hold nothing this value meets (none to fire, none to re-arm:
--- the bounds of fire_levels and rearm_back below). Recorded above, it is done here, before
--- the rest of the script is set up (its functions cost more than the tick): the rest would
--- find nothing and give this same reply.
-if not open and (in_use.cd or 0) == 0 and not (crossings or channels_used or moves)
-    and redis.call('ZCOUNT', KEYS[2], '-inf', vtext) == 0
-    and redis.call('ZCOUNT', KEYS[3], vtext, '+inf') == 0
-    and (kind ~= 'price' or (redis.call('ZCOUNT', KEYS[4], vtext, '+inf') == 0
-      and redis.call('ZCOUNT', KEYS[5], '-inf', vtext) == 0)) then
-  return {0, -1}
-end
