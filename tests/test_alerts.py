@@ -1,4 +1,5 @@
-"""Alerts: the domain, the Redis index and its rebuild, the page, the CLI and the slow path."""
+"""Alerts: the domain, the Redis index and its rebuild, the CLI and the slow path (the page:
+test_alerts_page.py)."""
 
 import threading
 import time
@@ -7,7 +8,6 @@ from datetime import timedelta
 import pytest
 import redis
 
-from tests.conftest import csrf_token
 from webapp import keys
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
@@ -308,108 +308,3 @@ def test_cli_reindex_settles_the_slow_path_first(ctx, runner, uid):
     assert not db.session.get(Alert, alert.id).active
     r = get_redis()
     assert r.xlen(keys.FIRED) == 0 and not r.exists(keys.alerts_fired("BTCUSDT"))
-
-
-# --- the page ----------------------------------------------------------------------------
-
-HTMX = {"HX-Request": "true"}
-
-
-def page_post(client, path, data=None, htmx=True):
-    token = csrf_token(client, "/alerts/")
-    headers = {**HTMX, "X-CSRFToken": token} if htmx else {}
-    form = dict(data or {}) if htmx else {**(data or {}), "csrf_token": token}
-    return client.post(path, data=form, headers=headers)
-
-
-@pytest.fixture
-def logged_in(auth, uid):
-    auth.login()
-    return uid
-
-
-def test_page_lists_alerts_with_last_price(client, logged_in, app):
-    with app.app_context():
-        make(logged_in)
-        get_redis().hset(keys.price("BTCUSDT"), "price", "98765.4")
-    page = client.get("/alerts/").get_data(as_text=True)
-    assert "BTCUSDT" in page and "98765.4" in page
-    assert "fires on the next tick" in page
-
-
-def test_page_needs_login(client):
-    assert client.get("/alerts/").status_code == 302
-
-
-def test_page_create_returns_the_new_row(client, logged_in):
-    response = page_post(client, "/alerts/", {"symbol": "ethusdt", "type": "below",
-                                              "price": "2500", "mode": "once"})
-    assert response.status_code == 201
-    html = response.get_data(as_text=True)
-    assert html.lstrip().startswith("<tr") and "ETHUSDT" in html
-    assert 'hx-swap-oob="outerHTML"' in html and 'hx-swap-oob="delete"' in html
-
-
-def test_page_create_answers_the_row_even_when_its_market_cannot_be_read(client, app,
-                                                                         logged_in):
-    """Written and armed: an error page now would have the user create it again."""
-    with app.app_context():  # reading the symbol's last values fails (WRONGTYPE)
-        get_redis().rpush(keys.price("ETHUSDT"), "not a price")
-    response = page_post(client, "/alerts/", {"symbol": "ethusdt", "type": "below",
-                                              "price": "2500", "mode": "once"})
-    assert response.status_code == 201
-    assert "ETHUSDT" in response.get_data(as_text=True)
-
-
-def test_page_create_shows_errors_beside_fields(client, logged_in):
-    response = page_post(client, "/alerts/", {"symbol": "x", "type": "above", "price": "abc"})
-    assert response.status_code == 422
-    assert response.headers["HX-Retarget"] == "#alert-form"
-    html = response.get_data(as_text=True)
-    assert 'id="symbol-error"' in html and 'id="price-error"' in html
-    assert 'id="type-error"' not in html
-
-
-def test_page_create_without_csrf_is_refused(client, logged_in):
-    response = client.post("/alerts/", data={"symbol": "BTCUSDT", "type": "above",
-                                             "price": "1"}, headers=HTMX)
-    assert response.status_code == 400
-
-
-def test_page_plain_form_fallback(client, logged_in):
-    response = page_post(client, "/alerts/", {"symbol": "BTCUSDT", "type": "above",
-                                              "price": "1"}, htmx=False)
-    assert response.status_code == 302
-    response = page_post(client, "/alerts/", {"symbol": "BTCUSDT", "price": "-1"}, htmx=False)
-    assert response.status_code == 422 and b"Give a number above 0" in response.data
-
-
-@pytest.mark.both_databases
-def test_page_pause_resume_delete(client, logged_in, app):
-    with app.app_context():
-        alert_id = make(logged_in).id
-    paused = page_post(client, f"/alerts/{alert_id}/pause")
-    assert paused.status_code == 200 and b"paused" in paused.data and b"Resume" in paused.data
-    resumed = page_post(client, f"/alerts/{alert_id}/resume")
-    assert b"active" in resumed.data and b"Pause" in resumed.data
-    deleted = page_post(client, f"/alerts/{alert_id}/delete")
-    assert deleted.status_code == 200 and deleted.data == b""
-    assert page_post(client, f"/alerts/{alert_id}/delete").status_code == 404
-    with app.app_context():
-        assert alert_index.symbols() == {}
-
-
-@pytest.mark.parametrize("alert_id", [0, 2**31, 2**63, 10**30])
-@pytest.mark.parametrize("action", ["pause", "resume", "delete"])
-def test_page_out_of_range_alert_id_is_404(client, logged_in, action, alert_id):
-    assert page_post(client, f"/alerts/{alert_id}/{action}").status_code == 404
-    assert page_post(client, f"/alerts/{alert_id}/{action}", htmx=False).status_code == 404
-
-
-def test_page_escapes_the_note(client, logged_in):
-    note = '<script>alert("x")</script>'
-    response = page_post(client, "/alerts/", {"symbol": "BTCUSDT", "type": "above",
-                                              "price": "1", "note": note})
-    html = response.get_data(as_text=True)
-    assert note not in html and "&lt;script&gt;" in html
-    assert note not in client.get("/alerts/").get_data(as_text=True)
