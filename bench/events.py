@@ -134,11 +134,13 @@ async def run(args, port, pid, token, users):
         warm = [event(random.choice(users)[0], "warm-up") for _ in range(100)]
         await post_all(session, url, headers, warm, args.concurrency)
         singles = [event(random.choice(users)[0], f"single {i}") for i in range(args.single)]
+        # made before the first phase: making many takes seconds, and a connection idle that
+        # long (past gunicorn's keep-alive of 2 s) is closed under the client reusing it
+        batches = [[event(random.choice(users)[0], f"batch {b}.{i}") for i in range(1000)]
+                   for b in range(args.batches)]
         used = cpu_s(pid)
         single_s, single_lat = await post_all(session, url, headers, singles, args.concurrency)
         single_cpu = per_request_us(pid, used, args.single)
-        batches = [[event(random.choice(users)[0], f"batch {b}.{i}") for i in range(1000)]
-                   for b in range(args.batches)]
         used = cpu_s(pid)
         batch_s, batch_lat = await post_all(session, url, headers, batches,
                                             min(args.concurrency, 4))
