@@ -130,14 +130,14 @@ async def run(args, port, pid, token, users):
     url = f"http://127.0.0.1:{port}/api/v1/events"
     headers = {"Authorization": f"Bearer {token}"}
     connector = aiohttp.TCPConnector(limit=args.concurrency)
+    # made before any request: making many batches takes seconds, and a connection idle that
+    # long (past gunicorn's keep-alive of 2 s) is closed under the client reusing it
+    warm = [event(random.choice(users)[0], "warm-up") for _ in range(100)]
+    singles = [event(random.choice(users)[0], f"single {i}") for i in range(args.single)]
+    batches = [[event(random.choice(users)[0], f"batch {b}.{i}") for i in range(1000)]
+               for b in range(args.batches)]
     async with aiohttp.ClientSession(connector=connector) as session:
-        warm = [event(random.choice(users)[0], "warm-up") for _ in range(100)]
         await post_all(session, url, headers, warm, args.concurrency)
-        singles = [event(random.choice(users)[0], f"single {i}") for i in range(args.single)]
-        # made before the first phase: making many takes seconds, and a connection idle that
-        # long (past gunicorn's keep-alive of 2 s) is closed under the client reusing it
-        batches = [[event(random.choice(users)[0], f"batch {b}.{i}") for i in range(1000)]
-                   for b in range(args.batches)]
         used = cpu_s(pid)
         single_s, single_lat = await post_all(session, url, headers, singles, args.concurrency)
         single_cpu = per_request_us(pid, used, args.single)
