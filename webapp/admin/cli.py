@@ -7,6 +7,7 @@ import click
 from flask.cli import with_appcontext
 
 from webapp.admin import jobs as failed_jobs
+from webapp.admin import rates
 from webapp.admin import status as ops
 from webapp.exceptions import NotFound
 
@@ -20,7 +21,7 @@ def _age(ms):
 def _rate(line):
     if line["rate"] is None:
         return "nothing finished"
-    return f"{line['rate'] * 100:.0f}% of {line['finished']}"
+    return f"{rates.percent(line['rate'])} of {line['finished']}"
 
 
 def lines(facts):

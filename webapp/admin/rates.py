@@ -73,7 +73,7 @@ def success_rates(window, now=None):
     for slots in table.values():
         for cell in slots:
             done = cell["ok"] + cell["failed"]
-            cell["rate"] = round(cell["ok"] / done, 4) if done else None
+            cell["rate"] = cell["ok"] / done if done else None
     return table
 
 
@@ -86,4 +86,15 @@ def overall(slots):
     """(rate or None, finished) over a channel's slots."""
     ok = sum(cell["ok"] for cell in slots)
     done = ok + sum(cell["failed"] for cell in slots)
-    return (round(ok / done, 4) if done else None), done
+    return (ok / done if done else None), done
+
+
+def percent(rate):
+    """A success rate as an operator reads it: 100 % only when nothing failed and 0 % only when
+    nothing went (1 failure in 395 is 99.7 %, not a rounded 100 %)."""
+    if rate is None:
+        return "nothing finished"
+    shown = rate * 100
+    if 0 < rate < 1:
+        shown = min(max(shown, 0.1), 99.9)
+    return f"{shown:.1f}".removesuffix(".0") + "%"

@@ -9,6 +9,7 @@ from webapp.notify import intake as events
 from webapp.notify import types as notification_types
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+bp.add_app_template_filter(rates.percent, "percent")
 
 
 @bp.before_request
