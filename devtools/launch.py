@@ -25,7 +25,7 @@ import redis
 from honcho.printer import Message, Printer
 
 from devtools import redisd
-from webapp.config import INSTANCE
+from webapp.config import INSTANCE, METRICS_DIR_FILE
 from webapp.config import REDIS_ADDRESS_FILE as ADDRESS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -280,6 +280,8 @@ def main(argv=None):
     listen_fd, port = listen_socket()
     env = dict(os.environ, PYTHONUNBUFFERED="1", PORT=str(port))  # PUBLIC_URL's default
     env["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir(env)
+    INSTANCE.mkdir(parents=True, exist_ok=True)
+    METRICS_DIR_FILE.write_text(env["PROMETHEUS_MULTIPROC_DIR"] + "\n")  # for a second shell
     printer = Printer(sys.stdout)
     stopping = threading.Event()
     give_back = take_the_terminal()
@@ -317,6 +319,7 @@ def main(argv=None):
         for child in reversed(children):
             child.stop()
         ADDRESS_FILE.unlink(missing_ok=True)
+        METRICS_DIR_FILE.unlink(missing_ok=True)
         give_back()
     print("stopped", flush=True)
 

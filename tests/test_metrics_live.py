@@ -198,3 +198,22 @@ def test_make_run_sums_the_listener_worker_and_web_processes(product):
                                "tickerbell_listener_connections", shard="0") == 1, 30)
     pids = {p.stem.rpartition("_")[2] for p in folder.glob("*.db")}
     assert len(pids) >= 3, sorted(p.name for p in folder.iterdir())  # web workers, listener
+
+
+def test_a_notification_sent_from_a_second_shell_is_counted_too(product):
+    """As an operator types it beside `make run`, with nothing but the instance folder to find
+    the running install by: its Redis and its metrics folder."""
+    flask = Path(sys.executable).parent / "flask"
+    env = {k: v for k, v in product.env.items()
+           if k not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
+
+    def run(*args):
+        done = subprocess.run([str(flask), "--app", "wsgi", *args], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    run("users", "create", "ops@example.com", "--password", "a long password here")
+    run("notify", "ops@example.com", "SYSTEM_MAINTENANCE", "Maintenance", "At 02:00")
+    samples = parse(requests.get(product.base + "/metrics", timeout=10).text)
+    assert value(samples, "tickerbell_notifications_total", type="SYSTEM_MAINTENANCE",
+                 source="cli") == 1

@@ -8,6 +8,8 @@ ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = Path(os.environ.get("INSTANCE_PATH", ROOT / "instance"))
 # `make run` writes its private Redis's address here, so a command from a second shell finds it.
 REDIS_ADDRESS_FILE = INSTANCE / "redis.url"
+# ... and the folder its processes count their metrics in, so such a command counts there too.
+METRICS_DIR_FILE = INSTANCE / "metrics.dir"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 DEV_SECRET_KEY = "dev-only-not-secret"
@@ -30,6 +32,21 @@ def private_redis_url():
         return REDIS_ADDRESS_FILE.read_text().strip() or None
     except OSError:
         return None
+
+
+def join_running_metrics():
+    """Count this process's metrics where a running `make run`'s processes count theirs (a
+    notification sent with `flask notify` from a second shell shows on /metrics), unless
+    PROMETHEUS_MULTIPROC_DIR is set, even empty. Before prometheus_client is imported: it
+    reads the variable once, then."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return
+    try:
+        path = METRICS_DIR_FILE.read_text().strip()
+    except OSError:
+        return
+    if path and Path(path).is_dir():
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
 
 
 def cluster_nodes(text):
