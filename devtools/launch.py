@@ -10,6 +10,7 @@ backoff when it exits, tell it how often it was restarted (`TICKERBELL_RESTARTS`
 """
 
 import argparse
+import logging
 import os
 import random
 import signal
@@ -27,6 +28,7 @@ from honcho.printer import Message, Printer
 from devtools import redisd
 from webapp.config import INSTANCE, METRICS_DIR_FILE
 from webapp.config import REDIS_ADDRESS_FILE as ADDRESS_FILE
+from webapp.core import logs
 
 ROOT = Path(__file__).resolve().parent.parent
 RESTART_BASE_S, RESTART_CAP_S = 0.5, 30.0
@@ -197,13 +199,19 @@ def announce_when_up(port, printer, stopping):
 
 
 
+JSON_LINES = (os.environ.get("LOG_FORMAT") or "").lower() == "json"  # checked in main()
 # honcho's Printer prints a line's text and its newline as two writes: two processes' relays
 # could interleave them, gluing two JSON log lines into one
 PRINTING = threading.Lock()
 
 
 def show(printer, line, name):
-    """One line of a process's (or our own) output, whole, under its name."""
+    """One line of a process's (or our own) output, whole, under its name; under
+    LOG_FORMAT=json, a line that is not a JSON object yet (ours, a crash's traceback, a
+    command's print) is made one, so a log shipper reads every line."""
+    if JSON_LINES and not line.startswith("{"):
+        line = logs.JsonFormatter(name).format(
+            logging.LogRecord(name, logging.INFO, "", 0, line, None, None))
     with PRINTING:
         printer.write(Message("line", line + "\n", datetime.now(), name, None))
 
@@ -213,19 +221,24 @@ def demo_env(env, port):
                 BINANCE_API_URL=f"http://127.0.0.1:{port}")
 
 
-def migrate_keys(env):
+def migrate_keys(printer, env):
     """Redis keys of the layout before hash tags to their new names (`flask redis-migrate`:
     idempotent, a no-op on a cluster), before any process writes the new ones."""
-    flask = Path(sys.executable).parent / "flask"
-    subprocess.run([str(flask), "--app", "wsgi", "redis-migrate"], env=env, cwd=str(ROOT),
-                   check=False)
+    run_flask(printer, env, "redis-migrate")
 
 
-def seed_demo(env):
+def seed_demo(printer, env):
     """The demo user and a few alerts near the demo prices (`flask demo seed`, idempotent)."""
+    run_flask(printer, env, "demo", "seed")
+
+
+def run_flask(printer, env, *args):
+    """A `flask` command run to its end, its lines shown as the launcher's."""
     flask = Path(sys.executable).parent / "flask"
-    subprocess.run([str(flask), "--app", "wsgi", "demo", "seed"], env=env, cwd=str(ROOT),
-                   check=False)
+    done = subprocess.run([str(flask), "--app", "wsgi", *args], env=env, cwd=str(ROOT),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    for line in done.stdout.decode(errors="replace").splitlines():
+        show(printer, line, "launch")
 
 
 def take_the_terminal():
@@ -277,6 +290,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", action="store_true", help="use the built-in fake market feed")
     args = parser.parse_args(argv)
+    try:
+        logs.format_name(os.environ)
+    except ValueError as exc:  # every process would refuse it: said once, here
+        sys.exit(str(exc))
     listen_fd, port = listen_socket()
     env = dict(os.environ, PYTHONUNBUFFERED="1", PORT=str(port))  # PUBLIC_URL's default
     env["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir(env)
@@ -295,14 +312,14 @@ def main(argv=None):
             sys.exit(str(exc))
         children.append(redis_child)
         ADDRESS_FILE.write_text(env["REDIS_URL"] + "\n")
-        print(f"private redis-server at {env['REDIS_URL']} (data in {INSTANCE / 'redis'})",
-              flush=True)
-    migrate_keys(env)
+        show(printer, f"private redis-server at {env['REDIS_URL']} (data in "
+                      f"{INSTANCE / 'redis'})", "launch")
+    migrate_keys(printer, env)
     demo_port = None
     if args.demo:
         demo_port = redisd.free_port()
         env = demo_env(env, demo_port)
-        seed_demo(env)
+        seed_demo(printer, env)
     started = len(children)
     web_fds = (listen_fd,) if listen_fd else ()
     children += [Child(name, argv, env, printer, web_fds if name == "web" else ())
@@ -314,14 +331,14 @@ def main(argv=None):
                          daemon=True).start()
         supervise(children, stopping)
     finally:
-        print("stopping Tickerbell ...", flush=True)
+        show(printer, "stopping Tickerbell ...", "launch")
         # web first, Redis last: nothing is left talking to a Redis that has gone
         for child in reversed(children):
             child.stop()
         ADDRESS_FILE.unlink(missing_ok=True)
         METRICS_DIR_FILE.unlink(missing_ok=True)
         give_back()
-    print("stopped", flush=True)
+    show(printer, "stopped", "launch")
 
 
 if __name__ == "__main__":
