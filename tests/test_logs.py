@@ -55,6 +55,22 @@ def test_a_json_line_holds_the_call_s_fields_and_the_bound_request_id():
     assert entry["time"].endswith("+00:00")
 
 
+def test_an_event_is_one_greppable_text_line_and_a_json_object_with_its_fields():
+    def emit(log):
+        logs.event(log, "delivery_attempt_failed", logging.WARNING, delivery_id=5,
+                   channel="email", error="OSError: no route", in_s=1.5, process="web")
+
+    [text] = record_line({}, "worker", emit)
+    assert text.endswith(' WARNING tests.logs event=delivery_attempt_failed delivery_id=5 '
+                         'channel=email error="OSError: no route" in_s=1.50 process=web')
+    [line] = record_line({"LOG_FORMAT": "json"}, "worker", emit)
+    entry = json.loads(line)
+    assert (entry["event"], entry["delivery_id"], entry["channel"], entry["in_s"]) == (
+        "delivery_attempt_failed", 5, "email", 1.5)
+    assert entry["error"] == "OSError: no route" and entry["level"] == "WARNING"
+    assert entry["process"] != "web"  # a LogRecord attribute's name: in the text alone
+
+
 def test_an_exception_goes_into_the_exc_field_of_its_one_line():
     def fail(log):
         try:

@@ -9,6 +9,7 @@ import zlib
 from rq import Queue
 from rq.job import Job
 
+from webapp.core import logs
 from webapp.core.queues import QUEUES, STREAM_QUEUE
 
 RENAMED = {
@@ -33,7 +34,7 @@ def rename_waiting_jobs(connection):
         for start in range(0, len(ids), CHUNK):
             renamed += _rename(connection, ids[start:start + CHUNK])
     if renamed:
-        log.info("event=jobs_renamed count=%d", renamed)
+        logs.event(log, "jobs_renamed", count=renamed)
     return renamed
 
 

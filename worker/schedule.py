@@ -126,7 +126,7 @@ def _restore(scheduler):
     had = {job.id for job in scheduler.get_jobs()}
     back = sorted(set(reconcile(scheduler)) - had)
     if back:  # a record gone (a flush, an old TTL): logged, as the runs it missed are lost
-        log.warning("event=periodic_restored jobs=%s", ",".join(back))
+        logs.event(log, "periodic_restored", logging.WARNING, jobs=",".join(back))
 
 
 def _retire(scheduler):

@@ -17,6 +17,7 @@ from jinja2 import StrictUndefined, TemplateError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from webapp import clock
+from webapp.core import logs
 from webapp.extensions import db
 from webapp.models import MAX_ID, Alert
 
@@ -151,9 +152,9 @@ def render(text, notification):
     try:
         return _render(_compile(text), values(notification))
     except Exception as exc:  # noqa: BLE001 - firing never fails on a template
-        log.warning("event=alert_message_failed alert_id=%s nid=%s error=%s: %s",
-                    notification.get("alert_id"), notification.get("id"),
-                    type(exc).__name__, exc)
+        logs.event(log, "alert_message_failed", logging.WARNING,
+                   alert=notification.get("alert_id"), nid=notification.get("id"),
+                   error=f"{type(exc).__name__}: {exc}"[:500])
         return None
 
 

@@ -12,6 +12,7 @@ import redis
 
 from webapp import clock
 from webapp.alerts import index as alert_index
+from webapp.core import logs
 from webapp.core.outage import REDIS_DOWN
 from webapp.market import symbols, tickers
 
@@ -36,7 +37,8 @@ def looked_up(alerts):
         return {"prices": tickers.last_values(seen), "checks": symbols.verdicts(seen),
                 "readings": readings(alerts)}
     except (redis.RedisError, *REDIS_DOWN) as exc:  # a cluster mid-failover's too
-        log.warning("event=market_not_read error=%s", f"{type(exc).__name__}: {exc}"[:200])
+        logs.event(log, "market_not_read", logging.WARNING,
+                   error=f"{type(exc).__name__}: {exc}"[:200])
         return {"prices": {}, "checks": dict.fromkeys(seen, symbols.UNVERIFIED),
                 "readings": dict.fromkeys((alert.id for alert in alerts), NOT_READ)}
 

@@ -15,7 +15,7 @@ from webapp import keys
 from webapp.alerts import index as alert_index
 from webapp.alerts import readings
 from webapp.alerts.validation import buffer_text, kind_fields, validate, validate_changes
-from webapp.core import pubsub
+from webapp.core import logs, pubsub
 from webapp.exceptions import NotFound
 from webapp.extensions import db, get_redis
 from webapp.market import symbols, tickers
@@ -41,7 +41,7 @@ def _tell_streams(user_id):
     try:
         pubsub.publish(get_redis(), keys.watch_channel(user_id), message)
     except redis.RedisError:  # the change is saved; the streams catch up when they reconnect
-        log.warning("event=watch_not_published user_id=%s", user_id)
+        logs.event(log, "watch_not_published", logging.WARNING, user=user_id)
 
 
 def _write(change, undo=None):

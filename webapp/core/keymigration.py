@@ -15,6 +15,7 @@ import re
 import click
 
 from webapp import keys
+from webapp.core import logs
 from webapp.extensions import get_redis, is_cluster
 
 # old prefix -> the new name of the user id or symbol after it
@@ -104,8 +105,7 @@ def migrate(r):
     for old, new in STREAMS.items():
         _drain(r, old, new, counts)
     if any(counts.values()):
-        log.info("event=redis_keys_migrated %s",
-                 " ".join(f"{kind}={n}" for kind, n in counts.items()))
+        logs.event(log, "redis_keys_migrated", **counts)
     return counts
 
 

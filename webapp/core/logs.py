@@ -87,6 +87,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def event(logger, name, level=logging.INFO, **fields):
+    """One event as a grep-able line, `event=name key=value ...`, its name and fields the
+    record's own too, so LOG_FORMAT=json gives them as keys (a field named as a LogRecord
+    attribute, `process` say, stays in the text only)."""
+    parts = [f"event={name}"]
+    for key, value in fields.items():
+        if isinstance(value, float):
+            value = f"{value:.2f}"
+        elif isinstance(value, str) and (not value or any(c in value for c in ' "=')):
+            value = json.dumps(value)
+        parts.append(f"{key}={value}")
+    extra = {key: value for key, value in fields.items() if key not in STANDARD}
+    logger.log(level, " ".join(parts), extra={"event": name, **extra})
+
+
 def current():
     """The request id of what runs now: the request's, the batch's, or the RQ job's (RQ
     keeps the running job in memory: no Redis call)."""

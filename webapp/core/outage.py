@@ -11,6 +11,8 @@ import time
 
 import redis
 
+from webapp.core import logs
+
 # On a Redis Cluster also a failover under way: a slot whose master is gone and not yet
 # replaced (CLUSTERDOWN, MASTERDOWN, TRYAGAIN, or redis-py finding no node for a slot).
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError,
@@ -36,16 +38,16 @@ class Outage:
         """Note a failed call; returns the seconds to wait before the next try."""
         if self.since is None:
             self.since = time.monotonic()
-            log.warning("event=redis_down process=%s error=%s", self.who,
-                        f"{type(exc).__name__}: {exc}"[:200].replace(" ", "_"))
+            logs.event(log, "redis_down", logging.WARNING, who=self.who,
+                       error=f"{type(exc).__name__}: {exc}"[:200])
         ceiling = min(self.cap, self.base * 2 ** self.attempt)
         self.attempt = min(self.attempt + 1, 16)
         return self.rng.uniform(ceiling / 2, ceiling)
 
     def recovered(self):
         if self.since is not None:
-            log.warning("event=redis_back process=%s down_s=%.1f", self.who,
-                        time.monotonic() - self.since)
+            logs.event(log, "redis_back", logging.WARNING, who=self.who,
+                       down_s=time.monotonic() - self.since)
         self.since, self.attempt = None, 0
 
     def wait_until_up(self, client, stop):

@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from webapp import clock
 from webapp.alerts import messages
-from webapp.core import database, metrics
+from webapp.core import database, logs, metrics
 from webapp.core.breaker import Breaker
 from webapp.core.queues import enqueue
 from webapp.delivery import audit, channels, digest_email, outbox, statement_email
@@ -98,12 +98,12 @@ def _finish(row, status, error="", provider_id=""):
             db.session.rollback()
             if wait_s is None:
                 raise
-            log.warning("event=delivery_finish_waits delivery=%s status=%s in_s=%.1f",
-                        row.id, status, wait_s)
+            logs.event(log, "delivery_finish_waits", logging.WARNING, delivery_id=row.id,
+                       status=str(status), in_s=wait_s)
             time.sleep(wait_s)
-    log.info("event=delivery_finished delivery=%s channel=%s status=%s", row.id, row.channel,
-             status, extra={"delivery_id": row.id, "notification_id": row.notification_id,
-                            "user_id": row.user_id, "channel": row.channel, "status": str(status)})
+    logs.event(log, "delivery_finished", delivery_id=row.id, channel=row.channel,
+               status=str(status), notification_id=row.notification_id, user_id=row.user_id,
+               attempts=row.attempts)
     return status
 
 
@@ -164,8 +164,9 @@ def build(row):
 def _failed_attempt(row, exc):
     """Retry with backoff, or give up (logged) after the last attempt."""
     error = f"{type(exc).__name__}: {exc}"
-    log.warning("delivery %s via %s failed (attempt %d): %s", row.id, row.channel,
-                row.attempts, error)
+    logs.event(log, "delivery_attempt_failed", logging.WARNING, delivery_id=row.id,
+               channel=row.channel, notification_id=row.notification_id, attempt=row.attempts,
+               error=error[:500])
     if row.attempts >= current_app.config.get("DELIVERY_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS):
         return _finish(row, DeliveryStatus.FAILED, error)
     return _retry_later(row, error, backoff(row.attempts))
@@ -175,8 +176,8 @@ def _attempt(row, channel, message):
     gate = breaker(row.channel)
     if not gate.allow():  # logged, so a request id followed to its deliveries ends here
         wait_s = gate.retry_in()
-        log.info("event=delivery_deferred delivery=%s channel=%s reason=breaker_open in_s=%.1f",
-                 row.id, row.channel, wait_s)
+        logs.event(log, "delivery_deferred", delivery_id=row.id, channel=row.channel,
+                   notification_id=row.notification_id, reason="breaker_open", in_s=wait_s)
         return _retry_later(row, f"{row.channel} provider circuit open", wait_s)
     row.attempts += 1
     try:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from webapp import clock, keys
 from webapp.accounts import throttle
+from webapp.core import logs
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import db, get_redis
 from webapp.hooks import body as hook_body
@@ -106,10 +107,10 @@ def receive(token, content_type, raw, sender_ip):
     hook = db.session.scalar(select(HookToken).where(
         HookToken.token_hash == _hash(token or ""), HookToken.revoked_at.is_(None)))
     reply = NOT_FOUND if hook is None else _handle(hook, content_type or "", raw)
-    log.info("event=hook_received hook=%s prefix=%s user=%s ip=%s bytes=%d status=%d "
-             "outcome=%s nid=%s", getattr(hook, "id", "-"), getattr(hook, "prefix", "-"),
-             getattr(hook, "user_id", "-"), sender_ip or "-", len(raw), reply.status,
-             reply.outcome, reply.body.get("id") or "-")
+    logs.event(log, "hook_received", hook=getattr(hook, "id", "-"),
+               prefix=getattr(hook, "prefix", "-"), user=getattr(hook, "user_id", "-"),
+               ip=sender_ip or "-", bytes=len(raw), status=reply.status, outcome=reply.outcome,
+               nid=reply.body.get("id") or "-")
     return reply
 
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from webapp import clock
-from webapp.core import database
+from webapp.core import database, logs
 from webapp.core.queues import enqueue
 from webapp.delivery import audit, dispatch
 from webapp.exceptions import NotFound
@@ -112,7 +112,7 @@ def advance(esc, now):
         preferences.quiet_until(pref, clock.ms_to_datetime(clock.to_ms(now)))
     if quiet is not None:
         if _claim(seen, seen.rounds, quiet.replace(tzinfo=None)):
-            log.info("event=insist_quiet nid=%s until=%s", seen.notification_id, quiet.isoformat())
+            logs.event(log, "insist_quiet", nid=seen.notification_id, until=quiet.isoformat())
         return 0
     k = seen.rounds + 1
     log_ids = _write_round(seen, k, ladder(seen, pref, k))
@@ -120,8 +120,8 @@ def advance(esc, now):
         return 0  # another run sent this round
     for log_id in log_ids:
         enqueue(dispatch.send, log_id, queue="high", job_id=f"delivery-{log_id}")
-    log.info("event=insist_round nid=%s user=%s round=%d of=%d channels=%d",
-             seen.notification_id, seen.user_id, k, seen.max_rounds, len(log_ids))
+    logs.event(log, "insist_round", nid=seen.notification_id, user=seen.user_id, round=k,
+               of=seen.max_rounds, channels=len(log_ids))
     return len(log_ids)
 
 
@@ -140,8 +140,8 @@ def _end(esc, how):
         Escalation.notification_id == esc.notification_id, Escalation.ended == "")
         .values(ended=how, next_at=None))
     db.session.commit()
-    log.info("event=insist_ended nid=%s user=%s how=%s rounds=%d", esc.notification_id,
-             esc.user_id, how, esc.rounds)
+    logs.event(log, "insist_ended", nid=esc.notification_id, user=esc.user_id, how=how,
+               rounds=esc.rounds)
 
 
 def ladder(esc, pref, k):
@@ -205,7 +205,7 @@ def ack(user_id, nid, by, now=None):
                 error="acknowledged before it went out"))
     db.session.commit()
     db.session.refresh(esc)
-    log.info("event=insist_acknowledged nid=%s user=%s by=%r", nid, user_id, esc.acked_by)
+    logs.event(log, "insist_acknowledged", nid=nid, user=user_id, by=esc.acked_by)
     return esc
 
 

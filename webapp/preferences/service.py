@@ -14,6 +14,7 @@ from flask import current_app
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
+from webapp.core import logs
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db
 from webapp.models import MAX_ID, Preference, PushSubscription, StrategyFollow
@@ -182,7 +183,7 @@ def _clock(value, user_id):
     try:
         return time.fromisoformat(value)
     except ValueError:  # saved before the check took ASCII digits only
-        log.warning("event=bad_quiet_hours user_id=%s value=%r", user_id, value)
+        logs.event(log, "bad_quiet_hours", logging.WARNING, user=user_id, value=repr(value))
         return None
 
 

@@ -7,6 +7,7 @@ import time
 import uuid
 
 from webapp import keys
+from webapp.core import logs
 from webapp.core.outage import REDIS_DOWN, Outage
 
 DEFAULT_LEASE_TTL_S = 10.0  # renewed every second: nine missed renewals in a row lose it
@@ -64,7 +65,7 @@ class Lease:
         if not holder or not _dead_here(holder):
             return None
         if self._release(keys=[self.key], args=[holder]):
-            log.info("event=lease_freed key=%s holder=%s", self.key, holder)
+            logs.event(log, "lease_freed", key=self.key, holder=holder)
             return holder
         return None
 
@@ -79,10 +80,10 @@ class Lease:
                 self.break_if_dead()
                 if self.acquire():
                     outage.recovered()
-                    log.info("event=lease_acquired key=%s token=%s", self.key, self.token)
+                    logs.event(log, "lease_acquired", key=self.key, token=self.token)
                     return True
                 if not told:
-                    log.info("event=lease_wait key=%s holder=%s", self.key, self.holder())
+                    logs.event(log, "lease_wait", key=self.key, holder=self.holder())
                     told = True
             except REDIS_DOWN as exc:
                 stop.wait(outage.failed(exc))

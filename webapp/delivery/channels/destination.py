@@ -27,7 +27,7 @@ from flask import current_app
 from sqlalchemy import update
 
 from webapp import clock
-from webapp.core import addresses, secretbox
+from webapp.core import addresses, logs, secretbox
 from webapp.delivery.channels.context import describe
 from webapp.exceptions import DeliveryRejected
 from webapp.extensions import db
@@ -216,5 +216,6 @@ def record_failure(destination_id, error):
     db.session.commit()
     if switched_off:
         dest = db.session.get(Destination, destination_id)
-        log.warning("event=destination_disabled destination=%s user=%s", dest.id, dest.user_id)
+        logs.event(log, "destination_disabled", logging.WARNING, destination=dest.id,
+                   user=dest.user_id)
         destination_disabled.send(current_app._get_current_object(), destination=dest)
