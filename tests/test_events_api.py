@@ -11,6 +11,7 @@ from webapp.extensions import db, get_redis
 from webapp.inbox import service as inbox
 from webapp.models import CriticalNotification, StrategyFollow, User
 from webapp.notify import intake as events
+from webapp.notify import slowsteps
 
 pytestmark = pytest.mark.both_databases
 
@@ -151,6 +152,12 @@ def test_cli_notify_user_and_system(app, runner):
                                  "Please update your documents"])
     assert result.exit_code == 0, result.output
     assert [n["type"] for n in inbox_of(app, uid)] == ["REGULATORY_NOTICE"]
+    # its slow steps and deliveries run, and log, under the request id it printed
+    request_id = result.output.split("(request id ")[1].rstrip(")\n")
+    with app.app_context():
+        routed = [f for name in slowsteps.QUEUES
+                  for _, f in get_redis().xrange(keys.routed(name))]
+    assert request_id.startswith("cli-") and [f["request_id"] for f in routed] == [request_id]
     result = runner.invoke(args=["notify", "--system", "SYSTEM_MAINTENANCE", "Down", "Soon"])
     assert result.exit_code == 0 and "sent 2 notification(s)" in result.output
     bad = runner.invoke(args=["notify", "ops@example.com", "NOPE", "t", "m"])

@@ -4,6 +4,7 @@ import click
 from flask.cli import AppGroup, with_appcontext
 
 from webapp.accounts import service as accounts
+from webapp.core import logs
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import db
 from webapp.models import User
@@ -65,10 +66,16 @@ def notify(args, system, strategy, priority):
         item["user_id"] = db.session.scalar(db.select(User.id).where(User.email == email))
         if item["user_id"] is None:
             raise click.ClickException(f"no user with email {args[0]}")
-    result = events.publish([item], source="cli")[0]
+    request_id = f"cli-{logs.accept(None)}"  # its deliveries log it, as a request's do
+    token = logs.bind(request_id)
+    try:
+        result = events.publish([item], source="cli")[0]
+    finally:
+        logs.unbind(token)
     if result["status"] != "accepted":
         raise click.ClickException(f"rejected: {result['errors']}")
-    click.echo(f"sent {len(result['ids'])} notification(s): {' '.join(result['ids'])}")
+    click.echo(f"sent {len(result['ids'])} notification(s): {' '.join(result['ids'])} "
+               f"(request id {request_id})")
 
 
 COMMANDS = (tokens, notify)
