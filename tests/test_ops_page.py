@@ -103,11 +103,13 @@ def test_an_open_breaker_shows_with_its_error_and_degrades_the_status(app, admin
         for _ in range(gate.threshold):
             gate.failure("Twilio answered 503")
         Breaker("delivery-dest:9").failure("timeout")  # a destination's, found by its key
+        Breaker("delivery-dest:10").success()  # it delivered, and never failed: not news
         facts = status.gather()
     assert facts["problems"] == ["breaker open: delivery-sms (Twilio answered 503)"]
     states = {b["name"]: b["state"] for b in facts["breakers"]}
     assert states["delivery-sms"] == "open" and states["delivery-email"] == "closed"
     assert states["binance"] == "closed" and states["delivery-dest:9"] == "closed"
+    assert "delivery-dest:10" not in states
     page = admin.get("/admin/ops").get_data(as_text=True)
     assert "Twilio answered 503" in page and 'ops-bad">open<' in page
 

@@ -41,7 +41,7 @@ def lines(facts):
     if facts["breakers"]:
         out.append("Breakers:")
         out += [f"  {b['name']:<24} {b['state']:<9} {b['failures']} failures"
-                + (f"  {b['last_error'][:80]}" if b["last_error"] else "")
+                + (f"  last error: {b['last_error'][:80]}" if b["last_error"] else "")
                 for b in facts["breakers"]]
     if facts["queues"]:
         out.append("Queues: " + ", ".join(f"{name} {q['waiting']} waiting / {q['failed']} failed"

@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from webapp import clock, keys
 from webapp.admin import jobs, rates
 from webapp.core import health
-from webapp.core.breaker import OPEN, Breaker
+from webapp.core.breaker import CLOSED, OPEN, Breaker
 from webapp.core.queues import rq_connection
 from webapp.delivery.channels import CHANNELS
 from webapp.delivery.dispatch import breaker as delivery_breaker
@@ -80,14 +80,17 @@ OURS = ("binance", *(f"delivery-{channel}" for channel in CHANNELS))  # the inst
 
 
 def breakers():
-    """The feed's breaker, each built-in channel's, and any destination's that has a state."""
+    """The feed's breaker, each built-in channel's, and any destination's that has failed
+    (every delivery writes its breaker: one that never failed is not news)."""
     found = {"binance": Breaker("binance").state()}
     for channel in CHANNELS:
         found[f"delivery-{channel}"] = delivery_breaker(channel).state()
     for key in sorted(get_redis().scan_iter(match=keys.breaker("*"), count=500)):
         name = key[len(BREAKER_PREFIX):]
         if name not in found and name.startswith("delivery-"):
-            found[name] = delivery_breaker(name[len("delivery-"):]).state()
+            state = delivery_breaker(name[len("delivery-"):]).state()
+            if state["last_error"] or state["state"] != CLOSED:
+                found[name] = state
     return list(found.values())
 
 
