@@ -215,6 +215,22 @@ def show(printer, line, name):
     with PRINTING:
         printer.write(Message("line", line + "\n", datetime.now(), name, None))
 
+def demo_feed_port():
+    """The fake feed's port: the last start's while it is free, so the feed's address stays
+    the same across restarts, and with it the symbol list fetched from there (a list from
+    another address counts as none: every symbol unverified until the next fetch)."""
+    saved = INSTANCE / "demo.port"
+    try:
+        port = int(saved.read_text())
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))
+    except (OSError, ValueError):
+        port = redisd.free_port()
+    INSTANCE.mkdir(parents=True, exist_ok=True)
+    saved.write_text(f"{port}\n")
+    return port
+
+
 def demo_env(env, port):
     """The fake feed on `port` stands in for Binance: its streams and its exchangeInfo."""
     return dict(env, BINANCE_WS_URL=f"ws://127.0.0.1:{port}",
@@ -317,7 +333,7 @@ def main(argv=None):
     migrate_keys(printer, env)
     demo_port = None
     if args.demo:
-        demo_port = redisd.free_port()
+        demo_port = demo_feed_port()
         env = demo_env(env, demo_port)
         seed_demo(printer, env)
     started = len(children)

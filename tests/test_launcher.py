@@ -3,6 +3,7 @@ import os
 import platform
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,6 +54,18 @@ def test_children_talking_at_once_never_glue_their_lines():
     assert len(lines) == 8000
     for line in lines:
         json.loads(line.split("| ", 1)[1])
+
+
+def test_the_demo_feed_keeps_its_port_across_starts_while_it_is_free(tmp_path, monkeypatch):
+    """Its address names the symbol list fetched from it: a new one each start made every
+    symbol unverified until the next fetch."""
+    monkeypatch.setattr(launch, "INSTANCE", tmp_path)
+    first = launch.demo_feed_port()
+    assert launch.demo_feed_port() == first
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", first))
+        other = launch.demo_feed_port()
+    assert other != first and launch.demo_feed_port() == other
 
 
 def test_private_redis_starts_answers_ping_keeps_aof_and_stops(tmp_path):
