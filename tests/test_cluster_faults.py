@@ -18,6 +18,7 @@ from webapp import keys
 from webapp.accounts import service as accounts
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
+from webapp.core import health
 from webapp.extensions import get_redis
 from webapp.live import fanout
 from webapp.models import Alert
@@ -199,3 +200,17 @@ def test_a_batch_whose_commit_failed_is_not_written_twice_after_64_more_batches(
         assert len(matcher.on_price("ADAUSDT", price, t + price)) == 1
     Outbox(rc).sweep(["ADAUSDT"], now_ms=later())
     assert rc.xlen(keys.replay(1)) == 65
+
+
+def test_health_names_the_clusters_state_while_a_lost_masters_slots_fail(make_app,
+                                                                          doomed_cluster):
+    """Between a master's death and its replica taking over, reads in its slots fail: the
+    report says Redis is down and still shows the cluster as a node answering sees it."""
+    app = make_app(REDIS_CLUSTER_NODES=nodes_config(doomed_cluster))
+    with app.app_context():
+        assert health.report(get_redis)[0]["cluster"]["state"] == "ok"
+        doomed_cluster.kill(int(doomed_cluster.masters()[0].rpartition(":")[2]))
+        down = poll(lambda: (body := health.report(get_redis)[0])["redis"] == "down" and body,
+                    timeout=15)
+        assert down, "the report never saw the lost slots"
+        assert down["status"] == "degraded" and down["cluster"]["state"] != "ok"

@@ -93,6 +93,15 @@ def _cluster(r):
             "masters": sum("master" in node["flags"] for node in up)}
 
 
+def _cluster_as_seen(r):
+    """_cluster while the data plane fails (a master lost, its slots not yet taken over): what
+    a node still answering says, so an operator sees which; or that none answers."""
+    try:
+        return _cluster(r)
+    except REDIS_FAULTS:
+        return {"state": "unreachable"}
+
+
 def report(r, streams=None, now_ms=None, shards=None):
     """(report, healthy?): degraded if Redis is down, the feed is down (any listener shard),
     the breaker open, or no worker, listener or scheduler process beats. `r` is the data
@@ -102,17 +111,20 @@ def report(r, streams=None, now_ms=None, shards=None):
     body = {"status": "ok", "redis": "ok", "monitoring": None, "circuit": None,
             "uptime_s": uptime_s(), "version": VERSION, "queues": None,
             "last_tick": None, "streams": streams, "processes": None, "missing": []}
+    client = None
     try:
-        r = r() if callable(r) else r
-        r.ping()
-        body["monitoring"], last_tick = _listener(r, shards, now_ms)
-        body["circuit"] = Breaker("binance", redis=r).state()
-        body["queues"] = _queues(r)
-        body["processes"] = processes.report(r, now_ms)
-        if is_cluster(r):
-            body["cluster"] = _cluster(r)
+        client = r() if callable(r) else r
+        client.ping()
+        body["monitoring"], last_tick = _listener(client, shards, now_ms)
+        body["circuit"] = Breaker("binance", redis=client).state()
+        body["queues"] = _queues(client)
+        body["processes"] = processes.report(client, now_ms)
+        if is_cluster(client):
+            body["cluster"] = _cluster(client)
     except REDIS_FAULTS:  # on a cluster also a slot without a master, mid-failover
         body.update(redis="down", status="degraded")
+        if client is not None and is_cluster(client):
+            body["cluster"] = _cluster_as_seen(client)
         return body, False
     body["last_tick"] = clock.ms_to_iso(last_tick) if last_tick else None
     body["missing"] = processes.missing(body["processes"])
