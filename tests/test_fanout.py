@@ -11,6 +11,7 @@ import redis
 from devtools import redisd
 from tests.hub import poll
 from webapp import keys
+from webapp.core.outage import Outage
 from webapp.inbox import service as inbox
 from webapp.live import fanout, views
 from webapp.live.channels import Subscriptions
@@ -141,6 +142,26 @@ def test_after_a_redis_restart_the_hub_subscribes_what_its_streams_still_need(tm
             again = hub.attach(fanout.Client(11), timeout=10)
             assert fresh.publish(keys.user_channel(11), '{"event":"unread","data":2}') == 1
             assert [m.data for m in again.next_batch()] == [2]
+    finally:
+        hub.stop()
+        redisd.stop(process)
+
+
+def test_a_stream_starting_while_redis_is_back_does_not_wait_out_the_backoff(tmp_path,
+                                                                             monkeypatch):
+    """The link's backoff grows while Redis is away (a failover, a restart); a browser
+    reconnecting once it is back wakes the reader instead of being refused until then."""
+    monkeypatch.setattr(fanout, "Outage", lambda who: Outage(who, base=60, cap=60))
+    process, url = redisd.start(tmp_path / "redis", appendonly=False)
+    hub = fanout.Hub({"REDIS_URL": url}, name="tb-hub-backoff")
+    try:
+        hub.attach(fanout.Client(12))
+        redisd.stop(process)  # the link fails: its next try is 30-60 s away
+        assert poll(lambda: hub._link is None, timeout=5)
+        process, _ = redisd.start(tmp_path / "redis", appendonly=False)
+        started = time.monotonic()
+        client = hub.attach(fanout.Client(12), timeout=5)
+        assert time.monotonic() - started < 5 and not client.closed
     finally:
         hub.stop()
         redisd.stop(process)

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 REVOKED = "revoked"  # {"event": "revoked", "data": [credential, ...]}: a logout, a revoked key
 DEFAULT_READY_TIMEOUT = 5.0
 FAILURE_PAUSE_S = 1.0  # after an unexpected reader error; Redis outages back off (Outage)
+RETRY_FLOOR_S = 0.5  # tries at a link while Redis is away: at least this far apart
 DEFAULT_KEEPALIVE_S = 15.0
 # The hub beats this many times per keep-alive period, and a stream sends a keep-alive on the
 # BEATS_PER_KEEPALIVE-th beat with nothing written since: so never more than one period after
@@ -123,6 +124,7 @@ class Hub:
         self.by_user, self.by_symbol, self.clients = {}, {}, set()
         self.subscriptions = Subscriptions()
         self._stop = threading.Event()
+        self._wanted = threading.Event()  # a stream waits for a link: try again now
         # The indexes' lock is never held across anything that can yield: under gevent a
         # SocketStream detaches from inside the event loop, where waiting for it is an error
         # (BlockingSwitchOutError) that leaves the stream attached for good. Starting the
@@ -147,6 +149,8 @@ class Hub:
                 self.by_symbol.setdefault(symbol, set()).add(client)
         metrics.stream_opened(client)
         waits = self.subscriptions.want(_channels(client.user_id, client.symbols))
+        if self._link is None:  # Redis was away: it may be back (a failover done)
+            self._wanted.set()
         deadline = time.monotonic() + timeout
         for event in waits:
             if not event.wait(max(0.0, deadline - time.monotonic())):
@@ -217,6 +221,7 @@ class Hub:
     def stop(self):
         """End the reader and every stream, for good (tests, shutdown)."""
         self._stop.set()
+        self._wanted.set()
         self.subscriptions.wake()
         self._hang_up()
         for thread in (self._thread, self._beat_thread):
@@ -230,6 +235,7 @@ class Hub:
         outage = Outage("web-live-feed")
         while not self._stop.is_set():
             wait = 0
+            self._wanted.clear()
             try:
                 self._listen(outage)
             except (redis.RedisError, OSError) as exc:
@@ -242,7 +248,11 @@ class Hub:
             self.subscriptions.unlink()
             self._hang_up()
             self._drop_all()
-            self._stop.wait(wait)
+            # the backoff, cut short by a stream starting since this try began (its browser
+            # would otherwise be refused while Redis is back, until the backoff's next try),
+            # but never below RETRY_FLOOR_S between tries, however many browsers reconnect
+            if self._wanted.wait(wait) and not self._stop.is_set():
+                self._stop.wait(RETRY_FLOOR_S)
 
     def _listen(self, outage):
         link = self._link = Link(self.config, self.name, self.subscriptions)
