@@ -113,16 +113,19 @@ local INLINE, PUBLISH = ARGV[10] == 'inline', ARGV[11]
 -- alert, whose level indexes hold nothing this value meets (none to fire, none to re-arm:
 -- the bounds of fire_levels and rearm_back below). Recorded below, it is done then, before
 -- the rest of the script is set up (its functions cost more than the tick): the rest would
--- find nothing and give this same reply. What it records (the price, the tick's order, the
--- sparkline) goes to the replicas but not the append-only file: under `appendfsync always`
--- each write there is a wait for the disk before the answer, and these only describe the
--- market, which the next trade describes again; a level alert reads no trade before.
+-- find nothing and give this same reply. What a quiet price tick records goes to the
+-- replicas but not the append-only file, but for the one that publishes (about one a second
+-- a symbol, sparkline sample included): under `appendfsync always` each write there is a
+-- wait for the disk before the answer. So a Redis restarted from its file (a crash, or a
+-- stop: the private Redis saves no snapshot) has each symbol's market as it was up to a
+-- second before; a level alert reads no trade before, and the next trade records it again.
+local pub = tonumber(state[5] or '0') or 0
 local quiet = not open and (in_use.cd or 0) == 0 and not (crossings or channels_used or moves)
   and redis.call('ZCOUNT', KEYS[2], '-inf', vtext) == 0
   and redis.call('ZCOUNT', KEYS[3], vtext, '+inf') == 0
   and (kind ~= 'price' or (redis.call('ZCOUNT', KEYS[4], vtext, '+inf') == 0
     and redis.call('ZCOUNT', KEYS[5], '-inf', vtext) == 0))
-if quiet then redis.set_repl(redis.REPL_REPLICA) end
+if quiet and kind == 'price' and ts - pub < 1000 then redis.set_repl(redis.REPL_REPLICA) end
 -- the trade before this one: crossings fire for levels between it and this one. A
 -- continuation (or a retry that ran) finds it where the first call of the tick left it.
 local prev = nil
@@ -130,7 +133,6 @@ if kind == 'price' then
   local before = state[4] -- pp: as the first call of this tick found it
   if new_tick then before = state[3] end
   prev = tonumber(before)
-  local pub = tonumber(state[5] or '0') or 0
   local n = #record
   record[n + 1], record[n + 2], record[n + 3], record[n + 4] = 'price', vtext, 'ts', tstext
   if new_tick then -- kept as it came, so a continuation or a retry reads the same one
