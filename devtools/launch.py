@@ -96,8 +96,8 @@ class Child:
             self.say(raw.decode(errors="replace").rstrip("\n"))
         stream.close()
 
-    def say(self, line, name=None):
-        show(self.printer, line, name or self.name)
+    def say(self, line, name=None, level=logging.INFO):
+        show(self.printer, line, name or self.name, level)
 
     def check(self, now):
         """Notice an exit and plan the restart; start it when its time has come."""
@@ -110,7 +110,7 @@ class Child:
             delay = backoff(self.quick_exits)
             self.restart_at = now + delay
             self.say(f"{self.name} exited ({describe(code)}) after {ran:.1f} s; "
-                     f"restarting in {delay:.1f} s", name="launch")
+                     f"restarting in {delay:.1f} s", "launch", logging.WARNING)
         if self.process is None and self.restart_at is not None and now >= self.restart_at:
             self.restarts += 1
             self.start()
@@ -125,7 +125,8 @@ class Child:
         try:
             process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            self.say(f"{self.name} did not stop within {STOP_TIMEOUT_S:.0f} s: killed", "launch")
+            self.say(f"{self.name} did not stop within {STOP_TIMEOUT_S:.0f} s: killed", "launch",
+                     logging.WARNING)
             _signal_group(process, signal.SIGKILL)
             process.wait()
 
@@ -205,13 +206,13 @@ JSON_LINES = (os.environ.get("LOG_FORMAT") or "").lower() == "json"  # checked i
 PRINTING = threading.Lock()
 
 
-def show(printer, line, name):
+def show(printer, line, name, level=logging.INFO):
     """One line of a process's (or our own) output, whole, under its name; under
     LOG_FORMAT=json, a line that is not a JSON object yet (ours, a crash's traceback, a
-    command's print) is made one, so a log shipper reads every line."""
+    command's print) is made one at `level`, so a log shipper reads every line."""
     if JSON_LINES and not line.startswith("{"):
         line = logs.JsonFormatter(name).format(
-            logging.LogRecord(name, logging.INFO, "", 0, line, None, None))
+            logging.LogRecord(name, level, "", 0, line, None, None))
     with PRINTING:
         printer.write(Message("line", line + "\n", datetime.now(), name, None))
 
@@ -251,10 +252,10 @@ def seed_demo(printer, env):
 def run_flask(printer, env, *args):
     """A `flask` command run to its end, its lines shown as the launcher's."""
     flask = Path(sys.executable).parent / "flask"
-    done = subprocess.run([str(flask), "--app", "wsgi", *args], env=env, cwd=str(ROOT),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-    for line in done.stdout.decode(errors="replace").splitlines():
-        show(printer, line, "launch")
+    with subprocess.Popen([str(flask), "--app", "wsgi", *args], env=env, cwd=str(ROOT),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as command:
+        for raw in command.stdout:  # as they come: a command that hangs shows where
+            show(printer, raw.decode(errors="replace").rstrip("\n"), "launch")
 
 
 def take_the_terminal():
@@ -313,8 +314,6 @@ def main(argv=None):
     listen_fd, port = listen_socket()
     env = dict(os.environ, PYTHONUNBUFFERED="1", PORT=str(port))  # PUBLIC_URL's default
     env["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir(env)
-    INSTANCE.mkdir(parents=True, exist_ok=True)
-    METRICS_DIR_FILE.write_text(env["PROMETHEUS_MULTIPROC_DIR"] + "\n")  # for a second shell
     printer = Printer(sys.stdout)
     stopping = threading.Event()
     give_back = take_the_terminal()
@@ -341,6 +340,8 @@ def main(argv=None):
     children += [Child(name, argv, env, printer, web_fds if name == "web" else ())
                  for name, argv in commands(port, demo_port, shard_count(env), listen_fd).items()]
     try:
+        # for a command from a second shell, while this process lives (config.py)
+        METRICS_DIR_FILE.write_text(f"{env['PROMETHEUS_MULTIPROC_DIR']}\n{os.getpid()}\n")
         for child in children[started:]:
             child.start()
         threading.Thread(target=announce_when_up, args=(port, printer, stopping),

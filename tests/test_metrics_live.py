@@ -171,6 +171,29 @@ def test_the_launcher_gives_each_start_a_metrics_folder_without_old_values(tmp_p
     assert sorted(p.name for p in shared.iterdir()) == ["notes.txt"]
 
 
+def test_a_command_joins_a_running_launchers_folder_only(tmp_path, monkeypatch):
+    """By instance/metrics.dir (the folder, the launcher's pid): not a dead launcher's, not
+    when the variable is set; set empty it is dropped (prometheus_client would count into the
+    current folder)."""
+    from webapp import config
+
+    folder, note = tmp_path / "metrics", tmp_path / "metrics.dir"
+    folder.mkdir()
+    monkeypatch.setattr(config, "METRICS_DIR_FILE", note)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    note.write_text(f"{folder}\n{dead}\n")  # a launcher killed with -9 left it
+    config.join_running_metrics()
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    note.write_text(f"{folder}\n{os.getpid()}\n")
+    config.join_running_metrics()
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(folder)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    config.join_running_metrics()
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+
+
 @pytest.fixture
 def product(tmp_path):
     with FakeFeed() as feed:

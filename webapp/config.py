@@ -37,15 +37,19 @@ def private_redis_url():
 def join_running_metrics():
     """Count this process's metrics where a running `make run`'s processes count theirs (a
     notification sent with `flask notify` from a second shell shows on /metrics), unless
-    PROMETHEUS_MULTIPROC_DIR is set, even empty. Before prometheus_client is imported: it
-    reads the variable once, then."""
+    PROMETHEUS_MULTIPROC_DIR is set; set empty, it is dropped (prometheus_client would count
+    into the current folder). Before prometheus_client is imported: it reads the variable
+    once, then."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        if not os.environ["PROMETHEUS_MULTIPROC_DIR"]:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
         return
     try:
-        path = METRICS_DIR_FILE.read_text().strip()
-    except OSError:
+        path, pid = METRICS_DIR_FILE.read_text().splitlines()
+        os.kill(int(pid), 0)  # the launcher that wrote it still runs (a kill -9 leaves it)
+    except (OSError, ValueError):
         return
-    if path and Path(path).is_dir():
+    if Path(path).is_dir():
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
 
 
