@@ -125,7 +125,7 @@ class Hub:
                 if not ready.is_set() and all(w.is_set() for w in waits):
                     ready.set()  # every channel's subscription is confirmed
                 link.wait(0.2)
-        except redis.ConnectionError:  # past its output buffer's limit: Redis hung up
+        except (redis.RedisError, OSError):  # past its output buffer's limit: Redis hung up
             dropped = True
         out.send((counts["received"], dropped))
 

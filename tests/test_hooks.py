@@ -290,8 +290,8 @@ def test_a_hook_records_its_last_use_and_logs_who_sent_what(app, client, key, ca
     accepted, refused = [r.getMessage() for r in caplog.records]
     assert f"hook={hook['id']} prefix={hook['prefix']}" in accepted
     assert "ip=52.89.214.238 bytes=6 status=202 outcome=accepted" in accepted
-    assert accepted.endswith(f"nid={nid}")
-    assert "hook=- prefix=- user=- ip=52.89.214.238" in refused and "status=404" in refused
+    assert accepted.endswith(f"notification_id={nid}")
+    assert "hook=- prefix=- user_id=- ip=52.89.214.238" in refused and "status=404" in refused
     assert api(client, "GET", "/hooks", key).json[0]["last_used_at"]
 
 

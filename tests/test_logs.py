@@ -69,6 +69,8 @@ def test_an_event_is_one_greppable_text_line_and_a_json_object_with_its_fields()
         "delivery_attempt_failed", 5, "email", 1.5)
     assert entry["error"] == "OSError: no route" and entry["level"] == "WARNING"
     assert entry["process"] != "web"  # a LogRecord attribute's name: in the text alone
+    [text] = record_line({}, "worker", lambda log: logs.event(log, "x", text="a\nforged=1"))
+    assert text.endswith('event=x text="a\\nforged=1"')  # one line: no forged field
 
 
 def test_an_exception_goes_into_the_exc_field_of_its_one_line():

@@ -89,7 +89,7 @@ def breakers():
         name = key[len(BREAKER_PREFIX):]
         if name not in found and name.startswith("delivery-"):
             state = delivery_breaker(name[len("delivery-"):]).state()
-            if state["last_error"] or state["state"] != CLOSED:
+            if state["failures"] or state["last_error"] or state["state"] != CLOSED:
                 found[name] = state
     return list(found.values())
 

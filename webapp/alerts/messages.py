@@ -153,7 +153,7 @@ def render(text, notification):
         return _render(_compile(text), values(notification))
     except Exception as exc:  # noqa: BLE001 - firing never fails on a template
         logs.event(log, "alert_message_failed", logging.WARNING,
-                   alert=notification.get("alert_id"), nid=notification.get("id"),
+                   alert_id=notification.get("alert_id"), notification_id=notification.get("id"),
                    error=f"{type(exc).__name__}: {exc}"[:500])
         return None
 

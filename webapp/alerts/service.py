@@ -41,7 +41,7 @@ def _tell_streams(user_id):
     try:
         pubsub.publish(get_redis(), keys.watch_channel(user_id), message)
     except redis.RedisError:  # the change is saved; the streams catch up when they reconnect
-        logs.event(log, "watch_not_published", logging.WARNING, user=user_id)
+        logs.event(log, "watch_not_published", logging.WARNING, user_id=user_id)
 
 
 def _write(change, undo=None):

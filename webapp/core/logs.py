@@ -95,7 +95,8 @@ def event(logger, name, level=logging.INFO, **fields):
     for key, value in fields.items():
         if isinstance(value, float):
             value = f"{value:.2f}"
-        elif isinstance(value, str) and (not value or any(c in value for c in ' "=')):
+        elif isinstance(value, str) and (not value or not value.isprintable()
+                                         or any(c in value for c in ' "=')):
             value = json.dumps(value)
         parts.append(f"{key}={value}")
     extra = {key: value for key, value in fields.items() if key not in STANDARD}

@@ -108,9 +108,9 @@ def receive(token, content_type, raw, sender_ip):
         HookToken.token_hash == _hash(token or ""), HookToken.revoked_at.is_(None)))
     reply = NOT_FOUND if hook is None else _handle(hook, content_type or "", raw)
     logs.event(log, "hook_received", hook=getattr(hook, "id", "-"),
-               prefix=getattr(hook, "prefix", "-"), user=getattr(hook, "user_id", "-"),
+               prefix=getattr(hook, "prefix", "-"), user_id=getattr(hook, "user_id", "-"),
                ip=sender_ip or "-", bytes=len(raw), status=reply.status, outcome=reply.outcome,
-               nid=reply.body.get("id") or "-")
+               notification_id=reply.body.get("id") or "-")
     return reply
 
 

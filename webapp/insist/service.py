@@ -112,7 +112,8 @@ def advance(esc, now):
         preferences.quiet_until(pref, clock.ms_to_datetime(clock.to_ms(now)))
     if quiet is not None:
         if _claim(seen, seen.rounds, quiet.replace(tzinfo=None)):
-            logs.event(log, "insist_quiet", nid=seen.notification_id, until=quiet.isoformat())
+            logs.event(log, "insist_quiet", notification_id=seen.notification_id,
+                       until=quiet.isoformat())
         return 0
     k = seen.rounds + 1
     log_ids = _write_round(seen, k, ladder(seen, pref, k))
@@ -120,8 +121,8 @@ def advance(esc, now):
         return 0  # another run sent this round
     for log_id in log_ids:
         enqueue(dispatch.send, log_id, queue="high", job_id=f"delivery-{log_id}")
-    logs.event(log, "insist_round", nid=seen.notification_id, user=seen.user_id, round=k,
-               of=seen.max_rounds, channels=len(log_ids))
+    logs.event(log, "insist_round", notification_id=seen.notification_id,
+               user_id=seen.user_id, round=k, of=seen.max_rounds, channels=len(log_ids))
     return len(log_ids)
 
 
@@ -140,8 +141,8 @@ def _end(esc, how):
         Escalation.notification_id == esc.notification_id, Escalation.ended == "")
         .values(ended=how, next_at=None))
     db.session.commit()
-    logs.event(log, "insist_ended", nid=esc.notification_id, user=esc.user_id, how=how,
-               rounds=esc.rounds)
+    logs.event(log, "insist_ended", notification_id=esc.notification_id,
+               user_id=esc.user_id, how=how, rounds=esc.rounds)
 
 
 def ladder(esc, pref, k):
@@ -205,7 +206,8 @@ def ack(user_id, nid, by, now=None):
                 error="acknowledged before it went out"))
     db.session.commit()
     db.session.refresh(esc)
-    logs.event(log, "insist_acknowledged", nid=nid, user=user_id, by=esc.acked_by)
+    logs.event(log, "insist_acknowledged", notification_id=nid, user_id=user_id,
+               by=esc.acked_by)
     return esc
 
 

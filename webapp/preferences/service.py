@@ -183,7 +183,7 @@ def _clock(value, user_id):
     try:
         return time.fromisoformat(value)
     except ValueError:  # saved before the check took ASCII digits only
-        logs.event(log, "bad_quiet_hours", logging.WARNING, user=user_id, value=repr(value))
+        logs.event(log, "bad_quiet_hours", logging.WARNING, user_id=user_id, value=str(value))
         return None
 
 

@@ -258,7 +258,7 @@ class Listener:
         try:
             what, body = messages.parse(raw)
         except messages.BAD_MESSAGE as exc:
-            logline("bad_message", error=repr(exc)[:200], message=raw[:200])
+            logline("bad_message", error=repr(exc)[:200], text=raw[:200])
             return None
         if what == "tick":
             if body[0] == "price":

@@ -49,9 +49,9 @@ def _loads(raw):
 def log_other(what, body, raw):
     """A line for what no one waits for: an error settling no request, an unasked stream."""
     if what == "error":
-        logline("server_error", code=str(body["code"])[:40], msg=str(body.get("msg"))[:200])
+        logline("server_error", code=str(body["code"])[:40], text=str(body.get("msg"))[:200])
     elif what == "unhandled":
-        logline("unhandled_message", stream=str(body.get("stream"))[:100], message=raw[:200])
+        logline("unhandled_message", stream=str(body.get("stream"))[:100], text=raw[:200])
 
 
 def market_value(text, positive=False):

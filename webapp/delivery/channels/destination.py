@@ -217,5 +217,5 @@ def record_failure(destination_id, error):
     if switched_off:
         dest = db.session.get(Destination, destination_id)
         logs.event(log, "destination_disabled", logging.WARNING, destination=dest.id,
-                   user=dest.user_id)
+                   user_id=dest.user_id)
         destination_disabled.send(current_app._get_current_object(), destination=dest)
