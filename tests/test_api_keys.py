@@ -72,6 +72,26 @@ def test_cannot_revoke_another_users_key(app, client, auth):
     assert client.get("/api/v1/me", headers={"X-API-Key": other_key}).status_code == 200
 
 
+def test_a_key_name_with_control_characters_is_refused_beside_its_field(client, auth):
+    auth.create()
+    auth.login()
+    token = csrf_token(client, "/settings/api-keys")
+    response = client.post("/settings/api-keys", data={"name": "ci\u0000key", "csrf_token": token})
+    assert response.status_code == 422
+    assert "Control characters are not allowed" in response.get_data(as_text=True)
+    assert "ci\u0000key" not in client.get("/settings/api-keys").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("key_id", [0, 2**31, 10**20])
+def test_an_id_no_key_can_have_is_no_such_key(client, auth, key_id):
+    auth.create()
+    auth.login()
+    token = csrf_token(client, "/settings/api-keys")
+    response = client.post(f"/settings/api-keys/{key_id}/revoke", data={"csrf_token": token},
+                           follow_redirects=True)
+    assert response.status_code == 200 and "No such key." in response.get_data(as_text=True)
+
+
 def test_api_session_caller_needs_csrf_for_writes_key_caller_does_not(client, auth):
     auth.create()
     key = auth.api_key()

@@ -74,6 +74,7 @@ def _unb64(text):
     (["tokens", "create", ""], "1-80 characters"),
     (["tokens", "create", "   "], "1-80 characters"),
     (["tokens", "create", "x" * 81], "1-80 characters"),
+    (["tokens", "create", "a\u0000b"], "Control characters"),
     (["tokens", "revoke", "nobody"], "no service token named 'nobody'"),
     (["tokens", "create"], "Missing argument 'NAME'"),
     (["tokens", "revoke"], "Missing argument 'NAME'"),

@@ -296,3 +296,38 @@ def test_a_lone_surrogate_anywhere_is_a_clean_422(app, client, token, field):
                            headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 422 and "surrogate" in response.json["detail"]
     assert inbox_of(app, uid) == []
+
+
+def test_an_alert_id_that_can_name_no_alert_is_kept_as_the_senders_reference(app, client,
+                                                                             token):
+    """Too large for a row id, or digits of another script: stored as sent, and the slow
+    steps (audit, deliveries) and the API read it as no alert of ours, never fail on it."""
+    uid = make_user(app, "ref@example.com")
+    refs = [2**63, 10**30, "99999999999999999999", "²", "0"]
+    response = post(client, token, [event(uid, type="SYSTEM_MAINTENANCE", alert_id=ref)
+                                    for ref in refs])
+    assert response.status_code == 202, response.json
+    run_jobs(app)
+    with app.app_context():
+        audited = db.session.scalars(db.select(CriticalNotification.id)).all()
+        items = [inbox.to_api(n) for n in inbox.list_page(uid, limit=100)[0]]
+    assert sorted(audited) == sorted(response.json["ids"])
+    assert [item["alert_id"] for item in items] == [None] * len(refs)
+
+
+@pytest.mark.both_databases
+def test_control_characters_are_refused_in_the_text_and_nothing_is_written(app, client, token):
+    """PostgreSQL refuses a NUL in a text column: accepted, such an event would never reach
+    the audit trail or its deliveries. Tabs and line breaks in a message are text."""
+    uid = make_user(app, "control@example.com")
+    bad = [event(uid, title="a\u0000b"), event(uid, message="m\u0000"),
+           event(uid, title="\u001b[31mred"), event(uid, message="bell\u0007")]
+    good = event(uid, type="SYSTEM_MAINTENANCE", message="line one\n\tline two\r\n")
+    response = post(client, token, [*bad, good])
+    assert response.status_code == 422
+    assert [r["status"] for r in response.json["results"]] == ["rejected"] * 4 + ["accepted"]
+    assert "control characters" in response.json["results"][0]["errors"]["title"]
+    run_jobs(app)
+    with app.app_context():
+        audited = db.session.scalars(db.select(CriticalNotification.message)).all()
+    assert audited == ["line one\n\tline two\r\n"] and len(inbox_of(app, uid)) == 1

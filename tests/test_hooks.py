@@ -93,7 +93,8 @@ def test_hooks_api_needs_a_key_or_session(client, method, path):
 
 
 @pytest.mark.parametrize("body", [{}, {"name": ""}, {"name": "   "}, {"name": "n" * 81},
-                                  {"name": 5}, {"name": ["a"]}, {"name": None}, [], "x"])
+                                  {"name": 5}, {"name": ["a"]}, {"name": None}, [], "x",
+                                  {"name": "a\u0000b"}, {"name": "\u001b[31mred"}])
 def test_api_refuses_bad_names_and_makes_nothing(client, key, body):
     response = api(client, "POST", "/hooks", key, data=json.dumps(body),
                    content_type="application/json")
@@ -157,6 +158,16 @@ def test_long_text_is_cut_to_the_inbox_limit(client, key):
     assert post(client, hook, "x" * 5000).status_code == 202
     message = inbox(client, key)[0]["message"]
     assert len(message) == 2000 and message.endswith("…")
+
+
+def test_control_characters_are_dropped_from_the_text_not_the_alert(client, key):
+    """A chart alert's sender cannot read our answer: its text is kept, without them."""
+    hook = new_hook(client, key)
+    assert post(client, hook, "BTC\u0000 up\u001b\n\tby 5%").status_code == 202
+    assert post(client, hook, json.dumps({"title": "ETH\u0000", "message": "a\u0007b"}),
+                "application/json").status_code == 202
+    assert [(n["title"], n["message"]) for n in inbox(client, key)] == [
+        ("ETH", "ab"), ("TradingView BTC", "BTC up\n\tby 5%")]
 
 
 def test_an_identical_body_within_a_minute_makes_one_notification(client, key, r):
@@ -243,6 +254,7 @@ def test_announced_json_that_is_no_object_answers_400(client, key, body):
     ({"priority": "urgent"}, "priority"), ({"priority": 3}, "priority"),
     ({"price": "abc"}, "price"), ({"price": "NaN"}, "price"), ({"price": "-inf"}, "price"),
     ({"price": True}, "price"), ({"price": [1]}, "price"), ({"title": 5}, "title"),
+    ({"price": 10**400}, "price"), ({"price": -(10**400)}, "price"),
     ({"message": {"a": 1}}, "message"), ({"symbol": "S" * 65}, "symbol"),
     ({"symbol": 42}, "symbol"), ({"note": "n" * 9000}, "data"),
 ])

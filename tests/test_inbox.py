@@ -122,7 +122,7 @@ def test_new_arrivals_do_not_shift_later_pages(ctx):
 
 
 @pytest.mark.parametrize("kwargs", [{"limit": 0}, {"limit": 101}, {"cursor": "abc"},
-                                    {"cursor": "12-x"}])
+                                    {"cursor": "12-x"}, {"cursor": "0-0"}, {"cursor": "00-000"}])
 def test_bad_page_arguments_are_refused(ctx, kwargs):
     with pytest.raises(InvalidInput):
         inbox.list_page(1, **kwargs)

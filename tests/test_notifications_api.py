@@ -69,7 +69,7 @@ def test_pages_follow_the_cursor_header(client, app, api):
     assert seen == made[::-1]
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=x", "cursor=nope",
+@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=x", "cursor=nope", "cursor=0-0",
                                    "type=BOGUS", "type=price_alert"])
 def test_bad_page_arguments_answer_400(client, api, query):
     response = client.get(f"/api/v1/notifications?{query}", headers=api[0])

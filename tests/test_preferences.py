@@ -202,7 +202,17 @@ def test_unsubscribe_with_an_impossible_id_or_body_removes_nothing(app, client, 
                        headers=HX)
     assert huge.status_code == 200
     odd = client.post(PAGE + "push/unsubscribe", json=[1], headers={"X-CSRFToken": token})
-    assert odd.status_code == 200 and odd.json == {"removed": False}
+    assert odd.status_code == 422 and odd.json["error"] == "invalid_input"
+    for body in ("[" * 100_000 + "]" * 100_000, '{"endpoint": "x"'):  # deep, cut short
+        for path in ("push/unsubscribe", "push/subscribe"):
+            refused = client.post(PAGE + path, data=body, content_type="application/json",
+                                  headers={"X-CSRFToken": token})
+            assert refused.status_code == 422 and refused.json["error"] == "invalid_input"
+    with app.app_context():
+        assert preferences.push_subscriptions(logged_in) == []
+    control = client.post(PAGE + "push/subscribe", headers={"X-CSRFToken": token}, json={
+        "endpoint": "https://push.example.net/send/x", "keys": {**KEYS, "p256dh": "a\u0000"}})
+    assert control.status_code == 422
     typed = client.post(PAGE + "push/unsubscribe", json={"endpoint": {"a": 1}},
                         headers={"X-CSRFToken": token})
     assert typed.status_code == 200 and typed.json == {"removed": False}

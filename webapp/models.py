@@ -15,6 +15,15 @@ from webapp.extensions import db
 # is an id that cannot exist.
 MAX_ID = 2**31 - 1
 
+
+def row_id(value):
+    """The row id `value` names (an int, or ASCII digits: an event's alert_id is the sender's
+    text), or None when it can name none."""
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    if not (text.isascii() and text.isdigit() and len(text) <= 10):
+        return None
+    return int(text) if 1 <= int(text) <= MAX_ID else None
+
 # An id once handed out is never handed out again: old notifications, logs and links keep
 # naming what they named. PostgreSQL's sequences never go back; SQLite reuses the highest
 # rowid once its row is deleted unless the table says AUTOINCREMENT.

@@ -2,9 +2,10 @@
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, PasswordField, StringField
-from wtforms.validators import DataRequired, Email, EqualTo, Length
+from wtforms.validators import DataRequired, Email, EqualTo, Length, ValidationError
 
 from webapp.accounts.service import PASSWORD_MAX, PASSWORD_MIN
+from webapp.core import text
 
 PASSWORD_LENGTH = f"Use {PASSWORD_MIN} to {PASSWORD_MAX} characters."
 
@@ -52,5 +53,11 @@ class ChangePasswordForm(FlaskForm):
     )
 
 
+def one_line(form, field):
+    if field.data and not text.is_line(field.data):
+        raise ValidationError("Control characters are not allowed in a name.")
+
+
 class ApiKeyForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired("Name the key."), Length(max=80)])
+    name = StringField("Name", validators=[DataRequired("Name the key."), Length(max=80),
+                                           one_line])

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from webapp.accounts import security_events, sessions, throttle
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db, login_manager
-from webapp.models import ApiKey, User, utcnow
+from webapp.models import MAX_ID, ApiKey, User, utcnow
 
 API_KEY_PREFIX = "tb_"
 PASSWORD_MIN = 8
@@ -164,7 +164,7 @@ def create_api_key(user, name="default"):
 
 
 def revoke_api_key(user, key_id):
-    key = db.session.get(ApiKey, key_id)
+    key = db.session.get(ApiKey, key_id) if 1 <= key_id <= MAX_ID else None
     if key is None or key.user_id != user.id or key.revoked_at:
         return None
     key.revoked_at = utcnow()

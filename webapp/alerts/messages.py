@@ -19,7 +19,7 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from webapp import clock
 from webapp.core import logs
 from webapp.extensions import db
-from webapp.models import MAX_ID, Alert
+from webapp.models import Alert, row_id
 
 PLACEHOLDERS = ("symbol", "price", "target", "condition", "time", "note", "pct", "window")
 MAX_OUTPUT = 1000
@@ -164,10 +164,10 @@ def personalise(notification):
     Unchanged when the alert has no message, is gone, or its template fails (logged): the
     standard text goes out instead.
     """
-    alert_id = str(notification.get("alert_id") or "")
-    if not (alert_id.isdigit() and 1 <= int(alert_id) <= MAX_ID):
+    alert_id = row_id(notification.get("alert_id"))
+    if alert_id is None:
         return notification
-    alert = db.session.get(Alert, int(alert_id))
+    alert = db.session.get(Alert, alert_id)
     if alert is None or not alert.message or alert.user_id != int(notification["user_id"]):
         return notification
     text = render(alert.message, notification)

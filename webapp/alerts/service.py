@@ -19,9 +19,7 @@ from webapp.core import logs, pubsub
 from webapp.exceptions import NotFound
 from webapp.extensions import db, get_redis
 from webapp.market import symbols, tickers
-from webapp.models import Alert, utcnow
-
-MAX_ID = 2**31 - 1  # alerts.id is an INTEGER: beyond it SQLite overflows, PostgreSQL errs
+from webapp.models import MAX_ID, Alert, utcnow
 
 log = logging.getLogger(__name__)
 

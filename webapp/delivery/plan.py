@@ -13,7 +13,15 @@ from webapp import clock, keys
 from webapp.delivery import dispatch
 from webapp.extensions import db, get_redis
 from webapp.insist import service as insist
-from webapp.models import Alert, DeliveryStatus, Destination, Preference, PushSubscription, User
+from webapp.models import (
+    Alert,
+    DeliveryStatus,
+    Destination,
+    Preference,
+    PushSubscription,
+    User,
+    row_id,
+)
 from webapp.notify import types as notification_types
 from webapp.preferences import service as preferences
 
@@ -58,7 +66,7 @@ def record(notifications, recipients):
 
 def alert_channels(notifications):
     """{alert id: the channels it names} for the notifications' alerts that name any."""
-    ids = {int(n["alert_id"]) for n in notifications if str(n.get("alert_id") or "").isdigit()}
+    ids = {row_id(n.get("alert_id")) for n in notifications} - {None}
     if not ids:
         return {}
     rows = db.session.execute(select(Alert.id, Alert.channels).where(

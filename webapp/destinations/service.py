@@ -16,11 +16,10 @@ from webapp.delivery.channels import destination as channel
 from webapp.destinations import fields
 from webapp.exceptions import DeliveryRejected, InvalidInput, NotFound
 from webapp.extensions import db
-from webapp.models import Destination, User
+from webapp.models import MAX_ID, Destination, User
 from webapp.preferences import service as preferences
 
 DEFAULT_MAX_PER_USER = 20
-MAX_ID = 2**31 - 1  # an INTEGER column: beyond it SQLite overflows and PostgreSQL errs
 CREATE_FIELDS = {"kind", "name", "url", "secret", "types", "escalate"}
 PATCH_FIELDS = {"name", "enabled", "types", "escalate"}
 TEST_TYPE = "TEST"  # not a registry type: a test reaches only the destination tested

@@ -8,6 +8,7 @@ is read as one too. A text body that only looks like JSON stays text: it is stil
 import json
 import math
 
+from webapp.core import text
 from webapp.exceptions import InvalidInput
 from webapp.notify.types import PRIORITIES
 
@@ -90,9 +91,11 @@ def _text(fields, name, errors):
     return value
 
 
-def _cut(text, limit):
-    """Long text is cut rather than refused: a chart alert's sender cannot read our answer."""
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+def _cut(value, limit):
+    """Long text is cut rather than refused, and control characters dropped: a chart alert's
+    sender cannot read our answer."""
+    value = text.cleaned(value)
+    return value if len(value) <= limit else value[:limit - 1] + "…"
 
 
 def _symbol(value, errors):
@@ -110,7 +113,7 @@ def _price(value, errors):
         return None
     number = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        number = value
+        number = value if isinstance(value, float) or abs(value) < 2**53 else None
     elif isinstance(value, str) and len(value) <= 40:
         try:
             number = float(value.strip())

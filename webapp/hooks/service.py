@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from webapp import clock, keys
 from webapp.accounts import throttle
-from webapp.core import logs
+from webapp.core import logs, text
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import db, get_redis
 from webapp.hooks import body as hook_body
@@ -59,6 +59,8 @@ def create(user_id, name):
     name = " ".join(name.split()) if isinstance(name, str) else ""
     if not name or len(name) > NAME_MAX:
         raise InvalidInput({"name": f"Name the hook in 1-{NAME_MAX} characters."})
+    if not text.is_line(name):
+        raise InvalidInput({"name": "Control characters are not allowed in a name."})
     held = db.session.scalar(select(func.count(HookToken.id)).where(
         HookToken.user_id == user_id, HookToken.revoked_at.is_(None)))
     if held >= MAX_HOOKS:

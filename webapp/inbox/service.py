@@ -17,6 +17,7 @@ from webapp.core import jsontext, pubsub, scripting
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import get_redis
 from webapp.inbox import scripts as inbox_lua
+from webapp.models import row_id
 from webapp.notify.types import PRIORITIES
 
 DEFAULT_TTL_MS = 7 * 24 * 3600 * 1000
@@ -169,7 +170,8 @@ def _load(eid, data, status):
 
 def parse_cursor(cursor):
     """A cursor is the id of the last notification of the previous page."""
-    if not ENTRY_RE.fullmatch(cursor or ""):
+    # 0-0 names no entry (the first is 0-1) and nothing comes before it
+    if not ENTRY_RE.fullmatch(cursor or "") or not any(map(int, cursor.split("-"))):
         raise InvalidInput({"cursor": "Use the next_cursor of a previous page."})
     return cursor
 
@@ -353,9 +355,8 @@ def _num(value):
 def to_api(n):
     """The API's item: the brief's fields for price alerts, plus ours."""
     data = n.get("data") or {}
-    alert_id = str(n.get("alert_id") or "")
     return {
-        "id": str(n["id"]), "alert_id": int(alert_id) if alert_id.isdigit() else None,
+        "id": str(n["id"]), "alert_id": row_id(n.get("alert_id")),
         "symbol": data.get("symbol"), "alert_type": data.get("condition"),
         "trigger_price": _num(data.get("target")),
         "current_price": _num(data.get("price", data.get("volume"))),

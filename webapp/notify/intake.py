@@ -11,7 +11,7 @@ from flask import current_app
 from sqlalchemy import bindparam, select
 
 from webapp import keys
-from webapp.core import jsontext
+from webapp.core import jsontext, text
 from webapp.extensions import db, get_redis
 from webapp.models import MAX_ID, User
 from webapp.notify import idempotency, router
@@ -65,6 +65,8 @@ def _text(item, field, limit, errors, required=True):
         return ""
     if len(value) > limit:
         errors[field] = f"At most {limit} characters."
+    elif not text.is_text(value):
+        errors[field] = "Plain text only: no control characters (tabs and line breaks are fine)."
     return value
 
 

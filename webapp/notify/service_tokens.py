@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, select
 
 from webapp import keys
 from webapp.accounts import service as accounts
+from webapp.core import text
 from webapp.errors import json_error
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import db, get_redis
@@ -34,6 +35,8 @@ def create(name):
     name = (name or "").strip()
     if not name or len(name) > 80:
         raise InvalidInput({"name": "Name the token in 1-80 characters."})
+    if not text.is_line(name):
+        raise InvalidInput({"name": "Control characters are not allowed in a name."})
     taken = db.session.scalar(select(ServiceToken).where(ServiceToken.name == name))
     if taken is not None and taken.revoked_at is not None:  # names are unique, revoked or not
         raise InvalidInput({"name": f"The revoked token was named {name!r}; pick another name."})

@@ -285,12 +285,16 @@ def push_endpoint_allowed(endpoint, config=None):
     return ip is None or (ip.is_global and not ip.is_multicast)
 
 
+B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")  # a subscription's keys, as browsers send them
+
+
 def _valid_subscription(payload):
     """(endpoint, keys) of a browser's PushSubscription JSON; InvalidInput otherwise."""
     keys = payload.get("keys") if isinstance(payload, dict) else None
     endpoint = payload.get("endpoint") if isinstance(payload, dict) else None
     if not (isinstance(endpoint, str) and len(endpoint) <= 1000 and isinstance(keys, dict)
             and isinstance(keys.get("p256dh"), str) and isinstance(keys.get("auth"), str)
+            and B64URL.fullmatch(keys["p256dh"]) and B64URL.fullmatch(keys["auth"])
             and len(keys["p256dh"]) <= 200 and len(keys["auth"]) <= 100):
         raise InvalidInput({"subscription": "Send the browser's PushSubscription as JSON."})
     if not push_endpoint_allowed(endpoint):

@@ -13,6 +13,7 @@ from flask import (
 from flask_login import current_user
 
 from webapp.accounts import service as accounts
+from webapp.alerts.api import json_body
 from webapp.errors import is_htmx
 from webapp.exceptions import InvalidInput
 from webapp.notify import types as notification_types
@@ -100,7 +101,7 @@ def unfollow():
 @bp.post("/push/subscribe")
 def push_subscribe():
     try:
-        sub = preferences.save_push_subscription(current_user.id, request.get_json(silent=True),
+        sub = preferences.save_push_subscription(current_user.id, json_body(),
                                                  request.user_agent.string)
     except InvalidInput as exc:
         return jsonify({"error": "invalid_input", "detail": exc.errors}), 422
@@ -110,8 +111,10 @@ def push_subscribe():
 @bp.post("/push/unsubscribe")
 def push_unsubscribe():
     """By endpoint (the browser's own JSON call) or by row id (the devices list's button)."""
-    data = request.get_json(silent=True)
-    data = data if isinstance(data, dict) else {}
+    try:
+        data = json_body() if request.is_json else {}
+    except InvalidInput as exc:
+        return jsonify({"error": "invalid_input", "detail": exc.errors}), 422
     sub_id = request.form.get("id", type=int)
     removed = preferences.remove_push_subscription(
         current_user.id, endpoint=data.get("endpoint"), sub_id=sub_id)

@@ -1,0 +1,24 @@
+"""Text we store, checked alike wherever it comes from: no control characters (PostgreSQL
+refuses a NUL in a text column, so a row holding one is never written) and no lone UTF-16
+surrogates (no store encodes them). A message may hold tabs and line breaks; a name or a
+title is one line."""
+
+import re
+
+_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def is_line(value):
+    """Whether `value` is one line of plain text (a name, a title)."""
+    return _IN_LINE.search(value) is None
+
+
+def is_text(value):
+    """Whether `value` is plain text, tabs and line breaks allowed (a message)."""
+    return _IN_TEXT.search(value) is None
+
+
+def cleaned(value):
+    """`value` without what is_text refuses: for senders who cannot read our answer."""
+    return _IN_TEXT.sub("", value)
