@@ -126,7 +126,8 @@ def test_bodies_that_are_not_one_json_object_are_422(client, key, raw):
 @pytest.mark.parametrize("url", [
     "https://127.0.0.1/hook", "https://localhost/hook", "https://10.1.2.3/hook",
     "https://[::1]/hook", "https://169.254.169.254/latest", "https://[::ffff:192.168.0.1]/x",
-    "https://a.localhost/hook"])
+    "https://a.localhost/hook", "https://[::127.0.0.1]/x", "https://[64:ff9b::7f00:1]/x",
+    "https://[fe80::1%25eth0]/x", "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/teredo"])
 def test_private_and_loopback_webhooks_are_refused_at_save(client, key, url):
     response = post(client, {**HOOK, "url": url}, key)
     assert response.status_code == 422
@@ -138,7 +139,8 @@ def test_private_and_loopback_webhooks_are_refused_at_save(client, key, url):
                                  "mailto://u:p@example.com?smtp=10.0.0.1",
                                  "json://[::1]:8080/v6", "ntfy://[::ffff:127.0.0.1]/t",
                                  "json://[fe80::1%eth0]:80/x", "json://[fd00:ec2::254]/meta",
-                                 "json://[2002:7f00:1::]/6to4",
+                                 "json://[2002:7f00:1::]/6to4", "json://[::127.0.0.1]/x",
+                                 "gotify://[64:ff9b::a00:1]/token",
                                  "fcm://proj/abcdef?keyfile=http://127.0.0.1:9/k.json",
                                  "fcm://proj/abcdef?keyfile=/etc/passwd"])
 def test_apprise_urls_aimed_at_private_hosts_are_refused(client, key, url):

@@ -12,10 +12,13 @@ from flask import current_app
 
 def bare(host):
     """A host as the resolver takes it: `[::1]` (a URL's IPv6 form) without its brackets and
-    any `%zone`, lower case, no trailing dot."""
+    an IPv6 address without its `%zone` (urlsplit's hostname keeps it), lower case, no
+    trailing dot."""
     name = str(host or "").strip().lower()
     if name.startswith("[") and name.endswith("]"):
-        name = name[1:-1].split("%", 1)[0]
+        name = name[1:-1]
+    if ":" in name:
+        name = name.split("%", 1)[0]
     return name.rstrip(".")
 
 
@@ -28,10 +31,16 @@ def resolve(host, port):
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix: an IPv4 address inside
+
+
 def is_public(address):
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and (ip.ipv4_mapped or ip.sixtofour):
-        ip = ip.ipv4_mapped or ip.sixtofour  # an IPv4 address inside: judge that one
+    if isinstance(ip, ipaddress.IPv6Address):
+        inside = ip.ipv4_mapped or ip.sixtofour or (ip.teredo or (None, None))[1]
+        if inside is None and (ip in NAT64 or (int(ip) >> 32 == 0 and int(ip) > 1)):
+            inside = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)  # NAT64, or ::a.b.c.d
+        ip = inside or ip  # an IPv4 address inside: judge that one
     return ip.is_global and not ip.is_multicast
 
 
