@@ -191,7 +191,9 @@ def test_odd_items_are_per_item_reasons_and_nothing_is_half_written(app, client,
     odd = [event(uid, title="   "), event(uid, title="\t\n"), event(uid, type=[]),
            event(uid, type={"a": 1}), event(uid, priority=["high"]), event(uid, order_id={}),
            event(uid, target=[1]), event(uid, user_id="9" * 30), event(uid, user_id=10**30),
-           event(uid, user_id="\u00b2"), event(uid, user_id="\u0661"), event(uid, data=[1])]
+           event(uid, user_id="\u00b2"), event(uid, user_id="\u0661"), event(uid, data=[1]),
+           event(uid, priority=[]), event(uid, priority=0), event(uid, priority=False),
+           event(uid, data=""), event(uid, data=[]), event(uid, data=False)]
     batch = [event(uid, title="first", message="   ")] + odd + [event(uid, title="last")]
     response = post(client, token, batch, key="odd-batch")
     assert response.status_code == 422, response.json
@@ -199,7 +201,8 @@ def test_odd_items_are_per_item_reasons_and_nothing_is_half_written(app, client,
     assert (body["accepted"], body["rejected"]) == (2, len(odd))
     reasons = [set(r["errors"]) for r in body["results"][1:-1]]
     assert reasons == [{"title"}, {"title"}, {"type"}, {"type"}, {"priority"}, {"order_id"},
-                       {"target"}, {"user_id"}, {"user_id"}, {"user_id"}, {"user_id"}, {"data"}]
+                       {"target"}, {"user_id"}, {"user_id"}, {"user_id"}, {"user_id"}, {"data"},
+                       {"priority"}, {"priority"}, {"priority"}, {"data"}, {"data"}, {"data"}]
     assert [n["title"] for n in inbox_of(app, uid)] == ["last", "first"]
     assert inbox_of(app, uid)[1]["message"] == ""
     again = post(client, token, batch, key="odd-batch")

@@ -94,7 +94,8 @@ def test_hooks_api_needs_a_key_or_session(client, method, path):
 
 @pytest.mark.parametrize("body", [{}, {"name": ""}, {"name": "   "}, {"name": "n" * 81},
                                   {"name": 5}, {"name": ["a"]}, {"name": None}, [], "x",
-                                  {"name": "a\u0000b"}, {"name": "\u001b[31mred"}])
+                                  {"name": "a\u0000b"}, {"name": "\u001b[31mred"},
+                                  {"name": "ok", "zz": "x"}])
 def test_api_refuses_bad_names_and_makes_nothing(client, key, body):
     response = api(client, "POST", "/hooks", key, data=json.dumps(body),
                    content_type="application/json")

@@ -70,6 +70,7 @@ def test_pages_follow_the_cursor_header(client, app, api):
 
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=x", "cursor=nope", "cursor=0-0",
+                                   "unread=2", "unread=maybe",
                                    "type=BOGUS", "type=price_alert"])
 def test_bad_page_arguments_answer_400(client, api, query):
     response = client.get(f"/api/v1/notifications?{query}", headers=api[0])

@@ -17,5 +17,7 @@ def list_audit():
         return json_error(422, "invalid_input", exc.errors)
     except ValueError:
         return json_error(422, "invalid_input", {"limit": "Integers only."})
+    if not 1 <= limit <= audit.MAX_PAGE:
+        return json_error(422, "invalid_input", {"limit": f"From 1 to {audit.MAX_PAGE}."})
     rows, cursor = audit.page(g.api_user.id, limit, before)
     return jsonify({"items": [audit.as_dict(r) for r in rows], "next_before": cursor})

@@ -12,7 +12,12 @@ from webapp.hooks import service as hooks
 @bp.post("/hooks")
 def create_hook():
     try:
-        hook, url = hooks.create(g.api_user.id, json_body().get("name"))
+        body = json_body()
+        unknown = sorted(set(body) - {"name"})
+        if unknown:  # refused, not ignored, as the alerts' are
+            raise InvalidInput({name[:40]: "Not a field of a hook: send its name."
+                                for name in unknown})
+        hook, url = hooks.create(g.api_user.id, body.get("name"))
     except InvalidInput as exc:
         return json_error(422, "invalid_input", exc.errors)
     return jsonify({**hooks.to_json(hook), "url": url}), 201

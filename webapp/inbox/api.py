@@ -14,6 +14,7 @@ from webapp.insist import service as insist
 from webapp.notify.types import TYPES
 
 TRUE = {"1", "true", "yes", "on"}
+FALSE = {"", "0", "false", "no", "off"}
 
 
 def _not_found():
@@ -38,11 +39,13 @@ def _limit(raw):
 @bp.get("/notifications")
 def list_notifications():
     args = request.args
-    unread = args.get("unread", "").lower() in TRUE
+    unread = args.get("unread", "").lower()
     try:
+        if unread not in TRUE | FALSE:
+            raise InvalidInput({"unread": "1 for unread notifications only, 0 for all."})
         items, cursor = inbox.list_page(
             g.api_user.id, limit=_limit(args.get("limit")), cursor=args.get("cursor") or None,
-            unread=unread, ntype=_type(args.get("type")))
+            unread=unread in TRUE, ntype=_type(args.get("type")))
     except InvalidInput as exc:
         return json_error(400, "invalid_input", exc.errors)
     response = jsonify([inbox.to_api(n) for n in items])

@@ -115,7 +115,9 @@ def target_of(item, errors):
 
 
 def _data(item, errors, from_json=False):
-    data = item.get("data") or {}
+    data = item.get("data")
+    if data is None:
+        return {}
     if not isinstance(data, dict):
         errors["data"] = "Must be a JSON object."
         return {}
@@ -156,9 +158,11 @@ def _refs(item, errors):
 
 
 def _type_and_priority(item, errors):
-    kind, priority = item.get("type"), item.get("priority") or None
+    kind, priority = item.get("type"), item.get("priority")
     if not isinstance(kind, str) or kind not in notification_types.TYPES:
         errors["type"] = f"Unknown type; one of {', '.join(notification_types.TYPES)}."
+    if priority == "":
+        priority = None  # the type's default, as when left out
     if priority is not None and (not isinstance(priority, str)
                                  or priority not in notification_types.PRIORITIES):
         errors["priority"] = f"One of {', '.join(notification_types.PRIORITIES)}."
