@@ -39,6 +39,8 @@ def stored_data(app, uid):
     (b'{"title": "\\ud800"}',
      "Text must be valid Unicode: a lone UTF-16 surrogate is not a character."),
     (b'[]', 'Send an event object, a list of them or {"events": [...]}.'),
+    (b"[" * 100_000 + b"]" * 100_000, "The JSON is nested too deeply."),
+    (b'{"data": {"x": 1' + b"0" * 5000 + b"}}", "A number of at most 100 digits, not 5001."),
 ])
 def test_refused_bodies_keep_their_messages(app, client, token, raw, detail):
     response = post_raw(client, token, raw)

@@ -23,6 +23,7 @@ TITLE_MAX = 200
 MESSAGE_MAX = 2000
 DATA_MAX = 8 * 1024  # bytes of JSON
 REF_MAX = 64
+MAX_DIGITS = 100  # in a whole number in the body
 # The largest legal event: its text as raw UTF-8 (at most 4 bytes a character), its data and
 # the JSON around them. A full batch of such events is the body limit of POST /events, so
 # every batch the limits allow fits (text sent as \u escapes takes more room: send fewer).
@@ -291,6 +292,12 @@ def _finite(text):
     return number
 
 
+def _integer(text):
+    if len(text) > MAX_DIGITS:  # Python's own refusal (4,300 digits) names its internals
+        raise ValueError(f"A number of at most {MAX_DIGITS} digits, not {len(text)}.")
+    return int(text)
+
+
 def parse(raw, digest=True):
     """(the event list, or the 422 to answer; a digest of the content for idempotency, or
     None when not asked for: sorting a batch's keys costs more than reading it)."""
@@ -311,7 +318,8 @@ def parse(raw, digest=True):
 def _parse_exactly(raw):
     """parse() by the standard library: the rules' own messages for a body that fails."""
     try:
-        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite,
+                          parse_int=_integer)
         # any lone UTF-16 surrogate ("\udc00"), which JSON lets through but no store can
         # hold, fails the encoding here
         canonical = jsontext.dumps(body, sort_keys=True)
@@ -322,7 +330,9 @@ def _parse_exactly(raw):
         message = "Send JSON encoded as UTF-8."
     except json.JSONDecodeError:
         message = "Send valid JSON."
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        message = "The JSON is nested too deeply."
+    except ValueError as exc:
         message = str(exc) or "Send valid JSON."
     return _invalid(message, raw)
 
