@@ -16,6 +16,8 @@ def create_app(config=None):
     worker's: `wsgi.py` adds them, so this package never imports `worker`.
     """
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
+    # "//" in a path (an id of "../" sent encoded, say) is no route: the API never redirects
+    app.url_map.merge_slashes = False
     settings = Config()
     app.config.from_object(settings)
     app.config.update(config or {})
