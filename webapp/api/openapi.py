@@ -54,7 +54,7 @@ def _notification_paths():
                        "Newest first; the last 7 days."), "headers": page_headers}
     return {
         "/notifications": {"get": _op("List notifications", {
-            "200": listing, "400": _error("A bad limit or cursor."), **ERRORS},
+            "200": listing, "400": _error("A bad limit, cursor, unread or type."), **ERRORS},
             parameters=query)},
         "/notifications/{nid}": {
             "get": _op("One notification", {"200": item, **missing}, parameters=[NID]),
@@ -123,7 +123,8 @@ def _other_paths():
         "/audit": {"get": _op("Critical notifications (audit trail)", {
             "200": _json({"type": "object"}, "items, next_before"),
             "422": _error("Bad limit or before."), **ERRORS}, parameters=[
-            {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                        "maximum": 200, "default": 50}},
             {"name": "before", "in": "query", "schema": {"type": "integer"}}])},
     }
 
