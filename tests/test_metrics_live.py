@@ -180,7 +180,9 @@ def test_a_command_joins_a_running_launchers_folder_only(tmp_path, monkeypatch):
     folder, note = tmp_path / "metrics", tmp_path / "metrics.dir"
     folder.mkdir()
     monkeypatch.setattr(config, "METRICS_DIR_FILE", note)
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    # a copy it may change: what it sets must not reach the processes later tests start
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
+                                        if k != "PROMETHEUS_MULTIPROC_DIR"})
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     note.write_text(f"{folder}\n{dead}\n")  # a launcher killed with -9 left it
@@ -189,7 +191,7 @@ def test_a_command_joins_a_running_launchers_folder_only(tmp_path, monkeypatch):
     note.write_text(f"{folder}\n{os.getpid()}\n")
     config.join_running_metrics()
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(folder)
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = ""
     config.join_running_metrics()
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 
