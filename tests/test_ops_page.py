@@ -82,7 +82,7 @@ def test_a_healthy_product_reads_ok_with_the_listener_s_connections_and_lag(app,
     beating(app, lag_ms=1500)
     page = admin.get("/admin/ops").get_data(as_text=True)
     assert "Everything answers." in page and "ops-ok\">ok<" in page
-    assert "2 connections · 4 streams · lag 1.5 s ago" in page
+    assert "2 connections · 4 streams · last trade 1.5 s ago" in page
 
 
 def test_what_is_down_is_named(app, admin):
@@ -151,6 +151,8 @@ def test_success_rates_per_channel_over_the_hour_and_the_day(app, admin):
     page = admin.get("/admin/ops").get_data(as_text=True)
     assert "75% of 4" in page and "37.5% of 8" in page
     assert 'aria-label="email: 75% of 4 delivered over the last hour, per 5 minutes"' in page
+    # the slot where all 4 failed: a full red bar, not the thin mark of a slot with nothing
+    assert 'class="rate-bad" x="' in page and 'y="0" width="8" height="42.0"' in page
 
 
 def test_one_failure_in_hundreds_never_reads_as_every_one_delivered(app, admin, runner):
