@@ -25,6 +25,8 @@ def page(live_site):
         page.on("dialog", lambda dialog: dialog.accept())  # the delete confirmation
         page.errors = []  # the page's uncaught script errors: every test expects none
         page.on("pageerror", lambda error: page.errors.append(str(error)))
+        page.on("console", lambda m: m.type == "error" and "htmx" in m.text
+                and page.errors.append(m.text))  # htmx's own, e.g. oobErrorNoTarget
         page.goto(live_site.url + "/auth/register")
         page.fill("#email", "pat@example.com")
         page.fill("#password", "correct horse battery")
@@ -68,6 +70,14 @@ def test_alerts_page_inline_flow(page, live_site):
     expect(row).to_contain_text("active", timeout=WAIT_MS)
     row.get_by_role("button", name="Delete").click()
     expect(page.locator("#alert-rows tr", has_text="ETHUSDT")).to_have_count(0, timeout=WAIT_MS)
+    expect(page.locator("#alerts-empty")).to_be_visible()  # the last one gone: said so again
+
+    # the second time round: the first alert again takes the empty row's place
+    page.fill("#symbol", "solusdt")
+    page.fill("#price", "150")
+    page.click("#alert-form button[type=submit]")
+    expect(page.locator("#alert-rows tr", has_text="SOLUSDT")).to_have_count(1, timeout=WAIT_MS)
+    expect(page.locator("#alerts-empty")).to_have_count(0)
     assert page.evaluate("window.__sameDocument") is True  # all without a reload
 
     # the live feed's swaps (a toast) on this page too, and no script fails on any of them

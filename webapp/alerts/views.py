@@ -202,8 +202,10 @@ def resume(alert_id):
 @bp.post("/<int:alert_id>/delete")
 def delete(alert_id):
     _or_404(alerts.delete_alert, alert_id)
-    if is_htmx():
-        return ""  # the row's outerHTML swap with nothing removes it
+    if is_htmx():  # the row's outerHTML swap with nothing removes it; the last brings back
+        # the "no alerts yet" row
+        last = alerts.count_alerts(current_user.id) == 0
+        return render_template("alerts/_empty_again.html") if last else ""
     flash("Alert deleted.", "info")
     return redirect(url_for("alerts.index"))
 
