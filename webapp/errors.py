@@ -6,7 +6,7 @@ import redis
 import sqlalchemy.exc
 from flask import jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, UnprocessableEntity
+from werkzeug.exceptions import HTTPException, NotFound, UnprocessableEntity
 
 from webapp.extensions import db
 
@@ -20,6 +20,7 @@ REDIS_FAULTS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.Read
 SQL_FAULTS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
 STALE_PAGE = ("This page is out of date (its security token expired or belongs to another "
               "sign-in): reload it and try again. Nothing was changed.")
+GONE = "That is no longer here: it was deleted, perhaps in another tab. Reload the page."
 FALLBACK_503 = "<!doctype html><title>Unavailable</title><h1>Temporarily unavailable</h1>"
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ def json_error(status, error, detail=None):
 def _http_error(exc: HTTPException):
     if isinstance(exc, CSRFError):  # flask-wtf's words name the mechanism, not what to do
         exc.description = STALE_PAGE
+    elif isinstance(exc, NotFound) and is_htmx() and exc.description == NotFound.description:
+        exc.description = GONE  # werkzeug's speaks of a URL typed by hand
     if wants_json() or is_htmx():  # htmx shows the detail in its error line (static/js/app.js)
         return json_error(exc.code, exc.name.lower().replace(" ", "_"), exc.description)
     template = "errors/404.html" if exc.code == 404 else "errors/error.html"
