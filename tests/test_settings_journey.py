@@ -69,6 +69,7 @@ def _walk_preferences(page, site, uid, zone, quiet):
     page.get_by_role("button", name="Follow", exact=True).click()
     expect(page.locator("#follows .error")).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("#strategy_id")).to_have_value("no spaces allowed!")
+    expect(page.locator("#strategy_id")).to_have_attribute("aria-invalid", "true")  # its error
     step_done(page, site)
     for strategy in ("momentum-btc", "grid-eth"):
         page.fill("#strategy_id", strategy)
@@ -76,6 +77,7 @@ def _walk_preferences(page, site, uid, zone, quiet):
         expect(page.locator("#follows .chip", has_text=strategy)).to_be_visible(timeout=WAIT_MS)
         expect(page.locator("#follows .error")).to_have_count(0)
         expect(page.locator("#strategy_id")).to_have_value("")
+        expect(page.locator("#strategy_id")).not_to_have_attribute("aria-invalid", "true")
         step_done(page, site)
     for strategy in ("momentum-btc", "grid-eth"):
         page.get_by_role("button", name=f"Unfollow {strategy}").click()

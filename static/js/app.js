@@ -32,15 +32,19 @@ document.addEventListener("htmx:load", (event) => kindForms(event.detail.elt));
 
 // A setting's status line, replaced by its save's answer: its field says whether it is in
 // error (aria-invalid, and the wrapper's has-error), as the page did when it was drawn.
+// The line may come inside a larger swap (the strategies' list and its Follow error).
 document.addEventListener("htmx:load", (event) => {
-  const line = event.detail.elt;
-  if (!line.matches || !line.matches(".field-status[id]")) return;
-  const error = line.classList.contains("error");
-  document.querySelectorAll(`[aria-describedby~="${line.id}"]`).forEach((input) => {
-    if (error) input.setAttribute("aria-invalid", "true");
-    else input.removeAttribute("aria-invalid");
-    const wrapper = input.closest(".field");
-    if (wrapper) wrapper.classList.toggle("has-error", error);
+  const elt = event.detail.elt;
+  if (!elt.matches) return;
+  const lines = elt.matches(".field-status[id]") ? [elt] : elt.querySelectorAll(".field-status[id]");
+  lines.forEach((line) => {
+    const error = line.classList.contains("error");
+    document.querySelectorAll(`[aria-describedby~="${line.id}"]`).forEach((input) => {
+      if (error) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
+      const wrapper = input.closest(".field");
+      if (wrapper) wrapper.classList.toggle("has-error", error);
+    });
   });
 });
 
