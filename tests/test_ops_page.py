@@ -155,6 +155,27 @@ def test_success_rates_per_channel_over_the_hour_and_the_day(app, admin):
     assert 'class="rate-bad" x="' in page and 'y="0" width="8" height="42.0"' in page
 
 
+def deliveries_waiting(app, channel, n, status=DeliveryStatus.RETRYING):
+    when = clock.utcnow() - timedelta(minutes=30)
+    with app.app_context():
+        uid = db.session.scalar(db.select(User.id).where(User.email == ADMIN[0]))
+        db.session.add_all(DeliveryLog(notification_id=f"w-{channel}-{i}", user_id=uid,
+                                       channel=channel, status=status, attempts=1,
+                                       created_at=when, updated_at=when) for i in range(n))
+        db.session.commit()
+
+
+def test_deliveries_waiting_behind_a_refusing_provider_are_counted(app, admin, runner):
+    """A breaker open defers them without spending attempts: none has finished, yet 198 are
+    waiting, which the page and flask status say beside the channel."""
+    deliveries_waiting(app, "email", 198)
+    deliveries_waiting(app, "dest:3", 2, DeliveryStatus.QUEUED)
+    page = admin.get("/admin/ops").get_data(as_text=True)
+    assert page.count("198 waiting to go out") == 2  # beside the hour's line and the day's
+    assert "2 waiting to go out" in page and "sms" in page
+    assert "(198 waiting to go out)" in runner.invoke(args=["status"]).output
+
+
 def test_one_failure_in_hundreds_never_reads_as_every_one_delivered(app, admin, runner):
     deliveries(app, "email", sent=394, failed=1)
     deliveries(app, "sms", sent=1, failed=9999, ago=timedelta(hours=2))

@@ -49,8 +49,11 @@ def lines(facts):
     if facts["deliveries"]:
         out.append("Deliveries (success, last hour | last day):")
         hour, day = facts["deliveries"]["hour"], facts["deliveries"]["day"]
+        waiting = facts["deliveries"]["waiting"]
         out += [f"  {channel:<14} {_rate(hour.get(channel) or day[channel]):<18} | "
-                f"{_rate(day[channel])}" for channel in day]
+                f"{_rate(day[channel])}"
+                + (f"  ({waiting[channel]} waiting to go out)" if waiting.get(channel) else "")
+                for channel in day]
     out.append(f"Failed jobs: {len(facts['failed_jobs'])}")
     out += [f"  {j['ended_at'] or '?'}  {j['queue']:<8} {j['id']}  {j['function']}  {j['error']}"
             for j in facts["failed_jobs"]]

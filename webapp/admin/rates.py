@@ -17,6 +17,8 @@ from webapp.models import DeliveryLog, DeliveryStatus
 
 OK = (DeliveryStatus.SENT, DeliveryStatus.OUTBOX)  # handed over (or kept, unconfigured)
 FAILED = (DeliveryStatus.FAILED,)
+# due and not out yet: a provider that refuses (a breaker open defers them) piles these up
+WAITING = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.RETRYING)
 EPOCH = clock.ms_to_sql(0)
 
 
@@ -55,16 +57,16 @@ def channel_group(channel):
     return "destinations" if channel.startswith(DESTINATION) else channel
 
 
-def success_rates(window, now=None):
+def success_rates(window, now=None, also=()):
     """{channel: [{start, ok, failed, rate}] one per slot, oldest first}; rate is None in a
-    slot where nothing finished. Built-in channels are always listed."""
+    slot where nothing finished. Built-in channels are always listed, and those in `also`."""
     start = _start(window, now or clock.utcnow())
     size = int(window.slot.total_seconds())
     slot = (_seconds(DeliveryLog.updated_at) - int((start - EPOCH).total_seconds())) // size
     query = (select(DeliveryLog.channel, DeliveryLog.status, slot, func.count())
              .where(DeliveryLog.updated_at >= start, DeliveryLog.status.in_(OK + FAILED))
              .group_by(DeliveryLog.channel, DeliveryLog.status, slot))
-    table = {channel: _empty(window, start) for channel in CHANNELS}
+    table = {channel: _empty(window, start) for channel in (*CHANNELS, *also)}
     for channel, status, index, n in db.session.execute(query):
         if not 0 <= index < window.slots:
             continue  # written a moment after `now` was read
@@ -98,3 +100,15 @@ def percent(rate):
     if 0 < rate < 1:
         shown = min(max(shown, 0.1), 99.9)
     return f"{shown:.1f}".removesuffix(".0") + "%"
+
+
+def waiting(now=None, window=DAY):
+    """{channel: deliveries due and not out yet} among those touched within the window."""
+    start = (now or clock.utcnow()) - window.span
+    query = (select(DeliveryLog.channel, func.count())
+             .where(DeliveryLog.updated_at >= start, DeliveryLog.status.in_(WAITING))
+             .group_by(DeliveryLog.channel))
+    found = dict.fromkeys(CHANNELS, 0)
+    for channel, n in db.session.execute(query):
+        found[channel_group(channel)] = found.get(channel_group(channel), 0) + n
+    return found

@@ -101,16 +101,18 @@ def queues(lengths):
 
 
 def deliveries():
-    """{window: {channel: {slots, rate, finished}}} for the last hour and day; None if SQL
-    does not answer."""
+    """{window: {channel: {slots, rate, finished}}} for the last hour and day, and `waiting`:
+    {channel: deliveries due and not out yet}; None if SQL does not answer."""
     now = clock.utcnow()
     try:
+        waiting = rates.waiting(now)
         found = {}
         for window in rates.WINDOWS:
-            table = rates.success_rates(window, now)
+            table = rates.success_rates(window, now, [c for c, n in waiting.items() if n])
             found[window.name] = {channel: dict(zip(("rate", "finished"), rates.overall(slots),
                                                     strict=True), slots=slots)
                                   for channel, slots in table.items()}
+        found["waiting"] = waiting
         return found
     except SQLAlchemyError:
         db.session.rollback()
