@@ -51,6 +51,7 @@ def test_alerts_page_inline_flow(page, live_site):
     page.click("#alert-form button[type=submit]")
     expect(page.locator("#symbol-error")).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("#price-error")).to_contain_text("above 0")
+    expect(page.locator("#symbol")).to_be_focused()  # the first field in error
     expect(page.locator("#flashes .flash-error")).to_have_count(0)
 
     page.fill("#symbol", "ethusdt")

@@ -106,6 +106,7 @@ def _walk_api_keys(page, site, name):
     page.get_by_role("button", name="Create key").click()
     expect(page.locator("#name-error")).to_have_text("Name the key.", timeout=WAIT_MS)
     expect(page.locator("#name")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#name")).to_be_focused()  # the field in error, not the page's start
     step_done(page, site)
 
     page.fill("#name", name)

@@ -48,6 +48,14 @@ document.addEventListener("htmx:load", (event) => {
   });
 });
 
+// A form answered with its errors (422, swapped in place of the one sent): focus goes to the
+// first field in error, not to the page's start with the button that was pressed.
+document.addEventListener("htmx:afterSettle", (event) => {
+  if (!event.detail.xhr || event.detail.xhr.status !== 422) return;
+  const invalid = event.target.querySelector && event.target.querySelector('[aria-invalid="true"]');
+  if (invalid && !event.target.contains(document.activeElement)) invalid.focus();
+});
+
 // The phone menu: a real button, so keyboards and screen readers reach it.
 document.addEventListener("click", (event) => {
   const burger = event.target.closest(".nav-burger");
