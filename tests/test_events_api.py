@@ -213,7 +213,7 @@ def test_odd_items_are_per_item_reasons_and_nothing_is_half_written(app, client,
     {"channel": "system"}, {"target": "system"}, {"target": "user:{other}"},
     {"channel": "strategy:momo"}, {"target": "system", "channel": "system", "user_id": None},
     {"strategy_id": "momo", "target": "system", "user_id": None},
-    {"strategy_id": "momo", "user_id": "system"},
+    {"strategy_id": "momo", "user_id": "system"}, {"target": 0}, {"channel": False},
 ])
 def test_an_event_naming_two_targets_is_refused_and_reaches_nobody(app, client, token,
                                                                      targets):

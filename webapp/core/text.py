@@ -11,12 +11,13 @@ _IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 def is_line(value):
     """Whether `value` is one line of plain text (a name, a title)."""
-    return _IN_LINE.search(value) is None
+    # printable ASCII, the usual text, is told without the pattern at a fraction of its cost
+    return (value.isascii() and value.isprintable()) or _IN_LINE.search(value) is None
 
 
 def is_text(value):
     """Whether `value` is plain text, tabs and line breaks allowed (a message)."""
-    return _IN_TEXT.search(value) is None
+    return (value.isascii() and value.isprintable()) or _IN_TEXT.search(value) is None
 
 
 def cleaned(value):

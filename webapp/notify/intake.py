@@ -89,6 +89,10 @@ def target_of(item, errors):
     event was not for (a strategy_id beside a user's id is that user's reference, as
     documented; beside anything else it is a target of its own).
     """
+    user_id = item.get("user_id")
+    if (type(user_id) is int and 1 <= user_id <= MAX_ID and "target" not in item
+            and "channel" not in item and "strategy_id" not in item):
+        return "user", user_id  # the usual event, as the rules below read it
     named = [name for name in ("target", "channel", "user_id") if item.get(name) not in (None, "")]
     if item.get("strategy_id") and item.get("user_id") in (None, "", "system"):
         named.append("strategy_id")
@@ -97,7 +101,6 @@ def target_of(item, errors):
                             "strategy_id or target.")
         return None
     channel = item.get("target") or item.get("channel")
-    user_id = item.get("user_id")
     if channel is not None and not isinstance(channel, str):
         errors["target"] = "A string: \"system\", \"user:<id>\" or \"strategy:<id>\"."
         return None
