@@ -59,8 +59,8 @@ def _text(item, field, limit, errors, required=True):
         return ""
     value = value or ""
     if field == "title":
-        value = " ".join(value.split())
-    if not value.strip():
+        value = " ".join(value.split())  # so no space is left at either end
+    if not (value if field == "title" else value.strip()):
         if required:
             errors[field] = "Required."
         return ""
