@@ -4,6 +4,7 @@ loopback receivers: signed webhooks, Apprise's json:// and ntfy://, refusal, the
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ import pytest
 from tests.conftest import AuthActions
 from tests.hub import make_user, poll, run_jobs
 from webapp import clock
+from webapp.core import secretbox
 from webapp.delivery.dispatch import breaker
 from webapp.delivery.sweep import sweep
 from webapp.destinations import service as destinations
@@ -147,6 +149,39 @@ def test_a_private_address_is_refused_at_send_after_the_setting_changes(make_app
         row = by_channel[f"dest:{dest_id}"]
         assert row.status == "failed" and "private or loopback" in row.error, row.error
     assert receiver.requests == []
+
+
+def test_a_name_that_answers_otherwise_when_apprise_looks_it_up_is_not_reached(
+        make_app, http_recorder, monkeypatch):
+    """DNS rebinding: the name resolves to a public address for our check, then to a loopback
+    one for Apprise's own lookup a moment later. The resolver stands for a DNS server."""
+    receiver = http_recorder(status=200)
+    port = receiver.server_address[1]
+    real, asked = socket.getaddrinfo, []
+
+    def rebinding(host, *args, **kwargs):
+        if host != "rebind.example":
+            return real(host, *args, **kwargs)
+        asked.append(host)
+        address = "93.184.215.14" if len(asked) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    app = make_app(DELIVERY_MAX_ATTEMPTS=1)
+    uid = make_user(app, "rebound@example.com", email_alerts=False)
+    with app.app_context():  # saved as a public name: the check at save time is not the point
+        dest = Destination(user_id=uid, name="rebinding", kind="apprise",
+                           url_encrypted=secretbox.encrypt(f"json://rebind.example:{port}/x"),
+                           url_masked="json://rebind.example/...")
+        db.session.add(dest)
+        db.session.commit()
+        dest_id = dest.id
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    nid = send(app, uid)
+    run_jobs(app)
+    [row] = rows(app, notification_id=nid, channel=f"dest:{dest_id}")
+    assert row.status == "failed" and "private or loopback" in row.error, row.error
+    assert len(asked) >= 2 and receiver.requests == []
+    assert real("localhost", 80)  # the guard holds only while Apprise sends
 
 
 def test_a_failing_receiver_is_retried_with_backoff(make_app, http_recorder):

@@ -1,11 +1,15 @@
 """No requests to private addresses from user input: what a user-given host resolves to.
 
 A destination is checked when it is saved and again before every send (a name can be made to
-resolve elsewhere later). DESTINATIONS_ALLOW_PRIVATE lifts the rule (tests, a LAN's services).
+resolve elsewhere later). A library that looks the name up again itself (Apprise) sends
+within `public_only`, so a second answer cannot point it inside either (DNS rebinding).
+DESTINATIONS_ALLOW_PRIVATE lifts the rule (tests, a LAN's services).
 """
 
+import contextvars
 import ipaddress
 import socket
+from contextlib import contextmanager
 
 from flask import current_app
 
@@ -56,3 +60,48 @@ def refusal(host, port=None, addresses=None):
             return (f"{host} resolves to {address}, a private or loopback address: "
                     "destinations must be reachable on the public internet")
     return None
+
+
+_GUARDED = contextvars.ContextVar("public_only", default=None)  # per thread and greenlet
+
+
+@contextmanager
+def public_only(hosts):
+    """While inside, the user-given `hosts` resolve to their public addresses only, for any
+    library's lookup in this thread (or greenlet): a name checked just before may answer
+    otherwise when the library looks it up itself. Other names resolve as ever (an operator's
+    proxy, a service's own API host). Yields a list that collects why a lookup was refused."""
+    _wrap_resolver()
+    refused = []
+    token = _GUARDED.set((frozenset(bare(host) for host in hosts if host), refused))
+    try:
+        yield refused
+    finally:
+        _GUARDED.reset(token)
+
+
+def _wrap_resolver():
+    """socket.getaddrinfo made to drop a guarded name's private addresses. Wrapped at first
+    use, and again should something replace it later (gevent's patching does so)."""
+    resolver = socket.getaddrinfo
+    if getattr(resolver, "public_only", False):
+        return
+
+    def getaddrinfo(host, *args, **kwargs):
+        found = resolver(host, *args, **kwargs)
+        guarded = _GUARDED.get()
+        if guarded is None:
+            return found
+        name = bare(host.decode() if isinstance(host, bytes) else host)
+        if name not in guarded[0]:
+            return found
+        kept = [info for info in found if is_public(info[4][0])]
+        if not kept:
+            reason = (f"{name} resolved to {found[0][4][0]} when sending, a private or "
+                      "loopback address: destinations must be reachable on the public internet")
+            guarded[1].append(reason)
+            raise socket.gaierror(socket.EAI_NONAME, reason)
+        return kept
+
+    getaddrinfo.public_only = True
+    socket.getaddrinfo = getaddrinfo

@@ -10,6 +10,7 @@ DESTINATION_MAX_FAILURES in a row the destination is switched off and `destinati
 is sent (webapp/destinations tells the user).
 """
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -141,7 +142,8 @@ def notify_apprise(config, message):
     plugin = apprise_plugin(message["url"])
     if plugin is None:
         raise DeliveryRejected("Apprise does not understand this URL")
-    refused = apprise_refusal(plugin)
+    hosts = apprise_hosts(plugin)
+    refused = apprise_refusal(plugin, hosts)
     if refused:
         raise DeliveryRejected(refused)
     plugin.socket_connect_timeout = plugin.socket_read_timeout = config["DELIVERY_TIMEOUT"]
@@ -149,11 +151,16 @@ def notify_apprise(config, message):
     said = OwnLines()
     apprise_log = logging.getLogger("apprise")
     apprise_log.addHandler(said)
+    guard = (contextlib.nullcontext([]) if config.get("DESTINATIONS_ALLOW_PRIVATE")
+             else addresses.public_only(host for host, _ in hosts))
     try:
-        sent = plugin.notify(title=message["title"], body=message["body"],
-                             body_format=apprise.NotifyFormat.TEXT)
+        with guard as refused:  # Apprise looks the names up again: they may answer otherwise
+            sent = plugin.notify(title=message["title"], body=message["body"],
+                                 body_format=apprise.NotifyFormat.TEXT)
     finally:
         apprise_log.removeHandler(said)
+    if refused:
+        raise DeliveryRejected(refused[0])
     if not sent:
         text = " ".join(" ".join(said.lines).split())[-500:]
         raise ConnectionError(text or f"{plugin.service_name} did not take the message")
@@ -182,19 +189,25 @@ def apprise_plugin(url):
         return apprise.Apprise.instantiate(url)
 
 
-def apprise_refusal(plugin):
-    """Why an Apprise plugin may not be reached, or None. Only plugins aimed at a host the
-    user names are checked (a Telegram URL's "host" is its bot token); an e-mail URL names
-    its SMTP server apart (?smtp=), so that is checked too."""
-    if any(isinstance(value, apprise.AppriseAttachment) and len(value)
-           for value in vars(plugin).values()):  # an empty one is a plugin's unused slot
-        return "Apprise URLs that load a file or another URL (keyfile=...) are not accepted"
+def apprise_hosts(plugin):
+    """The (host, port) pairs a user names in an Apprise plugin's URL. Only plugins aimed at
+    a host the user names have one (a Telegram URL's "host" is its bot token); an e-mail URL
+    names its SMTP server apart (?smtp=)."""
     hosts = []
     cloud = getattr(plugin, "mode", None) == "cloud"  # ntfy's own server: "host" is a topic
     if not cloud and any("{host}" in template for template in plugin.templates):
         hosts.append((plugin.host, plugin.port))
     if getattr(plugin, "smtp_host", None):
         hosts.append((plugin.smtp_host, plugin.port))
+    return hosts
+
+
+def apprise_refusal(plugin, hosts=None):
+    """Why an Apprise plugin may not be reached, or None."""
+    if any(isinstance(value, apprise.AppriseAttachment) and len(value)
+           for value in vars(plugin).values()):  # an empty one is a plugin's unused slot
+        return "Apprise URLs that load a file or another URL (keyfile=...) are not accepted"
+    hosts = apprise_hosts(plugin) if hosts is None else hosts
     return next(filter(None, (addresses.refusal(h, p) for h, p in hosts)), None)
 
 
