@@ -148,6 +148,20 @@ def test_apprise_urls_aimed_at_private_hosts_are_refused(client, key, url):
     assert response.status_code == 422 and "url" in response.get_json()["detail"]
 
 
+@pytest.mark.parametrize(("url", "said"), [
+    (f"https://{'a' * 300}.example/hook", "not a host name"),
+    (f"https://{'a' * 64}.example/hook", "not a host name"),
+    (f"https://{'abc.' * 70}example/hook", "not a host name"),
+    ("https://a..example/hook", "not a host name"),
+    ("https://hooks.example:0/in", "Port 0")])
+def test_urls_whose_host_or_port_cannot_exist_are_refused_at_save(app, client, key, url, said):
+    response = post(client, {**HOOK, "url": url}, key)
+    assert response.status_code == 422, response.get_json()
+    assert said in response.get_json()["detail"]["url"]
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Destination.id))) == 0
+
+
 def test_private_addresses_and_http_are_allowed_when_configured(make_app, auth):
     app = make_app(DESTINATIONS_ALLOW_PRIVATE=True)
     client = app.test_client()

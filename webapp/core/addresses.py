@@ -35,6 +35,7 @@ def resolve(host, port):
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
+MAX_NAME = 253  # characters in a DNS name (RFC 1035)
 NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix: an IPv4 address inside
 
 
@@ -48,11 +49,32 @@ def is_public(address):
     return ip.is_global and not ip.is_multicast
 
 
+def malformed(name):
+    """Why `name` (bare) can be no host at all (a sentence), or None: an address, or a DNS name
+    of labels of 1 to 63 characters and 253 in all, as IDNA encodes it."""
+    try:
+        ipaddress.ip_address(name)
+        return None
+    except ValueError:
+        pass
+    try:
+        encoded = name.encode("idna")
+    except UnicodeError:  # a label empty or longer than 63, or not IDNA at all
+        encoded = b""
+    if not encoded or len(encoded) > MAX_NAME:
+        return (f"{name[:60]}{'...' if len(name) > 60 else ''} is not a host name: each part "
+                f"between dots has 1 to 63 characters, and the name at most {MAX_NAME}")
+    return None
+
+
 def refusal(host, port=None, addresses=None):
     """Why `host` may not be reached (a sentence), or None when it may."""
+    name = bare(host)
+    wrong = name and malformed(name)
+    if wrong:
+        return wrong
     if current_app.config.get("DESTINATIONS_ALLOW_PRIVATE"):
         return None
-    name = bare(host)
     if name == "localhost" or name.endswith(".localhost"):
         return f"{host} is this machine: private and loopback addresses are refused"
     for address in addresses if addresses is not None else resolve(name, port):

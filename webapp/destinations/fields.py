@@ -73,6 +73,8 @@ def _webhook_url(value):
         return "A webhook URL starts with https://."
     if not parts.hostname:
         return "The URL needs a host name."
+    if port == 0:
+        return "Port 0 cannot be reached: leave the port out for https's own (443)."
     if parts.username is not None or parts.password is not None:
         return "Leave credentials out of the URL: the signature authenticates each request."
     return addresses.refusal(parts.hostname, port or (443 if parts.scheme == "https" else 80))
