@@ -59,7 +59,8 @@ BAD = [
     ("phone", "4155550123", "international format"),
     ("phone", "+1415555012345678", "international format"),
     ("timezone", "Mars/Olympus", "time zone"),
-    ("timezone", "../../etc/passwd", "time zone"),
+    ("timezone", "../../etc/passwd", "time zone"), ("timezone", "Factory", "time zone"),
+    ("timezone", "localtime", "time zone"),
     ("quiet_end", "25:00", "24-hour"),
     ("quiet_start", "1\u0662:00", "24-hour"),  # Arabic-Indic digit: \d would take it
     ("phone", "+1415555\u0660123", "international format"),

@@ -40,9 +40,14 @@ STRATEGY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 log = logging.getLogger(__name__)
 
 
+# In the zone database but no place: "Factory" is a placeholder, and "localtime" (or
+# "posixrules") is whatever zone this server is set to.
+NOT_PLACES = frozenset({"Factory", "localtime", "posixrules"})
+
+
 @lru_cache(maxsize=1)
 def timezones():
-    return frozenset(available_timezones() | {"UTC"})
+    return frozenset(available_timezones() - NOT_PLACES | {"UTC"})
 
 
 def preferences_for(user_id):
