@@ -63,13 +63,18 @@ def _arrive_read_delete(page, site, uid, round_):
     expect(page.locator(f"#n-{order} .note-message")).to_have_text("<b>not bold</b>")
     step_done(page, site)
 
-    page.locator(f"#n-{price}").get_by_role("button", name="Mark read").click()
+    # by keyboard: the focus stays with the item, then goes on to the next one
+    page.locator(f"#n-{price}").get_by_role("button", name="Mark read").focus()
+    page.keyboard.press("Enter")
     expect(page.locator(f"#n-{price}")).to_have_class(re.compile(r"\bread\b"), timeout=WAIT_MS)
     expect(page.locator(f"#n-{price}").get_by_role("button", name="Mark read")).to_have_count(0)
+    expect(page.locator(f"#n-{price}").get_by_role("button", name="Delete")).to_be_focused()
     step_done(page, site)
 
-    page.locator(f"#n-{status}").get_by_role("button", name="Delete").click()
+    page.locator(f"#n-{status}").get_by_role("button", name="Delete").focus()
+    page.keyboard.press("Enter")
     expect(page.locator(f"#n-{status}")).to_have_count(0, timeout=WAIT_MS)
+    expect(page.locator(f"#n-{order}").get_by_role("button", name="Mark read")).to_be_focused()
     step_done(page, site)
     return price, order
 

@@ -56,6 +56,29 @@ document.addEventListener("htmx:afterSettle", (event) => {
   if (invalid && !event.target.contains(document.activeElement)) invalid.focus();
 });
 
+// A button that replaces its own item (mark read, acknowledge, pause, delete...) takes the
+// focus away with it, to the page's start. It comes back to the item's first action, or, the
+// item gone, to the next item's (the one before, at the list's end), so a keyboard user goes
+// on where they were.
+const ACTIONS = "button:not([disabled]), a[href], input:not([disabled]):not([type=hidden]), select";
+let focusWas = null;
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const target = event.detail.target;
+  focusWas = target && target.id && target !== document.body
+    && target.contains(document.activeElement)
+    ? {id: target.id, next: target.nextElementSibling, previous: target.previousElementSibling}
+    : null;
+});
+document.addEventListener("htmx:afterSettle", () => {
+  const was = focusWas;
+  focusWas = null;
+  if (!was || (document.activeElement && document.activeElement !== document.body)) return;
+  for (const item of [document.getElementById(was.id), was.next, was.previous]) {
+    const action = item && item.isConnected && item.querySelector(ACTIONS);
+    if (action) return action.focus();
+  }
+});
+
 // The phone menu: a real button, so keyboards and screen readers reach it.
 document.addEventListener("click", (event) => {
   const burger = event.target.closest(".nav-burger");
