@@ -142,7 +142,8 @@ def test_private_and_loopback_webhooks_are_refused_at_save(client, key, url):
                                  "json://[2002:7f00:1::]/6to4", "json://[::127.0.0.1]/x",
                                  "gotify://[64:ff9b::a00:1]/token",
                                  "fcm://proj/abcdef?keyfile=http://127.0.0.1:9/k.json",
-                                 "fcm://proj/abcdef?keyfile=/etc/passwd"])
+                                 "fcm://proj/abcdef?keyfile=/etc/passwd",
+                                 "rsyslog://example.com/local5"])
 def test_apprise_urls_aimed_at_private_hosts_are_refused(client, key, url):
     response = post(client, {**TELEGRAM, "url": url}, key)
     assert response.status_code == 422 and "url" in response.get_json()["detail"]

@@ -181,7 +181,7 @@ def test_a_name_that_answers_otherwise_when_apprise_looks_it_up_is_not_reached(
     [row] = rows(app, notification_id=nid, channel=f"dest:{dest_id}")
     assert row.status == "failed" and "private or loopback" in row.error, row.error
     assert len(asked) >= 2 and receiver.requests == []
-    assert real("localhost", 80)  # the guard holds only while Apprise sends
+    assert socket.getaddrinfo("localhost", 80)  # the guard holds only while Apprise sends
 
 
 def test_a_failing_receiver_is_retried_with_backoff(make_app, http_recorder):

@@ -56,27 +56,33 @@ document.addEventListener("htmx:afterSettle", (event) => {
   if (invalid && !event.target.contains(document.activeElement)) invalid.focus();
 });
 
-// A button that replaces its own item (mark read, acknowledge, pause, delete...) takes the
-// focus away with it, to the page's start. It comes back to the item's first action, or, the
-// item gone, to the next item's (the one before, at the list's end), so a keyboard user goes
-// on where they were.
+// A button that replaces its own item (mark read, acknowledge, pause, delete, load more...)
+// takes the focus away with it, to the page's start. It comes back to the first action of
+// what took the item's place, or, the item gone, of the next item (the one before, at the
+// list's end), so a keyboard user goes on where they were. Kept per request, and looked at
+// once its swap has settled, whether or not anything was swapped in.
 const ACTIONS = "button:not([disabled]), a[href], input:not([disabled]):not([type=hidden]), select";
-let focusWas = null;
+const focusWas = new WeakMap();  // request -> where the focus was
 document.addEventListener("htmx:beforeSwap", (event) => {
   const target = event.detail.target;
-  focusWas = target && target.id && target !== document.body
-    && target.contains(document.activeElement)
-    ? {id: target.id, next: target.nextElementSibling, previous: target.previousElementSibling}
-    : null;
+  if (!target || target === document.body || !target.contains(document.activeElement)) return;
+  focusWas.set(event.detail.xhr, {parent: target.parentElement, target,
+    previous: target.previousElementSibling, next: target.nextElementSibling});
 });
-document.addEventListener("htmx:afterSettle", () => {
-  const was = focusWas;
-  focusWas = null;
-  if (!was || (document.activeElement && document.activeElement !== document.body)) return;
-  for (const item of [document.getElementById(was.id), was.next, was.previous]) {
-    const action = item && item.isConnected && item.querySelector(ACTIONS);
-    if (action) return action.focus();
-  }
+document.addEventListener("htmx:afterRequest", (event) => {
+  const was = focusWas.get(event.detail.xhr);
+  if (!was) return;
+  focusWas.delete(event.detail.xhr);
+  setTimeout(() => {
+    if (document.activeElement && document.activeElement !== document.body) return;
+    const inPlace = was.target.isConnected ? was.target
+      : was.previous && was.previous.isConnected ? was.previous.nextElementSibling
+      : was.parent && was.parent.firstElementChild;
+    for (const item of [inPlace, was.next, was.previous]) {
+      const action = item && item.isConnected && item.querySelector(ACTIONS);
+      if (action) return action.focus();
+    }
+  }, htmx.config.defaultSettleDelay + 1);
 });
 
 // The phone menu: a real button, so keyboards and screen readers reach it.

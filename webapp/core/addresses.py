@@ -9,6 +9,7 @@ DESTINATIONS_ALLOW_PRIVATE lifts the rule (tests, a LAN's services).
 import contextvars
 import ipaddress
 import socket
+import sys
 from contextlib import contextmanager
 
 from flask import current_app
@@ -103,18 +104,22 @@ def public_only(hosts):
 
 
 def _wrap_resolver():
-    """socket.getaddrinfo made to drop a guarded name's private addresses. Wrapped at first
-    use, and again should something replace it later (gevent's patching does so)."""
-    resolver = socket.getaddrinfo
-    if getattr(resolver, "public_only", False):
-        return
+    """getaddrinfo made to drop a guarded name's private addresses: the socket module's, and
+    under gevent its own too (gevent's create_connection, which smtplib and others use once
+    patched, calls it directly). Wrapped at first use, and again should something replace it
+    later (gevent's patching does so)."""
+    for module in (socket, sys.modules.get("gevent.socket")):
+        if module is not None and not getattr(module.getaddrinfo, "public_only", False):
+            module.getaddrinfo = _guarded(module.getaddrinfo)
 
+
+def _guarded(resolver):
     def getaddrinfo(host, *args, **kwargs):
         found = resolver(host, *args, **kwargs)
         guarded = _GUARDED.get()
         if guarded is None:
             return found
-        name = bare(host.decode() if isinstance(host, bytes) else host)
+        name = bare(host.decode("ascii", "replace") if isinstance(host, bytes) else host)
         if name not in guarded[0]:
             return found
         kept = [info for info in found if is_public(info[4][0])]
@@ -126,4 +131,4 @@ def _wrap_resolver():
         return kept
 
     getaddrinfo.public_only = True
-    socket.getaddrinfo = getaddrinfo
+    return getaddrinfo

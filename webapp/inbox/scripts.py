@@ -61,14 +61,15 @@ end
 local function keep(ttl)
   for _, key in ipairs({S, R, M}) do redis.call('PEXPIRE', key, ttl) end
 end
--- A write's trim and TTLs, skipped when the stream's TTL says they ran within the last minute
--- (a tenth of a shorter TTL): a third of a store's work, done once however many stores a
--- storm brings a user. Readers still trim every time, so what they count is exact.
+-- A write's trim and TTLs, a third of a store's work, done at most once a minute (a tenth of
+-- a shorter TTL) however many stores a storm brings a user: the keys are kept that much past
+-- the TTL, so a TTL above it says they were, and no entry written meanwhile outlives its keys.
+-- Readers still trim every time, so what they count is exact.
 local function tend(cutoff, ttl)
   ttl = tonumber(ttl)
-  if redis.call('PTTL', S) > ttl - math.min(60000, ttl / 10) then return end
+  if redis.call('PTTL', S) > ttl then return end
   trim(cutoff)
-  keep(ttl)
+  keep(ttl + math.min(60000, math.floor(ttl / 10)))
 end
 """
 

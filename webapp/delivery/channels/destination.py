@@ -202,8 +202,16 @@ def apprise_hosts(plugin):
     return hosts
 
 
+# Apprise plugins that reach the user's host without a name lookup Python sees (rsyslog:
+# UDP `sendto` a name), so the check could not hold when they send
+UNGUARDED = {"rsyslog": "Apprise's rsyslog:// is not accepted: use a service that connects "
+                        "over TCP (json://, ntfy://, a webhook)"}
+
+
 def apprise_refusal(plugin, hosts=None):
     """Why an Apprise plugin may not be reached, or None."""
+    if plugin.protocol in UNGUARDED:
+        return UNGUARDED[plugin.protocol]
     if any(isinstance(value, apprise.AppriseAttachment) and len(value)
            for value in vars(plugin).values()):  # an empty one is a plugin's unused slot
         return "Apprise URLs that load a file or another URL (keyfile=...) are not accepted"
