@@ -8,7 +8,9 @@ from datetime import timedelta
 import pytest
 import redis
 
+from devtools import redisd
 from webapp import keys
+from webapp.accounts import service as accounts
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
 from webapp.exceptions import InvalidInput, NotFound
@@ -308,3 +310,47 @@ def test_cli_reindex_settles_the_slow_path_first(ctx, runner, uid):
     assert not db.session.get(Alert, alert.id).active
     r = get_redis()
     assert r.xlen(keys.FIRED) == 0 and not r.exists(keys.alerts_fired("BTCUSDT"))
+
+
+def test_settling_before_a_rebuild_stops_at_what_had_fired_when_it_began(ctx, uid):
+    """A starting listener settles what fired before it; other shards firing meanwhile (here
+    one more alert each round) are left to their usual consumers, not chased for ever."""
+    for price in (100, 101, 102, 103):
+        make(uid, price=price)
+    matcher = Matcher(get_redis())
+    matcher.on_price("BTCUSDT", 100, now_ms())
+    climb = iter((101, 102, 103))
+    beats = []
+
+    def other_shards_fire():
+        beats.append(matcher.on_price("BTCUSDT", next(climb), now_ms()))
+
+    assert slowpath.settle(beat=other_shards_fire) == 1
+    assert len(beats) == 1 and get_redis().xlen(keys.FIRED) == 1  # left for the slow path
+    assert slowpath.drain("test") == 1
+
+
+def test_the_slow_path_meeting_a_redis_outage_says_so_once_and_keeps_the_rest(make_app,
+                                                                              tmp_path, caplog):
+    """Redis gone mid-batch (a master failing over): one warning, no traceback per entry,
+    and every entry left pending for the retry."""
+    process, url = redisd.start(tmp_path / "redis", port=redisd.free_port(), appendonly=False)
+    app = make_app(REDIS_URL=url)
+    try:
+        with app.app_context():
+            uid = accounts.create_user("outage@example.com", "long password").id
+            for price in (100, 101):
+                make(uid, price=price)
+            Matcher(get_redis()).on_price("BTCUSDT", 100, now_ms())
+            Matcher(get_redis()).on_price("BTCUSDT", 101, now_ms())
+            slowpath.ensure_group(get_redis())
+            [(_, entries)] = get_redis().xreadgroup("slow", "c", {keys.FIRED: ">"}, count=10)
+            assert len(entries) == 2
+            redisd.stop(process)
+            with caplog.at_level("WARNING", logger="worker.slowpath"):
+                assert slowpath.handle(get_redis(), entries) == 0
+    finally:
+        redisd.stop(process)
+    said = [r for r in caplog.records if r.name == "worker.slowpath"]
+    assert [r.levelname for r in said] == ["WARNING"], [r.getMessage() for r in said]
+    assert "waits for Redis" in said[0].getMessage() and said[0].exc_info is None

@@ -126,6 +126,22 @@ def test_the_watchdog_keeps_one_job_per_shard(sharded):
         assert listener_watchdog().startswith("running,")
 
 
+def test_two_watchdogs_at_once_leave_one_job_in_the_queue(sharded):
+    """The periodic watchdog and a starting listener's both found shard 1's job gone: one
+    checks and enqueues while the other waits its turn, and no stale copy stays queued."""
+    with sharded.app_context():
+        queue = get_queue(STREAM_QUEUE)
+        rq_connection().set(keys.listener_watch(1), "another watchdog", ex=10)
+        assert listener_watchdog() == "enqueued,watched"
+        assert queue.job_ids == ["tickerbell-listener"]
+        rq_connection().delete(keys.listener_watch(1))
+        for _ in range(2):  # copies a race left before
+            queue.connection.rpush(queue.key, "tickerbell-listener-1")
+        assert listener_watchdog() == "queued,enqueued"
+        assert queue.job_ids == ["tickerbell-listener", "tickerbell-listener-1"]
+        assert not rq_connection().exists(keys.listener_watch(0), keys.listener_watch(1))
+
+
 def test_a_second_job_of_a_held_shard_gives_its_process_back(sharded):
     """The watchdog re-queued shard 1's job during an outage while its listener lived on:
     the copy does not wait on the lease for ever, holding a process another shard needs."""

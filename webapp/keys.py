@@ -201,6 +201,11 @@ def listener_lease(shard=0):
     return LISTENER_LEASE if shard == 0 else f"{LISTENER_LEASE}:{shard}"
 
 
+def listener_watch(shard=0):
+    """String, on the queues' Redis: a watchdog is checking the shard's job (held seconds)."""
+    return f"tb:listener:watch:{shard}"
+
+
 def connect_budget(host):
     """Zset: the Binance connection attempts of the last window from one egress host."""
     return f"tb:connects:{host}"

@@ -127,6 +127,11 @@ def handle(r, entries):
             router.route_fired([(nid, int(uid)) for nid, _, uid, _ in items])
             done.append(entry_id)
             handled += len(items)
+        except REDIS_DOWN as exc:  # the rest would fail alike: all stay pending, retried
+            db.session.rollback()
+            log.warning("slow path: entry %s waits for Redis (%s: %s); it will be retried",
+                        entry_id, type(exc).__name__, exc)
+            break
         except Exception:  # one bad entry must not stop the rest; it stays pending
             db.session.rollback()
             log.exception("slow path: entry %s failed; it will be retried", entry_id)
@@ -158,13 +163,36 @@ def reclaim(consumer, min_idle_ms=DEFAULT_MIN_IDLE_MS, count=DEFAULT_COUNT):
     return handle(r, entries) if entries else 0
 
 
-def settle(consumer=None):
-    """Handle every waiting or pending entry, so SQL knows what fired before a rebuild."""
+def settle(consumer=None, beat=None):
+    """Handle every entry waiting or pending when this begins, so SQL knows what fired before
+    a rebuild. What fires meanwhile is left to its usual consumers: other listener shards may
+    keep firing through a storm, and settling all of it held a starting shard deaf for
+    seconds, its lease lapsing. `beat()` runs between rounds (the listener renews its lease)."""
+    r = get_redis()
     consumer, settled = consumer or consumer_name(), 0
-    Outbox(get_redis()).sweep(alert_index.registered())  # batches a dead matcher left
+    Outbox(r).sweep(alert_index.registered())  # batches a dead matcher left
+    until = _entry(r.xinfo_stream(STREAM)["last-generated-id"]) if r.exists(STREAM) else None
     while (n := reclaim(consumer, min_idle_ms=0) + drain(consumer)) > 0:
         settled += n
+        if beat is not None:
+            beat()
+        if until is None or _settled_up_to(r, until):
+            break
     return settled
+
+
+def _entry(entry_id):
+    """A stream entry id as a tuple that orders as Redis orders ids."""
+    ms, _, seq = str(entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _settled_up_to(r, until):
+    """Whether every entry up to `until` has been read by the group and none is pending."""
+    group = next((g for g in r.xinfo_groups(STREAM) if g["name"] == GROUP), None)
+    pending = r.xpending(STREAM, GROUP)
+    return (group is not None and _entry(group["last-delivered-id"]) >= until
+            and (not pending["pending"] or _entry(pending["min"]) > until))
 
 
 def bury_poison(max_deliveries=MAX_DELIVERIES):

@@ -48,15 +48,17 @@ def gather(now_ms=None):
 
 
 def which_down():
-    """On a cluster, which of the two does not answer: "cluster" (the data plane) or
-    "queues" (REDIS_URL: RQ, the schedules, the sessions)."""
+    """On a cluster, which of the two failed the report: "cluster" (the data plane) or
+    "queues" (REDIS_URL: RQ, the schedules, the sessions). A cluster that lost a master
+    still answers a PING (at a node that lives), so while the queues answer, the cluster is
+    the one that failed."""
     down = []
-    for name, client in (("cluster", get_redis), ("queues", rq_connection)):
+    for name, client in (("queues", rq_connection), ("cluster", get_redis)):
         try:
             client().ping()
         except (*REDIS_FAULTS, RedisClusterException):  # a cluster that cannot be made
             down.append(name)
-    return down
+    return down or ["cluster"]
 
 
 def listener(body, now_ms):

@@ -11,6 +11,7 @@ import gc
 import logging
 import signal
 import threading
+import uuid
 from datetime import UTC, datetime
 
 import click
@@ -40,6 +41,7 @@ from worker.outbox import DEFAULT_HAND_OFF_QUEUE
 from worker.runner import work_forever
 
 JOB_ID = shards.JOB_ID  # shard 0's, the single listener's
+WATCH_GUARD_S = 10  # one watchdog at a time checks a shard; freed when done, or lapses
 STANDBY_TTLS = 3  # with shards, a job whose lease stays held this many TTLs gives up
 RQ_HEARTBEAT_S = 60  # SimpleWorker does not heartbeat while its job runs: we do it
 
@@ -73,7 +75,7 @@ def run_listener(shard=0):
 def _listen(app, r, lease, stop, shard):
     slow = matcher = None
     try:
-        rebuild_alert_index(r)
+        rebuild_alert_index(r, lease)
         slow = start_slowpath(app, stop)
         config = app.config
         backoff = (config["LISTENER_BACKOFF_BASE_S"], config["LISTENER_BACKOFF_MAX_S"])
@@ -105,12 +107,13 @@ def _listen(app, r, lease, stop, shard):
         lease.release()
 
 
-def rebuild_alert_index(r):
+def rebuild_alert_index(r, lease=None):
     """SQL is the source of truth: rebuild the index so a Redis wipe loses nothing."""
     # Settle fired alerts in SQL first: a one-shot alert that fired just before a crash is
-    # still active there until the slow path runs, and the rebuild would arm it again.
+    # still active there until the slow path runs, and the rebuild would arm it again. The
+    # lease is renewed meanwhile: the listener's own renewal starts only once it listens.
     try:
-        settled = slowpath.settle()
+        settled = slowpath.settle(beat=lease.renew if lease is not None else None)
         logline("index_rebuilt", alerts=alert_index.rebuild(r), settled=settled)
     except Exception:  # listening on a stale index beats not listening at all
         log.exception("event=index_rebuild_failed")
@@ -152,7 +155,22 @@ def listener_watchdog():
 
 
 def watch_shard(shard):
-    """Enqueue the shard's job unless it runs, waits in its queue, or is starting."""
+    """Enqueue the shard's job unless it runs, waits in its queue, or is starting; `watched`
+    when another watchdog is checking it this moment. Watchdogs run in several processes
+    (the periodic job, each listener as it starts): two that both found the job gone
+    enqueued it twice, and the copy left in the queue held the next listener process that
+    started as a standby for 30 s, its own shard deaf meanwhile."""
+    guard, token = keys.listener_watch(shard), uuid.uuid4().hex
+    if not rq_connection().set(guard, token, nx=True, ex=WATCH_GUARD_S):
+        return "watched"
+    try:
+        return _watch(shard)
+    finally:
+        if rq_connection().get(guard) in (token, token.encode()):
+            rq_connection().delete(guard)
+
+
+def _watch(shard):
     lease = Lease(get_redis(), key=keys.listener_lease(shard))
     freed = lease.break_if_dead()  # its job died with it: no need to wait
     if freed is None and get_redis().exists(lease.key):
@@ -167,6 +185,8 @@ def watch_shard(shard):
         return "starting"
     if job is not None:
         _delete(job)  # finished, failed, or started by a worker that has since died
+    queue = get_queue(STREAM_QUEUE)
+    queue.connection.lrem(queue.key, 0, job_id)  # a copy left queued would run it twice
     enqueue(run_listener, queue=STREAM_QUEUE, job_id=job_id, timeout=-1, shard=shard)
     logline("listener_enqueued", shard=shard, previous=str(status or "none"))
     return "enqueued"
