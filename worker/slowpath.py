@@ -163,20 +163,25 @@ def reclaim(consumer, min_idle_ms=DEFAULT_MIN_IDLE_MS, count=DEFAULT_COUNT):
     return handle(r, entries) if entries else 0
 
 
-def settle(consumer=None, beat=None):
-    """Handle every entry waiting or pending when this begins, so SQL knows what fired before
-    a rebuild. What fires meanwhile is left to its usual consumers: other listener shards may
-    keep firing through a storm, and settling all of it held a starting shard deaf for
-    seconds, its lease lapsing. `beat()` runs between rounds (the listener renews its lease)."""
+def settle(consumer=None, beat=None, budget_s=None):
+    """Handle the entries waiting or pending when this begins, so SQL knows what fired before
+    a rebuild, for up to `budget_s` (a starting listener's: it is deaf meanwhile). What fires
+    later is left to its usual consumers, and so is what the budget leaves: other listener
+    shards may keep firing through a storm, and settling all of it held a starting shard deaf
+    for seconds, its lease lapsing. A rebuild arms no fired one-shot alert that SQL has not
+    settled yet (its fired mark keeps it out). `beat()` runs between rounds (the listener
+    renews its lease)."""
     r = get_redis()
     consumer, settled = consumer or consumer_name(), 0
+    deadline = None if budget_s is None else time.monotonic() + budget_s
     Outbox(r).sweep(alert_index.registered())  # batches a dead matcher left
     until = _entry(r.xinfo_stream(STREAM)["last-generated-id"]) if r.exists(STREAM) else None
     while (n := reclaim(consumer, min_idle_ms=0) + drain(consumer)) > 0:
         settled += n
         if beat is not None:
             beat()
-        if until is None or _settled_up_to(r, until):
+        if (until is None or _settled_up_to(r, until)
+                or (deadline is not None and time.monotonic() > deadline)):
             break
     return settled
 

@@ -6,6 +6,8 @@ tb:symbols, the symbols with alerts (what the listener follows), and tb:alerts:s
 alert's symbol (so an edit that changes it, or a removal, finds the old one).
 """
 
+import logging
+import time
 from decimal import Decimal
 
 from sqlalchemy import or_, select
@@ -16,6 +18,8 @@ from webapp.core.scripting import run_all
 from webapp.extensions import db, get_redis
 from webapp.models import Alert
 
+log = logging.getLogger(__name__)
+
 # Where each kind waits (webapp/keys.py index/rearm suffixes; semantics in worker/match/ and
 # the README): level alerts are armed at once, crossings and channels wait for the next
 # trade to find their state (`pend`), moves are armed on their window's sets.
@@ -24,7 +28,8 @@ CROSSINGS = {"crossing_up": "xup", "crossing_down": "xdown", "crossing": "xany"}
 CHANNELS = ("channel_exit", "channel_enter")
 MOVES = {"pct_up": "pctup", "pct_down": "pctdown"}
 WINDOWS_S = (60, 300, 900, 3600, 14400, 86400)
-REBUILD_ATTEMPTS = 5
+REBUILD_ATTEMPTS = 6
+REBUILD_PAUSE_S = 0.05  # before the 2nd attempt; doubled each time after (1.55 s in all)
 # An indexed alert is one field of its symbol's tb:alerts:{S} hash (field = id), its value these
 # fields joined by tabs: a packed row, so the matcher reads a whole batch in one HMGET and
 # splits each row with one string.match. The note goes last because it may hold tabs
@@ -245,19 +250,23 @@ def rebuild(r=None, now=None):
     """Replace the index with SQL's live alerts, atomically per symbol; returns how many.
 
     Each symbol's version is read before SQL is; a symbol whose index changed meanwhile (an
-    alert created, paused or deleted) is refused by the script and done again from a fresh
-    read of SQL, REBUILD_ATTEMPTS times, then regardless. So is a symbol SQL names that the
-    versions were not read for (its first alert came in between).
+    alert created, paused, deleted, or a fired one settled) is refused by the script and done
+    again from a fresh read of SQL, pausing a little longer each time, REBUILD_ATTEMPTS in
+    all. So is a symbol SQL names that the versions were not read for (its first alert came
+    in between). One that keeps changing keeps its index, which the writes changing it keep
+    right: forced from a stale read, it armed again alerts another listener shard had just
+    settled through a storm, and they fired twice.
     """
     r = r or get_redis()
     script, todo, total = r.register_script(scripts.REBUILD), None, 0
-    for attempt in range(REBUILD_ATTEMPTS + 1):
+    for attempt in range(REBUILD_ATTEMPTS):
+        if attempt:
+            time.sleep(REBUILD_PAUSE_S * 2 ** (attempt - 1))
         versions = _versions(r, todo)
         by_symbol = _live_by_symbol(now, todo)
-        last = attempt == REBUILD_ATTEMPTS
-        ordered = sorted(versions.keys() | by_symbol.keys() if last else versions)
+        ordered = sorted(versions)
         replies = run_all(r, script, [(symbol_keys(symbol), [
-            *PREFIXES, symbol, "" if last else versions[symbol],
+            *PREFIXES, symbol, versions[symbol],
             *(arg for alert in by_symbol.get(symbol, []) for arg in _rebuild_args(alert))])
             for symbol in ordered])
         todo = by_symbol.keys() - versions.keys()
@@ -268,8 +277,10 @@ def rebuild(r=None, now=None):
             total += n
             _registered(r, symbol, n, by_symbol.get(symbol, []))
         if not todo:
-            break
-    return total  # without the fired one-shot alerts SQL does not know of
+            return total  # without the fired one-shot alerts SQL does not know of
+    log.warning("alert index: %d symbols kept changing while rebuilt; they keep the index "
+                "their own writes keep: %s", len(todo), ", ".join(sorted(todo)[:20]))
+    return total
 
 
 def _versions(r, todo):

@@ -41,6 +41,7 @@ from worker.outbox import DEFAULT_HAND_OFF_QUEUE
 from worker.runner import work_forever
 
 JOB_ID = shards.JOB_ID  # shard 0's, the single listener's
+SETTLE_BUDGET_S = 1.0  # a starting shard settles what fired before it for this long at most
 WATCH_GUARD_S = 10  # one watchdog at a time checks a shard; freed when done, or lapses
 STANDBY_TTLS = 3  # with shards, a job whose lease stays held this many TTLs gives up
 RQ_HEARTBEAT_S = 60  # SimpleWorker does not heartbeat while its job runs: we do it
@@ -113,7 +114,8 @@ def rebuild_alert_index(r, lease=None):
     # still active there until the slow path runs, and the rebuild would arm it again. The
     # lease is renewed meanwhile: the listener's own renewal starts only once it listens.
     try:
-        settled = slowpath.settle(beat=lease.renew if lease is not None else None)
+        settled = slowpath.settle(beat=lease.renew if lease is not None else None,
+                                  budget_s=SETTLE_BUDGET_S)
         logline("index_rebuilt", alerts=alert_index.rebuild(r), settled=settled)
     except Exception:  # listening on a stale index beats not listening at all
         log.exception("event=index_rebuild_failed")
