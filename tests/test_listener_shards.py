@@ -15,13 +15,14 @@ from devtools import launch
 from tests.test_listener import Recorder, eventually
 from webapp import clock, keys
 from webapp.accounts import service as accounts
+from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
 from webapp.core import health
 from webapp.core.queues import STREAM_QUEUE, get_queue, rq_connection
 from webapp.extensions import get_redis
 from worker.listener import shards
 from worker.listener.connect_budget import ConnectBudget
-from worker.listener.hosting import listener_watchdog, run_listener
+from worker.listener.hosting import listener_watchdog, rebuild_alert_index, run_listener
 from worker.listener.pacing import AttemptBudget, Backoff
 from worker.listener.pool import ListenerPool
 from worker.listener.subscriptions import streams_for, wanted_symbols
@@ -124,6 +125,21 @@ def test_the_watchdog_keeps_one_job_per_shard(sharded):
             "shard": 1}
         get_redis().set(keys.listener_lease(0), "someone", px=5000)
         assert listener_watchdog().startswith("running,")
+
+
+def test_a_starting_shard_rebuilds_its_own_symbols_only(sharded):
+    """The others are their live shards' to keep (and change with every tick of a storm)."""
+    r = sharded.extensions["redis"]
+    mine, theirs = of_shard(0, n=1), of_shard(1, n=1)
+    with sharded.app_context():
+        uid = accounts.create_user("rebuild@example.com", "long password").id
+        for symbol in mine + theirs:
+            alerts.create_alert(uid, {"symbol": symbol, "type": "above", "price": 10})
+        r.flushall()
+        rebuild_alert_index(r, None, shard=0, count=2)
+        assert alert_index.symbols() == {mine[0]: 1}
+        rebuild_alert_index(r, None, shard=1, count=2)
+        assert alert_index.symbols() == {mine[0]: 1, theirs[0]: 1}
 
 
 def test_two_watchdogs_at_once_leave_one_job_in_the_queue(sharded):

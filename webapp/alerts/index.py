@@ -246,8 +246,9 @@ def live_alerts(now=None):
     return db.session.scalars(query).all()
 
 
-def rebuild(r=None, now=None):
+def rebuild(r=None, now=None, owns=None):
     """Replace the index with SQL's live alerts, atomically per symbol; returns how many.
+    `owns(symbol)`: only the symbols it is true for (a listener shard's own).
 
     Each symbol's version is read before SQL is; a symbol whose index changed meanwhile (an
     alert created, paused, deleted, or a fired one settled) is refused by the script and done
@@ -262,14 +263,15 @@ def rebuild(r=None, now=None):
     for attempt in range(REBUILD_ATTEMPTS):
         if attempt:
             time.sleep(REBUILD_PAUSE_S * 2 ** (attempt - 1))
-        versions = _versions(r, todo)
+        versions = _versions(r, todo, owns)
         by_symbol = _live_by_symbol(now, todo)
         ordered = sorted(versions)
         replies = run_all(r, script, [(symbol_keys(symbol), [
             *PREFIXES, symbol, versions[symbol],
             *(arg for alert in by_symbol.get(symbol, []) for arg in _rebuild_args(alert))])
             for symbol in ordered])
-        todo = by_symbol.keys() - versions.keys()
+        todo = {symbol for symbol in by_symbol.keys() - versions.keys()
+                if owns is None or owns(symbol)}
         for symbol, n in zip(ordered, replies, strict=True):
             if n < 0:
                 todo.add(symbol)
@@ -283,12 +285,14 @@ def rebuild(r=None, now=None):
     return total
 
 
-def _versions(r, todo):
-    """{symbol: its index version} of `todo`, or of every symbol the registry or SQL names."""
+def _versions(r, todo, owns=None):
+    """{symbol: its index version} of `todo`, or of every symbol the registry or SQL names
+    (that `owns` is true for)."""
     if todo is None:
         db.session.rollback()
-        todo = set(r.hkeys(keys.SYMBOLS)) | set(db.session.scalars(
+        todo = {symbol for symbol in set(r.hkeys(keys.SYMBOLS)) | set(db.session.scalars(
             select(Alert.symbol).where(Alert.active.is_(True)).distinct()))
+            if owns is None or owns(symbol)}
     ordered = sorted(todo)
     with r.pipeline(transaction=False) as pipe:
         for symbol in ordered:

@@ -76,7 +76,7 @@ def run_listener(shard=0):
 def _listen(app, r, lease, stop, shard):
     slow = matcher = None
     try:
-        rebuild_alert_index(r, lease)
+        rebuild_alert_index(r, lease, shard, shards.count(app.config))
         slow = start_slowpath(app, stop)
         config = app.config
         backoff = (config["LISTENER_BACKOFF_BASE_S"], config["LISTENER_BACKOFF_MAX_S"])
@@ -108,15 +108,18 @@ def _listen(app, r, lease, stop, shard):
         lease.release()
 
 
-def rebuild_alert_index(r, lease=None):
-    """SQL is the source of truth: rebuild the index so a Redis wipe loses nothing."""
+def rebuild_alert_index(r, lease=None, shard=0, count=1):
+    """SQL is the source of truth: rebuild the index so a Redis wipe loses nothing. A shard
+    rebuilds its own symbols: the others' are their shards' (and change with every tick of a
+    storm, which made a rebuild of them wait in vain)."""
     # Settle fired alerts in SQL first: a one-shot alert that fired just before a crash is
     # still active there until the slow path runs, and the rebuild would arm it again. The
     # lease is renewed meanwhile: the listener's own renewal starts only once it listens.
     try:
         settled = slowpath.settle(beat=lease.renew if lease is not None else None,
                                   budget_s=SETTLE_BUDGET_S)
-        logline("index_rebuilt", alerts=alert_index.rebuild(r), settled=settled)
+        owns = None if count == 1 else (lambda symbol: shards.shard_of(symbol, count) == shard)
+        logline("index_rebuilt", alerts=alert_index.rebuild(r, owns=owns), settled=settled)
     except Exception:  # listening on a stale index beats not listening at all
         log.exception("event=index_rebuild_failed")
 
