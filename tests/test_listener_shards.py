@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from rq.job import Job
@@ -156,6 +157,21 @@ def test_two_watchdogs_at_once_leave_one_job_in_the_queue(sharded):
         assert listener_watchdog() == "queued,enqueued"
         assert queue.job_ids == ["tickerbell-listener", "tickerbell-listener-1"]
         assert not rq_connection().exists(keys.listener_watch(0), keys.listener_watch(1))
+
+
+def test_a_job_a_worker_just_took_is_starting_not_lost(sharded):
+    """Between a worker taking a job from the queue and marking it started, the job is
+    queued yet out of the queue: a watchdog then must not enqueue a copy (it would hold the
+    next listener process 30 s as a standby), unless that lasts past a lease's TTL."""
+    with sharded.app_context():
+        queue = get_queue(STREAM_QUEUE)
+        assert listener_watchdog() == "enqueued,enqueued"
+        queue.connection.lrem(queue.key, 0, "tickerbell-listener")  # a worker took it
+        assert listener_watchdog() == "starting,queued"
+        assert queue.job_ids == ["tickerbell-listener-1"]
+        time.sleep(sharded.config["LISTENER_LEASE_TTL_S"] + 0.1)  # it never started: lost
+        assert listener_watchdog() == "enqueued,queued"
+        assert sorted(queue.job_ids) == ["tickerbell-listener", "tickerbell-listener-1"]
 
 
 def test_a_second_job_of_a_held_shard_gives_its_process_back(sharded):

@@ -183,10 +183,14 @@ def _watch(shard):
     job_id = shards.job_id(shard)
     job = _fetch_job(job_id)
     status = job.get_status(refresh=False) if job is not None else None
+    ttl_s = current_app.config["LISTENER_LEASE_TTL_S"]
     if status == JobStatus.QUEUED and job_id in get_queue(STREAM_QUEUE).job_ids:
         return "queued"
-    if (status == JobStatus.STARTED and freed is None
-            and _age_s(job) < current_app.config["LISTENER_LEASE_TTL_S"]):
+    # queued, yet out of the queue: a worker took it and has not marked it started yet (a
+    # copy enqueued then waited behind the running job, holding the next listener 30 s)
+    if status == JobStatus.QUEUED and _age_s(job.enqueued_at) < ttl_s:
+        return "starting"
+    if status == JobStatus.STARTED and freed is None and _age_s(job.started_at) < ttl_s:
         return "starting"
     if job is not None:
         _delete(job)  # finished, failed, or started by a worker that has since died
@@ -212,13 +216,13 @@ def _fetch_job(job_id):
         return None
 
 
-def _age_s(job):
-    started = job.started_at
-    if started is None:
+def _age_s(since):
+    """Seconds since an RQ job's time (None: just now)."""
+    if since is None:
         return 0.0
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=UTC)
-    return (datetime.now(UTC) - started).total_seconds()
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - since).total_seconds()
 
 
 def _keep_rq_heartbeat(current, stop):
