@@ -128,13 +128,13 @@ return 1
 # (-1 is returned) if the symbol's version is not the one read before SQL was: an index
 # change came in between, and the caller reads SQL again.
 # KEYS: as INDEX's (index.symbol_keys)
-# ARGV: 1-4 as INDEX's  5 the version read ('' : any), then per alert: id row fired,
+# ARGV: 1-4 as INDEX's  5 the version read, then per alert: id row fired,
 #       where fired = '1' for a recurring alert that has fired before
 # Returns the alerts indexed.
 REBUILD = SETS + USES + """
 local ALERTS, FIRED, VERSION, INUSE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local IDX, REARM, TAG_END, sym = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-if ARGV[5] ~= '' and (redis.call('GET', VERSION) or '0') ~= ARGV[5] then return -1 end
+if (redis.call('GET', VERSION) or '0') ~= ARGV[5] then return -1 end
 -- condition, target, rearm, cooldown_ms, high, window_s (ROW_FIELDS)
 local ROW = '^[^\\t]*\\t[^\\t]*\\t([^\\t]*)\\t([^\\t]*)\\t[^\\t]*\\t([^\\t]*)\\t[^\\t]*\\t'
   .. '([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t'
