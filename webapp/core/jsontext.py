@@ -16,8 +16,8 @@ import orjson
 
 def dumps(value, sort_keys=False):
     """`value` as compact JSON in UTF-8 bytes."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    try:  # option 0, not None: orjson takes None a quarter slower
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
     except TypeError:
         return json.dumps(value, sort_keys=sort_keys, ensure_ascii=False,
                           separators=(",", ":")).encode()

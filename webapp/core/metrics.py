@@ -9,6 +9,7 @@ its values to files there and /metrics sums them; without it (one process, the t
 default registry holds them. Labels stay a small fixed set: a symbol's group, never the symbol.
 """
 
+import collections
 import os
 import threading
 import time
@@ -147,13 +148,9 @@ def flush_ticks(now=False):
 
 def notifications_created(notifications, source):
     """Count notifications the router stored, by type, from `source` (events, hook, ...)."""
-    counts = {}
-    for n in notifications:
-        ntype = n.get("type")
-        ntype = ntype if notification_types.get(ntype) else OTHER
-        counts[ntype] = counts.get(ntype, 0) + 1
-    for ntype, count in counts.items():
-        NOTIFICATIONS.labels(ntype, source).inc(count)
+    for ntype, count in collections.Counter(n.get("type") for n in notifications).items():
+        NOTIFICATIONS.labels(ntype if notification_types.get(ntype) else OTHER,
+                             source).inc(count)
 
 
 def stream_opened(client):

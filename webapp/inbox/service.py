@@ -56,14 +56,16 @@ def cutoff(now_ms):
     return (now_ms or clock.now_ms()) - DEFAULT_TTL_MS
 
 
-def _entry_json(n, created):
+def _entry_json(n, created, checked=False):
     """(user id, the stream entry's JSON) of one notification, defaults filled in; or
     InvalidInput saying what is wrong (_errors: the same checks, one by one). One pass and
-    one dict: in a batch of events this runs a thousand times a request."""
+    one dict: in a batch of events this runs a thousand times a request. `checked`: the
+    events intake checked the fields already, by stricter rules."""
     uid, ntype, title = n.get("user_id"), n.get("type"), n.get("title")
     priority, message = n.get("priority") or "normal", n.get("message") or ""
     data = n.get("data") or {}
-    if (isinstance(uid, bool) or not str(uid).isdigit() or not isinstance(ntype, str)
+    if not checked and (
+            isinstance(uid, bool) or not str(uid).isdigit() or not isinstance(ntype, str)
             or not 0 < len(ntype) <= TYPE_MAX or priority not in PRIORITIES
             or not isinstance(title, str) or not 0 < len(title) <= TITLE_MAX
             or not isinstance(message, str) or len(message) > MESSAGE_MAX
@@ -113,7 +115,7 @@ def store(notification, now_ms=None):
     return f"{eid}-{args[0]}", eid
 
 
-def store_many(notifications, now_ms=None, redis=None, route=None, once=None):
+def store_many(notifications, now_ms=None, redis=None, route=None, once=None, checked=False):
     """store() for many in one round trip: one atomic call per user, each user's in the
     order given; returns [(nid, event id)] in that order.
 
@@ -123,11 +125,13 @@ def store_many(notifications, now_ms=None, redis=None, route=None, once=None):
     With `route` (one Redis only), each call also queues its notifications' slow steps:
     route(the user's notifications) gives (queue name, extra keys, extra args) for the
     script (webapp/notify/slowsteps.py in_script); then returns (the results, the names of
-    the queues whose kick flag a call set)."""
+    the queues whose kick flag a call set).
+
+    `checked`: the events intake checked every notification already (_entry_json)."""
     created, cut = now_ms or clock.now_ms(), cutoff(None)
     per_user = {}  # uid -> ([positions], [notification JSON])
     for position, notification in enumerate(notifications):
-        uid, body = _entry_json(notification, created)
+        uid, body = _entry_json(notification, created, checked)
         if uid not in per_user:
             per_user[uid] = [], []
         positions, bodies = per_user[uid]

@@ -60,7 +60,7 @@ def _text(item, field, limit, errors, required=True):
     value = value or ""
     if field == "title":
         value = " ".join(value.split())  # so no space is left at either end
-    if not (value if field == "title" else value.strip()):
+    if not value or value.isspace():
         if required:
             errors[field] = "Required."
         return ""
@@ -149,6 +149,8 @@ def _surely_small(data):
 
 def _refs(item, errors):
     """Source references as text: strings or integers only, cut to REF_MAX."""
+    if "order_id" not in item and "alert_id" not in item and "strategy_id" not in item:
+        return {"strategy_id": "", "order_id": "", "alert_id": ""}  # most events name none
     refs = {}
     for field in REF_FIELDS:
         value = item.get(field)
@@ -165,17 +167,19 @@ def _type_and_priority(item, errors):
     kind, priority = item.get("type"), item.get("priority")
     if not isinstance(kind, str) or kind not in notification_types.TYPES:
         errors["type"] = f"Unknown type; one of {', '.join(notification_types.TYPES)}."
-    if priority == "":
-        priority = None  # the type's default, as when left out
-    if priority is not None and (not isinstance(priority, str)
-                                 or priority not in notification_types.PRIORITIES):
+    if priority in (None, ""):  # the type's default, as when left out
+        known = notification_types.TYPES.get(kind) if isinstance(kind, str) else None
+        priority = known.default_priority if known else None
+    elif not isinstance(priority, str) or priority not in notification_types.PRIORITIES:
         errors["priority"] = f"One of {', '.join(notification_types.PRIORITIES)}."
     return kind, priority
 
 
 def validate(item, from_json=False):
     """(target, notification without user_id, errors) for one raw event; `from_json` when it
-    was read from JSON text (so it holds nothing JSON cannot, such as NaN)."""
+    was read from JSON text (so it holds nothing JSON cannot, such as NaN). Without errors,
+    the notification has every field the inbox stores, checked and filled in (the type's
+    default priority, empty references), so the router takes it as it is."""
     if not isinstance(item, dict):
         return None, None, {"event": "Must be a JSON object."}
     errors = {} if FIELDS.issuperset(item) else {f: "Unknown field." for f in item
@@ -250,8 +254,8 @@ def publish(raw_items, source="events", from_json=False, once=None):
             outgoing.append((index, notification))
         else:
             outgoing += [(index, {**notification, "user_id": uid}) for uid in users]
-    routed = (router.route_many([n for _, n in outgoing], source=source, once=once)
-              if outgoing else [])
+    routed = (router.route_many([n for _, n in outgoing], source=source, once=once,
+                                checked=True) if outgoing else [])
     for (index, _), (nid, _) in zip(outgoing, routed, strict=True):
         results[index]["ids"].append(nid)
     return results

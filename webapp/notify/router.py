@@ -26,23 +26,26 @@ def route(notification, now_ms=None, source="app"):
     return route_many([notification], now_ms=now_ms, source=source)[0]
 
 
-def route_many(notifications, now_ms=None, source="app", once=None):
+def route_many(notifications, now_ms=None, source="app", once=None, checked=False):
     """Store all or none (InvalidInput before any write), queue the slow steps in batches.
 
     Returns [(nid, event_id)] in the order given. `source` labels them in /metrics. `once`:
     a keyed request's (tag, first try's ms), which store each user's part once (inbox.store_many).
+    `checked`: the events intake made them (intake.validate: every field checked and filled
+    in, each dict its own), so they go in as they are: checking and copying a batch's
+    thousand again cost a tenth of the request.
     """
     created = now_ms or clock.now_ms()
-    filled = [with_defaults(n) for n in notifications]
+    filled = notifications if checked else [with_defaults(n) for n in notifications]
     if is_cluster(get_redis()):  # the routed streams live in another slot than the inboxes
-        results = inbox.store_many(filled, now_ms=created, once=once)
+        results = inbox.store_many(filled, now_ms=created, once=once, checked=checked)
         for n, (nid, _) in zip(filled, results, strict=True):  # our own copies: no copy again
             n["id"], n["created_at"] = nid, created
         slowsteps.add([filled[start:start + slowsteps.DEFAULT_BATCH]
                        for start in range(0, len(filled), slowsteps.DEFAULT_BATCH)])
     else:  # one round trip: the inbox's script adds the batches to the routed streams
         results, kicked = inbox.store_many(filled, now_ms=created, route=slowsteps.in_script,
-                                           once=once)
+                                           once=once, checked=checked)
         slowsteps.kick(kicked)
     metrics.notifications_created(filled, source)
     return results

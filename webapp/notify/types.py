@@ -53,5 +53,5 @@ def get(name):
 
 def is_critical(notification):
     """Critical by type or marked critical by its sender: stored for audit and never held."""
-    kind = TYPES.get(notification.get("type"))
-    return bool(kind and kind.critical) or notification.get("priority") == "critical"
+    return (notification.get("type") in CRITICAL_TYPES
+            or notification.get("priority") == "critical")
