@@ -109,6 +109,12 @@ def test_each_request_without_an_id_gets_a_new_one(client):
     assert re.fullmatch(r"[0-9a-f]{32}", first) and first != second
 
 
+def test_a_request_refused_for_its_csrf_token_keeps_its_id(client):
+    answer = client.post("/auth/login", data={"email": "a@example.com", "password": "x"},
+                         headers={"X-Request-ID": "csrf-refused-1"})
+    assert answer.status_code == 400 and answer.headers["X-Request-ID"] == "csrf-refused-1"
+
+
 def test_jobs_carry_the_id_of_what_queued_them_down_to_each_delivery(app, client):
     uid = make_user(app, "ids@example.com")
     with app.app_context():

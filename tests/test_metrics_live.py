@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 import websocket
+from prometheus_client.mmap_dict import MmapedDict
 
 from devtools import launch
 from devtools.fakefeed import FakeFeed
@@ -76,6 +77,13 @@ class Served:
         """Processes that wrote values of this kind (`counter`, `gauge_livesum`, ...)."""
         return {int(f.stem.rpartition("_")[2]) for f in self.prom.glob(f"{prefix}_*.db")}
 
+    def stream_holder(self):
+        """The worker whose open-stream gauge counts a stream (each counts from 0)."""
+        [holder] = {pid for pid in self.pids_with("gauge_livesum") & self.workers()
+                    if any(v for _, v, _, _ in MmapedDict.read_all_values_from_file(
+                        str(self.prom / f"gauge_livesum_{pid}.db")))}
+        return holder
+
     def stop(self):
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(15)
@@ -138,11 +146,30 @@ def test_a_killed_workers_streams_leave_the_sum(served):
     try:
         reader.until(lambda events: any(e.get("event") == "unread" for e in events))
         assert value(served.scrape(), "tickerbell_live_streams", transport="sse") == 1
-        [holder] = served.pids_with("gauge_livesum") & served.workers()
+        holder = served.stream_holder()
         os.kill(holder, signal.SIGKILL)  # its stream ends with it; gunicorn's child_exit runs
         assert poll(lambda: len(served.workers() - {holder}) == 2, timeout=30)
         assert poll(lambda: value(served.scrape(), "tickerbell_live_streams",
                                   transport="sse") == 0, timeout=30)
+    finally:
+        sock.close()
+
+
+def test_streams_of_workers_gone_without_their_exit_hook_leave_the_sum(served):
+    """A web master killed with its workers runs no exit hook: their files stay (the drill
+    counted 10 streams that no longer existed until the next full restart)."""
+    make_user(served.app, "gone@example.com")
+    cookie = cookie_header(login(served.base, "gone@example.com", "correct horse"))
+    sock, reader = open_stream(served.port, cookie)
+    try:
+        reader.until(lambda events: any(e.get("event") == "unread" for e in events))
+        holder = served.stream_holder()
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        left = served.prom / f"gauge_livesum_{gone}.db"  # what such a worker leaves behind
+        left.write_bytes((served.prom / f"gauge_livesum_{holder}.db").read_bytes())
+        assert value(served.scrape(), "tickerbell_live_streams", transport="sse") == 1
+        assert not left.exists()
     finally:
         sock.close()
 

@@ -29,7 +29,7 @@ def create_app(config=None):
 
     from webapp import errors, extensions, models  # noqa: F401  (models register tables)
     from webapp.accounts import sessions
-    from webapp.core import database, logs
+    from webapp.core import database, logs, metrics
     from webapp.destinations import service as destinations
 
     database.init_app(app)  # binds extensions.db, with the backend's engine options
@@ -37,14 +37,15 @@ def create_app(config=None):
                                 render_as_batch=True)  # SQLite needs batch ALTERs
     extensions.login_manager.init_app(app)
     app.session_interface = sessions.CookieSessions()
+    logs.init_app(app)  # the request id, before any request logs or is refused (CSRF)
     extensions.csrf.init_app(app)
     extensions.sock.init_app(app)
     extensions.init_redis(app)
     errors.init_app(app)
-    logs.init_app(app)  # the request id, before any request logs
     destinations.init_app(app)
     _register_blueprints(app)
     _register_commands(app)
+    metrics.count_from_zero()  # each family on /metrics from the first scrape
     return app
 
 

@@ -1,5 +1,6 @@
 """Configuration: one class, every key read from the environment variable of the same name."""
 
+import atexit
 import os
 from pathlib import Path
 
@@ -51,6 +52,13 @@ def join_running_metrics():
         return
     if Path(path).is_dir():
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        atexit.register(_forget_if_nothing_counted, path, os.getpid())
+
+
+def _forget_if_nothing_counted(path, pid):
+    from webapp.core import metrics  # imported only once the folder is set
+
+    metrics.forget_if_nothing_counted(path, pid)
 
 
 def cluster_nodes(text):

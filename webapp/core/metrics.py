@@ -15,6 +15,7 @@ import threading
 import time
 import zlib
 from bisect import bisect_left
+from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -96,6 +97,29 @@ class _Tally(threading.local):
 
 
 _tally = _Tally()
+
+
+def count_from_zero():
+    """Every series whose labels are known up front, at 0: each family is on the first scrape,
+    and rate() and increase() see a series' first step (a series appears when first set)."""
+    for group in map(str, range(SYMBOL_GROUPS)):
+        TICKS_RECEIVED.labels(group)
+        TICKS_MATCHED.labels(group)
+    for ntype in ALERT_TYPES.values():
+        ALERTS_FIRED.labels(ntype)
+        NOTIFICATIONS.labels(ntype, "alert")
+    for ntype in notification_types.TYPES:
+        NOTIFICATIONS.labels(ntype, "events")
+    for transport in ("sse", "ws"):
+        STREAMS.labels(transport)
+    for reason in ("dropped", "failed", "replaced"):
+        RECONNECTS.labels(reason)
+    for channel in (*CHANNELS, "destination"):
+        DELIVERY_LATENCY.labels(channel)
+        for status in ("sent", "retrying", "failed", "outbox", "deferred"):
+            DELIVERIES.labels(channel, status)
+    for outcome in ("accepted", "rejected", "replayed", "conflict", "invalid"):
+        EVENTS.labels(outcome)
 
 
 def multiprocess_dir():
@@ -210,6 +234,41 @@ def process_dead(pid):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
+
+
+def forget_dead_streams(path):
+    """The open-stream gauges of processes gone without `process_dead` (a web master killed
+    with its workers: no exit hook ran) leave the sums; /metrics calls it as it reads."""
+    for file in Path(path).glob("gauge_live*_*.db"):
+        pid = file.stem.rpartition("_")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            file.unlink(missing_ok=True)  # another worker's scrape may have been first
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def forget_if_nothing_counted(path, pid):
+    """A command's value files, if it counted nothing (`flask status`, most commands): each
+    command that joins `make run`'s folder leaves its own, and every scrape reads them all."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    mine = list(Path(path).glob(f"*_{pid}.db"))
+    try:
+        if any(value for file in mine
+               for _, value, _, _ in MmapedDict.read_all_values_from_file(str(file))):
+            return
+    except (OSError, RuntimeError):  # unreadable: left as it is
+        return
+    for file in mine:
+        file.unlink(missing_ok=True)
 
 
 def _entry_ms(entry_id):

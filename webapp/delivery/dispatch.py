@@ -107,6 +107,10 @@ def _finish(row, status, error="", provider_id=""):
     return status
 
 
+# an outcome, not a status: the breaker held the delivery back unattempted (its row retrying)
+DEFERRED = "deferred"
+
+
 def _retry_later(row, error, delay):
     row.status, row.error = DeliveryStatus.RETRYING, error[:2000]
     row.next_attempt_at = clock.utcnow() + timedelta(seconds=delay)
@@ -126,7 +130,8 @@ def send(log_id):
         return None
     # a reminder's round (webapp/insist) is timed from when it was queued, not the notification
     since_ms = clock.to_ms(row.created_at) if row.round else None
-    return metrics.delivered(row.channel, row.notification_id, _send(row), since_ms)
+    outcome = metrics.delivered(row.channel, row.notification_id, _send(row), since_ms)
+    return DeliveryStatus.RETRYING if outcome == DEFERRED else outcome
 
 
 def _send(row):
@@ -178,7 +183,8 @@ def _attempt(row, channel, message):
         wait_s = gate.retry_in()
         logs.event(log, "delivery_deferred", delivery_id=row.id, channel=row.channel,
                    notification_id=row.notification_id, reason="breaker_open", in_s=wait_s)
-        return _retry_later(row, f"{row.channel} provider circuit open", wait_s)
+        _retry_later(row, f"{row.channel} provider circuit open", wait_s)
+        return DEFERRED
     row.attempts += 1
     try:
         provider_id = channel.send(current_app.config, message)

@@ -58,6 +58,7 @@ def _registry():
         return _Sources(REGISTRY, redis_values)
     from prometheus_client import multiprocess
 
+    metrics.forget_dead_streams(path)
     every_process = CollectorRegistry()
     multiprocess.MultiProcessCollector(every_process, path)
     return _Sources(every_process, redis_values)
