@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from tests.hub import Mailbox, make_user, poll, run_jobs
 from tests.test_deliveries import logs, providers, send, subscriber
 from webapp import clock
-from webapp.core.queues import enqueue
+from webapp.core.queues import enqueue, rq_connection
 from webapp.delivery import dispatch
 from webapp.delivery.channels import push
 from webapp.delivery.dispatch import breaker
@@ -249,3 +249,22 @@ def test_a_job_failing_mid_transaction_leaves_the_jobs_after_it_working(make_app
     with app.app_context():
         rows = db.session.scalars(db.select(DeliveryLog).where(DeliveryLog.user_id == uid))
         assert [(row.channel, row.status) for row in rows] == [("email", "sent")]
+
+
+def test_a_delivery_still_waiting_in_its_queue_is_not_queued_again(make_app, smtp_server):
+    """Behind a backlog a queued row looks lost after LOST_QUEUED: each sweep queued it again
+    (the drill found one job 6 times in `default`), and every copy ran."""
+    app = make_app(**providers(smtp=smtp_server))
+    uid = make_user(app, "cat@example.com")
+    nid = send(app, user_id=uid, title="BTC above 65000")
+    run_jobs(app)
+    smtp_server.wait_for(1)
+    with app.app_context():  # queued again long ago; its job still waits for a worker
+        row = db.session.scalars(db.select(DeliveryLog).filter_by(notification_id=nid)).one()
+        row.status, row.updated_at = "queued", clock.utcnow() - dispatch.LOST_QUEUED * 2
+        db.session.commit()
+        enqueue(dispatch.send, row.id, job_id=f"delivery-{row.id}")
+        assert [sweep(), sweep()] == [0, 0]
+        assert rq_connection().lrange("rq:queue:default", 0, -1) == [f"delivery-{row.id}".encode()]
+    run_jobs(app)
+    assert len(smtp_server.wait_for(2)) == 2 and logs(app, notification_id=nid)[0].status == "sent"

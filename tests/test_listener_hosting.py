@@ -114,7 +114,7 @@ def test_the_watchdog_is_scheduled(app):
         scheduler = Scheduler(queue_name="default", connection=rq_connection())
         reconcile(scheduler)
         scheduler.enqueue_jobs()  # every periodic job is due at once on a first start
-        due = {job.func for job in get_queue().get_jobs()}  # resolved: a stale path raises
+        due = {job.func for job in get_queue("high").get_jobs()}  # a stale path raises
     assert listener_watchdog in due
 
 

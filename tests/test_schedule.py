@@ -2,6 +2,7 @@
 running scheduler puts back any that went missing (a flush, a record lost)."""
 
 import threading
+import time
 
 from rq.job import Job
 from rq_scheduler import Scheduler
@@ -66,3 +67,27 @@ def test_a_periodic_job_working_again_leaves_the_failed_list(app):
     run_jobs(app)
     with app.app_context():
         assert jobs.failed() == [] and jobs.counts()["default"] == 0
+
+
+def test_a_periodic_job_still_waiting_is_not_queued_again(app):
+    """Behind a backlog each interval pushed another copy: the drill found the watchdog 27
+    times in `default`, every copy to be run in turn."""
+    with app.app_context():
+        scheduler = schedule.OnceWaiting(queue_name="default", connection=rq_connection())
+        reconcile(scheduler, [Periodic("flaky", "tests.test_schedule.flaky", 60)])
+        for _ in range(3):  # three intervals, no worker taking it
+            scheduler.enqueue_job(Job.fetch("flaky", connection=rq_connection()))
+        assert rq_connection().lrange("rq:queue:default", 0, -1) == [b"flaky"]
+        [(_, due)] = rq_connection().zrange(scheduler.scheduled_jobs_key, 0, -1, withscores=True)
+        assert due > time.time() + 50  # due again an interval later
+
+
+def test_the_listener_watchdog_runs_from_high_and_moves_there_on_restart(app):
+    """In `default` it waited behind every delivery of a backlog, minutes late."""
+    with app.app_context():
+        scheduler = Scheduler(queue_name="default", connection=rq_connection())
+        reconcile(scheduler, [Periodic("listener-watchdog",
+                                       "worker.listener.hosting.listener_watchdog", 5)])
+        reconcile(scheduler)  # a start after the upgrade
+        [watchdog] = [job for job in scheduler.get_jobs() if job.id == "listener-watchdog"]
+        assert watchdog.origin == "high"

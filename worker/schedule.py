@@ -36,7 +36,8 @@ class Periodic:
 
 # Later work adds its jobs here; ids never change, so restarts never duplicate.
 PERIODIC = [
-    Periodic("listener-watchdog", "worker.listener.hosting.listener_watchdog", 5),
+    # `high`: behind a backlog of deliveries in `default` it ran minutes late
+    Periodic("listener-watchdog", "worker.listener.hosting.listener_watchdog", 5, queue="high"),
     Periodic("slowpath-safety-net", "worker.slowpath.safety_net", 60),
     Periodic("slowsteps-safety-net", "webapp.notify.slowsteps.safety_net", 60, queue="high"),
     Periodic("deliveries-sweep", "webapp.delivery.sweep.sweep", 30),
@@ -48,6 +49,19 @@ PERIODIC = [
     # checks every 5 min, fetches when the list is missing, a day old or wanted after a miss
     Periodic("symbols-refresh", "webapp.market.symbols.refresh_due", 300, queue="low", timeout=60),
 ]
+
+
+class OnceWaiting(Scheduler):
+    """rq-scheduler, queueing a periodic job only when no run of it waits in its queue: behind
+    a backlog each interval pushed another copy (the drill found the watchdog 27 times in
+    `default`), and every copy ran. A job still waiting is due again an interval later."""
+
+    def enqueue_job(self, job):
+        interval = job.meta.get("interval")
+        if interval and self.connection.lpos(self.get_queue_for_job(job).key, job.id) is not None:
+            self.connection.zadd(self.scheduled_jobs_key, {job.id: time.time() + int(interval)})
+            return
+        super().enqueue_job(job)
 
 
 def reconcile(scheduler, periodic=None):
@@ -62,7 +76,8 @@ def reconcile(scheduler, periodic=None):
     for job in scheduler.get_jobs():
         spec = wanted.get(job.id)
         if (spec is None or job.meta.get("interval") != spec.interval
-                or job.func_name != spec.func or job.result_ttl != -1):
+                or job.func_name != spec.func or job.result_ttl != -1
+                or job.origin != spec.queue):
             scheduler.cancel(job)
             job.delete()
     present = {job.id for job in scheduler.get_jobs()}
@@ -91,7 +106,7 @@ def run_scheduler(interval):
         while outage.wait_until_up(rq_connection(), stop):
             if previous is not None:
                 _retire(previous)
-            previous = scheduler = Scheduler(
+            previous = scheduler = OnceWaiting(
                 queue_name="default", connection=rq_connection(), interval=interval,
                 name=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
             try:

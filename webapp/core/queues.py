@@ -28,6 +28,19 @@ def get_queue(name="default"):
     return Queue(name, connection=rq_connection())
 
 
+def waiting(job_ids, queues=QUEUES):
+    """Those of `job_ids` waiting in one of `queues`: queued again, such a job would run twice
+    and count twice in the queue's depth (RQ pushes an id each time it is enqueued)."""
+    job_ids = set(job_ids)
+    if not job_ids:
+        return set()
+    with rq_connection().pipeline(transaction=False) as pipe:
+        for name in queues:
+            pipe.lrange(get_queue(name).key, 0, -1)
+        listed = pipe.execute()
+    return job_ids & {job_id.decode() for ids in listed for job_id in ids}
+
+
 def enqueue(func, *args, queue="default", job_id=None, timeout=DEFAULT_JOB_TIMEOUT,
             retries=0, **kwargs):
     """Enqueue `func` by reference with our timeouts; retries back off 1, 4, 16 ... s.
