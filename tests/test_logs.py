@@ -223,6 +223,19 @@ def test_json_logs_followed_from_a_tick_to_an_email(product, mailbox):
     delivered = until(lambda: delivered_by_email(product, request_id), 30)
     assert delivered, with_id(product, request_id)
     assert delivered[0]["process"] == "worker" and delivered[0]["logger"].startswith("webapp")
+    passed(product, request_id, "event=fired_batch_settled")  # the slow path, in between
+
+
+def passed(product, request_id, step):
+    """The id's way passes `step`, and RQ's own lines of the delivery job carry it too (its
+    "Job OK" comes after the delivery's own line)."""
+    def seen():
+        lines = with_id(product, request_id)
+        return (any(e["message"].startswith(step) for e in lines)
+                and any(e["logger"].startswith("rq") and "Job OK" in e["message"]
+                        for e in lines))
+
+    assert until(seen, 30), with_id(product, request_id)
 
 
 def test_json_logs_followed_from_an_events_post_to_an_email(product, mailbox):
@@ -238,6 +251,7 @@ def test_json_logs_followed_from_an_events_post_to_an_email(product, mailbox):
     assert delivered, with_id(product, "abc-123")
     web = [e for e in with_id(product, "abc-123") if e["process"] == "web"]
     assert any("/api/v1/events" in e["message"] for e in web)  # gunicorn's access line
+    passed(product, "abc-123", "event=batch_routed")
 
 
 def test_every_line_each_process_writes_parses_as_json(product):

@@ -71,8 +71,8 @@ def work_forever(make_worker, outage, stop, **work_kwargs):
 
 
 class JobWorker(SimpleWorker):
-    """RQ's SimpleWorker, whose line for a failed job carries the job's request id, and whose
-    every job starts with a fresh database session."""
+    """RQ's SimpleWorker, whose lines of a job carry the job's request id, and whose every job
+    starts with a fresh database session."""
 
     def perform_job(self, job, queue):
         try:
@@ -88,10 +88,12 @@ class JobWorker(SimpleWorker):
                 job, delete_job=False)
         return done
 
-    def handle_exception(self, job, *exc_info):
+    def execute_job(self, job, queue):
+        """Every line of the job's run carries its request id, RQ's own ("Job OK", a failure)
+        too; RQ's line naming the job it took comes before it has read the job."""
         token = logs.bind(job.meta.get(logs.META_KEY))
         try:
-            return super().handle_exception(job, *exc_info)
+            return super().execute_job(job, queue)
         finally:
             logs.unbind(token)
 

@@ -124,9 +124,12 @@ def handle(r, entries):
             # only now: a rebuild must never see it active and unmarked
             drop_fired(fields.get("symbol"), once, inactive)
             refresh_ttls(items)
-            router.route_fired([(nid, int(uid)) for nid, _, uid, _ in items])
+            queued = router.route_fired([(nid, int(uid)) for nid, _, uid, _ in items])
             done.append(entry_id)
             handled += len(items)
+            # a tick's id followed from its alerts_fired line to its deliveries passes here
+            logs.event(log, "fired_batch_settled", symbol=fields.get("symbol", ""),
+                       notifications=len(items), deliveries=len(queued))
         except REDIS_DOWN as exc:  # the rest would fail alike: all stay pending, retried
             db.session.rollback()
             log.warning("slow path: entry %s waits for Redis (%s: %s); it will be retried",

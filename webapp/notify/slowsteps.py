@@ -113,9 +113,13 @@ def handle(r, name, entries):
     for entry_id, fields in entries:
         bound = logs.bind(fields.get("request_id") or logs.current())
         try:
-            steps.process_batch(json.loads(fields["batch"]))
+            batch = json.loads(fields["batch"])
+            queued = steps.process_batch(batch)
             done.append(entry_id)
             handled += 1
+            # a request id followed from its POST to its deliveries passes here
+            logs.event(log, "batch_routed", queue=name, notifications=len(batch),
+                       deliveries=sum(map(len, queued)))
         except Exception:  # logged by process_batch; one bad batch must not stop the rest
             log.warning("slow steps: batch %s of %s failed; it will be retried", entry_id, name)
         finally:
