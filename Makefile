@@ -7,12 +7,12 @@ export FLASK_APP := wsgi.py
 .PHONY: run demo cluster test coverage lint bench migrate clean browser
 
 run: $(VENV)/.runtime
-	$(BIN)/flask db upgrade
-	$(BIN)/python -m devtools.launch
+	@$(BIN)/flask db upgrade
+	@$(BIN)/python -m devtools.launch
 
 demo: $(VENV)/.runtime
-	$(BIN)/flask db upgrade
-	$(BIN)/python -m devtools.launch --demo
+	@$(BIN)/flask db upgrade
+	@$(BIN)/python -m devtools.launch --demo
 
 # a Redis Cluster on loopback for trying REDIS_CLUSTER_NODES (README); ARGS="--dir D" keeps it
 cluster: $(VENV)/.runtime

@@ -92,9 +92,37 @@ class Child:
         threading.Thread(target=self._relay, args=(self.process.stdout,), daemon=True).start()
 
     def _relay(self, stream):
+        # LOG_FORMAT=json: a traceback printed raw (a forked RQ scheduler's death) is one
+        # record; a chained one's parts are one each
+        held, after_traceback = [], False
         for raw in iter(stream.readline, b""):
-            self.say(raw.decode(errors="replace").rstrip("\n"))
+            line = raw.decode(errors="replace").rstrip("\n")
+            if JSON_LINES and ((held and not line.startswith("{")) or line.startswith(TRACEBACK)):
+                held.append(line)
+                # its exception's line ("ValueError: ..."), unindented, ends it
+                if line and not line[0].isspace() and not line.startswith(TRACEBACK):
+                    self._say_traceback(held)
+                    held, after_traceback = [], True
+                continue
+            if held:  # cut short by a line of the process's own
+                self._say_traceback(held)
+                held = []
+            if after_traceback and not line:  # between a chain's parts
+                continue
+            after_traceback = False
+            self.say(line)
+        if held:
+            self._say_traceback(held)
         stream.close()
+
+    def _say_traceback(self, lines):
+        """A traceback as one ERROR record, its last line the message, all of it in `exc`."""
+        record = logging.LogRecord(self.name, logging.ERROR, "", 0, lines[-1] or lines[0],
+                                   None, None)
+        record.exc_text = "\n".join(lines)
+        if self.process is not None:
+            record.process = self.process.pid
+        show(self.printer, logs.JsonFormatter(self.name).format(record), self.name)
 
     def say(self, line, name=None, level=logging.INFO):
         show(self.printer, line, name or self.name, level)
@@ -201,6 +229,9 @@ def announce_when_up(port, printer, stopping):
 
 
 JSON_LINES = (os.environ.get("LOG_FORMAT") or "").lower() == "json"  # checked in main()
+# the lines that open a traceback, or a chained one's next part
+TRACEBACK = ("Traceback (most recent call last):", "During handling of the above exception",
+             "The above exception was the direct cause")
 # honcho's Printer prints a line's text and its newline as two writes: two processes' relays
 # could interleave them, gluing two JSON log lines into one
 PRINTING = threading.Lock()

@@ -56,6 +56,38 @@ def test_children_talking_at_once_never_glue_their_lines():
         json.loads(line.split("| ", 1)[1])
 
 
+def test_a_traceback_printed_raw_is_one_json_error_line(monkeypatch):
+    """Under LOG_FORMAT=json: a forked RQ scheduler dying as Redis went printed its traceback
+    raw, and each of its lines became an INFO object of its own."""
+    monkeypatch.setattr(launch, "JSON_LINES", True)
+
+    class Terminal:
+        def __init__(self):
+            self.text = []
+
+        def write(self, text):
+            self.text.append(text)
+
+        def flush(self):
+            pass
+
+    terminal = Terminal()
+    crash = ("import json\nprint(json.dumps({'message': 'before'}), flush=True)\n"
+             "try:\n    {}['x']\nexcept KeyError:\n    raise ValueError('no x')")
+    child = launch.Child("scheduler", [sys.executable, "-c", crash], dict(os.environ),
+                         Printer(terminal))
+    child.start()
+    child.process.wait(30)
+    assert poll(lambda: "".join(terminal.text).count("\n") >= 2)
+    time.sleep(0.5)  # nothing more comes
+    lines = [json.loads(line.split("| ", 1)[1]) for line in "".join(terminal.text).splitlines()]
+    assert [line["message"] for line in lines] == ["before", "KeyError: 'x'", "ValueError: no x"]
+    first, then = lines[1:]  # a chained traceback: a record for each part
+    assert first["level"] == then["level"] == "ERROR" and first["pid"] == child.process.pid
+    assert first["exc"].startswith("Traceback (most recent call last):")
+    assert then["exc"].startswith("During handling of the above exception")
+
+
 def test_the_demo_feed_keeps_its_port_across_starts_while_it_is_free(tmp_path, monkeypatch):
     """Its address names the symbol list fetched from it: a new one each start made every
     symbol unverified until the next fetch."""

@@ -301,3 +301,21 @@ def test_a_failed_job_s_line_carries_its_request_id_and_its_traceback_apart(app)
     assert failed[0]["message"].endswith(f"job {job.id}: exception raised while executing "
                                          "(tests.test_logs.failing_job)")
     assert "Traceback" in failed[0]["exc"] and "RuntimeError: relay said no" in failed[0]["exc"]
+
+
+def test_rq_s_scheduler_failure_keeps_its_traceback_apart_too():
+    """RQ's scheduler (forked by `flask worker`) writes its traceback into its message."""
+    from worker import runner
+
+    def emit(logger):
+        logger.addFilter(runner._failure_traceback_apart)
+        try:
+            logger.error(runner.SCHEDULER_FAILED, 4242,
+                         "Traceback (most recent call last):\n  File ...\nOSError: gone\n")
+        finally:
+            logger.removeFilter(runner._failure_traceback_apart)
+
+    [line] = record_line({"LOG_FORMAT": "json"}, "worker", emit)
+    entry = json.loads(line)
+    assert entry["message"] == "Scheduler [PID 4242] raised an exception."
+    assert entry["exc"].startswith("Traceback") and entry["exc"].endswith("OSError: gone")

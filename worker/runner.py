@@ -49,7 +49,7 @@ def work_forever(make_worker, outage, stop, **work_kwargs):
     r = rq_connection()
     for name in ("rq.worker", "rq.scheduler"):
         logging.getLogger(name).addFilter(_no_redis_traceback)
-    logging.getLogger("rq.worker").addFilter(_failure_traceback_apart)
+        logging.getLogger(name).addFilter(_failure_traceback_apart)
     renamed = False
     while not stop.is_set():
         if not outage.wait_until_up(r, stop):
@@ -98,16 +98,17 @@ class JobWorker(SimpleWorker):
             logs.unbind(token)
 
 
-# RQ's line for a failed job (rq 2.12), its traceback in the message
+# RQ's lines with a traceback in the message (rq 2.12): a failed job's, its scheduler's
 JOB_FAILED = "Worker %s: job %s: exception raised while executing (%s)\n%s"
+SCHEDULER_FAILED = "Scheduler [PID %s] raised an exception.\n%s"
 
 
 def _failure_traceback_apart(record):
-    """A failed job's traceback goes where every other line's goes (JSON: `exc`)."""
-    if (record.msg == JOB_FAILED and isinstance(record.args, tuple) and len(record.args) == 4
-            and isinstance(record.args[3], str)):
+    """A failure's traceback goes where every other line's goes (JSON: `exc`)."""
+    if (record.msg in (JOB_FAILED, SCHEDULER_FAILED) and isinstance(record.args, tuple)
+            and record.args and isinstance(record.args[-1], str)):
         *args, record.exc_text = record.args
-        record.msg, record.args = JOB_FAILED.rsplit("\n", 1)[0], tuple(args)
+        record.msg, record.args = record.msg.rsplit("\n", 1)[0], tuple(args)
         record.exc_text = record.exc_text.rstrip("\n")
     return True
 
