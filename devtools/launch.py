@@ -13,6 +13,8 @@ import argparse
 import logging
 import os
 import random
+import re
+import select
 import signal
 import socket
 import subprocess
@@ -89,39 +91,46 @@ class Child:
             pass_fds=self.pass_fds)
         self.started_at = time.monotonic()
         self.restart_at = None
-        threading.Thread(target=self._relay, args=(self.process.stdout,), daemon=True).start()
+        threading.Thread(target=self._relay, args=(self.process.stdout, self.process.pid),
+                         daemon=True).start()
 
-    def _relay(self, stream):
-        # LOG_FORMAT=json: a traceback printed raw (a forked RQ scheduler's death) is one
-        # record; a chained one's parts are one each
-        held, after_traceback = [], False
-        for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace").rstrip("\n")
-            if JSON_LINES and ((held and not line.startswith("{")) or line.startswith(TRACEBACK)):
-                held.append(line)
-                # its exception's line ("ValueError: ..."), unindented, ends it
-                if line and not line[0].isspace() and not line.startswith(TRACEBACK):
-                    self._say_traceback(held)
-                    held, after_traceback = [], True
-                continue
-            if held:  # cut short by a line of the process's own
-                self._say_traceback(held)
+    def _relay(self, stream, pid):
+        """Each line the process writes, under its name. LOG_FORMAT=json: a traceback it
+        printed raw (a forked RQ scheduler dying with Redis, multiprocessing's "Process ...:"
+        first) is one ERROR record: the lines that are no JSON object, from its first until
+        the process writes a JSON line, falls quiet for TRACEBACK_QUIET_S, or ends."""
+        fd, pending, held = stream.fileno(), b"", []
+        while True:
+            if not select.select([fd], [], [], TRACEBACK_QUIET_S if held else None)[0]:
+                self._say_traceback(held, pid)
                 held = []
-            if after_traceback and not line:  # between a chain's parts
                 continue
-            after_traceback = False
-            self.say(line)
+            chunk = os.read(fd, 65536)
+            *lines, pending = (pending + chunk).split(b"\n") if chunk else [pending, b""]
+            for line in (raw.decode(errors="replace") for raw in lines):
+                if JSON_LINES and not line.startswith("{") and (held or opens_traceback(line)):
+                    held.append(line)
+                    continue
+                if held:
+                    self._say_traceback(held, pid)
+                    held = []
+                if line or chunk:
+                    self.say(line)
+            if not chunk:
+                break
         if held:
-            self._say_traceback(held)
+            self._say_traceback(held, pid)
         stream.close()
 
-    def _say_traceback(self, lines):
-        """A traceback as one ERROR record, its last line the message, all of it in `exc`."""
-        record = logging.LogRecord(self.name, logging.ERROR, "", 0, lines[-1] or lines[0],
-                                   None, None)
-        record.exc_text = "\n".join(lines)
-        if self.process is not None:
-            record.process = self.process.pid
+    def _say_traceback(self, lines, pid):
+        """One ERROR record: the exception's line (the first unindented one after the last
+        "Traceback" line) as its message, every line in `exc`."""
+        starts = [i for i, line in enumerate(lines) if line.startswith(TRACEBACK)]
+        after = lines[starts[-1] + 1:] if starts else lines
+        message = next((line for line in after if line and not line[0].isspace()),
+                       next((line for line in reversed(lines) if line.strip()), ""))
+        record = logging.LogRecord(self.name, logging.ERROR, "", 0, message, None, None)
+        record.exc_text, record.process = "\n".join(lines).rstrip("\n"), pid
         show(self.printer, logs.JsonFormatter(self.name).format(record), self.name)
 
     def say(self, line, name=None, level=logging.INFO):
@@ -229,9 +238,16 @@ def announce_when_up(port, printer, stopping):
 
 
 JSON_LINES = (os.environ.get("LOG_FORMAT") or "").lower() == "json"  # checked in main()
-# the lines that open a traceback, or a chained one's next part
-TRACEBACK = ("Traceback (most recent call last):", "During handling of the above exception",
-             "The above exception was the direct cause")
+TRACEBACK = "Traceback (most recent call last):"
+TRACEBACK_QUIET_S = 0.5  # a traceback printed raw ends at the latest this long after its last line
+# what a traceback printed raw starts with: its own first line, or what Python or
+# multiprocessing put before it ("Process Scheduler:" for a forked RQ scheduler)
+_OPENING = re.compile(r"Traceback \(most recent call last\):$|Exception in thread |"
+                      r"Exception ignored in|Process [\w.:-]+:$")
+
+
+def opens_traceback(line):
+    return _OPENING.match(line) is not None
 # honcho's Printer prints a line's text and its newline as two writes: two processes' relays
 # could interleave them, gluing two JSON log lines into one
 PRINTING = threading.Lock()

@@ -128,6 +128,19 @@ def test_events_intake_with_an_idempotency_key_on_a_cluster(app, client, runner,
     assert len(list(rc.scan_iter(match="tb:idem:*"))) == 1
 
 
+def test_a_system_event_reaches_each_user_once_on_a_cluster(app, client, runner, users):
+    """One event, every user: each gets a notification of their own, with its own id (the
+    router writes each stored copy's id into it on a cluster)."""
+    (_, uid), other = users
+    token = runner.invoke(args=["tokens", "create", "ops"]).output.strip().split()[-1]
+    answer = post_events(client, token, {"type": "SYSTEM_ERROR", "user_id": "system",
+                                         "title": "Exchange maintenance"}, "system-1")
+    ids = answer.get_json()["ids"]
+    assert answer.status_code == 202 and len(ids) == len(set(ids)) == 2
+    assert [n["title"] for n in own(app, uid, ids)] == ["Exchange maintenance"]
+    assert [n["title"] for n in own(app, other, ids)] == ["Exchange maintenance"]
+
+
 def test_a_hook_over_its_rate_answers_429_on_a_cluster(make_cluster_app):
     app = make_cluster_app(HOOK_RATE_PER_MINUTE=2)
     client = app.test_client()

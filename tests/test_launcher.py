@@ -72,20 +72,29 @@ def test_a_traceback_printed_raw_is_one_json_error_line(monkeypatch):
             pass
 
     terminal = Terminal()
-    crash = ("import json\nprint(json.dumps({'message': 'before'}), flush=True)\n"
-             "try:\n    {}['x']\nexcept KeyError:\n    raise ValueError('no x')")
-    child = launch.Child("scheduler", [sys.executable, "-c", crash], dict(os.environ),
+    # as multiprocessing prints a child's death: its name, then a chained traceback whose
+    # last exception's text runs over two lines; then, alive, the process's own line
+    crash = ("import json, sys, time\n"
+             "def report():\n"
+             "    print(json.dumps({'message': 'before'}), flush=True)\n"
+             "    print('Process Scheduler:', file=sys.stderr)\n"
+             "    try:\n        {}['x']\n    except KeyError:\n"
+             "        raise ValueError('no x\\n[SQL: SELECT 1]')\n"
+             "try:\n    report()\nexcept ValueError:\n"
+             "    import traceback; traceback.print_exc(); sys.stderr.flush()\n"
+             "time.sleep(1)\n"
+             "print(json.dumps({'message': 'after'}), flush=True)")
+    child = launch.Child("worker", [sys.executable, "-c", crash], dict(os.environ),
                          Printer(terminal))
     child.start()
     child.process.wait(30)
-    assert poll(lambda: "".join(terminal.text).count("\n") >= 2)
-    time.sleep(0.5)  # nothing more comes
+    assert poll(lambda: child.process.stdout.closed)  # the relay has said everything
     lines = [json.loads(line.split("| ", 1)[1]) for line in "".join(terminal.text).splitlines()]
-    assert [line["message"] for line in lines] == ["before", "KeyError: 'x'", "ValueError: no x"]
-    first, then = lines[1:]  # a chained traceback: a record for each part
-    assert first["level"] == then["level"] == "ERROR" and first["pid"] == child.process.pid
-    assert first["exc"].startswith("Traceback (most recent call last):")
-    assert then["exc"].startswith("During handling of the above exception")
+    assert [line["message"] for line in lines] == ["before", "ValueError: no x", "after"]
+    error = lines[1]
+    assert error["level"] == "ERROR" and error["pid"] == child.process.pid
+    assert error["exc"].startswith("Process Scheduler:\nTraceback (most recent call last):")
+    assert "KeyError: 'x'" in error["exc"] and error["exc"].endswith("[SQL: SELECT 1]")
 
 
 def test_the_demo_feed_keeps_its_port_across_starts_while_it_is_free(tmp_path, monkeypatch):

@@ -73,21 +73,26 @@ def test_a_periodic_job_still_waiting_is_not_queued_again(app):
     """Behind a backlog each interval pushed another copy: the drill found the watchdog 27
     times in `default`, every copy to be run in turn."""
     with app.app_context():
-        scheduler = schedule.OnceWaiting(queue_name="default", connection=rq_connection())
+        scheduler = Scheduler(queue_name="default", connection=rq_connection())
         reconcile(scheduler, [Periodic("flaky", "tests.test_schedule.flaky", 60)])
         for _ in range(3):  # three intervals, no worker taking it
-            scheduler.enqueue_job(Job.fetch("flaky", connection=rq_connection()))
+            rq_connection().zadd(scheduler.scheduled_jobs_key, {"flaky": time.time() - 1})
+            schedule.enqueue_due(scheduler)
         assert rq_connection().lrange("rq:queue:default", 0, -1) == [b"flaky"]
         [(_, due)] = rq_connection().zrange(scheduler.scheduled_jobs_key, 0, -1, withscores=True)
         assert due > time.time() + 50  # due again an interval later
 
 
 def test_the_listener_watchdog_runs_from_high_and_moves_there_on_restart(app):
-    """In `default` it waited behind every delivery of a backlog, minutes late."""
+    """In `default` it waited behind every delivery of a backlog, minutes late; the copies
+    such a backlog left there go with the move."""
     with app.app_context():
-        scheduler = Scheduler(queue_name="default", connection=rq_connection())
+        r = rq_connection()
+        scheduler = Scheduler(queue_name="default", connection=r)
         reconcile(scheduler, [Periodic("listener-watchdog",
                                        "worker.listener.hosting.listener_watchdog", 5)])
+        r.rpush("rq:queue:default", "listener-watchdog", "delivery-1", "listener-watchdog")
         reconcile(scheduler)  # a start after the upgrade
         [watchdog] = [job for job in scheduler.get_jobs() if job.id == "listener-watchdog"]
         assert watchdog.origin == "high"
+        assert r.lrange("rq:queue:default", 0, -1) == [b"delivery-1"]

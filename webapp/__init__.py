@@ -29,7 +29,7 @@ def create_app(config=None):
 
     from webapp import errors, extensions, models  # noqa: F401  (models register tables)
     from webapp.accounts import sessions
-    from webapp.core import database, logs, metrics
+    from webapp.core import database, logs
     from webapp.destinations import service as destinations
 
     database.init_app(app)  # binds extensions.db, with the backend's engine options
@@ -45,7 +45,6 @@ def create_app(config=None):
     destinations.init_app(app)
     _register_blueprints(app)
     _register_commands(app)
-    metrics.count_from_zero()  # each family on /metrics from the first scrape
     return app
 
 

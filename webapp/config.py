@@ -56,6 +56,8 @@ def join_running_metrics():
 
 
 def _forget_if_nothing_counted(path, pid):
+    if os.getpid() != pid:  # a forked child's exit: its parent's files are not its own
+        return
     from webapp.core import metrics  # imported only once the folder is set
 
     metrics.forget_if_nothing_counted(path, pid)

@@ -51,17 +51,19 @@ PERIODIC = [
 ]
 
 
-class OnceWaiting(Scheduler):
-    """rq-scheduler, queueing a periodic job only when no run of it waits in its queue: behind
-    a backlog each interval pushed another copy (the drill found the watchdog 27 times in
-    `default`), and every copy ran. A job still waiting is due again an interval later."""
-
-    def enqueue_job(self, job):
+def enqueue_due(scheduler):
+    """rq-scheduler's enqueue_jobs, but a periodic job whose last run still waits in its queue
+    is not queued again, and is due an interval later: behind a backlog each interval pushed
+    another copy (the drill found the watchdog 27 times in `default`), and every copy ran."""
+    for job in scheduler.get_jobs_to_queue():
         interval = job.meta.get("interval")
-        if interval and self.connection.lpos(self.get_queue_for_job(job).key, job.id) is not None:
-            self.connection.zadd(self.scheduled_jobs_key, {job.id: time.time() + int(interval)})
-            return
-        super().enqueue_job(job)
+        queue = scheduler.get_queue_for_job(job)
+        # the newest copy is the nearest the queue's end: looked for from there
+        if interval and scheduler.connection.lpos(queue.key, job.id, rank=-1) is not None:
+            scheduler.connection.zadd(scheduler.scheduled_jobs_key,
+                                      {job.id: time.time() + int(interval)})
+        else:
+            scheduler.enqueue_job(job)
 
 
 def reconcile(scheduler, periodic=None):
@@ -79,6 +81,8 @@ def reconcile(scheduler, periodic=None):
                 or job.func_name != spec.func or job.result_ttl != -1
                 or job.origin != spec.queue):
             scheduler.cancel(job)
+            # every copy left waiting in its queue (job.delete takes one out)
+            scheduler.connection.lrem(scheduler.get_queue_for_job(job).key, 0, job.id)
             job.delete()
     present = {job.id for job in scheduler.get_jobs()}
     for spec in periodic:
@@ -106,7 +110,7 @@ def run_scheduler(interval):
         while outage.wait_until_up(rq_connection(), stop):
             if previous is not None:
                 _retire(previous)
-            previous = scheduler = OnceWaiting(
+            previous = scheduler = Scheduler(
                 queue_name="default", connection=rq_connection(), interval=interval,
                 name=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
             try:
@@ -131,7 +135,7 @@ def _run(scheduler, stop, interval, check_s=RECHECK_S):
                 if time.monotonic() >= recheck:
                     _restore(scheduler)
                     recheck = time.monotonic() + check_s
-                scheduler.enqueue_jobs()
+                enqueue_due(scheduler)
             finally:
                 scheduler.remove_lock()
         stop.wait(interval)

@@ -10,6 +10,7 @@ default registry holds them. Labels stay a small fixed set: a symbol's group, ne
 """
 
 import collections
+import functools
 import os
 import threading
 import time
@@ -49,7 +50,7 @@ HUB_LAG = Histogram(PREFIX + "hub_lag_seconds",
                     buckets=LAG_BUCKETS)
 RECONNECTS = Counter(PREFIX + "listener_reconnects", "Binance connections lost or replaced.",
                      ["reason"])
-DELIVERIES = Counter(PREFIX + "deliveries", "Delivery attempts by outcome.",
+DELIVERIES = Counter(PREFIX + "deliveries", "Delivery jobs by outcome.",
                      ["channel", "status"])
 DELIVERY_LATENCY = Histogram(PREFIX + "delivery_latency_seconds",
                              "From a notification's creation (a reminder's: its round's "
@@ -99,9 +100,12 @@ class _Tally(threading.local):
 _tally = _Tally()
 
 
+@functools.cache  # once a process
 def count_from_zero():
     """Every series whose labels are known up front, at 0: each family is on the first scrape,
-    and rate() and increase() see a series' first step (a series appears when first set)."""
+    and rate() and increase() see a series' first step (a series appears when first set).
+    Only where /metrics is served: each process that does writes them to its own files, and
+    a scrape reads every process's."""
     for group in map(str, range(SYMBOL_GROUPS)):
         TICKS_RECEIVED.labels(group)
         TICKS_MATCHED.labels(group)
@@ -242,7 +246,10 @@ def forget_dead_streams(path):
     for file in Path(path).glob("gauge_live*_*.db"):
         pid = file.stem.rpartition("_")[2]
         if pid.isdigit() and not _alive(int(pid)):
-            file.unlink(missing_ok=True)  # another worker's scrape may have been first
+            try:
+                file.unlink(missing_ok=True)  # another worker's scrape may have been first
+            except OSError:  # not ours to delete: the scrape goes on, the count stays
+                pass
 
 
 def _alive(pid):

@@ -1,9 +1,13 @@
 """RQ queues: one place for connection, timeouts and TTLs. The worker process runs them
 (worker/runner.py); the web app and the workers enqueue here."""
 
+from datetime import UTC, datetime, timedelta
+
 from flask import current_app
 from redis import Redis
 from rq import Queue, Retry
+from rq.job import Job
+from rq.utils import utcparse
 
 from webapp.core import logs
 
@@ -12,6 +16,7 @@ DEFAULT_RESULT_TTL = 3600
 DEFAULT_FAILURE_TTL = 7 * 24 * 3600
 QUEUES = ("high", "default", "low")
 STREAM_QUEUE = "stream"
+WAITING_AT_MOST = timedelta(hours=1)  # a job queued longer ago is taken for lost
 
 
 def rq_connection():
@@ -28,17 +33,19 @@ def get_queue(name="default"):
     return Queue(name, connection=rq_connection())
 
 
-def waiting(job_ids, queues=QUEUES):
-    """Those of `job_ids` waiting in one of `queues`: queued again, such a job would run twice
-    and count twice in the queue's depth (RQ pushes an id each time it is enqueued)."""
-    job_ids = set(job_ids)
-    if not job_ids:
-        return set()
+def waiting(job_ids):
+    """Those of `job_ids` whose job waits in its queue: queued again, it would run twice and
+    count twice in the queue's depth (RQ pushes an id each time it is enqueued). RQ's record
+    says so (queued, less than WAITING_AT_MOST ago; longer, it is taken for lost): one HMGET
+    a job, never a read of a queue, which a backlog can make millions long."""
+    job_ids = list(job_ids)
     with rq_connection().pipeline(transaction=False) as pipe:
-        for name in queues:
-            pipe.lrange(get_queue(name).key, 0, -1)
-        listed = pipe.execute()
-    return job_ids & {job_id.decode() for ids in listed for job_id in ids}
+        for job_id in job_ids:
+            pipe.hmget(Job.key_for(job_id), "status", "enqueued_at")
+        found = pipe.execute()
+    since = datetime.now(UTC) - WAITING_AT_MOST
+    return {job_id for job_id, (status, at) in zip(job_ids, found, strict=True)
+            if status == b"queued" and at and utcparse(at.decode()) > since}
 
 
 def enqueue(func, *args, queue="default", job_id=None, timeout=DEFAULT_JOB_TIMEOUT,

@@ -51,6 +51,7 @@ class _Sources:
 
 
 def _registry():
+    metrics.count_from_zero()
     shards = max(1, int(current_app.config.get("LISTENER_SHARDS") or 1))
     redis_values = RedisCollector(get_redis, rq_connection, shards)
     path = metrics.multiprocess_dir()
