@@ -238,3 +238,16 @@ def test_status_names_the_queues_redis_when_it_alone_is_down(make_cluster_app, r
     assert result.exit_code == 1
     assert "  ! redis (REDIS_URL): not answering" in result.output
     assert "redis cluster" not in result.output and "Traceback" not in result.output
+
+
+def test_status_shows_the_queues_while_the_cluster_alone_is_down(make_app, redis_cluster,
+                                                                refused_port):
+    """A cluster down (a master lost mid-failover, or every node) is no reason to hide the
+    queues and failed jobs, which live on REDIS_URL and answer."""
+    app = make_app(REDIS_CLUSTER_NODES=[("127.0.0.1", refused_port)])
+    with app.app_context():
+        rq_connection().rpush(Queue.redis_queue_namespace_prefix + "default", "job")
+    result = app.test_cli_runner().invoke(args=["status", "--json"])
+    facts = json.loads(result.output)
+    assert result.exit_code == 1 and facts["down"] == ["cluster"]
+    assert facts["queues"]["default"]["waiting"] == 1

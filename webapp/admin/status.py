@@ -41,6 +41,12 @@ def gather(now_ms=None):
             facts["redis"] = "down"
     if facts["redis"] != "ok" and facts["cluster_nodes"]:
         facts["down"] = which_down()
+        if "queues" not in facts["down"]:  # RQ's Redis answers: its facts still show
+            try:
+                facts.update(queues=queues(health.queue_lengths(rq_connection())),
+                             failed_jobs=jobs.failed())
+            except REDIS_FAULTS:
+                pass
     facts["deliveries"] = deliveries()
     facts["problems"] = problems(facts)
     facts["status"] = "degraded" if facts["problems"] else "ok"

@@ -74,7 +74,7 @@ def _listener(r, shards, now_ms):
     return summary, last_tick
 
 
-def _queues(r):
+def queue_lengths(r):
     """RQ's queue lengths, read where RQ keeps them: REDIS_URL, also beside a cluster."""
     names = (*QUEUES, STREAM_QUEUE)
     if is_cluster(r):
@@ -117,7 +117,7 @@ def report(r, streams=None, now_ms=None, shards=None):
         client.ping()
         body["monitoring"], last_tick = _listener(client, shards, now_ms)
         body["circuit"] = Breaker("binance", redis=client).state()
-        body["queues"] = _queues(client)
+        body["queues"] = queue_lengths(client)
         body["processes"] = processes.report(client, now_ms)
         if is_cluster(client):
             body["cluster"] = _cluster(client)
