@@ -51,7 +51,7 @@ def _command(port, *args):
         return client.execute_command(*args)
 
 
-def _spawn(binary, node_dir, port, bus_port):
+def _spawn(binary, node_dir, port, bus_port, node_timeout_ms):
     node_dir.mkdir(parents=True, exist_ok=True)
     # An explicit bus port: the default port + 10000 overflows for ephemeral ports above 55535.
     # Full coverage stays required (Redis's default): while a master's slots have no owner
@@ -60,7 +60,7 @@ def _spawn(binary, node_dir, port, bus_port):
     args = [
         binary, "--bind", HOST, "--port", str(port), "--cluster-port", str(bus_port),
         "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-        "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--cluster-require-full-coverage", "yes",
+        "--cluster-node-timeout", str(node_timeout_ms), "--cluster-require-full-coverage", "yes",
         "--repl-diskless-sync-delay", "0",
         "--dir", str(node_dir), "--appendonly", "no", "--save", "",
         "--logfile", str(node_dir / "redis.log"),
@@ -152,8 +152,10 @@ def _form(ports, bus_ports, masters):
                    10.0, f"replica {port} knowing master {master_id}")
 
 
-def start(base_dir, masters=3, replicas_per_master=1, timeout=30.0):
-    """Start and form a cluster under `base_dir`; return it once healthy on every node."""
+def start(base_dir, masters=3, replicas_per_master=1, timeout=30.0,
+          node_timeout_ms=NODE_TIMEOUT_MS):
+    """Start and form a cluster under `base_dir`; return it once healthy on every node.
+    `node_timeout_ms`: how long a node may not answer before it is taken for failed."""
     binary = find_binary()
     count = masters * (1 + replicas_per_master)
     ports = set()
@@ -161,7 +163,7 @@ def start(base_dir, masters=3, replicas_per_master=1, timeout=30.0):
         ports.add(redisd.free_port())
     ports, bus_ports = list(ports)[:count], list(ports)[count:]
     dirs = {port: Path(base_dir) / str(port) for port in ports}
-    cluster = Cluster({port: _spawn(binary, dirs[port], port, bus)
+    cluster = Cluster({port: _spawn(binary, dirs[port], port, bus, node_timeout_ms)
                        for port, bus in zip(ports, bus_ports, strict=True)})
     try:
         for port in ports:

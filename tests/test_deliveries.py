@@ -185,7 +185,8 @@ def test_unconfigured_providers_write_the_outbox(app, tmp_path):
 def test_failing_provider_retries_opens_the_breaker_and_recovers(make_app, http_recorder):
     twilio = http_recorder(twilio_answer)
     twilio.failures = 4
-    app = make_app(**providers(twilio=twilio))
+    # open for 2 s: the step right after must find it still open on a loaded machine
+    app = make_app(**providers(twilio=twilio, DELIVERY_BREAKER_RESET=2.0))
     uid = make_user(app, "gus@example.com", phone="+14155550100", sms_risk_violations=True,
                     email_alerts=False)
     nid = send(app, user_id=uid, type="RISK_LIMIT_BREACHED", title="Leverage over 10x")
@@ -205,6 +206,7 @@ def test_failing_provider_retries_opens_the_breaker_and_recovers(make_app, http_
     assert (row.status, row.attempts) == ("retrying", 2)
     row = step()  # still open: no call goes out, no attempt is spent
     assert len(twilio.requests) == 2 and row.attempts == 2 and "circuit open" in row.error
+    app.config["DELIVERY_BREAKER_RESET"] = 0.3  # from here, trials come quickly
     row = poll(lambda: (r := step()).status == "sent" and r)
     assert row.attempts == 5 and len(twilio.requests) == 5  # 4 failures, then the success
     with app.app_context():

@@ -63,7 +63,7 @@ def late_smtp():
 
 
 def test_email_relay_down_retries_opens_the_breaker_and_recovers(make_app, late_smtp, caplog):
-    app = make_app(**providers(smtp=late_smtp))
+    app = make_app(**providers(smtp=late_smtp, DELIVERY_BREAKER_RESET=2.0))
     uid = make_user(app, "ann@example.com")
     nid = send(app, user_id=uid, title="BTC above 65000")
     run_jobs(app)
@@ -81,6 +81,7 @@ def test_email_relay_down_retries_opens_the_breaker_and_recovers(make_app, late_
     assert f"event=delivery_deferred delivery_id={row.id} channel=email" \
         in caplog.text  # a request id followed to its deliveries ends here, not in silence
     late_smtp.start()
+    app.config["DELIVERY_BREAKER_RESET"] = 0.3  # from here, trials come quickly
     row = poll(lambda: (r := step(app, nid)).status == "sent" and r)
     assert row.attempts == 3 and len(late_smtp.wait_for(1)) == 1
     with app.app_context():

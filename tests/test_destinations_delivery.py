@@ -200,7 +200,7 @@ def test_a_failing_receiver_is_retried_with_backoff(make_app, http_recorder):
 
 def test_twenty_failures_in_a_row_open_the_breaker_then_switch_it_off(make_app, http_recorder):
     receiver = http_recorder(status=500)
-    app = make_app(**LOOPBACK, DELIVERY_BREAKER_THRESHOLD=3, DELIVERY_BREAKER_RESET=0.2)
+    app = make_app(**LOOPBACK, DELIVERY_BREAKER_THRESHOLD=3, DELIVERY_BREAKER_RESET=2.0)
     uid = make_user(app, "fail@example.com", email_alerts=False)
     dest_id, _ = add(app, uid, kind="webhook", url=f"{receiver.url}/hook")
     nids = [send(app, uid, title=f"n{i}") for i in range(4)]  # 4 x 5 attempts = 20 failures
@@ -210,6 +210,7 @@ def test_twenty_failures_in_a_row_open_the_breaker_then_switch_it_off(make_app, 
     assert sum("circuit open" in e for e in errors) == 1  # ... so the fourth waited, unsent
     with app.app_context():
         assert breaker(f"dest:{dest_id}").state()["state"] == "open"
+    app.config["DELIVERY_BREAKER_RESET"] = 0.2  # from here, each step waits out a short one
 
     def step():
         with app.app_context():

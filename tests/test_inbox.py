@@ -100,9 +100,10 @@ def test_a_users_stores_tend_the_stream_once_a_minute_and_readers_count_exactly(
     stream = stale_stream(ctx, 2, tended_ms_ago=61_000)
     inbox.store_many([note(2), note(2)])
     assert ctx.xlen(stream) == 2 and inbox.unread_count(2) == 2  # trimmed by the store
-    assert ctx.pttl(stream) > TENDED - 1000
+    assert ctx.pttl(stream) > TENDED - 10_000  # a slow machine's seconds aside
     inbox.store(note(3))
-    assert all(TENDED - 1000 < ctx.pttl(key) <= TENDED for key in keys.inbox(3) if ctx.exists(key))
+    assert all(TENDED - 10_000 < ctx.pttl(key) <= TENDED
+               for key in keys.inbox(3) if ctx.exists(key))
 
 
 def walk(uid=1, limit=20, **kw):

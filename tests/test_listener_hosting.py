@@ -50,6 +50,7 @@ def lines(caplog, event):
 
 def test_a_second_listener_waits_for_the_lease(hosted, feed, caplog):
     caplog.set_level(logging.INFO)
+    hosted.config["LISTENER_LEASE_TTL_S"] = 3  # 0.6 s: one stall handed the lease over
     r = hosted.extensions["redis"]
     first = host(hosted)
     assert feed.wait_for_connections(1)

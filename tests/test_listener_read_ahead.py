@@ -303,6 +303,10 @@ def test_a_burst_over_many_symbols_through_a_redis_kill_and_a_dropped_market_fir
         server.restart()
         for burst in bursts[5:7]:
             assert feed.trades(burst)
+        # every trade sent so far read and fired before the drop: a drop meeting a paced
+        # UNSUBSCRIBE (BrokenPipeError) ends the connection with the rest still unread
+        r = server.client(timeout_s=2)
+        assert eventually(lambda: len(fired(r)) >= 350, timeout=20)
         dropped = listener.status.get("connected_at")
         feed.drop_all()
         # a new connection; a symbol whose alerts have all fired is let go, the rest return
@@ -310,7 +314,6 @@ def test_a_burst_over_many_symbols_through_a_redis_kill_and_a_dropped_market_fir
             f"{s.lower()}@aggTrade" in feed.subscriptions() for s in symbols[70:]), timeout=10)
         for burst in bursts[7:]:
             assert feed.trades(burst)
-        r = server.client(timeout_s=2)
         assert eventually(lambda: len(fired(r)) >= len(alerts), timeout=20)
         time.sleep(0.3)  # nothing more comes
         assert sorted(a for a, _ in fired(r)) == sorted(alerts)  # each once
@@ -336,9 +339,14 @@ def test_ticks_read_ahead_when_the_listener_stops_are_matched_before_it_ends(
                                   for s in others), timeout=10)
     # The listener's heartbeat (a write) waits out a pause while the trades land and it is
     # told to stop: it then reads one round of 5, reads the other 5 ahead, and stops.
-    r.client_pause(400, all=False)
-    time.sleep(0.15)
-    assert feed.trades([(s, 101) for s in others])
-    listener.stop.set()
+    # its status says connected (so it serves): pause until its next beat (a write) waits
+    assert eventually(lambda: r.hget(keys.LISTENER, "state") == "connected")
+    r.client_pause(10_000, all=False)
+    try:
+        assert eventually(lambda: r.info("clients")["blocked_clients"] >= 1)
+        assert feed.trades([(s, 101) for s in others])
+        listener.stop.set()
+    finally:
+        r.client_unpause()  # the beat returns; it reads a round of 5, 5 more ahead, stops
     thread.join(10)
     assert sorted(a for a, _ in fired(r)) == sorted(alerts)

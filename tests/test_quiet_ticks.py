@@ -74,6 +74,7 @@ def test_quiet_ticks_reach_a_replica(primary, tmp_path):
                                                 appendonly=False)
     try:
         replica = redis.Redis.from_url(replica_url, decode_responses=True)
+        r.config_set("repl-diskless-sync-delay", 0)  # not Redis's 5 s of a 10 s deadline
         replica.replicaof("127.0.0.1", port)
         deadline = time.monotonic() + 10
         while replica.info("replication")["master_link_status"] != "up":

@@ -15,7 +15,7 @@ from webapp.accounts import service as accounts
 from webapp.extensions import db
 from webapp.inbox import service as inbox
 
-PING_S = 0.5
+PING_S = 1.5  # a pong is due within it: on a loaded machine 0.5 s closed a live socket
 
 
 @pytest.fixture(scope="module")
