@@ -49,8 +49,9 @@ RQ_HEARTBEAT_S = 60  # SimpleWorker does not heartbeat while its job runs: we do
 log = logging.getLogger(__name__)
 
 
-def run_listener(shard=0):
-    """The RQ job (and `flask listener --direct`): take the shard's lease, then listen."""
+def run_listener(shard=0, standby=False):
+    """The RQ job (and `flask listener --direct` / `--shard`, `standby`: waiting for the lease
+    as long as it takes): take the shard's lease, then listen."""
     app = current_app._get_current_object()
     if shard >= shards.count(app.config):  # queued before LISTENER_SHARDS went down
         logline("shard_retired", shard=shard, shards=shards.count(app.config))
@@ -62,11 +63,14 @@ def run_listener(shard=0):
     lease = Lease(r, key=keys.listener_lease(shard), ttl_s=ttl_s)
     # One listener process per shard: a second job of a shard whose lease stays held (the
     # watchdog re-queued it during an outage) must not hold a process another shard needs.
-    # A single listener waits as a hot standby, as ever.
-    give_up_s = None if shards.count(app.config) == 1 else STANDBY_TTLS * ttl_s
+    # A single listener, or one started by hand, waits as a hot standby, as ever.
+    give_up_s = None if standby or shards.count(app.config) == 1 else STANDBY_TTLS * ttl_s
     try:
         if not lease.wait(stop, give_up_s=give_up_s):
-            return "stopped" if stop.is_set() else "standby"
+            if stop.is_set():
+                return "stopped"
+            logline("standby_ended", shard=shard, waited_s=give_up_s)  # held all along
+            return "standby"
         _listen(app, r, lease, stop, shard)
     finally:
         restore()
@@ -255,7 +259,7 @@ def listener_command(direct, shard):
     beat = Heartbeat(get_redis(), "listener").start()
     try:
         if direct or shard is not None:
-            run_listener(shard or 0)
+            run_listener(shard or 0, standby=True)
             return
         stop, current = threading.Event(), {}
         threading.Thread(target=_keep_rq_heartbeat, args=(current, stop), daemon=True).start()
