@@ -194,3 +194,22 @@ def test_a_users_step_on_a_key_of_another_type_fails_with_redis_own_error(rc):
     with pytest.raises(ResponseError, match="^WRONGTYPE"):
         Outbox(rc).complete(symbol, entry_id, "101", T0, notes)
     assert inbox(rc, 1) == []
+
+
+def test_a_batch_whose_users_step_failed_is_counted_as_fired(rc):
+    """Claimed and kept in the outbox for the sweep, it fired: /metrics counts it then, as
+    the tick's retry does not return it (the drill's counts fell short after a failover)."""
+    from prometheus_client import REGISTRY
+
+    def counted():
+        return REGISTRY.get_sample_value("tickerbell_alerts_fired_total",
+                                         {"type": "PRICE_ALERT"}) or 0.0
+
+    [symbol, *_] = symbol_per_master(rc)
+    arm(rc, symbol, 1)
+    arm(rc, symbol, 2)
+    rc.set(keys.applied(2), "x")  # the user's step fails there, with Redis's own error
+    before = counted()
+    with pytest.raises(ResponseError):
+        Matcher(rc, mode=OUTBOX).on_price(symbol, 101, T0)
+    assert counted() - before == 2

@@ -5,6 +5,7 @@ idempotent step writes the users' side in theirs (worker/outbox.py).
 """
 
 import math
+from collections import Counter
 from pathlib import Path
 from time import monotonic, perf_counter
 
@@ -194,11 +195,11 @@ class Matcher:
         symbol = args[0]
         fired = []
         failed = self._failed.pop((symbol, kind), None)
-        if failed is not None:
-            fired = self._run(self._keys(symbol, kind), failed)
+        if failed is not None:  # counted apart: the next tick's call may fail in turn
+            fired = metrics.tick_matched(symbol, kind, self._run(self._keys(symbol, kind), failed))
             if failed[:-1] == args[:-1]:  # the very tick that failed: done now
-                return metrics.tick_matched(symbol, kind, fired)
-        return metrics.tick_matched(symbol, kind, fired + self._run(self._keys(symbol, kind), args))
+                return fired
+        return fired + metrics.tick_matched(symbol, kind, self._run(self._keys(symbol, kind), args))
 
     def _args(self, symbol, kind, value, ts_ms, seq):
         """The match script's ARGV up to its tail; None for a tick that must never fire anything
@@ -212,6 +213,14 @@ class Matcher:
         """Call the match script for a tick until it is done (a storm takes several calls); returns
         the notification ids, those of another tick's storm it finished first included."""
         fired, symbol, finished = list(fired), args[0], []
+        try:
+            return self._calls(keys, args, symbol, fired, finished)
+        except RedisError:  # what fired before is not the retry's to return: counted here
+            metrics.alerts_fired(metrics.ALERT_TYPES[args[1]], len(finished) + len(fired))
+            raise
+
+    def _calls(self, keys, args, symbol, fired, finished):
+        """_run's calls; `fired` and `finished` grow as they go."""
         while True:
             try:
                 started = perf_counter()
@@ -251,6 +260,11 @@ class Matcher:
             return nids
         except RedisError:
             self._failed[(symbol, args[1])] = [*args[:-1], RETRY]
+            # fired and recorded in the outbox: the sweep delivers it, the retry does not
+            # return it, so it is counted now
+            for ntype, count in Counter(line.split("\t", 2)[1]
+                                        for line in step[1].split("\n")).items():
+                metrics.alerts_fired(ntype, count)
             raise
 
 

@@ -158,13 +158,18 @@ def tick_matched(symbol, kind, fired):
     """Count a tick the matcher ran and what it fired; returns `fired`."""
     tally = _tally
     tally.matched[_group(symbol)] += 1
-    if fired:
-        ntype = ALERT_TYPES[kind]
-        ALERTS_FIRED.labels(ntype).inc(len(fired))
-        NOTIFICATIONS.labels(ntype, "alert").inc(len(fired))
+    alerts_fired(ALERT_TYPES[kind], len(fired))
     if time.monotonic() >= tally.due:
         tally.flush()
     return fired
+
+
+def alerts_fired(ntype, count):
+    """Count alerts fired, a notification each: a tick's (tick_matched), or what a tick fired
+    before a Redis error cut it short (its retry returns only the rest)."""
+    if count:
+        ALERTS_FIRED.labels(ntype).inc(count)
+        NOTIFICATIONS.labels(ntype, "alert").inc(count)
 
 
 def flush_ticks(now=False):
