@@ -184,17 +184,20 @@ def test_a_second_job_of_a_held_shard_gives_its_process_back(sharded, caplog):
     with sharded.app_context():
         get_redis().set(keys.listener_lease(1), "another-host:1:x", px=60_000)
         outcome = []
-        jobs = [threading.Thread(target=lambda: outcome.append(_run_in(sharded, 1))),
-                threading.Thread(target=lambda: outcome.append(_run_in(sharded, 1, True)))]
+        jobs = [threading.Thread(target=lambda: outcome.append(_run_in(sharded, 1)), daemon=True),
+                threading.Thread(target=lambda: outcome.append(_run_in(sharded, 1, True)),
+                                 daemon=True)]
         for job in jobs:
             job.start()
-        jobs[0].join(10)  # gives up after 3 lease TTLs (1.8 s here)
-        assert outcome == ["standby"] and jobs[1].is_alive()
-        assert any("event=standby_ended shard=1" in m for m in caplog.messages)
-        get_redis().delete(keys.listener_lease(1))  # the standby takes over ...
-        assert eventually(lambda: get_redis().get(keys.listener_lease(1)) is not None)
-        get_redis().set(keys.listener_lease(1), "intruder")  # ... and loses it, so it stops
-        jobs[1].join(10)
+        try:
+            jobs[0].join(10)  # gives up after 3 lease TTLs (1.8 s here)
+            assert outcome == ["standby"] and jobs[1].is_alive()
+            assert any("event=standby_ended shard=1" in m for m in caplog.messages)
+        finally:  # the standby takes over, then loses the lease, so it stops
+            get_redis().delete(keys.listener_lease(1))
+            assert eventually(lambda: get_redis().get(keys.listener_lease(1)) is not None)
+            get_redis().set(keys.listener_lease(1), "intruder")
+            jobs[1].join(10)
         assert outcome == ["standby", "stopped"]
 
 

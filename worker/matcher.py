@@ -136,10 +136,12 @@ class Matcher:
     def _pipelined(self, calls):
         """One round trip for calls on different streams; a storm's next batches after."""
         results = self._evalsha_all([(self._keys(a[0], a[1]), a) for _, a in calls])
+        _count_round(calls, results)
         again = [i for i, result in enumerate(results) if int(result[0]) == ALL_KEYS]
         if again:  # these did nothing: all in one more round, with every key
             redone = self._evalsha_all(
                 [(self._every_key(a[0], a[1]), a) for a in (calls[i][1] for i in again)])
+            _count_round([calls[i] for i in again], redone)
             for i, result in zip(again, redone, strict=True):
                 results[i] = result
         fired = []
@@ -153,9 +155,10 @@ class Matcher:
                 prune_symbol(self.redis, args[0], int(left))
             if int(more):
                 ids = self._run(self._keys(args[0], args[1]), [*args[:-1], CONTINUE], ids)
+                metrics.alerts_fired(metrics.ALERT_TYPES[args[1]], len(ids) - len(rest))
             else:
                 _log_fired(args, ids)
-            fired += metrics.tick_matched(args[0], args[1], ids)
+            fired += ids
         return fired
 
     def _evalsha_all(self, calls):
@@ -164,12 +167,14 @@ class Matcher:
             results = self._packed.execute(calls)
             # a round: one call on the wire, less the frames read meanwhile
             metrics.matcher_call(perf_counter() - started - packed.took_meanwhile())
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+            failed = [r for r in results if isinstance(r, Exception)]
+            if failed:  # the calls that ran anyway are seen as done when retried: counted
+                _count_round(calls, results)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in failed):
                 self.redis.script_load(self._script.script)  # Redis restarted: load, again
                 continue  # the calls that ran anyway are seen as done and dropped
-            for result in results:
-                if isinstance(result, Exception):
-                    raise result
+            if failed:
+                raise failed[0]
             return results
 
     def _keys(self, symbol, kind):
@@ -212,11 +217,13 @@ class Matcher:
     def _run(self, keys, args, fired=()):
         """Call the match script for a tick until it is done (a storm takes several calls); returns
         the notification ids, those of another tick's storm it finished first included."""
+        counted = len(fired)  # the caller's: counted by it
         fired, symbol, finished = list(fired), args[0], []
         try:
             return self._calls(keys, args, symbol, fired, finished)
         except RedisError:  # what fired before is not the retry's to return: counted here
-            metrics.alerts_fired(metrics.ALERT_TYPES[args[1]], len(finished) + len(fired))
+            metrics.alerts_fired(metrics.ALERT_TYPES[args[1]],
+                                 len(finished) + len(fired) - counted)
             raise
 
     def _calls(self, keys, args, symbol, fired, finished):
@@ -266,6 +273,17 @@ class Matcher:
                                         for line in step[1].split("\n")).items():
                 metrics.alerts_fired(ntype, count)
             raise
+
+
+def _count_round(calls, results):
+    """Count a round's ticks and first batches at once: a later call's error (a storm's next
+    batch, a registry write) would lose them, and their retries return nothing."""
+    for (_, args), result in zip(calls, results, strict=True):
+        if isinstance(result, Exception):  # it failed (or its reply was lost: not counted)
+            continue
+        more, _, *rest = result
+        if int(more) not in (STORM_OPEN, ALL_KEYS):  # those did nothing
+            metrics.tick_matched(args[0], args[1], rest)
 
 
 def _log_fired(args, fired):

@@ -158,7 +158,8 @@ def tick_matched(symbol, kind, fired):
     """Count a tick the matcher ran and what it fired; returns `fired`."""
     tally = _tally
     tally.matched[_group(symbol)] += 1
-    alerts_fired(ALERT_TYPES[kind], len(fired))
+    if fired:
+        alerts_fired(ALERT_TYPES[kind], len(fired))
     if time.monotonic() >= tally.due:
         tally.flush()
     return fired

@@ -69,7 +69,7 @@ def run_listener(shard=0, standby=False):
         if not lease.wait(stop, give_up_s=give_up_s):
             if stop.is_set():
                 return "stopped"
-            logline("standby_ended", shard=shard, waited_s=give_up_s)  # held all along
+            logline("standby_ended", shard=shard, waited_s=give_up_s)
             return "standby"
         _listen(app, r, lease, stop, shard)
     finally:
