@@ -13,7 +13,6 @@ import argparse
 import logging
 import os
 import random
-import re
 import select
 import signal
 import socket
@@ -27,7 +26,7 @@ from pathlib import Path
 import redis
 from honcho.printer import Message, Printer
 
-from devtools import redisd
+from devtools import rawtraceback, redisd
 from webapp.config import INSTANCE, METRICS_DIR_FILE
 from webapp.config import REDIS_ADDRESS_FILE as ADDRESS_FILE
 from webapp.core import logs
@@ -98,17 +97,17 @@ class Child:
         """Each line the process writes, under its name. LOG_FORMAT=json: a traceback it
         printed raw (a forked RQ scheduler dying with Redis, multiprocessing's "Process ...:"
         first) is one ERROR record: the lines that are no JSON object, from its first until
-        the process writes a JSON line, falls quiet for TRACEBACK_QUIET_S, or ends."""
+        the process writes a JSON line, falls quiet for rawtraceback.QUIET_S, or ends."""
         fd, pending, held = stream.fileno(), b"", []
         while True:
-            if not select.select([fd], [], [], TRACEBACK_QUIET_S if held else None)[0]:
+            if not select.select([fd], [], [], rawtraceback.QUIET_S if held else None)[0]:
                 self._say_traceback(held, pid)
                 held = []
                 continue
             chunk = os.read(fd, 65536)
             *lines, pending = (pending + chunk).split(b"\n") if chunk else [pending, b""]
             for line in (raw.decode(errors="replace") for raw in lines):
-                if JSON_LINES and not line.startswith("{") and (held or opens_traceback(line)):
+                if JSON_LINES and not line.startswith("{") and (held or rawtraceback.opens(line)):
                     held.append(line)
                     continue
                 if held:
@@ -123,15 +122,7 @@ class Child:
         stream.close()
 
     def _say_traceback(self, lines, pid):
-        """One ERROR record: the exception's line (the first unindented one after the last
-        "Traceback" line) as its message, every line in `exc`."""
-        starts = [i for i, line in enumerate(lines) if line.startswith(TRACEBACK)]
-        after = lines[starts[-1] + 1:] if starts else lines
-        message = next((line for line in after if line and not line[0].isspace()),
-                       next((line for line in reversed(lines) if line.strip()), ""))
-        record = logging.LogRecord(self.name, logging.ERROR, "", 0, message, None, None)
-        record.exc_text, record.process = "\n".join(lines).rstrip("\n"), pid
-        show(self.printer, logs.JsonFormatter(self.name).format(record), self.name)
+        show(self.printer, rawtraceback.record(self.name, lines, pid), self.name)
 
     def say(self, line, name=None, level=logging.INFO):
         show(self.printer, line, name or self.name, level)
@@ -238,16 +229,6 @@ def announce_when_up(port, printer, stopping):
 
 
 JSON_LINES = (os.environ.get("LOG_FORMAT") or "").lower() == "json"  # checked in main()
-TRACEBACK = "Traceback (most recent call last):"
-TRACEBACK_QUIET_S = 0.5  # a traceback printed raw ends at the latest this long after its last line
-# what a traceback printed raw starts with: its own first line, or what Python or
-# multiprocessing put before it ("Process Scheduler:" for a forked RQ scheduler)
-_OPENING = re.compile(r"Traceback \(most recent call last\):$|Exception in thread |"
-                      r"Exception ignored in|Process [\w.:-]+:$")
-
-
-def opens_traceback(line):
-    return _OPENING.match(line) is not None
 # honcho's Printer prints a line's text and its newline as two writes: two processes' relays
 # could interleave them, gluing two JSON log lines into one
 PRINTING = threading.Lock()

@@ -2,16 +2,15 @@
 being settled, other shards firing through a storm, Redis gone mid-batch."""
 
 import threading
-import time
 
 import pytest
 from sqlalchemy import event as sql_event
 
 from devtools import redisd
+from tests.test_alerts import make, now_ms
 from webapp import keys
 from webapp.accounts import service as accounts
 from webapp.alerts import index as alert_index
-from webapp.alerts import service as alerts
 from webapp.extensions import db, get_redis
 from worker import slowpath
 from worker.matcher import Matcher
@@ -26,15 +25,6 @@ def ctx(app):
 @pytest.fixture
 def uid(auth):
     return auth.create()
-
-
-def make(uid, **fields):
-    return alerts.create_alert(uid, {"symbol": "BTCUSDT", "type": "above", "price": 100,
-                                     **fields})
-
-
-def now_ms():
-    return int(time.time() * 1000)
 
 
 def test_settling_before_a_rebuild_stops_at_what_had_fired_when_it_began(ctx, uid):
