@@ -82,6 +82,8 @@ class Recorder(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        for name, value in server.headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
 
@@ -98,6 +100,7 @@ class HttpRecorder(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Recorder)
         self.requests, self.cond = [], threading.Condition()
         self.answer, self.status, self.failures = answer, status, 0
+        self.headers = {}  # more headers on every answer (a redirect's Location)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
     def wait_for(self, count, timeout=WAIT):

@@ -221,9 +221,11 @@ def test_ticks_without_only_the_ticked_channels_are_refused_not_ignored(app, cli
 def test_the_form_refuses_another_users_destination_id(app, client, auth, uid):
     theirs = destination(app, make_user(app, "other@example.com"), "theirs")
     auth.login()
-    response = client.post("/alerts/", data=form(client, routing="chosen",
-                                                 channels=[str(theirs)]))
-    assert response.status_code == 422 and "no destination" in response.get_data(as_text=True)
+    for channel in (str(theirs), "9" * 5000, "\u00b2"):  # "²" is a digit int() refuses
+        response = client.post("/alerts/", data=form(client, routing="chosen",
+                                                     channels=[channel]))
+        assert response.status_code == 422
+        assert "no destination" in response.get_data(as_text=True)
     assert count(app) == 0
 
 

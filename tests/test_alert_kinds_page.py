@@ -73,6 +73,7 @@ def test_the_plain_form_creates_a_move_and_redirects(client, logged_in, app):
     ({"type": "pct_up", "pct": "2", "window": "1h", "price": "65000"}, "price",
      "does not apply to type pct_up"),  # typed before the kind changed, without JavaScript
     ({"type": "above", "price": "1", "cooldown_s": "-1"}, "cooldown_s", "negative"),
+    ({"type": "above", "price": "1", "cooldown_s": "9" * 5000}, "cooldown_s", "30 days"),
     ({"type": "above", "price": "1", "message": "x" * 501}, "message", "500 characters"),
 ])
 def test_form_errors_show_beside_the_field_and_keep_the_kind(client, logged_in, app, fields,

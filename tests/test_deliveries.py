@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+import socket
 from urllib.parse import parse_qs
 
 import http_ece
@@ -166,6 +167,51 @@ def test_push_never_posts_to_a_local_endpoint_saved_before_the_check(make_app, h
     assert row.status == "failed" and service.requests == []
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(PushSubscription.id))) == 0
+
+
+def test_push_never_reaches_an_endpoint_whose_name_resolves_inwards_when_sending(
+        make_app, monkeypatch):
+    """A public-looking name checked when saved (names are not resolved then) that resolves
+    to this machine when the push goes out: no connection, and the device is forgotten. The
+    resolver stands for a DNS server."""
+    inside = socket.create_server(("127.0.0.1", 0))
+    real = socket.getaddrinfo
+
+    def resolver(host, *args, **kwargs):
+        if host != "push.rebind.example":
+            return real(host, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", inside.getsockname())]
+
+    private, public = push.generate_vapid_keys()
+    app = make_app(**providers(VAPID_PRIVATE_KEY=private, VAPID_PUBLIC_KEY=public))
+    uid = make_user(app, "dns@example.com", email_alerts=False)
+    subscriber(app, uid, "https://push.rebind.example/push/x")
+    app.config["PUSH_ALLOW_INSECURE_ENDPOINTS"] = False  # as in production
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    nid = send(app, user_id=uid)
+    run_jobs(app)
+    [row] = logs(app, notification_id=nid)
+    assert row.status == "failed" and "expired" in row.error, row.error
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(PushSubscription.id))) == 0
+    inside.settimeout(0)
+    with pytest.raises(BlockingIOError):  # nothing connected to it
+        inside.accept()
+    inside.close()
+
+
+def test_push_does_not_follow_a_redirect(make_app, http_recorder):
+    service, inside = http_recorder(status=307), http_recorder()
+    service.headers = {"Location": inside.url + "/admin"}
+    private, public = push.generate_vapid_keys()
+    app = make_app(**providers(VAPID_PRIVATE_KEY=private, VAPID_PUBLIC_KEY=public))
+    uid = make_user(app, "hop@example.com", email_alerts=False)
+    subscriber(app, uid, service.url + "/push/hop")
+    nid = send(app, user_id=uid)
+    run_jobs(app)
+    assert len(service.wait_for(1)) == 1 and inside.requests == []
+    [row] = logs(app, notification_id=nid)
+    assert row.status == "retrying" and "redirect" in row.error.lower(), row.error
 
 
 def test_unconfigured_providers_write_the_outbox(app, tmp_path):

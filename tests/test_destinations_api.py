@@ -143,6 +143,11 @@ def test_private_and_loopback_webhooks_are_refused_at_save(client, key, url):
                                  "gotify://[64:ff9b::a00:1]/token",
                                  "fcm://proj/abcdef?keyfile=http://127.0.0.1:9/k.json",
                                  "fcm://proj/abcdef?keyfile=/etc/passwd",
+                                 # files named as plain text: read, or probed for, on a test
+                                 "vapid://user@example.org/abcd?keyfile=/etc/passwd",
+                                 "vapid://user@example.org/abcd?SubFile=instance/x.db",
+                                 "mailto://u:p@example.com?pgppub=/etc/passwd",
+                                 "mailto://u:p@example.com?pgpprv=/root/.ssh/id_rsa",
                                  "rsyslog://example.com/local5"])
 def test_apprise_urls_aimed_at_private_hosts_are_refused(client, key, url):
     response = post(client, {**TELEGRAM, "url": url}, key)
@@ -161,6 +166,11 @@ def test_urls_whose_host_or_port_cannot_exist_are_refused_at_save(app, client, k
     assert said in response.get_json()["detail"]["url"]
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(Destination.id))) == 0
+
+
+def test_an_apprise_url_on_port_0_is_refused_at_save(app, client, key):
+    response = post(client, {**TELEGRAM, "url": "jsons://hooks.example:0/in"}, key)
+    assert response.status_code == 422 and "Port 0" in response.get_json()["detail"]["url"]
 
 
 def test_private_addresses_and_http_are_allowed_when_configured(make_app, auth):

@@ -69,7 +69,8 @@ def test_pages_follow_the_cursor_header(client, app, api):
     assert seen == made[::-1]
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=x", "cursor=nope", "cursor=0-0",
+@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=x", "limit=%C2%B2",
+                                   "limit=" + "9" * 5000, "cursor=nope", "cursor=0-0",
                                    "unread=2", "unread=maybe",
                                    "type=BOGUS", "type=price_alert"])
 def test_bad_page_arguments_answer_400(client, api, query):

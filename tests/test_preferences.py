@@ -165,7 +165,11 @@ KEYS = {"p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-
     "https://[::1]/x", "https://[::ffff:127.0.0.1]/x", "https://10.0.0.5/x",
     "https://192.168.1.1/", "https://100.64.0.1/", "https://0.0.0.0/", "https://2130706433/",
     "https://127.1/", "https://0x7f000001/", "https://[fe80::1]/", "ftp://push.example.net/",
-    "https:///nohost", "https://[::1/broken"])
+    "https:///nohost", "https://[::1/broken",
+    # spellings an HTTP client decodes into an inward address after the check
+    "https://%31%32%37.0.0.1/x", "https://\uff11\uff12\uff17.\uff10.\uff10.\uff11/",
+    "https://127.0.0.1\u3002/", "https://[64:ff9b::7f00:1]/", "https://[2002:7f00:1::]/",
+    "https://[fe80::1%25eth0]/", "https://x@push.example.net/send/abc"])
 def test_push_endpoints_that_point_inwards_are_refused(endpoint):
     assert not preferences.push_endpoint_allowed(endpoint, {})
 

@@ -183,7 +183,10 @@ def cooldown(value, text_ok, errors):
         return 0
     if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value, re.ASCII):
         if not text_ok:
-            errors["cooldown_s"] = f"Send a JSON number ({value.strip()}), not a string."
+            errors["cooldown_s"] = f"Send a JSON number ({value.strip()[:20]}), not a string."
+            return 0
+        if len(value.strip().lstrip("+-").lstrip("0")) > 12:  # int() refuses 4,300 digits
+            errors["cooldown_s"] = f"Keep the cooldown to 30 days ({MAX_COOLDOWN_S} s) at most."
             return 0
         value = int(value)
     if isinstance(value, float) and value.is_integer():

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from webapp.alerts.fields import surrogates
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db
-from webapp.models import Destination
+from webapp.models import Destination, row_id
 
 BUILT_IN = ("email", "sms", "push")
 LABELS = {"email": "Email", "sms": "SMS", "push": "Push"}
@@ -27,8 +27,8 @@ def destinations(user_id):
 
 def _one(item, owned, text_ok):
     """(built-in name or destination id, None) or (None, what is wrong with it)."""
-    if isinstance(item, str) and text_ok and item.strip().isascii() and item.strip().isdigit():
-        item = int(item.strip())  # the form's checkboxes send ids as text
+    if isinstance(item, str) and text_ok and row_id(item.strip()) is not None:
+        item = row_id(item.strip())  # the form's checkboxes send ids as text
     if isinstance(item, bool) or not isinstance(item, int | str):
         return None, f"give a channel's name or a destination's id, {EXAMPLE}"
     if isinstance(item, int):

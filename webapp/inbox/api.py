@@ -31,7 +31,7 @@ def _type(raw):
 def _limit(raw):
     if raw is None or raw == "":
         return inbox.DEFAULT_PAGE_SIZE
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):  # not "²", nor 5,000 digits
         raise InvalidInput({"limit": f"A whole number from 1 to {inbox.MAX_PAGE_SIZE}."})
     return int(raw)
 

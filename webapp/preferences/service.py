@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from webapp.core import logs
+from webapp.core import addresses, logs
 from webapp.exceptions import InvalidInput
 from webapp.extensions import db
 from webapp.models import MAX_ID, Preference, PushSubscription, StrategyFollow
@@ -259,20 +259,25 @@ def followers(strategy_id):
 def _literal_ip(host):
     """The address a host names literally (incl. forms like 2130706433 or 127.1), else None."""
     try:
-        ip = ipaddress.ip_address(host)
+        return ipaddress.ip_address(host)
     except ValueError:
         try:  # inet_aton takes the legacy forms that resolvers turn into an address too
-            ip = ipaddress.IPv4Address(socket.inet_aton(host))
+            return ipaddress.IPv4Address(socket.inet_aton(host))
         except OSError:
             return None
-    return (ip.ipv4_mapped or ip) if ip.version == 6 else ip
+
+
+# A push service's host as browsers are given it: plain ASCII, no percent-escape or other
+# spelling that an HTTP client would decode into another host than the one checked here
+PUSH_HOST = re.compile(r"[a-z0-9.:-]+")
 
 
 def push_endpoint_allowed(endpoint, config=None):
     """True for an https URL that does not name this machine or a private network.
 
     PUSH_ALLOW_INSECURE_ENDPOINTS (tests: a loopback http server) lifts both rules. Host
-    names are not resolved here: a name pointing inwards is the network's to refuse.
+    names are not resolved here: the send refuses a name that resolves inwards then
+    (webapp/delivery/channels/push.py).
     """
     config = config if config is not None else current_app.config
     try:
@@ -284,10 +289,11 @@ def push_endpoint_allowed(endpoint, config=None):
         return False
     if config.get("PUSH_ALLOW_INSECURE_ENDPOINTS"):
         return True
-    if parts.scheme != "https" or host == "localhost" or host.endswith(".localhost"):
+    if (parts.scheme != "https" or "@" in parts.netloc or not PUSH_HOST.fullmatch(host)
+            or host == "localhost" or host.endswith(".localhost")):
         return False
     ip = _literal_ip(host)
-    return ip is None or (ip.is_global and not ip.is_multicast)
+    return ip is None or addresses.is_public(str(ip))
 
 
 B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")  # a subscription's keys, as browsers send them

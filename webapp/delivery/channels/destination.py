@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import warnings
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import apprise
 import certifi
@@ -208,15 +208,30 @@ UNGUARDED = {"rsyslog": "Apprise's rsyslog:// is not accepted: use a service tha
                         "over TCP (json://, ntfy://, a webhook)"}
 
 
+# Apprise's URL arguments that name a file on this machine and are kept as plain text, not
+# as an attachment (vapid://, and e-mail's PGP keys): a user could read, or probe for, the
+# server's files with them
+FILE_ARGUMENTS = frozenset({"keyfile", "subfile", "pgppub", "pgpprv"})
+
+
 def apprise_refusal(plugin, hosts=None):
     """Why an Apprise plugin may not be reached, or None."""
     if plugin.protocol in UNGUARDED:
         return UNGUARDED[plugin.protocol]
     if any(isinstance(value, apprise.AppriseAttachment) and len(value)
-           for value in vars(plugin).values()):  # an empty one is a plugin's unused slot
+           for value in vars(plugin).values()) or _names_a_file(plugin):
         return "Apprise URLs that load a file or another URL (keyfile=...) are not accepted"
     hosts = apprise_hosts(plugin) if hosts is None else hosts
+    if any(port == 0 for _, port in hosts):
+        return "Port 0 cannot be reached: leave the port out for the service's own."
     return next(filter(None, (addresses.refusal(h, p) for h, p in hosts)), None)
+
+
+def _names_a_file(plugin):
+    """Whether the plugin was given a file argument: its own URL says so, however the user
+    spelt the argument (an alias, upper case)."""
+    query = urlsplit(plugin.url(privacy=False)).query
+    return any(name.lower() in FILE_ARGUMENTS for name in parse_qs(query))
 
 
 def record_success(destination_id):

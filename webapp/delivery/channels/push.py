@@ -1,7 +1,9 @@
 """Web Push with VAPID through pywebpush; subscriptions the push service calls gone are removed."""
 
 import base64
+import contextlib
 import json
+from urllib.parse import urlsplit
 
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -9,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pywebpush import WebPushException, webpush
 from sqlalchemy import delete
 
+from webapp.core import addresses
 from webapp.exceptions import DeliveryRejected
 from webapp.extensions import db
 from webapp.models import PushSubscription
@@ -40,15 +43,26 @@ def _push_one(config, sub, payload, timeout):
     """Return 'sent' or 'gone'; raise on any other failure."""
     if not preferences.push_endpoint_allowed(sub["endpoint"], config):
         return "gone"  # saved before endpoints were checked: never post to a local address
-    try:
-        webpush(subscription_info={"endpoint": sub["endpoint"],
-                                   "keys": {"p256dh": sub["p256dh"], "auth": sub["auth"]}},
-                data=payload, vapid_private_key=config["VAPID_PRIVATE_KEY"],
-                vapid_claims={"sub": config["VAPID_SUBJECT"]}, timeout=timeout, ttl=DEFAULT_TTL)
-    except WebPushException as exc:
-        if exc.response is not None and exc.response.status_code in GONE:
-            return "gone"
-        raise
+    # the endpoint's name must resolve to a public address when sending too, and a push
+    # service that answers with a redirect is not followed (inwards, perhaps)
+    guard = (contextlib.nullcontext([]) if config.get("PUSH_ALLOW_INSECURE_ENDPOINTS")
+             else addresses.public_only([urlsplit(sub["endpoint"]).hostname]))
+    with requests.Session() as session, guard as refused:
+        session.max_redirects = 0
+        try:
+            webpush(subscription_info={"endpoint": sub["endpoint"],
+                                       "keys": {"p256dh": sub["p256dh"], "auth": sub["auth"]}},
+                    data=payload, vapid_private_key=config["VAPID_PRIVATE_KEY"],
+                    vapid_claims={"sub": config["VAPID_SUBJECT"]}, timeout=timeout,
+                    ttl=DEFAULT_TTL, requests_session=session)
+        except WebPushException as exc:
+            if exc.response is not None and exc.response.status_code in GONE:
+                return "gone"
+            raise
+        except requests.ConnectionError:
+            if refused:  # its name resolves inwards now: never post there
+                return "gone"
+            raise
     return "sent"
 
 
