@@ -141,6 +141,10 @@ BAD = [
     (kind("above", message="\udc00"), "message", "surrogate"),
     (kind("above", message="x" * 501), "message", "500 characters"),
     (kind("pct_up", note="\ud800"), "note", "surrogate"),
+    (kind("pct_up", note="a\x7fb"), "note", "single line"),
+    (kind("pct_up", note="a\x85b"), "note", "single line"),
+    (kind("pct_up", note="a\u2028b"), "note", "single line"),
+    (kind("pct_up", note="abc\u202edef"), "note", "single line"),
     # buffers
     (kind("pct_up", buffer=2.5), "buffer", "less than pct (2.5)"),
     (kind("pct_up", buffer="3%"), "buffer", "less than pct"),

@@ -120,6 +120,20 @@ def test_pct_up_fires_when_the_move_from_the_window_low_reaches_pct(r):
     assert n["data"]["window"] == "1m" and n["data"]["move_pct"] == pytest.approx(5)
 
 
+def test_figures_in_the_words_read_as_the_trades_did(r):
+    """172.46, not 172.46000000000001 (the shortest text that reads back as the number)."""
+    feed = Feed(r)
+    arm(r, "pct_up", 0.1, window_s=60)
+    arm(r, "crossing_up", 172.5)
+    feed(172.46)
+    [(_, crossed), (_, moved)] = sorted(next(t for t in feed(172.64) if t),
+                                        key=lambda fired: fired[1]["title"])
+    assert crossed["message"].endswith("(the trade before: 172.46)"), crossed["message"]
+    assert moved["message"].endswith("above the 1m low of 172.46"), moved["message"]
+    for n in (crossed, moved):
+        assert "172.46000" not in r.xrange(keys.replay(n["user_id"]))[-1][1]["data"]
+
+
 def test_pct_down_measures_from_the_window_high(r):
     feed = Feed(r)
     arm(r, "pct_down", 10, window_s=300)

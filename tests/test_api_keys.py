@@ -160,3 +160,15 @@ def test_service_tokens_get_404_and_405_too(app, client):
     ("DELETE", "/api/v1/openapi.json", 405)])
 def test_public_api_paths_need_no_credentials(client, method, path, status):
     assert client.open(path, method=method).status_code == status
+
+
+def test_form_fields_name_only_the_autocomplete_they_were_given(client, auth):
+    auth.create()
+    auth.login()
+    for path in ("/settings/api-keys", "/settings/hooks"):
+        page = client.get(path).get_data(as_text=True)
+        assert 'autocomplete="None"' not in page and "autocomplete" not in page.split(
+            "<main", 1)[1].split("</main>", 1)[0], path
+    auth.logout()
+    login = client.get("/auth/login").get_data(as_text=True)
+    assert 'autocomplete="email"' in login and 'autocomplete="current-password"' in login

@@ -1,5 +1,6 @@
 """POST /api/v1/events with service tokens: batches, bad items, idempotency, channels."""
 
+import io
 import json
 
 import pytest
@@ -274,6 +275,13 @@ def test_a_full_batch_of_large_legal_events_fits_the_body_limit(app, client, tok
                           content_type="application/json",
                           headers={"Authorization": f"Bearer {token}"})
     assert too_big.status_code == 413 and too_big.is_json
+    # without a length (chunked), as well: not cut at the limit and read as broken JSON
+    chunked = client.post("/api/v1/events", input_stream=io.BytesIO(b" " * events.MAX_BODY + body),
+                          content_type="application/json",
+                          headers={"Authorization": f"Bearer {token}",
+                                   "Transfer-Encoding": "chunked"},
+                          environ_overrides={"wsgi.input_terminated": True})  # as gunicorn's
+    assert chunked.status_code == 413 and chunked.is_json
 
 
 def test_a_retry_with_the_same_content_in_another_key_order_is_the_same_request(

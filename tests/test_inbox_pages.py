@@ -135,6 +135,13 @@ def test_read_all_with_a_type_filter_reads_only_that_type(client, app, user):
     assert 'data-count="0"' in body
 
 
+def test_read_all_with_an_unknown_type_reads_nothing(client, app, user):
+    store(app, user)
+    assert post(client, "/notifications/read-all?type=NOT_A_TYPE", HTMX).status_code == 400
+    with app.app_context():
+        assert inbox.unread_count(user) == 1
+
+
 def test_without_htmx_actions_redirect_back(client, app, user):
     nid, _ = store(app, user)
     response = post(client, f"/notifications/{nid}/read")

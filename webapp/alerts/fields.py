@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime
 
 from webapp.alerts import index as alert_index
+from webapp.core.text import is_line
 from webapp.market import symbols
 
 DEFAULT_BUFFER = 0.5
@@ -141,11 +142,14 @@ def note(value, errors):
     """One line of text, stripped, at most NOTE_MAX characters."""
     if value is None:
         return ""
-    if not isinstance(value, str) or any(ord(ch) < 32 for ch in value):
+    if not isinstance(value, str):
         errors["note"] = "A note is a single line of text."
         return ""
     if surrogates(value):
         errors["note"] = "A note must be text: a lone UTF-16 surrogate is not a character."
+        return ""
+    if not is_line(value):
+        errors["note"] = "A note is a single line of text, without control characters."
         return ""
     if len(value.strip()) > NOTE_MAX:
         errors["note"] = f"Keep the note to {NOTE_MAX} characters at most."

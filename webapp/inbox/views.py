@@ -109,6 +109,8 @@ def delete(nid):
 @login_required
 def read_all():
     filters, unread = _filters(request.args), 0
+    if request.args.get("type") and not filters["type"]:  # not "every type": refused
+        abort(400)
     if filters["type"]:  # the page shows one type: only those
         unread = inbox.mark_type_read(current_user.id, filters["type"])[1]
     else:

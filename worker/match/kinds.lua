@@ -131,9 +131,9 @@ local function move_alerts(win, up, move, prev_move, extreme, extreme_ms)
       notify(a, 'PRICE_ALERT', sym .. ' ' .. dir .. ' ' .. a.target .. '% in ' .. name,
         sym .. ' traded at ' .. vtext .. ', ' .. string.format('%.2f', move) .. '% '
           .. (up and 'above' or 'below') .. ' the ' .. name .. ' ' .. side .. ' of '
-          .. num(extreme),
-        ',"window":"' .. name .. '","move_pct":' .. num(move) .. ',"' .. side .. '":'
-          .. num(extreme) .. ',"' .. side .. '_at":' .. extreme_ms)
+          .. shown(extreme),
+        ',"window":"' .. name .. '","move_pct":' .. shown(move) .. ',"' .. side .. '":'
+          .. shown(extreme) .. ',"' .. side .. '_at":' .. extreme_ms)
     end
   end
   rearm_back(rearm, armed, '(' .. m, '+inf')

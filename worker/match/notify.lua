@@ -15,6 +15,17 @@ local function num(x)
   return string.format('%.17g', x)
 end
 
+-- A number as a person reads it: the fewest digits, of 15 to 17, that read back the same
+-- (172.46, where num gives 172.46000000000001). Scores keep num's.
+local function shown(x)
+  local s = string.format('%.15g', x)
+  if tonumber(s) ~= x then
+    s = string.format('%.16g', x)
+    if tonumber(s) ~= x then s = num(x) end
+  end
+  return s
+end
+
 local function bulk(cmd, key, list)
   for i = 1, #list, CHUNK do
     redis.call(cmd, key, unpack(list, i, math.min(i + CHUNK - 1, #list)))
@@ -210,7 +221,7 @@ local function crossing_alert(a, up)
   local dir = up and 'up' or 'down'
   notify(a, 'PRICE_ALERT', sym .. ' crossed ' .. dir .. ' through ' .. a.target,
     sym .. ' traded at ' .. vtext .. ', crossing ' .. dir .. ' through ' .. a.target
-      .. ' (the trade before: ' .. num(prev) .. ')',
-    ',"previous":' .. num(prev) .. ',"direction":"' .. dir .. '"')
+      .. ' (the trade before: ' .. shown(prev) .. ')',
+    ',"previous":' .. shown(prev) .. ',"direction":"' .. dir .. '"')
 end
 
