@@ -1,6 +1,7 @@
 """The destinations JSON API: add, list, change, delete; auth, ownership and bad input."""
 
 import json
+import threading
 
 import pytest
 
@@ -303,3 +304,26 @@ def test_ids_out_of_any_range_answer_404(client, key, dest_id):
     assert client.delete(path, headers=key).status_code == 404
     assert patch(client, dest_id, {"name": "x"}, key).status_code == 404
     assert post(client, {}, key, path=path + "/test").status_code == 404
+
+
+@pytest.mark.both_databases
+def test_requests_racing_for_the_last_place_get_one_between_them(app, client, key):
+    """A user holds DESTINATIONS_PER_USER at most, also when ten requests come at once."""
+    app.config["DESTINATIONS_PER_USER"] = 3
+    for n in range(2):
+        assert post(client, {**HOOK, "name": f"hook {n}"}, key).status_code == 201
+    start, answers = threading.Barrier(10), []
+
+    def race(n):
+        start.wait()
+        answers.append(post(app.test_client(), {**HOOK, "name": f"racer {n}"}, key))
+
+    racers = [threading.Thread(target=race, args=(n,)) for n in range(10)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(30)
+    assert sorted(a.status_code for a in answers) == [201] + [422] * 9
+    assert {a.get_json()["detail"]["destinations"] for a in answers if a.status_code == 422} \
+        == {"You can have at most 3 destinations."}
+    assert len(client.get("/api/v1/destinations", headers=key).get_json()) == 3

@@ -3,6 +3,7 @@
 import json
 import logging
 import re
+import threading
 from urllib.parse import urlsplit
 
 import pytest
@@ -108,6 +109,26 @@ def test_a_user_holds_at_most_max_hooks(client, key):
         new_hook(client, key, f"hook {i}")
     response = api(client, "POST", "/hooks", key, json={"name": "one more"})
     assert response.status_code == 422 and "revoke one" in response.json["detail"]["name"]
+
+
+def test_requests_racing_for_the_last_hook_get_one_between_them(app, client, key):
+    """Twelve requests at once for the last free place: one hook, eleven refusals."""
+    for i in range(hooks.MAX_HOOKS - 1):
+        new_hook(client, key, f"hook {i}")
+    start, answers = threading.Barrier(12), []
+
+    def race(n):
+        start.wait()
+        answers.append(api(app.test_client(), "POST", "/hooks", key,
+                           json={"name": f"racer {n}"}).status_code)
+
+    racers = [threading.Thread(target=race, args=(n,)) for n in range(12)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(30)
+    assert sorted(answers) == [201] + [422] * 11, answers
+    assert len(api(client, "GET", "/hooks", key).json) == hooks.MAX_HOOKS
 
 
 def test_a_session_caller_needs_csrf_to_create(client, auth):

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import sys
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
@@ -139,3 +139,19 @@ def insert_ignore(model, rows):
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
     db.session.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
     db.session.commit()
+
+
+def add_within(row, user_id, held, limit):
+    """Add `row` (not yet committed) unless the user would then hold more than `limit`, as
+    `held()` counts; True when added. The count comes after the insert, with the user's row
+    locked (PostgreSQL) or the one write lock held (SQLite), so requests racing each other
+    cannot each find room for one more."""
+    from webapp.models import User  # models import this module's neighbours
+
+    db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    db.session.add(row)
+    db.session.flush()
+    if held() > limit:
+        db.session.rollback()
+        return False
+    return True

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from webapp import clock
 from webapp.accounts import security_events, throttle
-from webapp.core import secretbox
+from webapp.core import database, secretbox
 from webapp.delivery.channels import destination as channel
 from webapp.destinations import fields
 from webapp.exceptions import DeliveryRejected, InvalidInput, NotFound
@@ -65,15 +65,12 @@ def create(user_id, data):
         lambda: fields.name(data.get("name")), lambda: fields.url(kind, data.get("url")),
         lambda: fields.secret(kind, data.get("secret")), lambda: fields.types(data.get("types")),
         lambda: fields.flag("escalate", data.get("escalate", True)))
-    limit = current_app.config.get("DESTINATIONS_PER_USER", DEFAULT_MAX_PER_USER)
-    if db.session.scalar(select(func.count()).where(Destination.user_id == user_id)) >= limit:
-        raise InvalidInput({"destinations": f"You can have at most {limit} destinations."})
     generated = secrets.token_urlsafe(32) if kind == "webhook" and secret is None else None
     dest = Destination(user_id=user_id, kind=kind, name=name, types=types, escalate=escalate,
                        url_encrypted=secretbox.encrypt(url), url_masked=fields.masked(kind, url),
                        secret_encrypted=secretbox.encrypt(secret or generated)
                        if kind == "webhook" else None)
-    _save(dest)
+    _save(dest, current_app.config.get("DESTINATIONS_PER_USER", DEFAULT_MAX_PER_USER))
     return dest, generated
 
 
@@ -90,8 +87,13 @@ def _every_field(*checks):
     return values
 
 
-def _save(dest):
-    """Commit, or roll back and say the name is taken (nothing half-written either way)."""
+def _held(user_id):
+    return db.session.scalar(select(func.count()).where(Destination.user_id == user_id))
+
+
+def _save(dest, limit=None):
+    """Commit, or roll back and say the name is taken or, for a new one, that the user holds
+    `limit` already (nothing half-written either way)."""
     taken = InvalidInput({"name": "You already have a destination with this name."})
     with db.session.no_autoflush:  # the query must not flush the clashing name first
         clash = db.session.scalar(select(Destination.id).where(
@@ -100,8 +102,11 @@ def _save(dest):
     if clash:
         db.session.rollback()
         raise taken
-    db.session.add(dest)
     try:
+        if limit is None:
+            db.session.add(dest)
+        elif not database.add_within(dest, dest.user_id, lambda: _held(dest.user_id), limit):
+            raise InvalidInput({"destinations": f"You can have at most {limit} destinations."})
         db.session.commit()
     except IntegrityError:  # the same name saved twice at once: the other request won
         db.session.rollback()

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from webapp import clock, keys
 from webapp.accounts import throttle
-from webapp.core import logs, text
+from webapp.core import database, logs, text
 from webapp.exceptions import InvalidInput, NotFound
 from webapp.extensions import db, get_redis
 from webapp.hooks import body as hook_body
@@ -61,15 +61,17 @@ def create(user_id, name):
         raise InvalidInput({"name": f"Name the hook in 1-{NAME_MAX} characters."})
     if not text.is_line(name):
         raise InvalidInput({"name": "Control characters are not allowed in a name."})
-    held = db.session.scalar(select(func.count(HookToken.id)).where(
-        HookToken.user_id == user_id, HookToken.revoked_at.is_(None)))
-    if held >= MAX_HOOKS:
-        raise InvalidInput({"name": f"You have {MAX_HOOKS} hooks, the most one account may "
-                                    "hold; revoke one first."})
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     hook = HookToken(user_id=user_id, name=name, prefix=plaintext[:10],
                      token_hash=_hash(plaintext))
-    db.session.add(hook)
+
+    def held():
+        return db.session.scalar(select(func.count(HookToken.id)).where(
+            HookToken.user_id == user_id, HookToken.revoked_at.is_(None)))
+
+    if not database.add_within(hook, user_id, held, MAX_HOOKS):
+        raise InvalidInput({"name": f"You have {MAX_HOOKS} hooks, the most one account may "
+                                    "hold; revoke one first."})
     db.session.commit()
     return hook, url_of(plaintext)
 
