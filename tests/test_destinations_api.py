@@ -1,7 +1,9 @@
 """The destinations JSON API: add, list, change, delete; auth, ownership and bad input."""
 
 import json
+import re
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -327,3 +329,12 @@ def test_requests_racing_for_the_last_place_get_one_between_them(app, client, ke
     assert {a.get_json()["detail"]["destinations"] for a in answers if a.status_code == 422} \
         == {"You can have at most 3 destinations."}
     assert len(client.get("/api/v1/destinations", headers=key).get_json()) == 3
+
+
+def test_the_readmes_destination_examples_are_taken(client, key):
+    """What the README shows a newcomer to paste works as shown."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    examples = re.findall(r'`(\{"kind": "apprise"[^`]*\})`', readme)
+    assert examples
+    for example in examples:
+        assert post(client, json.loads(example), key).status_code == 201, example

@@ -303,6 +303,37 @@ def test_a_failed_job_s_line_carries_its_request_id_and_its_traceback_apart(app)
     assert "Traceback" in failed[0]["exc"] and "RuntimeError: relay said no" in failed[0]["exc"]
 
 
+def quiet_job():
+    return None
+
+
+def test_a_periodic_job_s_run_does_not_advise_cleaning_up_its_record(app):
+    """A periodic job keeps its record for rq-scheduler's next run (result_ttl -1): RQ's
+    "clean up result key manually", every 5 s for the watchdog, is no advice to act on."""
+    import threading
+
+    from webapp.core.outage import Outage
+    from webapp.core.queues import get_queue
+    from worker.runner import JobWorker, work_forever
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    rq_log = logging.getLogger("rq.worker")
+    rq_log.addHandler(handler)
+    level, rq_log.level = rq_log.level, logging.INFO
+    try:
+        with app.app_context():
+            get_queue("default").enqueue(quiet_job, result_ttl=-1, meta={"interval": 5})
+            work_forever(lambda: JobWorker(["default"], connection=rq_connection()),
+                         Outage("test"), threading.Event(), burst=True)
+    finally:
+        rq_log.removeHandler(handler)
+        rq_log.level = level
+    said = out.getvalue()
+    assert "Successfully completed" in said or "Job OK" in said, said
+    assert "clean up result key manually" not in said, said
+
+
 def test_rq_s_scheduler_failure_keeps_its_traceback_apart_too():
     """RQ's scheduler (forked by `flask worker`) writes its traceback into its message."""
     from worker import runner

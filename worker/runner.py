@@ -50,6 +50,7 @@ def work_forever(make_worker, outage, stop, **work_kwargs):
     for name in ("rq.worker", "rq.scheduler"):
         logging.getLogger(name).addFilter(_no_redis_traceback)
         logging.getLogger(name).addFilter(_failure_traceback_apart)
+        logging.getLogger(name).addFilter(_no_cleanup_advice)
     renamed = False
     while not stop.is_set():
         if not outage.wait_until_up(r, stop):
@@ -100,6 +101,7 @@ class JobWorker(SimpleWorker):
 
 # RQ's lines with a traceback in the message (rq 2.12): a failed job's, its scheduler's
 JOB_FAILED = "Worker %s: job %s: exception raised while executing (%s)\n%s"
+KEPT_FOREVER = "Worker %s: job %s result will never expire, clean up result key manually"
 SCHEDULER_FAILED = "Scheduler [PID %s] raised an exception.\n%s"
 
 
@@ -111,6 +113,12 @@ def _failure_traceback_apart(record):
         record.msg, record.args = record.msg.rsplit("\n", 1)[0], tuple(args)
         record.exc_text = record.exc_text.rstrip("\n")
     return True
+
+
+def _no_cleanup_advice(record):
+    """Only periodic jobs keep their record for good: rq-scheduler runs them again from it
+    (worker/schedule.py). RQ's advice to clean it up by hand, each run, is not the operator's."""
+    return record.msg != KEPT_FOREVER
 
 
 def _no_redis_traceback(record):
