@@ -59,6 +59,7 @@ def _add(page, symbol, price, note=""):
     row = page.locator("#alert-rows tr", has_text=symbol.upper())
     expect(row).to_have_count(1, timeout=WAIT_MS)
     expect(page.locator("#symbol")).to_have_value("")
+    expect(page.locator("#symbol")).to_be_focused()  # ready for the next, not lost to <body>
     _markup_is_sound(page)
     return page.locator(f"#alert-{row.get_attribute('data-alert-id')}")  # the row, by its id
 
@@ -108,7 +109,14 @@ def _sort_filter_and_search(page):
     _shown_are(page, ["ETHUSDT"])
     page.fill("#alert-search", "bnb")
     _shown_are(page, ["BNBUSDT"])
+    added = _add(page, "XRPUSDT", "0.5")  # the search does not hide what was just added
+    expect(added).to_be_visible()
+    _shown_are(page, ["XRPUSDT", "BNBUSDT"])
+    page.fill("#alert-search", "bn")  # until the search changes
+    _shown_are(page, ["BNBUSDT"])
     page.fill("#alert-search", "")
+    added.get_by_role("button", name="Delete").click()
+    expect(added).to_have_count(0, timeout=WAIT_MS)
     _shown_are(page, every)
     _markup_is_sound(page)
 

@@ -68,6 +68,13 @@ def test_bad_values_are_422_per_field_and_nothing_changes(client, key, body, fie
     assert call(client, "GET", key).json == before
 
 
+def test_every_bad_field_is_named_in_one_answer(client, key):
+    answer = call(client, "PATCH", key, {"quiet_start": "25:00", "max_per_minute": "x",
+                                         "bogus": 1, "insist_rounds": 7})
+    assert answer.status_code == 422
+    assert set(answer.json["detail"]) == {"quiet_start", "max_per_minute", "bogus"}
+
+
 @pytest.mark.parametrize("raw", [b"", b"[]", b"null", b"{", b"x" * 70000])
 def test_a_body_that_is_no_json_object_is_422(client, key, raw):
     answer = client.patch("/api/v1/preferences", data=raw, headers={

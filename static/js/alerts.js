@@ -160,7 +160,8 @@
     let shown = 0;
     for (const row of list) {
       const d = row.dataset;
-      const match = row.classList.contains("editing") || (
+      // a row being edited, or just added (until the filters change), shows whatever they say
+      const match = row.classList.contains("editing") || "added" in d || (
         (!bySymbol.value || d.symbol === bySymbol.value)
         && (!byStatus.value || d.status === byStatus.value)
         && (!query || d.symbol.toLowerCase().includes(query)
@@ -196,8 +197,12 @@
 
   tools.hidden = false;
   tools.addEventListener("submit", (event) => event.preventDefault());
-  tools.addEventListener("input", later);
-  tools.addEventListener("change", later);
+  const filtersChanged = () => {
+    body.querySelectorAll("tr[data-added]").forEach((row) => delete row.dataset.added);
+    later();
+  };
+  tools.addEventListener("input", filtersChanged);
+  tools.addEventListener("change", filtersChanged);
   // rows come and go by htmx swaps (create, edit, pause, delete): sort and filter them again
   new MutationObserver(later).observe(body, { childList: true });
   body.addEventListener("focusout", later);

@@ -85,6 +85,21 @@ document.addEventListener("htmx:afterRequest", (event) => {
   }, htmx.config.defaultSettleDelay + 1);
 });
 
+// Acknowledged from its toast: the same notification's item on this page (the feed, the
+// inbox) is brought up to date by its own button, which asks again (the first stands).
+const ackedFromToast = new WeakMap();  // request -> the toast's notification id
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const toast = event.detail.elt.closest(".toast[data-nid]");
+  if (toast) ackedFromToast.set(event.detail.xhr, toast.dataset.nid);
+});
+document.addEventListener("htmx:afterRequest", (event) => {
+  const nid = ackedFromToast.get(event.detail.xhr);
+  if (!nid || !event.detail.successful) return;
+  const item = document.getElementById("n-" + nid);
+  const button = item && item.querySelector("button[hx-post$='/ack']");
+  if (button) htmx.trigger(button, "click");
+});
+
 // The phone menu: a real button, so keyboards and screen readers reach it.
 document.addEventListener("click", (event) => {
   const burger = event.target.closest(".nav-burger");

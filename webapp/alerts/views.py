@@ -93,7 +93,8 @@ def create():
         flash(f"Alert on {alert.symbol} created.", "success")
         return redirect(url_for("alerts.index"))
     first = alerts.count_alerts(current_user.id) == 1  # drop the "no alerts yet" row
-    row = render_template("alerts/_row.html", alert=alert, **looked_up([alert]), first=first)
+    row = render_template("alerts/_row.html", alert=alert, **looked_up([alert]), first=first,
+                          added=True)
     # The response lands in the table body: bare, the <form> would be parsed in table
     # context, which empties it and strands its fields. A <template> keeps it whole.
     fresh_form = render_template("alerts/_form.html", form={}, errors={}, oob=True)

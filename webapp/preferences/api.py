@@ -41,7 +41,11 @@ def update_preferences():
     try:
         values = json_body()
         wrong = {f: TYPES[f][1] for f in values if f in TYPES and not _is(values[f], TYPES[f][0])}
-        if wrong:
+        if wrong:  # with what else is wrong: every field's error in one answer
+            try:
+                preferences.clean({f: v for f, v in values.items() if f not in wrong})
+            except InvalidInput as exc:
+                wrong |= exc.errors
             raise InvalidInput(wrong)
         pref = preferences.update(g.api_user.id, values)
     except InvalidInput as exc:
