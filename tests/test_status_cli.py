@@ -43,6 +43,18 @@ def test_something_unhealthy_exits_1_and_says_which(app, runner):
     result = runner.invoke(args=["status"])
     assert result.exit_code == 1
     assert "  ! breaker open: delivery-email (SMTP 421 try later)" in result.output.splitlines()
+    with app.app_context():
+        gate.success()
+    said = runner.invoke(args=["status"]).output.splitlines()
+    [line] = [line for line in said if line.startswith("  delivery-email ")]
+    assert "closed" in line and "last error (since recovered): SMTP 421 try later" in line
+
+
+def test_it_names_the_redis_it_reads_and_where_that_came_from(make_app):
+    app = make_app(REDIS_URL="redis://:s3cret@127.0.0.1:1/0")
+    said = app.test_cli_runner().invoke(args=["status"]).output
+    assert "Redis: redis://***@127.0.0.1:1/0 (the app's settings)" in said.splitlines()
+    assert "s3cret" not in said
 
 
 def test_json_holds_the_same_facts_and_the_failed_jobs(app, runner):
@@ -134,6 +146,7 @@ def test_it_answers_from_a_second_shell_while_make_run_runs(product):
     assert done.returncode == 0, done.stdout + done.stderr
     assert ": ok (checked " in done.stdout
     assert "  shard 0: connected, 1 connections" in done.stdout
+    assert "\nRedis: unix://" in done.stdout and "(make run's private Redis)" in done.stdout
 
 
 def test_after_ctrl_c_and_a_start_again_only_the_live_processes_are_listed(product):

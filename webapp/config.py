@@ -84,7 +84,11 @@ class Config:
         self.SQLALCHEMY_DATABASE_URI = database_url(
             env.get("DATABASE_URL", f"sqlite:///{INSTANCE / 'tickerbell.db'}")
         )
-        self.REDIS_URL = env.get("REDIS_URL") or private_redis_url() or DEFAULT_REDIS_URL
+        given, private = env.get("REDIS_URL"), private_redis_url()
+        self.REDIS_URL = given or private or DEFAULT_REDIS_URL
+        # said by `flask status`: a command run with `make run` stopped reaches the default
+        self.REDIS_URL_FROM = ("REDIS_URL" if given else "make run's private Redis" if private
+                               else "the default: REDIS_URL is unset and make run is not running")
         # host:port,host:port,...: the data plane (index, inboxes, pub/sub, prices, limits)
         # on a Redis Cluster; RQ's queues and schedules stay on REDIS_URL. Empty: one Redis.
         self.REDIS_CLUSTER_NODES = cluster_nodes(env.get("REDIS_CLUSTER_NODES", ""))

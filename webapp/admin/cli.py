@@ -28,6 +28,7 @@ def lines(facts):
     """The facts as text, a section a block."""
     out = [f"Tickerbell {facts['version']}: {facts['status']} (checked {facts['checked_at']})"]
     out += [f"  ! {problem}" for problem in facts["problems"]]
+    out.append(f"Redis: {facts['redis_url']} ({facts['redis_url_from']})")
     listener = facts["listener"]
     if listener:
         out.append(f"Listener: {listener['connections']} connections, {listener['streams']} "
@@ -41,7 +42,9 @@ def lines(facts):
     if facts["breakers"]:
         out.append("Breakers:")
         out += [f"  {b['name']:<24} {b['state']:<9} {b['failures']} failures"
-                + (f"  last error: {b['last_error'][:80]}" if b["last_error"] else "")
+                + (f"  last error{' (since recovered)' if b['recovered'] else ''}: "
+                   f"{b['last_error'][:80]}"
+                   if b["last_error"] else "")
                 for b in facts["breakers"]]
     if facts["queues"]:
         out.append("Queues: " + ", ".join(f"{name} {q['waiting']} waiting / {q['failed']} failed"

@@ -3,6 +3,7 @@ them. The listener's connections and lag, the processes, circuit breakers, queue
 failed jobs, and delivery success rates per channel; `problems` says what is unhealthy."""
 
 import logging
+import re
 
 from flask import current_app
 from redis.exceptions import RedisClusterException
@@ -28,6 +29,8 @@ def gather(now_ms=None):
     now_ms = now_ms or clock.now_ms()
     body, _ = health.report(get_redis, now_ms=now_ms)
     facts = {"status": "ok", "redis": body["redis"], "version": body["version"],
+             "redis_url": re.sub(r"//[^/@]*@", "//***@", current_app.config["REDIS_URL"]),
+             "redis_url_from": current_app.config.get("REDIS_URL_FROM", "REDIS_URL"),
              "checked_at": clock.ms_to_iso(now_ms), "listener": None, "processes": None,
              "missing": body["missing"], "cluster": body.get("cluster"),
              "cluster_nodes": bool(current_app.config.get("REDIS_CLUSTER_NODES")), "breakers": [],
@@ -99,6 +102,8 @@ def breakers():
             state = delivery_breaker(name[len("delivery-"):]).state()
             if state["failures"] or state["last_error"] or state["state"] != CLOSED:
                 found[name] = state
+    for state in found.values():  # closed with no failure counted: its last error is history
+        state["recovered"] = state["state"] == CLOSED and not state["failures"]
     return list(found.values())
 
 
