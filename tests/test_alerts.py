@@ -296,6 +296,9 @@ def test_cli_reindex_and_list(ctx, runner, uid):
     assert result.exit_code == 0 and "indexed 1 alerts over 1 symbols" in result.output
     result = runner.invoke(args=["alerts", "list", "trader@example.com"])
     assert "BTCUSDT\tabove\t100\tonce\tactive" in result.output
+    alerts.create_alert(uid, {"symbol": "ETHUSDT", "type": "pct_up", "pct": 3, "window": "1m"})
+    listed = runner.invoke(args=["alerts", "list", "trader@example.com"]).output
+    assert "\t3% in 1m\t" in listed, listed  # as the page and the API name the window
 
 
 def test_cli_reindex_settles_the_slow_path_first(ctx, runner, uid):

@@ -6,6 +6,7 @@ from flask.cli import AppGroup
 from webapp.accounts import service as accounts
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
+from webapp.alerts.fields import WINDOWS
 from webapp.extensions import db
 from webapp.models import User
 
@@ -29,7 +30,8 @@ def _level(alert):
     if alert.high is not None:
         return f"{alert_index.fmt_num(alert.target)}-{alert_index.fmt_num(alert.high)}"
     if alert.window_s:
-        return f"{alert_index.fmt_num(alert.target)}% in {alert.window_s}s"
+        name = next((n for n, s in WINDOWS.items() if s == alert.window_s), f"{alert.window_s}s")
+        return f"{alert_index.fmt_num(alert.target)}% in {name}"  # as the page and API say it
     return alert_index.fmt_num(alert.target)
 
 
