@@ -176,7 +176,7 @@ def parse_cursor(cursor):
     """A cursor is the id of the last notification of the previous page."""
     # 0-0 names no entry (the first is 0-1) and nothing comes before it
     if not ENTRY_RE.fullmatch(cursor or "") or not any(map(int, cursor.split("-"))):
-        raise InvalidInput({"cursor": "Use the next_cursor of a previous page."})
+        raise InvalidInput({"cursor": "Use the cursor a previous page gave (X-Next-Cursor)."})
     return cursor
 
 
