@@ -3,6 +3,7 @@ repeat and climb push -> destination -> SMS until someone acknowledges (API, lin
 
 import base64
 import json
+import logging
 import os
 import re
 from datetime import timedelta
@@ -132,8 +133,9 @@ def test_rounds_repeat_every_n_minutes_and_climb_push_destination_sms(world):
     assert escalation(app, nid).rounds == 3
 
 
-def test_an_api_acknowledgement_stops_the_repeats(world):
+def test_an_api_acknowledgement_stops_the_repeats(world, caplog):
     app, uid, receivers = world
+    caplog.set_level(logging.INFO, logger="webapp.insist.service")
     client = app.test_client()
     with app.app_context():
         _, key = accounts.create_api_key(db.session.get(User, uid), "laptop")
@@ -151,6 +153,8 @@ def test_an_api_acknowledgement_stops_the_repeats(world):
     assert counts(receivers) == before
     again = client.post(f"/api/v1/notifications/{nid}/ack", headers={"X-API-Key": key})
     assert again.get_json()["acknowledged_at"] == body["acknowledged_at"]  # the first is kept
+    said = [r for r in caplog.records if "insist_acknowledged" in r.getMessage()]
+    assert len(said) == 1, said  # the second is no news
     item = client.get(f"/api/v1/notifications/{nid}", headers={"X-API-Key": key}).get_json()
     assert item["insist"] == {"rounds": 1, "max_rounds": 5, "next_at": None,
                               "ended": "acknowledged", "acknowledged_at": body["acknowledged_at"],

@@ -50,11 +50,15 @@ def test_something_unhealthy_exits_1_and_says_which(app, runner):
     assert "closed" in line and "last error (since recovered): SMTP 421 try later" in line
 
 
-def test_it_names_the_redis_it_reads_and_where_that_came_from(make_app):
-    app = make_app(REDIS_URL="redis://:s3cret@127.0.0.1:1/0")
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:s3cret@127.0.0.1:1/0", "redis://***@127.0.0.1:1/0"),
+    ("redis://:s3cr@t@127.0.0.1:1/0", "redis://***@127.0.0.1:1/0"),
+    ("redis://127.0.0.1:1/0?password=s3cret", "redis://127.0.0.1:1/0?password=***")])
+def test_it_names_the_redis_it_reads_and_where_that_came_from(make_app, url, shown):
+    app = make_app(REDIS_URL=url)
     said = app.test_cli_runner().invoke(args=["status"]).output
-    assert "Redis: redis://***@127.0.0.1:1/0 (the app's settings)" in said.splitlines()
-    assert "s3cret" not in said
+    assert f"Redis: {shown} (the app's settings)" in said.splitlines(), said
+    assert "s3cr" not in said
 
 
 def test_json_holds_the_same_facts_and_the_failed_jobs(app, runner):

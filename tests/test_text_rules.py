@@ -6,11 +6,12 @@ import pytest
 from webapp.core import text
 
 LINES = ["BTC above 65000", "Füllung 0,5 BTC", "注文が約定しました", "a 😀", "", " ~!{}",
-         "שלום\u200f BTC", "👩\u200d💻"]  # a right-to-left mark; a joined emoji
+         "שלום\u200f BTC", "👩\u200d💻",  # a right-to-left mark; a joined emoji
+         "Order for \u2068محمد\u2069 filled", "\u202bשלום\u202c BTC"]  # isolated, embedded
 MESSAGES = ["two\nlines", "a\ttab", "crlf\r\nends", "line\u2028separated"]
 REFUSED = ["nul\x00", "del\x7f", "bell\x07", "esc\x1b[31m", "c1\x85", "lone\udc00",
            "é\x00", "😀\x1f", "\x9b",
-           "txt.exe\u202egnp", "\u2066isolated\u2069", "\u202aembedded"]  # text read otherwise
+           "txt.exe\u202egnp", "\u202doverridden"]  # text read otherwise
 
 
 @pytest.mark.parametrize("value", LINES)

@@ -21,8 +21,6 @@ def create_app(config=None):
     settings = Config()
     app.config.from_object(settings)
     app.config.update(config or {})
-    if "REDIS_URL" in (config or {}) and "REDIS_URL_FROM" not in config:
-        app.config["REDIS_URL_FROM"] = "the app's settings"
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url(app.config["SQLALCHEMY_DATABASE_URI"])
     settings.SECRET_KEY = app.config["SECRET_KEY"]
     settings.check()

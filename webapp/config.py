@@ -35,6 +35,18 @@ def private_redis_url():
         return None
 
 
+def redis_url_origin(url):
+    """Where the Redis at `url` came from, in words (`flask status` says it: a command run
+    with `make run` stopped reaches the default, which may be another's Redis)."""
+    if os.environ.get("REDIS_URL") == url:
+        return "REDIS_URL"
+    if private_redis_url() == url:
+        return "make run's private Redis"
+    if url == DEFAULT_REDIS_URL:
+        return "the default: REDIS_URL is unset and make run is not running"
+    return "the app's settings"
+
+
 def join_running_metrics():
     """Count this process's metrics where a running `make run`'s processes count theirs (a
     notification sent with `flask notify` from a second shell shows on /metrics), unless
@@ -84,11 +96,7 @@ class Config:
         self.SQLALCHEMY_DATABASE_URI = database_url(
             env.get("DATABASE_URL", f"sqlite:///{INSTANCE / 'tickerbell.db'}")
         )
-        given, private = env.get("REDIS_URL"), private_redis_url()
-        self.REDIS_URL = given or private or DEFAULT_REDIS_URL
-        # said by `flask status`: a command run with `make run` stopped reaches the default
-        self.REDIS_URL_FROM = ("REDIS_URL" if given else "make run's private Redis" if private
-                               else "the default: REDIS_URL is unset and make run is not running")
+        self.REDIS_URL = env.get("REDIS_URL") or private_redis_url() or DEFAULT_REDIS_URL
         # host:port,host:port,...: the data plane (index, inboxes, pub/sub, prices, limits)
         # on a Redis Cluster; RQ's queues and schedules stay on REDIS_URL. Empty: one Redis.
         self.REDIS_CLUSTER_NODES = cluster_nodes(env.get("REDIS_CLUSTER_NODES", ""))

@@ -4,6 +4,7 @@ failed jobs, and delivery success rates per channel; `problems` says what is unh
 
 import logging
 import re
+from urllib.parse import urlsplit
 
 from flask import current_app
 from redis.exceptions import RedisClusterException
@@ -11,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from webapp import clock, keys
 from webapp.admin import jobs, rates
+from webapp.config import redis_url_origin
 from webapp.core import health
 from webapp.core.breaker import CLOSED, OPEN, Breaker
 from webapp.core.queues import rq_connection
@@ -24,13 +26,22 @@ BREAKER_PREFIX = keys.breaker("")
 log = logging.getLogger(__name__)
 
 
+def _shown(url):
+    """A Redis URL without its password (in the address or as ?password=)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    query = re.sub(r"(^|&)password=[^&]*", r"\1password=***", parts.query)
+    netloc = f"***@{host}" if "@" in parts.netloc else host
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+
+
 def gather(now_ms=None):
     """Every fact the page and the command show, and `problems`: empty when all is well."""
     now_ms = now_ms or clock.now_ms()
     body, _ = health.report(get_redis, now_ms=now_ms)
     facts = {"status": "ok", "redis": body["redis"], "version": body["version"],
-             "redis_url": re.sub(r"//[^/@]*@", "//***@", current_app.config["REDIS_URL"]),
-             "redis_url_from": current_app.config.get("REDIS_URL_FROM", "REDIS_URL"),
+             "redis_url": _shown(current_app.config["REDIS_URL"]),
+             "redis_url_from": redis_url_origin(current_app.config["REDIS_URL"]),
              "checked_at": clock.ms_to_iso(now_ms), "listener": None, "processes": None,
              "missing": body["missing"], "cluster": body.get("cluster"),
              "cluster_nodes": bool(current_app.config.get("REDIS_CLUSTER_NODES")), "breakers": [],

@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 
 from webapp.extensions import db
+from webapp.models import User
 
 SQL_THREADS = 15  # as many as SQLAlchemy's pool hands out (5 + 10 overflow)
 
@@ -143,12 +144,13 @@ def insert_ignore(model, rows):
 
 def add_within(row, user_id, held, limit):
     """Add `row` (not yet committed) unless the user would then hold more than `limit`, as
-    `held()` counts; True when added. The count comes after the insert, with the user's row
-    locked (PostgreSQL) or the one write lock held (SQLite), so requests racing each other
-    cannot each find room for one more."""
-    from webapp.models import User  # models import this module's neighbours
-
-    db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    `held()` counts; True when added, else False with the session rolled back (all of it:
+    call it with nothing else pending). The count comes after the insert, with the user's
+    row locked (PostgreSQL) or the one write lock held (SQLite), so requests racing each
+    other cannot each find room for one more."""
+    # NO KEY UPDATE: rows that only refer to the user (deliveries, escalations) go on
+    db.session.execute(select(User.id).where(User.id == user_id)
+                       .with_for_update(key_share=True))
     db.session.add(row)
     db.session.flush()
     if held() > limit:

@@ -1,13 +1,13 @@
 """Text we store, checked alike wherever it comes from: no control characters (PostgreSQL
 refuses a NUL in a text column, so a row holding one is never written) and no lone UTF-16
-surrogates (no store encodes them), no bidirectional overrides. A message may hold tabs and
+surrogates (no store encodes them), no bidirectional override. A message may hold tabs and
 line breaks; a name or a title is one line."""
 
 import re
 
-# bidirectional embeddings, overrides and isolates: they make text read other than it is
-# (a name shown backwards); the marks (U+200E, U+200F) that right-to-left text uses stay
-_BIDI = "\u202a-\u202e\u2066-\u2069"
+# the bidirectional overrides (LRO, RLO) make text read other than it is ("txt.exe" shown
+# as "exe.txt"); the marks, embeddings and isolates right-to-left text is written with stay
+_BIDI = "\u202d\u202e"
 _IN_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}\ud800-\udfff]")
 _IN_TEXT = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_BIDI}\ud800-\udfff]")
 

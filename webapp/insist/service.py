@@ -182,6 +182,7 @@ def ack(user_id, nid, by, now=None):
     if not inbox.NID_RE.fullmatch(str(nid)):
         raise NotFound(nid)
     esc = _own(user_id, nid)
+    first = esc is None  # or found not yet acknowledged, below
     if esc is None:
         n = audit.load(str(nid), user_id)
         if n is None or int(n["user_id"]) != user_id:
@@ -193,9 +194,9 @@ def ack(user_id, nid, by, now=None):
         database.insert_ignore(Escalation, [_new_row(
             n, pref, next_at=None, ended=ACKNOWLEDGED, acked_at=now, acked_by=by[:200])])
         esc = _own(user_id, nid)
-    db.session.execute(update(Escalation).where(
+    first |= db.session.execute(update(Escalation).where(
         Escalation.notification_id == esc.notification_id, Escalation.acked_at.is_(None))
-        .values(acked_at=now, acked_by=by[:200]))
+        .values(acked_at=now, acked_by=by[:200])).rowcount > 0
     db.session.execute(update(Escalation).where(
         Escalation.notification_id == esc.notification_id, Escalation.ended == "")
         .values(ended=ACKNOWLEDGED, next_at=None))
@@ -206,8 +207,9 @@ def ack(user_id, nid, by, now=None):
                 error="acknowledged before it went out"))
     db.session.commit()
     db.session.refresh(esc)
-    logs.event(log, "insist_acknowledged", notification_id=nid, user_id=user_id,
-               by=esc.acked_by)
+    if first:  # asked again (a second tab, the toast's item) it is no news
+        logs.event(log, "insist_acknowledged", notification_id=nid, user_id=user_id,
+                   by=esc.acked_by)
     return esc
 
 

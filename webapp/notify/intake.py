@@ -67,7 +67,8 @@ def _text(item, field, limit, errors, required=True):
     if len(value) > limit:
         errors[field] = f"At most {limit} characters."
     elif not text.is_text(value):
-        errors[field] = "Plain text only: no control characters (tabs and line breaks are fine)."
+        errors[field] = ("Plain text only: no control characters (tabs and line breaks are fine) "
+                         "and no direction override (U+202D, U+202E).")
     return value
 
 

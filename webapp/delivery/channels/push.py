@@ -60,20 +60,23 @@ def _push_one(config, sub, payload, timeout):
                 return "gone"
             raise
         except requests.ConnectionError:
-            if refused:  # its name resolves inwards now: never post there
-                return "gone"
+            if refused:  # its name resolves inwards now: not posted there, the device kept
+                raise DeliveryRejected(refused[0]) from None
             raise
     return "sent"
 
 
 def send(config, message):
     """Push to each of the user's devices; succeed if any took it, drop the gone ones."""
-    sent, gone, errors = [], [], []
+    sent, gone, errors, refused = [], [], [], []
     for sub in message["subscriptions"]:
         try:
             outcome = _push_one(config, sub, message["payload"], config["DELIVERY_TIMEOUT"])
         except (WebPushException, requests.RequestException) as exc:
             errors.append(str(exc).splitlines()[0])
+            continue
+        except DeliveryRejected as exc:
+            refused.append(str(exc))
             continue
         (sent if outcome == "sent" else gone).append(sub["id"])
     if gone:
@@ -83,6 +86,8 @@ def send(config, message):
         return "devices " + ",".join(str(i) for i in sent)
     if errors:
         raise RuntimeError("; ".join(errors))
+    if refused:
+        raise DeliveryRejected("; ".join(refused))
     raise DeliveryRejected("every push subscription of this user has expired")
 
 
