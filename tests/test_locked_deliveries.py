@@ -1,19 +1,23 @@
 """Deliveries while the database is locked: a job that cannot claim its row runs again in
 seconds, and an email the relay took is written sent, never sent twice."""
 
+import json
 import sqlite3
 import threading
 import time
+from datetime import timedelta
 
 from rq.job import Job
 
 from tests.hub import Mailbox, PortZeroController, make_user, run_jobs
 from tests.test_sql_faults import db_path, locked
-from webapp import clock
-from webapp.core.queues import get_queue, rq_connection
-from webapp.delivery.dispatch import STALE_SENDING
+from webapp import clock, keys
+from webapp.core import processes
+from webapp.core.queues import QUEUES, get_queue, rq_connection
+from webapp.delivery import dispatch
+from webapp.delivery.dispatch import DEAD_SENDER, STALE_SENDING
 from webapp.delivery.sweep import sweep
-from webapp.extensions import db
+from webapp.extensions import db, get_redis
 from webapp.models import DeliveryLog
 from webapp.notify import router, slowsteps
 
@@ -82,3 +86,46 @@ def test_a_delivery_job_meeting_a_locked_database_runs_again_in_seconds(make_app
     with app.app_context():
         [row] = db.session.scalars(db.select(DeliveryLog).where(DeliveryLog.user_id == uid))
         assert row.status == "sent"
+
+
+def test_a_send_whose_worker_died_goes_out_within_a_minute_not_ten(make_app, smtp_server,
+                                                                    monkeypatch):
+    """A worker killed mid-send leaves its row `sending`. While the process that claimed it
+    beats, the sweep leaves it be; once that process stops beating, the sweep sends it again
+    DEAD_SENDER after the claim, not STALE_SENDING (a drill's critical email, 10 min late)."""
+    app = make_app(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port, SMTP_TLS="none")
+    uid = make_user(app, "killed@example.com", delivery_email="desk@example.com")
+    with app.app_context():
+        router.route({"user_id": uid, "type": "RISK_VIOLATION", "title": "Limit breached",
+                      "message": "leverage"})
+        for name in slowsteps.QUEUES:
+            get_queue(name).empty()
+            slowsteps.drain(name)  # the delivery planned, its send job queued
+        for name in QUEUES:
+            get_queue(name).empty()  # the send job: the killed worker had taken it
+        [row_id] = db.session.scalars(db.select(DeliveryLog.id).where(DeliveryLog.user_id == uid))
+        r = get_redis()
+        field = "worker:killed-host:4242"
+        monkeypatch.setattr(processes, "beating", field)
+        assert dispatch._claim(row_id, clock.utcnow()) is not None
+        claimed = clock.utcnow() - DEAD_SENDER - timedelta(seconds=1)
+        db.session.execute(db.update(DeliveryLog).where(DeliveryLog.id == row_id)
+                           .values(updated_at=claimed))
+        db.session.commit()
+
+        def beat(age_ms):
+            r.hset(keys.PROCESSES, field, json.dumps(
+                {"role": "worker", "host": "killed-host", "pid": 4242,
+                 "started_ms": 0, "beat_ms": clock.now_ms() - age_ms}))
+
+        beat(0)  # alive, a slow send: left to finish
+        assert sweep() == 0 and db.session.get(DeliveryLog, row_id).status == "sending"
+        beat(processes.STALE_MS + 1000)  # killed: it stopped beating
+        assert sweep() == 1
+        db.session.expire_all()
+        row = db.session.get(DeliveryLog, row_id)
+        assert (row.status, row.error) == ("retrying", "worker stopped mid-send")
+    run_jobs(app)
+    assert len(smtp_server.wait_for(1)) == 1
+    with app.app_context():
+        assert db.session.get(DeliveryLog, row_id).status == "sent"

@@ -39,6 +39,11 @@ LISTENER = "tb:listener"  # hash: the listener's status
 LISTENER_LEASE = "tb:listener:lease"
 PROCESSES = "tb:processes"  # hash: each process's heartbeat
 
+
+def sending(log_id):
+    """string, an hour: the heartbeat field of the process that claimed a delivery to send."""
+    return f"tb:sending:{log_id}"
+
 # Binance's symbol list (webapp/market/symbols.py): one hash tag, as a fetch replaces the
 # list and its meta in one MULTI
 BINANCE_SYMBOLS = "tb:{binance:symbols}"  # zset, every score 0

@@ -18,6 +18,11 @@ from webapp.extensions import db, get_redis
 from worker.renamed_jobs import rename_waiting_jobs
 
 RESTART_PAUSE_S = 0.5
+# RQ takes its scheduler's lock (which re-queues the jobs whose retry waits) when it starts
+# and at each maintenance pass, every 10 minutes by default. A worker killed keeps its lock
+# for 61 s, so the one started in its place got it 10 minutes later: retries meant to run in
+# 1-16 s waited that long (a drill). Every 15 s: at most about 75 s after a kill.
+MAINTENANCE_S = 15
 
 
 @click.command("worker")
@@ -31,7 +36,8 @@ def run_worker(queues, burst):
     # scheduler (a forked process holding only Redis) re-queues jobs whose retry waits.
     beat = Heartbeat(get_redis(), "worker").start()
     try:
-        work_forever(lambda: JobWorker(queues or QUEUES, connection=rq_connection()),
+        work_forever(lambda: JobWorker(queues or QUEUES, connection=rq_connection(),
+                                       maintenance_interval=MAINTENANCE_S),
                      Outage("worker"), threading.Event(), burst=burst, with_scheduler=True)
     finally:
         beat.end()

@@ -24,6 +24,7 @@ STALE_MS = 15_000  # three missed beats: that process is gone
 FORGET_MS = 3_600_000  # a dead process stays listed for an hour, then its field goes
 
 log = logging.getLogger(__name__)
+beating = None  # this process's own heartbeat field, once it beats
 
 
 class Heartbeat:
@@ -48,6 +49,8 @@ class Heartbeat:
         self.redis.hset(KEY, self.field, json.dumps({**self.body, "beat_ms": clock.now_ms()}))
 
     def start(self):
+        global beating
+        beating = self.field
         self.thread = threading.Thread(target=self._run, name=f"heartbeat-{self.body['role']}",
                                        daemon=True)
         self.thread.start()
@@ -106,6 +109,21 @@ def report(redis, now_ms=None):
     if forget:
         redis.hdel(KEY, *forget)
     return roles
+
+
+def gone(redis, fields, now_ms=None):
+    """Those of the heartbeat fields whose process no longer beats (stopped, or killed)."""
+    fields = list(dict.fromkeys(fields))
+    now_ms = now_ms or clock.now_ms()
+    dead = set()
+    for field, raw in zip(fields, redis.hmget(KEY, fields) if fields else [], strict=True):
+        try:
+            if now_ms - int(json.loads(raw)["beat_ms"]) <= STALE_MS:
+                continue
+        except (TypeError, ValueError, KeyError):  # left the list, or unreadable
+            pass
+        dead.add(field)
+    return dead
 
 
 def missing(roles):

@@ -13,14 +13,15 @@ from flask import current_app
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import OperationalError
 
-from webapp import clock
+from webapp import clock, keys
 from webapp.alerts import messages
-from webapp.core import database, logs, metrics
+from webapp.core import database, logs, metrics, processes
 from webapp.core.breaker import Breaker
 from webapp.core.queues import enqueue
 from webapp.delivery import audit, channels, digest_email, outbox, statement_email
+from webapp.errors import REDIS_FAULTS
 from webapp.exceptions import DeliveryRejected
-from webapp.extensions import db
+from webapp.extensions import db, get_redis
 from webapp.insist import links as insist_links
 from webapp.models import DeliveryLog, DeliveryStatus, User
 from webapp.notify import types as notification_types
@@ -33,6 +34,9 @@ DEFAULT_BACKOFF = 15  # seconds before the 2nd attempt; doubles after each failu
 DEFAULT_MAX_BACKOFF = 3600
 SQL_CHUNK = 500  # ids per IN (...) query
 STALE_SENDING = timedelta(minutes=10)  # a worker died mid-send: try again
+# sooner when the process that claimed it is known to have stopped beating (killed): by then
+# a live one would have finished or failed its send (DELIVERY_TIMEOUT) and written so
+DEAD_SENDER = timedelta(seconds=30)
 # A message the provider took is written "sent" patiently: left "sending", the sweep would
 # send it again. Each wait comes after a commit that already waited SQLite's busy timeout.
 FINISH_WAITS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -82,7 +86,21 @@ def _claim(log_id, now):
             (DeliveryLog.status == DeliveryStatus.RETRYING) & (DeliveryLog.next_attempt_at <= now)))
         .values(status=DeliveryStatus.SENDING, updated_at=now))
     db.session.commit()
-    return db.session.get(DeliveryLog, log_id) if result.rowcount == 1 else None
+    if result.rowcount != 1:
+        return None
+    _note_sender(log_id)
+    return db.session.get(DeliveryLog, log_id)
+
+
+def _note_sender(log_id):
+    """Say which process sends it: if that one dies, the sweep need not wait STALE_SENDING.
+    Best effort: unsaid (no heartbeat here, Redis away), the row waits as before."""
+    if processes.beating is None:
+        return
+    try:
+        get_redis().set(keys.sending(log_id), processes.beating, ex=3600)
+    except REDIS_FAULTS:
+        pass
 
 
 def _finish(row, status, error="", provider_id=""):

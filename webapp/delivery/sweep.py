@@ -4,11 +4,19 @@ from itertools import groupby
 
 from sqlalchemy import select, update
 
-from webapp import clock
+from webapp import clock, keys
+from webapp.core import processes
 from webapp.core.queues import enqueue, waiting
 from webapp.delivery import plan
-from webapp.delivery.dispatch import LOST_QUEUED, SEND_RETRIES, STALE_SENDING, send
-from webapp.extensions import db
+from webapp.delivery.dispatch import (
+    DEAD_SENDER,
+    LOST_QUEUED,
+    SEND_RETRIES,
+    STALE_SENDING,
+    send,
+)
+from webapp.errors import REDIS_FAULTS
+from webapp.extensions import db, get_redis
 from webapp.models import DeliveryLog, DeliveryStatus
 from webapp.preferences import service as preferences
 
@@ -22,10 +30,11 @@ def sweep(now=None):
     in `default`."""
     now = now or clock.utcnow()
     released = release_held(now)
+    stopped = dead_senders(now)
     db.session.execute(
         update(DeliveryLog)
         .where(DeliveryLog.status == DeliveryStatus.SENDING,
-               DeliveryLog.updated_at < now - STALE_SENDING)
+               (DeliveryLog.updated_at < now - STALE_SENDING) | DeliveryLog.id.in_(stopped))
         .values(status=DeliveryStatus.RETRYING, next_attempt_at=now,
                 error="worker stopped mid-send"))
     lost = db.session.scalars(select(DeliveryLog.id).where(
@@ -44,6 +53,26 @@ def sweep(now=None):
         if job_id not in queued:
             enqueue(send, log_id, job_id=job_id, retries=SEND_RETRIES)
     return len(jobs) - len(queued)
+
+
+def dead_senders(now):
+    """Rows left `sending` DEAD_SENDER ago by a process that no longer beats (a worker killed
+    mid-send), found before STALE_SENDING. Redis away: none, they wait as before."""
+    ids = db.session.scalars(select(DeliveryLog.id).where(
+        DeliveryLog.status == DeliveryStatus.SENDING,
+        DeliveryLog.updated_at < now - DEAD_SENDER).limit(DEFAULT_LIMIT)).all()
+    if not ids:
+        return []
+    try:
+        r = get_redis()
+        with r.pipeline(transaction=False) as pipe:  # a key each: GETs, so a cluster takes it
+            for log_id in ids:
+                pipe.get(keys.sending(log_id))
+            senders = dict(zip(ids, pipe.execute(), strict=True))
+        gone = processes.gone(r, [s for s in senders.values() if s])
+    except REDIS_FAULTS:
+        return []
+    return [log_id for log_id, sender in senders.items() if sender in gone]
 
 
 def release_held(now):
