@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.hub import make_user, poll, run_jobs, twilio_answer
+from webapp.delivery import dispatch
 from webapp.delivery.channels import push
 from webapp.delivery.dispatch import breaker
 from webapp.delivery.stats import delivery_stats
@@ -76,6 +77,11 @@ def test_alert_email_is_multipart_with_escaped_html(make_app, smtp_server):
     [row] = logs(app, notification_id=nid)
     assert (row.channel, row.status, row.attempts) == ("email", "sent", 1)
     assert row.provider_id == msg["Message-ID"].strip()
+    with app.app_context():  # made again (sent again after a worker died): a client shows one
+        assert dispatch.build(row)["Message-ID"] == msg["Message-ID"]
+    send(app, user_id=uid, title="BTCUSDT above 66000")
+    run_jobs(app)
+    assert smtp_server.wait_for(2)[1]["msg"]["Message-ID"] != msg["Message-ID"]
 
 
 def test_urgent_sms_goes_through_twilio_rest(make_app, http_recorder):

@@ -1,5 +1,6 @@
 """Email over SMTP (plain, STARTTLS or implicit TLS; works with SendGrid's relay)."""
 
+import hashlib
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -26,23 +27,29 @@ def build(user, pref, notification):
     context = describe(notification)
     prefix = "[Critical] " if context["critical"] else ""
     subject = one_line(f"{prefix}{context['label']}: {notification['title']}")[:SUBJECT_MAX]
+    # the same for the same email: sent again (a worker killed after the relay took it), a
+    # mail client shows it once; a reminder's title, and so its id, is its own
+    tag = hashlib.sha256(subject.encode()).hexdigest()[:12]
     return compose(
         current_app.config, address(user, pref), subject,
         render_template("email/notification.txt", **context),
         render_template("email/notification.html", **context),
         headers={"X-Tickerbell-Notification": str(notification["id"]),
-                 "X-Tickerbell-Type": notification["type"]})
+                 "X-Tickerbell-Type": notification["type"]},
+        message_id=f"tickerbell.{notification['id']}.{tag}")
 
 
-def compose(config, to, subject, text, html, headers=None):
-    """A multipart/alternative message: the text body first, the HTML one preferred."""
+def compose(config, to, subject, text, html, headers=None, message_id=None):
+    """A multipart/alternative message: the text body first, the HTML one preferred.
+    `message_id`: the left part of its Message-ID, made unique when not given."""
     msg = EmailMessage()
     msg["From"] = config["MAIL_FROM"]
     msg["To"] = to
     msg["Subject"] = subject
     msg["Date"] = formatdate(usegmt=True)
     domain = parseaddr(config["MAIL_FROM"])[1].rpartition("@")[2] or "tickerbell.local"
-    msg["Message-ID"] = make_msgid("tickerbell", domain=domain)
+    msg["Message-ID"] = (f"<{message_id}@{domain}>" if message_id
+                         else make_msgid("tickerbell", domain=domain))
     msg["Auto-Submitted"] = "auto-generated"
     for name, value in (headers or {}).items():
         msg[name] = value
