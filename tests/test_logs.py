@@ -350,3 +350,28 @@ def test_rq_s_scheduler_failure_keeps_its_traceback_apart_too():
     entry = json.loads(line)
     assert entry["message"] == "Scheduler [PID 4242] raised an exception."
     assert entry["exc"].startswith("Traceback") and entry["exc"].endswith("OSError: gone")
+
+
+def test_rq_s_lines_of_a_redis_outage_are_warnings_without_a_traceback():
+    """Redis restarting under a worker: RQ's ERROR lines (a traceback, then "could not
+    connect") become warnings; the worker waits and comes back by itself."""
+    import redis
+
+    from worker import runner
+
+    def emit(logger):
+        logger.addFilter(runner._no_redis_traceback)
+        try:
+            try:
+                raise redis.ConnectionError("Connection refused")
+            except redis.ConnectionError:
+                logger.error("Worker %s: found an unhandled exception, quitting...", "w1",
+                             exc_info=True)
+            logger.error(runner.REDIS_UNREACHABLE, "w1", "Connection refused", 2)
+            logger.error("Worker %s: job %s: something else", "w1", "j1")
+        finally:
+            logger.removeFilter(runner._no_redis_traceback)
+
+    entries = [json.loads(line) for line in record_line({"LOG_FORMAT": "json"}, "worker", emit)]
+    assert [e["level"] for e in entries] == ["WARNING", "WARNING", "ERROR"]
+    assert "exc" not in entries[0]

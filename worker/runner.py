@@ -107,6 +107,7 @@ class JobWorker(SimpleWorker):
 
 # RQ's lines with a traceback in the message (rq 2.12): a failed job's, its scheduler's
 JOB_FAILED = "Worker %s: job %s: exception raised while executing (%s)\n%s"
+REDIS_UNREACHABLE = "Worker %s: could not connect to Redis instance: %s retrying in %d seconds..."
 KEPT_FOREVER = "Worker %s: job %s result will never expire, clean up result key manually"
 SCHEDULER_FAILED = "Scheduler [PID %s] raised an exception.\n%s"
 
@@ -128,10 +129,18 @@ def _no_cleanup_advice(record):
 
 
 def _no_redis_traceback(record):
-    """RQ logs a traceback when Redis goes away under it; our outage line says it in one."""
+    """RQ logs a traceback, as an ERROR, when Redis goes away under it: our outage line says
+    it in one, and the worker waits and comes back by itself (a warning, as the others')."""
     if record.exc_info and isinstance(record.exc_info[1], REDIS_DOWN):
         record.exc_info = record.exc_text = None
+        _warning(record)
+    elif record.msg == REDIS_UNREACHABLE:
+        _warning(record)
     return True
+
+
+def _warning(record):
+    record.levelno, record.levelname = logging.WARNING, "WARNING"
 
 
 def _catch_stop_signals(stop):

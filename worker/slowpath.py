@@ -14,6 +14,7 @@ import time
 import redis
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from webapp import clock, keys
 from webapp.alerts import index as alert_index
@@ -135,6 +136,11 @@ def handle(r, entries):
             log.warning("slow path: entry %s waits for Redis (%s: %s); it will be retried",
                         entry_id, type(exc).__name__, exc)
             break
+        except OperationalError as exc:  # the database locked or away: a wait, no bug
+            db.session.rollback()
+            log.warning("slow path: entry %s waits for the database (%s); it will be retried",
+                        entry_id, str(exc.orig)[:200])
+            break  # the rest would wait alike: all stay pending
         except Exception:  # one bad entry must not stop the rest; it stays pending
             db.session.rollback()
             log.exception("slow path: entry %s failed; it will be retried", entry_id)

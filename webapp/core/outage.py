@@ -46,7 +46,7 @@ class Outage:
 
     def recovered(self):
         if self.since is not None:
-            logs.event(log, "redis_back", logging.WARNING, who=self.who,
+            logs.event(log, "redis_back", who=self.who,  # news that needs no one: INFO
                        down_s=time.monotonic() - self.since)
         self.since, self.attempt = None, 0
 
