@@ -6,6 +6,8 @@ DELIVER writes), as a lost connection or a failover between the two steps would.
 """
 
 import json
+import signal
+import threading
 import time
 
 import pytest
@@ -220,3 +222,31 @@ def test_health_names_the_clusters_state_while_a_lost_masters_slots_fail(make_ap
                     and body["cluster"]["state"] != "ok" and body, timeout=15)
         assert down, "the report never saw the lost slots"
         assert down["status"] == "degraded" and down["cluster"]["state"] != "ok"
+
+
+def test_health_answers_within_a_probe_s_wait_while_a_master_is_frozen(make_app,
+                                                                        doomed_cluster):
+    """A master frozen (SIGSTOP), its replica kept from taking over: every read in its slots
+    hangs, the data plane's for 5 s each. /api/v1/health has a client of its own, which gives
+    up after a second, so a load balancer's probe (4 s, say) gets its 503, not a timeout."""
+    app = make_app(REDIS_CLUSTER_NODES=nodes_config(doomed_cluster))
+    client = app.test_client()
+    with app.app_context():
+        victim = get_redis().get_node_from_key(keys.PROCESSES)  # a key every report reads
+    replica = replica_of_owner(doomed_cluster, keys.PROCESSES)
+    with redis_py.Redis(host="127.0.0.1", port=int(replica)) as standby:
+        standby.config_set("cluster-replica-no-failover", "yes")
+    client.get("/api/v1/health")  # its clients made, the slot map read
+    process = doomed_cluster.processes[int(victim.port)]
+    process.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(2):  # twice: the second no slower for the first
+            answers = []
+            probe = threading.Thread(target=lambda got=answers: got.append(
+                client.get("/api/v1/health")))
+            probe.start()
+            probe.join(4)
+            assert answers, "the health check hung past a probe's 4 s"
+            assert answers[0].status_code == 503 and answers[0].get_json()["redis"] == "down"
+    finally:
+        process.send_signal(signal.SIGCONT)

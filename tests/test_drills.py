@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import requests
 
 from devtools.fakefeed import FakeFeed
 from tests.product import SYMBOLS, Product, until
@@ -97,9 +98,13 @@ def test_redis_frozen_8_s_every_crossing_fires_once(product, round_):
     pid = _redis_pid(product)
     os.kill(pid, signal.SIGSTOP)
     try:
+        frozen_at = time.monotonic()
         product.feed.trade(symbol, 101)
         product.feed.trade(symbol, 99)
-        time.sleep(8)  # the drill is a freeze of this length, not a wait for an event
+        # a load balancer's probe (4 s, say) is answered 503 meanwhile, not left hanging
+        probe = requests.get(product.base + "/api/v1/health", timeout=4)
+        assert probe.status_code == 503 and probe.json()["redis"] == "down", probe.text
+        time.sleep(max(0.0, 8 - (time.monotonic() - frozen_at)))  # the drill is an 8 s freeze
     finally:
         os.kill(pid, signal.SIGCONT)
     started = time.monotonic()

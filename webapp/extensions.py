@@ -10,6 +10,8 @@ from flask_migrate import Migrate
 from flask_sock import Sock
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy.orm import DeclarativeBase
 
 from webapp.core.quickread import PARSER
@@ -91,11 +93,28 @@ def init_redis(app):
 
 def get_redis() -> redis.Redis:
     """The process's data-plane client; redis.ConnectionError while it cannot be made."""
-    client = current_app.extensions.get("redis")
+    return _client("redis", retry_on_timeout=False)
+
+
+HEALTH_TIMEOUT_S = 1.0
+HEALTH_POOL_SIZE = 4
+
+
+def health_redis() -> redis.Redis:
+    """A data-plane client for the health check alone, whose every wait gives up after
+    HEALTH_TIMEOUT_S: a load balancer's probe gets its 503 in about a second while Redis
+    hangs (a frozen server holds every other read for its 5 s)."""
+    return _client("health_redis", max_connections=HEALTH_POOL_SIZE, retry_on_timeout=False,
+                   socket_timeout=HEALTH_TIMEOUT_S, socket_connect_timeout=HEALTH_TIMEOUT_S,
+                   retry=Retry(NoBackoff(), 0))  # once: a cluster's client retries 3 times
+
+
+def _client(name, **options):
+    client = current_app.extensions.get(name)
     if client is None:
         with current_app.extensions["redis_making"]:  # a first request and a heartbeat
-            client = current_app.extensions.get("redis")
+            client = current_app.extensions.get(name)
             if client is None:
-                client = data_redis(current_app.config, retry_on_timeout=False)
-                current_app.extensions["redis"] = client
+                client = data_redis(current_app.config, **options)
+                current_app.extensions[name] = client
     return client

@@ -46,11 +46,11 @@ SEND_RETRIES = 3
 LOST_QUEUED = timedelta(minutes=5)  # queued but its job never ran (Redis lost it)
 
 
-def breaker(channel):
+def breaker(channel, redis=None):
     config = current_app.config
     return Breaker(f"delivery-{channel}",
                    threshold=config.get("DELIVERY_BREAKER_THRESHOLD", 5),
-                   reset_timeout=config.get("DELIVERY_BREAKER_RESET", 30.0))
+                   reset_timeout=config.get("DELIVERY_BREAKER_RESET", 30.0), redis=redis)
 
 
 def insert_ignore(rows):

@@ -30,8 +30,9 @@ def counts(since, user_id=None):
     return table
 
 
-def delivery_stats(window=DEFAULT_WINDOW, user_id=None):
-    """Per channel over the window: counts by status, success and failure rates, breaker state."""
+def delivery_stats(window=DEFAULT_WINDOW, user_id=None, redis=None):
+    """Per channel over the window: counts by status, success and failure rates, breaker state
+    (read with `redis`, the health check's own client there)."""
     stats = {}
     for channel, by_status in counts(clock.utcnow() - window, user_id).items():
         ok = by_status.get(DeliveryStatus.SENT, 0) + by_status.get(DeliveryStatus.OUTBOX, 0)
@@ -41,7 +42,7 @@ def delivery_stats(window=DEFAULT_WINDOW, user_id=None):
             "counts": by_status,
             "success_rate": round(ok / done, 4) if done else None,
             "failure_rate": round(failed / done, 4) if done else None,
-            "circuit": breaker(channel).state()["state"]
+            "circuit": breaker(channel, redis).state()["state"]
             if channel in CHANNELS or channel.startswith(DESTINATION) else None,
         }
     return stats
