@@ -112,6 +112,12 @@ def test_sms_is_only_sent_when_the_user_opted_in(make_app, http_recorder):
     assert logs(app, notification_id=nid) == [] and twilio.requests == []
 
 
+def vapid_app(make_app, **extra):
+    """An app with a VAPID key pair made for it: push is configured."""
+    private, public = push.generate_vapid_keys()
+    return make_app(**providers(VAPID_PRIVATE_KEY=private, VAPID_PUBLIC_KEY=public, **extra))
+
+
 def subscriber(app, uid, endpoint):
     """A browser's push keys, made for real: the test can decrypt what the server sends."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -126,8 +132,7 @@ def subscriber(app, uid, endpoint):
 
 def test_web_push_payload_decrypts_with_the_subscription_keys(make_app, http_recorder):
     service = http_recorder()
-    private, public = push.generate_vapid_keys()
-    app = make_app(**providers(VAPID_PRIVATE_KEY=private, VAPID_PUBLIC_KEY=public))
+    app = vapid_app(make_app)
     uid = make_user(app, "dee@example.com", email_alerts=False)
     key, auth = subscriber(app, uid, service.url + "/push/device-1")
     nid = send(app, user_id=uid, title="ETHUSDT below 3000", message="Traded at 2999")
@@ -136,7 +141,7 @@ def test_web_push_payload_decrypts_with_the_subscription_keys(make_app, http_rec
     assert request["path"] == "/push/device-1"
     assert request["headers"]["content-encoding"] == "aes128gcm"
     assert request["headers"]["authorization"].startswith("vapid t=")
-    assert public in request["headers"]["authorization"]
+    assert app.config["VAPID_PUBLIC_KEY"] in request["headers"]["authorization"]
     plain = http_ece.decrypt(request["body"], private_key=key, auth_secret=auth,
                              version="aes128gcm")
     payload = json.loads(plain)
@@ -148,8 +153,7 @@ def test_web_push_payload_decrypts_with_the_subscription_keys(make_app, http_rec
 
 def test_gone_push_subscription_is_removed(make_app, http_recorder):
     service = http_recorder(status=410)
-    private, public = push.generate_vapid_keys()
-    app = make_app(**providers(VAPID_PRIVATE_KEY=private, VAPID_PUBLIC_KEY=public))
+    app = vapid_app(make_app)
     uid = make_user(app, "eve@example.com", email_alerts=False)
     subscriber(app, uid, service.url + "/push/old")
     nid = send(app, user_id=uid)
@@ -162,8 +166,7 @@ def test_gone_push_subscription_is_removed(make_app, http_recorder):
 
 def test_push_never_posts_to_a_local_endpoint_saved_before_the_check(make_app, http_recorder):
     service = http_recorder()
-    private, public = push.generate_vapid_keys()
-    app = make_app(**providers(VAPID_PRIVATE_KEY=private, VAPID_PUBLIC_KEY=public))
+    app = vapid_app(make_app)
     uid = make_user(app, "old@example.com", email_alerts=False)
     subscriber(app, uid, service.url + "/push/legacy")
     app.config["PUSH_ALLOW_INSECURE_ENDPOINTS"] = False  # as in production
@@ -189,8 +192,7 @@ def test_push_never_reaches_an_endpoint_whose_name_resolves_inwards_when_sending
             return real(host, *args, **kwargs)
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", inside.getsockname())]
 
-    private, public = push.generate_vapid_keys()
-    app = make_app(**providers(VAPID_PRIVATE_KEY=private, VAPID_PUBLIC_KEY=public))
+    app = vapid_app(make_app)
     uid = make_user(app, "dns@example.com", email_alerts=False)
     subscriber(app, uid, "https://push.rebind.example/push/x")
     app.config["PUSH_ALLOW_INSECURE_ENDPOINTS"] = False  # as in production
@@ -210,8 +212,7 @@ def test_push_never_reaches_an_endpoint_whose_name_resolves_inwards_when_sending
 def test_push_does_not_follow_a_redirect(make_app, http_recorder):
     service, inside = http_recorder(status=307), http_recorder()
     service.headers = {"Location": inside.url + "/admin"}
-    private, public = push.generate_vapid_keys()
-    app = make_app(**providers(VAPID_PRIVATE_KEY=private, VAPID_PUBLIC_KEY=public))
+    app = vapid_app(make_app)
     uid = make_user(app, "hop@example.com", email_alerts=False)
     subscriber(app, uid, service.url + "/push/hop")
     nid = send(app, user_id=uid)

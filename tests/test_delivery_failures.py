@@ -10,11 +10,10 @@ from aiosmtpd.controller import Controller
 from prometheus_client import REGISTRY
 
 from tests.hub import Mailbox, make_user, poll, run_jobs
-from tests.test_deliveries import logs, providers, send, subscriber
+from tests.test_deliveries import logs, providers, send, subscriber, vapid_app
 from webapp import clock
 from webapp.core.queues import enqueue, rq_connection
 from webapp.delivery import dispatch
-from webapp.delivery.channels import push
 from webapp.delivery.dispatch import breaker
 from webapp.delivery.sweep import sweep
 from webapp.extensions import db
@@ -100,11 +99,6 @@ def test_email_gives_up_after_its_last_retry(make_app, late_smtp):
     assert row.next_attempt_at is None
     late_smtp.start()
     assert step(app, nid).status == "failed" and late_smtp.messages == []
-
-
-def vapid_app(make_app, **extra):
-    private, public = push.generate_vapid_keys()
-    return make_app(**providers(VAPID_PRIVATE_KEY=private, VAPID_PUBLIC_KEY=public, **extra))
 
 
 def test_push_service_down_retries_opens_the_breaker_and_recovers(make_app, http_recorder):
