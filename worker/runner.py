@@ -16,6 +16,7 @@ from webapp.core.processes import Heartbeat
 from webapp.core.queues import QUEUES, rq_connection
 from webapp.extensions import db, get_redis
 from worker.renamed_jobs import rename_waiting_jobs
+from worker.schedule import PERIODIC
 
 RESTART_PAUSE_S = 0.5
 # RQ takes its scheduler's lock (which re-queues the jobs whose retry waits) when it starts
@@ -57,6 +58,7 @@ def work_forever(make_worker, outage, stop, **work_kwargs):
         logging.getLogger(name).addFilter(_no_redis_traceback)
         logging.getLogger(name).addFilter(_failure_traceback_apart)
         logging.getLogger(name).addFilter(_no_cleanup_advice)
+        logging.getLogger(name).addFilter(_no_routine_lines)
     renamed = False
     while not stop.is_set():
         if not outage.wait_until_up(r, stop):
@@ -120,6 +122,23 @@ def _failure_traceback_apart(record):
         record.msg, record.args = record.msg.rsplit("\n", 1)[0], tuple(args)
         record.exc_text = record.exc_text.rstrip("\n")
     return True
+
+
+# RQ's INFO lines a job run (taken, OK, completed): for a periodic job run every few seconds
+# (the listener's watchdog, every 5 s) they were most of a quiet worker's log; its failures
+# still show. And its registries' cleaning, each maintenance pass (every 15 s) a queue.
+FREQUENT_S = 60
+ROUTINE = "Worker %s: cleaning registries for queue: %s"
+
+
+def _no_routine_lines(record):
+    if record.levelno != logging.INFO:
+        return True
+    if record.msg == ROUTINE:
+        return False
+    frequent = {p.id for p in PERIODIC if p.interval < FREQUENT_S}
+    frequent |= {f"{p.func}()" for p in PERIODIC if p.interval < FREQUENT_S}
+    return not any(isinstance(arg, str) and arg in frequent for arg in record.args or ())
 
 
 def _no_cleanup_advice(record):
