@@ -185,6 +185,30 @@ def test_a_stream_served_through_a_manual_failover_keeps_hearing_its_user(doomed
         hub.stop()
 
 
+def test_a_stream_whose_master_froze_ends_rather_than_stays_deaf(doomed_cluster):
+    """The master of the user's slot frozen (SIGSTOP) and its replica taking over: the link's
+    connection to it hears nothing more, not even an `sunsubscribe`, until it thaws. Silent
+    past the probe's wait, the link ends, and the stream with it (the browser reconnects and
+    replays), while the master is still frozen: not left deaf, then fed what the old master
+    wrote meanwhile (a drill: 400 notifications missed live)."""
+    config = {"REDIS_CLUSTER_NODES": nodes_config(doomed_cluster)}
+    hub = fanout.Hub(config, name="tb-hub-frozen")
+    client = hub.attach(fanout.Client(7))
+    r = connect(doomed_cluster)
+    victim = int(r.get_node_from_key(keys.user_channel(7)).port)
+    r.close()
+    with redis_py.Redis(host="127.0.0.1", port=victim, decode_responses=True) as owner:
+        assert poll(lambda: owner.execute_command(  # the hub's subscription is in place
+            "PUBSUB", "SHARDNUMSUB", keys.user_channel(7))[1] == 1, timeout=10)
+    process = doomed_cluster.processes[victim]
+    process.send_signal(signal.SIGSTOP)
+    try:
+        assert poll(lambda: client.closed, timeout=15), "the stream stayed open and deaf"
+    finally:
+        process.send_signal(signal.SIGCONT)
+        hub.stop()
+
+
 def test_a_batch_whose_commit_failed_is_not_written_twice_after_64_more_batches(rc):
     """DELIVER ran, COMMIT failed (its slot's master away, say): the batch waits >= 5 s for
     the sweep. A user who meanwhile got 64 more batches still has it in tb:applied (kept a

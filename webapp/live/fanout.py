@@ -261,6 +261,7 @@ class Hub:
             while not self._stop.is_set():
                 link.send()
                 link.read(self.dispatch)
+                link.probe()
                 link.wait()
         finally:
             link.close()

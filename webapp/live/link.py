@@ -6,6 +6,7 @@ waits on every connection and the streams' wake-up pipe at once.
 """
 
 import select
+import time
 
 import redis
 from redis.backoff import NoBackoff
@@ -15,6 +16,14 @@ from webapp.core.quickread import socket_readable
 from webapp.extensions import data_redis, is_cluster
 
 DEFAULT_POLL = 10.0  # seconds between pub/sub health checks while idle
+# On a cluster each node's connection is asked to answer (PING) every PROBE_S, and one that
+# has said nothing for PROBE_LATE_S since it was asked ends the link. A frozen master's
+# replica takes its slots while its subscribers hear nothing; when it thaws it even delivers
+# what it wrote meanwhile, then drops (a drill: a stream deaf for the failover, then 3 such
+# notifications, whose ids then skipped the gap in the replay). Any message read counts as
+# an answer: a node streaming a burst behind its PONG is alive.
+PROBE_S = 1.0
+PROBE_LATE_S = 3.0
 SUBSCRIBE_BATCH = 1000  # channels in one SUBSCRIBE (a cluster takes one SSUBSCRIBE a channel)
 REPLIES = ("subscribe", "unsubscribe", "ssubscribe", "sunsubscribe")
 MESSAGES = ("message", "smessage")
@@ -34,6 +43,7 @@ class Link:
                                  retry=Retry(NoBackoff(), 0), protocol=2)
         self.cluster = is_cluster(self.client)
         self.subscriptions = subscriptions
+        self._asked, self._heard = {}, {}  # node name -> when it was asked, last heard from
         self.pubsub = self.client.pubsub()
         self.client.ping()  # up: what the streams need is subscribed on it from now on
         subscriptions.relink()
@@ -63,6 +73,7 @@ class Link:
                         timeout=rest, target_node=self.client.get_node(node_name=name))
                 else:
                     message = _message(node, rest)
+                self._heard[name] = time.monotonic()
                 if message is None:  # a health-check reply was taken
                     continue
                 if message["type"] in MESSAGES:
@@ -74,10 +85,31 @@ class Link:
                         raise redis.ConnectionError(
                             f"{message['channel']} was unsubscribed by the server")
 
+    def probe(self, now=None):
+        """On a cluster: ask each node's connection to answer; raise redis.ConnectionError
+        for one silent PROBE_LATE_S since it was asked (its streams end and replay)."""
+        if not self.cluster:
+            return
+        now = time.monotonic() if now is None else now
+        for name, node in self.nodes():
+            if not node.subscribed or node.connection is None:
+                continue
+            asked, heard = self._asked.get(name), self._heard.get(name, 0.0)
+            if asked is not None and heard < asked:
+                if now - asked > PROBE_LATE_S:
+                    raise redis.ConnectionError(
+                        f"{name} has not answered for {now - asked:.1f} s")
+            elif asked is None or now - asked >= PROBE_S:
+                node.ping()  # its reply comes in among the messages, as "pong"
+                self._asked[name] = now
+
     def wait(self, timeout=DEFAULT_POLL):
-        """Until a message arrives, a stream wakes the reader, or the health-check time."""
+        """Until a message arrives, a stream wakes the reader, or the health-check time (a
+        cluster's next probe)."""
         if self.subscriptions.pending():
             return
+        if self.cluster:
+            timeout = min(timeout, PROBE_S)
         # redis-py names no public way to the socket; poll needs it to wait on all at once.
         # poll, not select: a link made again while thousands of streams are open gets a
         # descriptor past 1023, which select refuses (gevent's poll under the web worker).
