@@ -231,6 +231,25 @@ def test_streams_end_when_redis_goes_and_resume_with_replay_when_it_returns(own_
         sock.close()
 
 
+def test_ws_set_up_while_redis_is_away_closes_with_try_again_later(own_site):
+    """The handshake done, Redis does not answer the stream's set-up: the socket is closed
+    with 1013 (Try Again Later), not written an HTTP 503 that garbles it (a drill's clients
+    failed on "reserved bits", and gunicorn then read the socket as a request)."""
+    box = own_site["redis"]
+    redisd.stop(box["process"])
+    try:
+        ws = websocket.create_connection(ws_url(own_site, f"?api_key={own_site['key']}"),
+                                         timeout=10)
+        try:
+            opcode, data = ws.recv_data(control_frame=True)
+            assert opcode == websocket.ABNF.OPCODE_CLOSE
+            assert int.from_bytes(data[:2], "big") == 1013, data
+        finally:
+            ws.close()
+    finally:
+        box["process"], _ = redisd.start(box["dir"], appendonly=True)
+
+
 def test_a_client_that_stops_reading_is_dropped_without_holding_up_others(own_site):
     slow_uid, fast_uid = own_site["uids"][3], own_site["uids"][1]
     slow = socket.socket()

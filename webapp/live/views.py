@@ -13,7 +13,7 @@ from simple_websocket import ConnectionClosed
 
 from webapp.accounts import service as accounts
 from webapp.accounts import sessions
-from webapp.errors import json_error
+from webapp.errors import REDIS_FAULTS, SQL_FAULTS, json_error
 from webapp.extensions import db, sock
 from webapp.inbox import service as inbox
 from webapp.insist import service as insist
@@ -25,6 +25,7 @@ from webapp.market import tickers
 bp = Blueprint("live", __name__)
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+TRY_AGAIN_LATER = 1013  # a WebSocket close code (RFC 6455's registry)
 
 
 def _renderer():
@@ -125,10 +126,16 @@ def websocket(ws):
     ws.sock = WholeSends(ws.sock, timeout=ping_s)  # a peer that takes nothing that long goes
     uid, key_id = g.ws_user_id, g.ws_key_id
     tag = sessions.key_credential(key_id)
-    opened = _open(uid, request.args.get("last_event_id"),
-                   lambda hub, symbols: fanout.Client(uid, symbols, credential=tag,
-                                                      transport="ws"),
-                   lambda: accounts.api_key_is_live(key_id))
+    try:
+        opened = _open(uid, request.args.get("last_event_id"),
+                       lambda hub, symbols: fanout.Client(uid, symbols, credential=tag,
+                                                          transport="ws"),
+                       lambda: accounts.api_key_is_live(key_id))
+    except (*REDIS_FAULTS, *SQL_FAULTS):
+        # past the handshake no HTTP 503 can go (its bytes would garble the socket): the
+        # close code for it, Try Again Later; the client reconnects and replays
+        ws.close(reason=TRY_AGAIN_LATER, message="The live feed is unavailable; try again.")
+        return
     if opened is None:
         return  # the key was revoked while connecting: the socket closes
     hub, client, replay, unread = opened
