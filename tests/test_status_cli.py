@@ -19,6 +19,7 @@ from webapp import clock
 from webapp.admin import jobs
 from webapp.core.queues import enqueue, rq_connection
 from webapp.delivery.dispatch import breaker as delivery_breaker
+from worker.listener.hosting import listener_watchdog
 
 
 def test_a_healthy_product_exits_0_with_the_facts(app, runner, monkeypatch):
@@ -32,6 +33,29 @@ def test_a_healthy_product_exits_0_with_the_facts(app, runner, monkeypatch):
     assert "Listener: 2 connections, 4 streams, lag 2.5 s ago" in lines
     assert any(line.startswith("  delivery-email ") and "closed" in line for line in lines)
     assert "Failed jobs: 0" in lines
+
+
+def test_a_trade_newer_than_the_check_is_no_lag_not_a_negative_one(app, runner, monkeypatch):
+    """The reads waited on Redis (a master frozen) while the listener traded on."""
+    now = clock.now_ms()
+    monkeypatch.setattr(clock, "now_ms", lambda: now)
+    beating(app, lag_ms=-4400)
+    lines = runner.invoke(args=["status"]).output.splitlines()
+    assert "Listener: 2 connections, 4 streams, lag 0.0 s ago" in lines, lines
+
+
+def test_every_shard_the_watchdog_keeps_is_reported_where_listener_shards_is_unset(
+        app, runner):
+    """A second shell without LISTENER_SHARDS=2 still sees shard 1 (here, dead)."""
+    beating(app)
+    with app.app_context():
+        app.config["LISTENER_SHARDS"] = 2
+        listener_watchdog()  # as make run's worker runs it, LISTENER_SHARDS=2 set
+        app.config["LISTENER_SHARDS"] = 1
+    result = runner.invoke(args=["status"])
+    assert result.exit_code == 1
+    assert any(line.startswith("  shard 1: ") for line in result.output.splitlines()), \
+        result.output
 
 
 def test_something_unhealthy_exits_1_and_says_which(app, runner):

@@ -37,6 +37,9 @@ WATCH_CHANNEL_PREFIX = "tb:watch:{"
 # processes and their health
 LISTENER = "tb:listener"  # hash: the listener's status
 LISTENER_LEASE = "tb:listener:lease"
+# string, 30 s: LISTENER_SHARDS as the listener watchdog runs with it, so /health and `flask
+# status` in a shell that does not set it still report every shard
+LISTENER_SHARDS = "tb:listener:shards"
 PROCESSES = "tb:processes"  # hash: each process's heartbeat
 
 

@@ -90,7 +90,8 @@ def listener(body, now_ms):
             pipe.hget(keys.listener_status(shard["shard"]), "last_tick_ms")
         ticks = pipe.execute()
     monitoring["shards"] = [
-        {**shard, "lag_ms": now_ms - int(tick) if tick and int(tick) else None}
+        # a trade newer than the check (whose reads waited on Redis): no lag, not a negative
+        {**shard, "lag_ms": max(0, now_ms - int(tick)) if tick and int(tick) else None}
         for shard, tick in zip(monitoring["shards"], ticks, strict=True)]
     lags = [shard["lag_ms"] for shard in monitoring["shards"] if shard["lag_ms"] is not None]
     monitoring["lag_ms"] = max(lags) if lags else None

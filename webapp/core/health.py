@@ -49,7 +49,9 @@ def _shard_count():
 
 def _listener(r, shards, now_ms):
     """(monitoring, last tick ms): every shard's status, and one summary over them all in
-    the fields a single listener always had (ok only when every shard is)."""
+    the fields a single listener always had (ok only when every shard is). The shards are
+    as many as this process's LISTENER_SHARDS or the listener watchdog's, the more."""
+    shards = max(shards, int(r.get(keys.LISTENER_SHARDS) or 1))
     with r.pipeline(transaction=False) as pipe:
         for shard in range(shards):
             pipe.hgetall(keys.listener_status(shard))

@@ -157,10 +157,15 @@ def _stop_on_signals(stop):
     return restore
 
 
+SHARDS_SAID_S = 30  # the watchdog runs every 5 s: a count set, then taken down, lapses
+
+
 def listener_watchdog():
     """Periodic job: each shard's outcome (`running`, `queued`, `starting`, `enqueued`),
     comma-separated in shard order; one shard: just its own."""
-    return ",".join(watch_shard(shard) for shard in range(shards.count(current_app.config)))
+    count = shards.count(current_app.config)
+    get_redis().set(keys.LISTENER_SHARDS, count, ex=SHARDS_SAID_S)
+    return ",".join(watch_shard(shard) for shard in range(count))
 
 
 def watch_shard(shard):
