@@ -120,7 +120,11 @@ def test_a_send_whose_worker_died_goes_out_within_a_minute_not_ten(make_app, smt
 
         beat(0)  # alive, a slow send: left to finish
         assert sweep() == 0 and db.session.get(DeliveryLog, row_id).status == "sending"
-        beat(processes.STALE_MS + 1000)  # killed: it stopped beating
+        beat(processes.STALE_MS + 1000)  # silent 16 s: a clock apart, a failover: not yet
+        assert sweep() == 0 and db.session.get(DeliveryLog, row_id).status == "sending"
+        r.hdel(keys.PROCESSES, field)  # left the list: stopped, or its Redis lost it
+        assert sweep() == 0 and db.session.get(DeliveryLog, row_id).status == "sending"
+        beat(DEAD_SENDER.total_seconds() * 1000 + 1000)  # killed: it stopped beating
         assert sweep() == 1
         db.session.expire_all()
         row = db.session.get(DeliveryLog, row_id)

@@ -278,3 +278,29 @@ def test_pages_poll_a_banner_that_names_what_is_degraded(client, app, auth):
             "last_tick_ms": 1_700_000_000_000})
         _beat("worker", "listener", "scheduler")
     assert client.get("/status").get_data(as_text=True).strip() == ""
+
+
+def test_a_heartbeat_that_meets_another_redis_error_beats_on(app, monkeypatch):
+    """Redis full (OOM) or read-only a moment: the beat thread must not die, or the process
+    would show as gone while it works (and the sweep would send its deliveries again)."""
+    import redis as redis_py
+
+    with app.app_context():
+        r = get_redis()
+        beat = processes.Heartbeat(r, "worker", every_s=0.05)
+        real, calls = beat.beat, []
+
+        def flaky():
+            calls.append(1)
+            if len(calls) <= 2:
+                raise redis_py.exceptions.ResponseError("OOM command not allowed")
+            real()
+
+        monkeypatch.setattr(beat, "beat", flaky)
+        beat.start()
+        try:
+            assert poll(lambda: r.hexists(processes.KEY, beat.field), timeout=5)
+            assert processes.beating == beat.field
+        finally:
+            beat.end()
+        assert processes.beating is None

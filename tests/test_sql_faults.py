@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import pytest
 import redis
+import sqlalchemy
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -334,3 +335,14 @@ def test_a_fired_batch_that_met_a_locked_database_is_recorded_seconds_later(site
     said = [rec for rec in caplog.records if rec.name == "worker.slowpath"]
     assert any("waits for the database" in rec.getMessage() for rec in said), said
     assert all(rec.levelno < logging.ERROR and not rec.exc_info for rec in said), said
+
+
+@pytest.mark.parametrize("said, waits", [
+    ("database is locked", True), ("canceling statement due to lock timeout", True),
+    ("server closed the connection unexpectedly", True), ("no such table: alerts", False),
+    ("too many SQL variables", False)])
+def test_the_slow_path_waits_out_a_locked_database_but_reports_a_schema_s_fault(said, waits):
+    """A wait is a warning and stops the pass; a missing table is an ERROR with its traceback
+    and the next entries go on."""
+    error = sqlalchemy.exc.OperationalError("UPDATE alerts ...", {}, Exception(said))
+    assert slowpath._waits(error) is waits

@@ -136,8 +136,11 @@ def handle(r, entries):
             log.warning("slow path: entry %s waits for Redis (%s: %s); it will be retried",
                         entry_id, type(exc).__name__, exc)
             break
-        except OperationalError as exc:  # the database locked or away: a wait, no bug
+        except OperationalError as exc:
             db.session.rollback()
+            if not _waits(exc):  # a schema's fault, say: as any failure
+                log.exception("slow path: entry %s failed; it will be retried", entry_id)
+                continue
             log.warning("slow path: entry %s waits for the database (%s); it will be retried",
                         entry_id, str(exc.orig)[:200])
             break  # the rest would wait alike: all stay pending
@@ -241,6 +244,13 @@ def safety_net():
     expired = alerts.expire_due()
     log.info("slow path safety net: handled=%d expired=%d", handled, expired)
     return {"handled": handled, "expired": expired}
+
+
+def _waits(exc):
+    """An OperationalError that passes by itself: the database locked, busy or away."""
+    said = str(exc.orig).lower()
+    return exc.connection_invalidated or any(
+        word in said for word in ("locked", "lock timeout", "busy", "connection", "server"))
 
 
 def run_forever(stop_event, app=None, consumer=None, block_ms=DEFAULT_BLOCK_MS,

@@ -49,17 +49,19 @@ def _shard_count():
 
 def _listener(r, shards, now_ms):
     """(monitoring, last tick ms): every shard's status, and one summary over them all in
-    the fields a single listener always had (ok only when every shard is). The shards are
-    as many as this process's LISTENER_SHARDS or the listener watchdog's, the more."""
-    shards = max(shards, int(r.get(keys.LISTENER_SHARDS) or 1))
+    the fields a single listener always had (ok only when every shard is). Listed are as
+    many shards as this process's LISTENER_SHARDS or the listener watchdog's, the more (a
+    second shell without the setting); judged, this process's own (a count just lowered
+    must not make every web process unhealthy until the watchdog's note lapses)."""
+    listed = max(shards, int(r.get(keys.LISTENER_SHARDS) or 1))
     with r.pipeline(transaction=False) as pipe:
-        for shard in range(shards):
+        for shard in range(listed):
             pipe.hgetall(keys.listener_status(shard))
         statuses = pipe.execute()
     each = [{"shard": shard, **_monitoring(status, now_ms)}
             for shard, status in enumerate(statuses)]
-    ok = all(m["status"] == "ok" for m in each)
-    alive = all(m["listener"] == "alive" for m in each)
+    ok = all(m["status"] == "ok" for m in each[:shards])
+    alive = all(m["listener"] == "alive" for m in each[:shards])
     ages = [m["heartbeat_age_ms"] for m in each]
     summary = {
         "status": "ok" if ok else "down",

@@ -57,11 +57,17 @@ class Heartbeat:
         return self
 
     def _run(self):
+        failing = False
         while True:
             try:
                 self.beat()
+                failing = False
             except REDIS_DOWN:
                 pass  # the process's main loop reports the outage; a beat just waits
+            except Exception:  # noqa: BLE001 - Redis full, read-only...: beat on, said once
+                if not failing:
+                    log.exception("heartbeat failed; beating on")
+                failing = True
             if self.stop.wait(self.every_s):
                 break
         self._leave()  # here, after the last beat: no beat still on its way lands after it
@@ -75,6 +81,9 @@ class Heartbeat:
     def end(self, timeout=END_WAIT_S):
         """Stop beating and leave the list: best effort, waiting at most `timeout` (Redis may
         be gone; a process stopping must not hang on it)."""
+        global beating
+        if beating == self.field:
+            beating = None
         self.stop.set()
         if self.thread is None:
             self._leave()
@@ -111,18 +120,18 @@ def report(redis, now_ms=None):
     return roles
 
 
-def gone(redis, fields, now_ms=None):
-    """Those of the heartbeat fields whose process no longer beats (stopped, or killed)."""
+def gone(redis, fields, silent_ms, now_ms=None):
+    """Those of the heartbeat fields whose process has not beaten for `silent_ms` (killed).
+    One that left the list (stopped, or its Redis lost it) is not known to be gone."""
     fields = list(dict.fromkeys(fields))
     now_ms = now_ms or clock.now_ms()
     dead = set()
     for field, raw in zip(fields, redis.hmget(KEY, fields) if fields else [], strict=True):
         try:
-            if now_ms - int(json.loads(raw)["beat_ms"]) <= STALE_MS:
-                continue
-        except (TypeError, ValueError, KeyError):  # left the list, or unreadable
+            if now_ms - int(json.loads(raw)["beat_ms"]) > silent_ms:
+                dead.add(field)
+        except (TypeError, ValueError, KeyError):
             pass
-        dead.add(field)
     return dead
 
 

@@ -94,11 +94,13 @@ def _claim(log_id, now):
 
 def _note_sender(log_id):
     """Say which process sends it: if that one dies, the sweep need not wait STALE_SENDING.
-    Best effort: unsaid (no heartbeat here, Redis away), the row waits as before."""
-    if processes.beating is None:
-        return
+    Best effort: unsaid (no heartbeat here, Redis away), the row waits as before, and an
+    earlier try's sender is forgotten, not judged for this one."""
     try:
-        get_redis().set(keys.sending(log_id), processes.beating, ex=3600)
+        if processes.beating is None:
+            get_redis().delete(keys.sending(log_id))
+        else:
+            get_redis().set(keys.sending(log_id), processes.beating, ex=3600)
     except REDIS_FAULTS:
         pass
 

@@ -69,7 +69,10 @@ def dead_senders(now):
             for log_id in ids:
                 pipe.get(keys.sending(log_id))
             senders = dict(zip(ids, pipe.execute(), strict=True))
-        gone = processes.gone(r, [s for s in senders.values() if s])
+        # silent as long as the row waited: clocks a few seconds apart, or a beat held up
+        # by a failover, do not pass for a death
+        gone = processes.gone(r, [s for s in senders.values() if s],
+                              silent_ms=DEAD_SENDER.total_seconds() * 1000)
     except REDIS_FAULTS:
         return []
     return [log_id for log_id, sender in senders.items() if sender in gone]

@@ -16,14 +16,16 @@ from webapp.core.quickread import socket_readable
 from webapp.extensions import data_redis, is_cluster
 
 DEFAULT_POLL = 10.0  # seconds between pub/sub health checks while idle
-# On a cluster each node's connection is asked to answer (PING) every PROBE_S, and one that
-# has said nothing for PROBE_LATE_S since it was asked ends the link. A frozen master's
-# replica takes its slots while its subscribers hear nothing; when it thaws it even delivers
-# what it wrote meanwhile, then drops (a drill: a stream deaf for the failover, then 3 such
-# notifications, whose ids then skipped the gap in the replay). Any message read counts as
-# an answer: a node streaming a burst behind its PONG is alive.
-PROBE_S = 1.0
-PROBE_LATE_S = 3.0
+# On a cluster each node's connection is asked to answer (PING), and one silent for half the
+# cluster's node timeout since it was asked ends the link. A frozen master's replica takes
+# its slots once the node timeout has passed, while its subscribers hear nothing; when it
+# thaws it even delivers what it wrote meanwhile, then drops (a drill: a stream deaf for the
+# failover, then 3 such notifications, whose ids then skipped the gap in the replay). Half
+# the timeout: ended before any failover can have happened, yet a node slow for a moment
+# (a long script, a fork) is not taken for frozen. Any message read counts as an answer: a
+# node streaming a burst behind its PONG is alive.
+DEFAULT_NODE_TIMEOUT_S = 15.0  # Redis's own cluster-node-timeout, where CONFIG is refused
+MIN_PROBE_LATE_S = 2.0  # a loopback cluster's 1 s timeout: a loaded machine stalls that long
 SUBSCRIBE_BATCH = 1000  # channels in one SUBSCRIBE (a cluster takes one SSUBSCRIBE a channel)
 REPLIES = ("subscribe", "unsubscribe", "ssubscribe", "sunsubscribe")
 MESSAGES = ("message", "smessage")
@@ -44,6 +46,8 @@ class Link:
         self.cluster = is_cluster(self.client)
         self.subscriptions = subscriptions
         self._asked, self._heard = {}, {}  # node name -> when it was asked, last heard from
+        self.probe_late_s = max(MIN_PROBE_LATE_S, _node_timeout_s(self.client) / 2)
+        self.probe_every_s = self.probe_late_s / 3
         self.pubsub = self.client.pubsub()
         self.client.ping()  # up: what the streams need is subscribed on it from now on
         subscriptions.relink()
@@ -87,7 +91,7 @@ class Link:
 
     def probe(self, now=None):
         """On a cluster: ask each node's connection to answer; raise redis.ConnectionError
-        for one silent PROBE_LATE_S since it was asked (its streams end and replay)."""
+        for one silent `probe_late_s` since it was asked (its streams end and replay)."""
         if not self.cluster:
             return
         now = time.monotonic() if now is None else now
@@ -96,10 +100,10 @@ class Link:
                 continue
             asked, heard = self._asked.get(name), self._heard.get(name, 0.0)
             if asked is not None and heard < asked:
-                if now - asked > PROBE_LATE_S:
+                if now - asked > self.probe_late_s:
                     raise redis.ConnectionError(
                         f"{name} has not answered for {now - asked:.1f} s")
-            elif asked is None or now - asked >= PROBE_S:
+            elif asked is None or now - asked >= self.probe_every_s:
                 node.ping()  # its reply comes in among the messages, as "pong"
                 self._asked[name] = now
 
@@ -109,7 +113,7 @@ class Link:
         if self.subscriptions.pending():
             return
         if self.cluster:
-            timeout = min(timeout, PROBE_S)
+            timeout = min(timeout, self.probe_every_s)
         # redis-py names no public way to the socket; poll needs it to wait on all at once.
         # poll, not select: a link made again while thousands of streams are open gets a
         # descriptor past 1023, which select refuses (gevent's poll under the web worker).
@@ -139,6 +143,17 @@ class Link:
     def close(self):
         self.pubsub.close()
         self.client.close()
+
+
+def _node_timeout_s(client):
+    """The cluster's cluster-node-timeout in seconds (0 on one Redis), as a node says."""
+    if not is_cluster(client):
+        return 0.0
+    try:
+        said = client.config_get("cluster-node-timeout", target_nodes=client.RANDOM)
+        return int(said["cluster-node-timeout"]) / 1000
+    except (redis.RedisError, KeyError, ValueError, TypeError):  # CONFIG refused (a service)
+        return DEFAULT_NODE_TIMEOUT_S
 
 
 def _message(pubsub, timeout):

@@ -28,6 +28,7 @@ from webapp.core.breaker import Breaker
 from webapp.core.outage import Outage
 from webapp.core.processes import Heartbeat
 from webapp.core.queues import STREAM_QUEUE, enqueue, get_queue, rq_connection
+from webapp.errors import REDIS_FAULTS
 from webapp.extensions import data_redis, get_redis
 from worker import slowpath
 from worker.listener import shards
@@ -164,8 +165,12 @@ def listener_watchdog():
     """Periodic job: each shard's outcome (`running`, `queued`, `starting`, `enqueued`),
     comma-separated in shard order; one shard: just its own."""
     count = shards.count(current_app.config)
-    get_redis().set(keys.LISTENER_SHARDS, count, ex=SHARDS_SAID_S)
-    return ",".join(watch_shard(shard) for shard in range(count))
+    outcome = ",".join(watch_shard(shard) for shard in range(count))
+    try:  # after the watch: its master away must not keep any shard unwatched
+        get_redis().set(keys.LISTENER_SHARDS, count, ex=SHARDS_SAID_S)
+    except REDIS_FAULTS:
+        pass
+    return outcome
 
 
 def watch_shard(shard):
