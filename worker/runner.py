@@ -57,7 +57,6 @@ def work_forever(make_worker, outage, stop, **work_kwargs):
     for name in ("rq.worker", "rq.scheduler"):
         logging.getLogger(name).addFilter(_no_redis_traceback)
         logging.getLogger(name).addFilter(_failure_traceback_apart)
-        logging.getLogger(name).addFilter(_no_cleanup_advice)
         logging.getLogger(name).addFilter(_no_routine_lines)
     renamed = False
     while not stop.is_set():
@@ -126,25 +125,21 @@ def _failure_traceback_apart(record):
 
 # RQ's INFO lines a job run (taken, OK, completed): for a periodic job run every few seconds
 # (the listener's watchdog, every 5 s) they were most of a quiet worker's log; its failures
-# still show. And its registries' cleaning, each maintenance pass (every 15 s) a queue.
+# still show. Its registries' cleaning, each maintenance pass (every 15 s) a queue. And its
+# advice to clean a kept result up by hand: only periodic jobs keep theirs for good, as
+# rq-scheduler runs them again from it (worker/schedule.py).
 FREQUENT_S = 60
-ROUTINE = "Worker %s: cleaning registries for queue: %s"
+FREQUENT = frozenset({p.id for p in PERIODIC if p.interval < FREQUENT_S}
+                     | {f"{p.func}()" for p in PERIODIC if p.interval < FREQUENT_S})
+ROUTINE = ("Worker %s: cleaning registries for queue: %s", KEPT_FOREVER)
 
 
 def _no_routine_lines(record):
     if record.levelno != logging.INFO:
         return True
-    if record.msg == ROUTINE:
+    if record.msg in ROUTINE:
         return False
-    frequent = {p.id for p in PERIODIC if p.interval < FREQUENT_S}
-    frequent |= {f"{p.func}()" for p in PERIODIC if p.interval < FREQUENT_S}
-    return not any(isinstance(arg, str) and arg in frequent for arg in record.args or ())
-
-
-def _no_cleanup_advice(record):
-    """Only periodic jobs keep their record for good: rq-scheduler runs them again from it
-    (worker/schedule.py). RQ's advice to clean it up by hand, each run, is not the operator's."""
-    return record.msg != KEPT_FOREVER
+    return not any(isinstance(arg, str) and arg in FREQUENT for arg in record.args or ())
 
 
 def _no_redis_traceback(record):
