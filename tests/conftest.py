@@ -107,7 +107,7 @@ def make_app(db_url, db_backend, redis_url, tmp_path):
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
-        for name in ("redis", "rq_redis", "health_redis"):
+        for name in ("redis", "rq_redis", "health_redis", "health_rq_redis"):
             if app.extensions.get(name) is not None:  # a cluster's: None until it answered
                 app.extensions[name].close()
 

@@ -14,6 +14,7 @@ import pytest
 import redis as redis_py
 from redis.exceptions import ResponseError
 
+from devtools import redisd
 from tests.cluster import connect, data_plane, nodes_config
 from tests.hub import poll
 from webapp import keys
@@ -274,3 +275,31 @@ def test_health_answers_within_a_probe_s_wait_while_a_master_is_frozen(make_app,
             assert answers[0].status_code == 503 and answers[0].get_json()["redis"] == "down"
     finally:
         process.send_signal(signal.SIGCONT)
+
+
+def test_health_answers_within_a_probe_s_wait_while_rqs_redis_is_frozen(make_app, rc,
+                                                                         redis_cluster,
+                                                                         tmp_path):
+    """Beside a cluster, RQ's queues live on REDIS_URL, which the report reads for their
+    lengths. Frozen, it fails the probe in about a second, as a frozen master does."""
+    process, url = redisd.start(tmp_path / "rq-redis", appendonly=False)
+    try:
+        app = make_app(REDIS_CLUSTER_NODES=nodes_config(redis_cluster), REDIS_URL=url)
+        client = app.test_client()
+        assert client.get("/api/v1/health").get_json()["queues"] is not None
+        process.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(2):  # twice: the second no slower for the first
+                answers = []
+                probe = threading.Thread(target=lambda got=answers: got.append(
+                    client.get("/api/v1/health")))
+                probe.start()
+                probe.join(4)
+                assert answers, "the health check hung past a probe's 4 s"
+                assert answers[0].status_code == 503 and answers[0].get_json()["redis"] == "down"
+        finally:
+            process.send_signal(signal.SIGCONT)
+        assert poll(lambda: client.get("/api/v1/health").get_json()["queues"] is not None,
+                    timeout=10), "the report never read the queues again"
+    finally:
+        redisd.stop(process)

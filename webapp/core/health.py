@@ -10,7 +10,7 @@ from webapp import clock, keys
 from webapp.config import VERSION
 from webapp.core import processes
 from webapp.core.breaker import Breaker
-from webapp.core.queues import QUEUES, STREAM_QUEUE, rq_connection
+from webapp.core.queues import QUEUES, STREAM_QUEUE, health_rq_connection
 from webapp.errors import REDIS_FAULTS
 from webapp.extensions import is_cluster
 
@@ -82,7 +82,7 @@ def queue_lengths(r):
     """RQ's queue lengths, read where RQ keeps them: REDIS_URL, also beside a cluster."""
     names = (*QUEUES, STREAM_QUEUE)
     if is_cluster(r):
-        r = rq_connection()
+        r = health_rq_connection()
     with r.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.llen(Queue.redis_queue_namespace_prefix + name)

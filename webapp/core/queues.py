@@ -5,11 +5,14 @@ from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.job import Job
 from rq.utils import utcparse
 
 from webapp.core import logs
+from webapp.extensions import HEALTH_TIMEOUT_S
 
 DEFAULT_JOB_TIMEOUT = 60
 DEFAULT_RESULT_TTL = 3600
@@ -26,6 +29,20 @@ def rq_connection():
     if conn is None:
         conn = Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=2)
         app.extensions["rq_redis"] = conn
+    return conn
+
+
+def health_rq_connection():
+    """RQ's Redis for the health check beside a cluster: every wait gives up after
+    HEALTH_TIMEOUT_S, so a frozen REDIS_URL fails a load balancer's probe in about a second
+    (rq_connection waits for as long as it is frozen)."""
+    app = current_app._get_current_object()
+    conn = app.extensions.get("health_rq_redis")
+    if conn is None:
+        conn = Redis.from_url(app.config["REDIS_URL"], socket_timeout=HEALTH_TIMEOUT_S,
+                              socket_connect_timeout=HEALTH_TIMEOUT_S, retry_on_timeout=False,
+                              retry=RedisRetry(NoBackoff(), 0))
+        app.extensions["health_rq_redis"] = conn
     return conn
 
 
