@@ -76,10 +76,14 @@ class Relay(Mailbox):
     """A mailbox that refuses one recipient with 550, as a relay does for an unknown user."""
 
     REFUSED = "nobody@example.com"
+    GREYLISTED = "greylisted@example.com"  # refused for now, on the first try only
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address == self.REFUSED:
             return "550 5.1.1 No such user here"
+        if address == self.GREYLISTED and not self.greylisted:
+            self.greylisted.append(address)
+            return "451 4.7.1 Greylisted, please try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -107,7 +111,7 @@ def relay():
 
     def start(mode, context):
         box = Relay()
-        box.logins = []
+        box.logins, box.greylisted = [], []
         options = {"authenticator": box.authenticate}
         if mode == "starttls":
             options.update(tls_context=context, require_starttls=True, auth_require_tls=True)
@@ -216,6 +220,31 @@ def test_a_refused_recipient_fails_the_delivery_once_without_retry(make_app, rel
     assert row_of(app, nid).attempts == 1 and box.messages == []
     with app.app_context():
         assert breaker("email").state()["failures"] == 0  # the relay is up: not its fault
+
+
+def test_a_recipient_refused_for_now_is_retried_and_arrives_once(make_app, relay, certs):
+    """A 4xx is temporary under SMTP's rules: a greylisting server refuses a first try."""
+    box = relay("starttls", certs["trusted"])
+    app = email_app(make_app, box, "starttls")
+    nid = notify(app, address=Relay.GREYLISTED)
+    row = row_of(app, nid)
+    assert (row.status, row.attempts) == ("retrying", 1) and "451" in row.error
+    assert box.messages == []
+    retry_all(app)
+    assert (row_of(app, nid).status, row_of(app, nid).attempts) == ("sent", 2)
+    [mail] = box.wait_for(1)
+    assert mail["rcpt"] == [Relay.GREYLISTED]
+    with app.app_context():
+        assert breaker("email").state()["failures"] == 0  # the relay answered each time
+
+
+def test_a_delivery_failed_for_good_is_logged_with_its_reason(make_app, relay, certs, caplog):
+    box = relay("starttls", certs["trusted"])
+    app = email_app(make_app, box, "starttls")
+    nid = notify(app, address=Relay.REFUSED)
+    [line] = [r for r in caplog.records if getattr(r, "event", None) == "delivery_finished"
+              and r.notification_id == nid]
+    assert line.levelname == "WARNING" and "550" in line.error and line.status == "failed"
 
 
 def test_a_monthly_statement_arrives_over_starttls_with_a_login(make_app, relay, certs):

@@ -19,6 +19,11 @@ class DeliveryRejected(Exception):
     """A provider refused a message for good (bad number, gone subscription): no retry."""
 
 
+class RefusedForNow(Exception):
+    """A provider answered but refused a message for now (an SMTP 4xx, greylisting): it is
+    retried with backoff, and the provider counts as up."""
+
+
 class TicksNotMatched(RedisError):
     """Redis failed part way through ticks matched together: `unmatched` are left, in order."""
 

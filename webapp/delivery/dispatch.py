@@ -20,7 +20,7 @@ from webapp.core.breaker import Breaker
 from webapp.core.queues import enqueue
 from webapp.delivery import audit, channels, digest_email, outbox, statement_email
 from webapp.errors import REDIS_FAULTS
-from webapp.exceptions import DeliveryRejected
+from webapp.exceptions import DeliveryRejected, RefusedForNow
 from webapp.extensions import db, get_redis
 from webapp.insist import links as insist_links
 from webapp.models import DeliveryLog, DeliveryStatus, User
@@ -121,9 +121,11 @@ def _finish(row, status, error="", provider_id=""):
             logs.event(log, "delivery_finish_waits", logging.WARNING, delivery_id=row.id,
                        status=str(status), in_s=wait_s)
             time.sleep(wait_s)
-    logs.event(log, "delivery_finished", delivery_id=row.id, channel=row.channel,
-               status=str(status), notification_id=row.notification_id, user_id=row.user_id,
-               attempts=row.attempts)
+    failed = status == DeliveryStatus.FAILED  # for good: why, where the request id leads
+    logs.event(log, "delivery_finished", logging.WARNING if failed else logging.INFO,
+               delivery_id=row.id, channel=row.channel, status=str(status),
+               notification_id=row.notification_id, user_id=row.user_id,
+               attempts=row.attempts, **({"error": error[:500]} if failed else {}))
     return status
 
 
@@ -211,6 +213,9 @@ def _attempt(row, channel, message):
     except DeliveryRejected as exc:
         gate.success()  # the provider answered: it is up, the message is the problem
         return _finish(row, DeliveryStatus.FAILED, str(exc))
+    except RefusedForNow as exc:
+        gate.success()  # the provider answered: it is up, and asks to be tried later
+        return _failed_attempt(row, exc)
     except Exception as exc:  # noqa: BLE001 - any provider error is retried, then logged
         gate.failure(exc)
         return _failed_attempt(row, exc)

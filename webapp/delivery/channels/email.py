@@ -9,7 +9,7 @@ from email.utils import formatdate, make_msgid, parseaddr
 from flask import current_app, render_template
 
 from webapp.delivery.channels.context import describe, one_line
-from webapp.exceptions import DeliveryRejected
+from webapp.exceptions import DeliveryRejected, RefusedForNow
 
 SUBJECT_MAX = 200
 
@@ -90,8 +90,19 @@ def send(config, msg):
         try:
             smtp.send_message(msg)
         except smtplib.SMTPRecipientsRefused as exc:
-            raise DeliveryRejected(f"recipient refused: {exc.recipients}") from exc
+            codes = [code for code, _ in exc.recipients.values()]
+            _refused(f"recipient refused: {exc.recipients}", codes, exc)
+        except smtplib.SMTPDataError as exc:  # the message itself, after DATA
+            _refused(f"message refused: {exc.smtp_code} {exc.smtp_error!r}", [exc.smtp_code], exc)
     return msg["Message-ID"]
+
+
+def _refused(error, codes, exc):
+    """A 5xx is for good (RFC 5321); a 4xx is for now (a greylisting server, a full
+    mailbox) and is retried."""
+    if all(500 <= code < 600 for code in codes):
+        raise DeliveryRejected(error) from exc
+    raise RefusedForNow(error) from exc
 
 
 def outbox_file(msg):
