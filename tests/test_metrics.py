@@ -84,6 +84,8 @@ def app(make_app):
 @pytest.mark.parametrize(("remote", "headers", "status"), [
     ("127.0.0.1", {}, 200),
     ("::1", {}, 200),
+    ("::ffff:127.0.0.1", {}, 200),  # IPv4 loopback on a dual-stack socket
+    ("::ffff:10.1.2.3", {}, 404),
     ("10.1.2.3", {}, 404),
     ("10.1.2.3", {"X-Forwarded-For": "127.0.0.1"}, 404),  # never trusted to grant
     ("127.0.0.1", {"X-Forwarded-For": "203.0.113.9"}, 404),  # came through a proxy

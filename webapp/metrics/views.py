@@ -27,9 +27,13 @@ def _loopback():
     if any(request.headers.get(name) for name in FORWARDING_HEADERS):
         return False
     try:
-        return ipaddress.ip_address(request.remote_addr or "").is_loopback
+        address = ipaddress.ip_address(request.remote_addr or "")
     except ValueError:
         return False
+    # ::ffff:127.0.0.1, an IPv4 caller of a dual-stack socket ([::]): Python 3.11 calls it
+    # no loopback
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def _token_ok():
