@@ -1,6 +1,7 @@
 """/metrics across processes: gunicorn's workers, and every process `make run` starts, write
 to one PROMETHEUS_MULTIPROC_DIR and each scrape sums them, during a storm too."""
 
+import io
 import json
 import os
 import signal
@@ -196,6 +197,19 @@ def test_the_launcher_gives_each_start_a_metrics_folder_without_old_values(tmp_p
     (shared / "notes.txt").write_text("not ours")
     assert launch.fresh_metrics_dir({"PROMETHEUS_MULTIPROC_DIR": str(shared)}) == str(shared)
     assert sorted(p.name for p in shared.iterdir()) == ["notes.txt"]
+
+
+def test_the_launchers_key_migration_leaves_no_metrics_file(tmp_path, redis_url):
+    """It runs before the processes and counts nothing: its file of zeros was read by every
+    scrape for as long as `make run` ran."""
+    folder = tmp_path / "prom"
+    folder.mkdir()
+    env = dict(os.environ, REDIS_URL=redis_url, PROMETHEUS_MULTIPROC_DIR=str(folder),
+               DATABASE_URL=f"sqlite:///{tmp_path / 'tb.db'}")
+    out = io.StringIO()
+    launch.migrate_keys(launch.Printer(out), env)
+    assert "Traceback" not in out.getvalue(), out.getvalue()
+    assert sorted(p.name for p in folder.iterdir()) == []
 
 
 def test_a_command_joins_a_running_launchers_folder_only(tmp_path, monkeypatch):
