@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from rq.job import Job, JobStatus
+from sqlalchemy import text
 
 from devtools.demo import DEMO_ALERTS, DEMO_EMAIL
 from tests.test_listener import eventually
@@ -204,3 +205,29 @@ def test_demo_seed_creates_the_demo_user_and_alerts_once(app):
         assert set(get_redis().hkeys("tb:symbols")) == {a.symbol for a in alert_list}
     again = runner.invoke(args=["demo", "seed"])
     assert "already has" in again.output
+
+
+@pytest.mark.both_databases
+def test_a_listening_listener_holds_no_transaction_open(hosted, feed, db_backend):
+    """Its start reads every live alert. Left open, that read held a lock on `alerts` for as
+    long as it listened (PostgreSQL), so a migration or a LOCK TABLE waited, and every alert
+    query queued behind it; on SQLite it kept the write-ahead log from being checkpointed."""
+    with hosted.app_context():
+        user = accounts.create_user("idle@example.com", "correct horse battery")
+        alerts.create_alert(user.id, {"symbol": "BTCUSDT", "condition": "above",
+                                      "target": 1e9})
+        db.session.commit()
+    thread = host(hosted)
+    assert feed.wait_for_connections(1)  # rebuilt, listening
+    with hosted.app_context():
+        with db.engine.connect() as other:
+            if db_backend == "postgresql":
+                other.execute(text("SET lock_timeout = '2s'"))
+                other.execute(text("LOCK TABLE alerts IN ACCESS EXCLUSIVE MODE"))
+            else:
+                busy, _, _ = other.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+                assert busy == 0, "a reader held the write-ahead log"
+            other.rollback()
+        get_redis().set(LEASE_KEY, "intruder")  # it stops
+    thread.join(5)
+    assert not thread.is_alive()

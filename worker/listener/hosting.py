@@ -29,7 +29,7 @@ from webapp.core.outage import Outage
 from webapp.core.processes import Heartbeat
 from webapp.core.queues import STREAM_QUEUE, enqueue, get_queue, rq_connection
 from webapp.errors import REDIS_FAULTS
-from webapp.extensions import data_redis, get_redis
+from webapp.extensions import data_redis, db, get_redis
 from worker import slowpath
 from worker.listener import shards
 from worker.listener.connect_budget import ConnectBudget
@@ -127,6 +127,11 @@ def rebuild_alert_index(r, lease=None, shard=0, count=1):
         logline("index_rebuilt", alerts=alert_index.rebuild(r, owns=owns), settled=settled)
     except Exception:  # listening on a stale index beats not listening at all
         log.exception("event=index_rebuild_failed")
+    finally:
+        # the rebuild's read must not stay open while it listens: on PostgreSQL its lock on
+        # `alerts` held back a migration or a LOCK TABLE, and every alert query queued
+        # behind that
+        db.session.remove()
 
 
 def start_slowpath(app, stop):
