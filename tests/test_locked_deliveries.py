@@ -7,11 +7,15 @@ import threading
 import time
 from datetime import timedelta
 
+import pytest
 from rq.job import Job
 
+from devtools import redisd
 from tests.hub import Mailbox, PortZeroController, make_user, run_jobs
+from tests.test_idempotency import needs_postgres, table_lock
 from tests.test_sql_faults import db_path, locked
 from webapp import clock, keys
+from webapp.alerts import service as alerts
 from webapp.core import processes
 from webapp.core.queues import QUEUES, get_queue, rq_connection
 from webapp.delivery import dispatch
@@ -131,5 +135,91 @@ def test_a_send_whose_worker_died_goes_out_within_a_minute_not_ten(make_app, smt
         assert (row.status, row.error) == ("retrying", "worker stopped mid-send")
     run_jobs(app)
     assert len(smtp_server.wait_for(1)) == 1
+    with app.app_context():
+        assert db.session.get(DeliveryLog, row_id).status == "sent"
+
+
+class RedisKillingMailbox(Mailbox):
+    """Takes the message, then kills the Redis the sender uses: the breaker's write after
+    the send finds no Redis."""
+
+    def __init__(self, redis_process):
+        super().__init__()
+        self.redis_process = redis_process
+
+    async def handle_DATA(self, server, session, envelope):
+        answer = await super().handle_DATA(server, session, envelope)
+        self.redis_process.kill()
+        self.redis_process.wait()
+        return answer
+
+
+def planned_delivery(app, uid):
+    """The id of the user's delivery row, planned, its send job taken off the queue."""
+    with app.app_context():
+        router.route({"user_id": uid, "type": "RISK_VIOLATION", "title": "Limit breached",
+                      "message": "leverage"})
+        for name in slowsteps.QUEUES:
+            get_queue(name).empty()
+            slowsteps.drain(name)
+        for name in QUEUES:
+            get_queue(name).empty()
+        return db.session.scalar(db.select(DeliveryLog.id).where(DeliveryLog.user_id == uid))
+
+
+def test_an_email_sent_as_redis_dies_is_recorded_sent_not_sent_again(make_app, tmp_path):
+    """The relay took the email, then Redis died before the breaker heard: the row was left
+    `sending`, and the sweep sent it again (a drill's duplicate webhook)."""
+    process, url = redisd.start(tmp_path / "redis", appendonly=False)
+    box = RedisKillingMailbox(process)
+    smtp = PortZeroController(box, hostname="127.0.0.1")
+    smtp.start()
+    try:
+        app = make_app(REDIS_URL=url, SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port,
+                       SMTP_TLS="none")
+        uid = make_user(app, "dying@example.com", delivery_email="desk@example.com")
+        row_id = planned_delivery(app, uid)
+        with app.app_context():
+            assert dispatch.send(row_id) == "sent"
+            row = db.session.get(DeliveryLog, row_id)
+            assert (row.status, row.attempts) == ("sent", 1)
+        assert len(box.wait_for(1)) == 1
+    finally:
+        smtp.stop()
+        redisd.stop(process)
+
+
+@pytest.mark.both_databases
+def test_a_delivery_whose_alert_is_locked_is_retried_not_left_sending(make_app, db_backend,
+                                                                       smtp_server):
+    """Building the message reads the alert; a lock on `alerts` (PostgreSQL) aborted the
+    transaction, the retry's commit then failed too, and the row stayed `sending` for 10
+    minutes."""
+    needs_postgres(db_backend)
+    app = make_app(PG_LOCK_TIMEOUT_MS=200, SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port,
+                   SMTP_TLS="none", DELIVERY_BACKOFF=0)
+    uid = make_user(app, "locked-alert@example.com", delivery_email="desk@example.com")
+    with app.app_context():
+        alert = alerts.create_alert(uid, {"symbol": "BTCUSDT", "condition": "above",
+                                          "target": 1e9, "message": "Mine: {{ price }}"})
+        db.session.commit()
+        router.route({"user_id": uid, "type": "PRICE_ALERT", "title": "BTCUSDT above",
+                      "message": "traded", "alert_id": str(alert.id)})
+        for name in slowsteps.QUEUES:
+            get_queue(name).empty()
+            slowsteps.drain(name)
+        for name in QUEUES:
+            get_queue(name).empty()
+        row_id = db.session.scalar(db.select(DeliveryLog.id).where(DeliveryLog.user_id == uid))
+    with table_lock("alerts", "ACCESS EXCLUSIVE"), app.app_context():
+        assert dispatch.send(row_id) == "retrying"
+        row = db.session.get(DeliveryLog, row_id)
+        assert (row.status, row.attempts) == ("retrying", 1) and "lock" in row.error
+    run_jobs(app)  # nothing queued: the sweep's business
+    with app.app_context():
+        sweep()
+    run_jobs(app)
+    [mail] = smtp_server.wait_for(1)
+    assert "Mine:" in mail["msg"].get_body(("plain",)).get_content()
     with app.app_context():
         assert db.session.get(DeliveryLog, row_id).status == "sent"

@@ -163,6 +163,9 @@ def _send(row):
     except DeliveryRejected as exc:
         return _finish(row, DeliveryStatus.FAILED, str(exc))
     except Exception as exc:  # noqa: BLE001 - e.g. Redis away: try again later, counted
+        # a read that met a lock left the transaction aborted (PostgreSQL): the retry's
+        # commit must not fail on it, leaving the row "sending" for the sweep
+        db.session.rollback()
         row.attempts += 1
         return _failed_attempt(row, exc)
     if not channel.configured(current_app.config):
@@ -208,16 +211,28 @@ def _attempt(row, channel, message):
         _retry_later(row, f"{row.channel} provider circuit open", wait_s)
         return DEFERRED
     row.attempts += 1
+    # The outcome is written before the breaker hears of it: a Redis lost in between must
+    # not leave a sent message "sending", for the sweep to send again.
     try:
         provider_id = channel.send(current_app.config, message)
-    except DeliveryRejected as exc:
-        gate.success()  # the provider answered: it is up, the message is the problem
-        return _finish(row, DeliveryStatus.FAILED, str(exc))
-    except RefusedForNow as exc:
-        gate.success()  # the provider answered: it is up, and asks to be tried later
-        return _failed_attempt(row, exc)
+    except DeliveryRejected as exc:  # the provider answered: up, the message is the problem
+        return _told(gate, _finish(row, DeliveryStatus.FAILED, str(exc)))
+    except RefusedForNow as exc:  # the provider answered: up, and asks to be tried later
+        return _told(gate, _failed_attempt(row, exc))
     except Exception as exc:  # noqa: BLE001 - any provider error is retried, then logged
-        gate.failure(exc)
-        return _failed_attempt(row, exc)
-    gate.success()
-    return _finish(row, DeliveryStatus.SENT, provider_id=provider_id)
+        return _told(gate, _failed_attempt(row, exc), exc)
+    return _told(gate, _finish(row, DeliveryStatus.SENT, provider_id=provider_id))
+
+
+def _told(gate, outcome, error=None):
+    """Tell the channel's breaker how its provider answered (`error`: it failed); returns
+    `outcome`. Without Redis it hears nothing this time: the delivery is recorded already."""
+    try:
+        if error is None:
+            gate.success()
+        else:
+            gate.failure(error)
+    except REDIS_FAULTS as exc:
+        logs.event(log, "breaker_not_told", logging.WARNING, breaker=gate.name,
+                   error=f"{type(exc).__name__}: {exc}"[:200])
+    return outcome
