@@ -25,6 +25,7 @@ from tests.hub import poll
 from webapp import create_app, keys
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
+from webapp.errors import passes_by_itself
 from webapp.extensions import db
 from webapp.models import Alert
 from worker import slowpath
@@ -345,4 +346,4 @@ def test_the_slow_path_waits_out_a_locked_database_but_reports_a_schema_s_fault(
     """A wait is a warning and stops the pass; a missing table is an ERROR with its traceback
     and the next entries go on."""
     error = sqlalchemy.exc.OperationalError("UPDATE alerts ...", {}, Exception(said))
-    assert slowpath._waits(error) is waits
+    assert passes_by_itself(error) is waits

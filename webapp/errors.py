@@ -18,6 +18,17 @@ REDIS_FAULTS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.Read
                 redis.exceptions.SlotNotCoveredError)  # a cluster's slot mid-failover
 # Locked, read-only, full or unreachable database; lock_timeout; no pooled connection free.
 SQL_FAULTS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
+
+
+def passes_by_itself(exc):
+    """A database fault that passes by itself: locked, busy, or away a moment (an
+    OperationalError; a schema's fault is none of these)."""
+    orig = getattr(exc, "orig", None)
+    said = str(orig if orig is not None else exc).lower()
+    return bool(getattr(exc, "connection_invalidated", False)) or any(
+        word in said for word in ("locked", "lock timeout", "busy", "connection", "server"))
+
+
 STALE_PAGE = ("This page is out of date (its security token expired or belongs to another "
               "sign-in): reload it and try again. Nothing was changed.")
 GONE = "That is no longer here: it was deleted, perhaps in another tab. Reload the page."

@@ -14,6 +14,7 @@ from webapp.core import logs
 from webapp.core.outage import REDIS_DOWN, Outage
 from webapp.core.processes import Heartbeat
 from webapp.core.queues import QUEUES, rq_connection
+from webapp.errors import SQL_FAULTS, passes_by_itself
 from webapp.extensions import db, get_redis
 from worker.renamed_jobs import rename_waiting_jobs
 from worker.schedule import PERIODIC
@@ -95,6 +96,17 @@ class JobWorker(SimpleWorker):
             FailedJobRegistry(queue.name, connection=self.connection).remove(
                 job, delete_job=False)
         return done
+
+    def handle_exception(self, job, *exc_info):
+        """A job that met the database locked or away a moment, and runs again (its retry,
+        or a periodic job's next run), is one warning; RQ's line is an ERROR with a trace."""
+        exc = exc_info[1]
+        if (isinstance(exc, SQL_FAULTS) and passes_by_itself(exc)
+                and (job.meta.get("interval") or job.retries_left)):
+            logs.event(self.log, "job_waits_for_database", logging.WARNING, job_id=job.id,
+                       error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}"[:300])
+            return
+        super().handle_exception(job, *exc_info)
 
     def execute_job(self, job, queue):
         """Every line of the job's run carries its request id, RQ's own ("Job OK", a failure)

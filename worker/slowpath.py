@@ -21,6 +21,7 @@ from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
 from webapp.core import logs
 from webapp.core.outage import REDIS_DOWN, Outage
+from webapp.errors import passes_by_itself
 from webapp.extensions import db, get_redis
 from webapp.inbox import service as inbox
 from webapp.models import Alert
@@ -138,7 +139,7 @@ def handle(r, entries):
             break
         except OperationalError as exc:
             db.session.rollback()
-            if not _waits(exc):  # a schema's fault, say: as any failure
+            if not passes_by_itself(exc):  # a schema's fault, say: as any failure
                 log.exception("slow path: entry %s failed; it will be retried", entry_id)
                 continue
             log.warning("slow path: entry %s waits for the database (%s); it will be retried",
@@ -244,13 +245,6 @@ def safety_net():
     expired = alerts.expire_due()
     log.info("slow path safety net: handled=%d expired=%d", handled, expired)
     return {"handled": handled, "expired": expired}
-
-
-def _waits(exc):
-    """An OperationalError that passes by itself: the database locked, busy or away."""
-    said = str(exc.orig).lower()
-    return exc.connection_invalidated or any(
-        word in said for word in ("locked", "lock timeout", "busy", "connection", "server"))
 
 
 def run_forever(stop_event, app=None, consumer=None, block_ms=DEFAULT_BLOCK_MS,

@@ -13,12 +13,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from webapp import clock, keys
 from webapp.admin import jobs, rates
 from webapp.config import redis_url_origin
-from webapp.core import health
+from webapp.core import health, logs
 from webapp.core.breaker import CLOSED, OPEN, Breaker
 from webapp.core.queues import rq_connection
 from webapp.delivery.channels import CHANNELS
 from webapp.delivery.dispatch import breaker as delivery_breaker
-from webapp.errors import REDIS_FAULTS
+from webapp.errors import REDIS_FAULTS, passes_by_itself
 from webapp.extensions import db, get_redis
 
 BREAKER_PREFIX = keys.breaker("")
@@ -139,9 +139,13 @@ def deliveries():
                                   for channel, slots in table.items()}
         found["waiting"] = waiting
         return found
-    except SQLAlchemyError:
+    except SQLAlchemyError as exc:
         db.session.rollback()
-        log.exception("event=ops_deliveries_failed")
+        if not passes_by_itself(exc):  # a schema's fault, say: its trace
+            log.exception("event=ops_deliveries_failed")
+        else:
+            logs.event(log, "ops_deliveries_failed", logging.WARNING,
+                       error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}"[:300])
         return None
 
 
