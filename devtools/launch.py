@@ -27,7 +27,7 @@ import redis
 from honcho.printer import Message, Printer
 
 from devtools import rawtraceback, redisd
-from webapp.config import INSTANCE, METRICS_DIR_FILE
+from webapp.config import DATABASE_ADDRESS_FILE, DEFAULT_DATABASE_URL, INSTANCE, METRICS_DIR_FILE
 from webapp.config import REDIS_ADDRESS_FILE as ADDRESS_FILE
 from webapp.core import logs
 
@@ -213,6 +213,14 @@ def private_redis(printer, env):
     raise RuntimeError(f"redis-server did not start: see {data_dir / 'redis.log'}")
 
 
+def note_database(env):
+    """Name the database for a command from a second shell (config.py), readable by this
+    user alone: its URL may hold a password."""
+    fd = os.open(DATABASE_ADDRESS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as note:
+        note.write(f"{env.get('DATABASE_URL') or DEFAULT_DATABASE_URL}\n{os.getpid()}\n")
+
+
 def announce_when_up(port, printer, stopping):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not stopping.is_set():
@@ -371,6 +379,7 @@ def main(argv=None):
     try:
         # for a command from a second shell, while this process lives (config.py)
         METRICS_DIR_FILE.write_text(f"{env['PROMETHEUS_MULTIPROC_DIR']}\n{os.getpid()}\n")
+        note_database(env)
         for child in children[started:]:
             child.start()
         threading.Thread(target=announce_when_up, args=(port, printer, stopping),
@@ -383,6 +392,7 @@ def main(argv=None):
             child.stop()
         ADDRESS_FILE.unlink(missing_ok=True)
         METRICS_DIR_FILE.unlink(missing_ok=True)
+        DATABASE_ADDRESS_FILE.unlink(missing_ok=True)
         give_back()
     show(printer, "stopped", "launch")
 

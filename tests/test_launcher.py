@@ -4,6 +4,7 @@ import platform
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -253,6 +254,7 @@ def test_make_run_serves_the_login_page_and_ctrl_c_stops_everything(tmp_path):
     assert "Tickerbell is running" in output
     assert launcher.returncode == 0 and "Traceback" not in output, output[-3000:]
     assert not (tmp_path / "redis.url").exists(), "a stale address for a stopped Redis"
+    assert not (tmp_path / "database.url").exists()
     # gunicorn.conf.py: an access log whose lines leave the query string (and keys) out
     assert '"GET /auth/login HTTP/1.1" 200' in output and "tb_probe_secret" not in output
     assert _get(login) is None, "the web server outlived Ctrl-C"
@@ -266,10 +268,18 @@ def _flask(env, *args):
 
 
 def _second_shell_finds_the_private_redis(env, tmp_path):
-    """The README's CLI from another shell (no REDIS_URL) reaches `make run`'s Redis."""
+    """The README's CLI from another shell (no REDIS_URL, no DATABASE_URL) reaches `make
+    run`'s Redis and database: with a SQLite file of its own, its user 1 was given the
+    notifications of make run's user 1."""
+    env = {k: v for k, v in env.items() if k != "DATABASE_URL"}
     made = _flask(env, "users", "create", "second@example.com", "--password", "a long password")
     assert made.returncode == 0, made.stderr
     uid = made.stdout.split()[2]
+    with sqlite3.connect(tmp_path / "tb.db") as made_run_s:
+        assert made_run_s.execute("SELECT id FROM users WHERE email = 'second@example.com'"
+                                  ).fetchone() == (int(uid),)
+    assert not (tmp_path / "tickerbell.db").exists()
+    assert (tmp_path / "database.url").stat().st_mode & 0o077 == 0  # its URL may hold a secret
     key = _flask(env, "apikeys", "create", "second@example.com")
     assert key.returncode == 0, key.stderr
     url = (tmp_path / "redis.url").read_text().strip()

@@ -11,6 +11,10 @@ INSTANCE = Path(os.environ.get("INSTANCE_PATH", ROOT / "instance"))
 REDIS_ADDRESS_FILE = INSTANCE / "redis.url"
 # ... and the folder its processes count their metrics in, so such a command counts there too.
 METRICS_DIR_FILE = INSTANCE / "metrics.dir"
+# ... and its database: without it, such a command made a SQLite file of its own beside make
+# run's Redis, and its user 1 got the notifications of make run's user 1.
+DATABASE_ADDRESS_FILE = INSTANCE / "database.url"
+DEFAULT_DATABASE_URL = f"sqlite:///{INSTANCE / 'tickerbell.db'}"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 DEV_SECRET_KEY = "dev-only-not-secret"
@@ -33,6 +37,16 @@ def private_redis_url():
         return REDIS_ADDRESS_FILE.read_text().strip() or None
     except OSError:
         return None
+
+
+def running_database_url():
+    """The database a running `make run` uses, if one runs (a kill -9 leaves the file)."""
+    try:
+        url, pid = DATABASE_ADDRESS_FILE.read_text().splitlines()
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return None
+    return url or None
 
 
 def redis_url_origin(url):
@@ -94,8 +108,7 @@ class Config:
         self.ENV = env.get("TICKERBELL_ENV", "development")
         self.SECRET_KEY = env.get("SECRET_KEY", DEV_SECRET_KEY)
         self.SQLALCHEMY_DATABASE_URI = database_url(
-            env.get("DATABASE_URL", f"sqlite:///{INSTANCE / 'tickerbell.db'}")
-        )
+            env.get("DATABASE_URL") or running_database_url() or DEFAULT_DATABASE_URL)
         self.REDIS_URL = env.get("REDIS_URL") or private_redis_url() or DEFAULT_REDIS_URL
         # host:port,host:port,...: the data plane (index, inboxes, pub/sub, prices, limits)
         # on a Redis Cluster; RQ's queues and schedules stay on REDIS_URL. Empty: one Redis.
