@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import random
+import re
 import select
 import signal
 import socket
@@ -195,8 +196,9 @@ def fresh_metrics_dir(env):
 
 
 def private_redis(printer, env):
-    """A supervised redis-server on a Unix socket, data under instance/redis; waits for PING."""
-    data_dir = INSTANCE / "redis"
+    """A supervised redis-server on a Unix socket, data under instance/; waits for PING.
+    Returns (the child, its URL, its data folder)."""
+    data_dir = private_redis_dir(printer, env)
     data_dir.mkdir(parents=True, exist_ok=True)
     child = Child("redis", redisd.command(data_dir), env, printer)
     child.start()
@@ -206,7 +208,7 @@ def private_redis(printer, env):
         while time.monotonic() < deadline and child.process.poll() is None:
             try:
                 client.ping()
-                return child, url
+                return child, url, data_dir
             except redis.RedisError:
                 time.sleep(0.05)
     child.stop()
@@ -219,6 +221,40 @@ def note_database(env):
     fd = os.open(DATABASE_ADDRESS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as note:
         note.write(f"{env.get('DATABASE_URL') or DEFAULT_DATABASE_URL}\n{os.getpid()}\n")
+
+
+def private_redis_dir(printer, env):
+    """The private Redis's data folder for this database. Its inboxes and read state are
+    keyed by user id: a new database's user 1 was shown the last one's. instance/redis keeps
+    the database it first served (its id in `database.id`); another has instance/redis-<id>."""
+    first = INSTANCE / "redis"
+    found = database_id(printer, env)
+    if found is None:
+        return first
+    for folder in (first, INSTANCE / f"redis-{found}"):
+        mark = folder / "database.id"
+        if not mark.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            mark.write_text(found + "\n")
+        if mark.read_text().strip() == found:
+            return folder
+    raise RuntimeError(f"{INSTANCE / f'redis-{found}'} belongs to another database")
+
+
+def database_id(printer, env):
+    """The database's own id (`flask installation-id`, made on first use); None, said,
+    when it cannot be read (a database not migrated)."""
+    flask = Path(sys.executable).parent / "flask"
+    found = subprocess.run([str(flask), "--app", "wsgi", "installation-id"], cwd=str(ROOT),
+                           env=dict(env, PROMETHEUS_MULTIPROC_DIR=""), capture_output=True,
+                           text=True)
+    lines = found.stdout.split()
+    if found.returncode or not lines or not re.fullmatch(r"[0-9a-f]{12}", lines[-1]):
+        show(printer, "could not read the database's id (is it migrated? `flask db upgrade`):"
+                      " the private Redis keeps its data in instance/redis", "launch",
+             logging.WARNING)
+        return None
+    return lines[-1]
 
 
 def announce_when_up(port, printer, stopping):
@@ -359,13 +395,13 @@ def main(argv=None):
     children = []
     if not env.get("REDIS_URL"):
         try:
-            redis_child, env["REDIS_URL"] = private_redis(printer, env)
+            redis_child, env["REDIS_URL"], data_dir = private_redis(printer, env)
         except RuntimeError as exc:
             sys.exit(str(exc))
         children.append(redis_child)
         ADDRESS_FILE.write_text(env["REDIS_URL"] + "\n")
-        show(printer, f"private redis-server at {env['REDIS_URL']} (data in "
-                      f"{INSTANCE / 'redis'})", "launch")
+        show(printer, f"private redis-server at {env['REDIS_URL']} (data in {data_dir})",
+             "launch")
     migrate_keys(printer, env)
     demo_port = None
     if args.demo:

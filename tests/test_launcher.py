@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import platform
@@ -286,6 +287,32 @@ def _second_shell_finds_the_private_redis(env, tmp_path):
     with redis.Redis.from_url(url, decode_responses=True) as private:
         notices = private.xrange(keys.replay(uid))
     assert any("API key created" in fields["data"] for _, fields in notices), notices
+
+
+def test_each_database_has_its_own_private_redis_data(tmp_path, monkeypatch):
+    """Inboxes and read state are keyed by user id: make run on another database, or on its
+    SQLite file made afresh, showed the new user 1 the inbox of the last one's."""
+    monkeypatch.setattr(launch, "INSTANCE", tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(INSTANCE_PATH=str(tmp_path), FLASK_APP="wsgi.py")
+    said = io.StringIO()
+
+    def folder_for(name, migrate=True):
+        on = dict(env, DATABASE_URL=f"sqlite:///{tmp_path / name}")
+        if migrate:
+            assert _flask(on, "db", "upgrade").returncode == 0
+        return launch.private_redis_dir(Printer(said), on)
+
+    first = folder_for("a.db")
+    assert first == tmp_path / "redis"
+    other = folder_for("b.db")
+    assert other.parent == tmp_path and other.name.startswith("redis-")
+    assert folder_for("a.db") == first  # back to the first: its data again
+    (tmp_path / "a.db").unlink()  # made afresh: a new database
+    assert folder_for("a.db") not in (first, other)
+    assert said.getvalue() == ""
+    assert folder_for("c.db", migrate=False) == first  # not migrated: said, as before
+    assert "could not read the database's id" in said.getvalue()
 
 
 def test_a_command_with_no_redis_says_what_to_do(tmp_path):

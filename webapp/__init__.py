@@ -86,10 +86,11 @@ def _register_commands(app):
     from webapp.accounts import cli as accounts_cli
     from webapp.admin import cli as admin_cli
     from webapp.alerts import cli as alerts_cli
-    from webapp.core import commands, keymigration
+    from webapp.core import commands, installation, keymigration
     from webapp.delivery import cli as delivery_cli
     from webapp.notify import cli as notify_cli
 
     commands.register(app, (*accounts_cli.COMMANDS, *alerts_cli.COMMANDS,
                             *notify_cli.COMMANDS, *delivery_cli.COMMANDS,
-                            *keymigration.COMMANDS, *admin_cli.COMMANDS))
+                            *keymigration.COMMANDS, *installation.COMMANDS,
+                            *admin_cli.COMMANDS))

@@ -325,3 +325,13 @@ class Escalation(db.Model):
     acked_at: Mapped[datetime | None]
     acked_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Installation(db.Model):
+    """One row: this database's own random id. `make run`'s private Redis keeps one
+    database's data (inboxes and read state are keyed by user id), so it keeps a data folder
+    per database id (devtools/launch.py): another database's users never see them."""
+
+    __tablename__ = "installation"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))
