@@ -17,6 +17,7 @@ from tests.conftest import AuthActions, csrf_token
 from tests.hub import make_user, run_jobs, twilio_answer
 from webapp import clock
 from webapp.accounts import service as accounts
+from webapp.alerts import service as alerts
 from webapp.core import secretbox
 from webapp.delivery.channels import push
 from webapp.extensions import db
@@ -356,3 +357,26 @@ def test_a_type_that_never_goes_by_sms_climbs_no_sms_rung(world):
     assert [run_at(app, nid, m) for m in (5, 10, 15, 20)] == [2, 3, 3, 3]
     assert counts(receivers)["sms"] == 0
     assert "sms" not in {channel for _, channel, _ in rounds(app, nid)}
+
+
+@pytest.mark.parametrize(("named", "reached"), [
+    ([], {"push": 0, "hook": 0, "sms": 0}),  # the inbox and the live feed only: no reminder
+    (["push"], {"push": 4, "hook": 0, "sms": 0}),
+])
+def test_an_alert_that_names_its_channels_keeps_its_reminders_to_them(world, named, reached):
+    """"Sends its notifications there and nowhere else": the ladder's steps too."""
+    app, uid, receivers = world
+    set_pref(app, uid, insist_types=["PRICE_ALERT"])
+    with app.app_context():
+        alert = alerts.create_alert(uid, {"symbol": "BTCUSDT", "condition": "above",
+                                          "target": 1e9, "channels": named})
+        db.session.commit()
+        nid = router.route({"user_id": uid, "type": "PRICE_ALERT", "title": "BTCUSDT above",
+                            "message": "traded", "alert_id": str(alert.id)})[0]
+    run_jobs(app)
+    for minutes in (5, 10, 15):
+        run_at(app, nid, minutes)
+    if reached["push"]:
+        receivers["push"].wait_for(reached["push"])
+    assert counts(receivers) == reached
+    assert escalation(app, nid).rounds == 3

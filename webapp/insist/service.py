@@ -21,11 +21,13 @@ from webapp.extensions import db
 from webapp.inbox import service as inbox
 from webapp.insist.rules import insisting_types, user_types
 from webapp.models import (
+    Alert,
     DeliveryLog,
     DeliveryStatus,
     Destination,
     Escalation,
     PushSubscription,
+    row_id,
 )
 from webapp.notify import types as notification_types
 from webapp.preferences import service as preferences
@@ -154,14 +156,28 @@ def ladder(esc, pref, k):
     if k >= PUSH_FROM and db.session.scalar(select(PushSubscription.id).where(
             PushSubscription.user_id == esc.user_id).limit(1)) is not None:
         channels.append("push")
-    if k >= DESTINATIONS_FROM:
+    if k >= DESTINATIONS_FROM:  # those marked escalate, whatever types they take at first
         channels += [d.channel for d in db.session.scalars(select(Destination).where(
             Destination.user_id == esc.user_id, Destination.enabled, Destination.escalate)
             .order_by(Destination.id))]
     kind = notification_types.get(esc.type)
     if k >= SMS_FROM and pref.phone and kind is not None and kind.sms_toggle:
         channels.append("sms")  # only types that may go by SMS: a broadcast never pays for one
-    return list(dict.fromkeys(channels))
+    named = _alert_channels(esc)
+    return [c for c in dict.fromkeys(channels) if named is None or c in named]
+
+
+def _alert_channels(esc):
+    """The channels the notification's alert names, as the delivery log names them; None
+    when it names none. They bound every round too: `[]` means nothing external, ever."""
+    n = audit.load(esc.notification_id, esc.user_id)
+    alert_id = row_id(n.get("alert_id")) if n is not None else None
+    if alert_id is None:
+        return None
+    chosen = db.session.scalar(select(Alert.channels).where(Alert.id == alert_id))
+    if chosen is None:
+        return None
+    return {f"dest:{name}" if isinstance(name, int) else name for name in chosen}
 
 
 def _write_round(esc, k, channels):
