@@ -76,6 +76,27 @@ def test_daily_digest_at_local_morning_once(app, smtp_server):
         assert db.session.scalar(db.select(db.func.count(DigestRun.id))) == 1
 
 
+def test_an_alert_type_posted_without_an_alerts_figures_is_listed_by_its_title(app,
+                                                                               smtp_server):
+    """A trading system may post a PRICE_ALERT with a title alone: it printed
+    "  : traded at" and an empty table row."""
+    uid = make_user(app, "t@example.com", timezone="Asia/Tokyo",
+                    email_weekly_performance=False)
+    seed(app, uid, datetime(2030, 1, 14).date())
+    with app.app_context():
+        inbox.store({"user_id": uid, "type": "VOLUME_ALERT", "title": "Desk: <b>BTC</b> volume",
+                     "data": {"desk": "eu"}},
+                    now_ms=ms(datetime(2030, 1, 14, 11, tzinfo=TOKYO)))
+        assert len(digests.send_due(datetime(2030, 1, 15, 8, 0, tzinfo=TOKYO))) == 1
+    run_jobs(app)
+    [msg] = [m for m in digest_mails(smtp_server, 3) if "daily" in m["Subject"]]
+    text = msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    html = msg.get_body(("html",)).get_content()
+    assert "  - BTCUSDT above 65000: traded at 65010.5\n  - Desk: <b>BTC</b> volume\n" in text
+    assert "traded at \n" not in text and ":  traded" not in text
+    assert '<td colspan="4">Desk: &lt;b&gt;BTC&lt;/b&gt; volume</td>' in html
+
+
 def test_weekly_digest_covers_the_last_week(app, smtp_server):
     uid = make_user(app, "w@example.com", timezone="Asia/Tokyo", email_daily_summary=False)
     seed(app, uid, datetime(2030, 1, 9).date())  # a Wednesday
