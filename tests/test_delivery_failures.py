@@ -75,6 +75,9 @@ def test_email_relay_down_retries_opens_the_breaker_and_recovers(make_app, late_
     retrying, deferred = counted("retrying"), counted("deferred")
     row = step(app, nid)  # open: no connection is tried, no attempt is spent
     assert row.attempts == 2 and "circuit open" in row.error and row.status == "retrying"
+    assert row.error.count("Connection refused") == 1  # the provider's last answer, kept
+    row = step(app, nid)  # still open: the note is not said twice
+    assert row.error.count("circuit open") == 1 and row.error.count("Connection refused") == 1
     # ... nor counted as one on /metrics: a dashboard's failure rate counts attempts
     assert (counted("retrying"), counted("deferred")) == (retrying, deferred + 1)
     assert f"event=delivery_deferred delivery_id={row.id} channel=email" \

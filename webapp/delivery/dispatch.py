@@ -208,7 +208,7 @@ def _attempt(row, channel, message):
         wait_s = gate.retry_in()
         logs.event(log, "delivery_deferred", delivery_id=row.id, channel=row.channel,
                    notification_id=row.notification_id, reason="breaker_open", in_s=wait_s)
-        _retry_later(row, f"{row.channel} provider circuit open", wait_s)
+        _retry_later(row, _held_back(row), wait_s)
         return DEFERRED
     row.attempts += 1
     # The outcome is written before the breaker hears of it: a Redis lost in between must
@@ -222,6 +222,14 @@ def _attempt(row, channel, message):
     except Exception as exc:  # noqa: BLE001 - any provider error is retried, then logged
         return _told(gate, _failed_attempt(row, exc), exc)
     return _told(gate, _finish(row, DeliveryStatus.SENT, provider_id=provider_id))
+
+
+def _held_back(row):
+    """The row's error while the breaker holds it back: the provider's last answer kept (the
+    Deliveries page shows why it failed, not only that it now waits)."""
+    note = f"{row.channel} provider circuit open"
+    last = row.error.partition("; last error: ")[2] if row.error.startswith(note) else row.error
+    return f"{note}; last error: {last}" if last else note
 
 
 def _told(gate, outcome, error=None):
