@@ -244,7 +244,7 @@ def test_switching_on_again_resets_the_count_and_delivers(make_app, http_recorde
         user = db.session.get(User, uid)
         assert destinations.send_test(user, dest_id)[0] is False
         assert destinations.send_test(user, dest_id) == (
-            False, "the destination is switched off: 1 deliveries in a row failed; "
+            False, "the destination is switched off: 1 attempts in a row failed; "
                    "the last: ConnectionError: the receiver answered 503")
         destinations.switch_on(uid, dest_id)
         ok, detail = destinations.send_test(user, dest_id)

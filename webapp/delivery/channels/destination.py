@@ -245,7 +245,7 @@ def record_failure(destination_id, error):
     limit = current_app.config["DESTINATION_MAX_FAILURES"]
     db.session.execute(update(Destination).where(Destination.id == destination_id)
                        .values(failures=Destination.failures + 1))
-    reason = f"{limit} deliveries in a row failed; the last: {error}"[:300]
+    reason = f"{limit} attempts in a row failed; the last: {error}"[:300]
     switched_off = db.session.execute(update(Destination).where(
         Destination.id == destination_id, Destination.enabled,
         Destination.failures >= limit).values(enabled=False, disabled_reason=reason)).rowcount
