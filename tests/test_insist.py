@@ -254,6 +254,9 @@ def test_quiet_hours_put_off_a_non_critical_round_not_a_critical_one(world):
     assert escalation(app, critical).rounds == 1
     held = escalation(app, urgent)
     assert held.rounds == 0 and held.next_at > held.created_at + timedelta(minutes=100)
+    with app.app_context():  # the first reminder comes N minutes after the held original
+        quiet_end = preferences.quiet_until(preferences.preferences_for(uid), now)
+    assert held.next_at == quiet_end.replace(tzinfo=None) + timedelta(seconds=held.every_s)
     assert not [r for r in rounds(app, urgent) if r[0] > 0]
     with app.app_context():
         service.run_due(held.next_at - timedelta(minutes=1))

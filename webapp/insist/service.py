@@ -112,8 +112,9 @@ def advance(esc, now):
     pref = preferences.preferences_for(seen.user_id)
     quiet = None if seen.type in notification_types.CRITICAL_TYPES else \
         preferences.quiet_until(pref, clock.ms_to_datetime(clock.to_ms(now)))
-    if quiet is not None:
-        if _claim(seen, seen.rounds, quiet.replace(tzinfo=None)):
+    if quiet is not None:  # counted from the end, when the held first delivery goes out:
+        # a reminder due then came before what it reminds of
+        if _claim(seen, seen.rounds, quiet.replace(tzinfo=None) + timedelta(seconds=seen.every_s)):
             logs.event(log, "insist_quiet", notification_id=seen.notification_id,
                        until=quiet.isoformat())
         return 0
