@@ -97,6 +97,17 @@ def test_an_alert_type_posted_without_an_alerts_figures_is_listed_by_its_title(a
     assert '<td colspan="4">Desk: &lt;b&gt;BTC&lt;/b&gt; volume</td>' in html
 
 
+def test_quiet_hours_over_the_digest_hour_put_it_off_to_their_end(app, smtp_server):
+    uid = make_user(app, "q@example.com", timezone="Asia/Tokyo", email_weekly_performance=False,
+                    quiet_start="07:00", quiet_end="09:30")
+    seed(app, uid, datetime(2030, 1, 14).date())
+    with app.app_context():
+        assert digests.send_due(datetime(2030, 1, 15, 8, 0, tzinfo=TOKYO)) == []
+        assert digests.send_due(datetime(2030, 1, 15, 9, 15, tzinfo=TOKYO)) == []
+        assert len(digests.send_due(datetime(2030, 1, 15, 9, 30, tzinfo=TOKYO))) == 1
+        assert digests.send_due(datetime(2030, 1, 15, 9, 45, tzinfo=TOKYO)) == []
+
+
 def test_weekly_digest_covers_the_last_week(app, smtp_server):
     uid = make_user(app, "w@example.com", timezone="Asia/Tokyo", email_daily_summary=False)
     seed(app, uid, datetime(2030, 1, 9).date())  # a Wednesday

@@ -39,11 +39,14 @@ def preview(user, kind, now=None):
 
 
 def send_due(now=None):
-    """Periodic job: claim each due (user, kind, period) once and queue its email."""
+    """Periodic job: claim each due (user, kind, period) once and queue its email; a user in
+    quiet hours gets it from the first run after they end."""
     now = now or datetime.now(UTC)
     queued = []
     for user in db.session.scalars(select(User).order_by(User.id)).all():
         pref = preferences.preferences_for(user.id)
+        if preferences.quiet_until(pref, now) is not None:  # a later run, once they end
+            continue
         for kind, toggle in KINDS.items():
             start_day = due_period(pref, kind, now) if getattr(pref, toggle) else None
             log_id = _claim(user, pref, kind, start_day) if start_day else None
