@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import AuthActions
 from tests.hub import make_user, poll, run_jobs
+from tests.test_idempotency import needs_postgres, table_lock
 from webapp import clock
 from webapp.core import secretbox
 from webapp.delivery.dispatch import breaker
@@ -355,3 +356,29 @@ def test_a_redirect_is_never_followed(make_app, http_recorder, kind, scheme):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_webhook_sent_while_destinations_are_locked_is_recorded_sent_once(
+        make_app, db_backend, http_recorder):
+    """The destination's count is written as it sends; under a lock that write failed, the
+    delivery was left `sending` and the sweep sent the webhook again."""
+    needs_postgres(db_backend)
+    hook = http_recorder()
+    app = make_app(PG_LOCK_TIMEOUT_MS=200, **LOOPBACK)
+    uid = make_user(app, "locked-dest@example.com")
+    add(app, uid, kind="webhook", url=hook.url + "/in")
+    with table_lock("destinations", "SHARE"):
+        nid = send(app, uid)
+        run_jobs(app)
+        assert hook.wait_for(1)
+    [row] = rows(app, notification_id=nid, channel=f"dest:{row_dest(app, uid)}")
+    assert (row.status, row.attempts) == ("sent", 1)
+    with app.app_context():
+        sweep(now=clock.utcnow() + timedelta(hours=1))
+    run_jobs(app)
+    assert len(hook.requests) == 1
+
+
+def row_dest(app, uid):
+    with app.app_context():
+        return db.session.scalar(db.select(Destination.id).where(Destination.user_id == uid))

@@ -295,6 +295,8 @@ def test_each_database_has_its_own_private_redis_data(tmp_path, monkeypatch):
     monkeypatch.setattr(launch, "INSTANCE", tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     env.update(INSTANCE_PATH=str(tmp_path), FLASK_APP="wsgi.py")
+    # asked before the private Redis starts: no Redis answers (a stale address, here)
+    (tmp_path / "redis.url").write_text(redisd.url_for(tmp_path / "gone") + "\n")
     said = io.StringIO()
 
     def folder_for(name, migrate=True):

@@ -333,5 +333,6 @@ class Installation(db.Model):
     per database id (devtools/launch.py): another database's users never see them."""
 
     __tablename__ = "installation"
+    __table_args__ = NO_ID_REUSE
     id: Mapped[int] = mapped_column(primary_key=True)
     token: Mapped[str] = mapped_column(String(32))

@@ -24,6 +24,7 @@ def upgrade():
         sa.Column('id', sa.Integer(), nullable=False),
         sa.Column('token', sa.String(length=32), nullable=False),
         sa.PrimaryKeyConstraint('id'),
+        sqlite_autoincrement=True,
     )
 
 

@@ -27,4 +27,9 @@ def installation_id_command():
     click.echo(installation_id())
 
 
+# The launcher asks before it starts its private Redis: no Redis need answer (commands.py
+# checks one for every other command).
+installation_id_command.callback.explains_redis_errors = True
+
+
 COMMANDS = [installation_id_command]

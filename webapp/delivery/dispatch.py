@@ -211,6 +211,9 @@ def _attempt(row, channel, message):
         _retry_later(row, _held_back(row), wait_s)
         return DEFERRED
     row.attempts += 1
+    # Counted before it is made: a channel that writes SQL as it sends (a destination's
+    # count) may have to roll back, which must not lose the attempt.
+    db.session.commit()
     # The outcome is written before the breaker hears of it: a Redis lost in between must
     # not leave a sent message "sending", for the sweep to send again.
     try:

@@ -30,6 +30,7 @@ from sqlalchemy import update
 from webapp import clock
 from webapp.core import addresses, logs, secretbox
 from webapp.delivery.channels.context import describe
+from webapp.errors import SQL_FAULTS
 from webapp.exceptions import DeliveryRejected
 from webapp.extensions import db
 from webapp.inbox import service as inbox
@@ -93,9 +94,9 @@ class DestinationChannel:
         try:
             outcome = sender(config, message)
         except Exception as exc:
-            record_failure(message["destination_id"], f"{type(exc).__name__}: {exc}")
+            _counted(record_failure, message["destination_id"], f"{type(exc).__name__}: {exc}")
             raise
-        record_success(message["destination_id"])
+        _counted(record_success, message["destination_id"])
         return outcome
 
     def outbox_file(self, message):
@@ -232,6 +233,18 @@ def _names_a_file(plugin):
     spelt the argument (an alias, upper case)."""
     query = urlsplit(plugin.url(privacy=False)).query
     return any(name.lower() in FILE_ARGUMENTS for name in parse_qs(query))
+
+
+def _counted(record, destination_id, *args):
+    """Count an outcome on the destination, if the database lets us now. Under a lock the
+    count waits for the next outcome: the delivery's own must still be written (a webhook its
+    receiver took was left `sending`, then sent again)."""
+    try:
+        record(destination_id, *args)
+    except SQL_FAULTS as exc:
+        db.session.rollback()
+        logs.event(log, "destination_not_counted", logging.WARNING, destination=destination_id,
+                   error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}"[:300])
 
 
 def record_success(destination_id):
