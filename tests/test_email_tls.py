@@ -8,6 +8,7 @@ honour, so a certificate from any other CA must fail the handshake.
 import datetime
 import ipaddress
 import ssl
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,8 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.hub import Mailbox, PortZeroController, make_user, run_jobs
+from webapp import clock
 from webapp.delivery import statements
-from webapp.delivery.dispatch import breaker
+from webapp.delivery.dispatch import REFUSED_FOR_NOW_BACKOFFS, breaker
 from webapp.delivery.sweep import sweep
 from webapp.extensions import db
 from webapp.models import DeliveryLog
@@ -236,6 +238,19 @@ def test_a_recipient_refused_for_now_is_retried_and_arrives_once(make_app, relay
     assert mail["rcpt"] == [Relay.GREYLISTED]
     with app.app_context():
         assert breaker("email").state()["failures"] == 0  # the relay answered each time
+
+
+def test_a_refusal_for_now_is_asked_again_no_sooner_than_twenty_backoffs(make_app, relay,
+                                                                          certs):
+    """A greylisting server refuses for about 5 minutes: the usual backoff (15 s, doubling)
+    spent the 5 attempts inside that."""
+    box = relay("starttls", certs["trusted"])
+    app = email_app(make_app, box, "starttls")
+    app.config["DELIVERY_BACKOFF"] = 1  # its usual retry: 1 s later
+    before = clock.utcnow()
+    row = row_of(app, notify(app, address=Relay.GREYLISTED))
+    assert row.status == "retrying"
+    assert row.next_attempt_at >= before + timedelta(seconds=REFUSED_FOR_NOW_BACKOFFS)
 
 
 def test_a_delivery_failed_for_good_is_logged_with_its_reason(make_app, relay, certs, caplog):

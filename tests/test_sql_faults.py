@@ -341,7 +341,12 @@ def test_a_fired_batch_that_met_a_locked_database_is_recorded_seconds_later(site
 @pytest.mark.parametrize("said, waits", [
     ("database is locked", True), ("canceling statement due to lock timeout", True),
     ("server closed the connection unexpectedly", True), ("no such table: alerts", False),
-    ("too many SQL variables", False)])
+    ("too many SQL variables", False),
+    ('connection to server at "127.0.0.1", port 5432 failed: Connection refused', True),
+    ('connection to server at "127.0.0.1", port 5432 failed: FATAL:  database "nosuchdb" '
+     "does not exist", False),
+    ('connection to server at "127.0.0.1", port 5432 failed: FATAL:  password '
+     'authentication failed for user "tb"', False)])
 def test_the_slow_path_waits_out_a_locked_database_but_reports_a_schema_s_fault(said, waits):
     """A wait is a warning and stops the pass; a missing table is an ERROR with its traceback
     and the next entries go on."""

@@ -20,11 +20,19 @@ REDIS_FAULTS = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.Read
 SQL_FAULTS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
 
 
+# said inside a failed connection's message when it is the settings' fault: it stays
+NEEDS_A_HAND = ("does not exist", "authentication failed", "no pg_hba.conf entry",
+                "permission denied", "unable to open database file")
+
+
 def passes_by_itself(exc):
     """A database fault that passes by itself: locked, busy, or away a moment (an
-    OperationalError; a schema's fault is none of these)."""
+    OperationalError). A schema's fault, or a connection refused for a wrong database name,
+    user or password, is none of these."""
     orig = getattr(exc, "orig", None)
     said = str(orig if orig is not None else exc).lower()
+    if any(words in said for words in NEEDS_A_HAND):
+        return False
     return bool(getattr(exc, "connection_invalidated", False)) or any(
         word in said for word in ("locked", "lock timeout", "busy", "connection", "server"))
 

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_BACKOFF = 15  # seconds before the 2nd attempt; doubles after each failure
 DEFAULT_MAX_BACKOFF = 3600
+# A provider's "not now" (an SMTP 4xx) is asked again no sooner than this many base backoffs
+# (5 minutes by default): a greylisting server refuses for 5 minutes or so.
+REFUSED_FOR_NOW_BACKOFFS = 20
 SQL_CHUNK = 500  # ids per IN (...) query
 STALE_SENDING = timedelta(minutes=10)  # a worker died mid-send: try again
 # sooner when the process that claimed it is known to have stopped beating (killed): by then
@@ -191,15 +194,16 @@ def build(row):
     return channels.lookup(row.channel).build(user, pref, notification)
 
 
-def _failed_attempt(row, exc):
-    """Retry with backoff, or give up (logged) after the last attempt."""
+def _failed_attempt(row, exc, at_least_s=0):
+    """Retry with backoff (at least `at_least_s`), or give up (logged) after the last
+    attempt."""
     error = f"{type(exc).__name__}: {exc}"
     logs.event(log, "delivery_attempt_failed", logging.WARNING, delivery_id=row.id,
                channel=row.channel, notification_id=row.notification_id, attempt=row.attempts,
                error=error[:500])
     if row.attempts >= current_app.config.get("DELIVERY_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS):
         return _finish(row, DeliveryStatus.FAILED, error)
-    return _retry_later(row, error, backoff(row.attempts))
+    return _retry_later(row, error, max(backoff(row.attempts), at_least_s))
 
 
 def _attempt(row, channel, message):
@@ -221,7 +225,8 @@ def _attempt(row, channel, message):
     except DeliveryRejected as exc:  # the provider answered: up, the message is the problem
         return _told(gate, _finish(row, DeliveryStatus.FAILED, str(exc)))
     except RefusedForNow as exc:  # the provider answered: up, and asks to be tried later
-        return _told(gate, _failed_attempt(row, exc))
+        base = current_app.config.get("DELIVERY_BACKOFF", DEFAULT_BACKOFF)
+        return _told(gate, _failed_attempt(row, exc, REFUSED_FOR_NOW_BACKOFFS * base))
     except Exception as exc:  # noqa: BLE001 - any provider error is retried, then logged
         return _told(gate, _failed_attempt(row, exc), exc)
     return _told(gate, _finish(row, DeliveryStatus.SENT, provider_id=provider_id))
