@@ -108,6 +108,15 @@ def test_quiet_hours_over_the_digest_hour_put_it_off_to_their_end(app, smtp_serv
         assert digests.send_due(datetime(2030, 1, 15, 9, 45, tzinfo=TOKYO)) == []
 
 
+def test_quiet_hours_past_midnight_do_not_hold_the_digest_for_good(app, smtp_server):
+    """Quiet 07:00 to 01:00 covers all of the day's digest window (08:00 to midnight)."""
+    uid = make_user(app, "late@example.com", timezone="Asia/Tokyo",
+                    email_weekly_performance=False, quiet_start="07:00", quiet_end="01:00")
+    seed(app, uid, datetime(2030, 1, 14).date())
+    with app.app_context():
+        assert len(digests.send_due(datetime(2030, 1, 15, 8, 0, tzinfo=TOKYO))) == 1
+
+
 def test_weekly_digest_covers_the_last_week(app, smtp_server):
     uid = make_user(app, "w@example.com", timezone="Asia/Tokyo", email_daily_summary=False)
     seed(app, uid, datetime(2030, 1, 9).date())  # a Wednesday

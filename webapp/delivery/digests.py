@@ -45,7 +45,7 @@ def send_due(now=None):
     queued = []
     for user in db.session.scalars(select(User).order_by(User.id)).all():
         pref = preferences.preferences_for(user.id)
-        if preferences.quiet_until(pref, now) is not None:  # a later run, once they end
+        if quiet_today(pref, now):  # a later run, once they end
             continue
         for kind, toggle in KINDS.items():
             start_day = due_period(pref, kind, now) if getattr(pref, toggle) else None
@@ -53,6 +53,14 @@ def send_due(now=None):
             if log_id:
                 queued.append(queue(log_id))
     return queued
+
+
+def quiet_today(pref, now):
+    """Whether the user's quiet hours hold at `now` and end later the same local day. Ending
+    past midnight they would outlast the day's digest (due until then): it goes now."""
+    until = preferences.quiet_until(pref, now)
+    zone = preferences.zone(pref)
+    return until is not None and until.astimezone(zone).date() == now.astimezone(zone).date()
 
 
 def _claim(user, pref, kind, start_day):

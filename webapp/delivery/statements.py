@@ -46,7 +46,7 @@ def send_due(now=None):
     opted_in = db.session.scalars(select(Preference).where(Preference.email_monthly_statements)
                                   .order_by(Preference.user_id)).all()
     for pref in opted_in:
-        if preferences.quiet_until(pref, now) is not None:  # a later run, once they end
+        if digests.quiet_today(pref, now):  # a later run, once they end
             continue
         first_day = due_month(pref, now)
         log_id = _claim(pref, first_day) if first_day else None
