@@ -325,6 +325,8 @@ class Escalation(db.Model):
     acked_at: Mapped[datetime | None]
     acked_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # the channels its alert named (as Alert.channels), which bound every round; None: any
+    channels: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
 
 class Installation(db.Model):

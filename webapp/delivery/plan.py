@@ -60,7 +60,7 @@ def record(notifications, recipients):
     queued = dispatch.record_planned([
         (n, plan(n, recipients[int(n["user_id"])], chosen.get(str(n.get("alert_id") or ""))))
         for n in notifications])
-    insist.start(notifications, recipients)
+    insist.start(notifications, recipients, chosen)
     return queued
 
 

@@ -21,13 +21,11 @@ from webapp.extensions import db
 from webapp.inbox import service as inbox
 from webapp.insist.rules import insisting_types, user_types
 from webapp.models import (
-    Alert,
     DeliveryLog,
     DeliveryStatus,
     Destination,
     Escalation,
     PushSubscription,
-    row_id,
 )
 from webapp.notify import types as notification_types
 from webapp.preferences import service as preferences
@@ -53,16 +51,18 @@ def _new_row(n, pref, **extra):
             "max_rounds": max(int(pref.insist_rounds), 0), "every_s": every,
             "next_at": created + timedelta(seconds=every),
             "expires_at": created + DEFAULT_LIFETIME, "ended": "", "acked_by": "",
-            "created_at": created, **extra}
+            "created_at": created, "channels": None, **extra}
 
 
-def start(notifications, recipients):
-    """Begin insisting for each notification whose type insists for its user (once per id)."""
-    rows = []
+def start(notifications, recipients, chosen=None):
+    """Begin insisting for each notification whose type insists for its user (once per id).
+    `chosen`: {alert id: the channels it names}, which bound every round."""
+    rows, chosen = [], chosen or {}
     for n in notifications:
         recipient = recipients.get(int(n["user_id"]))
         if recipient is not None and n.get("type") in insisting_types(recipient.pref):
-            rows.append(_new_row(n, recipient.pref))
+            rows.append(_new_row(n, recipient.pref,
+                                 channels=chosen.get(str(n.get("alert_id") or ""))))
     if rows:
         database.insert_ignore(Escalation, rows)
 
@@ -93,6 +93,7 @@ class Seen:
     next_at: object
     expires_at: object
     ended: str
+    channels: list | None
 
     @classmethod
     def of(cls, esc):
@@ -164,21 +165,10 @@ def ladder(esc, pref, k):
     kind = notification_types.get(esc.type)
     if k >= SMS_FROM and pref.phone and kind is not None and kind.sms_toggle:
         channels.append("sms")  # only types that may go by SMS: a broadcast never pays for one
-    named = _alert_channels(esc)
-    return [c for c in dict.fromkeys(channels) if named is None or c in named]
-
-
-def _alert_channels(esc):
-    """The channels the notification's alert names, as the delivery log names them; None
-    when it names none. They bound every round too: `[]` means nothing external, ever."""
-    n = audit.load(esc.notification_id, esc.user_id)
-    alert_id = row_id(n.get("alert_id")) if n is not None else None
-    if alert_id is None:
-        return None
-    chosen = db.session.scalar(select(Alert.channels).where(Alert.id == alert_id))
-    if chosen is None:
-        return None
-    return {f"dest:{name}" if isinstance(name, int) else name for name in chosen}
+    if esc.channels is not None:  # its alert's own list bounds it: `[]`, nothing external
+        named = {f"dest:{name}" if isinstance(name, int) else name for name in esc.channels}
+        channels = [c for c in channels if c in named]
+    return list(dict.fromkeys(channels))
 
 
 def _write_round(esc, k, channels):
