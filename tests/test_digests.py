@@ -108,10 +108,13 @@ def test_quiet_hours_over_the_digest_hour_put_it_off_to_their_end(app, smtp_serv
         assert digests.send_due(datetime(2030, 1, 15, 9, 45, tzinfo=TOKYO)) == []
 
 
-def test_quiet_hours_past_midnight_do_not_hold_the_digest_for_good(app, smtp_server):
-    """Quiet 07:00 to 01:00 covers all of the day's digest window (08:00 to midnight)."""
+@pytest.mark.parametrize("quiet_end", ["01:00", "23:50"])
+def test_quiet_hours_to_midnight_or_past_do_not_hold_the_digest_for_good(app, smtp_server,
+                                                                         quiet_end):
+    """Quiet from 07:00 to past midnight covers all of the day's digest window (08:00 to
+    midnight), and to 23:50 leaves it no run of the 15-minute job."""
     uid = make_user(app, "late@example.com", timezone="Asia/Tokyo",
-                    email_weekly_performance=False, quiet_start="07:00", quiet_end="01:00")
+                    email_weekly_performance=False, quiet_start="07:00", quiet_end=quiet_end)
     seed(app, uid, datetime(2030, 1, 14).date())
     with app.app_context():
         assert len(digests.send_due(datetime(2030, 1, 15, 8, 0, tzinfo=TOKYO))) == 1

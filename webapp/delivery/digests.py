@@ -19,6 +19,10 @@ from webapp.preferences import service as preferences
 KINDS = {"daily": "email_daily_summary", "weekly": "email_weekly_performance"}
 
 
+# Quiet hours ending later than this leave the day's digest too few runs before midnight
+LATEST_QUIET_END = time(23, 15)
+
+
 def due_period(pref, kind, now):
     """The period start date to send now, if the user's local send time has passed; else None."""
     local = now.astimezone(preferences.zone(pref))
@@ -56,11 +60,15 @@ def send_due(now=None):
 
 
 def quiet_today(pref, now):
-    """Whether the user's quiet hours hold at `now` and end later the same local day. Ending
-    past midnight they would outlast the day's digest (due until then): it goes now."""
+    """Whether the user's quiet hours hold at `now` and end early enough that a later run
+    still finds the day's digest due (until local midnight; the job runs every 15 minutes):
+    else it goes now."""
     until = preferences.quiet_until(pref, now)
+    if until is None:
+        return False
     zone = preferences.zone(pref)
-    return until is not None and until.astimezone(zone).date() == now.astimezone(zone).date()
+    end = until.astimezone(zone)
+    return end.date() == now.astimezone(zone).date() and end.time() <= LATEST_QUIET_END
 
 
 def _claim(user, pref, kind, start_day):

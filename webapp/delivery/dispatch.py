@@ -215,9 +215,6 @@ def _attempt(row, channel, message):
         _retry_later(row, _held_back(row), wait_s)
         return DEFERRED
     row.attempts += 1
-    # Counted before it is made: a channel that writes SQL as it sends (a destination's
-    # count) may have to roll back, which must not lose the attempt.
-    db.session.commit()
     # The outcome is written before the breaker hears of it: a Redis lost in between must
     # not leave a sent message "sending", for the sweep to send again.
     try:
@@ -226,7 +223,8 @@ def _attempt(row, channel, message):
         return _told(gate, _finish(row, DeliveryStatus.FAILED, str(exc)))
     except RefusedForNow as exc:  # the provider answered: up, and asks to be tried later
         base = current_app.config.get("DELIVERY_BACKOFF", DEFAULT_BACKOFF)
-        return _told(gate, _failed_attempt(row, exc, REFUSED_FOR_NOW_BACKOFFS * base))
+        wait_s = min(REFUSED_FOR_NOW_BACKOFFS * base, DEFAULT_MAX_BACKOFF)
+        return _told(gate, _failed_attempt(row, exc, wait_s))
     except Exception as exc:  # noqa: BLE001 - any provider error is retried, then logged
         return _told(gate, _failed_attempt(row, exc), exc)
     return _told(gate, _finish(row, DeliveryStatus.SENT, provider_id=provider_id))

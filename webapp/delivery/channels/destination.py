@@ -236,35 +236,34 @@ def _names_a_file(plugin):
 
 
 def _counted(record, destination_id, *args):
-    """Count an outcome on the destination, if the database lets us now. Under a lock the
-    count waits for the next outcome: the delivery's own must still be written (a webhook its
-    receiver took was left `sending`, then sent again)."""
+    """Count an outcome on the destination, in a transaction of its own, if the database
+    lets us now: under a lock this one outcome goes uncounted (logged), and the delivery's
+    own is still written (a webhook its receiver took was left `sending`, then sent again)."""
     try:
         record(destination_id, *args)
     except SQL_FAULTS as exc:
-        db.session.rollback()
         logs.event(log, "destination_not_counted", logging.WARNING, destination=destination_id,
                    error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}"[:300])
 
 
 def record_success(destination_id):
-    db.session.execute(update(Destination).where(Destination.id == destination_id)
-                       .values(failures=0, last_sent_at=clock.utcnow()))
-    db.session.commit()
+    with db.engine.begin() as conn:  # apart from the session, which holds the delivery
+        conn.execute(update(Destination).where(Destination.id == destination_id)
+                     .values(failures=0, last_sent_at=clock.utcnow()))
 
 
 def record_failure(destination_id, error):
     """Count a failed attempt; switch the destination off at the limit (once)."""
     limit = current_app.config["DESTINATION_MAX_FAILURES"]
-    db.session.execute(update(Destination).where(Destination.id == destination_id)
-                       .values(failures=Destination.failures + 1))
     reason = f"{limit} attempts in a row failed; the last: {error}"[:300]
-    switched_off = db.session.execute(update(Destination).where(
-        Destination.id == destination_id, Destination.enabled,
-        Destination.failures >= limit).values(enabled=False, disabled_reason=reason)).rowcount
-    db.session.commit()
+    with db.engine.begin() as conn:  # apart from the session, which holds the delivery
+        conn.execute(update(Destination).where(Destination.id == destination_id)
+                     .values(failures=Destination.failures + 1))
+        switched_off = conn.execute(update(Destination).where(
+            Destination.id == destination_id, Destination.enabled,
+            Destination.failures >= limit).values(enabled=False, disabled_reason=reason)).rowcount
     if switched_off:
-        dest = db.session.get(Destination, destination_id)
+        dest = db.session.get(Destination, destination_id, populate_existing=True)
         logs.event(log, "destination_disabled", logging.WARNING, destination=dest.id,
                    user_id=dest.user_id)
         destination_disabled.send(current_app._get_current_object(), destination=dest)
