@@ -383,3 +383,12 @@ def test_rq_s_lines_of_a_redis_outage_are_warnings_without_a_traceback():
     entries = [json.loads(line) for line in record_line({"LOG_FORMAT": "json"}, "worker", emit)]
     assert [e["level"] for e in entries] == ["WARNING", "WARNING", "ERROR"]
     assert "exc" not in entries[0]
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (ValueError("bad\nsecond line"), "ValueError: bad"),
+    (OSError(), "OSError: "),  # no message: the type alone, not an IndexError
+    (RuntimeError("x" * 500), "RuntimeError: " + "x" * 286),
+])
+def test_an_error_as_text_is_its_type_and_first_line_within_the_limit(exc, expected):
+    assert logs.error_text(exc) == expected

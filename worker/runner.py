@@ -104,7 +104,7 @@ class JobWorker(SimpleWorker):
         if (isinstance(exc, SQL_FAULTS) and passes_by_itself(exc)
                 and (job.meta.get("interval") or job.retries_left)):
             logs.event(self.log, "job_waits_for_database", logging.WARNING, job_id=job.id,
-                       error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}"[:300])
+                       error=logs.error_text(exc))
             return
         super().handle_exception(job, *exc_info)
 

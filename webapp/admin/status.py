@@ -145,7 +145,7 @@ def deliveries():
             log.exception("event=ops_deliveries_failed")
         else:
             logs.event(log, "ops_deliveries_failed", logging.WARNING,
-                       error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}"[:300])
+                       error=logs.error_text(exc))
         return None
 
 

@@ -154,7 +154,7 @@ def render(text, notification):
     except Exception as exc:  # noqa: BLE001 - firing never fails on a template
         logs.event(log, "alert_message_failed", logging.WARNING,
                    alert_id=notification.get("alert_id"), notification_id=notification.get("id"),
-                   error=f"{type(exc).__name__}: {exc}"[:500])
+                   error=logs.error_text(exc, 500))
         return None
 
 

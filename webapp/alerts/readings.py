@@ -38,7 +38,7 @@ def looked_up(alerts):
                 "readings": readings(alerts)}
     except (redis.RedisError, *REDIS_DOWN) as exc:  # a cluster mid-failover's too
         logs.event(log, "market_not_read", logging.WARNING,
-                   error=f"{type(exc).__name__}: {exc}"[:200])
+                   error=logs.error_text(exc, 200))
         return {"prices": {}, "checks": dict.fromkeys(seen, symbols.UNVERIFIED),
                 "readings": dict.fromkeys((alert.id for alert in alerts), NOT_READ)}
 

@@ -103,6 +103,12 @@ def event(logger, name, level=logging.INFO, **fields):
     logger.log(level, " ".join(parts), extra={"event": name, **extra})
 
 
+def error_text(exc, limit=300):
+    """An exception as a log field or a stored reason: its type and its first line."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:limit]
+
+
 def current():
     """The request id of what runs now: the request's, the batch's, or the RQ job's (RQ
     keeps the running job in memory: no Redis call)."""

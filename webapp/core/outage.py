@@ -39,7 +39,7 @@ class Outage:
         if self.since is None:
             self.since = time.monotonic()
             logs.event(log, "redis_down", logging.WARNING, who=self.who,
-                       error=f"{type(exc).__name__}: {exc}"[:200])
+                       error=logs.error_text(exc, 200))
         ceiling = min(self.cap, self.base * 2 ** self.attempt)
         self.attempt = min(self.attempt + 1, 16)
         return self.rng.uniform(ceiling / 2, ceiling)

@@ -248,5 +248,5 @@ def _told(gate, outcome, error=None):
             gate.failure(error)
     except REDIS_FAULTS as exc:
         logs.event(log, "breaker_not_told", logging.WARNING, breaker=gate.name,
-                   error=f"{type(exc).__name__}: {exc}"[:200])
+                   error=logs.error_text(exc, 200))
     return outcome

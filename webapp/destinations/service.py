@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from webapp import clock
 from webapp.accounts import security_events, throttle
-from webapp.core import database, secretbox
+from webapp.core import database, logs, secretbox
 from webapp.delivery.channels import destination as channel
 from webapp.destinations import fields
 from webapp.exceptions import DeliveryRejected, InvalidInput, NotFound
@@ -162,7 +162,7 @@ def send_test(user, dest_id):
     except DeliveryRejected as exc:
         return False, str(exc)
     except Exception as exc:  # noqa: BLE001 - the receiver's failure is the answer here
-        return False, f"{type(exc).__name__}: {exc}"[:500]
+        return False, logs.error_text(exc, 500)
 
 
 def to_json(dest, secret=None):

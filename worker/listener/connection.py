@@ -20,7 +20,7 @@ import websocket
 from websocket import ABNF, WebSocketException
 
 from webapp import keys
-from webapp.core import metrics
+from webapp.core import logs, metrics
 from webapp.exceptions import TicksNotMatched
 from worker import packed
 from worker.listener import heldticks, messages
@@ -111,7 +111,7 @@ class Listener:
         try:
             self.ws, self.subs = self._connect()
         except CONNECT_ERRORS as exc:
-            self._failed(f"{type(exc).__name__}: {exc}"[:300])
+            self._failed(logs.error_text(exc))
             return False
         self._connected()
         return True

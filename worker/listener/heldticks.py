@@ -12,6 +12,7 @@ import time
 
 import redis
 
+from webapp.core import logs
 from webapp.exceptions import TicksNotMatched
 from worker.listener.loglines import logline
 
@@ -103,7 +104,7 @@ class RedisGate:
         if self.since is None:
             self.since = time.monotonic()
             self._retry_at = self.since + self.retry_s
-            logline("redis_down", error=f"{type(exc).__name__}: {exc}"[:200])
+            logline("redis_down", error=logs.error_text(exc, 200))
 
     def retry_due(self):
         """True at most once every `retry_s` while down: time for one try to get back."""

@@ -16,6 +16,7 @@ import time
 import redis
 
 from webapp import keys
+from webapp.core import logs
 from worker.listener.connection import Listener
 from worker.listener.loglines import logline, now_ms
 from worker.listener.pacing import AttemptBudget, Backoff
@@ -173,7 +174,7 @@ class ListenerPool:
     def _redis_failed(self, exc):
         if self.redis_down_since is None:
             self.redis_down_since = time.monotonic()
-            logline("redis_down", part="pool", error=f"{type(exc).__name__}: {exc}"[:200])
+            logline("redis_down", part="pool", error=logs.error_text(exc, 200))
 
     def _redis_back(self):
         if self.redis_down_since is not None:

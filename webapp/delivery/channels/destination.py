@@ -243,7 +243,7 @@ def _counted(record, destination_id, *args):
         record(destination_id, *args)
     except SQL_FAULTS as exc:
         logs.event(log, "destination_not_counted", logging.WARNING, destination=destination_id,
-                   error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}"[:300])
+                   error=logs.error_text(exc))
 
 
 def record_success(destination_id):
