@@ -13,7 +13,6 @@ import argparse
 import logging
 import os
 import random
-import re
 import select
 import signal
 import socket
@@ -27,9 +26,7 @@ from pathlib import Path
 import redis
 from honcho.printer import Message, Printer
 
-from devtools import rawtraceback, redisd
-from webapp.config import DATABASE_ADDRESS_FILE, DEFAULT_DATABASE_URL, INSTANCE, METRICS_DIR_FILE
-from webapp.config import REDIS_ADDRESS_FILE as ADDRESS_FILE
+from devtools import instance, rawtraceback, redisd
 from webapp.core import logs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,16 +182,6 @@ def shard_count(env):
     return max(1, int(env.get("LISTENER_SHARDS") or 1))
 
 
-def fresh_metrics_dir(env):
-    """PROMETHEUS_MULTIPROC_DIR (instance/metrics unless set), rid of its value files: every
-    process of this start writes its values there; a previous start's must not be summed."""
-    path = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or INSTANCE / "metrics")
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob("*.db"):  # prometheus_client's files only: the folder may be shared
-        stale.unlink(missing_ok=True)
-    return str(path)
-
-
 def private_redis(printer, env):
     """A supervised redis-server on a Unix socket, data under instance/; waits for PING.
     Returns (the child, its URL, its data folder)."""
@@ -215,46 +202,14 @@ def private_redis(printer, env):
     raise RuntimeError(f"redis-server did not start: see {data_dir / 'redis.log'}")
 
 
-def note_database(env):
-    """Name the database for a command from a second shell (config.py), readable by this
-    user alone: its URL may hold a password."""
-    fd = os.open(DATABASE_ADDRESS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as note:
-        note.write(f"{env.get('DATABASE_URL') or DEFAULT_DATABASE_URL}\n{os.getpid()}\n")
-
-
 def private_redis_dir(printer, env):
-    """The private Redis's data folder for this database. Its inboxes and read state are
-    keyed by user id: a new database's user 1 was shown the last one's. instance/redis keeps
-    the database it first served (its id in `database.id`); another has instance/redis-<id>."""
-    first = INSTANCE / "redis"
-    found = database_id(printer, env)
+    """The private Redis's data folder for the database in use (devtools/instance.py)."""
+    found = instance.database_id(env)
     if found is None:
-        return first
-    for folder in (first, INSTANCE / f"redis-{found}"):
-        mark = folder / "database.id"
-        if not mark.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            mark.write_text(found + "\n")
-        if mark.read_text().strip() == found:
-            return folder
-    raise RuntimeError(f"{INSTANCE / f'redis-{found}'} belongs to another database")
-
-
-def database_id(printer, env):
-    """The database's own id (`flask installation-id`, made on first use); None, said,
-    when it cannot be read (a database not migrated)."""
-    flask = Path(sys.executable).parent / "flask"
-    found = subprocess.run([str(flask), "--app", "wsgi", "installation-id"], cwd=str(ROOT),
-                           env=dict(env, PROMETHEUS_MULTIPROC_DIR=""), capture_output=True,
-                           text=True)
-    lines = found.stdout.split()
-    if found.returncode or not lines or not re.fullmatch(r"[0-9a-f]{12}", lines[-1]):
         show(printer, "could not read the database's id (is it migrated? `flask db upgrade`):"
                       " the private Redis keeps its data in instance/redis", "launch",
              logging.WARNING)
-        return None
-    return lines[-1]
+    return instance.redis_dir(found)
 
 
 def announce_when_up(port, printer, stopping):
@@ -287,22 +242,6 @@ def show(printer, line, name, level=logging.INFO):
             logging.LogRecord(name, level, "", 0, line, None, None))
     with PRINTING:
         printer.write(Message("line", line + "\n", datetime.now(), name, None))
-
-def demo_feed_port():
-    """The fake feed's port: the last start's while it is free, so the feed's address stays
-    the same across restarts, and with it the symbol list fetched from there (a list from
-    another address counts as none: every symbol unverified until the next fetch)."""
-    saved = INSTANCE / "demo.port"
-    try:
-        port = int(saved.read_text())
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", port))
-    except (OSError, ValueError):
-        port = redisd.free_port()
-    INSTANCE.mkdir(parents=True, exist_ok=True)
-    saved.write_text(f"{port}\n")
-    return port
-
 
 def demo_env(env, port):
     """The fake feed on `port` stands in for Binance: its streams and its exchangeInfo."""
@@ -386,7 +325,7 @@ def main(argv=None):
         sys.exit(str(exc))
     listen_fd, port = listen_socket()
     env = dict(os.environ, PYTHONUNBUFFERED="1", PORT=str(port))  # PUBLIC_URL's default
-    env["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir(env)
+    env["PROMETHEUS_MULTIPROC_DIR"] = instance.fresh_metrics_dir(env)
     printer = Printer(sys.stdout)
     stopping = threading.Event()
     give_back = take_the_terminal()
@@ -399,13 +338,13 @@ def main(argv=None):
         except RuntimeError as exc:
             sys.exit(str(exc))
         children.append(redis_child)
-        ADDRESS_FILE.write_text(env["REDIS_URL"] + "\n")
+        instance.note_redis(env["REDIS_URL"])
         show(printer, f"private redis-server at {env['REDIS_URL']} (data in {data_dir})",
              "launch")
     migrate_keys(printer, env)
     demo_port = None
     if args.demo:
-        demo_port = demo_feed_port()
+        demo_port = instance.demo_feed_port()
         env = demo_env(env, demo_port)
         seed_demo(printer, env)
     started = len(children)
@@ -413,9 +352,7 @@ def main(argv=None):
     children += [Child(name, argv, env, printer, web_fds if name == "web" else ())
                  for name, argv in commands(port, demo_port, shard_count(env), listen_fd).items()]
     try:
-        # for a command from a second shell, while this process lives (config.py)
-        METRICS_DIR_FILE.write_text(f"{env['PROMETHEUS_MULTIPROC_DIR']}\n{os.getpid()}\n")
-        note_database(env)
+        instance.note_running(env)  # for a command from a second shell (config.py)
         for child in children[started:]:
             child.start()
         threading.Thread(target=announce_when_up, args=(port, printer, stopping),
@@ -426,9 +363,7 @@ def main(argv=None):
         # web first, Redis last: nothing is left talking to a Redis that has gone
         for child in reversed(children):
             child.stop()
-        ADDRESS_FILE.unlink(missing_ok=True)
-        METRICS_DIR_FILE.unlink(missing_ok=True)
-        DATABASE_ADDRESS_FILE.unlink(missing_ok=True)
+        instance.forget_running()
         give_back()
     show(printer, "stopped", "launch")
 

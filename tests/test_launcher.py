@@ -17,7 +17,7 @@ import redis
 import requests
 from honcho.printer import Printer
 
-from devtools import launch, redisd
+from devtools import instance, launch, redisd
 from tests.hub import poll
 from webapp import keys
 
@@ -102,13 +102,13 @@ def test_a_traceback_printed_raw_is_one_json_error_line(monkeypatch):
 def test_the_demo_feed_keeps_its_port_across_starts_while_it_is_free(tmp_path, monkeypatch):
     """Its address names the symbol list fetched from it: a new one each start made every
     symbol unverified until the next fetch."""
-    monkeypatch.setattr(launch, "INSTANCE", tmp_path)
-    first = launch.demo_feed_port()
-    assert launch.demo_feed_port() == first
+    monkeypatch.setattr(instance, "INSTANCE", tmp_path)
+    first = instance.demo_feed_port()
+    assert instance.demo_feed_port() == first
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", first))
-        other = launch.demo_feed_port()
-    assert other != first and launch.demo_feed_port() == other
+        other = instance.demo_feed_port()
+    assert other != first and instance.demo_feed_port() == other
 
 
 def test_private_redis_starts_answers_ping_keeps_aof_and_stops(tmp_path):
@@ -292,7 +292,7 @@ def _second_shell_finds_the_private_redis(env, tmp_path):
 def test_each_database_has_its_own_private_redis_data(tmp_path, monkeypatch):
     """Inboxes and read state are keyed by user id: make run on another database, or on its
     SQLite file made afresh, showed the new user 1 the inbox of the last one's."""
-    monkeypatch.setattr(launch, "INSTANCE", tmp_path)
+    monkeypatch.setattr(instance, "INSTANCE", tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     env.update(INSTANCE_PATH=str(tmp_path), FLASK_APP="wsgi.py")
     # asked before the private Redis starts: no Redis answers (a stale address, here)

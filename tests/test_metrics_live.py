@@ -16,7 +16,7 @@ import requests
 import websocket
 from prometheus_client.mmap_dict import MmapedDict
 
-from devtools import launch
+from devtools import instance, launch
 from devtools.fakefeed import FakeFeed
 from devtools.redisd import free_port
 from tests.hub import make_user, poll
@@ -195,7 +195,7 @@ def test_the_launcher_gives_each_start_a_metrics_folder_without_old_values(tmp_p
     shared.mkdir()
     (shared / "counter_123.db").write_bytes(b"old")
     (shared / "notes.txt").write_text("not ours")
-    assert launch.fresh_metrics_dir({"PROMETHEUS_MULTIPROC_DIR": str(shared)}) == str(shared)
+    assert instance.fresh_metrics_dir({"PROMETHEUS_MULTIPROC_DIR": str(shared)}) == str(shared)
     assert sorted(p.name for p in shared.iterdir()) == ["notes.txt"]
 
 
