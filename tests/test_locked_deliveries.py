@@ -253,3 +253,23 @@ def test_health_reports_while_the_delivery_log_is_locked(make_app, db_backend):
         body = app.test_client().get("/api/v1/health").get_json()
     assert body["redis"] == "ok" and body["deliveries"] is None and "processes" in body
     assert "email" in app.test_client().get("/api/v1/health").get_json()["deliveries"]
+
+
+@pytest.mark.both_databases
+def test_health_reports_under_a_lock_even_with_no_lock_timeout_set(make_app, db_backend):
+    """PG_LOCK_TIMEOUT_MS=0 lets a write wait for a lock as long as it takes; the health
+    report still answers within its own second, without the SQL figures."""
+    needs_postgres(db_backend)
+    app = make_app(PG_LOCK_TIMEOUT_MS=0)
+    got = {}
+
+    def ask():
+        got["body"] = app.test_client().get("/api/v1/health").get_json()
+
+    with table_lock("delivery_log", "ACCESS EXCLUSIVE"):
+        asking = threading.Thread(target=ask, daemon=True)
+        asking.start()
+        asking.join(30)
+        answered_under_the_lock = "body" in got
+    asking.join(30)
+    assert answered_under_the_lock and got["body"]["deliveries"] is None

@@ -4,10 +4,10 @@ from flask import current_app, jsonify
 
 from webapp.api.blueprint import bp
 from webapp.api.openapi import document
-from webapp.core import health
+from webapp.core import database, health
 from webapp.delivery.stats import delivery_stats
 from webapp.errors import SQL_FAULTS
-from webapp.extensions import db, health_redis
+from webapp.extensions import HEALTH_TIMEOUT_S, db, health_redis
 from webapp.live import fanout
 
 
@@ -17,6 +17,7 @@ def health_check():
     body["deliveries"] = None  # per channel, 24 h: read from SQL, which may be locked
     if body["redis"] == "ok":
         try:
+            database.wait_at_most(HEALTH_TIMEOUT_S * 1000)
             body["deliveries"] = delivery_stats(redis=health_redis())
         except SQL_FAULTS:  # the report stands without them
             db.session.rollback()

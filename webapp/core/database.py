@@ -16,7 +16,8 @@ import os
 import sqlite3
 import sys
 
-from sqlalchemy import event, select
+from flask import current_app
+from sqlalchemy import event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
@@ -130,6 +131,15 @@ class Cursor(sqlite3.Cursor):
 
     def executemany(self, sql, seq_of_parameters):
         return _off_loop(super().executemany, sql, seq_of_parameters)
+
+
+def wait_at_most(ms):
+    """End this transaction's lock waits after `ms`, or PG_LOCK_TIMEOUT_MS when sooner (for a
+    report that must answer soon); SQLite's reads never wait for a lock (WAL)."""
+    if db.engine.dialect.name == "postgresql":
+        configured = current_app.config["PG_LOCK_TIMEOUT_MS"]
+        ms = min(ms, configured) if configured > 0 else ms
+        db.session.execute(text(f"SET LOCAL lock_timeout = {int(ms)}"))
 
 
 def insert_ignore(model, rows):
