@@ -17,6 +17,7 @@ from webapp.config import (
     INSTANCE,
     METRICS_DIR_FILE,
     REDIS_ADDRESS_FILE,
+    process_mark,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,14 +34,14 @@ def fresh_metrics_dir(env):
 
 
 def note_running(env):
-    """Name this start's metrics folder and database (and its private Redis, when it has one)
-    for commands from a second shell, while the launcher lives (its pid is noted with them).
-    The database's note is readable by this user alone: its URL may hold a password."""
-    pid = os.getpid()
-    METRICS_DIR_FILE.write_text(f"{env['PROMETHEUS_MULTIPROC_DIR']}\n{pid}\n")
+    """Name this start's metrics folder and database for commands from a second shell, with
+    the launcher's pid and start time (config.py follows them while it runs). The database's
+    note is readable by this user alone: its URL may hold a password."""
+    mark = process_mark()
+    METRICS_DIR_FILE.write_text(f"{env['PROMETHEUS_MULTIPROC_DIR']}\n{mark}\n")
     fd = os.open(DATABASE_ADDRESS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as note:
-        note.write(f"{env.get('DATABASE_URL') or DEFAULT_DATABASE_URL}\n{pid}\n")
+        note.write(f"{env.get('DATABASE_URL') or DEFAULT_DATABASE_URL}\n{mark}\n")
 
 
 def note_redis(url):

@@ -373,3 +373,18 @@ def test_start_use_ctrl_c_start_again_keeps_the_user_and_data(tmp_path):
             launcher.send_signal(signal.SIGINT)
             output = launcher.communicate(timeout=60)[0].decode(errors="replace")
         assert launcher.returncode == 0 and "Traceback" not in output, output[-3000:]
+
+
+def test_a_database_note_is_followed_only_while_its_launcher_runs(tmp_path, monkeypatch):
+    """A launcher killed with -9 leaves instance/database.url; its pid may be another
+    process's later (a container's launcher is pid 1 each time): that one is not it."""
+    from webapp import config
+
+    note = tmp_path / "database.url"
+    monkeypatch.setattr(config, "DATABASE_ADDRESS_FILE", note)
+    mark = config.process_mark()
+    note.write_text(f"sqlite:///{tmp_path / 'tb.db'}\n{mark}\n")
+    assert config.running_database_url() == f"sqlite:///{tmp_path / 'tb.db'}"
+    pid, started = mark.split()
+    note.write_text(f"sqlite:///{tmp_path / 'tb.db'}\n{pid} {int(started) - 1}\n")
+    assert config.running_database_url() is None

@@ -213,9 +213,9 @@ def test_the_launchers_key_migration_leaves_no_metrics_file(tmp_path, redis_url)
 
 
 def test_a_command_joins_a_running_launchers_folder_only(tmp_path, monkeypatch):
-    """By instance/metrics.dir (the folder, the launcher's pid): not a dead launcher's, not
-    when the variable is set; set empty it is dropped (prometheus_client would count into the
-    current folder)."""
+    """By instance/metrics.dir (the folder, the launcher's pid and start time): not a dead
+    launcher's, nor one whose pid another process has taken since, not when the variable is
+    set; set empty it is dropped (prometheus_client would count into the current folder)."""
     from webapp import config
 
     folder, note = tmp_path / "metrics", tmp_path / "metrics.dir"
@@ -229,7 +229,12 @@ def test_a_command_joins_a_running_launchers_folder_only(tmp_path, monkeypatch):
     note.write_text(f"{folder}\n{dead}\n")  # a launcher killed with -9 left it
     config.join_running_metrics()
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-    note.write_text(f"{folder}\n{os.getpid()}\n")
+    mark = config.process_mark()
+    pid, started = mark.split()
+    note.write_text(f"{folder}\n{pid} {int(started) - 1}\n")  # its pid, now another process's
+    config.join_running_metrics()
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    note.write_text(f"{folder}\n{mark}\n")
     config.join_running_metrics()
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(folder)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = ""

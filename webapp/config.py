@@ -39,11 +39,30 @@ def private_redis_url():
         return None
 
 
-def running_database_url():
-    """The database a running `make run` uses, if one runs (a kill -9 leaves the file)."""
+def process_mark(pid=None):
+    """A process's id and, where /proc says it, its start time: an id alone may be another
+    process's by the time it is read (a container's launcher is often pid 1 every time)."""
+    pid = pid or os.getpid()
     try:
-        url, pid = DATABASE_ADDRESS_FILE.read_text().splitlines()
-        os.kill(int(pid), 0)
+        started = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return str(pid)
+    return f"{pid} {started}"
+
+
+def _still_running(mark):
+    """Whether the process a note's `process_mark` names still runs: a kill -9 leaves the
+    note. Raises OSError or ValueError when it does not."""
+    os.kill(int(mark.split()[0]), 0)
+    if len(mark.split()) > 1 and process_mark(int(mark.split()[0])) != mark.strip():
+        raise ProcessLookupError(f"process {mark.split()[0]} is another one now")
+
+
+def running_database_url():
+    """The database a running `make run` uses, if one runs."""
+    try:
+        url, mark = DATABASE_ADDRESS_FILE.read_text().splitlines()
+        _still_running(mark)
     except (OSError, ValueError):
         return None
     return url or None
@@ -72,8 +91,8 @@ def join_running_metrics():
             del os.environ["PROMETHEUS_MULTIPROC_DIR"]
         return
     try:
-        path, pid = METRICS_DIR_FILE.read_text().splitlines()
-        os.kill(int(pid), 0)  # the launcher that wrote it still runs (a kill -9 leaves it)
+        path, mark = METRICS_DIR_FILE.read_text().splitlines()
+        _still_running(mark)
     except (OSError, ValueError):
         return
     if Path(path).is_dir():
