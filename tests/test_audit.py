@@ -86,3 +86,35 @@ def test_out_of_range_before_is_refused_not_a_server_error(app, client, auth):
         assert "before" in response.json["detail"], before
         assert client.get(f"/audit?before={before}").status_code == 400, before
     assert client.get("/audit?before=253402300799999").status_code == 200
+
+
+def _all_pages(client, key, limit):
+    seen, before = [], ""
+    while True:
+        body = client.get(f"/api/v1/audit?limit={limit}&before={before}",
+                          headers={"X-API-Key": key}).json
+        seen += [item["title"] for item in body["items"]]
+        if body["next_before"] is None:
+            return seen
+        before = body["next_before"]
+
+
+@pytest.mark.parametrize("limit", [5, 7, 50])
+def test_paging_through_a_batch_that_shares_a_millisecond_shows_each_row_once(
+        app, client, auth, limit):
+    """A batch of events is stored in one millisecond: a cursor of milliseconds cut inside
+    it, and the page after it began past the rest of the batch."""
+    uid = auth.create()
+    key = auth.api_key()
+    at = datetime(2026, 12, 6, 1, 2, 3, 317_000)
+    with app.app_context():
+        rows = [CriticalNotification(
+            id=f"{at.timestamp():.0f}-{i}-{uid}", user_id=uid, type="RISK_VIOLATION",
+            priority="critical", title=f"R{i}", message="m", data={},
+            created_at=at - timedelta(milliseconds=0 if i < 12 else i),
+            expires_at=at + timedelta(days=365)) for i in range(20)]
+        db.session.add_all(rows)
+        db.session.commit()
+    titles = [t for t in _all_pages(client, key, limit) if t.startswith("R")]
+    assert sorted(titles) == sorted(f"R{i}" for i in range(20))
+    assert titles[12:] == [f"R{i}" for i in range(12, 20)]  # newest first

@@ -88,18 +88,28 @@ def parse_before(raw):
 
 
 def page(user_id, limit=DEFAULT_PAGE, before_ms=None):
-    """The user's critical notifications, newest first; (rows, cursor for the next page)."""
+    """The user's critical notifications, newest first; (rows, cursor for the next page).
+
+    The cursor is a millisecond, so a page holds whole milliseconds: a batch of events shares
+    one, and a page ending inside it lost the rest of it. It ends before that millisecond
+    instead, or, when the millisecond alone fills the page, holds all of it."""
     limit = max(1, min(int(limit), MAX_PAGE))
     query = select(CriticalNotification).where(CriticalNotification.user_id == user_id)
     if before_ms is not None:
         before_ms = min(max(int(before_ms), 0), MAX_BEFORE_MS)  # fromtimestamp overflows past it
         query = query.where(CriticalNotification.created_at < clock.ms_to_sql(before_ms))
-    rows = db.session.scalars(query.order_by(CriticalNotification.created_at.desc(),
-                                             CriticalNotification.id.desc())
-                              .limit(limit + 1)).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (clock.to_ms(rows[-1].created_at) if more else None)
+    query = query.order_by(CriticalNotification.created_at.desc(),
+                           CriticalNotification.id.desc())
+    rows = db.session.scalars(query.limit(limit + 1)).all()
+    if len(rows) <= limit:
+        return rows, None
+    cut = clock.to_ms(rows[limit].created_at)  # the newest millisecond not wholly shown
+    shown = [row for row in rows[:limit] if clock.to_ms(row.created_at) > cut]
+    if shown:
+        return shown, cut + 1
+    whole = db.session.scalars(query.where(
+        CriticalNotification.created_at >= clock.ms_to_sql(cut))).all()
+    return whole, cut
 
 
 def cleanup(now=None):
