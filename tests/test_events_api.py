@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 
 import pytest
 
@@ -258,6 +259,9 @@ def test_blank_titles_are_refused_by_cli_and_admin_broadcast(app, client, runner
     blank = client.post("/admin/broadcast", data={"type": "SYSTEM_MAINTENANCE", "title": "  ",
                                                   "csrf_token": token})
     assert blank.status_code == 422 and b"Required" in blank.data
+    # the field in error takes focus when the form comes back, as every other form's does
+    assert re.search(rb'<input id="title"[^>]*aria-invalid="true"[^>]*autofocus', blank.data)
+    assert blank.data.count(b"autofocus") == 1
     assert inbox_of(app, uid) == []
 
 
