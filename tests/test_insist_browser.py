@@ -62,8 +62,17 @@ def test_acknowledge_in_the_inbox_twice_in_a_row_then_a_live_one(live_site):
         expect(page.locator(f"#n-{live}").get_by_role("button", name="Acknowledge")
                ).to_have_count(0)
         sound(page)
+        # the other way: acknowledged from its item, its toast says so too
+        again = _store(live_site, uid, "ORDER_EXECUTION_FAILED", "Order 43 failed")
+        toast = page.locator("#toasts .toast", has_text="Order 43 failed")
+        expect(toast.get_by_role("button", name="Acknowledge")).to_be_visible(timeout=WAIT_MS)
+        _acknowledge(page, again)
+        expect(toast.locator(".toast-ack")).to_have_text(
+            f"Acknowledged by {EMAIL} on the web", timeout=WAIT_MS)
+        expect(toast.get_by_role("button", name="Acknowledge")).to_have_count(0)
+        sound(page)
     with live_site.app.app_context():
         rows = db.session.scalars(db.select(Escalation).where(Escalation.user_id == uid)).all()
-        assert sorted(r.notification_id for r in rows) == sorted([first, second, live])
+        assert sorted(r.notification_id for r in rows) == sorted([first, second, live, again])
         assert {(r.ended, r.acked_by) for r in rows} == {("acknowledged", f"{EMAIL} on the web")}
         db.session.remove()

@@ -99,6 +99,16 @@ document.addEventListener("htmx:afterRequest", (event) => {
   const button = item && item.querySelector("button[hx-post$='/ack']");
   if (button) htmx.trigger(button, "click");
 });
+// And from its item: its toast, while shown, the same way. By the request's path: the item
+// has been swapped out by now, and htmx names its list as the event's element.
+document.addEventListener("htmx:afterRequest", (event) => {
+  const acked = (event.detail.pathInfo.requestPath || "").match(/\/([^/]+)\/ack$/);
+  if (!acked || !event.detail.successful || ackedFromToast.has(event.detail.xhr)) return;
+  const nid = decodeURIComponent(acked[1]);
+  const toast = document.querySelector(`.toast[data-nid="${CSS.escape(nid)}"]`);
+  const button = toast && toast.querySelector("button[hx-post$='/ack']");
+  if (button) htmx.trigger(button, "click");
+});
 
 // The phone menu: a real button, so keyboards and screen readers reach it.
 document.addEventListener("click", (event) => {
