@@ -21,6 +21,7 @@ from webapp.alerts import service as alerts
 from webapp.core import secretbox
 from webapp.delivery.channels import push
 from webapp.extensions import db
+from webapp.inbox import service as inbox
 from webapp.insist import service
 from webapp.models import DeliveryLog, Destination, Escalation, Preference, User
 from webapp.notify import router
@@ -241,6 +242,21 @@ def test_it_ends_at_expiry(world):
     assert run_at(app, nid, 7 * 24 * 60 + 1) == 0
     assert escalation(app, nid).ended == "expired"
     assert run_at(app, nid, 7 * 24 * 60 + 10) == 0 and counts(receivers)["push"] == 1
+
+
+def test_deleting_the_notification_stops_its_reminders(world):
+    """The README: reminders stop when the notification leaves the inbox. Deleted, each
+    round had gone on as a failed delivery ("deleted before it could be sent")."""
+    app, uid, receivers = world
+    nid = breach(app, uid)
+    run_jobs(app)
+    assert run_at(app, nid, 5) == 1
+    with app.app_context():
+        inbox.delete(uid, nid)
+    assert [run_at(app, nid, m) for m in (10, 15)] == [0, 0]
+    esc = escalation(app, nid)
+    assert (esc.rounds, esc.ended, esc.next_at) == (1, "deleted", None)
+    assert [r for r in rounds(app, nid) if r[2] != "sent"] == []
 
 
 def test_quiet_hours_put_off_a_non_critical_round_not_a_critical_one(world):

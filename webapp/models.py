@@ -320,7 +320,7 @@ class Escalation(db.Model):
     every_s: Mapped[int]
     next_at: Mapped[datetime | None] = mapped_column(index=True)  # None once it has ended
     expires_at: Mapped[datetime]
-    # "" while it insists; acknowledged | exhausted | expired
+    # "" while it insists; acknowledged | exhausted | expired | deleted (from the inbox)
     ended: Mapped[str] = mapped_column(String(12), default="")
     acked_at: Mapped[datetime | None]
     acked_by: Mapped[str] = mapped_column(String(200), default="")

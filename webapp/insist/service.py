@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LIFETIME = timedelta(days=inbox.DEFAULT_TTL_MS // 1000 // 86400)  # the inbox's retention
 DEFAULT_LIMIT = 500  # escalations a run advances; the next run takes the rest
-ACKNOWLEDGED, EXHAUSTED, EXPIRED = "acknowledged", "exhausted", "expired"
+ACKNOWLEDGED, EXHAUSTED, EXPIRED, DELETED = "acknowledged", "exhausted", "expired", "deleted"
 PUSH_FROM, DESTINATIONS_FROM, SMS_FROM = 1, 2, 3  # the ladder: the round each step joins
 WAITING = (DeliveryStatus.QUEUED, DeliveryStatus.RETRYING)  # a reminder not sent (yet)
 
@@ -110,6 +110,9 @@ def advance(esc, now):
     if now >= seen.expires_at or seen.rounds >= seen.max_rounds:
         _end(seen, EXPIRED if now >= seen.expires_at else EXHAUSTED)
         return 0
+    if not _in_inbox(seen):  # deleted by its user: nothing left to remind of
+        _end(seen, DELETED)
+        return 0
     pref = preferences.preferences_for(seen.user_id)
     quiet = None if seen.type in notification_types.CRITICAL_TYPES else \
         preferences.quiet_until(pref, clock.ms_to_datetime(clock.to_ms(now)))
@@ -128,6 +131,14 @@ def advance(esc, now):
     logs.event(log, "insist_round", notification_id=seen.notification_id,
                user_id=seen.user_id, round=k, of=seen.max_rounds, channels=len(log_ids))
     return len(log_ids)
+
+
+def _in_inbox(seen):
+    try:
+        inbox.get(seen.user_id, seen.notification_id)
+    except NotFound:
+        return False
+    return True
 
 
 def _claim(seen, rounds, next_at):
