@@ -21,13 +21,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_URL, AuthActions, csrf_token, reset_postgres
-from tests.hub import poll
+from tests.hub import make_user, poll
 from webapp import create_app, keys
 from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
 from webapp.errors import passes_by_itself
 from webapp.extensions import db
-from webapp.models import Alert
+from webapp.models import Alert, CriticalNotification
+from webapp.notify import router
 from worker import slowpath
 from worker.matcher import Matcher
 
@@ -352,3 +353,21 @@ def test_the_slow_path_waits_out_a_locked_database_but_reports_a_schema_s_fault(
     and the next entries go on."""
     error = sqlalchemy.exc.OperationalError("UPDATE alerts ...", {}, Exception(said))
     assert passes_by_itself(error) is waits
+
+
+def test_a_batch_that_meets_a_locked_database_warns_once_without_tracebacks(make_app, caplog):
+    """It is retried, and passes once the lock does: an ERROR with a traceback for each of
+    its notifications told an operator of a fault that needed no hand."""
+    app = make_app(SQLITE_BUSY_TIMEOUT_MS=50)
+    uid = make_user(app, "locked@example.com")
+    batch = [{"id": str(n), "user_id": uid, "type": "RISK_VIOLATION", "priority": "critical",
+              "title": f"limit {n}", "message": "", "data": {}, "created_at": 1796000000000}
+             for n in (900001, 900002, 900003)]
+    with app.app_context(), locked(app), pytest.raises(RuntimeError, match="900003"):
+        router.process_batch(batch)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    [line] = [r for r in caplog.records if getattr(r, "event", None) == "route_process_waits"]
+    assert line.levelname == "WARNING" and line.notifications == 3 and "locked" in line.error
+    with app.app_context():
+        router.process_batch(batch)  # the retry, the lock gone
+        assert db.session.scalar(db.select(db.func.count(CriticalNotification.id))) == 3

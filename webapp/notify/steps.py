@@ -3,7 +3,9 @@ the delivery plan. Each is idempotent by notification id, so a batch may run twi
 
 import logging
 
+from webapp.core import logs
 from webapp.delivery import audit, ledger, plan
+from webapp.errors import REDIS_FAULTS, SQL_FAULTS, passes_by_itself
 from webapp.extensions import db
 
 log = logging.getLogger(__name__)
@@ -16,18 +18,28 @@ def process_batch(notifications):
     still fails at the end, so its batch stays pending and is retried (the steps are
     idempotent).
     """
-    results, failed = [], []
+    results, failed, waiting = [], [], None
     for notification in notifications:
         try:
             results.append(process_many([notification]))
-        except Exception:
+        except Exception as exc:
             db.session.rollback()
-            log.exception("event=route_process_failed nid=%s", notification.get("id"))
+            if _passes_by_itself(exc):  # a lock or an outage: one warning for the batch
+                waiting = exc
+            else:
+                log.exception("event=route_process_failed nid=%s", notification.get("id"))
             failed.append(str(notification.get("id")))
             results.append(None)
+    if waiting is not None:
+        logs.event(log, "route_process_waits", logging.WARNING, notifications=len(failed),
+                   error=logs.error_text(waiting))
     if failed:
         raise RuntimeError(f"slow steps failed for notification(s) {', '.join(failed)}")
     return results
+
+
+def _passes_by_itself(exc):
+    return isinstance(exc, REDIS_FAULTS) or (isinstance(exc, SQL_FAULTS) and passes_by_itself(exc))
 
 
 def process_many(notifications):
