@@ -210,6 +210,52 @@ def test_a_stream_whose_master_froze_ends_rather_than_stays_deaf(doomed_cluster)
         hub.stop()
 
 
+def test_a_stream_on_a_master_lost_before_any_of_its_channels_opens_and_ends_no_other(
+        doomed_cluster):
+    """A master killed while the link had no channel there: the link never noticed, and its
+    slot map still named the dead node. A drill: minutes after the failover, the first stream
+    of a user in its slots got a 503, and every open stream of that web process ended."""
+    config = {"REDIS_CLUSTER_NODES": nodes_config(doomed_cluster)}
+    r = connect(doomed_cluster)
+    owner = {uid: int(r.get_node_from_key(keys.user_channel(uid)).port) for uid in range(1, 60)}
+    r.close()
+    here = 1
+    there = next(uid for uid, port in owner.items() if port != owner[here])
+    hub = fanout.Hub(config, name="tb-hub-stale-map")
+    try:
+        open_stream = hub.attach(fanout.Client(here))
+        doomed_cluster.kill(owner[there])
+        live = next(port for port in doomed_cluster.processes if port != owner[there])
+
+        def served_again():
+            with redis_py.Redis(host="127.0.0.1", port=live, decode_responses=True) as node:
+                if node.execute_command("CLUSTER", "INFO").find("cluster_state:ok") < 0:
+                    return False
+            probe = connect(doomed_cluster)
+            try:
+                return probe.set(f"probe:{{{there}}}", 1)  # the user's slot
+            except redis_py.RedisError:
+                return False
+            finally:
+                probe.close()
+
+        assert poll(served_again, timeout=30), "the replica never took over"
+        new_stream = hub.attach(fanout.Client(there))  # raised ConnectionError (a 503)
+        assert not open_stream.closed, "the open stream of another user was ended"
+        plane = data_plane(doomed_cluster)
+        message = '{"id":"1-0","event":"notification","data":{}}'
+
+        def heard():
+            plane.spublish(keys.user_channel(there), message)
+            with fanout._QUEUE_LOCK:
+                return any(m.event == "notification" for m in new_stream.pending)
+
+        assert poll(heard, timeout=10)
+        plane.close()
+    finally:
+        hub.stop()
+
+
 def test_a_batch_whose_commit_failed_is_not_written_twice_after_64_more_batches(rc):
     """DELIVER ran, COMMIT failed (its slot's master away, say): the batch waits >= 5 s for
     the sweep. A user who meanwhile got 64 more batches still has it in tb:applied (kept a

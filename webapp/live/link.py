@@ -41,7 +41,10 @@ class Link:
         # RESP2: under RESP3 each message is a push that redis-py routes through its push
         # handler, which looks a logger up and formats a debug line for every one (about
         # 40 % of the read's cost in a 10k-user burst).
-        self.client = data_redis(config, max_connections=1, client_name=name,
+        # On a cluster a node's pool has room for a second connection: a pub/sub holds the
+        # first for good, and reading the slot map again (_ssubscribe) must not wait on it.
+        per_node = 2 if config.get("REDIS_CLUSTER_NODES") else 1
+        self.client = data_redis(config, max_connections=per_node, client_name=name,
                                  retry=Retry(NoBackoff(), 0), protocol=2)
         self.cluster = is_cluster(self.client)
         self.subscriptions = subscriptions
@@ -59,8 +62,30 @@ class Link:
         on, off = (p.ssubscribe, p.sunsubscribe) if self.cluster else (p.subscribe, p.unsubscribe)
         for i in range(0, len(unsubscribe), SUBSCRIBE_BATCH):
             off(*unsubscribe[i:i + SUBSCRIBE_BATCH])
+        if self.cluster:  # one SSUBSCRIBE a channel whichever way
+            for channel in subscribe:
+                self._ssubscribe(channel)
+            return
         for i in range(0, len(subscribe), SUBSCRIBE_BATCH):
             on(*subscribe[i:i + SUBSCRIBE_BATCH])
+
+    def _ssubscribe(self, channel):
+        """A master lost while this link had no channel on it goes unnoticed here: its slot
+        map still names the dead node, and the first channel of its slots is sent there. The
+        map is read again and the channel sent to the new owner, once, rather than ending
+        every stream of the process (a drill: a 503, minutes after the failover)."""
+        try:
+            self.pubsub.ssubscribe(channel)
+        except (redis.ConnectionError, redis.TimeoutError):
+            name = self.client.get_node_from_key(channel).name
+            gone = self.pubsub.node_pubsub_mapping.get(name)
+            if gone is not None and gone.subscribed:  # its channels' streams end and replay
+                raise
+            self.pubsub.node_pubsub_mapping.pop(name, None)
+            # not disconnect_startup_nodes_pools: it marks the pub/subs' connections to be
+            # made again on their next use, which redis-py would do behind our back
+            self.client.nodes_manager.initialize(disconnect_startup_nodes_pools=False)
+            self.pubsub.ssubscribe(channel)
 
     def read(self, dispatch):
         """Hand `dispatch(channel, data)` every message that has arrived; note the replies."""
