@@ -7,10 +7,12 @@ from sqlalchemy import event as sql_event
 
 from tests.hub import make_user, run_jobs
 from webapp import keys
-from webapp.core.queues import get_queue
+from webapp.core.queues import STOPPING, get_queue, rq_connection
 from webapp.extensions import db, get_redis, is_cluster
 from webapp.models import CriticalNotification, ServiceToken, utcnow
 from webapp.notify import slowsteps, token_cache
+from worker import slowpath as worker_slowpath
+from worker.runner import JobWorker
 
 
 def post(client, token, body):
@@ -181,6 +183,28 @@ def test_a_drain_job_past_its_time_budget_hands_the_rest_to_the_next(app, client
         assert len(drains) == 1  # the next, queued by the one that stopped
     run_jobs(app)
     assert audited(app) == 3000
+
+
+def test_a_worker_asked_to_stop_ends_its_drain_between_batches(app, client, token):
+    """Ctrl-C on make run: the worker waits for its job, and the launcher kills it after 10 s.
+    A drain of a backlog took longer (a drill: 3 of 4 stops killed the worker mid-job); it
+    now ends at its next batch and queues the rest for the next start."""
+    uid = make_user(app, "stop@example.com")
+    body = [critical(uid, f"s{i}") for i in range(300)]
+    assert post(client, token, body).status_code == 202
+    with app.app_context():
+        get_queue("high").empty()
+        JobWorker(["high"], connection=rq_connection()).handle_warm_shutdown_request()
+        try:
+            assert slowsteps.drain("high") == 0
+            assert slowsteps.safety_net(min_idle_ms=0) == 0
+            assert worker_slowpath.safety_net()["handled"] == 0
+        finally:
+            STOPPING.clear()
+        assert get_redis().xlen(keys.routed("high")) == 3  # each batch waits, none read
+        assert [j.func_name.endswith(".drain") for j in get_queue("high").jobs] == [True]
+    run_jobs(app)  # the next start
+    assert audited(app) == 300
 
 
 def test_the_safety_net_finishes_batches_of_a_drain_job_that_died(app, client, token):

@@ -13,7 +13,7 @@ from rq.registry import FailedJobRegistry
 from webapp.core import logs
 from webapp.core.outage import REDIS_DOWN, Outage
 from webapp.core.processes import Heartbeat
-from webapp.core.queues import QUEUES, rq_connection
+from webapp.core.queues import QUEUES, STOPPING, rq_connection
 from webapp.errors import SQL_FAULTS, passes_by_itself
 from webapp.extensions import db, get_redis
 from worker.renamed_jobs import rename_waiting_jobs
@@ -96,6 +96,14 @@ class JobWorker(SimpleWorker):
             FailedJobRegistry(queue.name, connection=self.connection).remove(
                 job, delete_job=False)
         return done
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        STOPPING.clear()  # a worker made again after RQ quit on its own is not stopping
+
+    def handle_warm_shutdown_request(self):
+        STOPPING.set()  # the job running now ends at its next step (webapp/core/queues.py)
+        super().handle_warm_shutdown_request()
 
     def handle_exception(self, job, *exc_info):
         """A job that met the database locked or away a moment, and runs again (its retry,

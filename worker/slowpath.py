@@ -21,6 +21,7 @@ from webapp.alerts import index as alert_index
 from webapp.alerts import service as alerts
 from webapp.core import logs
 from webapp.core.outage import REDIS_DOWN, Outage
+from webapp.core.queues import STOPPING
 from webapp.errors import passes_by_itself
 from webapp.extensions import db, get_redis
 from webapp.inbox import service as inbox
@@ -238,6 +239,8 @@ def safety_net():
     bury_poison()
     handled = reclaim(consumer)
     for _ in range(SAFETY_NET_ROUNDS):
+        if STOPPING.is_set():  # the worker is stopping: the next run goes on
+            break
         n = drain(consumer)
         handled += n
         if n == 0:

@@ -1,6 +1,7 @@
 """RQ queues: one place for connection, timeouts and TTLs. The worker process runs them
 (worker/runner.py); the web app and the workers enqueue here."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
@@ -20,6 +21,10 @@ DEFAULT_FAILURE_TTL = 7 * 24 * 3600
 QUEUES = ("high", "default", "low")
 STREAM_QUEUE = "stream"
 WAITING_AT_MOST = timedelta(hours=1)  # a job queued longer ago is taken for lost
+# Set once the worker running this process's jobs is asked to stop (Ctrl-C, SIGTERM): a long
+# job (a drain, a safety net) ends at its next step and leaves the rest to the next run, so
+# the worker stops within `make run`'s grace instead of being killed in the middle of a job.
+STOPPING = threading.Event()
 
 
 def rq_connection():

@@ -21,7 +21,7 @@ import redis
 
 from webapp import keys
 from webapp.core import jsontext, logs
-from webapp.core.queues import enqueue
+from webapp.core.queues import STOPPING, enqueue
 from webapp.extensions import get_redis
 from webapp.notify import steps
 from webapp.notify import types as notification_types
@@ -89,21 +89,24 @@ def ensure_group(r, name):
 
 def drain(name="default", consumer=None, budget_s=DRAIN_BUDGET_S):
     """RQ job: run the slow steps of the batches waiting in the queue's stream, for at most
-    `budget_s` (then the next job goes on with the rest)."""
+    `budget_s`, or until the worker is asked to stop (then the next job goes on with the
+    rest)."""
     r, consumer = get_redis(), consumer or f"drain-{uuid.uuid4().hex[:12]}"
     r.delete(keys.routed_kick(name))  # before reading: a batch added after this kicks again
     ensure_group(r, name)
     handled, until = 0, time.monotonic() + budget_s
-    while True:
+    while not STOPPING.is_set():
         reply = r.xreadgroup(GROUP, consumer, {keys.routed(name): ">"}, count=DEFAULT_COUNT)
         entries = reply[0][1] if reply else []
         if not entries:
             return handled
         handled += handle(r, name, entries)
-        if time.monotonic() >= until:  # the next goes on (a kick's job may also be waiting:
-            r.set(keys.routed_kick(name), "1", ex=KICK_TTL_S)  # two drains share the group)
-            enqueue(drain, name, queue=name)
-            return handled
+        if time.monotonic() >= until:
+            break
+    # the next goes on (a kick's job may also be waiting: two drains share the group)
+    r.set(keys.routed_kick(name), "1", ex=KICK_TTL_S)
+    enqueue(drain, name, queue=name)
+    return handled
 
 
 def handle(r, name, entries):
@@ -111,6 +114,8 @@ def handle(r, name, entries):
     A failed batch stays pending: the safety net retries it, its done steps are skipped."""
     done, handled = [], 0
     for entry_id, fields in entries:
+        if STOPPING.is_set():  # the rest stay pending: the safety net takes them over
+            break
         bound = logs.bind(fields.get("request_id") or logs.current())
         try:
             batch = json.loads(fields["batch"])
@@ -153,9 +158,11 @@ def reclaim(name, consumer, min_idle_ms=DEFAULT_MIN_IDLE_MS):
 
 def safety_net(min_idle_ms=DEFAULT_MIN_IDLE_MS):
     """Periodic job: batches of stale drains, then whatever waits with no drain job queued."""
-    consumer = "safety-net"
-    handled = sum(reclaim(name, consumer, min_idle_ms) + drain(name, consumer)
-                  for name in QUEUES)
+    consumer, handled = "safety-net", 0
+    for name in QUEUES:
+        if STOPPING.is_set():  # the worker is stopping: the next run goes on
+            break
+        handled += reclaim(name, consumer, min_idle_ms) + drain(name, consumer)
     if handled:
         log.info("slow steps safety net: handled=%d batches", handled)
     return handled
