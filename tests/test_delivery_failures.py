@@ -8,6 +8,8 @@ from datetime import datetime
 import pytest
 from aiosmtpd.controller import Controller
 from prometheus_client import REGISTRY
+from rq.job import Job
+from rq.registry import FailedJobRegistry
 
 from tests.hub import Mailbox, make_user, poll, run_jobs
 from tests.test_deliveries import logs, providers, send, subscriber, vapid_app
@@ -266,3 +268,25 @@ def test_a_delivery_still_waiting_in_its_queue_is_not_queued_again(make_app, smt
         assert rq_connection().lrange("rq:queue:default", 0, -1) == [f"delivery-{row.id}".encode()]
     run_jobs(app)
     assert len(smtp_server.wait_for(2)) == 2 and logs(app, notification_id=nid)[0].status == "sent"
+
+
+def test_a_delivery_whose_job_failed_for_good_leaves_the_failed_list_when_the_sweep_sends_it(
+        make_app, smtp_server):
+    """A drill: a delivery job failed for good on a locked database, its row still queued;
+    the sweep sent it minutes later, yet `flask status` went on listing the job as failed."""
+    app = make_app(**providers(smtp=smtp_server))
+    uid = make_user(app, "dog@example.com")
+    nid = send(app, user_id=uid, title="BTC above 65000")
+    run_jobs(app)
+    smtp_server.wait_for(1)
+    with app.app_context():  # as if its job had failed for good, the row left queued
+        row = db.session.scalars(db.select(DeliveryLog).filter_by(notification_id=nid)).one()
+        row.status, row.updated_at = "queued", clock.utcnow() - dispatch.LOST_QUEUED * 2
+        db.session.commit()
+        job = Job.fetch(f"delivery-{row.id}", connection=rq_connection())
+        FailedJobRegistry(job.origin, connection=rq_connection()).add(job, exc_string="locked")
+        assert sweep() == 1
+    run_jobs(app)
+    assert len(smtp_server.wait_for(2)) == 2 and logs(app, notification_id=nid)[0].status == "sent"
+    with app.app_context():
+        assert job.id not in FailedJobRegistry(job.origin, connection=rq_connection())

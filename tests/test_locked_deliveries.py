@@ -273,3 +273,24 @@ def test_health_reports_under_a_lock_even_with_no_lock_timeout_set(make_app, db_
         answered_under_the_lock = "body" in got
     asking.join(30)
     assert answered_under_the_lock and got["body"]["deliveries"] is None
+
+
+def test_a_delivery_job_failing_for_good_on_a_lock_is_one_warning(make_app, caplog):
+    """Its row stays queued and the sweep takes it up again (minutes later): no retry left,
+    RQ's ERROR and traceback still told an operator of a delivery lost."""
+    app = make_app(SQLITE_BUSY_TIMEOUT_MS=100)
+    uid = make_user(app, "lockedout@example.com", delivery_email="desk@example.com")
+    with app.app_context():
+        router.route({"user_id": uid, "type": "PRICE_ALERT", "title": "queued"})
+        for name in QUEUES:  # its slow steps: the delivery row and its send job
+            slowsteps.drain(name)
+        [row_id] = db.session.scalars(db.select(DeliveryLog.id)).all()
+        db.session.remove()
+        job = Job.fetch(f"delivery-{row_id}", connection=rq_connection())
+        job.retries_left = 0  # its last try
+        job.save()
+    with locked(app):
+        run_jobs(app)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any(getattr(r, "event", None) == "job_waits_for_database"
+               and r.job_id == f"delivery-{row_id}" for r in caplog.records)

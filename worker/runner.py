@@ -107,10 +107,12 @@ class JobWorker(SimpleWorker):
 
     def handle_exception(self, job, *exc_info):
         """A job that met the database locked or away a moment, and runs again (its retry,
-        or a periodic job's next run), is one warning; RQ's line is an ERROR with a trace."""
+        a periodic job's next run, a delivery's row left queued, which the sweep takes up
+        again), is one warning; RQ's line is an ERROR with a trace."""
         exc = exc_info[1]
         if (isinstance(exc, SQL_FAULTS) and passes_by_itself(exc)
-                and (job.meta.get("interval") or job.retries_left)):
+                and (job.meta.get("interval") or job.retries_left
+                     or job.id.startswith("delivery-"))):
             logs.event(self.log, "job_waits_for_database", logging.WARNING, job_id=job.id,
                        error=logs.error_text(exc))
             return

@@ -10,6 +10,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.job import Job
+from rq.registry import FailedJobRegistry
 from rq.utils import utcparse
 
 from webapp.core import logs
@@ -68,6 +69,19 @@ def waiting(job_ids):
     since = datetime.now(UTC) - WAITING_AT_MOST
     return {job_id for job_id, (status, at) in zip(job_ids, found, strict=True)
             if status == b"queued" and at and utcparse(at.decode()) > since}
+
+
+def forget_failures(job_ids):
+    """Take `job_ids` off every queue's failed list: queued again under the same id (a
+    delivery the sweep takes up again), the job's earlier failure is no longer its fate, and
+    `flask status` and the ops page would list as failed a delivery that went out."""
+    job_ids = list(job_ids)
+    if not job_ids:
+        return
+    with rq_connection().pipeline(transaction=False) as pipe:
+        for name in QUEUES:
+            pipe.zrem(FailedJobRegistry(name, connection=pipe).key, *job_ids)
+        pipe.execute()
 
 
 def enqueue(func, *args, queue="default", job_id=None, timeout=DEFAULT_JOB_TIMEOUT,

@@ -6,7 +6,7 @@ from sqlalchemy import select, update
 
 from webapp import clock, keys
 from webapp.core import processes
-from webapp.core.queues import enqueue, waiting
+from webapp.core.queues import enqueue, forget_failures, waiting
 from webapp.delivery import plan
 from webapp.delivery.dispatch import (
     DEAD_SENDER,
@@ -49,6 +49,7 @@ def sweep(now=None):
     db.session.commit()
     jobs = {f"delivery-{log_id}": log_id for log_id in [*released, *lost, *due]}
     queued = waiting(jobs)
+    forget_failures(job_id for job_id in jobs if job_id not in queued)
     for job_id, log_id in jobs.items():
         if job_id not in queued:
             enqueue(send, log_id, job_id=job_id, retries=SEND_RETRIES)
