@@ -160,12 +160,18 @@ def test_non_finite_price_is_422(client, key, raw):
 
 @pytest.mark.parametrize("raw", [
     "not json", "", "[1, 2]", '"a string"', "null", "{", b"\xff\xfe\x00",
-    "[" * 5000 + "]" * 5000, json.dumps({**GOOD, "note": "x" * 20000}),
+    "[" * 5000 + "]" * 5000,
 ])
 def test_bad_body_is_422(client, key, raw):
     response = post(client, raw, key, raw=True)
     assert response.status_code == 422
     assert response.get_json()["error"] == "invalid_input"
+
+
+def test_a_body_over_16_kib_is_413_and_makes_nothing(client, key):
+    response = post(client, json.dumps({**GOOD, "note": "x" * 20000}), key, raw=True)
+    assert response.status_code == 413 and response.is_json
+    assert client.get("/api/v1/alerts", headers=key).get_json() == []
 
 
 def test_session_caller_needs_csrf_token(client, auth):

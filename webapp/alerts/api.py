@@ -2,7 +2,7 @@
 
 import json
 
-from flask import g, jsonify, request
+from flask import abort, g, jsonify, request
 
 from webapp.alerts import readings
 from webapp.alerts import service as alerts
@@ -18,12 +18,13 @@ def _invalid(errors):
 
 
 def json_body():
-    """The request's JSON object, or InvalidInput for anything else (bad, huge, not an object)."""
+    """The request's JSON object, or InvalidInput for anything else (bad, not an object); a
+    body over MAX_BODY is 413, as the README says."""
     if (request.content_length or 0) > MAX_BODY:
-        raise InvalidInput({"body": f"The body is over {MAX_BODY} bytes."})
+        abort(413)
     raw = request.stream.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
-        raise InvalidInput({"body": f"The body is over {MAX_BODY} bytes."})
+        abort(413)
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError):
