@@ -3,6 +3,7 @@
 import base64
 import json
 import os
+import re
 import socket
 from urllib.parse import parse_qs
 
@@ -292,3 +293,22 @@ def test_deliveries_page_lists_the_users_rows(app, client, auth):
     auth.login()
     page = client.get("/deliveries").get_data(as_text=True)
     assert "Shown on the deliveries page" in page and "outbox" in page
+
+
+def test_the_deliveries_page_pages_back_through_every_row(app, client, auth):
+    """It showed the newest 100 and nothing older: a drill's user had more."""
+    uid = auth.create()
+    with app.app_context():
+        db.session.add_all([DeliveryLog(notification_id=f"1-{i}-{uid}", user_id=uid,
+                                        channel="email", status="sent")
+                            for i in range(230)])
+        db.session.commit()
+    auth.login()
+    seen, url = [], "/deliveries"
+    while url:
+        page = client.get(url).get_data(as_text=True)
+        seen += re.findall(r'<td data-label="Attempts">', page)
+        older = re.search(r'href="(/deliveries\?before=\d+)">Older', page)
+        url = older and older.group(1)
+    assert len(seen) == 230
+    assert client.get("/deliveries?before=x").status_code == 200  # the first page

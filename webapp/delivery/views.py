@@ -27,11 +27,17 @@ def _titles(nids):
 
 @bp.get("/deliveries")
 def index():
-    rows = db.session.scalars(select(DeliveryLog).where(DeliveryLog.user_id == current_user.id)
-                              .order_by(DeliveryLog.id.desc()).limit(PAGE)).all()
+    """The newest PAGE deliveries, then older ones by `before` (a row id)."""
+    query = select(DeliveryLog).where(DeliveryLog.user_id == current_user.id)
+    before = request.args.get("before", type=int)
+    if before is not None:
+        query = query.where(DeliveryLog.id < before)
+    rows = db.session.scalars(query.order_by(DeliveryLog.id.desc()).limit(PAGE + 1)).all()
+    older = rows[PAGE - 1].id if len(rows) > PAGE else None
+    rows = rows[:PAGE]
     titles = _titles([r.notification_id for r in rows
                       if not digest_email.is_digest(r.notification_id)])
-    return render_template("delivery/index.html", rows=rows, titles=titles,
+    return render_template("delivery/index.html", rows=rows, titles=titles, older=older,
                            stats=delivery_stats(user_id=current_user.id),
                            names=destinations.channel_names(current_user.id))
 
