@@ -312,3 +312,5 @@ def test_the_deliveries_page_pages_back_through_every_row(app, client, auth):
         url = older and older.group(1)
     assert len(seen) == 230
     assert client.get("/deliveries?before=x").status_code == 200  # the first page
+    for before in ("-5", "2147483648", "9" * 30):  # past an id column: a 500 before
+        assert client.get(f"/deliveries?before={before}").status_code == 200, before

@@ -10,6 +10,7 @@ from datetime import timedelta
 from urllib.parse import parse_qs
 
 import pytest
+import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -257,6 +258,21 @@ def test_deleting_the_notification_stops_its_reminders(world):
     esc = escalation(app, nid)
     assert (esc.rounds, esc.ended, esc.next_at) == (1, "deleted", None)
     assert [r for r in rounds(app, nid) if r[2] != "sent"] == []
+
+
+def test_a_round_goes_when_redis_cannot_say_whether_the_notification_is_still_there(
+        world, monkeypatch):
+    """Asking the inbox must not stop the run (and every escalation due after this one)."""
+    app, uid, receivers = world
+    nid = breach(app, uid)
+    run_jobs(app)
+
+    def away(*_args, **_kwargs):
+        raise redis.ConnectionError("a failover")
+
+    monkeypatch.setattr(inbox, "get", away)
+    assert run_at(app, nid, 5) == 1
+    assert escalation(app, nid).ended == ""
 
 
 def test_quiet_hours_put_off_a_non_critical_round_not_a_critical_one(world):

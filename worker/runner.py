@@ -3,6 +3,7 @@
 import logging
 import signal
 import threading
+import traceback
 
 import click
 from flask import current_app
@@ -14,6 +15,7 @@ from webapp.core import logs
 from webapp.core.outage import REDIS_DOWN, Outage
 from webapp.core.processes import Heartbeat
 from webapp.core.queues import QUEUES, STOPPING, rq_connection
+from webapp.delivery import dispatch
 from webapp.errors import SQL_FAULTS, passes_by_itself
 from webapp.extensions import db, get_redis
 from worker.renamed_jobs import rename_waiting_jobs
@@ -112,7 +114,7 @@ class JobWorker(SimpleWorker):
         exc = exc_info[1]
         if (isinstance(exc, SQL_FAULTS) and passes_by_itself(exc)
                 and (job.meta.get("interval") or job.retries_left
-                     or job.id.startswith("delivery-"))):
+                     or _unclaimed_delivery(job, exc_info[2]))):
             logs.event(self.log, "job_waits_for_database", logging.WARNING, job_id=job.id,
                        error=logs.error_text(exc))
             return
@@ -126,6 +128,14 @@ class JobWorker(SimpleWorker):
             return super().execute_job(job, queue)
         finally:
             logs.unbind(token)
+
+
+def _unclaimed_delivery(job, tb):
+    """A delivery job that failed to claim its row: the row is still queued, and the sweep
+    takes it up again. (One that failed after its provider took the message is not: its row
+    is left sending, and may be sent twice.)"""
+    return job.id.startswith("delivery-") and any(
+        frame.f_code is dispatch._claim.__code__ for frame, _ in traceback.walk_tb(tb))
 
 
 # RQ's lines with a traceback in the message (rq 2.12): a failed job's, its scheduler's

@@ -23,6 +23,7 @@ def _nullable(kind, **extra):
 
 
 ERRORS = {"401": _error("No session or API key, or an unknown key."),
+          "413": _error("A body over the route's limit: 16 KiB, a full batch for events."),
           "503": _error("Redis is unavailable; try again shortly.")}
 NID = {"name": "nid", "in": "path", "required": True, "schema": {"type": "string"}}
 

@@ -13,7 +13,7 @@ from webapp.exceptions import InvalidInput
 from webapp.extensions import db
 from webapp.inbox import service as inbox
 from webapp.insist import service as insist
-from webapp.models import DeliveryLog
+from webapp.models import MAX_ID, DeliveryLog
 from webapp.preferences import service as preferences
 
 bp = Blueprint("delivery", __name__)
@@ -30,8 +30,8 @@ def index():
     """The newest PAGE deliveries, then older ones by `before` (a row id)."""
     query = select(DeliveryLog).where(DeliveryLog.user_id == current_user.id)
     before = request.args.get("before", type=int)
-    if before is not None:
-        query = query.where(DeliveryLog.id < before)
+    if before is not None and before <= MAX_ID:  # past what an id holds: the first page
+        query = query.where(DeliveryLog.id < max(0, before))
     rows = db.session.scalars(query.order_by(DeliveryLog.id.desc()).limit(PAGE + 1)).all()
     older = rows[PAGE - 1].id if len(rows) > PAGE else None
     rows = rows[:PAGE]

@@ -16,6 +16,7 @@ from webapp import clock
 from webapp.core import database, logs
 from webapp.core.queues import enqueue
 from webapp.delivery import audit, dispatch
+from webapp.errors import REDIS_FAULTS
 from webapp.exceptions import NotFound
 from webapp.extensions import db
 from webapp.inbox import service as inbox
@@ -134,10 +135,15 @@ def advance(esc, now):
 
 
 def _in_inbox(seen):
+    """Whether its notification is still in the inbox; taken so when Redis cannot say (a
+    failover): the round goes as it did before this was asked, and the others due too."""
     try:
         inbox.get(seen.user_id, seen.notification_id)
     except NotFound:
         return False
+    except REDIS_FAULTS as exc:
+        logs.event(log, "insist_inbox_unknown", logging.WARNING,
+                   notification_id=seen.notification_id, error=logs.error_text(exc))
     return True
 
 

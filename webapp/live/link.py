@@ -84,7 +84,10 @@ class Link:
             self.pubsub.node_pubsub_mapping.pop(name, None)
             # not disconnect_startup_nodes_pools: it marks the pub/subs' connections to be
             # made again on their next use, which redis-py would do behind our back
-            self.client.nodes_manager.initialize(disconnect_startup_nodes_pools=False)
+            try:
+                self.client.nodes_manager.initialize(disconnect_startup_nodes_pools=False)
+            except redis.exceptions.RedisClusterException as exc:  # no node answered
+                raise redis.ConnectionError(f"Redis Cluster unreachable: {exc}") from exc
             self.pubsub.ssubscribe(channel)
 
     def read(self, dispatch):

@@ -113,8 +113,9 @@ def handle(r, name, entries):
     """Run each batch's slow steps; acknowledge (and delete) the ones that all went through.
     A failed batch stays pending: the safety net retries it, its done steps are skipped."""
     done, handled = [], 0
-    for entry_id, fields in entries:
-        if STOPPING.is_set():  # the rest stay pending: the safety net takes them over
+    for n, (entry_id, fields) in enumerate(entries):
+        if STOPPING.is_set():
+            _hand_back(r, name, entries[n:])
             break
         bound = logs.bind(fields.get("request_id") or logs.current())
         try:
@@ -135,6 +136,21 @@ def handle(r, name, entries):
             pipe.xdel(keys.routed(name), *done)
             pipe.execute()
     return handled
+
+
+def _hand_back(r, name, entries):
+    """Batches read but not run, the worker stopping: added again as new entries, in one
+    step with their removal, so the next start's drain reads them (left pending, they waited
+    for the safety net's idle minute). Run twice by a crash between, their steps are
+    idempotent."""
+    stream = keys.routed(name)
+    with r.pipeline(transaction=True) as pipe:
+        for _, fields in entries:
+            pipe.xadd(stream, fields)
+        ids = [entry_id for entry_id, _ in entries]
+        pipe.xack(stream, GROUP, *ids)
+        pipe.xdel(stream, *ids)
+        pipe.execute()
 
 
 def reclaim(name, consumer, min_idle_ms=DEFAULT_MIN_IDLE_MS):
