@@ -75,11 +75,12 @@ def test_every_bad_field_is_named_in_one_answer(client, key):
     assert set(answer.json["detail"]) == {"quiet_start", "max_per_minute", "bogus"}
 
 
-@pytest.mark.parametrize("raw", [b"", b"[]", b"null", b"{", b"x" * 70000])
-def test_a_body_that_is_no_json_object_is_422(client, key, raw):
+@pytest.mark.parametrize("raw, status", [(b"", 422), (b"[]", 422), (b"null", 422),
+                                         (b"{", 422), (b"x" * 70000, 413)])
+def test_a_body_that_is_no_json_object_is_refused(client, key, raw, status):
     answer = client.patch("/api/v1/preferences", data=raw, headers={
         "X-API-Key": key, "Content-Type": "application/json"})
-    assert answer.status_code == 422
+    assert answer.status_code == status
 
 
 def test_settings_need_a_key_and_a_session_caller_needs_csrf(client, auth):
