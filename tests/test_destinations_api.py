@@ -290,8 +290,9 @@ def test_switching_on_again_clears_the_count_and_the_reason(app, client, key):
     assert (on["enabled"], on["failures"], on["disabled_reason"]) == (True, 0, None)
 
 
-def test_tests_are_limited_per_minute(make_app, auth, refused_port):
-    app = make_app(DESTINATION_TESTS_PER_MINUTE=2, DESTINATIONS_ALLOW_PRIVATE=True)
+def test_tests_are_limited_per_minute(make_app, auth, refused_port, monkeypatch):
+    monkeypatch.setenv("DESTINATION_TESTS_PER_MINUTE", "2")  # as the README sets it
+    app = make_app(DESTINATIONS_ALLOW_PRIVATE=True)
     client = app.test_client()
     auth.__init__(client, app)
     auth.create()

@@ -30,7 +30,7 @@ def test_a_healthy_product_exits_0_with_the_facts(app, runner, monkeypatch):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("Tickerbell ") and ": ok (checked " in lines[0]
-    assert "Listener: 2 connections, 4 streams, lag 2.5 s ago" in lines
+    assert "Listener: 2 connections, 4 streams, last trade 2.5 s ago" in lines
     assert any(line.startswith("  delivery-email ") and "closed" in line for line in lines)
     assert "Failed jobs: 0" in lines
 
@@ -41,7 +41,7 @@ def test_a_trade_newer_than_the_check_is_no_lag_not_a_negative_one(app, runner, 
     monkeypatch.setattr(clock, "now_ms", lambda: now)
     beating(app, lag_ms=-4400)
     lines = runner.invoke(args=["status"]).output.splitlines()
-    assert "Listener: 2 connections, 4 streams, lag 0.0 s ago" in lines, lines
+    assert "Listener: 2 connections, 4 streams, last trade 0.0 s ago" in lines, lines
 
 
 def test_every_shard_the_watchdog_keeps_is_reported_where_listener_shards_is_unset(
@@ -129,6 +129,8 @@ def test_failed_jobs_are_retried_from_the_command_line(app, runner):
         assert set(Queue("default", connection=rq_connection()).job_ids) == {
             one.id, two.id, *many}
         assert jobs.failed_ids() == []
+    nothing = runner.invoke(args=["jobs", "retry", "--all"])  # said, not silent
+    assert nothing.exit_code == 0 and nothing.output == "no failed jobs\n"
 
 
 def test_a_redis_that_does_not_answer_is_reported_not_raised(make_app, refused_port):

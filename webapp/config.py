@@ -207,6 +207,8 @@ class Config:
         self.DESTINATION_MAX_FAILURES = _int("DESTINATION_MAX_FAILURES", 20)
         # Requests a minute one inbound hook token accepts (/hooks/<token>).
         self.HOOK_RATE_PER_MINUTE = _int("HOOK_RATE_PER_MINUTE", 60)
+        # Test messages a minute one user may send (each is a request to a URL they chose).
+        self.DESTINATION_TESTS_PER_MINUTE = _int("DESTINATION_TESTS_PER_MINUTE", 10)
 
     def check(self):
         """Refuse to run in production with a made-up secret."""

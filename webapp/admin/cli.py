@@ -32,7 +32,7 @@ def lines(facts):
     listener = facts["listener"]
     if listener:
         out.append(f"Listener: {listener['connections']} connections, {listener['streams']} "
-                   f"streams, lag {_age(listener['lag_ms'])}")
+                   f"streams, last trade {_age(listener['lag_ms'])}")
         out += [f"  shard {s['shard']}: {s['state']}, {s['connections']} connections, heartbeat "
                 f"{_age(s['heartbeat_age_ms'])}, last trade {_age(s['lag_ms'])}"
                 for s in listener["shards"]]
@@ -95,8 +95,10 @@ def retry_command(job_ids, every):
     operations page's Retry does."""
     if every == bool(job_ids):
         raise click.UsageError("give JOB_ID ... or --all")
-    missing = 0
-    for job_id in failed_jobs.failed_ids() if every else job_ids:
+    missing, ids = 0, failed_jobs.failed_ids() if every else job_ids
+    if not ids:
+        click.echo("no failed jobs")
+    for job_id in ids:
         try:
             failed_jobs.retry(job_id)
             click.echo(f"retried {job_id}")

@@ -23,7 +23,6 @@ DEFAULT_MAX_PER_USER = 20
 CREATE_FIELDS = {"kind", "name", "url", "secret", "types", "escalate"}
 PATCH_FIELDS = {"name", "enabled", "types", "escalate"}
 TEST_TYPE = "TEST"  # not a registry type: a test reaches only the destination tested
-DEFAULT_TESTS_PER_MINUTE = 10  # each one is a request to a URL the user chose
 
 
 class TestsThrottled(Exception):
@@ -148,7 +147,7 @@ def delete(user_id, dest_id):
 def send_test(user, dest_id):
     """Send a test message now, through the channel's own build and send: (ok, detail)."""
     dest = get(user.id, dest_id)
-    limit = current_app.config.get("DESTINATION_TESTS_PER_MINUTE", DEFAULT_TESTS_PER_MINUTE)
+    limit = current_app.config["DESTINATION_TESTS_PER_MINUTE"]
     if throttle.hit("destination-test", user.id) > limit:
         raise TestsThrottled(throttle.blocked_for("destination-test", user.id, limit))
     notification = {"id": f"test-{uuid.uuid4().hex}", "user_id": str(user.id),
