@@ -185,6 +185,19 @@ def test_a_name_that_answers_otherwise_when_apprise_looks_it_up_is_not_reached(
     assert socket.getaddrinfo("localhost", 80)  # the guard holds only while Apprise sends
 
 
+def test_a_host_apprise_makes_of_another_part_of_the_url_is_guarded_too(make_app):
+    """zulip:// names no {host}: Apprise makes https://<organisation>.<hostname> of its parts.
+    Saved as any Apprise URL, its send must reach no private address either."""
+    app = make_app(DELIVERY_MAX_ATTEMPTS=1)
+    uid = make_user(app, "zulip@example.com", email_alerts=False)
+    dest_id, _ = add(app, uid, kind="apprise",
+                     url="zulip://bot@127.0.0.1/abcdefghijklmnopqrstuvwxyz012345")
+    nid = send(app, uid)
+    run_jobs(app)
+    [row] = rows(app, notification_id=nid, channel=f"dest:{dest_id}")
+    assert row.status == "failed" and "private or loopback" in row.error, row.error
+
+
 def test_a_failing_receiver_is_retried_with_backoff(make_app, http_recorder):
     receiver = http_recorder(status=500)
     app = make_app(**{**LOOPBACK, "DELIVERY_BACKOFF": 30})

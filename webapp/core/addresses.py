@@ -11,6 +11,8 @@ import ipaddress
 import socket
 import sys
 from contextlib import contextmanager
+from urllib.parse import urlsplit
+from urllib.request import getproxies
 
 from flask import current_app
 
@@ -89,18 +91,27 @@ _GUARDED = contextvars.ContextVar("public_only", default=None)  # per thread and
 
 
 @contextmanager
-def public_only(hosts):
+def public_only(hosts=None):
     """While inside, the user-given `hosts` resolve to their public addresses only, for any
     library's lookup in this thread (or greenlet): a name checked just before may answer
-    otherwise when the library looks it up itself. Other names resolve as ever (an operator's
-    proxy, a service's own API host). Yields a list that collects why a lookup was refused."""
+    otherwise when the library looks it up itself. Other names resolve as ever (a service's own
+    API host). `hosts` None: every name looked up inside but the operator's proxies, for a
+    library that may build a host from any part of a user's URL (Apprise's zulip:// makes one
+    of its organisation). Yields a list that collects why a lookup was refused."""
     _wrap_resolver()
     refused = []
-    token = _GUARDED.set((frozenset(bare(host) for host in hosts if host), refused))
+    names = None if hosts is None else frozenset(bare(host) for host in hosts if host)
+    token = _GUARDED.set((names, _proxies() if names is None else frozenset(), refused))
     try:
         yield refused
     finally:
         _GUARDED.reset(token)
+
+
+def _proxies():
+    """The hosts of the operator's HTTP(S) proxies (HTTPS_PROXY, ...): theirs to choose."""
+    return frozenset(bare(urlsplit(url).hostname) for url in getproxies().values()
+                     if url and urlsplit(url).hostname)
 
 
 def _wrap_resolver():
@@ -119,14 +130,15 @@ def _guarded(resolver):
         guarded = _GUARDED.get()
         if guarded is None:
             return found
+        names, proxies, refused = guarded
         name = bare(host.decode("ascii", "replace") if isinstance(host, bytes) else host)
-        if name not in guarded[0]:
+        if not name or name in proxies or (names is not None and name not in names):
             return found
         kept = [info for info in found if is_public(info[4][0])]
         if not kept:
             reason = (f"{name} resolved to {found[0][4][0]} when sending, a private or "
                       "loopback address: destinations must be reachable on the public internet")
-            guarded[1].append(reason)
+            refused.append(reason)
             raise socket.gaierror(socket.EAI_NONAME, reason)
         return kept
 

@@ -153,9 +153,11 @@ def notify_apprise(config, message):
     apprise_log = logging.getLogger("apprise")
     apprise_log.addHandler(said)
     guard = (contextlib.nullcontext([]) if config.get("DESTINATIONS_ALLOW_PRIVATE")
-             else addresses.public_only(host for host, _ in hosts))
+             else addresses.public_only())
     try:
-        with guard as refused:  # Apprise looks the names up again: they may answer otherwise
+        # Apprise looks the names up again (they may answer otherwise), and some plugins make
+        # a host of other parts of the URL: every address it reaches must be public
+        with guard as refused:
             sent = plugin.notify(title=message["title"], body=message["body"],
                                  body_format=apprise.NotifyFormat.TEXT)
     finally:
