@@ -1,4 +1,5 @@
 import re
+import threading
 
 import pytest
 
@@ -93,6 +94,31 @@ def test_failed_logins_are_throttled_per_ip(client, auth):
     for n in range(5):
         auth.login(email=f"nobody{n}@example.com", password="whatever1")
     assert auth.login(email="someone@example.com", password="whatever1").status_code == 429
+
+
+def test_a_burst_of_logins_at_once_gets_no_more_password_checks_than_the_limit(app, auth):
+    """Twenty wrong passwords and the right one sent together: at most five are checked
+    (422, or 302 for the right one), the rest wait (429). (Fewer when the account's count
+    and the address's are taken in another order by two requests: both must be in bounds.)"""
+    auth.create()
+    clients = [app.test_client() for _ in range(21)]
+    tokens = [csrf_token(c) for c in clients]
+    start, answers = threading.Barrier(len(clients)), [None] * len(clients)
+
+    def attempt(i):
+        password = "correct horse" if i == 20 else "wrong password"
+        start.wait(10)
+        answers[i] = clients[i].post("/auth/login", data={
+            "email": "trader@example.com", "password": password,
+            "csrf_token": tokens[i]}).status_code
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    checked = answers.count(422) + answers.count(302)
+    assert 1 <= checked <= 5 and answers.count(429) == 21 - checked, answers
 
 
 def test_form_without_csrf_token_is_rejected(client, auth):

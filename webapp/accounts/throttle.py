@@ -28,5 +28,15 @@ def hit(scope, ident, window=60):
     return count
 
 
+# A count whose window has ended is left alone: decremented, it would be made again
+# without a TTL, and hold that window open for good.
+_FORGIVE = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end"
+
+
+def forgive(scope, ident):
+    """Take back one attempt counted in the current window."""
+    get_redis().eval(_FORGIVE, 1, _key(scope, ident))
+
+
 def reset(scope, ident):
     get_redis().delete(_key(scope, ident))
