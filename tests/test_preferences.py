@@ -122,6 +122,10 @@ def test_follow_and_unfollow_a_strategy(app, client, logged_in):
     assert bad.status_code == 422
     with app.app_context():
         assert db.session.scalars(db.select(StrategyFollow.strategy_id)).all() == ["momentum-btc"]
+    for impossible in ("nul\x00byte", "", "x" * 65):  # PostgreSQL refused NUL with a 500
+        gone = client.post(PAGE + "unfollow", data={"strategy_id": impossible,
+                                                     "csrf_token": token}, headers=HX)
+        assert gone.status_code == 422 and "momentum-btc" in gone.get_data(as_text=True)
     client.post(PAGE + "unfollow", data={"strategy_id": "momentum-btc", "csrf_token": token},
                 headers=HX)
     with app.app_context():

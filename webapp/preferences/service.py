@@ -228,10 +228,15 @@ def _first_reading(local):
     return datetime.fromtimestamp(late, UTC)
 
 
-def follow(user_id, strategy_id):
-    strategy_id = (strategy_id or "").strip()
+def _strategy_id(given):
+    strategy_id = (given or "").strip()
     if not STRATEGY_ID.match(strategy_id):
         raise InvalidInput({"strategy_id": "Use 1-64 letters, digits, '.', '_', ':' or '-'."})
+    return strategy_id
+
+
+def follow(user_id, strategy_id):
+    strategy_id = _strategy_id(strategy_id)
     exists = db.session.scalar(select(StrategyFollow.id).where(
         StrategyFollow.user_id == user_id, StrategyFollow.strategy_id == strategy_id))
     if not exists:
@@ -241,6 +246,7 @@ def follow(user_id, strategy_id):
 
 
 def unfollow(user_id, strategy_id):
+    strategy_id = _strategy_id(strategy_id)  # no other was followed (PostgreSQL refuses NUL)
     db.session.execute(delete(StrategyFollow).where(
         StrategyFollow.user_id == user_id, StrategyFollow.strategy_id == strategy_id))
     db.session.commit()

@@ -94,7 +94,10 @@ def follow():
 
 @bp.post("/unfollow")
 def unfollow():
-    preferences.unfollow(current_user.id, request.form.get("strategy_id", ""))
+    try:
+        preferences.unfollow(current_user.id, request.form.get("strategy_id"))
+    except InvalidInput as exc:
+        return _follows(422, exc.errors["strategy_id"])
     return _follows()
 
 
