@@ -9,7 +9,7 @@ import re
 from datetime import UTC, datetime
 
 from webapp.alerts import index as alert_index
-from webapp.core.text import is_line
+from webapp.core.text import is_line, is_text
 from webapp.market import symbols
 
 DEFAULT_BUFFER = 0.5
@@ -162,11 +162,12 @@ def message(value, errors):
     if value is None:
         return ""
     text = value.replace("\r\n", "\n").replace("\r", "\n") if isinstance(value, str) else None
-    if text is None or any(ord(ch) < 32 and ch not in "\n\t" or ord(ch) == 127 for ch in text):
-        errors["message"] = "A message is plain text: lines and tabs, no other control characters."
-        return ""
-    if surrogates(text):
+    if text is not None and surrogates(text):
         errors["message"] = "A message must be text: a lone UTF-16 surrogate is not a character."
+        return ""
+    if text is None or not is_text(text):
+        errors["message"] = ("A message is plain text: lines and tabs, no other control "
+                             "characters and no direction override (U+202D, U+202E).")
         return ""
     if len(text.strip()) > MESSAGE_MAX:
         errors["message"] = f"Keep the message to {MESSAGE_MAX} characters at most."
