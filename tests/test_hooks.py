@@ -287,7 +287,7 @@ def test_bad_fields_answer_422_and_make_nothing(client, key, body, field):
     assert inbox(client, key) == []
 
 
-@pytest.mark.parametrize("body", ["", "  \n ", '{"title": "\\udc00 BTC"}',
+@pytest.mark.parametrize("body", ["", "  \n ", "\x00\x01", " \x7f\x1b ", '{"title": "\\udc00 BTC"}',
                                   '{"tag": {"\\ud800": 1}}'])
 def test_empty_bodies_and_lone_surrogates_answer_422(client, key, body):
     hook = new_hook(client, key)

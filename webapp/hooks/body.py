@@ -25,19 +25,19 @@ class BadBody(ValueError):
 def read(content_type, raw):
     """The notification's title, message, priority and data; BadBody or InvalidInput."""
     try:
-        text = raw.decode("utf-8")
+        body = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadBody("Send the body as UTF-8 text.") from None
-    if not text.strip():
+    if not text.cleaned(body).strip():  # nothing, or nothing but control characters
         raise InvalidInput({"body": "The body is empty: send the alert's text or JSON."})
     announced = content_type == "application/json" or content_type.endswith("+json")
-    if announced or text.lstrip().startswith("{"):
-        fields = _json_object(text)
+    if announced or body.lstrip().startswith("{"):
+        fields = _json_object(body)
         if isinstance(fields, dict):
             return from_json(fields)
         if announced:
             raise BadBody("The body is not a JSON object; send one, or send text/plain.")
-    return {"title": "", "message": _cut(text.strip(), MESSAGE_MAX), "priority": None,
+    return {"title": "", "message": _cut(text.cleaned(body).strip(), MESSAGE_MAX), "priority": None,
             "data": {}}
 
 
