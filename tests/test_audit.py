@@ -37,7 +37,7 @@ def test_api_and_page_list_only_the_callers_critical_notifications(app, client, 
     auth.login()
     page = client.get("/audit").get_data(as_text=True)
     assert "New KYC rules" in page and "Not yours" not in page
-    for limit in ("x", "0", "-1", "201", "9" * 54):
+    for limit in ("x", "0", "-1", "201", "9" * 54, "\u0665", "1_0"):  # int() takes the last two
         assert client.get(f"/api/v1/audit?limit={limit}").status_code == 422, limit
     assert client.get("/api/v1/audit?limit=200").status_code == 200
 

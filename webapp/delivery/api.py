@@ -12,11 +12,12 @@ from webapp.exceptions import InvalidInput
 def list_audit():
     try:
         before = audit.parse_before(request.args.get("before"))
-        limit = int(request.args.get("limit", audit.DEFAULT_PAGE))
     except InvalidInput as exc:
         return json_error(422, "invalid_input", exc.errors)
-    except ValueError:
-        return json_error(422, "invalid_input", {"limit": "Integers only."})
+    raw = request.args.get("limit") or str(audit.DEFAULT_PAGE)
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):  # not "٥", nor 5,000 digits
+        return json_error(422, "invalid_input", {"limit": f"From 1 to {audit.MAX_PAGE}."})
+    limit = int(raw)
     if not 1 <= limit <= audit.MAX_PAGE:
         return json_error(422, "invalid_input", {"limit": f"From 1 to {audit.MAX_PAGE}."})
     rows, cursor = audit.page(g.api_user.id, limit, before)

@@ -68,12 +68,15 @@ def _clean_bool(value):
     return str(value).strip().lower() in {"1", "true", "on", "yes", "y"}
 
 
+WHOLE_NUMBER = re.compile(r"-?[0-9]{1,9}")
+
+
 def _whole_number(low, high):
     def clean_number(value):
-        try:
-            number = int(str(value).strip())
-        except ValueError:
-            raise ValueError("Enter a whole number.") from None
+        text = str(value).strip()
+        if not WHOLE_NUMBER.fullmatch(text):  # int() also takes "٦٥" and "1_000"
+            raise ValueError("Enter a whole number.")
+        number = int(text)
         if not low <= number <= high:
             raise ValueError(f"Choose between {low} and {high}.")
         return number
