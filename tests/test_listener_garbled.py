@@ -123,6 +123,14 @@ GARBLED = [
     ("volume_negative", mini("-1.5"), "bad_message"),
     ("volume_infinite", mini("Infinity"), "bad_message"),
     ("time_not_a_number", agg(T="soon"), "bad_message"),
+    ("time_infinite", agg(T=float("inf")), "bad_message"),  # json.dumps writes Infinity
+    ("symbol_a_number", agg(s=42), "bad_message"),
+    ("symbol_null", json.dumps({"stream": "btcusdt@aggTrade", "data": {
+        "e": "aggTrade", "s": None, "a": 1, "p": "1", "T": 1}}), "bad_message"),
+    ("symbol_a_list", agg(s=["BTCUSDT"]), "bad_message"),
+    ("symbol_lone_surrogate", agg(s="\ud800"), "bad_message"),
+    ("symbol_not_ascii", agg(s="BTC\u00dcSDT"), "bad_message"),
+    ("nested_deep", "[" * 100_000, "bad_message"),
     ("unknown_stream", json.dumps({"stream": "btcusdt@depth", "data": {
         "e": "depthUpdate", "E": 1, "s": "BTCUSDT", "b": [], "a": []}}), "unhandled_message"),
     ("error_object", '{"code": -1121, "msg": "Invalid symbol."}', "server_error"),

@@ -7,11 +7,13 @@ import orjson
 from worker.listener.loglines import logline
 
 PRICE_EVENTS = ("aggTrade", "trade")
-# A frame that parses but says nothing usable raises one of these.
-BAD_MESSAGE = (AttributeError, KeyError, TypeError, ValueError)
+# A frame that parses but says nothing usable raises one of these (OverflowError: int() of
+# an infinite time; RecursionError: the standard library's read of 100,000 nested arrays).
+BAD_MESSAGE = (AttributeError, KeyError, TypeError, ValueError, OverflowError, RecursionError)
 # No price or 24 h volume on Binance comes near it (the most traded meme coins see ~1e14 a
 # day); a garbled exponent does, and would meet every `above` alert.
 MAX_MARKET_VALUE = 1e18
+MAX_SYMBOL = 32
 
 
 def parse(raw):
@@ -26,14 +28,22 @@ def parse(raw):
     if event in PRICE_EVENTS:
         seq = int(data.get("a") or data.get("t") or 0)
         price = market_value(data["p"], positive=True)
-        return "tick", ("price", data["s"], price, int(data["T"]), seq)
+        return "tick", ("price", _symbol(data["s"]), price, int(data["T"]), seq)
     if event == "24hrMiniTicker":
-        return "tick", ("volume", data["s"], market_value(data["v"]), int(data["E"]), 0)
+        return "tick", ("volume", _symbol(data["s"]), market_value(data["v"]), int(data["E"]), 0)
     if event == "serverShutdown":
         return "shutdown", None
     if "id" in msg:
         return "reply", msg
     return ("error" if "code" in msg else "unhandled"), msg
+
+
+def _symbol(value):
+    """Binance's symbols are ASCII letters and digits (BTCUSDT), as ours are."""
+    if not (isinstance(value, str) and value.isascii() and value.isalnum()
+            and len(value) <= MAX_SYMBOL):
+        raise ValueError(f"not a symbol: {str(value)[:40]!r}")
+    return value
 
 
 def _loads(raw):
