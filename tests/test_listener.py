@@ -298,16 +298,30 @@ def test_subscriptions_unsubscribe_first_and_batch():
     assert subs.next_message() is None and len(subs.current) == 4
 
 
-def test_a_refused_subscription_is_retried_later():
-    clock = Clock()
+def test_a_refused_subscription_is_retried_sooner_first_then_each_minute():
+    clock, stream = Clock(), ["xyzusdt@aggTrade"]
     subs = Subscriptions(clock=clock)
-    subs.want(["xyzusdt@aggTrade"])
+    waits = []
+    for _ in range(7):
+        assert subs.want(stream)
+        msg = subs.next_message()
+        error = subs.on_reply({"code": 2, "msg": "Invalid request", "id": msg["id"]})
+        assert "refused" in error and subs.current == set()
+        waited = 0
+        while not subs.want(stream):  # not asked again until its wait is over
+            clock.now += 1
+            waited += 1
+        waits.append(waited)
+    assert waits == [5, 10, 20, 40, 60, 60, 60]
     msg = subs.next_message()
-    error = subs.on_reply({"code": 2, "msg": "Invalid request", "id": msg["id"]})
-    assert "refused" in error and subs.current == set()
-    assert not subs.want(["xyzusdt@aggTrade"])  # not asked again at once
-    clock.now += 61
-    assert subs.want(["xyzusdt@aggTrade"])
+    assert subs.on_reply({"result": None, "id": msg["id"]}) is None  # taken: counted afresh
+    subs.want([])
+    subs.next_message()
+    subs.want(stream)
+    msg = subs.next_message()
+    subs.on_reply({"code": 2, "msg": "Invalid request", "id": msg["id"]})
+    clock.now += 5
+    assert subs.want(stream)
 
 
 def test_url_carries_only_what_fits():

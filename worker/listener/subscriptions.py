@@ -12,7 +12,9 @@ BATCH = 200  # streams per SUBSCRIBE / UNSUBSCRIBE message
 # Servers cap the request line (8 KiB is common): the URL carries the first streams and
 # SUBSCRIBE the rest.
 URL_MAX_CHARS = 3000
-REJECT_RETRY_S = 60.0  # a refused stream is asked for again after this long
+# A refused stream is asked for again after 5 s, then 10, 20, 40 and every 60 s: a passing
+# refusal costs its alerts seconds, one that stands a message a minute.
+REJECT_RETRY_S, REJECT_RETRY_MAX_S = 5.0, 60.0
 SYMBOL = re.compile(r"^[A-Z0-9]{2,20}$")
 
 
@@ -41,6 +43,7 @@ class Subscriptions:
         self.to_remove = set()
         self.pending = {}  # request id -> (method, streams)
         self.rejected = {}  # stream -> monotonic time to try again
+        self.refusals = {}  # stream -> refusals in a row
         self.capped = 0  # wanted streams beyond max_streams
         self._ids = itertools.count(1)
 
@@ -81,11 +84,17 @@ class Subscriptions:
         """Settle a reply; returns an error text when the server refused the request."""
         method, streams = self.pending.pop(msg.get("id"), (None, []))
         if "code" not in msg:
+            if method == "SUBSCRIBE":
+                for stream in streams:
+                    self.refusals.pop(stream, None)
             return None
         if method == "SUBSCRIBE":
             self.current.difference_update(streams)
-            retry_at = self.clock() + REJECT_RETRY_S
-            self.rejected.update(dict.fromkeys(streams, retry_at))
+            now = self.clock()
+            for stream in streams:
+                refused = self.refusals[stream] = self.refusals.get(stream, 0) + 1
+                self.rejected[stream] = now + min(REJECT_RETRY_MAX_S,
+                                                  REJECT_RETRY_S * 2 ** (refused - 1))
         return f"{method or 'request'} refused: {msg.get('code')} {msg.get('msg')}"
 
     def _request(self, method, streams):
