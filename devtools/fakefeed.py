@@ -75,7 +75,7 @@ class FakeFeed:
         self.demo = demo
         self.violations = []  # (client id, reason)
         self.control_log = []  # (client id, parsed message) for every control message
-        self.pongs = 0
+        self.pongs = self.pings = 0  # frames of each kind clients sent
         self.last_sent = 0.0
         self.connections_total = 0
         self.refused_total = 0
@@ -201,6 +201,12 @@ class FakeFeed:
         with self._changed:
             self._refuse = self._flap = 0
 
+    def stall(self):
+        """Every open connection goes quiet with its TCP kept open: sent nothing more (but
+        `send_raw`), its frames left unread, so no ping is answered (a path that died without
+        a FIN). Start the feed with ping_interval=None, or its own pings still go out."""
+        return self._call(self._stall)
+
     def server_shutdown(self, close_after=None):
         """Send `serverShutdown` to every connection; close them `close_after` s later."""
         return self._call(self._server_shutdown, close_after)
@@ -301,9 +307,12 @@ class FakeFeed:
         client = getattr(ws, "client", None)
         if client is None:
             return
-        if opcode is Opcode.PONG:
+        if opcode in (Opcode.PONG, Opcode.PING):
             with self._changed:
-                self.pongs += 1
+                if opcode is Opcode.PONG:
+                    self.pongs += 1
+                else:
+                    self.pings += 1
                 self._changed.notify_all()
         now = time.monotonic()
         client.recent.append(now)
@@ -371,6 +380,13 @@ class FakeFeed:
             sock = ws.transport.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         ws.transport.abort()
+
+    def _stall(self):
+        clients = list(self._clients.values())
+        for client in clients:
+            client.ws.transport.pause_reading()
+            client.streams.clear()  # publish() finds it in no stream
+        return len(clients)
 
     def _server_shutdown(self, close_after):
         clients = list(self._clients.values())

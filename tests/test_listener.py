@@ -248,6 +248,22 @@ def test_a_listener_that_loses_its_lease_stops(r, feed, start, events):
     assert feed.wait(lambda f: f.connection_count == 0)
 
 
+def test_a_stalled_connection_is_probed_then_given_up_and_a_live_quiet_one_kept(
+        r, start, events):
+    """A quiet server answers the listener's ping and is kept; one that stalls (TCP open,
+    nothing read or sent) is given up after `silence_s`, not Binance's 65 s of old."""
+    with FakeFeed(ping_interval=None) as quiet:
+        start(url=quiet.url, probe_s=0.4, silence_s=1.5)
+        assert quiet.wait_for_connections(1)
+        # quiet as a market can be: six pings answered, over more than `silence_s`
+        assert quiet.wait(lambda f: f.pings >= 6, 10)
+        assert quiet.connections_total == 1 and events("disconnected") == []
+        assert quiet.violations == []  # the pings kept within Binance's 5 messages a second
+        assert quiet.stall() == 1
+        assert quiet.wait_for_connections(2)
+        assert events("disconnected")[0]["reason"].startswith('"silent')
+
+
 def test_a_silent_connection_is_given_up(r, start, events):
     with FakeFeed(ping_interval=None) as quiet:
         start(url=quiet.url, silence_s=0.2)

@@ -38,7 +38,10 @@ from worker.listener.subscriptions import (
 __all__ = ["Listener", "logline", "now_ms"]
 
 DEFAULT_MAX_AGE_S = 23 * 3600 + 50 * 60  # Binance cuts connections at 24 h: leave first
-DEFAULT_SILENCE_S = 65.0  # Binance pings every 20 s: this much quiet means a dead link
+# Binance pings every 20 s and sends miniTickers each second; after PROBE_S of quiet the
+# listener pings once itself, and a live server answers in a round trip: SILENCE_S of quiet
+# even so means a dead link (a path gone without a FIN, a frozen server).
+DEFAULT_PROBE_S, DEFAULT_SILENCE_S = 5.0, 15.0
 DEFAULT_REDIS_RETRY_S = 0.2  # while Redis is down: how often held ticks try to get through
 MAX_BATCH = 200  # ticks read in one go: bounds the wait of the first behind the last
 CONNECT_ERRORS = (OSError, WebSocketException)
@@ -49,7 +52,8 @@ class Listener:
 
     def __init__(self, redis_client, handler, url, *, breaker=None, lease=None,
                  backoff=None, attempts=None, max_age_s=DEFAULT_MAX_AGE_S,
-                 silence_s=DEFAULT_SILENCE_S, poll_s=0.5, heartbeat_s=1.0,
+                 silence_s=DEFAULT_SILENCE_S, probe_s=DEFAULT_PROBE_S, poll_s=0.5,
+                 heartbeat_s=1.0,
                  redis_retry_s=DEFAULT_REDIS_RETRY_S, recv_timeout_s=0.2,
                  connect_timeout_s=10.0, max_streams=DEFAULT_MAX_STREAMS,
                  control_per_s=DEFAULT_CONTROL_PER_S, batch=BATCH, symbols=None,
@@ -61,14 +65,14 @@ class Listener:
         self.breaker, self.lease = breaker, lease
         self.backoff = backoff or Backoff()
         self.attempts = attempts or AttemptBudget()
-        self.max_age_s, self.silence_s = max_age_s, silence_s
+        self.max_age_s, self.silence_s, self.probe_s = max_age_s, silence_s, probe_s
         self.poll_s, self.heartbeat_s = poll_s, heartbeat_s
         self.recv_timeout_s, self.connect_timeout_s = recv_timeout_s, connect_timeout_s
         self.max_streams, self.batch, self.control_per_s = max_streams, batch, control_per_s
         self.budget = self._message_budget()
         self.stop = threading.Event()
         self.ws = self.subs = None
-        self.opened_at = self.last_rx = self.replace_at = 0.0
+        self.opened_at = self.last_rx = self.replace_at = self.probed_at = 0.0
         self.working = False  # this connection has received a frame
         self.last_tick_ms = 0
         self._ticks = []  # read, not yet matched
@@ -301,8 +305,13 @@ class Listener:
         self._send_control()
         if now >= self.replace_at:
             return "max_age"
-        if now - self.last_rx >= self.silence_s:
-            return f"silent for {now - self.last_rx:.0f} s"
+        quiet = now - self.last_rx
+        if quiet >= self.silence_s:
+            return f"silent for {quiet:.0f} s"
+        if quiet >= self.probe_s and self.probed_at < self.last_rx and self.budget.available():
+            self.ws.ping()  # its pong, or anything else, is a frame heard
+            self.budget.spend()
+            self.probed_at = now
         return None
 
     def _poll_streams(self):
