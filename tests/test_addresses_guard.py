@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from webapp.core import addresses
+
 ROOT = Path(__file__).resolve().parent.parent
 
 CHECK = textwrap.dedent("""
@@ -59,3 +61,15 @@ def test_a_guarded_name_reaches_no_private_address_in_a_plain_process():
 
 def test_a_guarded_name_reaches_no_private_address_under_gevent():
     assert run("from gevent import monkey; monkey.patch_all()\n") == "reached [] refused 3"
+
+
+def test_the_operators_proxies_are_theirs_to_choose_with_or_without_a_scheme(monkeypatch):
+    """requests reads `proxy.corp:3128` as http://proxy.corp:3128; so must the guard, or a
+    proxy on a private address would stop every Apprise send."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.corp:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://10.0.0.5:8080")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    assert addresses._proxies() == {"proxy.corp", "10.0.0.5"}

@@ -96,6 +96,20 @@ def test_failed_logins_are_throttled_per_ip(client, auth):
     assert auth.login(email="someone@example.com", password="whatever1").status_code == 429
 
 
+def test_an_address_over_its_limit_locks_no_account_out(app, client, auth):
+    """Its refused requests count against no account: the owner, elsewhere, signs in."""
+    auth.create()
+    for n in range(5):
+        auth.login(email=f"nobody{n}@example.com", password="whatever1")
+    for _ in range(6):  # refused at the address: not a try at the account
+        assert auth.login(password="wrong password").status_code == 429
+    owner = app.test_client()
+    answer = owner.post("/auth/login", data={
+        "email": "trader@example.com", "password": "correct horse",
+        "csrf_token": csrf_token(owner)}, environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert answer.status_code == 302
+
+
 def test_a_burst_of_logins_at_once_gets_no_more_password_checks_than_the_limit(app, auth):
     """Twenty wrong passwords and the right one sent together: at most five are checked
     (422, or 302 for the right one), the rest wait (429). (Fewer when the account's count

@@ -338,6 +338,10 @@ def test_a_refused_subscription_is_retried_sooner_first_then_each_minute():
     subs.on_reply({"code": 2, "msg": "Invalid request", "id": msg["id"]})
     clock.now += 5
     assert subs.want(stream)
+    subs.refusals[stream[0]] = 1100  # refused each minute for 18 hours: still a minute
+    msg = subs.next_message()
+    subs.on_reply({"code": 2, "msg": "Invalid request", "id": msg["id"]})
+    assert subs.rejected[stream[0]] == clock.now + 60
 
 
 def test_url_carries_only_what_fits():

@@ -85,10 +85,14 @@ def authenticate(email, password, ip):
     limit = current_app.config["LOGIN_ATTEMPTS_PER_MINUTE"]
     # Counted before the password is checked: a burst sent at once gets `limit` checks in
     # all, not one each (a check, then a count, let every request of the burst through).
-    tries, from_ip = throttle.hit("login-account", email), throttle.hit("login-ip", ip)
-    if tries > limit or from_ip > limit:
-        raise LoginThrottled(max(throttle.blocked_for("login-account", email, limit),
-                                 throttle.blocked_for("login-ip", ip, limit)))
+    # The address first: one refused there counts nothing against the account, or a blocked
+    # address could lock anyone out.
+    if throttle.hit("login-ip", ip) > limit:
+        raise LoginThrottled(throttle.blocked_for("login-ip", ip, limit))
+    tries = throttle.hit("login-account", email)
+    if tries > limit:
+        throttle.forgive("login-ip", ip)
+        raise LoginThrottled(throttle.blocked_for("login-account", email, limit))
     user = db.session.scalar(select(User).where(User.email == email))
     if user is not None and user.check_password(password):
         throttle.reset("login-account", email)

@@ -109,9 +109,11 @@ def public_only(hosts=None):
 
 
 def _proxies():
-    """The hosts of the operator's HTTP(S) proxies (HTTPS_PROXY, ...): theirs to choose."""
-    return frozenset(bare(urlsplit(url).hostname) for url in getproxies().values()
-                     if url and urlsplit(url).hostname)
+    """The hosts of the operator's proxies (HTTPS_PROXY, ...): theirs to choose. A value
+    without a scheme (`proxy:3128`) is a host and port, as requests reads it."""
+    urls = (url if "://" in url else f"http://{url}"
+            for scheme, url in getproxies().items() if scheme != "no" and url)
+    return frozenset(bare(urlsplit(url).hostname) for url in urls if urlsplit(url).hostname)
 
 
 def _wrap_resolver():

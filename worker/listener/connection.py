@@ -306,7 +306,7 @@ class Listener:
         if now >= self.replace_at:
             return "max_age"
         quiet = now - self.last_rx
-        if quiet >= self.silence_s:
+        if quiet >= self.silence_s and not self.frames.arriving():
             return f"silent for {quiet:.0f} s"
         if quiet >= self.probe_s and self.probed_at < self.last_rx and self.budget.available():
             self.ws.ping()  # its pong, or anything else, is a frame heard

@@ -83,6 +83,12 @@ class Frames:
         """A frame, or part of one, is here to read without waiting."""
         return bool(self.sock.pending()) or bool(select.select([self.sock], [], [], 0)[0])
 
+    def arriving(self):
+        """Bytes have come from the network that no read has taken yet (a long pause in
+        reading, not a silent peer). Bytes read already do not count: a peer that stalled
+        amid a frame leaves some there for good."""
+        return bool(select.select([self.sock], [], [], 0)[0])
+
     def next(self):
         """(opcode, payload) of the next frame, or None when the read timed out."""
         if self._on_edge:

@@ -94,7 +94,7 @@ class Subscriptions:
             for stream in streams:
                 refused = self.refusals[stream] = self.refusals.get(stream, 0) + 1
                 self.rejected[stream] = now + min(REJECT_RETRY_MAX_S,
-                                                  REJECT_RETRY_S * 2 ** (refused - 1))
+                                                  REJECT_RETRY_S * 2 ** min(refused - 1, 8))
         return f"{method or 'request'} refused: {msg.get('code')} {msg.get('msg')}"
 
     def _request(self, method, streams):
