@@ -4,6 +4,7 @@ traceback in the log and never in the answer."""
 import logging
 
 import pytest
+import redis
 from sqlalchemy.exc import IntegrityError
 
 from webapp.extensions import db
@@ -95,3 +96,24 @@ def test_a_failed_transaction_still_gets_the_styled_page_for_a_logged_in_user(cl
     assert_nothing_leaked(body)
     assert_logged_once(logged, IntegrityError)
     assert client.get("/dashboard").status_code == 200  # the next request is served as usual
+
+
+def test_a_signed_in_browser_meets_a_redis_outage_without_a_500(client, auth, app,
+                                                                 refused_port):
+    """Redis holds the sessions: a missing page's layout, which loads the user, met the
+    outage inside the error handler (a bare 500). The fallback page passes for a page
+    (language, title), and the live feed asks the browser to come back in 2 s rather than
+    closing on a 503 (htmx's SSE extension would then wait up to 64 s)."""
+    auth.create()
+    auth.login()
+    gone = redis.Redis(port=refused_port, retry=None)  # refused at once, not retried
+    app.extensions["redis"] = app.extensions["sessions_redis"] = gone
+    for path in ("/nope", "/favicon.ico", "/dashboard"):
+        page = client.get(path)
+        assert page.status_code == 503 and page.headers["Retry-After"], path
+        assert '<html lang="en">' in page.get_data(as_text=True), path
+    live = client.get("/stream")
+    assert live.status_code == 200 and live.mimetype == "text/event-stream"
+    assert live.get_data(as_text=True) == "retry: 2000\n\n"
+    banner = client.get("/status", headers={"HX-Request": "true"})
+    assert banner.status_code == 503  # the page's own script says it in the banner

@@ -176,3 +176,32 @@ def test_a_tab_whose_session_ended_elsewhere_loses_its_feed_and_goes_to_login(si
             expect(tab.locator("#flashes")).to_contain_text("Please log in")
         finally:
             chromium.close()
+
+
+@pytest.mark.browser
+def test_the_banners_failing_poll_is_said_once_in_the_banner_until_it_answers(site):
+    """While Redis is away the banner's poll answers 503 (every signed-in request needs
+    Redis): said in the banner, not as a new error box every 15 s, and gone once it answers."""
+    skip_without_chromium()
+    with sync_playwright() as p:
+        chromium = launch_chromium(p)
+        try:
+            tab = chromium.new_context().new_page()
+            tab.goto(site["server"].url + "/auth/login")
+            tab.fill("#email", EMAIL)
+            tab.fill("#password", PASSWORD)
+            tab.click("button[type=submit]")
+            tab.wait_for_url("**/dashboard")
+            tab.route("**/status", lambda route: route.fulfill(
+                status=503, content_type="application/json",
+                body='{"error": "service_unavailable", "detail": "The store is away."}'))
+            for _ in range(3):  # three polls
+                tab.evaluate("htmx.ajax('GET', '/status', '#status-banner')")
+            expect(tab.locator("#status-banner")).to_contain_text("cannot reach its data store")
+            expect(tab.locator("#status-banner p")).to_have_count(1)
+            expect(tab.locator("#flashes .flash-error")).to_have_count(0)
+            tab.unroute("**/status")
+            tab.evaluate("htmx.ajax('GET', '/status', '#status-banner')")
+            expect(tab.locator("#status-banner")).not_to_contain_text("data store")
+        finally:
+            chromium.close()

@@ -40,7 +40,14 @@ def passes_by_itself(exc):
 STALE_PAGE = ("This page is out of date (its security token expired or belongs to another "
               "sign-in): reload it and try again. Nothing was changed.")
 GONE = "That is no longer here: it was deleted, perhaps in another tab. Reload the page."
-FALLBACK_503 = "<!doctype html><title>Unavailable</title><h1>Temporarily unavailable</h1>"
+FALLBACK_503 = ('<!doctype html><html lang="en"><meta charset="utf-8"><title>Unavailable</title>'
+                '<link rel="icon" href="data:,"><h1>Temporarily unavailable</h1><p>Tickerbell '
+                'cannot reach its data store. Try again in a few seconds: <a href="">reload</a>.'
+                '</p></html>')
+# The live feed while Redis is away: an empty stream that asks the browser to come back in 2 s.
+# Its own EventSource retry keeps Last-Event-ID; a 503 would close it, and htmx's SSE
+# extension would open the next one on its own backoff, up to 64 s after Redis is back.
+STREAM_RETRY = "retry: 2000\n\n"
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +77,10 @@ def _http_error(exc: HTTPException):
     if wants_json() or is_htmx():  # htmx shows the detail in its error line (static/js/app.js)
         return json_error(exc.code, exc.name.lower().replace(" ", "_"), exc.description)
     template = "errors/404.html" if exc.code == 404 else "errors/error.html"
-    return render_template(template, error=exc), exc.code
+    try:
+        return render_template(template, error=exc), exc.code
+    except REDIS_FAULTS as fault:  # the layout loads the signed-in user: Redis holds sessions
+        return _redis_down(fault)
 
 
 def _rollback():
@@ -82,7 +92,10 @@ def _rollback():
 
 def _unavailable(detail):
     _rollback()
-    if wants_json():
+    if request.endpoint == "live.stream":
+        response = make_response(STREAM_RETRY, 200)
+        response.headers.update({"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    elif wants_json():
         response = json_error(503, "service_unavailable", detail)
     else:
         try:

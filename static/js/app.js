@@ -123,6 +123,19 @@ document.addEventListener("htmx:responseError", (event) => {
   if (elt instanceof HTMLInputElement && elt.type === "checkbox") elt.checked = !elt.checked;
   let message = "Something went wrong (" + xhr.status + ").";
   try { message = JSON.parse(xhr.responseText).detail || message; } catch (_) { /* not JSON */ }
+  const banner = document.getElementById("status-banner");
+  if (banner && (elt === banner || event.detail.target === banner)) {
+    // The banner's own poll failing is the news: said once, in the banner, until a poll
+    // answers again (its swap replaces this), not a new error box every 15 s.
+    const p = document.createElement("p");
+    p.className = "banner banner-warning";
+    p.textContent = xhr.status === 503
+      ? "Tickerbell cannot reach its data store right now. The live feed reconnects by "
+        + "itself, and what you missed is replayed."
+      : message;
+    banner.replaceChildren(p);
+    return;
+  }
   const box = document.getElementById("flashes");
   if (!box) return;
   const div = document.createElement("div");
