@@ -5,6 +5,7 @@ import json
 import os
 import re
 import socket
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
 
 import http_ece
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.hub import make_user, poll, run_jobs, twilio_answer
+from webapp import clock
 from webapp.delivery import dispatch
 from webapp.delivery.channels import push
 from webapp.delivery.dispatch import breaker
@@ -270,6 +272,28 @@ def test_failing_provider_retries_opens_the_breaker_and_recovers(make_app, http_
     assert stats["sms"]["counts"] == {"sent": 1} and stats["sms"]["success_rate"] == 1.0
     health = app.test_client().get("/api/v1/health").json["deliveries"]
     assert health["sms"]["success_rate"] == 1.0 and health["sms"]["circuit"] == "closed"
+
+
+@pytest.mark.parametrize("retry_after", ["120", "HTTP-DATE"])
+def test_a_429_is_tried_again_when_its_retry_after_says_and_opens_no_breaker(
+        make_app, http_recorder, retry_after):
+    """Twilio rate-limiting us: sooner would only keep the limit on (15 s had been the wait)."""
+    twilio = http_recorder(lambda n: {"code": 20429, "message": "Too Many Requests"},
+                           status=429)
+    later = datetime.now(UTC) + timedelta(seconds=120)
+    twilio.headers = {"Retry-After": "120" if retry_after == "120"
+                      else later.strftime("%a, %d %b %Y %H:%M:%S GMT")}
+    app = make_app(**providers(twilio=twilio))
+    uid = make_user(app, "ida@example.com", phone="+14155550100", sms_order_failures=True,
+                    email_alerts=False)
+    nid = send(app, user_id=uid, type="BROKER_DISCONNECTED", title="Broker gone")
+    run_jobs(app)
+    [row] = logs(app, notification_id=nid)
+    assert row.status == "retrying" and "429" in row.error
+    wait_s = (row.next_attempt_at - clock.utcnow()).total_seconds()
+    assert 100 < wait_s <= 121, wait_s
+    with app.app_context():
+        assert breaker("sms").state()["failures"] == 0  # it answered: up
 
 
 def test_permanent_rejection_is_not_retried(make_app, http_recorder):

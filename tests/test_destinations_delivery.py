@@ -198,6 +198,21 @@ def test_a_host_apprise_makes_of_another_part_of_the_url_is_guarded_too(make_app
     assert row.status == "failed" and "private or loopback" in row.error, row.error
 
 
+def test_a_receiver_answering_429_is_tried_again_when_its_retry_after_says(
+        make_app, http_recorder):
+    receiver = http_recorder(status=429)
+    receiver.headers = {"Retry-After": "90"}
+    app = make_app(**LOOPBACK)
+    uid = make_user(app, "busy@example.com", email_alerts=False)
+    hook, _ = add(app, uid, kind="webhook", url=f"{receiver.url}/hook")
+    nid = send(app, uid)
+    run_jobs(app)
+    [row] = rows(app, notification_id=nid, channel=f"dest:{hook}")
+    assert row.status == "retrying" and "429" in row.error
+    assert 80 < (row.next_attempt_at - clock.utcnow()).total_seconds() <= 91
+    assert destination(app, hook).failures == 0  # it answered: not a failure to switch off
+
+
 def test_a_failing_receiver_is_retried_with_backoff(make_app, http_recorder):
     receiver = http_recorder(status=500)
     app = make_app(**{**LOOPBACK, "DELIVERY_BACKOFF": 30})

@@ -20,8 +20,13 @@ class DeliveryRejected(Exception):
 
 
 class RefusedForNow(Exception):
-    """A provider answered but refused a message for now (an SMTP 4xx, greylisting): it is
-    retried with backoff, and the provider counts as up."""
+    """A provider answered but refused a message for now (an SMTP 4xx, greylisting; an HTTP
+    429): it is retried with backoff, no sooner than `retry_after_s` when the provider said
+    (Retry-After), and the provider counts as up."""
+
+    def __init__(self, message, retry_after_s=None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class TicksNotMatched(RedisError):

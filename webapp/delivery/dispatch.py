@@ -223,8 +223,9 @@ def _attempt(row, channel, message):
         return _told(gate, _finish(row, DeliveryStatus.FAILED, str(exc)))
     except RefusedForNow as exc:  # the provider answered: up, and asks to be tried later
         base = current_app.config.get("DELIVERY_BACKOFF", DEFAULT_BACKOFF)
-        wait_s = min(REFUSED_FOR_NOW_BACKOFFS * base, DEFAULT_MAX_BACKOFF)
-        return _told(gate, _failed_attempt(row, exc, wait_s))
+        wait_s = REFUSED_FOR_NOW_BACKOFFS * base if exc.retry_after_s is None \
+            else exc.retry_after_s
+        return _told(gate, _failed_attempt(row, exc, min(wait_s, DEFAULT_MAX_BACKOFF)))
     except Exception as exc:  # noqa: BLE001 - any provider error is retried, then logged
         return _told(gate, _failed_attempt(row, exc), exc)
     return _told(gate, _finish(row, DeliveryStatus.SENT, provider_id=provider_id))

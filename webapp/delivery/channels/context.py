@@ -1,5 +1,8 @@
 """What every channel's message draws on: the notification as the templates see it."""
 
+import time
+from email.utils import parsedate_to_datetime
+
 from flask import current_app
 
 from webapp import clock
@@ -18,3 +21,15 @@ def describe(notification):
 
 def one_line(text):
     return " ".join(str(text).split())
+
+
+def retry_after_s(value):
+    """Seconds an HTTP Retry-After asks for (seconds, or a date), or None when it says none."""
+    value = (value or "").strip()
+    if value.isascii() and value.isdigit():
+        return int(value[:7])
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0, int(when.timestamp() - time.time())) if when.tzinfo else None

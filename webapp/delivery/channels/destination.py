@@ -29,9 +29,9 @@ from sqlalchemy import update
 
 from webapp import clock
 from webapp.core import addresses, logs, secretbox
-from webapp.delivery.channels.context import describe
+from webapp.delivery.channels.context import describe, retry_after_s
 from webapp.errors import SQL_FAULTS
-from webapp.exceptions import DeliveryRejected
+from webapp.exceptions import DeliveryRejected, RefusedForNow
 from webapp.extensions import db
 from webapp.inbox import service as inbox
 from webapp.models import Destination
@@ -93,6 +93,8 @@ class DestinationChannel:
         sender = post_webhook if message["kind"] == "webhook" else notify_apprise
         try:
             outcome = sender(config, message)
+        except RefusedForNow:  # it answered, and asks for later: not a failure to count
+            raise
         except Exception as exc:
             _counted(record_failure, message["destination_id"], f"{type(exc).__name__}: {exc}")
             raise
@@ -131,6 +133,9 @@ def post_webhook(config, message):
         response = pool.urlopen("POST", path, body=message["body"], headers=headers,
                                 redirect=False, preload_content=True)
     status = response.status
+    if status == 429:
+        wait = retry_after_s(response.headers.get("Retry-After"))
+        raise RefusedForNow("the receiver asks to wait (429)", wait or 0)
     if status in FINAL_STATUSES and status not in RETRIED_STATUSES:
         raise DeliveryRejected(f"the receiver answered {status}")
     if not 200 <= status < 300:

@@ -6,8 +6,8 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from webapp.delivery.channels.context import describe, one_line
-from webapp.exceptions import DeliveryRejected
+from webapp.delivery.channels.context import describe, one_line, retry_after_s
+from webapp.exceptions import DeliveryRejected, RefusedForNow
 
 MAX_LENGTH = 320  # two SMS segments
 
@@ -35,12 +35,20 @@ def client(config, timeout):
 
 
 def send(config, message):
-    """Send one SMS; return Twilio's message SID. 4xx other than 429 is final."""
+    """Send one SMS; return Twilio's message SID. 4xx is final but 429 (later, as its
+    Retry-After says)."""
+    twilio = client(config, config["DELIVERY_TIMEOUT"])
     try:
-        sent = client(config, config["DELIVERY_TIMEOUT"]).messages.create(
+        sent = twilio.messages.create(
             to=message["to"], from_=config["TWILIO_FROM"], body=message["body"][:MAX_LENGTH])
     except TwilioRestException as exc:
-        if 400 <= exc.status < 500 and exc.status != 429:
+        if exc.status == 429:
+            # twilio's exception keeps no headers; its client keeps the last answer (named
+            # for tests, in the pinned release): read if there, else the usual backoff
+            answer = getattr(twilio.http_client, "_test_only_last_response", None)
+            wait = retry_after_s((answer.headers or {}).get("Retry-After")) if answer else None
+            raise RefusedForNow(f"Twilio asks to wait (429): {exc.msg}", wait or 0) from exc
+        if 400 <= exc.status < 500:
             raise DeliveryRejected(f"Twilio refused it ({exc.status}): {exc.msg}") from exc
         raise
     return sent.sid
