@@ -348,6 +348,14 @@ def test_the_deliveries_page_names_destinations_and_health_sums_them(make_app, h
     assert page.count("Desk &lt;b&gt;bot&lt;/b&gt;") == 2  # its stats and its row
     assert "a deleted destination" in page and channel not in page and "<b>bot" not in page
     assert "provider answering" in page
+    with app.app_context():  # switched off: never retried, whatever its breaker says
+        row = db.session.get(Destination, dest.id)
+        row.enabled, row.disabled_reason = False, "20 attempts in a row failed; the last: 410"
+        db.session.commit()
+    page = client.get("/deliveries").get_data(as_text=True)
+    stat = page.split("<b>Desk &lt;b&gt;bot&lt;/b&gt;</b>", 1)[1].split("</small>", 1)[0]
+    assert "switched off (20 attempts in a row failed; the last: 410)" in stat
+    assert "provider answering" not in stat
     health = client.get("/api/v1/health").get_json()["deliveries"]
     assert health["destinations"]["counts"] == {"sent": 2}
     assert not [name for name in health if name.startswith("dest:")]

@@ -39,7 +39,8 @@ def index():
                       if not digest_email.is_digest(r.notification_id)])
     return render_template("delivery/index.html", rows=rows, titles=titles, older=older,
                            stats=delivery_stats(user_id=current_user.id),
-                           names=destinations.channel_names(current_user.id))
+                           names=destinations.channel_names(current_user.id),
+                           off=destinations.switched_off(current_user.id))
 
 
 @bp.get("/audit")

@@ -50,6 +50,12 @@ def channel_names(user_id):
     return {d.channel: d.name for d in list_destinations(user_id)}
 
 
+def switched_off(user_id):
+    """{"dest:<id>": why} of the user's destinations switched off: nothing goes to them."""
+    return {d.channel: d.disabled_reason or "switched off" for d in list_destinations(user_id)
+            if not d.enabled}
+
+
 def _unknown(data, allowed):
     extra = sorted(set(data) - allowed)
     if extra:
