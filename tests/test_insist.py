@@ -380,6 +380,22 @@ def test_reminders_queued_but_not_out_when_acknowledged_are_skipped(world):
     assert counts(receivers)["push"] == 1
 
 
+def test_a_reminder_still_waiting_when_the_next_round_goes_is_dropped(world):
+    """Retried past its round (a provider greylisting), "Reminder 1" would come after
+    "Reminder 2" and say less: the later round went on its channels and more."""
+    app, uid, receivers = world
+    nid = breach(app, uid)
+    run_jobs(app)
+    with app.app_context():
+        created = db.session.get(Escalation, nid).created_at
+        assert service.run_due(created + timedelta(minutes=5)) == 1  # round 1: not out yet
+        assert service.run_due(created + timedelta(minutes=10)) >= 1  # round 2
+    run_jobs(app)
+    got = rounds(app, nid)
+    assert (1, "push", "skipped") in got and (2, "push", "sent") in got, got
+    assert counts(receivers)["push"] == 2  # the first delivery and round 2
+
+
 def test_a_type_that_never_goes_by_sms_climbs_no_sms_rung(world):
     """SYSTEM_MAINTENANCE (a broadcast to everyone) insists here, but has no SMS toggle:
     its reminders climb to push and the destination, never to a paid SMS."""

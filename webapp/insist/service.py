@@ -127,6 +127,7 @@ def advance(esc, now):
     log_ids = _write_round(seen, k, ladder(seen, pref, k))
     if not _claim(seen, k, now + timedelta(seconds=seen.every_s)):
         return 0  # another run sent this round
+    _overtaken(seen, k)
     for log_id in log_ids:
         enqueue(dispatch.send, log_id, queue="high", job_id=f"delivery-{log_id}")
     logs.event(log, "insist_round", notification_id=seen.notification_id,
@@ -155,6 +156,18 @@ def _claim(seen, rounds, next_at):
         .values(rounds=rounds, next_at=next_at)).rowcount
     db.session.commit()
     return moved == 1
+
+
+def _overtaken(esc, k):
+    """Reminders before round k still waiting (retried: a provider greylisting) stay in:
+    round k goes on their channels and more (the ladder only climbs), and "Reminder 1" read
+    after "Reminder 2" would say less, late."""
+    db.session.execute(update(DeliveryLog).where(
+        DeliveryLog.notification_id == esc.notification_id, DeliveryLog.user_id == esc.user_id,
+        DeliveryLog.round.between(1, k - 1), DeliveryLog.status.in_(WAITING))
+        .values(status=DeliveryStatus.SKIPPED, next_attempt_at=None,
+                error=f"reminder {k} went out before it could"))
+    db.session.commit()
 
 
 def _end(esc, how):
