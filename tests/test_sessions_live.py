@@ -152,18 +152,24 @@ def streams_open(site):
     return requests.get(site["server"].url + "/api/v1/health", timeout=5).json()["streams"]
 
 
+def signed_in_tab(chromium, site):
+    """A tab of a new browser context, signed in through the login form, on the dashboard."""
+    tab = chromium.new_context().new_page()
+    tab.goto(site["server"].url + "/auth/login")
+    tab.fill("#email", EMAIL)
+    tab.fill("#password", PASSWORD)
+    tab.click("button[type=submit]")
+    tab.wait_for_url("**/dashboard")
+    return tab
+
+
 @pytest.mark.browser
 def test_a_tab_whose_session_ended_elsewhere_loses_its_feed_and_goes_to_login(site, browsers):
     skip_without_chromium()
     with sync_playwright() as p:
         chromium = launch_chromium(p)
         try:
-            tab = chromium.new_context().new_page()
-            tab.goto(site["server"].url + "/auth/login")
-            tab.fill("#email", EMAIL)
-            tab.fill("#password", PASSWORD)
-            tab.click("button[type=submit]")
-            tab.wait_for_url("**/dashboard")
+            tab = signed_in_tab(chromium, site)
             assert poll(lambda: streams_open(site) == 1)
             assert post_form(site, browsers(), "/settings/sessions/end-all").status_code == 302
             assert poll(lambda: streams_open(site) == 0)
@@ -186,12 +192,7 @@ def test_the_banners_failing_poll_is_said_once_in_the_banner_until_it_answers(si
     with sync_playwright() as p:
         chromium = launch_chromium(p)
         try:
-            tab = chromium.new_context().new_page()
-            tab.goto(site["server"].url + "/auth/login")
-            tab.fill("#email", EMAIL)
-            tab.fill("#password", PASSWORD)
-            tab.click("button[type=submit]")
-            tab.wait_for_url("**/dashboard")
+            tab = signed_in_tab(chromium, site)
             tab.route("**/status", lambda route: route.fulfill(
                 status=503, content_type="application/json",
                 body='{"error": "service_unavailable", "detail": "The store is away."}'))
