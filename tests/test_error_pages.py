@@ -2,6 +2,7 @@
 traceback in the log and never in the answer."""
 
 import logging
+import re
 
 import pytest
 import redis
@@ -102,7 +103,7 @@ def test_a_signed_in_browser_meets_a_redis_outage_without_a_500(client, auth, ap
                                                                  refused_port):
     """Redis holds the sessions: a missing page's layout, which loads the user, met the
     outage inside the error handler (a bare 500). The fallback page passes for a page
-    (language, title), and the live feed asks the browser to come back in 2 s rather than
+    (language, title), and the live feed asks the browser to come back in 2-6 s rather than
     closing on a 503 (htmx's SSE extension would then wait up to 64 s)."""
     auth.create()
     auth.login()
@@ -114,6 +115,6 @@ def test_a_signed_in_browser_meets_a_redis_outage_without_a_500(client, auth, ap
         assert '<html lang="en">' in page.get_data(as_text=True), path
     live = client.get("/stream")
     assert live.status_code == 200 and live.mimetype == "text/event-stream"
-    assert live.get_data(as_text=True) == "retry: 2000\n\n"
+    assert 2000 <= int(re.fullmatch(r"retry: (\d+)\n\n", live.get_data(as_text=True))[1]) <= 6000
     banner = client.get("/status", headers={"HX-Request": "true"})
     assert banner.status_code == 503  # the page's own script says it in the banner

@@ -1,6 +1,7 @@
 """Error pages and JSON errors; a Redis or database outage answers 503 everywhere."""
 
 import logging
+import random
 
 import redis
 import sqlalchemy.exc
@@ -44,10 +45,11 @@ FALLBACK_503 = ('<!doctype html><html lang="en"><meta charset="utf-8"><title>Una
                 '<link rel="icon" href="data:,"><h1>Temporarily unavailable</h1><p>Tickerbell '
                 'cannot reach its data store. Try again in a few seconds: <a href="">reload</a>.'
                 '</p></html>')
-# The live feed while Redis is away: an empty stream that asks the browser to come back in 2 s.
-# Its own EventSource retry keeps Last-Event-ID; a 503 would close it, and htmx's SSE
-# extension would open the next one on its own backoff, up to 64 s after Redis is back.
-STREAM_RETRY = "retry: 2000\n\n"
+# The live feed while Redis is away: an empty stream that asks the browser to come back in 2
+# to 6 s (spread, so a process's thousands of tabs do not all come back at once). Its own
+# EventSource retry keeps Last-Event-ID; a 503 would close it, and htmx's SSE extension would
+# open the next one on its own backoff, up to 64 s after Redis is back.
+STREAM_RETRY_MS = (2000, 6000)
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,10 @@ def _http_error(exc: HTTPException):
     template = "errors/404.html" if exc.code == 404 else "errors/error.html"
     try:
         return render_template(template, error=exc), exc.code
-    except REDIS_FAULTS as fault:  # the layout loads the signed-in user: Redis holds sessions
+    except REDIS_FAULTS as fault:  # the layout loads the signed-in user: sessions in Redis,
         return _redis_down(fault)
+    except SQL_FAULTS as fault:  # the user's row in SQL
+        return _sql_error(fault)
 
 
 def _rollback():
@@ -93,7 +97,7 @@ def _rollback():
 def _unavailable(detail):
     _rollback()
     if request.endpoint == "live.stream":
-        response = make_response(STREAM_RETRY, 200)
+        response = make_response(f"retry: {random.randint(*STREAM_RETRY_MS)}\n\n", 200)
         response.headers.update({"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     elif wants_json():
         response = json_error(503, "service_unavailable", detail)

@@ -133,7 +133,8 @@ document.addEventListener("htmx:responseError", (event) => {
       ? "Tickerbell cannot reach its data store right now. The live feed reconnects by "
         + "itself, and what you missed is replayed."
       : message;
-    banner.replaceChildren(p);
+    // the same words again are no news: a live region would read them out every 15 s
+    if (banner.textContent !== p.textContent) banner.replaceChildren(p);
     return;
   }
   const box = document.getElementById("flashes");
