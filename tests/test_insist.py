@@ -20,6 +20,7 @@ from webapp import clock
 from webapp.accounts import service as accounts
 from webapp.alerts import service as alerts
 from webapp.core import secretbox
+from webapp.delivery import dispatch
 from webapp.delivery.channels import push
 from webapp.extensions import db
 from webapp.inbox import service as inbox
@@ -394,6 +395,14 @@ def test_a_reminder_still_waiting_when_the_next_round_goes_is_dropped(world):
     got = rounds(app, nid)
     assert (1, "push", "skipped") in got and (2, "push", "sent") in got, got
     assert counts(receivers)["push"] == 2  # the first delivery and round 2
+    with app.app_context():  # one being sent as round 3 went, its send failing: not retried
+        row = db.session.scalars(db.select(DeliveryLog).where(
+            DeliveryLog.notification_id == nid, DeliveryLog.round == 2)).first()
+        row.status, row.attempts = "sending", 1
+        db.session.commit()
+        assert service.run_due(created + timedelta(minutes=15)) >= 1
+        assert dispatch._failed_attempt(row, ConnectionError("503")) == "skipped"
+        assert "reminder 3 went out" in row.error
 
 
 def test_a_type_that_never_goes_by_sms_climbs_no_sms_rung(world):

@@ -203,6 +203,9 @@ def _failed_attempt(row, exc, at_least_s=0):
                error=error[:500])
     if row.attempts >= current_app.config.get("DELIVERY_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS):
         return _finish(row, DeliveryStatus.FAILED, error)
+    late = insist_links.overtaken(row)
+    if late:  # the waiting ones were skipped as the round went; this one was being sent
+        return _finish(row, DeliveryStatus.SKIPPED, late)
     return _retry_later(row, error, max(backoff(row.attempts), at_least_s))
 
 

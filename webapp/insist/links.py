@@ -7,6 +7,7 @@ scanners follow links, so acknowledging takes the page's POST.
 
 from flask import current_app
 from itsdangerous import BadData, URLSafeSerializer
+from sqlalchemy import select
 
 from webapp.exceptions import DeliveryRejected
 from webapp.extensions import db
@@ -44,6 +45,17 @@ def read(text):
     if not (isinstance(nid, str) and isinstance(user_id, int) and isinstance(channel, str)):
         return None
     return nid, user_id, channel
+
+
+def overtaken(row):
+    """Why a reminder row must not be retried: a later round went meanwhile (it reaches its
+    channels and more, and "Reminder 1" after "Reminder 2" would say less, late); or None."""
+    if not row.round:
+        return None
+    rounds = db.session.scalar(select(Escalation.rounds).where(
+        Escalation.notification_id == row.notification_id))
+    return None if rounds is None or rounds <= row.round else \
+        f"reminder {rounds} went out before this one could"
 
 
 def decorate(notification, row):
