@@ -304,3 +304,27 @@ def test_a_heartbeat_that_meets_another_redis_error_beats_on(app, monkeypatch):
         finally:
             beat.end()
         assert processes.beating is None
+
+
+def test_a_heartbeat_lands_soon_after_redis_is_back_not_a_beat_later(app, refused_port):
+    """Its beats failed through an outage: the first after it comes within RETRY_BEAT_S, so
+    the health check does not count a live process gone for up to a beat (the banner said
+    "no background worker is running" just after Redis came back)."""
+    import redis as redis_py
+
+    with app.app_context():
+        r, away = get_redis(), redis_py.Redis(port=refused_port, retry=None)
+        clients, asked = [away], []
+
+        def client():
+            asked.append(1)
+            return clients[0]
+
+        beat = processes.Heartbeat(client, "worker", every_s=60)
+        beat.start()
+        try:
+            assert poll(lambda: len(asked) >= 2, timeout=5)  # failed, tried again: the outage
+            clients[0] = r  # Redis is back
+            assert poll(lambda: r.hexists(processes.KEY, beat.field), timeout=5)
+        finally:
+            beat.end()

@@ -19,6 +19,9 @@ KEY = keys.PROCESSES
 ROLES = ("web", "worker", "listener", "scheduler")
 REQUIRED = ("worker", "listener", "scheduler")  # without one of these the product is degraded
 DEFAULT_BEAT_S = 5.0
+# After a failed beat (Redis away) the next try comes this soon: back, Redis hears from every
+# process within it, not up to a beat later, when the health check would count them gone.
+RETRY_BEAT_S = 0.5
 END_WAIT_S = 1.0  # how long a stopping process waits to leave the list
 STALE_MS = 15_000  # three missed beats: that process is gone
 FORGET_MS = 3_600_000  # a dead process stays listed for an hour, then its field goes
@@ -59,16 +62,17 @@ class Heartbeat:
     def _run(self):
         failing = False
         while True:
+            wait_s = self.every_s
             try:
                 self.beat()
                 failing = False
-            except REDIS_DOWN:
-                pass  # the process's main loop reports the outage; a beat just waits
+            except REDIS_DOWN:  # the process's main loop reports the outage; a beat retries
+                wait_s = min(wait_s, RETRY_BEAT_S)
             except Exception:  # noqa: BLE001 - Redis full, read-only...: beat on, said once
                 if not failing:
                     log.exception("heartbeat failed; beating on")
                 failing = True
-            if self.stop.wait(self.every_s):
+            if self.stop.wait(wait_s):
                 break
         self._leave()  # here, after the last beat: no beat still on its way lands after it
 
