@@ -217,7 +217,14 @@ def test_malformed_ids_are_not_found(ctx, nid):
             action(1, nid)
 
 
-def test_changes_publish_the_unread_count(ctx):
+def _published(pubsub, n):
+    got = [json.loads(pubsub.get_message(timeout=2)["data"]) for _ in range(n)]
+    assert pubsub.get_message(timeout=0.05) is None
+    return got
+
+
+def test_changes_publish_what_they_did_then_the_unread_count(ctx):
+    """The user's other pages hear what changed (`changed`), then the count (`unread`)."""
     a, _ = inbox.store(note(), now_ms=T0)
     b, _ = inbox.store(note(), now_ms=T0 + 1)
     pubsub = ctx.pubsub(ignore_subscribe_messages=True)
@@ -226,9 +233,22 @@ def test_changes_publish_the_unread_count(ctx):
     inbox.mark_read(1, a, now_ms=T0 + 2)
     inbox.mark_read(1, a, now_ms=T0 + 2)  # no change, no message
     inbox.delete(1, b, now_ms=T0 + 2)
-    got = [json.loads(pubsub.get_message(timeout=2)["data"]) for _ in range(2)]
-    assert got == [{"event": "unread", "data": 1}, {"event": "unread", "data": 0}]
-    assert pubsub.get_message(timeout=0.05) is None
+    assert _published(pubsub, 4) == [
+        {"event": "changed", "data": {"read": [a]}}, {"event": "unread", "data": 1},
+        {"event": "changed", "data": {"deleted": [b]}}, {"event": "unread", "data": 0}]
+    inbox.delete(1, a, now_ms=T0 + 2)  # a read one: the count stays
+    assert _published(pubsub, 1) == [{"event": "changed", "data": {"deleted": [a]}}]
+
+    c, _ = inbox.store(note(ntype="ORDER_EXECUTED"), now_ms=T0 + 3)
+    inbox.store(note(), now_ms=T0 + 4)
+    e, _ = inbox.store(note(ntype="ORDER_EXECUTED"), now_ms=T0 + 5)
+    _published(pubsub, 3)  # their own notification messages
+    assert inbox.mark_type_read(1, "ORDER_EXECUTED", now_ms=T0 + 6) == (2, 1)
+    assert inbox.mark_all_read(1, now_ms=T0 + 6) == 1
+    assert inbox.mark_all_read(1, now_ms=T0 + 6) == 0  # nothing left: no message
+    assert _published(pubsub, 4) == [
+        {"event": "changed", "data": {"read": [c, e]}}, {"event": "unread", "data": 1},
+        {"event": "changed", "data": {"read_upto": e}}, {"event": "unread", "data": 0}]
     pubsub.close()
 
 

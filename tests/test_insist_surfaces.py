@@ -9,12 +9,14 @@ import re
 
 import http_ece
 import pytest
+import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import AuthActions, csrf_token
 from tests.hub import make_user, run_jobs
 from tests.test_insist import b64, breach, escalation, make_world, run_at
+from webapp import keys
 from webapp.delivery.channels import push
 from webapp.inbox import service as inbox
 from webapp.insist import service
@@ -95,3 +97,21 @@ def test_a_push_reminder_opens_the_acknowledgement_page_when_tapped(make_app, ht
     payload = json.loads(http_ece.decrypt(request["body"], private_key=key, auth_secret=auth,
                                           version="aes128gcm"))
     assert payload["url"].startswith("http://bell.test/ack/")
+
+
+def test_an_acknowledgement_from_anywhere_reaches_the_user_s_open_pages_once(world):
+    """The email's link (or the API, another tab) acknowledges: the pages hear `changed`."""
+    app, uid, _ = world
+    nid = breach(app, uid)
+    with redis.Redis.from_url(app.config["REDIS_URL"]) as r, r.pubsub(
+            ignore_subscribe_messages=True) as listening:
+        listening.subscribe(keys.user_channel(uid))
+        listening.get_message(timeout=1)
+        with app.app_context():
+            service.ack(uid, nid, "link in the email")
+            service.ack(uid, nid, "someone later")  # the first stands: no news
+        got = json.loads(listening.get_message(timeout=2)["data"])
+        assert listening.get_message(timeout=0.1) is None
+    acked = got["data"]["acked"]
+    assert got["event"] == "changed" and acked["id"] == nid and acked["by"] == "link in the email"
+    assert acked["at"] == service.iso(escalation(app, nid).acked_at)

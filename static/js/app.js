@@ -85,31 +85,6 @@ document.addEventListener("htmx:afterRequest", (event) => {
   }, htmx.config.defaultSettleDelay + 1);
 });
 
-// Acknowledged from its toast: the same notification's item on this page (the feed, the
-// inbox) is brought up to date by its own button, which asks again (the first stands).
-const ackedFromToast = new WeakMap();  // request -> the toast's notification id
-document.addEventListener("htmx:beforeRequest", (event) => {
-  const toast = event.detail.elt.closest(".toast[data-nid]");
-  if (toast) ackedFromToast.set(event.detail.xhr, toast.dataset.nid);
-});
-document.addEventListener("htmx:afterRequest", (event) => {
-  const nid = ackedFromToast.get(event.detail.xhr);
-  if (!nid || !event.detail.successful) return;
-  const item = document.getElementById("n-" + nid);
-  const button = item && item.querySelector("button[hx-post$='/ack']");
-  if (button) htmx.trigger(button, "click");
-});
-// And from its item: its toast, while shown, the same way. By the request's path: the item
-// has been swapped out by now, and htmx names its list as the event's element.
-document.addEventListener("htmx:afterRequest", (event) => {
-  const acked = (event.detail.pathInfo.requestPath || "").match(/\/([^/]+)\/ack$/);
-  if (!acked || !event.detail.successful || ackedFromToast.has(event.detail.xhr)) return;
-  const nid = decodeURIComponent(acked[1]);
-  const toast = document.querySelector(`.toast[data-nid="${CSS.escape(nid)}"]`);
-  const button = toast && toast.querySelector("button[hx-post$='/ack']");
-  if (button) htmx.trigger(button, "click");
-});
-
 // The phone menu: a real button, so keyboards and screen readers reach it.
 document.addEventListener("click", (event) => {
   const burger = event.target.closest(".nav-burger");
@@ -195,8 +170,88 @@ function onTick(event) {
   row.dataset.points = JSON.stringify(points);
   row.querySelector("polyline").setAttribute("points", sparkPoints(points, 120, 32));
 }
+// What the user did to notifications elsewhere (another tab, an email's link, the API):
+// {"read": [ids]}, {"read_upto": id} (mark all read: every entry up to it), {"deleted":
+// [ids]} or {"acked": {id, by, at}}. The page that did it swaps in what it asked for (an item
+// whose request is still out is left to that swap), and its other copy, an item's toast or a
+// toast's item, follows here.
+function entryOf(nid) {
+  const [ms, seq] = nid.split("-");
+  return [BigInt(ms), BigInt(seq)];
+}
+function upTo(nid, last) {
+  const [a, b] = [entryOf(nid), entryOf(last)];
+  return a[0] < b[0] || (a[0] === b[0] && a[1] <= b[1]);
+}
+function settled(el) {
+  return el && !el.querySelector(".htmx-request");
+}
+function leave(el) {
+  // a button of it that had the focus hands it on, as the page's own Delete does
+  if (el.contains(document.activeElement)) {
+    const next = el.nextElementSibling || el.previousElementSibling;
+    const button = next && next.querySelector("button");
+    if (button) button.focus();
+  }
+  el.remove();
+}
+function markRead(el) {
+  if (!settled(el) || !el.classList.contains("unread")) return;
+  el.classList.replace("unread", "read");
+  const button = el.querySelector('button[hx-post$="/read"]');
+  if (!button) return;
+  if (button === document.activeElement) {
+    const other = el.querySelector('button[hx-post$="/delete"]');
+    if (other) other.focus();
+  }
+  button.remove();
+}
+function markAcked(nid, by, at) {
+  const item = document.getElementById("n-" + nid);
+  const button = item && settled(item) && item.querySelector('button[hx-post$="/ack"]');
+  if (button) {
+    const note = document.createElement("p");
+    note.className = "note-ack";
+    const time = document.createElement("time");
+    time.setAttribute("datetime", at);
+    time.dataset.precision = "minute";
+    time.textContent = at.slice(0, 16).replace("T", " ") + " UTC";
+    note.append("Acknowledged by " + by + " at ", time);
+    item.querySelector(".note-actions").before(note);
+    localTimes(note);
+    if (button === document.activeElement) button.nextElementSibling.focus();
+    button.remove();
+  }
+  document.querySelectorAll("#toasts .toast[data-nid]").forEach((toast) => {
+    const ack = toast.dataset.nid === nid && toast.querySelector('button[hx-post$="/ack"]');
+    if (!ack || ack.classList.contains("htmx-request")) return;
+    const done = document.createElement("div");
+    done.className = "toast-ack";
+    done.textContent = "Acknowledged by " + by;
+    ack.replaceWith(done);
+  });
+}
+function onChanged(event) {
+  let change;
+  try { change = JSON.parse(event.data); } catch (_) { return; }
+  (change.read || []).forEach((nid) => markRead(document.getElementById("n-" + nid)));
+  if (typeof change.read_upto === "string") {
+    document.querySelectorAll("li.note.unread[data-nid]").forEach((el) => {
+      if (upTo(el.dataset.nid, change.read_upto)) markRead(el);
+    });
+  }
+  (change.deleted || []).forEach((nid) => {
+    const item = document.getElementById("n-" + nid);
+    if (settled(item)) leave(item);
+    document.querySelectorAll("#toasts .toast[data-nid]").forEach((toast) => {
+      if (toast.dataset.nid === nid) toast.remove();
+    });
+  });
+  if (change.acked) markAcked(change.acked.id, change.acked.by, change.acked.at);
+}
 document.addEventListener("htmx:sseOpen", (event) => {
   event.detail.source.addEventListener("tick", onTick);
+  event.detail.source.addEventListener("changed", onChanged);
 });
 
 // The age of every price on the page, so a quiet or disconnected feed never looks live.

@@ -58,6 +58,14 @@ end
 local function publish_count()
   redis.call(PUBLISH, C, '{"event":"unread","data":' .. unread_count() .. '}')
 end
+-- What a change did, for the user's pages open elsewhere (the `changed` event, applied by
+-- static/js/app.js): `field` is read or deleted, `eids` the entries (their notification ids
+-- are '<entry id>-<uid>'); sent before the new count.
+local function publish_change(field, eids, uid)
+  local tail = '-' .. uid
+  redis.call(PUBLISH, C, '{"event":"changed","data":{"' .. field .. '":["'
+    .. table.concat(eids, tail .. '","') .. tail .. '"]}}')
+end
 local function keep(ttl)
   for _, key in ipairs({S, R, M}) do redis.call('PEXPIRE', key, ttl) end
 end
@@ -233,6 +241,7 @@ if not data then return {-1} end
 if is_unread(ARGV[3], redis.call('HGET', M, 'id')) then
   redis.call('ZADD', R, string.match(ARGV[3], '^%d+'), ARGV[3])
   keep(ARGV[4])
+  publish_change('read', {ARGV[3]}, ARGV[1])
   publish_count()
 end
 return {unread_count(), data}
@@ -251,6 +260,7 @@ if mark and not after(ARGV[3], mark) then
 else
   redis.call('ZREM', R, ARGV[3])
 end
+publish_change('deleted', {ARGV[3]}, ARGV[1])
 if unread then publish_count() end
 return 1
 """
@@ -264,6 +274,9 @@ if n > 0 then
   redis.call('HSET', M, 'id', newest, 'n', redis.call('XLEN', S))
   redis.call('DEL', R)
   keep(ARGV[3])
+  -- every entry up to the newest, in one field: not one id each
+  redis.call(PUBLISH, C, '{"event":"changed","data":{"read_upto":"' .. newest .. '-' .. ARGV[1]
+    .. '"}}')
   publish_count()
 end
 return n
@@ -281,7 +294,7 @@ trim(tonumber(ARGV[2]))
 local mark, ftype, budget, from = redis.call('HGET', M, 'id'), ARGV[4], tonumber(ARGV[6]), ARGV[5]
 if mark and (from == '' or after(mark, from)) then from = mark end
 local rows = redis.call('XRANGE', S, from == '' and '-' or '(' .. from, '+', 'COUNT', budget)
-local n = 0
+local n, turned = 0, {}
 for _, row in ipairs(rows) do
   local id, f = row[1], row[2]
   if not redis.call('ZSCORE', R, id) then
@@ -291,11 +304,13 @@ for _, row in ipairs(rows) do
     if ok and type(note) == 'table' and note.type == ftype then
       redis.call('ZADD', R, string.match(id, '^%d+'), id)
       n = n + 1
+      turned[n] = id
     end
   end
 end
 if n > 0 then
   keep(ARGV[3])
+  publish_change('read', turned, ARGV[1])
   publish_count()
 end
 return {n, #rows > 0 and rows[#rows][1] or '', #rows == budget and 1 or 0, unread_count()}

@@ -325,6 +325,15 @@ def delete(user_id, nid, now_ms=None):
         raise NotFound(nid)
 
 
+def announce_acked(user_id, nid, by, at_iso):
+    """Tell the user's open pages that a notification was acknowledged (from any of them, an
+    email's link, the API): the `changed` event that read and delete publish from their
+    scripts. Best effort: the acknowledgement is stored whether or not Redis hears this."""
+    message = jsontext.dumps({"event": "changed",
+                              "data": {"acked": {"id": nid, "by": by, "at": at_iso}}})
+    pubsub.publish(get_redis(), keys.user_channel(user_id), message)
+
+
 def snapshot(user_id, last_event_id, redis=None, now_ms=None):
     """(replay after last_event_id, unread count), read in one atomic step so they agree.
 

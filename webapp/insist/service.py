@@ -247,6 +247,10 @@ def ack(user_id, nid, by, now=None):
     if first:  # asked again (a second tab, the toast's item) it is no news
         logs.event(log, "insist_acknowledged", notification_id=nid, user_id=user_id,
                    by=esc.acked_by)
+        try:
+            inbox.announce_acked(user_id, esc.notification_id, esc.acked_by, iso(esc.acked_at))
+        except REDIS_FAULTS as exc:  # the pages show it on their next load
+            log.warning("acknowledgement of %s not announced to open pages: %s", nid, exc)
     return esc
 
 

@@ -1,0 +1,88 @@
+"""Two tabs of one user in Chromium, twice in a row without a reload: what is read, deleted,
+acknowledged or all marked read in one shows in the other at once (the `changed` event),
+toasts included, and both stay sound with a badge that agrees with the API."""
+
+import re
+
+import pytest
+
+from tests.live_server import skip_without_chromium
+from webapp.inbox import service as inbox
+
+pytestmark = pytest.mark.browser
+
+skip_without_chromium()
+
+from playwright.sync_api import expect  # noqa: E402
+
+from tests.journeys import PASSWORD, WAIT_MS, signed_in, step_done  # noqa: E402
+
+EMAIL = "two-tabs@example.com"
+
+
+def _store(site, uid, ntype, title):
+    with site.app.app_context():
+        return inbox.store({"user_id": uid, "type": ntype, "title": title, "message": "m"})[0]
+
+
+def _both_done(pages, site):
+    for page in pages:
+        step_done(page, site)
+
+
+def _round(inbox_tab, feed_tab, site, uid, round_):
+    read = _store(site, uid, "ORDER_EXECUTED", f"{round_}: bought 0.5 BTC")
+    gone = _store(site, uid, "STRATEGY_STATUS", f"{round_}: grid paused")
+    insists = _store(site, uid, "RISK_LIMIT_BREACHED", f"{round_}: leverage 11x")
+    left = _store(site, uid, "PRICE_ALERT", f"{round_}: BTCUSDT above 65000")
+    for page in (inbox_tab, feed_tab):
+        for nid in (read, gone, insists, left):
+            expect(page.locator(f"#n-{nid}")).to_have_class(re.compile(r"\bunread\b"),
+                                                             timeout=WAIT_MS)
+    _both_done((inbox_tab, feed_tab), site)
+
+    inbox_tab.locator(f"#n-{read}").get_by_role("button", name="Mark read").click()
+    item = feed_tab.locator(f"#n-{read}")
+    expect(item).to_have_class(re.compile(r"\bread\b"), timeout=WAIT_MS)
+    expect(item.get_by_role("button", name="Mark read")).to_have_count(0)
+    expect(item.get_by_role("button", name="Delete")).to_have_count(1)
+    _both_done((inbox_tab, feed_tab), site)
+
+    feed_tab.locator(f"#n-{gone}").get_by_role("button", name="Delete").click()
+    expect(inbox_tab.locator(f"#n-{gone}")).to_have_count(0, timeout=WAIT_MS)
+    expect(feed_tab.locator(f"#n-{gone}")).to_have_count(0, timeout=WAIT_MS)
+    _both_done((inbox_tab, feed_tab), site)
+
+    # acknowledged in one tab: the other's item and toast say so, their buttons gone
+    toast = feed_tab.locator("#toasts .toast", has_text=f"{round_}: leverage 11x")
+    expect(toast.get_by_role("button", name="Acknowledge")).to_be_visible(timeout=WAIT_MS)
+    inbox_tab.locator(f"#n-{insists}").get_by_role("button", name="Acknowledge").click()
+    for page in (inbox_tab, feed_tab):
+        item = page.locator(f"#n-{insists}")
+        expect(item.locator(".note-ack")).to_contain_text(
+            f"Acknowledged by {EMAIL} on the web at", timeout=WAIT_MS)
+        expect(item.get_by_role("button", name="Acknowledge")).to_have_count(0)
+        expect(item.get_by_role("button", name="Mark read")).to_have_count(1)
+    expect(toast.locator(".toast-ack")).to_have_text(f"Acknowledged by {EMAIL} on the web",
+                                                     timeout=WAIT_MS)
+    _both_done((inbox_tab, feed_tab), site)
+
+    inbox_tab.get_by_role("button", name="Mark all read").click()
+    for page in (inbox_tab, feed_tab):
+        expect(page.locator("li.note.unread")).to_have_count(0, timeout=WAIT_MS)
+        expect(page.locator(f"#n-{left}").get_by_role("button", name="Mark read")
+               ).to_have_count(0)
+        expect(page.locator("#unread-badge")).to_have_attribute("data-count", "0")
+    _both_done((inbox_tab, feed_tab), site)
+
+
+def test_two_tabs_keep_in_step_twice_in_a_row(live_site):
+    uid = live_site.user(EMAIL, PASSWORD)
+    with signed_in(live_site, EMAIL, "/notifications/") as inbox_tab:
+        feed_tab = inbox_tab.context.new_page()
+        feed_tab.goto(live_site.url + "/dashboard")
+        feed_tab.evaluate("window.__sameDocument = true")
+        _both_done((inbox_tab, feed_tab), live_site)
+        _round(inbox_tab, feed_tab, live_site, uid, "first")
+        _round(inbox_tab, feed_tab, live_site, uid, "second")
+        _both_done((inbox_tab, feed_tab), live_site)
