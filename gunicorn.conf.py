@@ -12,6 +12,7 @@ from gunicorn.glogging import Logger
 
 from webapp.core import logs
 
+logs.json_from_the_start(lines=False)  # the arbiter's own failure, with LOG_FORMAT=json
 REQUEST_ID = logs.HEADER.lower()
 
 bind = f"127.0.0.1:{os.environ.get('PORT', '8000')}"

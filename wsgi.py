@@ -1,7 +1,11 @@
 """The app as Tickerbell's processes run it: the web app, plus the commands that start the
 background processes (`flask worker`, `listener`, `scheduler`) and `flask demo`."""
 
-from webapp.config import join_running_metrics
+from webapp.core.logs import json_from_the_start
+
+json_from_the_start()  # first: LOG_FORMAT=json holds even for a start that fails
+
+from webapp.config import join_running_metrics  # noqa: E402
 
 join_running_metrics()  # first: a command from a second shell counts into make run's /metrics
 

@@ -158,18 +158,19 @@ def test_success_rates_per_channel_over_the_hour_and_the_day(app, admin):
     assert 'class="rate-bad" x="' in page and 'y="0" width="8" height="42.0"' in page
 
 
-def deliveries_waiting(app, channel, n, status=DeliveryStatus.RETRYING):
+def deliveries_waiting(app, channel, n, status=DeliveryStatus.RETRYING, attempts=0):
     when = clock.utcnow() - timedelta(minutes=30)
     with app.app_context():
         uid = db.session.scalar(db.select(User.id).where(User.email == ADMIN[0]))
-        db.session.add_all(DeliveryLog(notification_id=f"w-{channel}-{i}", user_id=uid,
-                                       channel=channel, status=status, attempts=1,
-                                       created_at=when, updated_at=when) for i in range(n))
+        db.session.add_all(DeliveryLog(notification_id=f"w-{channel}-{i}-{attempts}",
+                                       user_id=uid, channel=channel, status=status,
+                                       attempts=attempts, created_at=when, updated_at=when)
+                           for i in range(n))
         db.session.commit()
 
 
 def test_deliveries_waiting_behind_a_refusing_provider_are_counted(app, admin, runner):
-    """A breaker open defers them without spending attempts: none has finished, yet 198 are
+    """A breaker open defers them without spending attempts: none was tried, yet 198 are
     waiting, which the page and flask status say beside the channel."""
     deliveries_waiting(app, "email", 198)
     deliveries_waiting(app, "dest:3", 2, DeliveryStatus.QUEUED)
@@ -177,6 +178,23 @@ def test_deliveries_waiting_behind_a_refusing_provider_are_counted(app, admin, r
     assert page.count("198 waiting to go out") == 2  # beside the hour's line and the day's
     assert "2 waiting to go out" in page and "sms" in page
     assert "(198 waiting to go out)" in runner.invoke(args=["status"]).output
+
+
+@pytest.mark.both_databases
+def test_a_provider_refusing_now_shows_in_the_rate_now(app, admin, runner):
+    """Deliveries retrying after a failed attempt count against the rate while they wait (the
+    drill saw "100% of 24" with SMTP refusing); held back unattempted, they do not."""
+    deliveries(app, "email", sent=3, failed=0)
+    deliveries_waiting(app, "email", 3, attempts=1)
+    deliveries_waiting(app, "email", 5)  # the breaker opened: never tried
+    with app.app_context():
+        hour = status.gather()["deliveries"]["hour"]
+    assert (hour["email"]["rate"], hour["email"]["finished"]) == (0.5, 6)
+    page = admin.get("/admin/ops").get_data(as_text=True)
+    assert "50% of 6 · <b>8 waiting to go out</b>" in page
+    [email] = [line for line in runner.invoke(args=["status"]).output.splitlines()
+               if line.strip().startswith("email")]
+    assert "50% of 6" in email and "(8 waiting to go out)" in email
 
 
 def test_one_failure_in_hundreds_never_reads_as_every_one_delivered(app, admin, runner):

@@ -1,13 +1,17 @@
 """Delivery success rates per channel over time, for the operations page's charts.
 
-One grouped query per window: the delivery log's finished rows counted by channel, outcome
-and time slot (the slot worked out in SQL, so a busy day is never read row by row).
+One grouped query per window: the delivery log's tried rows counted by channel, outcome and
+time slot (the slot worked out in SQL, so a busy day is never read row by row). Tried: finished
+(sent or failed), or failing, that is retrying after a failed attempt, so a provider refusing
+now shows now, not only once its deliveries give up hours later (one that goes through on a
+later try moves to that try's slot, as sent). One the breaker held back unattempted is not
+tried: it is waiting.
 """
 
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import Integer, and_, cast, func, or_, select
 
 from webapp import clock
 from webapp.delivery.channels import CHANNELS
@@ -16,10 +20,12 @@ from webapp.extensions import db
 from webapp.models import DeliveryLog, DeliveryStatus
 
 OK = (DeliveryStatus.SENT, DeliveryStatus.OUTBOX)  # handed over (or kept, unconfigured)
-FAILED = (DeliveryStatus.FAILED,)
+FAILED = (DeliveryStatus.FAILED, DeliveryStatus.RETRYING)  # RETRYING: once attempted
 # due and not out yet: a provider that refuses (a breaker open defers them) piles these up
 WAITING = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.RETRYING)
 EPOCH = clock.ms_to_sql(0)
+TRIED = or_(DeliveryLog.status.in_((*OK, DeliveryStatus.FAILED)),
+            and_(DeliveryLog.status == DeliveryStatus.RETRYING, DeliveryLog.attempts > 0))
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,7 @@ def success_rates(window, now=None, also=()):
     size = int(window.slot.total_seconds())
     slot = (_seconds(DeliveryLog.updated_at) - int((start - EPOCH).total_seconds())) // size
     query = (select(DeliveryLog.channel, DeliveryLog.status, slot, func.count())
-             .where(DeliveryLog.updated_at >= start, DeliveryLog.status.in_(OK + FAILED))
+             .where(DeliveryLog.updated_at >= start, TRIED)
              .group_by(DeliveryLog.channel, DeliveryLog.status, slot))
     table = {channel: _empty(window, start) for channel in (*CHANNELS, *also)}
     for channel, status, index, n in db.session.execute(query):

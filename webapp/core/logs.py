@@ -42,6 +42,55 @@ def configure(config, role):
     return handler
 
 
+def json_from_the_start(environ=os.environ, argv=sys.argv, lines=True):
+    """LOG_FORMAT=json from a process's first line, before `configure` is reached: a start
+    that fails (a setting refused, a broken import) is one JSON record, not a traceback, and
+    each line anything writes to stderr is one record too (gunicorn repeats a worker's
+    failure there). `make run` wraps stray lines itself; a process run on its own (systemd,
+    docs/operations.md) needs this. Called first thing in wsgi.py, and by gunicorn.conf.py
+    for the arbiter, whose own log handlers write to stderr: not `lines`, or they would be
+    wrapped twice."""
+    if (environ.get("LOG_FORMAT") or "").lower() != "json":
+        return
+    named = [arg for arg in argv[1:] if arg in ROLES]
+    role = named[0] if named else "web" if "gunicorn" in argv[0] else "cli"
+    formatter, stream = JsonFormatter(role), sys.stderr
+
+    def failed(kind, value, tb):
+        record = logging.LogRecord("tickerbell", logging.CRITICAL, "", 0, "%s",
+                                   (error_text(value),), (kind, value, tb))
+        stream.write(formatter.format(record) + "\n")
+        stream.flush()
+
+    sys.excepthook = failed
+    if lines:
+        sys.stderr = _JsonLines(stream, formatter)
+
+
+ROLES = ("worker", "listener", "scheduler")
+
+
+class _JsonLines:
+    """A text stream each of whose lines becomes a JSON record (level ERROR, logger stderr)."""
+
+    def __init__(self, stream, formatter):
+        self.stream, self.formatter, self.partial = stream, formatter, ""
+
+    def write(self, text):
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            if line.strip():
+                record = logging.LogRecord("stderr", logging.ERROR, "", 0, "%s", (line,), None)
+                self.stream.write(self.formatter.format(record) + "\n")
+        return len(text)
+
+    def flush(self):
+        self.stream.flush()
+
+    def __getattr__(self, name):  # fileno, isatty, encoding: the real stream's
+        return getattr(self.stream, name)
+
+
 def formatter(config, role):
     """The formatter LOG_FORMAT names; gunicorn's own loggers take it too (gunicorn.conf.py)."""
     if format_name(config) == "json":
