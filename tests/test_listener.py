@@ -11,6 +11,7 @@ from webapp.keys import LISTENER as STATUS_KEY
 from webapp.keys import SYMBOLS as SYMBOLS_KEY
 from worker.listener.connection import Listener
 from worker.listener.lease import Lease
+from worker.listener.loglines import now_ms
 from worker.listener.pacing import Backoff, MessageBudget
 from worker.listener.subscriptions import Subscriptions, streams_for
 
@@ -218,6 +219,19 @@ def test_status_hash_tracks_the_connection_and_last_tick(r, feed, start):
     status = r.hgetall(STATUS_KEY)
     assert status["state"] == "connected" and status["streams"] == "2"
     assert int(status["connected_at"]) > 0 and int(status["heartbeat"]) > 0
+
+
+def test_status_hash_tracks_how_late_ticks_are_matched(r, feed, start):
+    """The lag is from a trade's time to its match, not the time since the last trade: a
+    trade a minute late reads a minute, the next one on time reads less, a quiet feed keeps
+    the last one's."""
+    r.hset(SYMBOLS_KEY, "ETHUSDT", 1)
+    start()
+    assert feed.wait_for_subscription("ethusdt@aggTrade")
+    feed.trade("ETHUSDT", 3400.0, ts_ms=now_ms() - 60_000)
+    assert eventually(lambda: int(r.hget(STATUS_KEY, "lag_ms") or 0) >= 60_000)
+    feed.trade("ETHUSDT", 3401.0, ts_ms=now_ms())
+    assert eventually(lambda: 0 <= int(r.hget(STATUS_KEY, "lag_ms")) < 60_000)
 
 
 def test_a_second_lease_holder_waits_until_the_first_lets_go(r, events):

@@ -8,6 +8,7 @@ import pytest
 
 from devtools.fakefeed import FakeFeed
 from tests.test_listener import Recorder, eventually
+from webapp import clock
 from webapp.core.breaker import Breaker
 from webapp.keys import LISTENER as STATUS_KEY
 from webapp.keys import SYMBOLS as SYMBOLS_KEY
@@ -75,6 +76,9 @@ def test_symbols_beyond_one_connection_open_more_and_all_tick(r, feed, pool):
     assert eventually(lambda: r.hget(STATUS_KEY, "state") == "connected")
     status = r.hgetall(STATUS_KEY)
     assert status["connections"] == "3" and status["streams"] == "24"
+    # the worst of the connections' lags: one a minute behind shows
+    feed.trade(sorted(symbols)[5], 1.6, ts_ms=clock.now_ms() - 60_000)
+    assert eventually(lambda: int(r.hget(STATUS_KEY, "lag_ms") or 0) >= 60_000)
 
 
 def test_a_full_connection_keeps_its_symbols_and_a_new_one_takes_the_rest(r, feed, pool):

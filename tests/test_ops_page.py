@@ -36,13 +36,13 @@ def admin(app, client, auth):
     return client
 
 
-def beating(app, lag_ms=1500):
+def beating(app, trade_age_ms=1500, lag_ms=None):
     """A connected listener and a live process of every role, as their heartbeats say."""
     with app.app_context():
         r, now = get_redis(), clock.now_ms()
         r.hset(keys.listener_status(0), mapping={
             "state": "connected", "heartbeat": now, "streams": 4, "connections": 2,
-            "last_tick_ms": now - lag_ms})
+            "last_tick_ms": now - trade_age_ms, **({"lag_ms": lag_ms} if lag_ms else {})})
         for role in ("web", "worker", "listener", "scheduler"):
             Heartbeat(r, role).beat()
 
@@ -82,10 +82,12 @@ def test_a_healthy_product_reads_ok_with_the_listener_s_connections_and_lag(app,
                                                                             monkeypatch):
     now = clock.now_ms()
     monkeypatch.setattr(clock, "now_ms", lambda: now)  # a slow request must not age the trade
-    beating(app, lag_ms=1500)
+    beating(app, trade_age_ms=1500, lag_ms=12)
     page = admin.get("/admin/ops").get_data(as_text=True)
     assert "Everything answers." in page and "ops-ok\">ok<" in page
-    assert "2 connections · 4 streams · last trade 1.5 s ago" in page
+    assert "2 connections · 4 streams · last trade 1.5 s ago · lag 12 ms" in page
+    assert '<td data-label="Last trade">1.5 s ago</td>' in page
+    assert '<td data-label="Lag">12 ms</td>' in page
 
 
 def test_what_is_down_is_named(app, admin):

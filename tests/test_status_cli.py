@@ -25,12 +25,14 @@ from worker.listener.hosting import listener_watchdog
 def test_a_healthy_product_exits_0_with_the_facts(app, runner, monkeypatch):
     now = clock.now_ms()
     monkeypatch.setattr(clock, "now_ms", lambda: now)  # a slow run must not age the trade
-    beating(app, lag_ms=2500)
+    beating(app, trade_age_ms=2500, lag_ms=1700)
     result = runner.invoke(args=["status"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("Tickerbell ") and ": ok (checked " in lines[0]
-    assert "Listener: 2 connections, 4 streams, last trade 2.5 s ago" in lines
+    assert "Listener: 2 connections, 4 streams, last trade 2.5 s ago, lag 1.7 s" in lines
+    assert "  shard 0: connected, 2 connections, heartbeat 0.0 s ago, last trade 2.5 s ago, " \
+           "lag 1.7 s" in lines
     assert any(line.startswith("  delivery-email ") and "closed" in line for line in lines)
     assert "Failed jobs: 0" in lines
 
@@ -39,9 +41,9 @@ def test_a_trade_newer_than_the_check_is_no_lag_not_a_negative_one(app, runner, 
     """The reads waited on Redis (a master frozen) while the listener traded on."""
     now = clock.now_ms()
     monkeypatch.setattr(clock, "now_ms", lambda: now)
-    beating(app, lag_ms=-4400)
+    beating(app, trade_age_ms=-4400)
     lines = runner.invoke(args=["status"]).output.splitlines()
-    assert "Listener: 2 connections, 4 streams, last trade 0.0 s ago" in lines, lines
+    assert "Listener: 2 connections, 4 streams, last trade 0.0 s ago, lag none yet" in lines
 
 
 def test_every_shard_the_watchdog_keeps_is_reported_where_listener_shards_is_unset(

@@ -18,6 +18,10 @@ def _age(ms):
     return f"{ms / 1000:.1f} s ago" if ms < 60_000 else f"{ms // 60_000} min ago"
 
 
+def _lag(ms):
+    return "none yet" if ms is None else f"{ms} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
 def _rate(line):
     if line["rate"] is None:
         return "nothing finished"
@@ -32,9 +36,11 @@ def lines(facts):
     listener = facts["listener"]
     if listener:
         out.append(f"Listener: {listener['connections']} connections, {listener['streams']} "
-                   f"streams, last trade {_age(listener['lag_ms'])}")
+                   f"streams, last trade {_age(listener['trade_age_ms'])}, lag "
+                   f"{_lag(listener['lag_ms'])}")
         out += [f"  shard {s['shard']}: {s['state']}, {s['connections']} connections, heartbeat "
-                f"{_age(s['heartbeat_age_ms'])}, last trade {_age(s['lag_ms'])}"
+                f"{_age(s['heartbeat_age_ms'])}, last trade {_age(s['trade_age_ms'])}, lag "
+                f"{_lag(s['lag_ms'])}"
                 for s in listener["shards"]]
     if facts["processes"]:
         out.append("Processes: " + ", ".join(f"{role} {r['alive']} alive ({r['restarts']} "

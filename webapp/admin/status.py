@@ -82,7 +82,8 @@ def which_down():
 
 
 def listener(body, now_ms):
-    """The health report's listener, each shard with its lag: how long since its last trade."""
+    """The health report's listener, each shard with how long since its last trade; the worst
+    of their lags (how late their last ticks were matched) and their newest trade."""
     monitoring = dict(body["monitoring"])
     r = get_redis()
     with r.pipeline(transaction=False) as pipe:
@@ -91,8 +92,10 @@ def listener(body, now_ms):
         ticks = pipe.execute()
     monitoring["shards"] = [
         # a trade newer than the check (whose reads waited on Redis): no lag, not a negative
-        {**shard, "lag_ms": max(0, now_ms - int(tick)) if tick and int(tick) else None}
+        {**shard, "trade_age_ms": max(0, now_ms - int(tick)) if tick and int(tick) else None}
         for shard, tick in zip(monitoring["shards"], ticks, strict=True)]
+    ages = [s["trade_age_ms"] for s in monitoring["shards"] if s["trade_age_ms"] is not None]
+    monitoring["trade_age_ms"] = min(ages) if ages else None
     lags = [shard["lag_ms"] for shard in monitoring["shards"] if shard["lag_ms"] is not None]
     monitoring["lag_ms"] = max(lags) if lags else None
     monitoring["breaker"] = body["circuit"]

@@ -38,6 +38,8 @@ def _monitoring(status, now_ms):
         "streams": int(status.get("streams") or 0),
         "connections": int(status.get("connections") or 0),
         "last_error": status.get("last_error") or None,
+        # how late its last batch of ticks was matched (from the trades' time), once any was
+        "lag_ms": int(status["lag_ms"]) if status.get("lag_ms") else None,
     }
 
 

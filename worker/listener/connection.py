@@ -75,6 +75,9 @@ class Listener:
         self.opened_at = self.last_rx = self.replace_at = self.probed_at = 0.0
         self.working = False  # this connection has received a frame
         self.last_tick_ms = 0
+        # how late the last batch of ticks was matched: from its oldest trade's time to the
+        # match done (Binance's clock against ours: a few ms either way). A backlog shows here.
+        self.lag_ms = None
         self._ticks = []  # read, not yet matched
         self._why_ahead = None  # the connection's end, met reading ahead
         self.frames = None  # the connection's frames (readahead.py)
@@ -285,7 +288,9 @@ class Listener:
         ticks, self._ticks = self._ticks, []
         if ticks and not self.gate.down:
             try:
-                ticks = heldticks.match_ticks(self.handler, ticks)
+                heldticks.match_ticks(self.handler, ticks)
+                self.lag_ms = max(0, now_ms() - min(tick[3] for tick in ticks))
+                ticks = []
             except TicksNotMatched as exc:
                 self.gate.failed(exc.__cause__ or exc)
                 ticks = exc.unmatched
@@ -406,7 +411,7 @@ class Listener:
         if self.status_key:
             self.redis.hset(self.status_key, mapping={
                 "state": self.state, "heartbeat": now_ms(), "last_tick_ms": self.last_tick_ms,
-                "streams": self.streams})
+                "streams": self.streams, **lag_field([self.lag_ms])})
 
     @property
     def streams(self):
@@ -420,3 +425,8 @@ class Listener:
             self.gate.call(lambda: self.redis.hset(
                 self.status_key, mapping={"state": state, "heartbeat": now_ms(), **fields}))
 
+
+def lag_field(lags):
+    """The status hash's `lag_ms`: the worst of the connections' last lags, once any matched."""
+    known = [lag for lag in lags if lag is not None]
+    return {"lag_ms": max(known)} if known else {}
