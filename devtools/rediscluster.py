@@ -23,6 +23,7 @@ HOST = "127.0.0.1"
 SLOTS = 16384
 MIN_MAJOR = 7  # CLUSTER ADDSLOTSRANGE and cluster-port arrived in Redis 7.0
 NODE_TIMEOUT_MS = 1000  # a dead master is declared failed, and replaced, within a few seconds
+BUS_OFFSET = 10000  # Redis's own default: a node's cluster bus port, above its port
 
 
 class ClusterUnavailable(RuntimeError):
@@ -153,15 +154,20 @@ def _form(ports, bus_ports, masters):
 
 
 def start(base_dir, masters=3, replicas_per_master=1, timeout=30.0,
-          node_timeout_ms=NODE_TIMEOUT_MS):
+          node_timeout_ms=NODE_TIMEOUT_MS, base_port=None):
     """Start and form a cluster under `base_dir`; return it once healthy on every node.
-    `node_timeout_ms`: how long a node may not answer before it is taken for failed."""
+    `node_timeout_ms`: how long a node may not answer before it is taken for failed.
+    `base_port`: the nodes on it and those after it (buses 10000 above), else free ports."""
     binary = find_binary()
     count = masters * (1 + replicas_per_master)
-    ports = set()
-    while len(ports) < 2 * count:
-        ports.add(redisd.free_port())
-    ports, bus_ports = list(ports)[:count], list(ports)[count:]
+    if base_port:
+        ports = list(range(base_port, base_port + count))
+        bus_ports = [port + BUS_OFFSET for port in ports]
+    else:
+        free = set()
+        while len(free) < 2 * count:
+            free.add(redisd.free_port())
+        ports, bus_ports = list(free)[:count], list(free)[count:]
     dirs = {port: Path(base_dir) / str(port) for port in ports}
     cluster = Cluster({port: _spawn(binary, dirs[port], port, bus, node_timeout_ms)
                        for port, bus in zip(ports, bus_ports, strict=True)})
@@ -177,10 +183,10 @@ def start(base_dir, masters=3, replicas_per_master=1, timeout=30.0,
     return cluster
 
 
-def serve(base_dir, stop):
+def serve(base_dir, stop, base_port=None):
     """Run a 3+3 cluster under `base_dir` until `stop` is set (or every node has died)."""
     try:
-        cluster = start(base_dir)
+        cluster = start(base_dir, base_port=base_port)
     except ClusterUnavailable as missing:
         sys.exit(str(missing))
     try:
@@ -199,15 +205,26 @@ def main(argv=None):
         description="Start a Redis Cluster on loopback for development (3 masters, 3 replicas).")
     parser.add_argument("--dir", help="where the nodes keep their files (default: a temporary "
                                       "directory, removed on exit)")
+    parser.add_argument("--port", type=_base_port, help="the first node's port: the six "
+                        "nodes take it and the five after it (default: free ports)")
     args = parser.parse_args(argv)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if args.dir:
-        serve(Path(args.dir), stop)
+        serve(Path(args.dir), stop, args.port)
         return
     with tempfile.TemporaryDirectory(prefix="tickerbell-cluster-") as base_dir:
-        serve(Path(base_dir), stop)
+        serve(Path(base_dir), stop, args.port)
+
+
+
+def _base_port(text):
+    port = int(text)
+    if not 1024 <= port <= 65535 - BUS_OFFSET - 5:
+        raise argparse.ArgumentTypeError(
+            f"a port from 1024 to {65535 - BUS_OFFSET - 5}: its bus ports are {BUS_OFFSET} above")
+    return port
 
 
 if __name__ == "__main__":

@@ -201,6 +201,8 @@ def test_health_reports_the_cluster_and_the_queues_of_redis_url(app, client):
     assert body["redis"] == "ok"
     assert body["cluster"] == {"state": "ok", "nodes": 6, "up": 6, "masters": 3}
     assert body["queues"]["default"] == 1
+    assert "Redis Cluster: ok, 6 of 6 nodes up, 3 masters" in app.test_cli_runner().invoke(
+        args=["status"]).output.splitlines()
 
 
 def test_an_app_made_while_the_cluster_is_down_answers_503_then_recovers(make_app, redis_cluster,

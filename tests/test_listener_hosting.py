@@ -107,6 +107,16 @@ def test_a_lease_held_by_a_dead_process_of_this_host_is_freed_at_once(hosted):
         assert listener_watchdog() == "running"  # another host: its pids mean nothing here
 
 
+def test_the_watchdog_meeting_the_data_plane_away_says_so_and_looks_again(make_app,
+                                                                          refused_port):
+    """A cluster mid-failover (here: no node answers) is the next run's to look at, 5 s on:
+    an outcome, not an ERROR and a traceback each run (RQ's queues, on REDIS_URL, answer)."""
+    app = make_app(REDIS_CLUSTER_NODES=[("127.0.0.1", refused_port)])
+    with app.app_context():
+        assert listener_watchdog() == "redis_down"
+        assert listener_watchdog() == "redis_down"  # its guard let go: not "watched"
+
+
 def test_the_watchdog_is_scheduled(app):
     from rq_scheduler import Scheduler
 

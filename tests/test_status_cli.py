@@ -148,7 +148,8 @@ def test_a_cluster_that_does_not_answer_is_named_not_the_queues_redis(make_app, 
     app = make_app(REDIS_CLUSTER_NODES=[("127.0.0.1", refused_port)])
     result = app.test_cli_runner().invoke(args=["status"])
     assert result.exit_code == 1
-    assert "  ! redis cluster: not answering in every slot" in result.output
+    assert (f"  ! redis cluster: no node answers (REDIS_CLUSTER_NODES 127.0.0.1:{refused_port}, "
+            "and those last seen;") in result.output
     assert "queues, the live feed" not in result.output and "Traceback" not in result.output
 
 

@@ -53,19 +53,84 @@ def data_redis(config, max_connections=REDIS_POOL_SIZE, **options):
         # so the first node is given as one. Its node clients run no health check, as before.
         (host, port), rest = nodes[0], nodes[1:]
         host = f"[{host}]" if ":" in host else host  # an IPv6 address, in a URL
-        try:  # it reads the cluster's slot map now: a cluster down is a Redis down
+
+        def connect(also=()):  # it reads the cluster's slot map now: down is a Redis down
             return DataCluster(
                 url=f"redis://{host}:{port}",
-                startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in rest],
+                startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in (*rest, *also)],
                 connection_pool_class=partial(redis.BlockingConnectionPool,
                                               timeout=REDIS_POOL_WAIT_S, **PARSER),
                 max_connections=max_connections, **options)
+
+        try:
+            client = connect()
         except redis.exceptions.RedisClusterException as error:
-            raise redis.ConnectionError(f"Redis Cluster unreachable: {error}") from error
+            # the nodes named may all have failed over to others: those seen last
+            seen = [node for node in cluster_nodes_seen(config) if node not in nodes]
+            try:
+                client = connect(seen) if seen else None
+            except redis.exceptions.RedisClusterException:
+                client = None
+            if client is None:
+                tried = ", ".join(f"{h}:{p}" for h, p in (*nodes, *seen))
+                raise redis.ConnectionError(
+                    f"Redis Cluster unreachable: no node answers ({tried})") from error
+        remember_cluster_nodes(config, client)
+        return client
     pool = redis.BlockingConnectionPool.from_url(
         config["REDIS_URL"], max_connections=max_connections, timeout=REDIS_POOL_WAIT_S,
         **PARSER, **options)
     return redis.Redis(connection_pool=pool)
+
+
+SEEN_TTL_S = 30 * 24 * 3600
+CONTROL_TIMEOUT_S = 1.0
+
+
+def _control(config):
+    """REDIS_URL, where the cluster's nodes as seen are kept: a short-lived, quick client."""
+    return redis.Redis.from_url(config["REDIS_URL"], decode_responses=True,
+                                socket_timeout=CONTROL_TIMEOUT_S,
+                                socket_connect_timeout=CONTROL_TIMEOUT_S)
+
+
+def _seen_key(config):
+    from webapp import keys
+
+    return keys.cluster_seen(",".join(f"{h}:{p}" for h, p in config["REDIS_CLUSTER_NODES"]))
+
+
+def remember_cluster_nodes(config, client):
+    """Keep every node `client` found (best effort: REDIS_URL away, nothing is kept)."""
+    if not config.get("REDIS_URL"):
+        return
+    try:  # replicas too (get_nodes() holds the masters): they are the ones that take over
+        found = sorted(address for address, node in client.cluster_nodes().items()
+                       if not address.startswith(":") and "fail" not in node.get("flags", ""))
+    except redis.RedisError:
+        found = sorted(f"{node.host}:{node.port}" for node in client.get_nodes())
+    try:
+        with _control(config) as control:
+            control.set(_seen_key(config), ",".join(found), ex=SEEN_TTL_S)
+    except redis.RedisError:
+        pass
+
+
+def cluster_nodes_seen(config):
+    """[(host, port)] of the cluster as a process last found it; [] when unknown."""
+    if not config.get("REDIS_URL"):
+        return []
+    try:
+        with _control(config) as control:
+            text = control.get(_seen_key(config)) or ""
+    except redis.RedisError:
+        return []
+    found = []
+    for entry in filter(None, text.split(",")):
+        host, _, port = entry.rpartition(":")
+        if host and port.isdigit():
+            found.append((host, int(port)))
+    return found
 
 
 class DataCluster(redis.RedisCluster):

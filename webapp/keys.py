@@ -43,6 +43,13 @@ LISTENER_SHARDS = "tb:listener:shards"
 PROCESSES = "tb:processes"  # hash: each process's heartbeat
 
 
+def cluster_seen(configured):
+    """string on REDIS_URL (not the cluster: it is what finds the cluster), 30 days: every node
+    of the cluster named by REDIS_CLUSTER_NODES `configured` (its text) as last seen, so a
+    process starting after those nodes failed over finds the ones that took over."""
+    return f"tb:cluster-seen:{configured}"
+
+
 def sending(log_id):
     """string, an hour: the heartbeat field of the process that claimed a delivery to send."""
     return f"tb:sending:{log_id}"

@@ -33,6 +33,10 @@ def lines(facts):
     out = [f"Tickerbell {facts['version']}: {facts['status']} (checked {facts['checked_at']})"]
     out += [f"  ! {problem}" for problem in facts["problems"]]
     out.append(f"Redis: {facts['redis_url']} ({facts['redis_url_from']})")
+    cluster = facts["cluster"]
+    if cluster and "nodes" in cluster:  # the data plane's, when it answers
+        out.append(f"Redis Cluster: {cluster['state']}, {cluster['up']} of {cluster['nodes']} "
+                   f"nodes up, {cluster['masters']} masters")
     listener = facts["listener"]
     if listener:
         out.append(f"Listener: {listener['connections']} connections, {listener['streams']} "

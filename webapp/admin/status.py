@@ -156,8 +156,12 @@ def problems(facts):
     """What is unhealthy, one sentence each, most serious first."""
     if facts["redis"] != "ok" and facts["cluster_nodes"]:  # the queues' Redis is another
         found = []
-        if "cluster" in facts["down"]:
-            state = (facts["cluster"] or {}).get("state", "unknown")
+        state = (facts["cluster"] or {}).get("state", "unreachable")
+        if "cluster" in facts["down"] and state == "unreachable":
+            named = ", ".join(f"{h}:{p}" for h, p in current_app.config["REDIS_CLUSTER_NODES"])
+            found.append(f"redis cluster: no node answers (REDIS_CLUSTER_NODES {named}, and "
+                         "those last seen; the live feed, inboxes and alert index are down)")
+        elif "cluster" in facts["down"]:
             found.append(f"redis cluster: not answering in every slot (state {state}; the live "
                          "feed, inboxes and alert index are affected until it fails over)")
         if "queues" in facts["down"]:

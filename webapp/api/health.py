@@ -6,7 +6,7 @@ from webapp.api.blueprint import bp
 from webapp.api.openapi import document
 from webapp.core import database, health
 from webapp.delivery.stats import delivery_stats
-from webapp.errors import SQL_FAULTS
+from webapp.errors import REDIS_FAULTS, SQL_FAULTS
 from webapp.extensions import HEALTH_TIMEOUT_S, db, health_redis
 from webapp.live import fanout
 
@@ -21,6 +21,9 @@ def health_check():
             body["deliveries"] = delivery_stats(redis=health_redis())
         except SQL_FAULTS:  # the report stands without them
             db.session.rollback()
+        except REDIS_FAULTS:  # Redis went between the report and these: the report says so
+            body.update(redis="down", status="degraded")
+            healthy = False
     response = jsonify(body)
     response.status_code = 200 if healthy else 503
     response.headers["Cache-Control"] = "no-store"

@@ -189,6 +189,8 @@ def watch_shard(shard):
         return "watched"
     try:
         return _watch(shard)
+    except REDIS_FAULTS:  # the data plane away (a failover): the next run, 5 s on, looks again
+        return "redis_down"
     finally:
         if rq_connection().get(guard) in (token, token.encode()):
             rq_connection().delete(guard)
