@@ -16,6 +16,9 @@ AT_ZERO = [
     ("tickerbell_ticks_matched_total", {"group": "7"}),
     ("tickerbell_alerts_fired_total", {"type": "PRICE_ALERT"}),
     ("tickerbell_notifications_total", {"type": "ORDER_EXECUTED", "source": "events"}),
+    # every source, not only alerts' and events': a first hook's notification is a step too
+    ("tickerbell_notifications_total", {"type": "WEBHOOK_ALERT", "source": "hook"}),
+    ("tickerbell_notifications_total", {"type": "ACCOUNT_SECURITY", "source": "security"}),
     ("tickerbell_live_streams", {"transport": "ws"}),
     ("tickerbell_listener_reconnects_total", {"reason": "dropped"}),
     ("tickerbell_deliveries_total", {"channel": "email", "status": "deferred"}),

@@ -29,6 +29,8 @@ FLUSH_S = 1.0  # a thread's tick counts reach /metrics this long after at most
 ALERT_TYPES = {"price": "PRICE_ALERT", "volume": "VOLUME_ALERT"}  # the matcher's, per tick kind
 CHANNELS = ("email", "sms", "push")  # anything else is a destination (dest:<id>)
 OTHER = "other"
+# where notifications other than alerts' come from (webapp/notify/router.py route's `source`)
+SOURCES = ("events", "hook", "security", "broadcast", "cli", "app")
 # A tick's Lua call takes ~0.3 ms; a storm's batches take longer.
 CALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                 0.25, 1.0)
@@ -112,8 +114,9 @@ def count_from_zero():
     for ntype in ALERT_TYPES.values():
         ALERTS_FIRED.labels(ntype)
         NOTIFICATIONS.labels(ntype, "alert")
-    for ntype in notification_types.TYPES:
-        NOTIFICATIONS.labels(ntype, "events")
+    for source in SOURCES:
+        for ntype in (*notification_types.TYPES, OTHER):
+            NOTIFICATIONS.labels(ntype, source)
     for transport in ("sse", "ws"):
         STREAMS.labels(transport)
     for reason in ("dropped", "failed", "replaced"):
