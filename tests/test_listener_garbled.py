@@ -91,13 +91,14 @@ def agg(**fields):
     return json.dumps({"stream": "btcusdt@aggTrade", "data": data})
 
 
-def mini(volume):
+def mini(volume, ahead_ms=0):
     """A combined-stream miniTicker frame for BTCUSDT with this 24 h volume."""
     return json.dumps({"stream": "btcusdt@miniTicker", "data": {
-        "e": "24hrMiniTicker", "E": int(time.time() * 1000), "s": "BTCUSDT", "c": "65000",
-        "o": "65000", "h": "65000", "l": "65000", "v": volume, "q": "1"}})
+        "e": "24hrMiniTicker", "E": int(time.time() * 1000) + ahead_ms, "s": "BTCUSDT",
+        "c": "65000", "o": "65000", "h": "65000", "l": "65000", "v": volume, "q": "1"}})
 
 
+YEAR_MS = 365 * 86400 * 1000
 OVERSIZED = '{"stream": "btcusdt@aggTrade", "data": "' + "x" * (2 << 20)  # 2 MB, unclosed
 
 GARBLED = [
@@ -124,6 +125,10 @@ GARBLED = [
     ("volume_infinite", mini("Infinity"), "bad_message"),
     ("time_not_a_number", agg(T="soon"), "bad_message"),
     ("time_infinite", agg(T=float("inf")), "bad_message"),  # json.dumps writes Infinity
+    # taken in, a time ahead would hold back the symbol's later trades until it came
+    ("time_a_year_ahead", agg(T=int(time.time() * 1000) + YEAR_MS), "bad_message"),
+    ("time_two_hours_ahead", agg(T=int(time.time() * 1000) + 2 * 3600_000), "bad_message"),
+    ("volume_time_a_year_ahead", mini("10", ahead_ms=YEAR_MS), "bad_message"),
     ("symbol_a_number", agg(s=42), "bad_message"),
     ("symbol_null", json.dumps({"stream": "btcusdt@aggTrade", "data": {
         "e": "aggTrade", "s": None, "a": 1, "p": "1", "T": 1}}), "bad_message"),

@@ -1,6 +1,7 @@
 """What a text frame from Binance's combined stream says, checked before the matcher sees it."""
 
 import json
+import time
 
 import orjson
 
@@ -14,6 +15,10 @@ BAD_MESSAGE = (AttributeError, KeyError, TypeError, ValueError, OverflowError, R
 # day); a garbled exponent does, and would meet every `above` alert.
 MAX_MARKET_VALUE = 1e18
 MAX_SYMBOL = 32
+# A trade stamped further ahead of our clock is garbled: ticks only move forward, so taken in,
+# it would hold back every later trade of its symbol (its alerts deaf) until that time came.
+# Binance's clock and ours agree within a second or so; an hour leaves room for a clock off.
+MAX_AHEAD_MS = 3600 * 1000
 
 
 def parse(raw):
@@ -28,9 +33,9 @@ def parse(raw):
     if event in PRICE_EVENTS:
         seq = int(data.get("a") or data.get("t") or 0)
         price = market_value(data["p"], positive=True)
-        return "tick", ("price", _symbol(data["s"]), price, int(data["T"]), seq)
+        return "tick", ("price", _symbol(data["s"]), price, _when(data["T"]), seq)
     if event == "24hrMiniTicker":
-        return "tick", ("volume", _symbol(data["s"]), market_value(data["v"]), int(data["E"]), 0)
+        return "tick", ("volume", _symbol(data["s"]), market_value(data["v"]), _when(data["E"]), 0)
     if event == "serverShutdown":
         return "shutdown", None
     if "id" in msg:
@@ -44,6 +49,14 @@ def _symbol(value):
             and len(value) <= MAX_SYMBOL):
         raise ValueError(f"not a symbol: {str(value)[:40]!r}")
     return value
+
+
+def _when(value):
+    """A trade's (or a ticker's) time in ms, refused when an hour or more ahead of ours."""
+    ts_ms = int(value)
+    if ts_ms - time.time() * 1000 > MAX_AHEAD_MS:
+        raise ValueError(f"a time {ts_ms} an hour or more ahead of this clock")
+    return ts_ms
 
 
 def _loads(raw):
