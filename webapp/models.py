@@ -320,7 +320,8 @@ class Escalation(db.Model):
     every_s: Mapped[int]
     next_at: Mapped[datetime | None] = mapped_column(index=True)  # None once it has ended
     expires_at: Mapped[datetime]
-    # "" while it insists; acknowledged | exhausted | expired | deleted (from the inbox)
+    # "" while it insists; acknowledged | exhausted | expired | deleted (from the inbox) |
+    # switched_off (its type no longer insists for its user)
     ended: Mapped[str] = mapped_column(String(12), default="")
     acked_at: Mapped[datetime | None]
     acked_by: Mapped[str] = mapped_column(String(200), default="")

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LIFETIME = timedelta(days=inbox.DEFAULT_TTL_MS // 1000 // 86400)  # the inbox's retention
 DEFAULT_LIMIT = 500  # escalations a run advances; the next run takes the rest
 ACKNOWLEDGED, EXHAUSTED, EXPIRED, DELETED = "acknowledged", "exhausted", "expired", "deleted"
+SWITCHED_OFF = "switched_off"  # its user took its type off the types that insist
 PUSH_FROM, DESTINATIONS_FROM, SMS_FROM = 1, 2, 3  # the ladder: the round each step joins
 WAITING = (DeliveryStatus.QUEUED, DeliveryStatus.RETRYING)  # a reminder not sent (yet)
 
@@ -115,6 +116,9 @@ def advance(esc, now):
         _end(seen, DELETED)
         return 0
     pref = preferences.preferences_for(seen.user_id)
+    if seen.type not in insisting_types(pref):  # "stop nagging me about these": no more
+        _end(seen, SWITCHED_OFF)
+        return 0
     quiet = None if seen.type in notification_types.CRITICAL_TYPES else \
         preferences.quiet_until(pref, clock.ms_to_datetime(clock.to_ms(now)))
     if quiet is not None:  # counted from the end, when the held first delivery goes out:
