@@ -26,7 +26,7 @@ from pathlib import Path
 import redis
 from honcho.printer import Message, Printer
 
-from devtools import instance, rawtraceback, redisd
+from devtools import instance, redisd
 from webapp.core import logs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,17 +95,17 @@ class Child:
         """Each line the process writes, under its name. LOG_FORMAT=json: a traceback it
         printed raw (a forked RQ scheduler dying with Redis, multiprocessing's "Process ...:"
         first) is one ERROR record: the lines that are no JSON object, from its first until
-        the process writes a JSON line, falls quiet for rawtraceback.QUIET_S, or ends."""
+        the process writes a JSON line, falls quiet for TRACEBACK_QUIET_S, or ends."""
         fd, pending, held = stream.fileno(), b"", []
         while True:
-            if not select.select([fd], [], [], rawtraceback.QUIET_S if held else None)[0]:
+            if not select.select([fd], [], [], TRACEBACK_QUIET_S if held else None)[0]:
                 self._say_traceback(held, pid)
                 held = []
                 continue
             chunk = os.read(fd, 65536)
             *lines, pending = (pending + chunk).split(b"\n") if chunk else [pending, b""]
             for line in (raw.decode(errors="replace") for raw in lines):
-                if JSON_LINES and not line.startswith("{") and (held or rawtraceback.opens(line)):
+                if JSON_LINES and not line.startswith("{") and (held or logs.opens_traceback(line)):
                     held.append(line)
                     continue
                 if held:
@@ -120,7 +120,8 @@ class Child:
         stream.close()
 
     def _say_traceback(self, lines, pid):
-        show(self.printer, rawtraceback.record(self.name, lines, pid), self.name)
+        record = logs.traceback_record(self.name, lines, pid)
+        show(self.printer, logs.JsonFormatter(self.name).format(record), self.name)
 
     def say(self, line, name=None, level=logging.INFO):
         show(self.printer, line, name or self.name, level)
@@ -228,6 +229,7 @@ def announce_when_up(port, printer, stopping):
 
 
 JSON_LINES = (os.environ.get("LOG_FORMAT") or "").lower() == "json"  # checked in main()
+TRACEBACK_QUIET_S = 0.5  # a traceback printed raw ends at the latest this long after its last
 # honcho's Printer prints a line's text and its newline as two writes: two processes' relays
 # could interleave them, gluing two JSON log lines into one
 PRINTING = threading.Lock()

@@ -209,7 +209,8 @@ def test_delete_is_atomic_and_a_second_delete_is_not_found(ctx):
         inbox.delete(1, a, now_ms=T0)
 
 
-@pytest.mark.parametrize("nid", ["abc", "-1", "1" * 30, "\u0661-0-1", "1-0-1\n"])
+@pytest.mark.parametrize("nid", ["abc", "-1", "1" * 30, "\u0661-0-1", "1-0-1\n",
+                                 f"0{T0}-0-1", f"{T0}-00-1"])  # leading zeros: Redis reads T0-0
 def test_malformed_ids_are_not_found(ctx, nid):
     inbox.store(note(), now_ms=T0)
     for action in (inbox.get, inbox.mark_read, inbox.delete):

@@ -232,7 +232,9 @@ def test_a_websocket_reconnecting_to_the_other_worker_replays_each_missed_once(s
                                  headers={"X-API-Key": key})
             assert read.json()["updated"] == before + 5
         after = ws_until(ws, lambda m: m["event"] == "unread" and m["data"] == 0)
-        assert [m["data"] for m in after] == [before + 5, 0]  # the live one's count, then 0
+        # the live one's count, then what read-all did (for the pages), then 0
+        assert [(m["event"], m["data"]) for m in after] == [
+            ("unread", before + 5), ("changed", {"read_upto": f"{live}-{uid}"}), ("unread", 0)]
     finally:
         ws.close()
 

@@ -52,20 +52,40 @@ def test_the_web_server_refused_at_start_writes_json_only(tmp_path):
     assert {r["role"] for r in records} == {"web"}
 
 
-def test_loose_lines_and_an_uncaught_error_become_records():
+def test_loose_lines_a_thread_s_traceback_and_an_uncaught_error_become_records():
     code = ("from webapp.core.logs import json_from_the_start\n"
             "json_from_the_start(argv=['flask', '--app', 'wsgi', 'listener'])\n"
-            "import sys\n"
+            "import sys, threading, traceback\n"
             "sys.stderr.write('a loose line')\nsys.stderr.write(' goes on\\nand another\\n')\n"
+            "def fail():\n    raise KeyError('in a thread')\n"
+            "t = threading.Thread(target=fail, name='T1'); t.start(); t.join()\n"
+            "try:\n    1 / 0\nexcept ZeroDivisionError:\n"
+            "    try:\n        int('x')\n    except ValueError:\n        traceback.print_exc()\n"
             "raise ValueError('boom')\n")
+    env = {k: v for k, v in os.environ.items() if k != "TICKERBELL_PROCESS"}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60, capture_output=True,
-                          text=True, env={**os.environ, "LOG_FORMAT": "json"})
+                          text=True, env={**env, "LOG_FORMAT": "json"})
     records = _records(done.stderr)
     assert [(r["logger"], r["message"]) for r in records] == [
         ("stderr", "a loose line goes on"), ("stderr", "and another"),
+        ("stderr", "KeyError: 'in a thread'"),  # "Exception in thread T1:" and its frames
+        ("stderr", "ZeroDivisionError: division by zero"),  # a chain: a record a part
+        ("stderr", "ValueError: invalid literal for int() with base 10: 'x'"),
         ("tickerbell", "ValueError: boom")]
+    assert "Exception in thread T1" in records[2]["exc"] and "fail" in records[2]["exc"]
+    assert records[4]["exc"].startswith("During handling of the above exception")
     assert records[-1]["level"] == "CRITICAL" and "boom" in records[-1]["exc"]
     assert {r["role"] for r in records} == {"listener"}
+
+
+def test_under_make_run_the_launcher_wraps_lines_itself():
+    """`make run` names each process and groups what it prints raw: not wrapped twice here."""
+    code = ("from webapp.core.logs import json_from_the_start\njson_from_the_start()\n"
+            "import sys\nsys.stderr.write('plain\\n')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60, capture_output=True,
+                          text=True, env={**os.environ, "LOG_FORMAT": "json",
+                                          "TICKERBELL_PROCESS": "worker"})
+    assert done.stderr == "plain\n"
 
 
 def test_text_logs_are_left_as_they_are():

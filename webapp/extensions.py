@@ -48,24 +48,26 @@ def data_redis(config, max_connections=REDIS_POOL_SIZE, **options):
         # redis-py 6 deprecates this on the cluster's node clients (a warning, an error under
         # pytest); the cluster's own Retry decides on timeouts there
         options.pop("retry_on_timeout", None)
-        # redis-py makes each node's pool with connection_pool_class only for a client made
-        # from a URL (else a plain pool, with its node options filtered: no parser_class),
-        # so the first node is given as one. Its node clients run no health check, as before.
-        (host, port), rest = nodes[0], nodes[1:]
-        host = f"[{host}]" if ":" in host else host  # an IPv6 address, in a URL
 
-        def connect(also=()):  # it reads the cluster's slot map now: down is a Redis down
+        def connect(named):  # it reads the cluster's slot map now: down is a Redis down
+            # redis-py makes each node's pool with connection_pool_class only for a client
+            # made from a URL (else a plain pool, with its node options filtered: no
+            # parser_class), so the first node is given as one. Its node clients run no
+            # health check, as before.
+            (host, port), rest = named[0], named[1:]
+            host = f"[{host}]" if ":" in host else host  # an IPv6 address, in a URL
             return DataCluster(
                 url=f"redis://{host}:{port}",
-                startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in (*rest, *also)],
+                startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in rest],
                 connection_pool_class=partial(redis.BlockingConnectionPool,
                                               timeout=REDIS_POOL_WAIT_S, **PARSER),
                 max_connections=max_connections, **options)
 
         try:
-            client = connect()
+            client = connect(nodes)
         except redis.exceptions.RedisClusterException as error:
-            # the nodes named may all have failed over to others: those seen last
+            # the nodes named may all have failed over to others: those seen last (alone:
+            # each named node down would cost its connect timeout again)
             seen = [node for node in cluster_nodes_seen(config) if node not in nodes]
             try:
                 client = connect(seen) if seen else None
@@ -106,9 +108,11 @@ def remember_cluster_nodes(config, client):
         return
     try:  # replicas too (get_nodes() holds the masters): they are the ones that take over
         found = sorted(address for address, node in client.cluster_nodes().items()
-                       if not address.startswith(":") and "fail" not in node.get("flags", ""))
+                       if address.rpartition(":")[0] and "fail" not in node.get("flags", ""))
     except redis.RedisError:
         found = sorted(f"{node.host}:{node.port}" for node in client.get_nodes())
+    if not found:  # a node that knows no address: keep what was seen before
+        return
     try:
         with _control(config) as control:
             control.set(_seen_key(config), ",".join(found), ex=SEEN_TTL_S)

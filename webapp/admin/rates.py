@@ -91,7 +91,7 @@ def _empty(window, start):
 
 
 def overall(slots):
-    """(rate or None, finished) over a channel's slots."""
+    """(rate or None, tried: the `finished` of the facts) over a channel's slots."""
     ok = sum(cell["ok"] for cell in slots)
     done = ok + sum(cell["failed"] for cell in slots)
     return (ok / done if done else None), done

@@ -7,6 +7,7 @@ their meta (webapp/core/queues.py), and the slow path derives one per fired batc
 follows a notification from the POST or the tick to each of its deliveries.
 """
 
+import atexit
 import contextvars
 import json
 import logging
@@ -63,26 +64,75 @@ def json_from_the_start(environ=os.environ, argv=sys.argv, lines=True):
         stream.flush()
 
     sys.excepthook = failed
-    if lines:
+    # under `make run` (which names each process) the launcher wraps lines itself
+    if lines and not environ.get("TICKERBELL_PROCESS"):
         sys.stderr = _JsonLines(stream, formatter)
+        atexit.register(sys.stderr.close_held)
 
 
 ROLES = ("worker", "listener", "scheduler")
+TRACEBACK = "Traceback (most recent call last):"
+# what a traceback printed raw starts with: its own first line, or what Python, threading or
+# multiprocessing put before it ("Process Scheduler:" for a forked RQ scheduler)
+_OPENING = re.compile(r"Traceback \(most recent call last\):$|Exception in thread |"
+                      r"Exception ignored in|Process [\w.:-]+:$")
+_CHAINED = ("During handling of the above exception", "The above exception was the direct")
+
+
+def opens_traceback(line):
+    return _OPENING.match(line) is not None
+
+
+def traceback_record(name, lines, pid=None):
+    """One ERROR record of a traceback printed raw: the exception's line (the first unindented
+    one after the last "Traceback" line) its message, every line in `exc`."""
+    starts = [i for i, line in enumerate(lines) if line.startswith(TRACEBACK)]
+    after = lines[starts[-1] + 1:] if starts else lines
+    message = next((line for line in after if line and not line[0].isspace()),
+                   next((line for line in reversed(lines) if line.strip()), ""))
+    record = logging.LogRecord(name, logging.ERROR, "", 0, "%s", (message,), None)
+    record.exc_text = "\n".join(lines).rstrip("\n")
+    if pid is not None:
+        record.process = pid
+    return record
 
 
 class _JsonLines:
-    """A text stream each of whose lines becomes a JSON record (level ERROR, logger stderr)."""
+    """A text stream each of whose lines becomes a JSON record (level ERROR, logger stderr),
+    but a traceback (a thread's, a forked process's, gevent's) one record, to its exception's
+    line: as it is written, not when something follows (a chained one, "During handling of
+    the above exception", is a record a part)."""
+
+    HELD_MAX = 1000  # lines: a traceback never ended is let go in pieces
 
     def __init__(self, stream, formatter):
-        self.stream, self.formatter, self.partial = stream, formatter, ""
+        self.stream, self.formatter, self.partial, self.held = stream, formatter, "", []
 
     def write(self, text):
         *lines, self.partial = (self.partial + text).split("\n")
         for line in lines:
-            if line.strip():
-                record = logging.LogRecord("stderr", logging.ERROR, "", 0, "%s", (line,), None)
-                self.stream.write(self.formatter.format(record) + "\n")
+            self._line(line)
         return len(text)
+
+    def _line(self, line):
+        if self.held:
+            self.held.append(line)
+            past_frames = any(held.startswith(TRACEBACK) for held in self.held)
+            if (past_frames and line and not line[0].isspace() and not opens_traceback(line)
+                    and not line.startswith(_CHAINED)) or len(self.held) >= self.HELD_MAX:
+                self.close_held()
+        elif opens_traceback(line) or line.startswith(_CHAINED):  # a chain: a record a part
+            self.held = [line]
+        elif line.strip():
+            self._emit(logging.LogRecord("stderr", logging.ERROR, "", 0, "%s", (line,), None))
+
+    def close_held(self):
+        if self.held:
+            held, self.held = self.held, []
+            self._emit(traceback_record("stderr", held))
+
+    def _emit(self, record):
+        self.stream.write(self.formatter.format(record) + "\n")
 
     def flush(self):
         self.stream.flush()

@@ -223,7 +223,11 @@ def _entry(user_id, nid):
     match = NID_RE.fullmatch(str(nid))
     if not match or match.group(2) != str(user_id):
         raise NotFound(nid)
-    return match.group(1)
+    eid = match.group(1)
+    ms, _, seq = eid.partition("-")
+    if f"{int(ms)}-{int(seq)}" != eid:  # 0170...-01: no id of ours, though Redis reads it as one
+        raise NotFound(nid)
+    return eid
 
 
 def get(user_id, nid, now_ms=None, redis=None):

@@ -1,7 +1,8 @@
 """/ws: the events /stream sends, as JSON text `{"id", "event", "data"}`.
 
 `notification` (the API's item, id = replay entry id), `unread` (the count, after every
-change: a new notification, read, read all, delete), `tick` and `keepalive`. The HTML-only
+change: a new notification, read, read all, delete), `changed` (what a read, delete or
+acknowledgement did: docs/architecture.md), `tick` and `keepalive`. The HTML-only
 `toast` is left out: a WebSocket client shows a notification however it likes.
 """
 

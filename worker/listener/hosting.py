@@ -167,7 +167,8 @@ SHARDS_SAID_S = 30  # the watchdog runs every 5 s: a count set, then taken down,
 
 
 def listener_watchdog():
-    """Periodic job: each shard's outcome (`running`, `queued`, `starting`, `enqueued`),
+    """Periodic job: each shard's outcome (`running`, `queued`, `starting`, `enqueued`;
+    `redis_down` while the data plane does not answer, a failover say),
     comma-separated in shard order; one shard: just its own."""
     count = shards.count(current_app.config)
     outcome = ",".join(watch_shard(shard) for shard in range(count))
