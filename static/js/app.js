@@ -228,7 +228,12 @@ function markAcked(nid, by, at) {
     const done = document.createElement("div");
     done.className = "toast-ack";
     done.textContent = "Acknowledged by " + by;
+    const focused = ack === document.activeElement;
     ack.replaceWith(done);
+    if (focused) {  // the focus stays where it was, not thrown to the page's start
+      done.tabIndex = -1;
+      done.focus();
+    }
   });
 }
 function onChanged(event) {
