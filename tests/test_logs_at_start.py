@@ -93,3 +93,14 @@ def test_text_logs_are_left_as_they_are():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60,
                           capture_output=True, text=True, env={**os.environ, "LOG_FORMAT": "text"})
     assert done.stderr.startswith("Traceback") and "ZeroDivisionError" in done.stderr
+
+
+def test_a_command_typed_in_a_shell_keeps_its_own_stderr():
+    """`flask shell` writes its prompt to stderr, with no line end: wrapped, none showed."""
+    code = ("from webapp.core.logs import json_from_the_start\n"
+            "json_from_the_start(argv=['flask', '--app', 'wsgi', 'shell'])\n"
+            "import sys\nsys.stderr.write('>>> ')\n")
+    env = {k: v for k, v in os.environ.items() if k != "TICKERBELL_PROCESS"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60, capture_output=True,
+                          text=True, env={**env, "LOG_FORMAT": "json"})
+    assert done.stderr == ">>> "

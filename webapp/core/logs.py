@@ -64,8 +64,9 @@ def json_from_the_start(environ=os.environ, argv=sys.argv, lines=True):
         stream.flush()
 
     sys.excepthook = failed
-    # under `make run` (which names each process) the launcher wraps lines itself
-    if lines and not environ.get("TICKERBELL_PROCESS"):
+    # under `make run` (which names each process) the launcher wraps lines itself; a command
+    # typed in a shell (`flask shell`: its prompt is written to stderr) is a person's
+    if lines and role != "cli" and not environ.get("TICKERBELL_PROCESS"):
         sys.stderr = _JsonLines(stream, formatter)
         atexit.register(sys.stderr.close_held)
 
