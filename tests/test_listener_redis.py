@@ -158,12 +158,18 @@ def test_a_redis_restart_loses_no_crossing_and_fires_none_twice(own_redis, feeds
     own_redis.kill()
     feed.drop_all()  # and the feed drops meanwhile: back at once, on the streams it had
     assert feed.wait(lambda f: f.connections_total == 2 and f.subscriptions() == BTC)
-    for price in (101, 98, 99.8):  # a crossing that reverses before Redis is back
+    feed.trade("BTCUSDT", 101)  # a crossing that reverses before Redis is back
+    sent_ms = time.time() * 1000
+    for price in (98, 99.8):
         feed.trade("BTCUSDT", price)
     assert eventually(lambda: listener.held.count == 3)
+    time.sleep(0.5)  # the outage lasts: its ticks wait
+    restarted_ms = time.time() * 1000
     own_redis.restart()
     assert eventually(lambda: not listener.gate.down, timeout=10)
     assert every_crossing_once(r), notified(r).most_common(3)
+    # matched late by the outage at least, which the lag says (a floor, not a timing)
+    assert listener.lag_ms >= restarted_ms - sent_ms >= 500
     assert fresh_alert_fires(r, feed)
     assert len(events("redis_down")) == len(events("redis_back")) == 1
     assert "ticks_held=3 applied=3" in events("redis_back")[0]

@@ -384,11 +384,13 @@ class Listener:
             return
         if not self.gate.retry_due():
             return
-        held = self.held.count
+        held, oldest = self.held.count, self.held.oldest_ms()
         try:
             applied = self.held.flush(self._apply)
             if not applied:
                 self.redis.ping()
+            if oldest is not None:  # matched late by the outage: its backlog shows
+                self.lag_ms = max(0, now_ms() - oldest)
             self._beat()
         except redis.RedisError:
             return  # still down: said once already

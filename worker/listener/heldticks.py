@@ -57,6 +57,10 @@ class HeldTicks:
         self._held[(kind, symbol)] = sorted({low, high, tick})
         self.count += 1
 
+    def oldest_ms(self):
+        """The earliest time held, or None."""
+        return min((ticks[0][0] for ticks in self._held.values() if ticks), default=None)
+
     def flush(self, apply):
         """Call apply(kind, symbol, value, ts_ms, seq) for each tick in time order.
 
