@@ -1,10 +1,12 @@
 """Two tabs of one user in Chromium, twice in a row without a reload: what is read, deleted,
 acknowledged or all marked read in one shows in the other at once (the `changed` event),
-toasts included, and both stay sound with a badge that agrees with the API."""
+toasts included, and what one missed while its feed was away shows once it is back; both
+stay sound with a badge that agrees with the API."""
 
 import re
 
 import pytest
+import redis
 
 from tests.live_server import skip_without_chromium
 from webapp.inbox import service as inbox
@@ -18,6 +20,7 @@ from playwright.sync_api import expect  # noqa: E402
 from tests.journeys import PASSWORD, WAIT_MS, signed_in, step_done  # noqa: E402
 
 EMAIL = "two-tabs@example.com"
+STREAM = re.compile(r"/stream(\?|$)")  # the page's live feed
 
 
 def _store(site, uid, ntype, title):
@@ -76,6 +79,27 @@ def _round(inbox_tab, feed_tab, site, uid, round_):
     _both_done((inbox_tab, feed_tab), site)
 
 
+def _feed_away(inbox_tab, feed_tab, site, uid, round_):
+    """The dashboard tab's feed is cut (Redis drops the web's pub/sub link, and its reconnects
+    are refused) while the inbox tab reads one and deletes another: back, it shows both."""
+    read = _store(site, uid, "ORDER_EXECUTED", f"{round_}: sold 0.1 BTC")
+    gone = _store(site, uid, "STRATEGY_STATUS", f"{round_}: grid resumed")
+    for nid in (read, gone):
+        expect(feed_tab.locator(f"#n-{nid}")).to_be_visible(timeout=WAIT_MS)
+    feed_tab.route(STREAM, lambda route: route.abort())
+    with redis.Redis.from_url(site.app.config["REDIS_URL"]) as r:
+        r.client_kill_filter(_type="pubsub")
+    inbox_tab.locator(f"#n-{read}").get_by_role("button", name="Mark read").click()
+    inbox_tab.locator(f"#n-{gone}").get_by_role("button", name="Delete").click()
+    expect(inbox_tab.locator(f"#n-{gone}")).to_have_count(0, timeout=WAIT_MS)
+    feed_tab.wait_for_timeout(500)  # its feed stays away a moment: the changes are missed
+    expect(feed_tab.locator(f"#n-{read}")).to_have_class(re.compile(r"\bunread\b"))
+    feed_tab.unroute(STREAM)
+    expect(feed_tab.locator(f"#n-{gone}")).to_have_count(0, timeout=WAIT_MS)
+    expect(feed_tab.locator(f"#n-{read}")).to_have_class(re.compile(r"\bread\b"))
+    _both_done((inbox_tab, feed_tab), site)
+
+
 def test_two_tabs_keep_in_step_twice_in_a_row(live_site):
     uid = live_site.user(EMAIL, PASSWORD)
     with signed_in(live_site, EMAIL, "/notifications/") as inbox_tab:
@@ -83,6 +107,7 @@ def test_two_tabs_keep_in_step_twice_in_a_row(live_site):
         feed_tab.goto(live_site.url + "/dashboard")
         feed_tab.evaluate("window.__sameDocument = true")
         _both_done((inbox_tab, feed_tab), live_site)
-        _round(inbox_tab, feed_tab, live_site, uid, "first")
-        _round(inbox_tab, feed_tab, live_site, uid, "second")
+        for round_ in ("first", "second"):
+            _round(inbox_tab, feed_tab, live_site, uid, round_)
+            _feed_away(inbox_tab, feed_tab, live_site, uid, round_)
         _both_done((inbox_tab, feed_tab), live_site)

@@ -254,9 +254,37 @@ function onChanged(event) {
   });
   if (change.acked) markAcked(change.acked.id, change.acked.by, change.acked.at);
 }
+// A feed back after a gap missed what changed meanwhile (its replay brings only what is new):
+// the items shown are checked against the inbox's newest, read or gone as they are there.
+const RESYNC_LIMIT = 100;
+async function resync() {
+  const shown = [...document.querySelectorAll("li.note[data-nid]")];
+  if (!shown.length) return;
+  let items;
+  try {
+    const answer = await fetch("/api/v1/notifications?limit=" + RESYNC_LIMIT,
+      { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (!answer.ok) return;
+    items = await answer.json();
+  } catch (_) { return; }
+  const byId = new Map(items.map((n) => [n.id, n]));
+  const whole = items.length < RESYNC_LIMIT;  // else what is older than the last is unknown
+  const oldest = items.length ? items[items.length - 1].id : null;
+  shown.forEach((el) => {
+    const found = byId.get(el.dataset.nid);
+    if (found) {
+      if (found.status === "read") markRead(el);
+    } else if ((whole || (oldest && !upTo(el.dataset.nid, oldest))) && settled(el)) {
+      leave(el);
+    }
+  });
+}
+let feedOpened = false;
 document.addEventListener("htmx:sseOpen", (event) => {
   event.detail.source.addEventListener("tick", onTick);
   event.detail.source.addEventListener("changed", onChanged);
+  if (feedOpened) resync();
+  feedOpened = true;
 });
 
 // The age of every price on the page, so a quiet or disconnected feed never looks live.
