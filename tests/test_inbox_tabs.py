@@ -84,7 +84,8 @@ def _feed_away(inbox_tab, feed_tab, site, uid, round_):
     are refused) while the inbox tab reads one and deletes another: back, it shows both."""
     read = _store(site, uid, "ORDER_EXECUTED", f"{round_}: sold 0.1 BTC")
     gone = _store(site, uid, "STRATEGY_STATUS", f"{round_}: grid resumed")
-    for nid in (read, gone):
+    shown = _store(site, uid, "RISK_LIMIT_BREACHED", f"{round_}: margin 91%")
+    for nid in (read, gone, shown):
         expect(feed_tab.locator(f"#n-{nid}")).to_be_visible(timeout=WAIT_MS)
     feed_tab.route(STREAM, lambda route: route.abort())
     with redis.Redis.from_url(site.app.config["REDIS_URL"]) as r:
@@ -92,11 +93,24 @@ def _feed_away(inbox_tab, feed_tab, site, uid, round_):
     inbox_tab.locator(f"#n-{read}").get_by_role("button", name="Mark read").click()
     inbox_tab.locator(f"#n-{gone}").get_by_role("button", name="Delete").click()
     expect(inbox_tab.locator(f"#n-{gone}")).to_have_count(0, timeout=WAIT_MS)
+    # one shown in both, and one that comes meanwhile, are acknowledged in the other tab
+    missed = _store(site, uid, "RISK_LIMIT_BREACHED", f"{round_}: margin 95%")
+    for nid in (shown, missed):
+        inbox_tab.locator(f"#n-{nid}").get_by_role("button", name="Acknowledge").click()
+        expect(inbox_tab.locator(f"#n-{nid} .note-ack")).to_be_visible(timeout=WAIT_MS)
     feed_tab.wait_for_timeout(500)  # its feed stays away a moment: the changes are missed
     expect(feed_tab.locator(f"#n-{read}")).to_have_class(re.compile(r"\bunread\b"))
     feed_tab.unroute(STREAM)
     expect(feed_tab.locator(f"#n-{gone}")).to_have_count(0, timeout=WAIT_MS)
     expect(feed_tab.locator(f"#n-{read}")).to_have_class(re.compile(r"\bread\b"))
+    for nid in (shown, missed):  # checked on return; replayed as it stands
+        item = feed_tab.locator(f"#n-{nid}")
+        expect(item.locator(".note-ack")).to_contain_text(
+            f"Acknowledged by {EMAIL} on the web at", timeout=WAIT_MS)
+        expect(item.get_by_role("button", name="Acknowledge")).to_have_count(0)
+    toast = feed_tab.locator("#toasts .toast", has_text=f"{round_}: margin 95%")
+    expect(toast.locator(".toast-ack")).to_have_text(f"Acknowledged by {EMAIL} on the web")
+    expect(toast.get_by_role("button", name="Acknowledge")).to_have_count(0)
     _both_done((inbox_tab, feed_tab), site)
 
 

@@ -71,8 +71,22 @@ def test_acknowledge_in_the_inbox_twice_in_a_row_then_a_live_one(live_site):
             f"Acknowledged by {EMAIL} on the web", timeout=WAIT_MS)
         expect(toast.get_by_role("button", name="Acknowledge")).to_have_count(0)
         sound(page)
+        # by keyboard from its toast: the focus stays on the toast, which stays while it does
+        page.clock.install()  # the toasts' 8 s, run on demand
+        keyed = _store(live_site, uid, "ORDER_EXECUTION_FAILED", "Order 44 failed")
+        toast = page.locator("#toasts .toast", has_text="Order 44 failed")
+        toast.get_by_role("button", name="Acknowledge").focus()
+        page.keyboard.press("Enter")
+        expect(toast.locator(".toast-ack")).to_be_focused(timeout=WAIT_MS)
+        page.clock.run_for(20_000)
+        expect(toast).to_have_count(1)  # not taken from under the focus
+        page.locator(f"#n-{keyed}").get_by_role("button", name="Mark read").focus()
+        page.clock.run_for(20_000)
+        expect(toast).to_have_count(0)  # once the focus left
+        sound(page)
     with live_site.app.app_context():
         rows = db.session.scalars(db.select(Escalation).where(Escalation.user_id == uid)).all()
-        assert sorted(r.notification_id for r in rows) == sorted([first, second, live, again])
+        assert sorted(r.notification_id for r in rows) == sorted(
+            [first, second, live, again, keyed])
         assert {(r.ended, r.acked_by) for r in rows} == {("acknowledged", f"{EMAIL} on the web")}
         db.session.remove()

@@ -20,6 +20,7 @@ from webapp import keys
 from webapp.delivery.channels import push
 from webapp.inbox import service as inbox
 from webapp.insist import service
+from webapp.live import views as stream_views
 from webapp.live.sse import Renderer, SseState
 from webapp.notify import router
 from webapp.preferences import service as preferences
@@ -115,3 +116,23 @@ def test_an_acknowledgement_from_anywhere_reaches_the_user_s_open_pages_once(wor
     acked = got["data"]["acked"]
     assert got["event"] == "changed" and acked["id"] == nid and acked["by"] == "link in the email"
     assert acked["at"] == service.iso(escalation(app, nid).acked_at)
+
+
+def test_a_replayed_notification_acknowledged_meanwhile_says_so_with_no_button(world):
+    """A browser back after a gap replays what it missed as it stands: one acknowledged in the
+    meantime has no Acknowledge button, on its item or its toast."""
+    app, uid, _ = world
+    acked, pending = breach(app, uid), breach(app, uid, title="Leverage 13x")
+    with app.app_context():
+        service.ack(uid, acked, "link in the email")
+        replay, unread = inbox.snapshot(uid, "0")
+        insisting = service.user_types(uid)
+        render = Renderer(app, "/notifications/")  # as /stream opens it
+        frames = SseState(render, unread, insisting, stream_views._ended(
+            uid, replay, insisting)).opening(replay).decode().split("\n\n")
+    item = next(f for f in frames if f.startswith(f"id: {acked.rsplit('-', 1)[0]}"))
+    toast = next(f for f in frames if f.startswith("event: toast") and acked in f)
+    assert "Acknowledged by link in the email at" in item and "/ack" not in item
+    assert "Acknowledged by link in the email" in toast and "/ack" not in toast
+    still = next(f for f in frames if f.startswith(f"id: {pending.rsplit('-', 1)[0]}"))
+    assert f'hx-post="/notifications/{pending}/ack"' in still

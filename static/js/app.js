@@ -82,6 +82,10 @@ document.addEventListener("htmx:afterRequest", (event) => {
       const action = item && item.isConnected && item.querySelector(ACTIONS);
       if (action) return action.focus();
     }
+    if (inPlace && inPlace.isConnected) {  // no action near (a toast's "Acknowledged by")
+      inPlace.tabIndex = -1;
+      inPlace.focus();
+    }
   }, htmx.config.defaultSettleDelay + 1);
 });
 
@@ -137,9 +141,18 @@ document.addEventListener("htmx:sseMessage", (event) => {
   const toasts = event.target;
   if (toasts.id !== "toasts") return;
   const newest = toasts.firstElementChild;
-  if (newest) setTimeout(() => newest.remove(), 8000);
+  if (newest) setTimeout(() => fade(newest), 8000);
   while (toasts.children.length > 4) toasts.lastElementChild.remove();
 });
+// A toast goes after 8 s, but not from under a keyboard user's focus: it waits for it to leave.
+function fade(toast) {
+  if (!toast.isConnected) return;
+  if (toast.contains(document.activeElement)) {
+    toast.addEventListener("focusout", () => setTimeout(() => fade(toast), 8000), { once: true });
+    return;
+  }
+  toast.remove();
+}
 // A notification already on the page (rendered with it, then replayed) is not added twice.
 document.addEventListener("htmx:sseBeforeMessage", (event) => {
   if (event.detail.type !== "notification") return;
@@ -278,6 +291,18 @@ async function resync() {
       leave(el);
     }
   });
+  // those still asking to be acknowledged: a few, each asked about on its own
+  for (const button of document.querySelectorAll('li.note button[hx-post$="/ack"]')) {
+    const nid = button.closest("li.note").dataset.nid;
+    try {
+      const answer = await fetch("/api/v1/notifications/" + encodeURIComponent(nid),
+        { credentials: "same-origin", headers: { Accept: "application/json" } });
+      const insist = answer.ok ? (await answer.json()).insist : null;
+      if (insist && insist.acknowledged_at) {
+        markAcked(nid, insist.acknowledged_by, insist.acknowledged_at);
+      }
+    } catch (_) { return; }
+  }
 }
 let feedOpened = false;
 document.addEventListener("htmx:sseOpen", (event) => {

@@ -55,11 +55,14 @@ class Feed:
             m.cache["insists"] = (m.data or {}).get("type") in self.insisting
         return m
 
-    def opening(self, replay):
-        """What was missed, oldest first, then the unread count."""
+    def opening(self, replay, ended=None):
+        """What was missed, oldest first, then the unread count. `ended`: {nid: escalation}
+        of replayed ones whose reminders have ended (acknowledged, say): shown as they stand."""
         out, toasts_from = [], len(replay) - TOASTS_ON_REPLAY
         for i, (eid, event, n) in enumerate(replay):
             message = self._mark(Message(event, n, None, eid))  # raw None: never published
+            if ended and n.get("id") in ended:
+                message.cache["esc"] = ended[n["id"]]
             out.append((event, eid, message))
             if event == "notification" and i >= toasts_from and n["status"] == "unread":
                 out.append(("toast", eid, message))  # one already read pops up nothing

@@ -58,6 +58,9 @@ class Renderer:
             return frame(event, json.dumps(m.data), m.id)
         insists = bool(m.cache.get("insists"))
         event_id = m.id if event == "notification" else None  # a toast is not replayed
+        esc = m.cache.get("esc")
+        if esc is not None:  # replayed, its reminders ended: as it stands, and not shared
+            return self._notification(event, message_item(m), False, event_id, esc)
         shape = _shape(m)
         if shape is None:
             return self._notification(event, message_item(m), insists, event_id)
@@ -71,12 +74,14 @@ class Renderer:
         shared = shared.replace(_ID_TOKEN_BYTES, m.cache["nid"])
         return f"id: {event_id}\n".encode() + shared if event_id else shared
 
-    def _notification(self, event, item, insists, event_id):
+    def _notification(self, event, item, insists, event_id, esc=None):
         if event == "toast":
+            acked = esc if esc is not None and esc.acked_at else None
             return frame("toast", self.toast.render(n=item, inbox_url=self.inbox_url,
-                                                    insists=insists))
-        html = self.item.render(n=item, inbox_url=self.inbox_url,
-                                insist={item["id"]: PENDING} if insists else None)
+                                                    insists=insists, acked=acked))
+        insist = {item["id"]: esc} if esc is not None else (
+            {item["id"]: PENDING} if insists else None)
+        html = self.item.render(n=item, inbox_url=self.inbox_url, insist=insist)
         return frame("notification", html, event_id)
 
     def unread(self, count):
@@ -117,14 +122,16 @@ class SseState:
     handed-off socket) use it.
     """
 
-    __slots__ = ("render", "feed")
+    __slots__ = ("render", "feed", "ended")
 
-    def __init__(self, render, unread, insisting=frozenset()):
+    def __init__(self, render, unread, insisting=frozenset(), ended=None):
         self.render, self.feed = render, Feed(unread, insisting)
+        self.ended = ended  # {nid: escalation}: replayed ones whose reminders ended
 
     def opening(self, replay):
         """The first bytes: reconnect delay, what was missed, then the unread count."""
-        return RETRY_FRAME + self._bytes(self.feed.opening(replay))
+        ended, self.ended = self.ended, None  # read once: the stream may live for hours
+        return RETRY_FRAME + self._bytes(self.feed.opening(replay, ended))
 
     def frames(self, batch):
         """Bytes for live messages, and a comment when the hub's beats say the stream is idle."""

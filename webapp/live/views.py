@@ -67,6 +67,22 @@ def _log_in_first():
     return Response("Log in to follow the live feed.\n", 401, mimetype="text/plain")
 
 
+def _ended(uid, replay, insisting):
+    """{nid: escalation} of the replayed notifications that insist whose reminders have ended
+    (acknowledged while this browser was away, say): their items and toasts say so, with no
+    Acknowledge button. None when the database cannot say (they show the button: it answers)."""
+    nids = [n["id"] for _, event, n in replay
+            if event == "notification" and n.get("type") in insisting]
+    if not nids:
+        return None
+    try:
+        return {nid: esc for nid, esc in insist.states(uid, nids).items() if esc.ended}
+    except SQL_FAULTS:
+        return None
+    finally:
+        db.session.remove()  # the stream lives for hours: its SQL connection goes back now
+
+
 @bp.get("/stream")
 def stream():
     if not current_user.is_authenticated:
@@ -85,7 +101,7 @@ def stream():
         if opened is None:
             return _log_in_first()
         _, stream, replay, unread = opened
-        state = SseState(render, unread, insisting)
+        state = SseState(render, unread, insisting, _ended(uid, replay, insisting))
         stream.start(state, state.opening(replay))
         return handoff.HandedOff()
     opened = _open(uid, last, lambda hub, symbols: fanout.Client(uid, symbols, credential=tag),
@@ -93,7 +109,8 @@ def stream():
     if opened is None:
         return _log_in_first()
     hub, client, replay, unread = opened
-    body = SseStream(hub, client, SseState(render, unread, insisting), replay)
+    state = SseState(render, unread, insisting, _ended(uid, replay, insisting))
+    body = SseStream(hub, client, state, replay)
     return Response(body, mimetype="text/event-stream", headers=HEADERS,
                     direct_passthrough=True)
 
