@@ -7,6 +7,7 @@ import re
 import socket
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 import http_ece
 import pytest
@@ -223,6 +224,16 @@ def test_push_does_not_follow_a_redirect(make_app, http_recorder):
     assert len(service.wait_for(1)) == 1 and inside.requests == []
     [row] = logs(app, notification_id=nid)
     assert row.status == "retrying" and "redirect" in row.error.lower(), row.error
+
+
+def test_an_email_gives_the_time_in_the_user_s_zone(app, tmp_path):
+    uid = make_user(app, "gil@example.com", timezone="Asia/Tokyo")
+    nid = send(app, user_id=uid)
+    run_jobs(app)
+    created = datetime.fromtimestamp(int(nid.split("-")[0]) / 1000, UTC)
+    eml = next((tmp_path / "instance" / "outbox").glob("*-email.eml")).read_text()
+    tokyo = created.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M JST")
+    assert tokyo in eml and created.strftime("%H:%M UTC") not in eml
 
 
 def test_unconfigured_providers_write_the_outbox(app, tmp_path):

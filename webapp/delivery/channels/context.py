@@ -7,15 +7,18 @@ from flask import current_app
 
 from webapp import clock
 from webapp.notify import types as notification_types
+from webapp.preferences import service as preferences
 
 
-def describe(notification):
-    """Template context shared by the channels."""
+def describe(notification, pref=None):
+    """Template context shared by the channels; times in the zone of `pref` (UTC without)."""
     kind = notification_types.get(notification["type"])
     created = clock.ms_to_datetime(notification["created_at"])
+    if pref is not None:
+        created = created.astimezone(preferences.zone(pref))
     return {"n": notification, "label": kind.label if kind else notification["type"],
             "critical": notification_types.is_critical(notification),
-            "created": created.strftime("%Y-%m-%d %H:%M UTC"),
+            "created": created.strftime("%Y-%m-%d %H:%M %Z"),
             "base_url": current_app.config["PUBLIC_URL"]}
 
 

@@ -24,7 +24,7 @@ def address(user, pref):
 
 def build(user, pref, notification):
     """The email for one notification."""
-    context = describe(notification)
+    context = describe(notification, pref)  # its time in the user's zone
     prefix = "[Critical] " if context["critical"] else ""
     subject = one_line(f"{prefix}{context['label']}: {notification['title']}")[:SUBJECT_MAX]
     # the same for the same email: sent again (a worker killed after the relay took it), a
