@@ -125,3 +125,39 @@ def test_two_tabs_keep_in_step_twice_in_a_row(live_site):
             _round(inbox_tab, feed_tab, live_site, uid, round_)
             _feed_away(inbox_tab, feed_tab, live_site, uid, round_)
         _both_done((inbox_tab, feed_tab), live_site)
+
+
+def test_a_feed_answered_with_retries_alone_asks_for_nothing_until_its_opening_comes(live_site):
+    """While Redis is away /stream answers a retry and no opening, every few seconds: the page
+    checks its items once the real opening comes, not on each of those."""
+    uid = live_site.user(EMAIL, PASSWORD)
+    _store(live_site, uid, "ORDER_EXECUTED", "bought 0.1 BTC")
+    with signed_in(live_site, EMAIL, "/notifications/") as page:
+        asked = []
+        page.on("request", lambda request: asked.append(request.url)
+                if "/api/v1/notifications" in request.url else None)
+        answered = []
+
+        def retry_only(route):
+            answered.append(1)
+            route.fulfill(status=200, content_type="text/event-stream", body="retry: 100\n\n")
+
+        page.route(STREAM, retry_only)
+        with redis.Redis.from_url(live_site.app.config["REDIS_URL"]) as r:
+            r.client_kill_filter(_type="pubsub")  # the open feed ends: the page comes again
+        assert _until(page, lambda: len(answered) > 3)
+        assert asked == []
+        page.unroute(STREAM)
+        assert _until(page, lambda: asked)
+        page.wait_for_timeout(300)
+        assert len(asked) == 1, asked
+        step_done(page, live_site)
+
+
+def _until(page, check):
+    """Until `check()`, letting the page's events in (a sleep would hold them)."""
+    for _ in range(WAIT_MS // 50):
+        if check():
+            return True
+        page.wait_for_timeout(50)
+    return check()

@@ -304,11 +304,19 @@ async function resync() {
     } catch (_) { return; }
   }
 }
-let feedOpened = false;
+// Once its opening came (it ends with the unread count): a stream that Redis's absence
+// answers with a retry alone opens too, every few seconds, and must not ask each time.
+let feedOpened = false, resyncDue = false;
+function onUnread() {
+  if (!resyncDue) return;
+  resyncDue = false;
+  resync();
+}
 document.addEventListener("htmx:sseOpen", (event) => {
   event.detail.source.addEventListener("tick", onTick);
   event.detail.source.addEventListener("changed", onChanged);
-  if (feedOpened) resync();
+  event.detail.source.addEventListener("unread", onUnread);
+  if (feedOpened) resyncDue = true;
   feedOpened = true;
 });
 
