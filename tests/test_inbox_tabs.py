@@ -20,6 +20,7 @@ from playwright.sync_api import expect  # noqa: E402
 from tests.journeys import PASSWORD, WAIT_MS, signed_in, step_done  # noqa: E402
 
 EMAIL = "two-tabs@example.com"
+ONE_TAB = "one-tab@example.com"
 STREAM = re.compile(r"/stream(\?|$)")  # the page's live feed
 
 
@@ -130,9 +131,9 @@ def test_two_tabs_keep_in_step_twice_in_a_row(live_site):
 def test_a_feed_answered_with_retries_alone_asks_for_nothing_until_its_opening_comes(live_site):
     """While Redis is away /stream answers a retry and no opening, every few seconds: the page
     checks its items once the real opening comes, not on each of those."""
-    uid = live_site.user(EMAIL, PASSWORD)
+    uid = live_site.user(ONE_TAB, PASSWORD)
     _store(live_site, uid, "ORDER_EXECUTED", "bought 0.1 BTC")
-    with signed_in(live_site, EMAIL, "/notifications/") as page:
+    with signed_in(live_site, ONE_TAB, "/notifications/") as page:
         asked = []
         page.on("request", lambda request: asked.append(request.url)
                 if "/api/v1/notifications" in request.url else None)
