@@ -232,7 +232,7 @@ def test_an_email_gives_the_time_in_the_user_s_zone(app, tmp_path):
     run_jobs(app)
     created = datetime.fromtimestamp(int(nid.split("-")[0]) / 1000, UTC)
     eml = next((tmp_path / "instance" / "outbox").glob("*-email.eml")).read_text()
-    tokyo = created.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M JST")
+    tokyo = created.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M JST (Asia/Tokyo)")
     assert tokyo in eml and created.strftime("%H:%M UTC") not in eml
 
 

@@ -102,6 +102,11 @@ def _feed_away(inbox_tab, feed_tab, site, uid, round_):
     feed_tab.wait_for_timeout(500)  # its feed stays away a moment: the changes are missed
     expect(feed_tab.locator(f"#n-{read}")).to_have_class(re.compile(r"\bunread\b"))
     feed_tab.unroute(STREAM)
+    # first the replayed toast, which fades in 8 s: as it stands, no button
+    toast = feed_tab.locator("#toasts .toast", has_text=f"{round_}: margin 95%")
+    expect(toast.locator(".toast-ack")).to_have_text(f"Acknowledged by {EMAIL} on the web",
+                                                     timeout=WAIT_MS)
+    expect(toast.get_by_role("button", name="Acknowledge")).to_have_count(0)
     expect(feed_tab.locator(f"#n-{gone}")).to_have_count(0, timeout=WAIT_MS)
     expect(feed_tab.locator(f"#n-{read}")).to_have_class(re.compile(r"\bread\b"))
     for nid in (shown, missed):  # checked on return; replayed as it stands
@@ -109,9 +114,6 @@ def _feed_away(inbox_tab, feed_tab, site, uid, round_):
         expect(item.locator(".note-ack")).to_contain_text(
             f"Acknowledged by {EMAIL} on the web at", timeout=WAIT_MS)
         expect(item.get_by_role("button", name="Acknowledge")).to_have_count(0)
-    toast = feed_tab.locator("#toasts .toast", has_text=f"{round_}: margin 95%")
-    expect(toast.locator(".toast-ack")).to_have_text(f"Acknowledged by {EMAIL} on the web")
-    expect(toast.get_by_role("button", name="Acknowledge")).to_have_count(0)
     _both_done((inbox_tab, feed_tab), site)
 
 

@@ -10,6 +10,7 @@ from webapp.core.breaker import Breaker
 from webapp.keys import LISTENER as STATUS_KEY
 from webapp.keys import SYMBOLS as SYMBOLS_KEY
 from worker.listener.connection import Listener
+from worker.listener.lag import Lag, status_field
 from worker.listener.lease import Lease
 from worker.listener.loglines import now_ms
 from worker.listener.pacing import Backoff, MessageBudget
@@ -222,16 +223,38 @@ def test_status_hash_tracks_the_connection_and_last_tick(r, feed, start):
 
 
 def test_status_hash_tracks_how_late_ticks_are_matched(r, feed, start):
-    """The lag is from a trade's time to its match, not the time since the last trade: a
-    trade a minute late reads a minute, the next one on time reads less, a quiet feed keeps
-    the last one's."""
+    """The lag is from a trade's time to its match, not the time since the last trade: on
+    time, a few ms; a trade a minute late reads a minute, and stays the worst in view."""
     r.hset(SYMBOLS_KEY, "ETHUSDT", 1)
     start()
     assert feed.wait_for_subscription("ethusdt@aggTrade")
+    feed.trade("ETHUSDT", 3399.0, ts_ms=now_ms())
+    assert eventually(lambda: r.hget(STATUS_KEY, "lag_ms") not in (None, ""))
+    assert int(r.hget(STATUS_KEY, "lag_ms")) < 60_000
     feed.trade("ETHUSDT", 3400.0, ts_ms=now_ms() - 60_000)
     assert eventually(lambda: int(r.hget(STATUS_KEY, "lag_ms") or 0) >= 60_000)
-    feed.trade("ETHUSDT", 3401.0, ts_ms=now_ms())
-    assert eventually(lambda: 0 <= int(r.hget(STATUS_KEY, "lag_ms")) < 60_000)
+    on_time = now_ms()
+    feed.trade("ETHUSDT", 3401.0, ts_ms=on_time)
+    assert eventually(lambda: r.hget(STATUS_KEY, "last_tick_ms") == str(on_time))
+    assert int(r.hget(STATUS_KEY, "lag_ms")) >= 60_000
+
+
+def test_the_lag_is_the_worst_of_this_minute_and_the_last_then_none_when_quiet():
+    now = [0.0]
+    lag = Lag(window_s=60, clock=lambda: now[0])
+    assert lag.worst_ms() is None
+    lag.note(60_000)
+    lag.note(5)
+    assert lag.worst_ms() == 60_000
+    now[0] = 61
+    lag.note(3)
+    assert lag.worst_ms() == 60_000  # the minute before is still in view
+    now[0] = 122
+    assert lag.worst_ms() == 3
+    now[0] = 300  # two minutes and more with nothing matched
+    assert lag.worst_ms() is None
+    assert status_field([None, None]) == {"lag_ms": ""}
+    assert status_field([None, 7, 3]) == {"lag_ms": 7}
 
 
 def test_a_second_lease_holder_waits_until_the_first_lets_go(r, events):

@@ -148,7 +148,7 @@ document.addEventListener("htmx:sseMessage", (event) => {
 function fade(toast) {
   if (!toast.isConnected) return;
   if (toast.contains(document.activeElement)) {
-    toast.addEventListener("focusout", () => setTimeout(() => fade(toast), 8000), { once: true });
+    setTimeout(() => fade(toast), 2000);  // looked at again, until the focus has gone
     return;
   }
   toast.remove();
@@ -269,19 +269,19 @@ function onChanged(event) {
 }
 // A feed back after a gap missed what changed meanwhile (its replay brings only what is new):
 // the items shown are checked against the inbox's newest, read or gone as they are there.
-const RESYNC_LIMIT = 100;
+const RESYNC_LIMIT = 100, ACKS_CHECKED = 20;
+const ASKED = { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } };
 async function resync() {
   const shown = [...document.querySelectorAll("li.note[data-nid]")];
   if (!shown.length) return;
-  let items;
+  let items, whole;
   try {
-    const answer = await fetch("/api/v1/notifications?limit=" + RESYNC_LIMIT,
-      { credentials: "same-origin", headers: { Accept: "application/json" } });
+    const answer = await fetch("/api/v1/notifications?limit=" + RESYNC_LIMIT, ASKED);
     if (!answer.ok) return;
     items = await answer.json();
+    whole = !answer.headers.get("X-Next-Cursor");  // else what is older than the last is unknown
   } catch (_) { return; }
   const byId = new Map(items.map((n) => [n.id, n]));
-  const whole = items.length < RESYNC_LIMIT;  // else what is older than the last is unknown
   const oldest = items.length ? items[items.length - 1].id : null;
   shown.forEach((el) => {
     const found = byId.get(el.dataset.nid);
@@ -291,26 +291,28 @@ async function resync() {
       leave(el);
     }
   });
-  // those still asking to be acknowledged: a few, each asked about on its own
-  for (const button of document.querySelectorAll('li.note button[hx-post$="/ack"]')) {
+  // those still asking to be acknowledged, the newest few, one at a time
+  const pending = [...document.querySelectorAll('li.note button[hx-post$="/ack"]')];
+  for (const button of pending.slice(0, ACKS_CHECKED)) {
     const nid = button.closest("li.note").dataset.nid;
     try {
-      const answer = await fetch("/api/v1/notifications/" + encodeURIComponent(nid),
-        { credentials: "same-origin", headers: { Accept: "application/json" } });
+      const answer = await fetch("/api/v1/notifications/" + encodeURIComponent(nid), ASKED);
       const insist = answer.ok ? (await answer.json()).insist : null;
       if (insist && insist.acknowledged_at) {
-        markAcked(nid, insist.acknowledged_by, insist.acknowledged_at);
+        markAcked(nid, insist.acknowledged_by || "someone", insist.acknowledged_at);
       }
     } catch (_) { return; }
   }
 }
 // Once its opening came (it ends with the unread count): a stream that Redis's absence
 // answers with a retry alone opens too, every few seconds, and must not ask each time.
-let feedOpened = false, resyncDue = false;
+// Spread over a second: every tab of every user comes back at once after an outage.
+let feedOpened = false, resyncDue = false, resyncing = false;
 function onUnread() {
-  if (!resyncDue) return;
+  if (!resyncDue || resyncing) return;
   resyncDue = false;
-  resync();
+  resyncing = true;
+  setTimeout(() => resync().finally(() => { resyncing = false; }), Math.random() * 1000);
 }
 document.addEventListener("htmx:sseOpen", (event) => {
   event.detail.source.addEventListener("tick", onTick);

@@ -10,6 +10,7 @@ import threading
 from flask import Blueprint, Response, current_app, g, request, url_for
 from flask_login import current_user
 from simple_websocket import ConnectionClosed
+from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.accounts import service as accounts
 from webapp.accounts import sessions
@@ -77,7 +78,7 @@ def _ended(uid, replay, insisting):
         return None
     try:
         return {nid: esc for nid, esc in insist.states(uid, nids).items() if esc.ended}
-    except SQL_FAULTS:
+    except SQLAlchemyError:  # any: the stream is attached already, and must not be left so
         return None
     finally:
         db.session.remove()  # the stream lives for hours: its SQL connection goes back now

@@ -24,6 +24,7 @@ from webapp.core import logs, metrics
 from webapp.exceptions import TicksNotMatched
 from worker import packed
 from worker.listener import heldticks, messages
+from worker.listener.lag import Lag, status_field
 from worker.listener.loglines import logline, now_ms
 from worker.listener.pacing import DEFAULT_CONTROL_PER_S, AttemptBudget, Backoff, MessageBudget
 from worker.listener.readahead import Frames
@@ -75,9 +76,8 @@ class Listener:
         self.opened_at = self.last_rx = self.replace_at = self.probed_at = 0.0
         self.working = False  # this connection has received a frame
         self.last_tick_ms = 0
-        # how late the last batch of ticks was matched: from its oldest trade's time to the
-        # match done (Binance's clock against ours: a few ms either way). A backlog shows here.
-        self.lag_ms = None
+        # how late ticks are matched (Binance's clock against ours: a few ms either way)
+        self.lag = Lag()
         self._ticks = []  # read, not yet matched
         self._why_ahead = None  # the connection's end, met reading ahead
         self.frames = None  # the connection's frames (readahead.py)
@@ -289,7 +289,7 @@ class Listener:
         if ticks and not self.gate.down:
             try:
                 heldticks.match_ticks(self.handler, ticks)
-                self.lag_ms = max(0, now_ms() - min(tick[3] for tick in ticks))
+                self.lag.note(max(0, now_ms() - min(tick[3] for tick in ticks)))
                 ticks = []
             except TicksNotMatched as exc:
                 self.gate.failed(exc.__cause__ or exc)
@@ -384,13 +384,13 @@ class Listener:
             return
         if not self.gate.retry_due():
             return
-        held, oldest = self.held.count, self.held.oldest_ms()
+        held, first = self.held.count, self.held.first_ms
         try:
             applied = self.held.flush(self._apply)
             if not applied:
                 self.redis.ping()
-            if oldest is not None:  # matched late by the outage: its backlog shows
-                self.lag_ms = max(0, now_ms() - oldest)
+            if first is not None:  # matched late by the outage
+                self.lag.note(max(0, now_ms() - first))
             self._beat()
         except redis.RedisError:
             return  # still down: said once already
@@ -413,7 +413,7 @@ class Listener:
         if self.status_key:
             self.redis.hset(self.status_key, mapping={
                 "state": self.state, "heartbeat": now_ms(), "last_tick_ms": self.last_tick_ms,
-                "streams": self.streams, **lag_field([self.lag_ms])})
+                "streams": self.streams, **status_field([self.lag.worst_ms()])})
 
     @property
     def streams(self):
@@ -427,8 +427,3 @@ class Listener:
             self.gate.call(lambda: self.redis.hset(
                 self.status_key, mapping={"state": state, "heartbeat": now_ms(), **fields}))
 
-
-def lag_field(lags):
-    """The status hash's `lag_ms`: the worst of the connections' last lags, once any matched."""
-    known = [lag for lag in lags if lag is not None]
-    return {"lag_ms": max(known)} if known else {}

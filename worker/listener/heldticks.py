@@ -44,6 +44,7 @@ class HeldTicks:
     def __init__(self):
         self._held = {}  # (kind, symbol) -> ticks still to apply, (ts_ms, seq, value), in order
         self.count = 0  # ticks held since the last complete flush
+        self.first_ms = None  # the earliest time held since then (some ticks are let go)
 
     def __len__(self):
         return sum(len(ticks) for ticks in self._held.values())
@@ -56,10 +57,8 @@ class HeldTicks:
         high = max(ticks, key=lambda t: (t[2], -t[0], -t[1]))
         self._held[(kind, symbol)] = sorted({low, high, tick})
         self.count += 1
-
-    def oldest_ms(self):
-        """The earliest time held, or None."""
-        return min((ticks[0][0] for ticks in self._held.values() if ticks), default=None)
+        if self.first_ms is None or ts_ms < self.first_ms:
+            self.first_ms = ts_ms
 
     def flush(self, apply):
         """Call apply(kind, symbol, value, ts_ms, seq) for each tick in time order.
@@ -76,7 +75,7 @@ class HeldTicks:
                 ticks.pop(0)
                 applied += 1
             del self._held[key]
-        self.count = 0
+        self.count, self.first_ms = 0, None
         return applied
 
 

@@ -17,7 +17,8 @@ import redis
 
 from webapp import keys
 from webapp.core import logs
-from worker.listener.connection import Listener, lag_field
+from worker.listener.connection import Listener
+from worker.listener.lag import status_field
 from worker.listener.loglines import logline, now_ms
 from worker.listener.pacing import AttemptBudget, Backoff
 from worker.listener.subscriptions import wanted_symbols
@@ -160,7 +161,7 @@ class ListenerPool:
         status = {"state": state, "connections": sum(lis.state == "connected" for lis in listeners),
                   "last_tick_ms": self.last_tick_ms,
                   "streams": sum(listener.streams for listener in listeners),
-                  **lag_field([listener.lag_ms for listener in listeners]),
+                  **status_field([listener.lag.worst_ms() for listener in listeners]),
                   "connected_at": max([0] + [lis.status.get("connected_at", 0)
                                              for lis in listeners])}
         errors = [lis.status.get("last_error") for lis in listeners if lis.state != "connected"]

@@ -14,11 +14,13 @@ def describe(notification, pref=None):
     """Template context shared by the channels; times in the zone of `pref` (UTC without)."""
     kind = notification_types.get(notification["type"])
     created = clock.ms_to_datetime(notification["created_at"])
-    if pref is not None:
-        created = created.astimezone(preferences.zone(pref))
+    zone = preferences.zone(pref) if pref is not None else None
+    shown = created.strftime("%Y-%m-%d %H:%M UTC")
+    if zone is not None and zone.key != "UTC":  # "+04" or "IST" alone could be anywhere
+        shown = created.astimezone(zone).strftime(f"%Y-%m-%d %H:%M %Z ({zone.key})")
     return {"n": notification, "label": kind.label if kind else notification["type"],
             "critical": notification_types.is_critical(notification),
-            "created": created.strftime("%Y-%m-%d %H:%M %Z"),
+            "created": shown,
             "base_url": current_app.config["PUBLIC_URL"]}
 
 
