@@ -14,7 +14,8 @@ demo: $(VENV)/.runtime
 	@$(BIN)/flask db upgrade
 	@$(BIN)/python -m devtools.launch --demo
 
-# a Redis Cluster on loopback for trying REDIS_CLUSTER_NODES (README); ARGS="--dir D" keeps it
+# a Redis Cluster on loopback for trying REDIS_CLUSTER_NODES (README); ARGS="--dir D" keeps
+# its files, ARGS="--port 7001" puts it on 7001-7006
 cluster: $(VENV)/.runtime
 	$(BIN)/python -m devtools.rediscluster $(ARGS)
 
