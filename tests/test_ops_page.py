@@ -155,7 +155,7 @@ def test_success_rates_per_channel_over_the_hour_and_the_day(app, admin):
     assert slots.index(filled[0]) in (9, 10)  # 10 minutes ago: the third or second slot back
     page = admin.get("/admin/ops").get_data(as_text=True)
     assert "75% of 4" in page and "37.5% of 8" in page
-    assert 'aria-label="email: 75% of 4 delivered over the last hour, per 5 minutes"' in page
+    assert 'aria-label="email: 75% delivered of 4 tried over the last hour, per 5 minutes"' in page
     # the slot where all 4 failed: a full red bar, not the thin mark of a slot with nothing
     assert 'class="rate-bad" x="' in page and 'y="0" width="8" height="42.0"' in page
 
@@ -207,7 +207,7 @@ def test_one_failure_in_hundreds_never_reads_as_every_one_delivered(app, admin, 
     assert "0.1% of 10000" in page  # one of ten thousand went: not 0 %
     assert "email          99.7% of 395" in runner.invoke(args=["status"]).output
     assert [rates.percent(r) for r in (1.0, 0.0, 0.99999, 0.5, None)] == [
-        "100%", "0%", "99.9%", "50%", "nothing finished"]
+        "100%", "0%", "99.9%", "50%", "nothing tried"]
 
 
 def test_a_failed_job_is_listed_and_retried_through_the_page(app, admin):

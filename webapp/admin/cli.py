@@ -24,7 +24,7 @@ def _lag(ms):
 
 def _rate(line):
     if line["rate"] is None:
-        return "nothing finished"
+        return "nothing tried"
     return f"{rates.percent(line['rate'])} of {line['finished']}"
 
 

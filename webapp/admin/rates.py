@@ -65,7 +65,7 @@ def channel_group(channel):
 
 def success_rates(window, now=None, also=()):
     """{channel: [{start, ok, failed, rate}] one per slot, oldest first}; rate is None in a
-    slot where nothing finished. Built-in channels are always listed, and those in `also`."""
+    slot where nothing was tried. Built-in channels are always listed, and those in `also`."""
     start = _start(window, now or clock.utcnow())
     size = int(window.slot.total_seconds())
     slot = (_seconds(DeliveryLog.updated_at) - int((start - EPOCH).total_seconds())) // size
@@ -101,7 +101,7 @@ def percent(rate):
     """A success rate as an operator reads it: 100 % only when nothing failed and 0 % only when
     nothing went (1 failure in 395 is 99.7 %, not a rounded 100 %)."""
     if rate is None:
-        return "nothing finished"
+        return "nothing tried"
     shown = rate * 100
     if 0 < rate < 1:
         shown = min(max(shown, 0.1), 99.9)

@@ -281,7 +281,9 @@ def _schemas():
             "strategy_id": _nullable("string"), "order_id": _nullable("string"),
             "data": {"type": "object"}, "insist": {**_nullable("object"), "description": (
                 "GET /notifications/{nid} only: null, or for one that insists "
-                "{rounds, max_rounds, next_at, ended, acknowledged_at, acknowledged_by}")}}},
+                "{rounds, max_rounds, next_at, ended, acknowledged_at, acknowledged_by}; ended "
+                "is null while it insists, else acknowledged, exhausted, expired, deleted or "
+                "switched_off (its type no longer insists for you)")}}},
         "Acknowledgement": {"type": "object", "properties": {
             "id": s, "acknowledged_at": {"type": "string", "format": "date-time"},
             "acknowledged_by": s, "rounds": {**i, "description": "reminders sent before it"}}},

@@ -52,10 +52,10 @@ def _symbol(value):
 
 
 def _when(value):
-    """A trade's (or a ticker's) time in ms, refused when an hour or more ahead of ours."""
+    """A trade's (or a ticker's) time in ms, refused when more than an hour ahead of ours."""
     ts_ms = int(value)
     if ts_ms - time.time() * 1000 > MAX_AHEAD_MS:
-        raise ValueError(f"a time {ts_ms} an hour or more ahead of this clock")
+        raise ValueError(f"a time {ts_ms} more than an hour ahead of this clock")
     return ts_ms
 
 
