@@ -1,6 +1,7 @@
 """Shared set-up for the live-feed benchmarks: Redis, users and cookies, gunicorn, SSE clients."""
 
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -199,6 +200,11 @@ class ForkedReader:
     sockets (while a thread publishes) adds hundreds of milliseconds to the last reads. The
     child inherits the sockets, waits on them with one epoll and only looks for the marker;
     perf_counter is the system-wide monotonic clock, so its times compare with ours.
+
+    The parent's heap (10k clients) is frozen out of the garbage collector across the fork:
+    otherwise its first collection afterwards walks every object, each page it touches is
+    copied, and the publisher stalls for 100-150 ms before its first chunk is out. That
+    stall is the bench's own (a listener forks nothing) and was most of the measured p99.
     """
 
     def __init__(self, clients, marker, timeout=120):
@@ -207,6 +213,8 @@ class ForkedReader:
         socks = [(c.uid, c.writer.get_extra_info("socket").fileno(), c.tail) for c in clients]
         ready_r, ready_w = os.pipe()
         self.out, out_w = os.pipe()
+        gc.collect()
+        gc.freeze()
         self.pid = os.fork()
         if self.pid == 0:  # pragma: no cover - the child
             os.close(ready_r)
@@ -227,6 +235,7 @@ class ForkedReader:
         with os.fdopen(self.out, "rb") as out:
             data = out.read()
         os.waitpid(self.pid, 0)
+        gc.unfreeze()
         return {int(uid): t for uid, t in json.loads(data or b"{}").items()}
 
 
