@@ -17,7 +17,7 @@ skip_without_chromium()
 
 from playwright.sync_api import expect  # noqa: E402
 
-from tests.journeys import PASSWORD, WAIT_MS, signed_in, step_done  # noqa: E402
+from tests.journeys import PASSWORD, WAIT_MS, signed_in, sound, step_done  # noqa: E402
 
 EMAIL = "two-tabs@example.com"
 ONE_TAB = "one-tab@example.com"
@@ -164,3 +164,33 @@ def _until(page, check):
             return True
         page.wait_for_timeout(50)
     return check()
+
+
+def test_an_item_deleted_where_the_page_did_not_hear_goes_when_used(live_site):
+    """A page whose feed missed a deletion (another tab, the API) still shows the item: its
+    Delete then just takes it away, and Mark read or Acknowledge take it away saying why,
+    not an error box beside an item that stays. Twice in a row, without a reload."""
+    uid = live_site.user(ONE_TAB, PASSWORD)
+    rounds = [{button: _store(live_site, uid, ntype, f"{round_}: {title}")
+               for button, ntype, title in (("Delete", "ORDER_EXECUTED", "bought 1 ETH"),
+                                            ("Mark read", "ORDER_EXECUTED", "sold 1 ETH"),
+                                            ("Acknowledge", "RISK_LIMIT_BREACHED", "margin 92%"))}
+              for round_ in ("first", "second")]
+    with signed_in(live_site, ONE_TAB, "/notifications/") as page:
+        page.route(STREAM, lambda route: route.abort())  # deaf: no `changed` reaches it
+        page.goto(live_site.url + "/notifications/")
+        page.evaluate("window.__sameDocument = true")
+        for done, nids in enumerate(rounds, start=1):
+            for nid in nids.values():
+                expect(page.locator(f"#n-{nid}")).to_be_visible()
+            with live_site.app.app_context():
+                for nid in nids.values():
+                    inbox.delete(uid, nid)
+            for button, nid in nids.items():
+                page.locator(f"#n-{nid}").get_by_role("button", name=button).click()
+                expect(page.locator(f"#n-{nid}")).to_have_count(0, timeout=WAIT_MS)
+            errors = page.locator("#flashes .flash-error")
+            expect(errors).to_have_count(2 * done)
+            expect(errors).to_have_text(
+                ["That notification was deleted meanwhile, perhaps in another tab."] * 2 * done)
+            sound(page)

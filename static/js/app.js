@@ -102,6 +102,14 @@ document.addEventListener("htmx:responseError", (event) => {
   if (elt instanceof HTMLInputElement && elt.type === "checkbox") elt.checked = !elt.checked;
   let message = "Something went wrong (" + xhr.status + ").";
   try { message = JSON.parse(xhr.responseText).detail || message; } catch (_) { /* not JSON */ }
+  const item = event.detail.target;
+  if (xhr.status === 404 && item instanceof Element && item.matches("li.note[data-nid]")) {
+    // deleted meanwhile (another tab whose news this page missed, the API): shown gone; a
+    // Delete has then done what was asked, anything else says why the item went
+    leave(item);
+    if (/\/delete$/.test(event.detail.pathInfo.requestPath)) return;
+    message = "That notification was deleted meanwhile, perhaps in another tab.";
+  }
   const banner = document.getElementById("status-banner");
   if (banner && (elt === banner || event.detail.target === banner)) {
     // The banner's own poll failing is the news: said once, in the banner, until a poll
