@@ -21,6 +21,7 @@ from tests.journeys import PASSWORD, WAIT_MS, signed_in, sound, step_done  # noq
 
 EMAIL = "two-tabs@example.com"
 ONE_TAB = "one-tab@example.com"
+DEAF_TAB = "deaf-tab@example.com"
 STREAM = re.compile(r"/stream(\?|$)")  # the page's live feed
 
 
@@ -170,13 +171,13 @@ def test_an_item_deleted_where_the_page_did_not_hear_goes_when_used(live_site):
     """A page whose feed missed a deletion (another tab, the API) still shows the item: its
     Delete then just takes it away, and Mark read or Acknowledge take it away saying why,
     not an error box beside an item that stays. Twice in a row, without a reload."""
-    uid = live_site.user(ONE_TAB, PASSWORD)
+    uid = live_site.user(DEAF_TAB, PASSWORD)
     rounds = [{button: _store(live_site, uid, ntype, f"{round_}: {title}")
                for button, ntype, title in (("Delete", "ORDER_EXECUTED", "bought 1 ETH"),
                                             ("Mark read", "ORDER_EXECUTED", "sold 1 ETH"),
                                             ("Acknowledge", "RISK_LIMIT_BREACHED", "margin 92%"))}
               for round_ in ("first", "second")]
-    with signed_in(live_site, ONE_TAB, "/notifications/") as page:
+    with signed_in(live_site, DEAF_TAB, "/notifications/") as page:
         page.route(STREAM, lambda route: route.abort())  # deaf: no `changed` reaches it
         page.goto(live_site.url + "/notifications/")
         page.evaluate("window.__sameDocument = true")
