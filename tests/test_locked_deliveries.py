@@ -133,11 +133,12 @@ def test_a_send_whose_worker_died_goes_out_within_a_minute_not_ten(make_app, smt
         assert sweep() == 1
         db.session.expire_all()
         row = db.session.get(DeliveryLog, row_id)
-        assert (row.status, row.error) == ("retrying", "worker stopped mid-send")
+        assert (row.status, row.error, row.attempts) == ("retrying", "worker stopped mid-send", 1)
     run_jobs(app)
     assert len(smtp_server.wait_for(1)) == 1
-    with app.app_context():
-        assert db.session.get(DeliveryLog, row_id).status == "sent"
+    with app.app_context():  # the killed worker's attempt, then the one that sent it
+        assert (db.session.get(DeliveryLog, row_id).status,
+                db.session.get(DeliveryLog, row_id).attempts) == ("sent", 2)
 
 
 class RedisKillingMailbox(Mailbox):
@@ -294,3 +295,34 @@ def test_a_delivery_job_failing_for_good_on_a_lock_is_one_warning(make_app, capl
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert any(getattr(r, "event", None) == "job_waits_for_database"
                and r.job_id == f"delivery-{row_id}" for r in caplog.records)
+
+
+def test_a_send_that_stops_its_worker_on_the_last_attempt_fails_for_good(make_app,
+                                                                         smtp_server):
+    """The sweep counts the attempt a stopped worker began: on the last one the row fails,
+    why said, and is queued no more (a message that kills every worker it reaches)."""
+    app = make_app(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port, SMTP_TLS="none",
+                   DELIVERY_MAX_ATTEMPTS=3)
+    uid = make_user(app, "poison@example.com", delivery_email="desk@example.com")
+    with app.app_context():
+        router.route({"user_id": uid, "type": "RISK_VIOLATION", "title": "Limit breached",
+                      "message": "leverage"})
+        for name in slowsteps.QUEUES:
+            slowsteps.drain(name)
+        for name in QUEUES:
+            get_queue(name).empty()
+        [row_id] = db.session.scalars(db.select(DeliveryLog.id).where(DeliveryLog.user_id == uid))
+        long_after = clock.utcnow() + STALE_SENDING * 2
+        for attempts, status in ((1, "retrying"), (2, "retrying"), (3, "failed")):
+            db.session.execute(db.update(DeliveryLog).where(DeliveryLog.id == row_id)
+                               .values(status="sending", updated_at=clock.utcnow()))
+            db.session.commit()  # claimed, and the worker stopped before it said how it went
+            queued = sweep(now=long_after)
+            for name in QUEUES:
+                get_queue(name).empty()
+            db.session.expire_all()
+            row = db.session.get(DeliveryLog, row_id)
+            assert (row.status, row.attempts, queued) == (status, attempts, int(status != "failed"))
+        assert row.error == "worker stopped mid-send, on its last attempt"
+        assert row.next_attempt_at is None
+        assert sweep(now=long_after) == 0

@@ -2,6 +2,7 @@
 
 from itertools import groupby
 
+from flask import current_app
 from sqlalchemy import select, update
 
 from webapp import clock, keys
@@ -10,6 +11,7 @@ from webapp.core.queues import enqueue, forget_failures, waiting
 from webapp.delivery import plan
 from webapp.delivery.dispatch import (
     DEAD_SENDER,
+    DEFAULT_MAX_ATTEMPTS,
     LOST_QUEUED,
     SEND_RETRIES,
     STALE_SENDING,
@@ -31,12 +33,18 @@ def sweep(now=None):
     now = now or clock.utcnow()
     released = release_held(now)
     stopped = dead_senders(now)
-    db.session.execute(
-        update(DeliveryLog)
-        .where(DeliveryLog.status == DeliveryStatus.SENDING,
-               (DeliveryLog.updated_at < now - STALE_SENDING) | DeliveryLog.id.in_(stopped))
-        .values(status=DeliveryStatus.RETRYING, next_attempt_at=now,
-                error="worker stopped mid-send"))
+    stale = ((DeliveryLog.status == DeliveryStatus.SENDING)
+             & ((DeliveryLog.updated_at < now - STALE_SENDING) | DeliveryLog.id.in_(stopped)))
+    # The attempt the stopped worker began counts: its own count died with it, and a message
+    # that stops every worker it reaches must still run out of attempts.
+    last = DeliveryLog.attempts + 1 >= current_app.config.get("DELIVERY_MAX_ATTEMPTS",
+                                                              DEFAULT_MAX_ATTEMPTS)
+    db.session.execute(update(DeliveryLog).where(stale, last).values(
+        status=DeliveryStatus.FAILED, next_attempt_at=None, attempts=DeliveryLog.attempts + 1,
+        error="worker stopped mid-send, on its last attempt"))
+    db.session.execute(update(DeliveryLog).where(stale).values(
+        status=DeliveryStatus.RETRYING, next_attempt_at=now, attempts=DeliveryLog.attempts + 1,
+        error="worker stopped mid-send"))
     lost = db.session.scalars(select(DeliveryLog.id).where(
         DeliveryLog.status == DeliveryStatus.QUEUED, DeliveryLog.updated_at < now - LOST_QUEUED)
         .limit(DEFAULT_LIMIT)).all()
