@@ -1,6 +1,7 @@
 """A process starting after every node REDIS_CLUSTER_NODES names has failed over: it finds the
 cluster through the nodes seen last (kept on REDIS_URL), not a crash loop (a drill's
-listener, restarted once both named masters were replicas elsewhere)."""
+listener, restarted once both named masters were replicas elsewhere), and only if it is the
+cluster they were seen in."""
 
 import socket
 import threading
@@ -63,7 +64,9 @@ def test_a_process_finds_the_cluster_through_the_nodes_seen_last(named, redis_cl
     seen = keys.cluster_seen(f"127.0.0.1:{named.port}")
     first = data_redis(config)
     assert is_cluster(first) and first.ping()
-    assert sorted(r.get(seen).split(",")) == sorted(redis_cluster.nodes)
+    ids = {address: node["node_id"] for address, node in first.cluster_nodes().items()}
+    kept = dict(entry.split("=") for entry in r.get(seen).split(","))
+    assert kept == ids and sorted(kept) == sorted(redis_cluster.nodes)
     assert 0 < r.ttl(seen) <= 30 * 24 * 3600
     first.close()
 
@@ -73,6 +76,12 @@ def test_a_process_finds_the_cluster_through_the_nodes_seen_last(named, redis_cl
     assert later.get("seen-probe") == "here"
     later.delete("seen-probe")
     later.close()
+
+    # the addresses seen now serve another cluster (reused IPs): its node ids are not those
+    r.set(seen, ",".join(f"{address}={'f' * 40}" for address in ids))
+    with pytest.raises(redis.ConnectionError,
+                       match="no node answers, and those seen last serve another cluster now"):
+        data_redis(config)
 
     r.delete(seen)  # nothing seen: unreachable, naming what was tried
     with pytest.raises(redis.ConnectionError, match=f"no node answers .127.0.0.1:{named.port}"):

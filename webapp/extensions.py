@@ -66,17 +66,7 @@ def data_redis(config, max_connections=REDIS_POOL_SIZE, **options):
         try:
             client = connect(nodes)
         except redis.exceptions.RedisClusterException as error:
-            # the nodes named may all have failed over to others: those seen last (alone:
-            # each named node down would cost its connect timeout again)
-            seen = [node for node in cluster_nodes_seen(config) if node not in nodes]
-            try:
-                client = connect(seen) if seen else None
-            except redis.exceptions.RedisClusterException:
-                client = None
-            if client is None:
-                tried = ", ".join(f"{h}:{p}" for h, p in (*nodes, *seen))
-                raise redis.ConnectionError(
-                    f"Redis Cluster unreachable: no node answers ({tried})") from error
+            client = _through_seen(config, nodes, connect, error)
         remember_cluster_nodes(config, client)
         return client
     pool = redis.BlockingConnectionPool.from_url(
@@ -103,17 +93,17 @@ def _seen_key(config):
 
 
 def remember_cluster_nodes(config, client):
-    """Keep every node `client` found (best effort: REDIS_URL away, nothing is kept)."""
+    """Keep every node `client` found, with its node id (best effort: REDIS_URL away, or the
+    nodes unreadable, what was seen before stays)."""
     if not config.get("REDIS_URL"):
         return
     try:  # replicas too (get_nodes() holds the masters): they are the ones that take over
-        found = sorted(address for address, node in client.cluster_nodes().items()
-                       if address.rpartition(":")[0] and "fail" not in node.get("flags", ""))
-    except redis.RedisError:
-        found = sorted(f"{node.host}:{node.port}" for node in client.get_nodes())
-    if not found:  # a node that knows no address: keep what was seen before
-        return
-    try:
+        found = sorted(f"{address}={node['node_id']}"
+                       for address, node in client.cluster_nodes().items()
+                       if address.rpartition(":")[0] and node.get("node_id")
+                       and "fail" not in node.get("flags", ""))
+        if not found:  # a node that knows no address
+            return
         with _control(config) as control:
             control.set(_seen_key(config), ",".join(found), ex=SEEN_TTL_S)
     except redis.RedisError:
@@ -121,20 +111,49 @@ def remember_cluster_nodes(config, client):
 
 
 def cluster_nodes_seen(config):
-    """[(host, port)] of the cluster as a process last found it; [] when unknown."""
+    """{(host, port): node id} of the cluster as a process last found it; {} when unknown."""
     if not config.get("REDIS_URL"):
-        return []
+        return {}
     try:
         with _control(config) as control:
             text = control.get(_seen_key(config)) or ""
     except redis.RedisError:
-        return []
-    found = []
+        return {}
+    found = {}
     for entry in filter(None, text.split(",")):
-        host, _, port = entry.rpartition(":")
-        if host and port.isdigit():
-            found.append((host, int(port)))
+        address, _, node_id = entry.partition("=")
+        host, _, port = address.rpartition(":")
+        if host and port.isdigit() and node_id:
+            found[(host, int(port))] = node_id
     return found
+
+
+def _through_seen(config, nodes, connect, error):
+    """The nodes named may all have failed over to others: the cluster through those seen
+    last (alone: each named node down would cost its connect timeout again), if it is the
+    one they were seen in."""
+    seen = {node: nid for node, nid in cluster_nodes_seen(config).items() if node not in nodes}
+    why = "no node answers"
+    try:
+        client = connect(list(seen)) if seen else None
+    except redis.exceptions.RedisClusterException:
+        client = None
+    if client is not None and not _same_cluster(client, set(seen.values())):
+        client.close()
+        client, why = None, "no node answers, and those seen last serve another cluster now"
+    if client is None:
+        tried = ", ".join(f"{h}:{p}" for h, p in (*nodes, *seen))
+        raise redis.ConnectionError(f"Redis Cluster unreachable: {why} ({tried})") from error
+    return client
+
+
+def _same_cluster(client, node_ids):
+    """Whether the cluster `client` reached holds a node of those seen (by id, which an
+    address reused by another cluster does not keep)."""
+    try:
+        return bool(node_ids & {node.get("node_id") for node in client.cluster_nodes().values()})
+    except redis.RedisError:
+        return False
 
 
 class DataCluster(redis.RedisCluster):
