@@ -29,7 +29,7 @@ def create_app(config=None):
 
     from webapp import errors, extensions, models  # noqa: F401  (models register tables)
     from webapp.accounts import sessions
-    from webapp.core import database, logs
+    from webapp.core import database, headers, logs
     from webapp.destinations import service as destinations
 
     database.init_app(app)  # binds extensions.db, with the backend's engine options
@@ -42,6 +42,7 @@ def create_app(config=None):
     extensions.sock.init_app(app)
     extensions.init_redis(app)
     errors.init_app(app)
+    headers.init_app(app)
     destinations.init_app(app)
     _register_blueprints(app)
     _register_commands(app)

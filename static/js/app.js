@@ -89,6 +89,13 @@ document.addEventListener("htmx:afterRequest", (event) => {
   }, htmx.config.defaultSettleDelay + 1);
 });
 
+// A form that adds to a list (a strategy followed) is emptied once the list has it.
+document.addEventListener("htmx:afterRequest", (event) => {
+  const form = event.detail.elt;
+  if (form instanceof HTMLFormElement && form.hasAttribute("data-reset-when-done")
+      && event.detail.xhr.status < 300) form.reset();  // a refusal (422) is shown, kept
+});
+
 // The phone menu: a real button, so keyboards and screen readers reach it.
 document.addEventListener("click", (event) => {
   const burger = event.target.closest(".nav-burger");
