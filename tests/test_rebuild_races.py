@@ -115,3 +115,35 @@ def test_settling_stops_at_its_time_budget_and_leaves_the_rest_to_the_slow_path(
     assert slowpath.settle(budget_s=0) == slowpath.DEFAULT_COUNT  # one round, then out
     assert get_redis().xlen(keys.FIRED) == 5
     assert slowpath.settle() == 5
+
+
+def test_an_alert_that_fires_as_it_is_created_is_notified_once_through_a_rebuild(ctx, uid):
+    """A new one-shot alert already past its target fires on the next trade, which may come
+    while its POST is still saving. The slow path must find it in SQL: taken for deleted,
+    its fired mark was dropped, SQL kept it active, and the next rebuild (a listener
+    restart, `flask alerts reindex`) armed it again, so it was notified twice (a drill: 3 of
+    3,000)."""
+    r, notified = get_redis(), []
+
+    def tick_and_settle():
+        notified.extend(Matcher(r).on_price("BTCUSDT", 150, now_ms()))
+        slowpath.drain("test")
+
+    def a_trade_comes_meanwhile(session):  # as the create commits, from another process
+        def elsewhere():
+            with ctx.app_context():
+                tick_and_settle()
+
+        trade = threading.Thread(target=elsewhere)
+        trade.start()
+        trade.join(timeout=30)
+
+    sql_event.listen(db.session(), "before_commit", a_trade_comes_meanwhile, once=True)
+    alert = make(uid, price=100, mode="once")
+    tick_and_settle()
+    assert len(notified) == 1
+    alert_index.rebuild()
+    tick_and_settle()
+    assert len(notified) == 1
+    db.session.expire_all()
+    assert alert.active is False and alert.last_fired_price == 150

@@ -15,6 +15,7 @@ import redis
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm.attributes import flag_modified
 
 from webapp import clock, keys
 from webapp.alerts import index as alert_index
@@ -94,7 +95,10 @@ def record(fields, items):
         if alert.last_fired_at is None or alert.last_fired_at <= fired_at:
             alert.last_fired_at, alert.last_fired_price = fired_at, price
         if mode == "once":
+            # written even if SQL already says so: a resume committing meanwhile must not
+            # leave it active when the index has it fired
             alert.active = False
+            flag_modified(alert, "active")
             done.add(alert.id)
     return once, done
 

@@ -9,7 +9,7 @@ import logging
 from datetime import UTC
 
 import redis
-from sqlalchemy import func, inspect, select
+from sqlalchemy import delete, func, inspect, select
 
 from webapp import keys
 from webapp.alerts import index as alert_index
@@ -25,12 +25,41 @@ log = logging.getLogger(__name__)
 
 
 def create_alert(user_id, data, text_numbers=False, now=None):
-    """Validate and store an alert, then arm it in the index."""
+    """Validate and store an alert, then arm it in the index.
+
+    Committed before it is armed: it may fire the moment it is, and the slow path must then
+    find it in SQL. Armed first, one that fired before its commit was taken for deleted,
+    its fired mark dropped, and the next rebuild armed it again: notified twice. If it
+    cannot be armed, it is taken back out of SQL.
+    """
     alert = Alert(user_id=user_id, **validate(data, text_numbers, now, user_id))
     db.session.add(alert)
-    _write(lambda: alert_index.index(alert), lambda: alert_index.unindex(alert.id))
+    try:
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    try:
+        alert_index.index(alert)
+    except Exception:
+        _take_back(alert.id)
+        raise
     _tell_streams(user_id)
     return alert
+
+
+def _take_back(alert_id):
+    """A new alert that could not be armed: out of the index and SQL again, best effort."""
+    try:
+        alert_index.unindex(alert_id)  # in case its arming ran and only the answer was lost
+    except redis.RedisError:
+        pass
+    try:
+        db.session.execute(delete(Alert).where(Alert.id == alert_id))
+        db.session.commit()
+    except Exception:  # noqa: BLE001 - the caller's error is the one to answer with
+        db.session.rollback()
+        log.exception("alert %s is saved but not armed until `flask alerts reindex`", alert_id)
 
 
 def _tell_streams(user_id):
