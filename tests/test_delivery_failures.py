@@ -14,7 +14,7 @@ from rq.registry import FailedJobRegistry
 from tests.hub import Mailbox, make_user, poll, run_jobs
 from tests.test_deliveries import logs, providers, send, subscriber, vapid_app
 from webapp import clock
-from webapp.core.queues import enqueue, rq_connection
+from webapp.core.queues import enqueue, get_queue, rq_connection
 from webapp.delivery import dispatch
 from webapp.delivery.dispatch import breaker
 from webapp.delivery.sweep import sweep
@@ -290,3 +290,27 @@ def test_a_delivery_whose_job_failed_for_good_leaves_the_failed_list_when_the_sw
     assert len(smtp_server.wait_for(2)) == 2 and logs(app, notification_id=nid)[0].status == "sent"
     with app.app_context():
         assert job.id not in FailedJobRegistry(job.origin, connection=rq_connection())
+
+
+def test_a_delivery_whose_worker_died_as_it_took_the_job_is_queued_again(make_app, smtp_server):
+    """RQ moves a job it takes to the queue's intermediate list and marks it started after: a
+    worker killed in between left the job's record saying queued, and the sweep took it for
+    waiting (a drill's email held 6.5 minutes and counting, RQ's own clean-up slower still)."""
+    app = make_app(**providers(smtp=smtp_server))
+    uid = make_user(app, "eel@example.com")
+    nid = send(app, user_id=uid, title="BTC above 65000")
+    run_jobs(app)
+    smtp_server.wait_for(1)
+    with app.app_context():
+        row = db.session.scalars(db.select(DeliveryLog).filter_by(notification_id=nid)).one()
+        row.status, row.updated_at = "queued", clock.utcnow() - dispatch.LOST_QUEUED * 2
+        db.session.commit()
+        job = enqueue(dispatch.send, row.id, job_id=f"delivery-{row.id}")
+        queue = get_queue("default")
+        rq_connection().lmove(queue.key, queue.intermediate_queue_key)  # taken; then killed
+        assert job.get_status(refresh=True) == "queued"
+        assert sweep() == 1
+        # not left for RQ's clean-up to fail the job queued again
+        assert rq_connection().llen(queue.intermediate_queue_key) == 0
+    run_jobs(app)
+    assert len(smtp_server.wait_for(2)) == 2 and logs(app, notification_id=nid)[0].status == "sent"

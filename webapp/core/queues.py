@@ -60,27 +60,41 @@ def waiting(job_ids):
     """Those of `job_ids` whose job waits in its queue: queued again, it would run twice and
     count twice in the queue's depth (RQ pushes an id each time it is enqueued). RQ's record
     says so (queued, less than WAITING_AT_MOST ago; longer, it is taken for lost): one HMGET
-    a job, never a read of a queue, which a backlog can make millions long."""
+    a job, never a read of a queue, which a backlog can make millions long.
+
+    Except a job a worker took and died with before it started it: RQ moves a job it takes
+    to the queue's short intermediate list, and marks it started only after. Its record
+    still says queued; RQ's own clean-up finds it only after minutes (a drill's email held
+    6.5 minutes and counting)."""
     job_ids = list(job_ids)
     with rq_connection().pipeline(transaction=False) as pipe:
         for job_id in job_ids:
             pipe.hmget(Job.key_for(job_id), "status", "enqueued_at")
-        found = pipe.execute()
+        for name in QUEUES:
+            pipe.lrange(get_queue(name).intermediate_queue_key, 0, -1)
+        replies = pipe.execute()
+    found, taken = replies[:len(job_ids)], {i.decode() for ids in replies[len(job_ids):]
+                                            for i in ids}
     since = datetime.now(UTC) - WAITING_AT_MOST
     return {job_id for job_id, (status, at) in zip(job_ids, found, strict=True)
-            if status == b"queued" and at and utcparse(at.decode()) > since}
+            if status == b"queued" and at and utcparse(at.decode()) > since
+            and job_id not in taken}
 
 
 def forget_failures(job_ids):
-    """Take `job_ids` off every queue's failed list: queued again under the same id (a
-    delivery the sweep takes up again), the job's earlier failure is no longer its fate, and
-    `flask status` and the ops page would list as failed a delivery that went out."""
+    """Take `job_ids` off every queue's failed and intermediate lists: queued again under the
+    same id (a delivery the sweep takes up again), the job's earlier failure is no longer
+    its fate, and `flask status` and the ops page would list as failed a delivery that went
+    out."""
     job_ids = list(job_ids)
     if not job_ids:
         return
     with rq_connection().pipeline(transaction=False) as pipe:
         for name in QUEUES:
             pipe.zrem(FailedJobRegistry(name, connection=pipe).key, *job_ids)
+            # nor a dead worker's take: RQ's clean-up would fail the job queued again
+            for job_id in job_ids:
+                pipe.lrem(get_queue(name).intermediate_queue_key, 0, job_id)
         pipe.execute()
 
 
