@@ -165,3 +165,20 @@ def test_a_connection_due_for_replacement_keeps_serving_until_an_attempt_is_spar
     feed.trade("BTCUSDT", 1.5)
     assert handler.wait_trades(1)  # still read, on the connection it had
     assert feed.connections_total == 1 and feed.connection_count == 1
+
+
+def test_the_feeds_breaker_reads_the_same_everywhere_and_opens_for_seconds(r):
+    """The listener's breaker opens for FEED_BREAKER_RESET_S (a 6 s outage cost 36 s under
+    30 s), and /health, `flask status` and the metrics, each with a Breaker of their own,
+    read it half-open when the listener does."""
+    from worker.listener.hosting import FEED_BREAKER_RESET_S
+
+    now = [1000.0]
+    listener = Breaker("binance", threshold=1, reset_timeout=FEED_BREAKER_RESET_S, redis=r,
+                       clock=lambda: now[0])
+    reader = Breaker("binance", redis=r, clock=lambda: now[0])  # the default 30 s
+    assert FEED_BREAKER_RESET_S <= 5 and listener.failure("refused")
+    assert reader.state()["state"] == "open" and reader.retry_in() == FEED_BREAKER_RESET_S
+    now[0] += FEED_BREAKER_RESET_S
+    assert listener.allow() and reader.state()["state"] == "half-open"
+    assert reader.retry_in() == 0.0

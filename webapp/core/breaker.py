@@ -33,20 +33,26 @@ class Breaker:
         failures = int(raw.get("failures", 0))
         opened_at = float(raw.get("opened_at", 0) or 0)
         state = raw.get("state", CLOSED)
-        if state == OPEN and self._clock() - opened_at >= self.reset_timeout:
+        if state == OPEN and self._clock() - opened_at >= self._reset_of(raw):
             state = HALF_OPEN
         return {"state": state, "failures": failures, "last_error": raw.get("last_error", ""),
                 "opened_at": opened_at or None, "name": self.name}
+
+    def _reset_of(self, raw):
+        """How long it stays open: as its opener said, so that /health, `flask status` and
+        the metrics, which make their own Breaker, read the listener's own."""
+        return float(raw.get("reset_s") or self.reset_timeout)
 
     def allow(self):
         """May a call go out now? Half-open lets calls through as trials."""
         return self.state()["state"] != OPEN
 
     def retry_in(self):
-        current = self.state()
-        if current["state"] != OPEN:
+        raw = self.redis.hgetall(self.key)
+        opened_at = float(raw.get("opened_at", 0) or 0)
+        if raw.get("state") != OPEN:
             return 0.0
-        return max(0.0, current["opened_at"] + self.reset_timeout - self._clock())
+        return max(0.0, opened_at + self._reset_of(raw) - self._clock())
 
     def success(self):
         self.redis.hset(self.key, mapping={"state": CLOSED, "failures": 0, "opened_at": 0})
@@ -59,6 +65,6 @@ class Breaker:
         opened = before["state"] == HALF_OPEN or (
             before["state"] == CLOSED and failures >= self.threshold)
         if opened:
-            mapping.update(state=OPEN, opened_at=self._clock())
+            mapping.update(state=OPEN, opened_at=self._clock(), reset_s=self.reset_timeout)
         self.redis.hset(self.key, mapping=mapping)
         return opened
