@@ -88,3 +88,23 @@ def test_another_users_destination_answers_404(app, client, auth, token, action)
                          headers=HTMX)
     assert answer.status_code == 404 and count(app) == 1
     assert "theirs" not in client.get(PAGE).get_data(as_text=True)
+
+
+def test_a_send_tests_answer_shows_the_count_it_left(make_app, auth, refused_port):
+    """The panel a Send test answers with counts that test: it showed the count before it
+    (0, 1, 2 while 1, 2, 3 were stored), hiding how near the switch-off a destination is."""
+    app = make_app(DESTINATIONS_ALLOW_PRIVATE=True)
+    client = app.test_client()
+    auth.__init__(client, app)
+    auth.create()
+    auth.login()
+    token = csrf_token(client, PAGE)
+    hook = {**HOOK, "url": f"http://127.0.0.1:{refused_port}/hook"}  # each test fails
+    client.post(PAGE, data={**hook, "csrf_token": token}, headers=HTMX)
+    with app.app_context():
+        dest_id = db.session.scalar(db.select(Destination.id))
+    for failures in (1, 2, 3):
+        panel = client.post(f"{PAGE}{dest_id}/test", data={"csrf_token": token},
+                            headers=HTMX).get_data(as_text=True)
+        assert "failed" in panel
+        assert re.search(r'data-label="Failures">(\d+)<', panel).group(1) == str(failures)

@@ -168,6 +168,8 @@ def send_test(user, dest_id):
         return False, str(exc)
     except Exception as exc:  # noqa: BLE001 - the receiver's failure is the answer here
         return False, logs.error_text(exc, 500)
+    finally:  # its count and last send were written apart from this session: read them anew
+        db.session.expire(dest)
 
 
 def to_json(dest, secret=None):
