@@ -93,8 +93,9 @@ def test_text_holding_the_token_is_sent_as_written(app, r, render):
             data = live_frames(render, m)
             assert data == alone(app, m)
             assert data.count(ID_TOKEN.encode()) == 1  # the type's text, and nothing else
-            # the title, in the item and the toast, and naming the item's two buttons for a reader
-            assert data.count(shouting.encode()) == 4
+            # the title, in the item and the toast, and naming the item's two buttons and the
+            # toast's Dismiss for a reader
+            assert data.count(shouting.encode()) == 5
 
 
 def test_the_acknowledge_button_follows_each_users_own_types(app, r, render):

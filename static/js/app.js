@@ -159,6 +159,15 @@ document.addEventListener("htmx:sseMessage", (event) => {
   if (newest) setTimeout(() => fade(newest), 8000);
   while (toasts.children.length > 4) toasts.lastElementChild.remove();
 });
+// A toast's own Dismiss takes it away at once; the focus goes on to the next toast's.
+document.addEventListener("click", (event) => {
+  const close = event.target.closest(".toast-close");
+  if (!close) return;
+  const toast = close.closest(".toast");
+  const next = toast.nextElementSibling || toast.previousElementSibling;
+  toast.remove();
+  if (next) next.querySelector(".toast-close").focus();
+});
 // A toast goes after 8 s, but not from under a keyboard user's focus: it waits for it to leave.
 function fade(toast) {
   if (!toast.isConnected) return;

@@ -1,0 +1,43 @@
+"""Toasts on a phone: the two newest show, each can be dismissed at once, and the inbox's
+buttons stay usable under them (four had covered 63 % of the screen for 8 s each). Twice
+in a row, without a reload."""
+
+import pytest
+
+from tests.live_server import skip_without_chromium
+from webapp.inbox import service as inbox
+
+pytestmark = pytest.mark.browser
+
+skip_without_chromium()
+
+from playwright.sync_api import expect  # noqa: E402
+
+from tests.journeys import PASSWORD, WAIT_MS, signed_in, step_done  # noqa: E402
+
+PHONE = {"width": 390, "height": 844}
+
+
+def test_a_phone_shows_two_toasts_and_each_is_dismissed_at_once(live_site):
+    uid = live_site.user("phone-toasts@example.com", PASSWORD)
+    with signed_in(live_site, "phone-toasts@example.com", "/notifications/") as page:
+        page.set_viewport_size(PHONE)
+        for round_ in ("first", "second"):
+            with live_site.app.app_context():
+                for i in range(4):
+                    inbox.store({"user_id": uid, "type": "RISK_VIOLATION",
+                                 "title": f"{round_} {i}: leverage 1{i}x", "message": "m"})
+            toasts = page.locator("#toasts .toast")
+            expect(toasts).to_have_count(4, timeout=WAIT_MS)
+            expect(page.locator("#toasts .toast:visible")).to_have_count(2)
+            newest = toasts.first
+            expect(newest).to_contain_text(f"{round_} 3: leverage 13x")
+            height = page.evaluate("document.getElementById('toasts').offsetHeight")
+            assert height < PHONE["height"] / 3, height
+            newest.get_by_role("button", name=f"Dismiss: {round_} 3").click()
+            expect(page.locator("#toasts .toast", has_text=f"{round_} 3")).to_have_count(0)
+            expect(page.locator("#toasts .toast:visible")).to_have_count(2)
+            while toasts.count():  # one after another, the focus going on to the next
+                toasts.first.locator(".toast-close").click()
+            expect(toasts).to_have_count(0)
+            step_done(page, live_site)
