@@ -1,9 +1,12 @@
 """The notification settings page: HTMX saves per field, validation, follows, push devices."""
 
+import socket
+
 import pytest
 
 from tests.conftest import csrf_token
 from tests.hub import make_user
+from webapp.core import addresses
 from webapp.extensions import db
 from webapp.models import PushSubscription, StrategyFollow
 from webapp.preferences import service as preferences
@@ -180,6 +183,15 @@ def test_push_endpoints_that_point_inwards_are_refused(endpoint):
     assert not preferences.push_endpoint_allowed(endpoint, {})
 
 
+def test_a_push_endpoint_whose_name_resolves_inwards_is_refused():
+    """As a destination's: this machine's own name resolves to it (or its private network)."""
+    name = socket.gethostname()
+    found = addresses.resolve(name, 443)
+    if not found or any(addresses.is_public(a) for a in found):
+        pytest.skip(f"{name} resolves to no private address here: {found}")
+    assert not preferences.push_endpoint_allowed(f"https://{name}/push", {})
+
+
 def test_push_endpoints_of_public_services_are_accepted_and_tests_may_allow_loopback():
     for endpoint in ("https://fcm.googleapis.com/fcm/send/abc", "https://8.8.8.8/push",
                      "https://updates.push.services.mozilla.com/wpush/v2/x"):
@@ -226,6 +238,16 @@ def test_unsubscribe_with_an_impossible_id_or_body_removes_nothing(app, client, 
     control = client.post(PAGE + "push/subscribe", headers={"X-CSRFToken": token}, json={
         "endpoint": "https://push.example.net/send/x", "keys": {**KEYS, "p256dh": "a\u0000"}})
     assert control.status_code == 422
+    for keys in ({"p256dh": "x", "auth": "y"}, {**KEYS, "auth": KEYS["auth"][:-2]},
+                 {**KEYS, "p256dh": "A" + KEYS["p256dh"][1:]}):  # short, or no 0x04 point
+        unusable = client.post(PAGE + "push/subscribe", headers={"X-CSRFToken": token},
+                               json={"endpoint": "https://push.example.net/send/y", "keys": keys})
+        assert unusable.status_code == 422
+        assert "push keys" in unusable.json["detail"]["subscription"]
+    surrogate = client.post(PAGE + "push/subscribe", headers={"X-CSRFToken": token},
+                            data='{"endpoint": "https://push.example.net/\\ud800", "keys": {}}',
+                            content_type="application/json")
+    assert surrogate.status_code == 422 and surrogate.json["error"] == "invalid_input"
     typed = client.post(PAGE + "push/unsubscribe", json={"endpoint": {"a": 1}},
                         headers={"X-CSRFToken": token})
     assert typed.status_code == 200 and typed.json == {"removed": False}

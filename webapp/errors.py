@@ -55,8 +55,9 @@ log = logging.getLogger(__name__)
 
 
 def wants_json():
-    """The API, inbound webhooks (machines posting) and callers that ask for JSON."""
-    return (request.path.startswith(("/api/", "/hooks/"))
+    """The API, inbound webhooks (machines posting), callers that ask for JSON and those
+    that send it (a page's script, as its push subscription)."""
+    return (request.path.startswith(("/api/", "/hooks/")) or request.is_json
             or request.accept_mimetypes.best == "application/json")
 
 
@@ -120,7 +121,7 @@ def _not_text(exc):
     """A lone UTF-16 surrogate ("\udc00") parses as JSON but no store can hold it: 422."""
     db.session.rollback()
     detail = "Text must be valid Unicode: a lone UTF-16 surrogate is not a character."
-    if wants_json():
+    if wants_json() or is_htmx():
         return json_error(422, "invalid_input", detail)
     return render_template("errors/error.html", error=UnprocessableEntity(detail)), 422
 

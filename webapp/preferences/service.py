@@ -1,5 +1,7 @@
 """Delivery preferences: validation, quiet hours, strategy follows and push subscriptions."""
 
+import base64
+import binascii
 import ipaddress
 import logging
 import re
@@ -284,9 +286,9 @@ PUSH_HOST = re.compile(r"[a-z0-9.:-]+")
 def push_endpoint_allowed(endpoint, config=None):
     """True for an https URL that does not name this machine or a private network.
 
-    PUSH_ALLOW_INSECURE_ENDPOINTS (tests: a loopback http server) lifts both rules. Host
-    names are not resolved here: the send refuses a name that resolves inwards then
-    (webapp/delivery/channels/push.py).
+    PUSH_ALLOW_INSECURE_ENDPOINTS (tests: a loopback http server) lifts both rules. A name
+    is resolved now, and again by the send (webapp/delivery/channels/push.py): it may point
+    elsewhere later.
     """
     config = config if config is not None else current_app.config
     try:
@@ -302,10 +304,28 @@ def push_endpoint_allowed(endpoint, config=None):
             or host == "localhost" or host.endswith(".localhost")):
         return False
     ip = _literal_ip(host)
-    return ip is None or addresses.is_public(str(ip))
+    if ip is not None:
+        return addresses.is_public(str(ip))
+    # a name that resolves inwards now is refused as a destination's is (the send checks again)
+    return all(addresses.is_public(found) for found in addresses.resolve(host, 443))
 
 
 B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")  # a subscription's keys, as browsers send them
+
+
+def _key_bytes(text):
+    """A subscription key's bytes (base64url, padded or not); b"" if it is none."""
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, binascii.Error):
+        return b""
+
+
+def _keys_usable(keys):
+    """The keys Web Push encrypts with: a P-256 public key, uncompressed (65 bytes from
+    0x04), and a 16-byte secret. Any others fail every send."""
+    p256dh, auth = _key_bytes(keys["p256dh"]), _key_bytes(keys["auth"])
+    return len(p256dh) == 65 and p256dh[0] == 4 and len(auth) == 16
 
 
 def _valid_subscription(payload):
@@ -317,6 +337,9 @@ def _valid_subscription(payload):
             and B64URL.fullmatch(keys["p256dh"]) and B64URL.fullmatch(keys["auth"])
             and len(keys["p256dh"]) <= 200 and len(keys["auth"]) <= 100):
         raise InvalidInput({"subscription": "Send the browser's PushSubscription as JSON."})
+    if not _keys_usable(keys):
+        raise InvalidInput({"subscription": "Its keys are not a browser's push keys (p256dh: "
+                                            "a P-256 public key, auth: 16 bytes)."})
     if not push_endpoint_allowed(endpoint):
         raise InvalidInput({"subscription": "The endpoint must be an https URL of a push "
                                             "service, not a local or private address."})
