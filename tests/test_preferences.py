@@ -7,6 +7,7 @@ import pytest
 from tests.conftest import csrf_token
 from tests.hub import make_user
 from webapp.core import addresses
+from webapp.exceptions import InvalidInput
 from webapp.extensions import db
 from webapp.models import PushSubscription, StrategyFollow
 from webapp.preferences import service as preferences
@@ -183,13 +184,14 @@ def test_push_endpoints_that_point_inwards_are_refused(endpoint):
     assert not preferences.push_endpoint_allowed(endpoint, {})
 
 
-def test_a_push_endpoint_whose_name_resolves_inwards_is_refused():
+def test_a_push_endpoint_whose_name_resolves_inwards_is_refused_at_save(app):
     """As a destination's: this machine's own name resolves to it (or its private network)."""
     name = socket.gethostname()
     found = addresses.resolve(name, 443)
     if not found or any(addresses.is_public(a) for a in found):
         pytest.skip(f"{name} resolves to no private address here: {found}")
-    assert not preferences.push_endpoint_allowed(f"https://{name}/push", {})
+    with app.app_context(), pytest.raises(InvalidInput, match="not a local or private"):
+        preferences.save_push_subscription(1, {"endpoint": f"https://{name}/push", "keys": KEYS})
 
 
 def test_push_endpoints_of_public_services_are_accepted_and_tests_may_allow_loopback():

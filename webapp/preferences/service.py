@@ -286,9 +286,9 @@ PUSH_HOST = re.compile(r"[a-z0-9.:-]+")
 def push_endpoint_allowed(endpoint, config=None):
     """True for an https URL that does not name this machine or a private network.
 
-    PUSH_ALLOW_INSECURE_ENDPOINTS (tests: a loopback http server) lifts both rules. A name
-    is resolved now, and again by the send (webapp/delivery/channels/push.py): it may point
-    elsewhere later.
+    PUSH_ALLOW_INSECURE_ENDPOINTS (tests: a loopback http server) lifts both rules. Host
+    names are not resolved here (a save resolves its own, `_resolves_inwards`): the send
+    refuses a name that resolves inwards then (webapp/delivery/channels/push.py).
     """
     config = config if config is not None else current_app.config
     try:
@@ -304,10 +304,16 @@ def push_endpoint_allowed(endpoint, config=None):
             or host == "localhost" or host.endswith(".localhost")):
         return False
     ip = _literal_ip(host)
-    if ip is not None:
-        return addresses.is_public(str(ip))
-    # a name that resolves inwards now is refused as a destination's is (the send checks again)
-    return all(addresses.is_public(found) for found in addresses.resolve(host, 443))
+    return ip is None or addresses.is_public(str(ip))
+
+
+def _resolves_inwards(endpoint):
+    """Whether a subscription's host name resolves to a private address now: refused when
+    saved, as a destination's is (the send checks again: it may point elsewhere later)."""
+    if current_app.config.get("PUSH_ALLOW_INSECURE_ENDPOINTS"):
+        return False
+    host = urlsplit(endpoint).hostname or ""
+    return not all(addresses.is_public(found) for found in addresses.resolve(host, 443))
 
 
 B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")  # a subscription's keys, as browsers send them
@@ -340,7 +346,7 @@ def _valid_subscription(payload):
     if not _keys_usable(keys):
         raise InvalidInput({"subscription": "Its keys are not a browser's push keys (p256dh: "
                                             "a P-256 public key, auth: 16 bytes)."})
-    if not push_endpoint_allowed(endpoint):
+    if not push_endpoint_allowed(endpoint) or _resolves_inwards(endpoint):
         raise InvalidInput({"subscription": "The endpoint must be an https URL of a push "
                                             "service, not a local or private address."})
     return endpoint, keys
