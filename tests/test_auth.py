@@ -4,6 +4,8 @@ import threading
 import pytest
 
 from tests.conftest import AuthActions, csrf_token
+from webapp.extensions import db
+from webapp.models import User
 
 pytestmark = pytest.mark.both_databases
 
@@ -265,3 +267,21 @@ def test_pages_have_404_and_escape_paths(client):
     response = client.get("/no/such/<script>")
     assert response.status_code == 404
     assert b"Page not found" in response.data
+
+
+@pytest.mark.parametrize("raw", [b"a%FF@example.com", b"a%ED%A0%80@example.com"])
+@pytest.mark.parametrize("headers", [{}, {"HX-Request": "true"}])
+def test_form_bytes_that_are_no_utf8_are_refused_and_nothing_is_made(app, client, raw, headers):
+    """A stray byte or a lone surrogate's UTF-8 in a form: Werkzeug keeps them as "%ff"
+    text, and an account was made for "a%ff@example.com"."""
+    token = csrf_token(client, "/auth/register").encode()
+    body = (b"email=" + raw + b"&password=longenough&confirm=longenough&csrf_token=" + token)
+    response = client.post("/auth/register", data=body, headers=headers,
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 422
+    assert b"valid Unicode (UTF-8)" in response.data
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(User.id))) == 0
+    ok = b"email=a%C3%BC%40example.com&password=longenough&confirm=longenough&csrf_token="
+    assert client.post("/auth/register", data=ok + token,
+                       content_type="application/x-www-form-urlencoded").status_code == 302

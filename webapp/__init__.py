@@ -29,7 +29,7 @@ def create_app(config=None):
 
     from webapp import errors, extensions, models  # noqa: F401  (models register tables)
     from webapp.accounts import sessions
-    from webapp.core import database, headers, logs
+    from webapp.core import database, headers, logs, text
     from webapp.destinations import service as destinations
 
     database.init_app(app)  # binds extensions.db, with the backend's engine options
@@ -38,6 +38,7 @@ def create_app(config=None):
     extensions.login_manager.init_app(app)
     app.session_interface = sessions.CookieSessions()
     logs.init_app(app)  # the request id, before any request logs or is refused (CSRF)
+    text.init_app(app)  # a form's bytes checked before CSRF's check reads the form
     extensions.csrf.init_app(app)
     extensions.sock.init_app(app)
     extensions.init_redis(app)

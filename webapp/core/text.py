@@ -4,6 +4,9 @@ surrogates (no store encodes them), no bidirectional override. A message may hol
 line breaks; a name or a title is one line."""
 
 import re
+from urllib.parse import unquote_to_bytes
+
+from flask import abort, request
 
 # the bidirectional overrides (LRO, RLO) make text read other than it is ("txt.exe" shown
 # as "exe.txt"); the marks, embeddings and isolates right-to-left text is written with stay
@@ -26,3 +29,22 @@ def is_text(value):
 def cleaned(value):
     """`value` without what is_text refuses: for senders who cannot read our answer."""
     return _IN_TEXT.sub("", value)
+
+
+NOT_UTF8 = ("Text must be valid Unicode (UTF-8): the form held bytes that are no character, "
+            "such as a lone surrogate.")
+
+
+def init_app(app):
+    @app.before_request
+    def forms_are_text():
+        """A form's bytes that are no UTF-8 (a lone surrogate's ED A0 80, a stray FF) are a
+        422, before anything reads the form: Werkzeug keeps them as "%ED%A0%80" text, which
+        was saved as such (an email address, a note, a name)."""
+        if request.mimetype != "application/x-www-form-urlencoded" or not request.content_length:
+            return
+        for part in request.get_data(cache=True).split(b"&"):
+            try:
+                unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+            except UnicodeDecodeError:
+                abort(422, description=NOT_UTF8)
