@@ -87,3 +87,30 @@ def test_alerts_page_inline_flow(page, live_site):
         router.route({"user_id": uid, "type": "SYSTEM_MAINTENANCE", "title": "Upgrade at 02:00"})
     expect(page.locator(".toast", has_text="Upgrade at 02:00")).to_be_visible(timeout=WAIT_MS)
     assert page.errors == []
+
+
+def test_an_alert_deleted_in_another_tab_goes_when_this_one_uses_it(page, live_site):
+    """Save, Pause or Duplicate on an alert deleted elsewhere answered 404 beside a row that
+    stayed, and each click added one more copy of the message. Twice in a row."""
+    from webapp.alerts import service as alerts
+
+    with live_site.app.app_context():
+        uid = db.session.scalar(db.select(User.id).where(User.email == "pat@example.com"))
+        made = [alerts.create_alert(uid, {"symbol": "BTCUSDT", "type": "above", "price": p}).id
+                for p in (70000, 71000, 72000, 73000)]
+    page.goto(live_site.url + "/alerts/")
+    page.evaluate("window.__sameDocument = true")
+    for gone, delete in ((made[0], made[1]), (made[2], made[3])):
+        for alert_id in (gone, delete):
+            expect(page.locator(f"#alert-{alert_id}")).to_be_visible()
+        with live_site.app.app_context():
+            for alert_id in (gone, delete):
+                alerts.delete_alert(uid, alert_id)  # in another tab
+        page.locator(f"#alert-{gone}").get_by_role("button", name="Pause").click()
+        expect(page.locator(f"#alert-{gone}")).to_have_count(0, timeout=WAIT_MS)
+        page.locator(f"#alert-{delete}").get_by_role("button", name="Delete").click()
+        expect(page.locator(f"#alert-{delete}")).to_have_count(0, timeout=WAIT_MS)
+        expect(page.locator("#flashes .flash-error")).to_have_text(
+            ["That alert was deleted meanwhile, perhaps in another tab."])
+    assert page.evaluate("window.__sameDocument") is True
+    page.errors.clear()  # htmx logs each 404 it was answered: expected here

@@ -181,7 +181,7 @@ def test_an_item_deleted_where_the_page_did_not_hear_goes_when_used(live_site):
         page.route(STREAM, lambda route: route.abort())  # deaf: no `changed` reaches it
         page.goto(live_site.url + "/notifications/")
         page.evaluate("window.__sameDocument = true")
-        for done, nids in enumerate(rounds, start=1):
+        for nids in rounds:
             for nid in nids.values():
                 expect(page.locator(f"#n-{nid}")).to_be_visible()
             with live_site.app.app_context():
@@ -190,8 +190,7 @@ def test_an_item_deleted_where_the_page_did_not_hear_goes_when_used(live_site):
             for button, nid in nids.items():
                 page.locator(f"#n-{nid}").get_by_role("button", name=button).click()
                 expect(page.locator(f"#n-{nid}")).to_have_count(0, timeout=WAIT_MS)
-            errors = page.locator("#flashes .flash-error")
-            expect(errors).to_have_count(2 * done)
+            errors = page.locator("#flashes .flash-error")  # said once, not piled up
             expect(errors).to_have_text(
-                ["That notification was deleted meanwhile, perhaps in another tab."] * 2 * done)
+                ["That notification was deleted meanwhile, perhaps in another tab."])
             sound(page)

@@ -109,13 +109,14 @@ document.addEventListener("htmx:responseError", (event) => {
   if (elt instanceof HTMLInputElement && elt.type === "checkbox") elt.checked = !elt.checked;
   let message = "Something went wrong (" + xhr.status + ").";
   try { message = JSON.parse(xhr.responseText).detail || message; } catch (_) { /* not JSON */ }
-  const item = event.detail.target;
-  if (xhr.status === 404 && item instanceof Element && item.matches("li.note[data-nid]")) {
+  const item = elt instanceof Element && elt.closest("li.note[data-nid], tr[data-alert-id]");
+  if (xhr.status === 404 && item) {
     // deleted meanwhile (another tab whose news this page missed, the API): shown gone; a
     // Delete has then done what was asked, anything else says why the item went
     leave(item);
     if (/\/delete$/.test(event.detail.pathInfo.requestPath)) return;
-    message = "That notification was deleted meanwhile, perhaps in another tab.";
+    message = "That " + (item.matches("tr") ? "alert" : "notification")
+      + " was deleted meanwhile, perhaps in another tab.";
   }
   const banner = document.getElementById("status-banner");
   if (banner && (elt === banner || event.detail.target === banner)) {
@@ -137,6 +138,10 @@ document.addEventListener("htmx:responseError", (event) => {
   div.className = "flash flash-error";
   div.setAttribute("role", "alert");
   div.textContent = message;
+  // the same words again replace the earlier copy: said anew, not piled up
+  box.querySelectorAll(".flash-error").forEach((old) => {
+    if (old.textContent === message) old.remove();
+  });
   box.prepend(div);
 });
 
