@@ -169,6 +169,9 @@ def test_apprise_urls_aimed_at_private_hosts_are_refused(client, key, url):
     (f"https://{'a' * 64}.example/hook", "not a host name"),
     (f"https://{'abc.' * 70}example/hook", "not a host name"),
     ("https://a..example/hook", "not a host name"),
+    ("https://exa%mple.com/", "not a host name"), ("https://a!b$c.com/", "not a host name"),
+    ("https://-a-.com/", "not a host name"), ("https://xn--/", "not a host name"),
+    ("https://%31%32%37.0.0.1/", "not a host name"),
     ("https://hooks.example:0/in", "Port 0")])
 def test_urls_whose_host_or_port_cannot_exist_are_refused_at_save(app, client, key, url, said):
     response = post(client, {**HOOK, "url": url}, key)

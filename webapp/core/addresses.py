@@ -8,6 +8,7 @@ DESTINATIONS_ALLOW_PRIVATE lifts the rule (tests, a LAN's services).
 
 import contextvars
 import ipaddress
+import re
 import socket
 import sys
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ def resolve(host, port):
 
 
 MAX_NAME = 253  # characters in a DNS name (RFC 1035)
+LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)", re.IGNORECASE)  # one part between dots
 NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix: an IPv4 address inside
 
 
@@ -54,7 +56,8 @@ def is_public(address):
 
 def malformed(name):
     """Why `name` (bare) can be no host at all (a sentence), or None: an address, or a DNS name
-    of labels of 1 to 63 characters and 253 in all, as IDNA encodes it."""
+    of labels of 1 to 63 letters, digits and inner hyphens (underscores allowed), 253 in all,
+    as IDNA encodes it, each `xn--` label one that decodes."""
     try:
         ipaddress.ip_address(name)
         return None
@@ -62,11 +65,16 @@ def malformed(name):
         pass
     try:
         encoded = name.encode("idna")
+        labels = encoded.decode("ascii").split(".")
+        for label in labels:
+            if label.startswith("xn--"):
+                label.encode("ascii").decode("idna")  # punycode that decodes to nothing
     except UnicodeError:  # a label empty or longer than 63, or not IDNA at all
-        encoded = b""
-    if not encoded or len(encoded) > MAX_NAME:
+        encoded, labels = b"", []
+    if not encoded or len(encoded) > MAX_NAME or not all(map(LABEL.fullmatch, labels)):
         return (f"{name[:60]}{'...' if len(name) > 60 else ''} is not a host name: each part "
-                f"between dots has 1 to 63 characters, and the name at most {MAX_NAME}")
+                f"between dots has 1 to 63 letters, digits or inner hyphens, and the name at "
+                f"most {MAX_NAME} characters")
     return None
 
 
