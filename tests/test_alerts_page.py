@@ -117,3 +117,20 @@ def test_page_escapes_the_note(client, logged_in):
     html = response.get_data(as_text=True)
     assert note not in html and "&lt;script&gt;" in html
     assert note not in client.get("/alerts/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("htmx", [True, False])
+@pytest.mark.parametrize(("extra", "said"), [
+    ({"routing": "<x>"}, "Choose where it goes"),
+    ({"tz": "Mars/X"}, "tz is not a field of an alert"),
+])
+def test_a_form_field_sent_by_hand_is_refused_and_said_on_the_page(client, logged_in, app,
+                                                                  htmx, extra, said):
+    """A routing the form never offers was taken for "as my preferences say"; a field no
+    form has answered 422 with nothing shown."""
+    response = page_post(client, "/alerts/", {"symbol": "BTCUSDT", "type": "above",
+                                              "price": "70000", **extra}, htmx=htmx)
+    assert response.status_code == 422
+    assert said in response.get_data(as_text=True)
+    with app.app_context():
+        assert get_redis().hlen(keys.alerts("BTCUSDT")) == 0

@@ -73,6 +73,9 @@ def from_form(form):
     """The form's choice as the API's value: None for "as my preferences say", else the
     ticked boxes (none: the inbox only)."""
     ticked = form.get("channels") or []
+    if form.get("routing") not in (None, "", "preferences", "chosen"):
+        raise InvalidInput({"channels": 'Choose where it goes: "as my preferences say" or '
+                                        '"only the ticked channels".'})
     if form.get("routing") != "chosen":
         if ticked:
             raise InvalidInput({"channels": 'Choose "only the ticked channels" to send to '

@@ -60,6 +60,20 @@ def _posted():
     return form
 
 
+# the fields the alert forms show an error beside; any other (a field no form has, sent by
+# hand) is said above the form, not lost
+FORM_FIELDS = {"symbol", "type", "price", "pct", "window", "low", "high", "mode", "buffer",
+               "cooldown_s", "expires_at", "note", "message", "channels"}
+
+
+def _shown(errors):
+    shown = {name: said for name, said in errors.items() if name in FORM_FIELDS}
+    others = [said for name, said in errors.items() if name not in FORM_FIELDS]
+    if others:
+        shown["body"] = " ".join(others)
+    return shown
+
+
 def _as_input(form):
     """The form's fields for the service: the channels as the API takes them, and a picked
     expiry (a local time) with the user's zone.
@@ -85,9 +99,10 @@ def create():
     try:
         alert = alerts.create_alert(current_user.id, _as_input(form), text_numbers=True)
     except InvalidInput as exc:
+        errors = _shown(exc.errors)
         if not is_htmx():
-            return _page(form, exc.errors, 422)
-        html = render_template("alerts/_form.html", form=form, errors=exc.errors)
+            return _page(form, errors, 422)
+        html = render_template("alerts/_form.html", form=form, errors=errors)
         return html, 422, {"HX-Retarget": "#alert-form", "HX-Reswap": "outerHTML"}
     if not is_htmx():
         flash(f"Alert on {alert.symbol} created.", "success")
@@ -157,7 +172,7 @@ def update(alert_id):
     except NotFound:
         abort(404)
     except InvalidInput as exc:
-        return _edit_form(_or_404(alerts.get_alert, alert_id), form, exc.errors, 422)
+        return _edit_form(_or_404(alerts.get_alert, alert_id), form, _shown(exc.errors), 422)
     if not is_htmx():
         flash(f"Alert on {alert.symbol} saved.", "success")
     return _row_or_redirect(alert)
