@@ -125,6 +125,12 @@ def test_bodies_that_are_not_one_json_object_are_422(client, key, raw):
     assert response.status_code == 422 and response.get_json()["error"] == "invalid_input"
 
 
+def test_a_body_nested_too_deeply_is_said_so(client, key):
+    response = post(client, "[" * 7000 + "]" * 7000, key)  # under 16 KiB, past the parser
+    assert response.status_code == 422
+    assert response.get_json()["detail"]["body"] == "The JSON is nested too deeply."
+
+
 @pytest.mark.parametrize("raw", ["{" * 100_000, json.dumps({**HOOK, "pad": "x" * 20_000})])
 def test_a_body_over_16_kib_is_413_and_makes_nothing(app, client, key, raw):
     response = post(client, raw, key)

@@ -263,12 +263,17 @@ def test_a_body_that_is_not_utf8_answers_400(client, key):
     assert inbox(client, key) == []
 
 
-@pytest.mark.parametrize("body", ['{"title": "x", ', '["a", "b"]', '"text"', "NaN",
-                                  '{"price": NaN}', '{"price": 1e999}', "[" * 100_00])
-def test_announced_json_that_is_no_object_answers_400(client, key, body):
+@pytest.mark.parametrize(("body", "said"), [
+    ('{"title": "x", ', "not a JSON object"), ('["a", "b"]', "not a JSON object"),
+    ('"text"', "not a JSON object"), ("NaN", "NaN is not a number JSON can carry"),
+    ('{"price": NaN}', "NaN is not a number JSON can carry"),
+    ('{"price": 1e999}', "1e999 is too large a number"),
+    ("[" * 100_00, "nested too deeply"), ('{"a":' * 1500 + "1" + "}" * 1500, "nested too deeply")])
+def test_announced_json_that_is_no_object_answers_400(client, key, body, said):
     hook = new_hook(client, key)
     response = post(client, hook, body, "application/json")
     assert response.status_code == 400 and response.json["error"] == "bad_request"
+    assert said in response.json["detail"]
     assert inbox(client, key) == []
 
 

@@ -71,6 +71,9 @@ BAD = [
     ("max_per_minute", "0", "between 1 and 1000"),
     ("max_per_minute", "1001", "between 1 and 1000"),
     ("max_per_minute", "ten", "whole number"),
+    ("max_per_minute", "1" + "0" * 400, "between 1 and 1000"),  # was "not a whole number"
+    ("max_per_minute", str(2**63), "between 1 and 1000"),
+    ("max_per_minute", "-" + "9" * 30, "between 1 and 1000"),
     ("max_per_minute", "\u0666\u0665", "whole number"),  # Arabic-Indic 65: int() takes it
     ("insist_every_min", "1_000", "whole number"),
     ("delivery_email", "not-an-email", "email"),

@@ -27,7 +27,9 @@ def json_body():
         abort(413)
     try:
         data = json.loads(raw)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise InvalidInput({"body": "The JSON is nested too deeply."}) from None
+    except ValueError:
         raise InvalidInput({"body": "Send a JSON object."}) from None
     if not isinstance(data, dict):
         raise InvalidInput({"body": "Send a JSON object."})

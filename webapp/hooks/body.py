@@ -32,21 +32,25 @@ def read(content_type, raw):
         raise InvalidInput({"body": "The body is empty: send the alert's text or JSON."})
     announced = content_type == "application/json" or content_type.endswith("+json")
     if announced or body.lstrip().startswith("{"):
-        fields = _json_object(body)
+        fields, why = _json_object(body)
         if isinstance(fields, dict):
             return from_json(fields)
         if announced:
-            raise BadBody("The body is not a JSON object; send one, or send text/plain.")
+            raise BadBody(why or "The body is not a JSON object; send one, or send text/plain.")
     return {"title": "", "message": _cut(text.cleaned(body).strip(), MESSAGE_MAX), "priority": None,
             "data": {}}
 
 
 def _json_object(text):
-    """The parsed JSON, or None when it is not JSON we can keep (NaN, 1e999, too deep)."""
+    """(the parsed JSON, None), or (None, why not) when it is not JSON we can keep."""
     try:
-        return json.loads(text, parse_constant=_refuse, parse_float=_finite)
-    except (ValueError, RecursionError):
-        return None
+        return json.loads(text, parse_constant=_refuse, parse_float=_finite), None
+    except RecursionError:
+        return None, "The JSON is nested too deeply."
+    except json.JSONDecodeError:
+        return None, None  # not JSON at all: said as "not a JSON object"
+    except ValueError as exc:  # NaN, 1e999
+        return None, f"The body's JSON holds {exc}."
 
 
 def _refuse(name):

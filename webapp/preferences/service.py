@@ -70,7 +70,7 @@ def _clean_bool(value):
     return str(value).strip().lower() in {"1", "true", "on", "yes", "y"}
 
 
-WHOLE_NUMBER = re.compile(r"-?[0-9]{1,9}")
+WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 
 
 def _whole_number(low, high):
@@ -78,10 +78,10 @@ def _whole_number(low, high):
         text = str(value).strip()
         if not WHOLE_NUMBER.fullmatch(text):  # int() also takes "٦٥" and "1_000"
             raise ValueError("Enter a whole number.")
-        number = int(text)
-        if not low <= number <= high:
+        # too many digits to be in range, however many (10^400 was "not a whole number")
+        if len(text.lstrip("-")) > 9 or not low <= int(text) <= high:
             raise ValueError(f"Choose between {low} and {high}.")
-        return number
+        return int(text)
     return clean_number
 
 
