@@ -110,6 +110,8 @@ def test_add_test_switch_on_and_delete_without_reloading(site, http_recorder):
         page.click("button[aria-label='Send test: Desk <hook>']")
         expect(page.locator("#destinations-notice")).to_contain_text(
             "Test sent to Desk <hook>: HTTP 200.")
+        # the whole panel was swapped: the focus stays on the same button, not the form's top
+        expect(page.locator("button[aria-label='Send test: Desk <hook>']")).to_be_focused()
         item = signed_item(receiver.wait_for(1)[0], secret)
         assert item["type"] == "TEST" and "Desk <hook>" in item["message"]
 
@@ -129,6 +131,7 @@ def test_add_test_switch_on_and_delete_without_reloading(site, http_recorder):
 
         page.click("button[aria-label='Delete: Desk <hook>']")
         expect(page.locator("#destinations-notice")).to_contain_text("Deleted Desk <hook>.")
+        expect(page.locator("#destinations-notice .flash")).to_be_focused()  # its button gone
         check_panel(page, ["Phone ntfy"])
         page.click("button[aria-label='Delete: Phone ntfy']")
         expect(page.locator("#destination-list")).to_contain_text("No destinations yet.")

@@ -66,9 +66,21 @@ const focusWas = new WeakMap();  // request -> where the focus was
 document.addEventListener("htmx:beforeSwap", (event) => {
   const target = event.detail.target;
   if (!target || target === document.body || !target.contains(document.activeElement)) return;
+  const active = document.activeElement;
   focusWas.set(event.detail.xhr, {parent: target.parentElement, target,
-    previous: target.previousElementSibling, next: target.nextElementSibling});
+    previous: target.previousElementSibling, next: target.nextElementSibling,
+    label: active.getAttribute("aria-label")});
 });
+// A whole panel swapped for one of its buttons (a destination's Send test): the same button
+// in the new panel, found by its name; it gone (Delete), the panel's news, if it has some.
+function sameOrNews(panel, label) {
+  const same = label && [...panel.querySelectorAll("[aria-label]")]
+    .find((el) => el.getAttribute("aria-label") === label);
+  if (same) return same;
+  const news = panel.querySelector("[role=status] .flash");
+  if (news) news.tabIndex = -1;
+  return news;
+}
 document.addEventListener("htmx:afterRequest", (event) => {
   const was = focusWas.get(event.detail.xhr);
   if (!was) return;
@@ -78,6 +90,9 @@ document.addEventListener("htmx:afterRequest", (event) => {
     const inPlace = was.target.isConnected ? was.target
       : was.previous && was.previous.isConnected ? was.previous.nextElementSibling
       : was.parent && was.parent.firstElementChild;
+    const kept = inPlace && inPlace.isConnected && inPlace.querySelector("[role=status]")
+      && sameOrNews(inPlace, was.label);
+    if (kept) return kept.focus();
     for (const item of [inPlace, was.next, was.previous]) {
       const action = item && item.isConnected && item.querySelector(ACTIONS);
       if (action) return action.focus();
