@@ -150,7 +150,8 @@ def test_tradingview_text_body_reaches_the_inbox_once(client, key):
         "BTC 4h", "BTCUSDT Crossing 65000.00", "normal", {})
 
 
-@pytest.mark.parametrize("content_type", ["application/json", "text/plain; charset=utf-8"])
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain; charset=utf-8",
+                                          "application/x-www-form-urlencoded"])  # curl -d
 def test_tradingview_json_body_reaches_the_inbox_once(client, key, content_type):
     hook = new_hook(client, key)
     response = post(client, hook, json.dumps(TV_JSON), content_type)

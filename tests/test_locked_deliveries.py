@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from rq.job import Job
 
 from devtools import redisd
@@ -297,8 +298,13 @@ def test_a_delivery_job_failing_for_good_on_a_lock_is_one_warning(make_app, capl
                and r.job_id == f"delivery-{row_id}" for r in caplog.records)
 
 
+def failed_count():
+    return REGISTRY.get_sample_value("tickerbell_deliveries_total",
+                                     {"channel": "email", "status": "failed"}) or 0
+
+
 def test_a_send_that_stops_its_worker_on_the_last_attempt_fails_for_good(make_app,
-                                                                         smtp_server):
+                                                                         smtp_server, caplog):
     """The sweep counts the attempt a stopped worker began: on the last one the row fails,
     why said, and is queued no more (a message that kills every worker it reaches)."""
     app = make_app(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_server.port, SMTP_TLS="none",
@@ -313,6 +319,7 @@ def test_a_send_that_stops_its_worker_on_the_last_attempt_fails_for_good(make_ap
             get_queue(name).empty()
         [row_id] = db.session.scalars(db.select(DeliveryLog.id).where(DeliveryLog.user_id == uid))
         long_after = clock.utcnow() + STALE_SENDING * 2
+        failed_before = failed_count()
         for attempts, status in ((1, "retrying"), (2, "retrying"), (3, "failed")):
             db.session.execute(db.update(DeliveryLog).where(DeliveryLog.id == row_id)
                                .values(status="sending", updated_at=clock.utcnow()))
@@ -326,3 +333,7 @@ def test_a_send_that_stops_its_worker_on_the_last_attempt_fails_for_good(make_ap
         assert row.error == "worker stopped mid-send, on its last attempt"
         assert row.next_attempt_at is None
         assert sweep(now=long_after) == 0
+    [said] = [r for r in caplog.records if getattr(r, "event", None) == "delivery_finished"]
+    assert (said.levelname, said.delivery_id, said.status, said.attempts) == (
+        "WARNING", row_id, "failed", 3)
+    assert failed_count() == failed_before + 1

@@ -179,14 +179,16 @@ document.addEventListener("htmx:sseMessage", (event) => {
   if (newest) setTimeout(() => fade(newest), 8000);
   while (toasts.children.length > 4) toasts.lastElementChild.remove();
 });
-// A toast's own Dismiss takes it away at once; the focus goes on to the next toast's.
+// A toast's own Dismiss takes it away at once. From the keyboard (a click with no pointer:
+// detail 0) the focus goes on to the next toast's; a pointer's click leaves the focus be, so
+// the next toast fades in its time (a toast holding the focus stays).
 document.addEventListener("click", (event) => {
   const close = event.target.closest(".toast-close");
   if (!close) return;
   const toast = close.closest(".toast");
   const next = toast.nextElementSibling || toast.previousElementSibling;
   toast.remove();
-  if (next) next.querySelector(".toast-close").focus();
+  if (event.detail === 0 && next) next.querySelector(".toast-close").focus();
 });
 // A toast goes after 8 s, but not from under a keyboard user's focus: it waits for it to leave.
 function fade(toast) {

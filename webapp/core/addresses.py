@@ -66,9 +66,9 @@ def malformed(name):
     try:
         encoded = name.encode("idna")
         labels = encoded.decode("ascii").split(".")
-        for label in labels:
-            if label.startswith("xn--"):
-                label.encode("ascii").decode("idna")  # punycode that decodes to nothing
+        for label in labels:  # punycode that decodes to nothing (IDNA 2008's ß included)
+            if label.lower().startswith("xn--") and not label[4:].encode().decode("punycode"):
+                raise UnicodeError(label)
     except UnicodeError:  # a label empty or longer than 63, or not IDNA at all
         encoded, labels = b"", []
     if not encoded or len(encoded) > MAX_NAME or not all(map(LABEL.fullmatch, labels)):

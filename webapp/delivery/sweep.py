@@ -1,12 +1,13 @@
 """The periodic sweep: releases held deliveries and re-queues due retries and lost jobs."""
 
+import logging
 from itertools import groupby
 
 from flask import current_app
 from sqlalchemy import select, update
 
 from webapp import clock, keys
-from webapp.core import processes
+from webapp.core import logs, metrics, processes
 from webapp.core.queues import enqueue, forget_failures, waiting
 from webapp.delivery import plan
 from webapp.delivery.dispatch import (
@@ -22,6 +23,8 @@ from webapp.extensions import db, get_redis
 from webapp.models import DeliveryLog, DeliveryStatus
 from webapp.preferences import service as preferences
 
+log = logging.getLogger(__name__)
+
 DEFAULT_LIMIT = 1000  # rows per sweep; the next run takes the rest
 
 
@@ -35,13 +38,7 @@ def sweep(now=None):
     stopped = dead_senders(now)
     stale = ((DeliveryLog.status == DeliveryStatus.SENDING)
              & ((DeliveryLog.updated_at < now - STALE_SENDING) | DeliveryLog.id.in_(stopped)))
-    # The attempt the stopped worker began counts: its own count died with it, and a message
-    # that stops every worker it reaches must still run out of attempts.
-    last = DeliveryLog.attempts + 1 >= current_app.config.get("DELIVERY_MAX_ATTEMPTS",
-                                                              DEFAULT_MAX_ATTEMPTS)
-    db.session.execute(update(DeliveryLog).where(stale, last).values(
-        status=DeliveryStatus.FAILED, next_attempt_at=None, attempts=DeliveryLog.attempts + 1,
-        error="worker stopped mid-send, on its last attempt"))
+    given_up = _stopped_on_their_last_attempt(stale)
     db.session.execute(update(DeliveryLog).where(stale).values(
         status=DeliveryStatus.RETRYING, next_attempt_at=now, attempts=DeliveryLog.attempts + 1,
         error="worker stopped mid-send"))
@@ -55,6 +52,12 @@ def sweep(now=None):
         DeliveryLog.status == DeliveryStatus.RETRYING, DeliveryLog.next_attempt_at <= now)
         .order_by(DeliveryLog.next_attempt_at).limit(DEFAULT_LIMIT)).all()
     db.session.commit()
+    for row in given_up:  # said as a send's own failure is, once it is written
+        logs.event(log, "delivery_finished", logging.WARNING, delivery_id=row.id,
+                   channel=row.channel, status=str(DeliveryStatus.FAILED),
+                   notification_id=row.notification_id, user_id=row.user_id,
+                   attempts=row.attempts + 1, error=STOPPED_LAST)
+        metrics.delivered(row.channel, row.notification_id, DeliveryStatus.FAILED)
     jobs = {f"delivery-{log_id}": log_id for log_id in [*released, *lost, *due]}
     queued = waiting(jobs)
     forget_failures(job_id for job_id in jobs if job_id not in queued)
@@ -62,6 +65,25 @@ def sweep(now=None):
         if job_id not in queued:
             enqueue(send, log_id, job_id=job_id, retries=SEND_RETRIES)
     return len(jobs) - len(queued)
+
+
+STOPPED_LAST = "worker stopped mid-send, on its last attempt"
+
+
+def _stopped_on_their_last_attempt(stale):
+    """The `stale` rows whose stopped attempt was their last: failed now, uncommitted.
+
+    The attempt the stopped worker began counts (its own count died with it): a message
+    that stops every worker it reaches must still run out of attempts."""
+    limit = current_app.config.get("DELIVERY_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)
+    rows = db.session.execute(select(
+        DeliveryLog.id, DeliveryLog.channel, DeliveryLog.notification_id, DeliveryLog.user_id,
+        DeliveryLog.attempts).where(stale, DeliveryLog.attempts + 1 >= limit)).all()
+    if rows:
+        db.session.execute(update(DeliveryLog).where(DeliveryLog.id.in_([r.id for r in rows]))
+                           .values(status=DeliveryStatus.FAILED, next_attempt_at=None,
+                                   attempts=DeliveryLog.attempts + 1, error=STOPPED_LAST))
+    return rows
 
 
 def dead_senders(now):
