@@ -14,6 +14,7 @@ skip_without_chromium()
 from playwright.sync_api import expect  # noqa: E402
 
 from tests.journeys import PASSWORD, WAIT_MS, signed_in, step_done  # noqa: E402
+from tests.test_accessibility import _violations  # noqa: E402
 
 PHONE = {"width": 390, "height": 844}
 
@@ -34,6 +35,9 @@ def test_a_phone_shows_two_toasts_and_each_is_dismissed_at_once(live_site):
             expect(newest).to_contain_text(f"{round_} 3: leverage 13x")
             height = page.evaluate("document.getElementById('toasts').offsetHeight")
             assert height < PHONE["height"] / 3, height
+            # once they have slid in: half-faded text mid-animation reads as low contrast
+            page.wait_for_function("document.getAnimations().every(a => a.playState !== 'running')")
+            assert _violations(page) == []
             newest.get_by_role("button", name=f"Dismiss: {round_} 3").click()
             expect(page.locator("#toasts .toast", has_text=f"{round_} 3")).to_have_count(0)
             expect(page.locator("#toasts .toast:visible")).to_have_count(2)
