@@ -166,4 +166,6 @@ def test_inbox_page_mark_all_read_and_load_more(browser, site):
     page.click("#read-all")
     expect(page.locator("#unread-badge")).to_have_attribute("data-count", "0", timeout=WAIT_MS)
     expect(page.locator("#notes li.note.unread")).to_have_count(0)
+    # the list comes back as long as it was: the reader keeps their place
+    expect(page.locator("#notes li.note", has_text="fill")).to_have_count(25)
     assert page.evaluate("window.__pwned") is None

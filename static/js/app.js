@@ -104,6 +104,13 @@ document.addEventListener("htmx:afterRequest", (event) => {
   }, htmx.config.defaultSettleDelay + 1);
 });
 
+// Mark all read answers the list again: as long as the page had it, "Load more"s included.
+document.addEventListener("htmx:configRequest", (event) => {
+  if (event.detail.elt.id === "read-all") {
+    event.detail.parameters.shown = document.querySelectorAll("#notes li.note").length;
+  }
+});
+
 // A form that adds to a list (a strategy followed) is emptied once the list has it.
 document.addEventListener("htmx:afterRequest", (event) => {
   const form = event.detail.elt;

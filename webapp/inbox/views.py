@@ -54,9 +54,9 @@ def _filters(args):
             "unread": "1" if args.get("unread", "").lower() in TRUE else ""}
 
 
-def _page(filters, cursor=None):
+def _page(filters, cursor=None, limit=inbox.DEFAULT_PAGE_SIZE):
     try:
-        items, next_cursor = inbox.list_page(current_user.id, cursor=cursor,
+        items, next_cursor = inbox.list_page(current_user.id, limit=limit, cursor=cursor,
                                              unread=bool(filters["unread"]),
                                              ntype=filters["type"] or None)
     except InvalidInput:
@@ -117,4 +117,8 @@ def read_all():
         inbox.mark_all_read(current_user.id)
     if not is_htmx():
         return redirect(url_for(".index", **_page(filters)["filters"]))
-    return render_template("inbox/_list.html", **_page(filters)) + _badge(unread)
+    # as many as the page showed (its "Load more"s), so the reader keeps their place
+    shown = request.form.get("shown", "")
+    limit = min(max(int(shown) if shown.isdigit() and len(shown) < 4 else 0,
+                    inbox.DEFAULT_PAGE_SIZE), inbox.MAX_PAGE_SIZE)
+    return render_template("inbox/_list.html", **_page(filters, limit=limit)) + _badge(unread)
