@@ -138,9 +138,12 @@ def _through_seen(config, nodes, connect, error):
         client = connect(list(seen)) if seen else None
     except redis.exceptions.RedisClusterException:
         client = None
-    if client is not None and not _same_cluster(client, set(seen.values())):
+    same = client is not None and _same_cluster(client, set(seen.values()))
+    if client is not None and not same:
         client.close()
-        client, why = None, "no node answers, and those seen last serve another cluster now"
+        if same is False:
+            why = "no node answers, and those seen last serve another cluster now"
+        client = None
     if client is None:
         tried = ", ".join(f"{h}:{p}" for h, p in (*nodes, *seen))
         raise redis.ConnectionError(f"Redis Cluster unreachable: {why} ({tried})") from error
@@ -149,11 +152,11 @@ def _through_seen(config, nodes, connect, error):
 
 def _same_cluster(client, node_ids):
     """Whether the cluster `client` reached holds a node of those seen (by id, which an
-    address reused by another cluster does not keep)."""
+    address reused by another cluster does not keep); None when it cannot be read."""
     try:
         return bool(node_ids & {node.get("node_id") for node in client.cluster_nodes().values()})
     except redis.RedisError:
-        return False
+        return None
 
 
 class DataCluster(redis.RedisCluster):
