@@ -72,7 +72,7 @@ def test_headers_and_first_events(app, users):
     client, uid = users["a"]
     response, reader = stream(client)
     assert response.mimetype == "text/event-stream"
-    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["X-Accel-Buffering"] == "no"
     events = reader.until(has_unread)
     assert events[0].get("retry") == "2000"

@@ -17,6 +17,7 @@ from tests.hub import poll
 from tests.live_server import ROOT, cookie_header, login, serve
 from tests.sse_helpers import open_stream
 from webapp.accounts import service as accounts
+from webapp.core.headers import HEADERS
 from webapp.extensions import db
 from webapp.inbox import service as inbox
 
@@ -144,7 +145,7 @@ def test_a_stream_the_event_loop_closes_while_another_attaches_is_released(redis
 def test_head_answers_headers_only(own_site):
     response = requests.head(own_site["server"].url + "/stream", timeout=5,
                              headers={"Cookie": own_site["cookies"][0]})
-    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-cache"
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
     assert streams_open(own_site) == 0
 
 
@@ -152,8 +153,11 @@ def test_stream_headers_on_the_wire(site):
     response = requests.get(site["server"].url + "/stream", stream=True, timeout=5,
                             headers={"Cookie": site["cookies"][0]})
     assert response.headers["Content-Type"].startswith("text/event-stream")
-    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["Cache-Control"] == "no-store"  # a user's notifications
     assert response.headers["X-Accel-Buffering"] == "no"
+    # written straight to the socket (webapp/live/handoff.py), past every after_request
+    for name, value in HEADERS.items():
+        assert response.headers[name] == value, name
     response.close()
 
 

@@ -99,7 +99,7 @@ def _unavailable(detail):
     _rollback()
     if request.endpoint == "live.stream":
         response = make_response(f"retry: {random.randint(*STREAM_RETRY_MS)}\n\n", 200)
-        response.headers.update({"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        response.headers.update({"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
     elif wants_json():
         response = json_error(503, "service_unavailable", detail)
     else:

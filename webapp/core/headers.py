@@ -17,6 +17,12 @@ HEADERS = {
 }
 
 
+def raw():
+    """The headers as a raw response head's lines, for a stream written straight to its
+    socket (webapp/live/handoff.py), which no after_request sees."""
+    return "".join(f"{name}: {value}\r\n" for name, value in HEADERS.items()).encode()
+
+
 def init_app(app):
     @app.after_request
     def secure(response):

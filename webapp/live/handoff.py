@@ -17,8 +17,11 @@ import os
 
 from flask import Response
 
+from webapp.core import headers
+
 HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-        b"Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n")
+        b"Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n" + headers.raw()
+        + b"Connection: close\r\n\r\n")
 MAX_BACKLOG = 1 << 20
 READ, WRITE = 1, 2
 

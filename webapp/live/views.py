@@ -25,7 +25,7 @@ from webapp.market import tickers
 
 bp = Blueprint("live", __name__)
 
-HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}  # a user's notifications
 TRY_AGAIN_LATER = 1013  # a WebSocket close code (RFC 6455's registry)
 
 
