@@ -146,7 +146,7 @@ class Config:
         self.LISTENER_LEASE_TTL_S = float(env.get("LISTENER_LEASE_TTL_S", 10))
         self.LISTENER_MAX_AGE_S = float(env.get("LISTENER_MAX_AGE_S", 23 * 3600 + 50 * 60))
         self.LISTENER_BACKOFF_BASE_S = float(env.get("LISTENER_BACKOFF_BASE_S", 0.5))
-        self.LISTENER_BACKOFF_MAX_S = float(env.get("LISTENER_BACKOFF_MAX_S", 30))
+        self.LISTENER_BACKOFF_MAX_S = float(env.get("LISTENER_BACKOFF_MAX_S", 5))
         # Symbols split over this many listeners, each its own lease, job and connections;
         # they share Binance's budget of connection attempts per IP (300 in 5 minutes).
         self.LISTENER_SHARDS = max(1, _int("LISTENER_SHARDS", 1))

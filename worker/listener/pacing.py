@@ -6,7 +6,7 @@ import time
 from collections import deque
 
 DEFAULT_BACKOFF_BASE_S = 0.5
-DEFAULT_BACKOFF_MAX_S = 30.0
+DEFAULT_BACKOFF_MAX_S = 5.0  # a trader waits the outage plus this at most (300 per 5 min allowed)
 # Binance allows 5 incoming messages a second, pongs included; we keep 3 for control
 # messages and the rest as headroom for pongs and for frames bunched up in transit.
 DEFAULT_CONTROL_PER_S = 3
