@@ -66,6 +66,11 @@ const focusWas = new WeakMap();  // request -> where the focus was
 document.addEventListener("htmx:beforeSwap", (event) => {
   const target = event.detail.target;
   if (!target || target === document.body || !target.contains(document.activeElement)) return;
+  // a panel's own refresh (the operations page's, every 10 s) moved nothing: htmx keeps the
+  // focus on the same element by its id, and another job's Retry must never take it
+  if (event.detail.elt && /\bevery\b/.test(event.detail.elt.getAttribute("hx-trigger") || "")) {
+    return;
+  }
   const active = document.activeElement;
   focusWas.set(event.detail.xhr, {parent: target.parentElement, target,
     previous: target.previousElementSibling, next: target.nextElementSibling,
@@ -77,7 +82,7 @@ function sameOrNews(panel, label) {
   const same = label && [...panel.querySelectorAll("[aria-label]")]
     .find((el) => el.getAttribute("aria-label") === label);
   if (same) return same;
-  const news = panel.querySelector("[role=status] .flash");
+  const news = panel.querySelector("[role=status].flash, [role=status] .flash");
   if (news) news.tabIndex = -1;
   return news;
 }
@@ -184,7 +189,9 @@ document.addEventListener("htmx:sseMessage", (event) => {
   if (toasts.id !== "toasts") return;
   const newest = toasts.firstElementChild;
   if (newest) setTimeout(() => fade(newest), 8000);
-  while (toasts.children.length > 4) toasts.lastElementChild.remove();
+  // the oldest go past four, but not one holding the focus (a keyboard user reading it)
+  const held = [...toasts.children].filter((t) => !t.contains(document.activeElement));
+  while (toasts.children.length > 4 && held.length) held.pop().remove();
 });
 // A toast's own Dismiss takes it away at once. From the keyboard (a click with no pointer:
 // detail 0) the focus goes on to the next toast's; a pointer's click leaves the focus be, so

@@ -56,7 +56,7 @@ def sweep(now=None):
         logs.event(log, "delivery_finished", logging.WARNING, delivery_id=row.id,
                    channel=row.channel, status=str(DeliveryStatus.FAILED),
                    notification_id=row.notification_id, user_id=row.user_id,
-                   attempts=row.attempts + 1, error=STOPPED_LAST)
+                   attempts=row.attempts, error=STOPPED_LAST)
         metrics.delivered(row.channel, row.notification_id, DeliveryStatus.FAILED)
     jobs = {f"delivery-{log_id}": log_id for log_id in [*released, *lost, *due]}
     queued = waiting(jobs)
@@ -76,14 +76,13 @@ def _stopped_on_their_last_attempt(stale):
     The attempt the stopped worker began counts (its own count died with it): a message
     that stops every worker it reaches must still run out of attempts."""
     limit = current_app.config.get("DELIVERY_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)
-    rows = db.session.execute(select(
-        DeliveryLog.id, DeliveryLog.channel, DeliveryLog.notification_id, DeliveryLog.user_id,
-        DeliveryLog.attempts).where(stale, DeliveryLog.attempts + 1 >= limit)).all()
-    if rows:
-        db.session.execute(update(DeliveryLog).where(DeliveryLog.id.in_([r.id for r in rows]))
-                           .values(status=DeliveryStatus.FAILED, next_attempt_at=None,
-                                   attempts=DeliveryLog.attempts + 1, error=STOPPED_LAST))
-    return rows
+    # one statement: a sweep running beside this one, or a sender finishing, is not undone
+    return db.session.execute(
+        update(DeliveryLog).where(stale, DeliveryLog.attempts + 1 >= limit)
+        .values(status=DeliveryStatus.FAILED, next_attempt_at=None,
+                attempts=DeliveryLog.attempts + 1, error=STOPPED_LAST)
+        .returning(DeliveryLog.id, DeliveryLog.channel, DeliveryLog.notification_id,
+                   DeliveryLog.user_id, DeliveryLog.attempts)).all()
 
 
 def dead_senders(now):

@@ -6,7 +6,12 @@ import time
 from collections import deque
 
 DEFAULT_BACKOFF_BASE_S = 0.5
-DEFAULT_BACKOFF_MAX_S = 5.0  # a trader waits the outage plus this at most (300 per 5 min allowed)
+DEFAULT_BACKOFF_MAX_S = 5.0  # through a short outage: a trader waits it plus this at most
+# A long outage (this many failures in a row, about a minute) waits longer between attempts:
+# many connections failing every 2.5-5 s for minutes would spend Binance's 300 attempts per
+# 5 minutes per IP wherever the shared budget cannot count (Redis away, hosts behind a NAT).
+LONG_OUTAGE_AFTER = 16
+LONG_OUTAGE_STRETCH = 6  # its cap: 6 times the short one's (30 s by default)
 # Binance allows 5 incoming messages a second, pongs included; we keep 3 for control
 # messages and the rest as headroom for pongs and for frames bunched up in transit.
 DEFAULT_CONTROL_PER_S = 3
@@ -17,14 +22,16 @@ DEFAULT_ATTEMPTS_PER_S = 0.8
 
 
 class Backoff:
-    """Delays doubling from `base` to `cap`, each drawn from [d/2, d] so peers spread out."""
+    """Delays doubling from `base` to `cap` (LONG_OUTAGE_STRETCH times it after
+    LONG_OUTAGE_AFTER in a row), each drawn from [d/2, d] so peers spread out."""
 
     def __init__(self, base=DEFAULT_BACKOFF_BASE_S, cap=DEFAULT_BACKOFF_MAX_S, rng=random):
         self.base, self.cap, self.rng = base, cap, rng
         self.attempt = 0
 
     def next(self):
-        ceiling = min(self.cap, self.base * 2 ** self.attempt)
+        cap = self.cap * (LONG_OUTAGE_STRETCH if self.attempt >= LONG_OUTAGE_AFTER else 1)
+        ceiling = min(cap, self.base * 2 ** self.attempt)
         self.attempt = min(self.attempt + 1, 32)
         return self.rng.uniform(ceiling / 2, ceiling)
 
