@@ -100,10 +100,28 @@ def test_two_failed_jobs_retried_in_a_row_without_a_reload(site):
         # the refresh every 10 s (swapped now, as it swaps) leaves a keyboard user's focus be
         button = page.get_by_role("button", name=f"Retry job {second}")
         button.focus()
-        page.evaluate("htmx.ajax('GET', '/admin/ops', {target: '#ops', swap: 'outerHTML'})")
+        page.evaluate("htmx.ajax('GET', '/admin/ops', {source: '#ops', target: '#ops', "
+                      "swap: 'outerHTML'})")
         expect(page.locator("#ops .flash-success")).to_have_count(0)
         page.wait_for_timeout(300)  # the swap settles
         expect(button).to_be_focused()
+        # the focused job retried elsewhere: the refresh hands its focus to no other job's
+        # Retry, where Enter would retry a job nobody chose
+        with site.app.app_context():
+            registry = get_queue("default").failed_job_registry
+            registry.remove(second)
+        page.evaluate("htmx.ajax('GET', '/admin/ops', {source: '#ops', target: '#ops', "
+                      "swap: 'outerHTML'})")
+        expect(page.locator("#ops tr", has_text=second)).to_have_count(0, timeout=WAIT_MS)
+        page.wait_for_timeout(300)
+        assert page.evaluate("document.activeElement.tagName") != "BUTTON"
+        with site.app.app_context():  # back as it was, for the rest
+            site.jobs[1] = enqueue(explode, "second").id
+        run_jobs(site.app)
+        second = site.jobs[1]
+        page.evaluate("htmx.ajax('GET', '/admin/ops', {source: '#ops', target: '#ops', "
+                      "swap: 'outerHTML'})")
+        expect(page.locator("#ops tr", has_text=second)).to_have_count(1, timeout=WAIT_MS)
         _retry(page, first)
         expect(page.locator("#ops tr", has_text=second)).to_have_count(1)
         _retry(page, second)
