@@ -89,11 +89,16 @@ def forget_failures(job_ids):
     job_ids = list(job_ids)
     if not job_ids:
         return
-    with rq_connection().pipeline(transaction=False) as pipe:
+    conn = rq_connection()
+    with conn.pipeline(transaction=False) as pipe:
+        for name in QUEUES:
+            pipe.lrange(get_queue(name).intermediate_queue_key, 0, -1)
+        taken = dict(zip(QUEUES, pipe.execute(), strict=True))
+    with conn.pipeline(transaction=False) as pipe:
         for name in QUEUES:
             pipe.zrem(FailedJobRegistry(name, connection=pipe).key, *job_ids)
-            # nor a dead worker's take: RQ's clean-up would fail the job queued again
-            for job_id in job_ids:
+            # nor a dead worker's take (a short list): RQ's clean-up would fail it queued again
+            for job_id in set(job_ids) & {i.decode() for i in taken[name]}:
                 pipe.lrem(get_queue(name).intermediate_queue_key, 0, job_id)
         pipe.execute()
 
