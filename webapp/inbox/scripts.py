@@ -59,7 +59,7 @@ local function publish_count()
   redis.call(PUBLISH, C, '{"event":"unread","data":' .. unread_count() .. '}')
 end
 -- What a change did, for the user's pages open elsewhere (the `changed` event, applied by
--- static/js/app.js): `field` is read or deleted, `eids` the entries (their notification ids
+-- static/js/live.js): `field` is read or deleted, `eids` the entries (their notification ids
 -- are '<entry id>-<uid>'); sent before the new count.
 local function publish_change(field, eids, uid)
   local tail = '-' .. uid

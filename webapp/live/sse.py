@@ -2,7 +2,7 @@
 
 Event names: `notification` (the `_item.html` partial, with the replay entry id as `id:`),
 `toast` (`_toast.html`), `unread` (`_badge.html` as an out-of-band swap), `changed` (JSON:
-what a read, delete or acknowledgement elsewhere did, applied by static/js/app.js) and `tick`
+what a read, delete or acknowledgement elsewhere did, applied by static/js/live.js) and `tick`
 (the listener's JSON, no id: prices are state, not history).
 """
 
