@@ -18,6 +18,7 @@ from webapp.core import logs, metrics, pubsub
 from webapp.exceptions import TicksNotMatched
 from webapp.extensions import is_cluster
 from worker import packed
+from worker.late_prices import LatePrices
 from worker.listener.loglines import logline
 from worker.outbox import HandOff, Outbox
 from worker.packed import PackedCalls
@@ -76,6 +77,7 @@ class Matcher:
         self.batch = batch
         self.mode = mode or (OUTBOX if is_cluster(redis) else INLINE)
         self.outbox = Outbox(redis)
+        self.late = LatePrices(redis)
         self.hand_off = (HandOff(self.outbox, hand_off_queue)
                          if hand_off_queue and self.mode == OUTBOX else None)
         self._script = redis.register_script(SCRIPT)
@@ -87,6 +89,10 @@ class Matcher:
         self._failed = {}
         self._key_cache = {}  # (symbol, kind) -> (its level keys, every key)
         self._all_keys = {}  # (symbol, kind) -> until when it is called with every key
+
+    def publish_late(self):
+        """Show each quiet symbol's last trade on the pages (worker/late_prices.py)."""
+        return self.late.publish()
 
     def close(self):
         if self.hand_off:
@@ -212,7 +218,10 @@ class Matcher:
         value = float(value)
         if not math.isfinite(value) or value < 0 or (kind == "price" and value == 0):
             return None
-        return [symbol.upper(), kind, fmt_num(value), int(ts_ms), self.batch, int(seq), 0]
+        symbol = symbol.upper()
+        if kind == "price":
+            self.late.traded(symbol)
+        return [symbol, kind, fmt_num(value), int(ts_ms), self.batch, int(seq), 0]
 
     def _run(self, keys, args, fired=()):
         """Call the match script for a tick until it is done (a storm takes several calls); returns

@@ -303,6 +303,8 @@ class Listener:
     def _housekeep(self):
         now = time.monotonic()
         metrics.flush_ticks()  # the counts of the last ticks before a quiet spell
+        if hasattr(self.handler, "publish_late"):
+            self.gate.call(self.handler.publish_late)
         if now >= self._next_poll and not self.gate.down:
             self._next_poll = now + self.poll_s
             self._want(self._poll_streams())
