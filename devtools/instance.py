@@ -12,6 +12,7 @@ from pathlib import Path
 
 from devtools import redisd
 from webapp.config import (
+    CLUSTER_NODES_FILE,
     DATABASE_ADDRESS_FILE,
     DEFAULT_DATABASE_URL,
     INSTANCE,
@@ -34,11 +35,16 @@ def fresh_metrics_dir(env):
 
 
 def note_running(env):
-    """Name this start's metrics folder and database for commands from a second shell, with
-    the launcher's pid and start time (config.py follows them while it runs). The database's
-    note is readable by this user alone: its URL may hold a password."""
+    """Name this start's metrics folder, database and Redis Cluster (if it has one) for
+    commands from a second shell, with the launcher's pid and start time (config.py follows
+    them while it runs). The database's note is readable by this user alone: its URL may
+    hold a password."""
     mark = process_mark()
     METRICS_DIR_FILE.write_text(f"{env['PROMETHEUS_MULTIPROC_DIR']}\n{mark}\n")
+    if env.get("REDIS_CLUSTER_NODES"):
+        CLUSTER_NODES_FILE.write_text(f"{env['REDIS_CLUSTER_NODES']}\n{mark}\n")
+    else:
+        CLUSTER_NODES_FILE.unlink(missing_ok=True)
     fd = os.open(DATABASE_ADDRESS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as note:
         note.write(f"{env.get('DATABASE_URL') or DEFAULT_DATABASE_URL}\n{mark}\n")
@@ -49,7 +55,7 @@ def note_redis(url):
 
 
 def forget_running():
-    for note in (REDIS_ADDRESS_FILE, METRICS_DIR_FILE, DATABASE_ADDRESS_FILE):
+    for note in (REDIS_ADDRESS_FILE, METRICS_DIR_FILE, DATABASE_ADDRESS_FILE, CLUSTER_NODES_FILE):
         note.unlink(missing_ok=True)
 
 

@@ -88,6 +88,7 @@ def make_app(db_url, db_backend, redis_url, tmp_path):
             "SECRET_KEY": "test-secret",
             "SQLALCHEMY_DATABASE_URI": db_url,
             "REDIS_URL": redis_url,
+            "REDIS_CLUSTER_NODES": [],  # not a running make run's (config.py)
             "INSTANCE_PATH": str(tmp_path / "instance"),
             **config,
         }

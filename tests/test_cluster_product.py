@@ -4,14 +4,18 @@ exactly once through the real listener, and a master killed mid-storm is replace
 replica without a hand; the notifications it costs are counted."""
 
 import itertools
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from devtools.fakefeed import FakeFeed
 from tests.cluster import start_or_skip
-from tests.product import Product, until
+from tests.product import ROOT, Product, until
 from webapp import keys
 from webapp.extensions import db
 from webapp.models import Alert
@@ -117,3 +121,20 @@ def active_of(product, ids):
     """Those of the alerts SQL still has active: the slow path has not settled them."""
     with product.app.app_context():
         return db.session.scalars(select(Alert.id).where(Alert.id.in_(ids), Alert.active)).all()
+
+
+def test_a_second_shell_without_the_setting_reaches_the_cluster(clustered):
+    """`flask notify` from a shell that lacks REDIS_CLUSTER_NODES follows the running
+    make run's (instance/cluster.nodes): before, it wrote into the private Redis, where no
+    page reads, and said "sent"."""
+    product, _ = clustered
+    env = {k: v for k, v in product.env.items()
+           if k not in ("REDIS_CLUSTER_NODES", "DATABASE_URL", "LISTEN_FD")}
+    sent = subprocess.run(
+        [Path(sys.executable).parent / "flask", "notify", "drill@example.com",
+         "SYSTEM_MAINTENANCE", "From a second shell", "Maintenance at noon."],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    titles = [json.loads(fields["data"])["title"]
+              for _, fields in product.redis.xrange(keys.replay(product.uid))]
+    assert "From a second shell" in titles

@@ -388,3 +388,22 @@ def test_a_database_note_is_followed_only_while_its_launcher_runs(tmp_path, monk
     pid, started = mark.split()
     note.write_text(f"sqlite:///{tmp_path / 'tb.db'}\n{pid} {int(started) - 1}\n")
     assert config.running_database_url() is None
+
+
+def test_a_cluster_note_is_followed_only_while_its_launcher_runs_and_unless_set(
+        tmp_path, monkeypatch):
+    from webapp import config
+
+    note = tmp_path / "cluster.nodes"
+    monkeypatch.setattr(config, "CLUSTER_NODES_FILE", note)
+    monkeypatch.delenv("REDIS_CLUSTER_NODES", raising=False)
+    assert config.Config().REDIS_CLUSTER_NODES == []  # no note: one Redis
+    mark = config.process_mark()
+    note.write_text(f"127.0.0.1:7001,127.0.0.1:7002\n{mark}\n")
+    assert config.Config().REDIS_CLUSTER_NODES == [("127.0.0.1", 7001), ("127.0.0.1", 7002)]
+    monkeypatch.setenv("REDIS_CLUSTER_NODES", "")  # set, even empty: the shell's own
+    assert config.Config().REDIS_CLUSTER_NODES == []
+    monkeypatch.delenv("REDIS_CLUSTER_NODES")
+    pid, started = mark.split()
+    note.write_text(f"127.0.0.1:7001\n{pid} {int(started) - 1}\n")  # its launcher is gone
+    assert config.Config().REDIS_CLUSTER_NODES == []

@@ -14,6 +14,9 @@ METRICS_DIR_FILE = INSTANCE / "metrics.dir"
 # ... and its database: without it, such a command made a SQLite file of its own beside make
 # run's Redis, and its user 1 got the notifications of make run's user 1.
 DATABASE_ADDRESS_FILE = INSTANCE / "database.url"
+# ... and its Redis Cluster: without it, `flask notify` from a shell lacking
+# REDIS_CLUSTER_NODES wrote into the private Redis, where no page reads, and said "sent".
+CLUSTER_NODES_FILE = INSTANCE / "cluster.nodes"
 DEFAULT_DATABASE_URL = f"sqlite:///{INSTANCE / 'tickerbell.db'}"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -66,6 +69,16 @@ def running_database_url():
     except (OSError, ValueError):
         return None
     return url or None
+
+
+def running_cluster_nodes():
+    """The REDIS_CLUSTER_NODES of a running `make run`; empty when none runs on a cluster."""
+    try:
+        nodes, mark = CLUSTER_NODES_FILE.read_text().splitlines()
+        _still_running(mark)
+    except (OSError, ValueError):
+        return ""
+    return nodes
 
 
 def redis_url_origin(url):
@@ -131,7 +144,10 @@ class Config:
         self.REDIS_URL = env.get("REDIS_URL") or private_redis_url() or DEFAULT_REDIS_URL
         # host:port,host:port,...: the data plane (index, inboxes, pub/sub, prices, limits)
         # on a Redis Cluster; RQ's queues and schedules stay on REDIS_URL. Empty: one Redis.
-        self.REDIS_CLUSTER_NODES = cluster_nodes(env.get("REDIS_CLUSTER_NODES", ""))
+        # Unset, a running `make run`'s (set empty: one Redis, whatever runs).
+        self.REDIS_CLUSTER_NODES = cluster_nodes(
+            env["REDIS_CLUSTER_NODES"] if "REDIS_CLUSTER_NODES" in env
+            else running_cluster_nodes())
         self.BINANCE_WS_URL = env.get("BINANCE_WS_URL", "wss://stream.binance.com:9443")
         # Where the list of trading symbols comes from (exchangeInfo); empty: never fetched,
         # so every symbol is accepted as unverified.
