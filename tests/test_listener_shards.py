@@ -211,6 +211,23 @@ def test_a_shard_number_past_the_count_is_refused(sharded):
     assert result.exit_code != 0 and "LISTENER_SHARDS is 2" in result.output
 
 
+
+def test_a_hand_run_listener_follows_the_running_count_or_refuses_another(make_app,
+                                                                           monkeypatch):
+    """Started in a second shell without LISTENER_SHARDS, beside listeners split two ways, a
+    `flask listener --direct` took shard 0's lease as a single listener of every symbol, so
+    shard 1's symbols had two listeners."""
+    app = make_app()  # this shell: LISTENER_SHARDS unset, so 1
+    app.extensions["redis"].set(keys.LISTENER_SHARDS, 2)  # the running watchdog's word
+    monkeypatch.delenv("LISTENER_SHARDS", raising=False)
+    followed = app.test_cli_runner().invoke(args=["listener", "--shard", "2"])
+    assert "following the running listeners' 2" in followed.output
+    assert followed.exit_code != 0 and "LISTENER_SHARDS is 2: 0 to 1" in followed.output
+    monkeypatch.setenv("LISTENER_SHARDS", "3")
+    other = make_app(LISTENER_SHARDS=3).test_cli_runner().invoke(args=["listener", "--direct"])
+    assert other.exit_code == 2
+    assert "set LISTENER_SHARDS=2 here, or restart every listener" in other.output
+
 def test_the_shared_budget_refuses_the_attempt_past_it_across_shards(r):
     local = lambda: AttemptBudget(burst=100, per_s=1e-9)  # noqa: E731 (only Redis limits here)
     first, second = (ConnectBudget(r, host="box", budget=3, window_s=60, local=local())

@@ -9,6 +9,7 @@ shard and no other (LISTENER_SHARDS=N wants N of them; `make run` starts N).
 
 import gc
 import logging
+import os
 import signal
 import threading
 import uuid
@@ -274,6 +275,8 @@ def listener_command(direct, shard):
     """Host the Binance listener: an RQ worker on the `stream` queue running one shard's job
     (or one shard here, with --direct or --shard)."""
     count = shards.count(current_app.config)
+    if direct or shard is not None:
+        count = _hand_run_count(count)
     if shard is not None and not 0 <= shard < count:
         raise click.BadParameter(f"LISTENER_SHARDS is {count}: 0 to {count - 1}",
                                  param_hint="--shard")
@@ -289,6 +292,23 @@ def listener_command(direct, shard):
                      with_scheduler=False)
     finally:
         beat.end()
+
+
+def _hand_run_count(mine):
+    """A listener run by hand splits the symbols as the running ones do: two counts at once
+    would give some symbols two listeners. Unset in this shell, the running count is
+    followed; set to another, refused."""
+    found = shards.running(get_redis())
+    if found is None or found == mine:
+        return mine
+    if os.environ.get("LISTENER_SHARDS"):
+        raise click.UsageError(
+            f"LISTENER_SHARDS is {mine} here, but the running listeners split the symbols "
+            f"over {found}: set LISTENER_SHARDS={found} here, or restart every listener with "
+            "the new count")
+    click.echo(f"LISTENER_SHARDS is unset here: following the running listeners' {found}")
+    current_app.config["LISTENER_SHARDS"] = found
+    return found
 
 
 def _stream_worker(current):

@@ -8,6 +8,9 @@ listener as it always was.
 
 import zlib
 
+from webapp import keys
+from webapp.errors import REDIS_FAULTS
+
 JOB_ID = "tickerbell-listener"
 
 
@@ -23,3 +26,13 @@ def job_id(shard):
 
 def count(config):
     return max(1, int(config.get("LISTENER_SHARDS") or 1))
+
+
+def running(redis):
+    """The shard count the running listeners' watchdog last said (kept 30 s); None when
+    none said it lately, or Redis does not answer."""
+    try:
+        said = redis.get(keys.LISTENER_SHARDS)
+    except REDIS_FAULTS:
+        return None
+    return int(said) if said else None
