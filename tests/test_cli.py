@@ -38,6 +38,11 @@ def test_worker_burst_connects_and_exits_cleanly(runner):
     assert result.exit_code == 0, result.output
 
 
+def test_worker_refuses_a_queue_nothing_uses(runner):
+    result = runner.invoke(args=["worker", "nosuchqueue"])  # it listened there for ever
+    assert result.exit_code == 2 and "'nosuchqueue' is not one of" in result.output
+
+
 def test_production_refuses_the_development_secret(monkeypatch):
     monkeypatch.setenv("TICKERBELL_ENV", "production")
     monkeypatch.delenv("SECRET_KEY", raising=False)

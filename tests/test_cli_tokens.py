@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
 
 from tests.live_server import ROOT
+from webapp.accounts import service as accounts
 from webapp.extensions import db
 from webapp.models import ServiceToken
 
@@ -120,6 +121,16 @@ def test_notify_an_unknown_user_exits_non_zero_and_sends_nothing(app, runner):
     assert "no user with email ghost@example.com" in result.output
     assert redis.dbsize() == before
 
+
+
+def test_notify_refusals_read_as_lines_and_a_strategy_nobody_follows_is_one(app, runner):
+    with app.app_context():
+        accounts.create_user("a@example.com", "long password")
+    bad = invoke(runner, "notify", "a@example.com", "NOT_A_TYPE", "Title", "Body")
+    assert bad.exit_code == 1 and "rejected:\n  type: " in bad.output and "{" not in bad.output
+    typo = invoke(runner, "notify", "--strategy", "nostrat", "PRICE_ALERT", "Title", "Body")
+    assert typo.exit_code == 1  # it said "sent 0 notification(s)", as if it had worked
+    assert "no user follows strategy 'nostrat': nothing was sent" in typo.output
 
 @pytest.mark.parametrize("args", [
     ["notify", "PRICE_ALERT", "Title", "Body"],  # a user's notification needs EMAIL

@@ -193,3 +193,10 @@ def test_after_ctrl_c_and_a_start_again_only_the_live_processes_are_listed(produ
     listed = {p["pid"] for role in before
               for p in product.health()["processes"][role]["processes"]}
     assert not listed & set().union(*before.values()), product.output()
+
+
+def test_a_beat_a_little_ahead_of_this_clock_reads_as_now():
+    from webapp.admin.cli import _age
+
+    assert _age(-40) == "0.0 s ago"  # it read "-0.0 s ago" (another host's clock ahead)
+    assert _age(1500) == "1.5 s ago" and _age(None) == "never"

@@ -30,7 +30,7 @@ MAINTENANCE_S = 15
 
 
 @click.command("worker")
-@click.argument("queues", nargs=-1)
+@click.argument("queues", nargs=-1, type=click.Choice(QUEUES))
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 @with_appcontext
 def run_worker(queues, burst):

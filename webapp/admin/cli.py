@@ -15,6 +15,7 @@ from webapp.exceptions import NotFound
 def _age(ms):
     if ms is None:
         return "never"
+    ms = max(ms, 0)  # a beat stamped by another host's clock, a little ahead of this one's
     return f"{ms / 1000:.1f} s ago" if ms < 60_000 else f"{ms // 60_000} min ago"
 
 

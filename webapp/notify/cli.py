@@ -73,7 +73,10 @@ def notify(args, system, strategy, priority):
     finally:
         logs.unbind(token)
     if result["status"] != "accepted":
-        raise click.ClickException(f"rejected: {result['errors']}")
+        raise click.ClickException("rejected:\n" + "\n".join(
+            f"  {field}: {error}" for field, error in result["errors"].items()))
+    if strategy and not result["ids"]:
+        raise click.ClickException(f"no user follows strategy {strategy!r}: nothing was sent")
     click.echo(f"sent {len(result['ids'])} notification(s): {' '.join(result['ids'])} "
                f"(request id {request_id})")
 
