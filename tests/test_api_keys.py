@@ -49,6 +49,27 @@ def test_settings_page_creates_lists_prefix_and_revokes(client, auth):
     assert client.get("/api/v1/me", headers={"X-API-Key": key}).status_code == 401
 
 
+def test_the_page_script_gets_the_list_with_the_key_and_a_second_revoke_is_news(app, client,
+                                                                                 auth):
+    auth.create()
+    auth.login()
+    token, htmx = csrf_token(client, "/settings/api-keys"), {"HX-Request": "true"}
+    created = client.post("/settings/api-keys", data={"name": "desk", "csrf_token": token},
+                          headers=htmx)
+    fragment = created.get_data(as_text=True)
+    assert created.status_code == 200 and fragment.startswith('<div id="api-keys">')
+    key = re.search(r'id="new-key">([^<]+)<', fragment).group(1)
+    assert client.get("/api/v1/me", headers={"X-API-Key": key}).status_code == 200
+    assert key not in client.get("/settings/api-keys").get_data(as_text=True)  # once only
+    [key_id] = key_ids(app, "trader@example.com")
+    revoke = f"/settings/api-keys/{key_id}/revoke"
+    first = client.post(revoke, data={"csrf_token": token}, headers=htmx)
+    assert "Key “desk” revoked" in first.get_data(as_text=True)
+    again = client.post(revoke, data={"csrf_token": token}, headers=htmx)  # another tab's
+    assert again.status_code == 200
+    assert "revoked already, perhaps in another tab" in again.get_data(as_text=True)
+    assert client.get("/api/v1/me", headers={"X-API-Key": key}).status_code == 401
+
 def key_ids(app, email):
     from webapp.models import ApiKey, User
 

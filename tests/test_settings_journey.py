@@ -115,14 +115,19 @@ def _walk_api_keys(page, site, name):
     key = page.locator("#new-key").text_content()
     assert _as_key(site, key).json()["email"] == "keys-walker@example.com"
     expect(page.locator("#name-error")).to_have_count(0)
+    expect(page.locator("#name")).to_have_value("")  # emptied for the next key
     expect(page.locator("tbody tr", has_text=name)).to_have_count(1)
+    # the news has the focus (it went to the page's start): the key, read out at once
+    expect(page.locator("#api-keys [role=status]")).to_be_focused(timeout=WAIT_MS)
     expect(page.locator("#toasts .toast").first).to_contain_text(f"API key created: {name}",
                                                                  timeout=WAIT_MS)
     step_done(page, site)
 
     page.get_by_role("button", name=f"Revoke {name}").click()
     expect(page.locator("tbody tr", has_text=name)).to_have_count(0, timeout=WAIT_MS)
-    expect(page.locator("#flashes")).to_contain_text("Key revoked.")
+    news = page.locator("#api-keys [role=status]")
+    expect(news).to_have_text(f"Key “{name}” revoked: it is refused from now on.")
+    expect(news).to_be_focused(timeout=WAIT_MS)
     expect(page.locator("#new-key")).to_have_count(0)  # shown once, never again
     assert _as_key(site, key).status_code == 401
     step_done(page, site)

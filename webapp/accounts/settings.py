@@ -1,10 +1,11 @@
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user
 
 from webapp import keys
 from webapp.accounts import service as accounts
 from webapp.accounts import sessions
 from webapp.accounts.forms import ApiKeyForm, ChangePasswordForm
+from webapp.errors import is_htmx
 from webapp.exceptions import InvalidInput
 from webapp.extensions import get_redis
 
@@ -44,16 +45,18 @@ NEW_KEY_TTL_S = 300  # the new key waits this long for the page that shows it on
 
 @bp.route("/api-keys", methods=["GET", "POST"])
 def api_keys():
-    """Create a key, then redirect (a reload never makes another): the GET shows it once."""
-    form = ApiKeyForm()
+    """Create a key. HTMX gets the list with the key at once; a plain form redirects (a
+    reload never makes another), and the GET shows the key once."""
+    form, new_key = ApiKeyForm(), None
     if form.validate_on_submit():
-        _, plaintext = accounts.create_api_key(current_user, form.name.data)
-        get_redis().set(_new_key(), plaintext, ex=NEW_KEY_TTL_S)
-        return redirect(url_for("settings.api_keys"))
-    new_key = None if form.errors else get_redis().getdel(_new_key())
-    return render_template("accounts/api_keys.html", form=form, new_key=new_key,
-                           keys=accounts.live_api_keys(current_user)), \
-        422 if form.errors else 200
+        _, new_key = accounts.create_api_key(current_user, form.name.data)
+        if not is_htmx():
+            get_redis().set(_new_key(), new_key, ex=NEW_KEY_TTL_S)
+            return redirect(url_for("settings.api_keys"))
+        form = ApiKeyForm(formdata=None)  # emptied for the next key
+    elif request.method == "GET":
+        new_key = get_redis().getdel(_new_key())
+    return _render_keys(form, new_key=new_key), 422 if form.errors else 200
 
 
 def _new_key():
@@ -63,8 +66,16 @@ def _new_key():
 
 @bp.post("/api-keys/<int:key_id>/revoke")
 def revoke_api_key(key_id):
-    if accounts.revoke_api_key(current_user, key_id):
-        flash("Key revoked.", "info")
-    else:
-        flash("No such key.", "error")
+    key = accounts.revoke_api_key(current_user, key_id)
+    if is_htmx():  # gone already (another tab): the list shows it gone, and says so
+        return _render_keys(ApiKeyForm(formdata=None), revoked=key.name if key else None,
+                            gone=key is None)
+    flash("Key revoked." if key else "No such key.", "info" if key else "error")
     return redirect(url_for("settings.api_keys"))
+
+
+def _render_keys(form, **shown):
+    """The page, or for HTMX its list alone: the same partial either way."""
+    template = "accounts/_api_keys.html" if is_htmx() else "accounts/api_keys.html"
+    return render_template(template, form=form, keys=accounts.live_api_keys(current_user),
+                           **shown)
