@@ -220,7 +220,7 @@ class Matcher:
             return None
         symbol = symbol.upper()
         if kind == "price":
-            self.late.traded(symbol)
+            self.late.traded(symbol, int(ts_ms))
         return [symbol, kind, fmt_num(value), int(ts_ms), self.batch, int(seq), 0]
 
     def _run(self, keys, args, fired=()):

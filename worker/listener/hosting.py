@@ -267,7 +267,8 @@ def _keep_rq_heartbeat(current, stop):
 
 
 @click.command("listener")
-@click.option("--direct", is_flag=True, help="Run the listener (shard 0) here, without RQ.")
+@click.option("--direct", is_flag=True,
+              help="Run shard 0 (the whole listener when unsharded) here, without RQ.")
 @click.option("--shard", type=int, default=None,
               help="Run this shard (0 to LISTENER_SHARDS - 1) here, without RQ.")
 @with_appcontext
