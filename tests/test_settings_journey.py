@@ -141,6 +141,26 @@ def test_the_api_keys_journey_twice_without_a_reload(live_site):
         _walk_api_keys(page, live_site, "trading bot")
 
 
+def test_revoking_one_of_two_keys_of_one_name_leaves_the_focus_on_the_news(live_site):
+    """Their buttons had one name: the focus went on to the other key's Revoke, where a
+    second Enter revoked it too."""
+    live_site.user("twins@example.com", PASSWORD)
+    with signed_in(live_site, "twins@example.com", "/settings/api-keys") as page:
+        for _ in range(2):
+            page.fill("#name", "bot")
+            page.get_by_role("button", name="Create key").click()
+            expect(page.locator("#api-keys [role=status]")).to_be_focused(timeout=WAIT_MS)
+        revokes = page.get_by_role("button", name="Revoke bot")
+        expect(revokes).to_have_count(2)
+        revokes.first.focus()
+        page.keyboard.press("Enter")
+        expect(revokes).to_have_count(1, timeout=WAIT_MS)
+        expect(page.locator("#api-keys [role=status]")).to_be_focused(timeout=WAIT_MS)
+        page.keyboard.press("Enter")  # on the news: nothing more is revoked
+        page.wait_for_timeout(500)
+        expect(revokes).to_have_count(1)
+        step_done(page, live_site)
+
 def _change_password(page, current, new):
     page.fill("#current_password", current)
     page.fill("#new_password", new)
