@@ -19,6 +19,8 @@ PG_URL = os.environ.get("TEST_DATABASE_URL")
 # unless a test stores one or points BINANCE_API_URL at a loopback feed. Processes the
 # tests start inherit it.
 os.environ["BINANCE_API_URL"] = ""
+# One Redis unless a test names a cluster: not a `make run`'s running beside (config.py).
+os.environ.setdefault("REDIS_CLUSTER_NODES", "")
 # loopback SMTP/HTTP servers for the notification hub; the browser journeys' live site;
 # the skip summary, whose PostgreSQL and Chromium skips fail a CI run
 pytest_plugins = ["tests.hub", "tests.live_server", "tests.cluster", "tests.skips"]

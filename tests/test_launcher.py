@@ -397,6 +397,7 @@ def test_a_cluster_note_is_followed_only_while_its_launcher_runs_and_unless_set(
     note = tmp_path / "cluster.nodes"
     monkeypatch.setattr(config, "CLUSTER_NODES_FILE", note)
     monkeypatch.delenv("REDIS_CLUSTER_NODES", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
     assert config.Config().REDIS_CLUSTER_NODES == []  # no note: one Redis
     mark = config.process_mark()
     note.write_text(f"127.0.0.1:7001,127.0.0.1:7002\n{mark}\n")
@@ -404,6 +405,9 @@ def test_a_cluster_note_is_followed_only_while_its_launcher_runs_and_unless_set(
     monkeypatch.setenv("REDIS_CLUSTER_NODES", "")  # set, even empty: the shell's own
     assert config.Config().REDIS_CLUSTER_NODES == []
     monkeypatch.delenv("REDIS_CLUSTER_NODES")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6390/0")  # another install's Redis
+    assert config.Config().REDIS_CLUSTER_NODES == []
+    monkeypatch.delenv("REDIS_URL")
     pid, started = mark.split()
     note.write_text(f"127.0.0.1:7001\n{pid} {int(started) - 1}\n")  # its launcher is gone
     assert config.Config().REDIS_CLUSTER_NODES == []

@@ -144,10 +144,10 @@ class Config:
         self.REDIS_URL = env.get("REDIS_URL") or private_redis_url() or DEFAULT_REDIS_URL
         # host:port,host:port,...: the data plane (index, inboxes, pub/sub, prices, limits)
         # on a Redis Cluster; RQ's queues and schedules stay on REDIS_URL. Empty: one Redis.
-        # Unset, a running `make run`'s (set empty: one Redis, whatever runs).
+        # Unset, with REDIS_URL unset too: a running `make run`'s (set empty: one Redis).
+        own = "REDIS_CLUSTER_NODES" in env or env.get("REDIS_URL")
         self.REDIS_CLUSTER_NODES = cluster_nodes(
-            env["REDIS_CLUSTER_NODES"] if "REDIS_CLUSTER_NODES" in env
-            else running_cluster_nodes())
+            env.get("REDIS_CLUSTER_NODES", "") if own else running_cluster_nodes())
         self.BINANCE_WS_URL = env.get("BINANCE_WS_URL", "wss://stream.binance.com:9443")
         # Where the list of trading symbols comes from (exchangeInfo); empty: never fetched,
         # so every symbol is accepted as unverified.
