@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi.py
 
-.PHONY: run demo cluster test coverage lint bench migrate clean browser
+.PHONY: run demo cluster test coverage lint bench migration clean browser
 
 run: $(VENV)/.runtime
 	@$(BIN)/flask db upgrade
