@@ -350,6 +350,9 @@ def main(argv=None):
         env = demo_env(env, demo_port)
         seed_demo(printer, env)
     started = len(children)
+    # set, so each process announces it, and one started in its place after a change of
+    # count is never refused for the old count the others announced (shards.py)
+    env["LISTENER_SHARDS"] = str(shard_count(env))
     web_fds = (listen_fd,) if listen_fd else ()
     children += [Child(name, argv, env, printer, web_fds if name == "web" else ())
                  for name, argv in commands(port, demo_port, shard_count(env), listen_fd).items()]

@@ -228,6 +228,26 @@ def test_a_hand_run_listener_follows_the_running_count_or_refuses_another(make_a
     assert other.exit_code == 2
     assert "set LISTENER_SHARDS=2 here, or restart every listener" in other.output
 
+
+def test_a_second_shells_worker_and_listener_without_the_count_upset_no_split(make_app,
+                                                                              monkeypatch):
+    """Beside listeners split two ways, a process whose LISTENER_SHARDS is unset: its
+    watchdog (a `flask worker` runs it) said 1 and watched shard 0 alone, and a plain
+    `flask listener` would take any shard's job as the single listener's."""
+    monkeypatch.delenv("LISTENER_SHARDS", raising=False)
+    app = make_app()
+    assert app.config["LISTENER_SHARDS"] is None  # unset: 1, but not said to the others
+    app.extensions["redis"].set(keys.LISTENER_SHARDS, 2, ex=30)  # the running watchdog's
+    with app.app_context():
+        assert listener_watchdog() == "enqueued,enqueued"  # both shards watched
+        assert get_redis().get(keys.LISTENER_SHARDS) == "2"  # and the split left as said
+    refused = app.test_cli_runner().invoke(args=["listener"])
+    assert refused.exit_code == 2 and "set LISTENER_SHARDS=2 here" in refused.output
+    app.extensions["redis"].delete(keys.LISTENER_SHARDS)
+    with app.app_context():  # nothing running says a count: 1, and it says nothing
+        assert listener_watchdog() == "queued"
+        assert get_redis().get(keys.LISTENER_SHARDS) is None
+
 def test_the_shared_budget_refuses_the_attempt_past_it_across_shards(r):
     local = lambda: AttemptBudget(burst=100, per_s=1e-9)  # noqa: E731 (only Redis limits here)
     first, second = (ConnectBudget(r, host="box", budget=3, window_s=60, local=local())

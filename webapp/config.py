@@ -165,7 +165,10 @@ class Config:
         self.LISTENER_BACKOFF_MAX_S = float(env.get("LISTENER_BACKOFF_MAX_S", 5))
         # Symbols split over this many listeners, each its own lease, job and connections;
         # they share Binance's budget of connection attempts per IP (300 in 5 minutes).
-        self.LISTENER_SHARDS = max(1, _int("LISTENER_SHARDS", 1))
+        # None: unset here, so 1 (worker/listener/shards.py: a listener beside running ones
+        # split otherwise is refused; only a count set is announced to the others).
+        self.LISTENER_SHARDS = max(1, _int("LISTENER_SHARDS", 1)) if env.get(
+            "LISTENER_SHARDS") else None
         self.LISTENER_CONNECT_BUDGET = _int("LISTENER_CONNECT_BUDGET", 300)
         self.LISTENER_CONNECT_WINDOW_S = float(env.get("LISTENER_CONNECT_WINDOW_S", 300))
         # A bearer token that lets Prometheus scrape /metrics from off the host; empty:

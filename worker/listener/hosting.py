@@ -9,7 +9,6 @@ shard and no other (LISTENER_SHARDS=N wants N of them; `make run` starts N).
 
 import gc
 import logging
-import os
 import signal
 import threading
 import uuid
@@ -175,12 +174,15 @@ def listener_watchdog():
     """Periodic job: each shard's outcome (`running`, `queued`, `starting`, `enqueued`;
     `redis_down` while the data plane does not answer, a failover say),
     comma-separated in shard order; one shard: just its own."""
-    count = shards.count(current_app.config)
+    config = current_app.config
+    said = shards.is_set(config)  # unset here (a second shell's worker): the others' count
+    count = shards.count(config) if said else shards.running() or 1
     outcome = ",".join(watch_shard(shard) for shard in range(count))
-    try:  # after the watch: its master away must not keep any shard unwatched
-        get_redis().set(keys.LISTENER_SHARDS, count, ex=SHARDS_SAID_S)
-    except REDIS_FAULTS:
-        pass
+    if said:  # an unset count's 1 is no one's word: it would hide a running split
+        try:  # after the watch: its master away must not keep any shard unwatched
+            get_redis().set(keys.LISTENER_SHARDS, count, ex=SHARDS_SAID_S)
+        except REDIS_FAULTS:
+            pass
     return outcome
 
 
@@ -278,6 +280,11 @@ def listener_command(direct, shard):
     count = shards.count(current_app.config)
     if direct or shard is not None:
         count = _hand_run_count(count)
+    elif not shards.is_set(current_app.config) and (found := shards.running()):
+        if found != count:  # it would take any shard's job as the single listener's
+            raise click.UsageError(
+                f"LISTENER_SHARDS is unset here, but the running listeners split the symbols "
+                f"over {found}: set LISTENER_SHARDS={found} here")
     if shard is not None and not 0 <= shard < count:
         raise click.BadParameter(f"LISTENER_SHARDS is {count}: 0 to {count - 1}",
                                  param_hint="--shard")
@@ -299,10 +306,10 @@ def _hand_run_count(mine):
     """A listener run by hand splits the symbols as the running ones do: two counts at once
     would give some symbols two listeners. Unset in this shell, the running count is
     followed; set to another, refused."""
-    found = shards.running(get_redis())
+    found = shards.running()
     if found is None or found == mine:
         return mine
-    if os.environ.get("LISTENER_SHARDS"):
+    if shards.is_set(current_app.config):
         raise click.UsageError(
             f"LISTENER_SHARDS is {mine} here, but the running listeners split the symbols "
             f"over {found}: set LISTENER_SHARDS={found} here, or restart every listener with "

@@ -10,6 +10,7 @@ import zlib
 
 from webapp import keys
 from webapp.errors import REDIS_FAULTS
+from webapp.extensions import get_redis
 
 JOB_ID = "tickerbell-listener"
 
@@ -25,14 +26,19 @@ def job_id(shard):
 
 
 def count(config):
+    """LISTENER_SHARDS as set; 1 when unset."""
     return max(1, int(config.get("LISTENER_SHARDS") or 1))
 
 
-def running(redis):
+def is_set(config):
+    return bool(config.get("LISTENER_SHARDS"))
+
+
+def running():
     """The shard count the running listeners' watchdog last said (kept 30 s); None when
-    none said it lately, or Redis does not answer."""
+    none said it lately, or the data plane does not answer."""
     try:
-        said = redis.get(keys.LISTENER_SHARDS)
+        said = get_redis().get(keys.LISTENER_SHARDS)
     except REDIS_FAULTS:
         return None
     return int(said) if said else None
