@@ -131,6 +131,16 @@ document.addEventListener("click", (event) => {
   const open = burger.closest(".nav").classList.toggle("open");
   burger.setAttribute("aria-expanded", String(open));
 });
+// An item gone from the page (deleted here, elsewhere, or found gone): a button of it that
+// had the focus hands it on, as the page's own Delete does.
+function leave(el) {
+  if (el.contains(document.activeElement)) {
+    const next = el.nextElementSibling || el.previousElementSibling;
+    const button = next && next.querySelector("button");
+    if (button) button.focus();
+  }
+  el.remove();
+}
 document.addEventListener("htmx:responseError", (event) => {
   const xhr = event.detail.xhr, elt = event.detail.elt;
   // a box saved as it is ticked (settings) shows again what is saved: nothing changed

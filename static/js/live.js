@@ -1,6 +1,5 @@
 // Tickerbell's live feed on the page: toasts, prices, and what changed in other tabs.
-// Loaded after app.js, whose showAge and localTimes it uses (app.js's 404 handling uses
-// its leave).
+// Loaded after app.js, whose leave, showAge and localTimes it uses.
 
 // The live feed (htmx-ext-sse on <body>). The browser's own EventSource reconnect sends
 // Last-Event-ID itself; when the extension has to make a new EventSource instead, it asks
@@ -88,15 +87,6 @@ function upTo(nid, last) {
 }
 function settled(el) {
   return el && !el.querySelector(".htmx-request");
-}
-function leave(el) {
-  // a button of it that had the focus hands it on, as the page's own Delete does
-  if (el.contains(document.activeElement)) {
-    const next = el.nextElementSibling || el.previousElementSibling;
-    const button = next && next.querySelector("button");
-    if (button) button.focus();
-  }
-  el.remove();
 }
 function markRead(el) {
   if (!settled(el) || !el.classList.contains("unread")) return;
