@@ -69,15 +69,18 @@ def _keys(symbol, kind, mode):
 class Matcher:
     """Matches ticks against the alert index; safe to run twice on the same feed."""
 
-    def __init__(self, redis, batch=DEFAULT_BATCH, mode=None, hand_off_queue=0):
+    def __init__(self, redis, batch=DEFAULT_BATCH, mode=None, hand_off_queue=0,
+                 late_prices=False):
         """`hand_off_queue` (the listener's): in outbox mode, delivered batches wait in a
         queue of this size to be handed to the slow path by a thread of their own
-        (worker/outbox.py `HandOff`), which `close` ends; 0: handed on before returning."""
+        (worker/outbox.py `HandOff`), which `close` ends; 0: handed on before returning.
+        `late_prices` (the listener's): a thread shows each quiet symbol's last trade
+        (worker/late_prices.py) until `close`."""
         self.redis = redis
         self.batch = batch
         self.mode = mode or (OUTBOX if is_cluster(redis) else INLINE)
         self.outbox = Outbox(redis)
-        self.late = LatePrices(redis)
+        self.late = LatePrices(redis).start() if late_prices else LatePrices(redis)
         self.hand_off = (HandOff(self.outbox, hand_off_queue)
                          if hand_off_queue and self.mode == OUTBOX else None)
         self._script = redis.register_script(SCRIPT)
@@ -90,11 +93,8 @@ class Matcher:
         self._key_cache = {}  # (symbol, kind) -> (its level keys, every key)
         self._all_keys = {}  # (symbol, kind) -> until when it is called with every key
 
-    def publish_late(self):
-        """Show each quiet symbol's last trade on the pages (worker/late_prices.py)."""
-        return self.late.publish()
-
     def close(self):
+        self.late.close()
         if self.hand_off:
             self.hand_off.close()
 
@@ -220,7 +220,7 @@ class Matcher:
             return None
         symbol = symbol.upper()
         if kind == "price":
-            self.late.traded(symbol, int(ts_ms))
+            self.late.traded(symbol)
         return [symbol, kind, fmt_num(value), int(ts_ms), self.batch, int(seq), 0]
 
     def _run(self, keys, args, fired=()):

@@ -377,11 +377,8 @@ class Listener:
 
     # -- Redis: status, lease, and riding out an outage ------------------------------
     def _tend_redis(self):
-        """Beat when due, show the prices held back (worker/late_prices.py); while Redis is
-        down, try every `redis_retry_s` to get back."""
+        """Beat when due; while Redis is down, try every `redis_retry_s` to get back."""
         if not self.gate.down:
-            if hasattr(self.handler, "publish_late"):  # a Matcher (the tests' may be simpler)
-                self.gate.call(self.handler.publish_late)
             if time.monotonic() >= self._next_beat:
                 self.gate.call(self._beat)
             return

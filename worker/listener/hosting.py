@@ -91,7 +91,7 @@ def _listen(app, r, lease, stop, shard):
         # A client of its own with a short timeout: a frozen Redis costs the tick path a
         # second per retry, not the 5 s the pages wait, so the socket keeps being read.
         r = data_redis(config, socket_connect_timeout=1, socket_timeout=1)
-        matcher = Matcher(r, hand_off_queue=DEFAULT_HAND_OFF_QUEUE)
+        matcher = Matcher(r, hand_off_queue=DEFAULT_HAND_OFF_QUEUE, late_prices=True)
         pool = ListenerPool(
             r, matcher, config["BINANCE_WS_URL"], lease=lease,
             breaker=Breaker("binance", reset_timeout=FEED_BREAKER_RESET_S, redis=r),
