@@ -167,6 +167,9 @@ def test_breakers_and_listener_status_are_read_from_redis(app, client):
     samples = scrape(client)
     assert value(samples, "tickerbell_listener_up", shard="0") == 0
     assert value(samples, "tickerbell_listener_connections", shard="0") == 0
+    with app.app_context():  # listeners split two ways, announced: this process unset
+        r.set(keys.LISTENER_SHARDS, 2)
+    assert ("tickerbell_listener_up", frozenset({("shard", "1")})) in scrape(client)  # exported
 
 
 def test_a_scrape_answers_while_redis_is_down(make_app, refused_port):

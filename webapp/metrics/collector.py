@@ -80,8 +80,10 @@ class RedisCollector:
         return (family,)
 
     def _listeners(self, r):
+        # this process's count, or the running listeners' where theirs is larger (as health)
+        shards = max(self.shards, int(r.get(keys.LISTENER_SHARDS) or 1))
         with r.pipeline(transaction=False) as pipe:
-            for shard in range(self.shards):
+            for shard in range(shards):
                 pipe.hgetall(keys.listener_status(shard))
             statuses = pipe.execute()
         connections = GaugeMetricFamily(metrics.LISTENER_CONNECTIONS, "Open Binance "
