@@ -122,7 +122,6 @@ def test_notify_an_unknown_user_exits_non_zero_and_sends_nothing(app, runner):
     assert redis.dbsize() == before
 
 
-
 def test_notify_refusals_read_as_lines_and_a_strategy_nobody_follows_is_one(app, runner):
     with app.app_context():
         accounts.create_user("a@example.com", "long password")
@@ -131,6 +130,7 @@ def test_notify_refusals_read_as_lines_and_a_strategy_nobody_follows_is_one(app,
     typo = invoke(runner, "notify", "--strategy", "nostrat", "PRICE_ALERT", "Title", "Body")
     assert typo.exit_code == 1  # it said "sent 0 notification(s)", as if it had worked
     assert "no user follows strategy 'nostrat': nothing was sent" in typo.output
+
 
 @pytest.mark.parametrize("args", [
     ["notify", "PRICE_ALERT", "Title", "Body"],  # a user's notification needs EMAIL
