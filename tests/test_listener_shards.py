@@ -233,20 +233,25 @@ def test_a_second_shells_worker_and_listener_without_the_count_upset_no_split(ma
                                                                               monkeypatch):
     """Beside listeners split two ways, a process whose LISTENER_SHARDS is unset: its
     watchdog (a `flask worker` runs it) said 1 and watched shard 0 alone, and a plain
-    `flask listener` would take any shard's job as the single listener's."""
+    `flask listener` took any shard's job as the single listener's (shard 1's: retired)."""
     monkeypatch.delenv("LISTENER_SHARDS", raising=False)
     app = make_app()
     assert app.config["LISTENER_SHARDS"] is None  # unset: 1, but not said to the others
-    app.extensions["redis"].set(keys.LISTENER_SHARDS, 2, ex=30)  # the running watchdog's
+    r = app.extensions["redis"]
+    r.set(keys.LISTENER_SHARDS, 2, ex=30)  # a watchdog with the count set said it
     with app.app_context():
+        assert shards.following(app.config) == 2
         assert listener_watchdog() == "enqueued,enqueued"  # both shards watched
         assert get_redis().get(keys.LISTENER_SHARDS) == "2"  # and the split left as said
-    refused = app.test_cli_runner().invoke(args=["listener"])
-    assert refused.exit_code == 2 and "set LISTENER_SHARDS=2 here" in refused.output
-    app.extensions["redis"].delete(keys.LISTENER_SHARDS)
-    with app.app_context():  # nothing running says a count: 1, and it says nothing
-        assert listener_watchdog() == "queued"
-        assert get_redis().get(keys.LISTENER_SHARDS) is None
+        r.delete(keys.LISTENER_SHARDS)  # lapsed: shard 0's listener says it with each beat
+        r.hset(keys.listener_status(0), mapping={"shards": 3, "heartbeat": clock.now_ms()})
+        assert shards.following(app.config) == 3
+        r.hset(keys.listener_status(0), "heartbeat", clock.now_ms() - 60_000)  # long dead
+        assert shards.following(app.config) == 1
+        assert listener_watchdog() == "queued"  # nothing running says a count: 1
+        assert get_redis().get(keys.LISTENER_SHARDS) is None  # and it says nothing
+        assert run_listener(shard=1) == "retired"  # a job of a split gone: retired
+
 
 def test_the_shared_budget_refuses_the_attempt_past_it_across_shards(r):
     local = lambda: AttemptBudget(burst=100, per_s=1e-9)  # noqa: E731 (only Redis limits here)

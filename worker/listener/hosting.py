@@ -57,8 +57,9 @@ def run_listener(shard=0, standby=False):
     """The RQ job (and `flask listener --direct` / `--shard`, `standby`: waiting for the lease
     as long as it takes): take the shard's lease, then listen."""
     app = current_app._get_current_object()
-    if shard >= shards.count(app.config):  # queued before LISTENER_SHARDS went down
-        logline("shard_retired", shard=shard, shards=shards.count(app.config))
+    count = shards.following(app.config)  # unset here: the running listeners', at each job
+    if shard >= count:  # queued before LISTENER_SHARDS went down
+        logline("shard_retired", shard=shard, shards=count)
         return "retired"
     r = get_redis()
     stop = threading.Event()
@@ -68,23 +69,23 @@ def run_listener(shard=0, standby=False):
     # One listener process per shard: a second job of a shard whose lease stays held (the
     # watchdog re-queued it during an outage) must not hold a process another shard needs.
     # A single listener, or one started by hand, waits as a hot standby, as ever.
-    give_up_s = None if standby or shards.count(app.config) == 1 else STANDBY_TTLS * ttl_s
+    give_up_s = None if standby or count == 1 else STANDBY_TTLS * ttl_s
     try:
         if not lease.wait(stop, give_up_s=give_up_s):
             if stop.is_set():
                 return "stopped"
             logline("standby_ended", shard=shard, waited_s=give_up_s)
             return "standby"
-        _listen(app, r, lease, stop, shard)
+        _listen(app, r, lease, stop, shard, count)
     finally:
         restore()
     return "stopped"
 
 
-def _listen(app, r, lease, stop, shard):
+def _listen(app, r, lease, stop, shard, count):
     slow = matcher = None
     try:
-        rebuild_alert_index(r, lease, shard, shards.count(app.config))
+        rebuild_alert_index(r, lease, shard, count)
         slow = start_slowpath(app, stop)
         config = app.config
         backoff = (config["LISTENER_BACKOFF_BASE_S"], config["LISTENER_BACKOFF_MAX_S"])
@@ -99,7 +100,7 @@ def _listen(app, r, lease, stop, shard):
             backoff=lambda: Backoff(*backoff),  # one each: a drop delays only its connection
             attempts=ConnectBudget(r, budget=config["LISTENER_CONNECT_BUDGET"],
                                    window_s=config["LISTENER_CONNECT_WINDOW_S"]),
-            shard=shard, shards=shards.count(config),
+            shard=shard, shards=count,
             heartbeat_s=min(1.0, config["LISTENER_LEASE_TTL_S"] / 3))  # renew well in time
         # The ~110,000 objects loaded by now live as long as the process, and a full
         # collection walked them all: 30-40 ms with every tick waiting, whenever one came.
@@ -176,7 +177,7 @@ def listener_watchdog():
     comma-separated in shard order; one shard: just its own."""
     config = current_app.config
     said = shards.is_set(config)  # unset here (a second shell's worker): the others' count
-    count = shards.count(config) if said else shards.running() or 1
+    count = shards.following(config)
     outcome = ",".join(watch_shard(shard) for shard in range(count))
     if said:  # an unset count's 1 is no one's word: it would hide a running split
         try:  # after the watch: its master away must not keep any shard unwatched
@@ -280,11 +281,6 @@ def listener_command(direct, shard):
     count = shards.count(current_app.config)
     if direct or shard is not None:
         count = _hand_run_count(count)
-    elif not shards.is_set(current_app.config) and (found := shards.running()):
-        if found != count:  # it would take any shard's job as the single listener's
-            raise click.UsageError(
-                f"LISTENER_SHARDS is unset here, but the running listeners split the symbols "
-                f"over {found}: set LISTENER_SHARDS={found} here")
     if shard is not None and not 0 <= shard < count:
         raise click.BadParameter(f"LISTENER_SHARDS is {count}: 0 to {count - 1}",
                                  param_hint="--shard")

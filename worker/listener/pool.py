@@ -158,7 +158,8 @@ class ListenerPool:
         state = ("connected" if states == {"connected"}
                  else "backoff" if "backoff" in states else "connecting")
         self.last_tick_ms = max([self.last_tick_ms] + [lis.last_tick_ms for lis in listeners])
-        status = {"state": state, "connections": sum(lis.state == "connected" for lis in listeners),
+        status = {"state": state, "shards": self.shards,  # the count it works by, for others
+                  "connections": sum(lis.state == "connected" for lis in listeners),
                   "last_tick_ms": self.last_tick_ms,
                   "streams": sum(listener.streams for listener in listeners),
                   **status_field([listener.lag.worst_ms() for listener in listeners]),

@@ -8,11 +8,12 @@ listener as it always was.
 
 import zlib
 
-from webapp import keys
+from webapp import clock, keys
 from webapp.errors import REDIS_FAULTS
 from webapp.extensions import get_redis
 
 JOB_ID = "tickerbell-listener"
+LIVE_BEAT_MS = 10_000  # as /health judges a listener alive
 
 
 def shard_of(symbol, shards):
@@ -34,11 +35,24 @@ def is_set(config):
     return bool(config.get("LISTENER_SHARDS"))
 
 
+def following(config):
+    """The count a process works by: LISTENER_SHARDS as set, else the running listeners'
+    (a second shell's worker or listener: a split of its own would give some symbols two
+    listeners and others none), else 1."""
+    return count(config) if is_set(config) else running() or 1
+
+
 def running():
-    """The shard count the running listeners' watchdog last said (kept 30 s); None when
-    none said it lately, or the data plane does not answer."""
+    """The shard count the running listeners work by: as shard 0's says it with each beat,
+    else as a watchdog with the count set last said it (kept 30 s); None when none says,
+    or the data plane does not answer."""
     try:
-        said = get_redis().get(keys.LISTENER_SHARDS)
+        with get_redis().pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.listener_status(0), "shards", "heartbeat")
+            pipe.get(keys.LISTENER_SHARDS)
+            (beating, beat), said = pipe.execute()
     except REDIS_FAULTS:
         return None
+    if beating and beat and clock.now_ms() - int(beat) <= LIVE_BEAT_MS:
+        return int(beating)
     return int(said) if said else None
