@@ -1,5 +1,6 @@
 """Hosting the listener: the lease, the RQ job and its watchdog, `flask listener`, the demo seed."""
 
+import gc
 import json
 import logging
 import os
@@ -241,3 +242,27 @@ def test_a_listening_listener_holds_no_transaction_open(hosted, feed, db_backend
         get_redis().set(LEASE_KEY, "intruder")  # it stops
     thread.join(5)
     assert not thread.is_alive()
+
+
+
+def test_a_listener_job_that_ends_closes_its_own_connections(hosted, feed):
+    """The RQ worker runs job after job in one process: each run's own client was left with
+    its sockets open, a pool more each time its lease was lost."""
+    r = hosted.extensions["redis"]
+
+    def its_own():
+        return [c for c in r.client_list() if c["name"] == "tickerbell-listener-0"]
+
+    gc.disable()  # closed, not left to a collection that may come late or never
+    try:
+        for _ in range(2):
+            thread = host(hosted)
+            assert feed.wait_for_connections(1)
+            assert eventually(its_own)  # named, so an operator's CLIENT LIST tells it apart
+            r.set(LEASE_KEY, "intruder")  # it stops
+            thread.join(5)
+            assert not thread.is_alive()
+            r.delete(LEASE_KEY)
+            assert eventually(lambda: not its_own())
+    finally:
+        gc.enable()

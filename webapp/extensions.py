@@ -173,6 +173,15 @@ def is_cluster(r):
     return isinstance(r, redis.RedisCluster)
 
 
+def close_data_redis(r):
+    """Close a client from `data_redis` with its sockets: redis.Redis.close() leaves a pool
+    handed to it open, and a listener job ended (its lease lost) then left one per run."""
+    if is_cluster(r):
+        r.close()
+    else:
+        r.connection_pool.disconnect()
+
+
 def init_redis(app):
     """One data-plane client per process. A cluster client connects when made, so it is made
     on first use: a process must start, and answer 503, while the cluster is down."""

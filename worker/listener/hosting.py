@@ -29,7 +29,7 @@ from webapp.core.outage import Outage
 from webapp.core.processes import Heartbeat
 from webapp.core.queues import STREAM_QUEUE, enqueue, get_queue, rq_connection
 from webapp.errors import REDIS_FAULTS
-from webapp.extensions import data_redis, db, get_redis
+from webapp.extensions import close_data_redis, data_redis, db, get_redis
 from worker import slowpath
 from worker.listener import shards
 from worker.listener.connect_budget import ConnectBudget
@@ -83,7 +83,7 @@ def run_listener(shard=0, standby=False):
 
 
 def _listen(app, r, lease, stop, shard, count):
-    slow = matcher = None
+    slow = matcher = own = None
     try:
         rebuild_alert_index(r, lease, shard, count)
         slow = start_slowpath(app, stop)
@@ -91,7 +91,8 @@ def _listen(app, r, lease, stop, shard, count):
         backoff = (config["LISTENER_BACKOFF_BASE_S"], config["LISTENER_BACKOFF_MAX_S"])
         # A client of its own with a short timeout: a frozen Redis costs the tick path a
         # second per retry, not the 5 s the pages wait, so the socket keeps being read.
-        r = data_redis(config, socket_connect_timeout=1, socket_timeout=1)
+        r = own = data_redis(config, socket_connect_timeout=1, socket_timeout=1,
+                             client_name=f"tickerbell-listener-{shard}")
         matcher = Matcher(r, hand_off_queue=DEFAULT_HAND_OFF_QUEUE, late_prices=True)
         pool = ListenerPool(
             r, matcher, config["BINANCE_WS_URL"], lease=lease,
@@ -115,6 +116,8 @@ def _listen(app, r, lease, stop, shard, count):
             matcher.close()
         if slow is not None:
             slow.join(10)
+        if own is not None:
+            close_data_redis(own)
         lease.release()
 
 
